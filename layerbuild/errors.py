@@ -1,0 +1,109 @@
+"""The one error tree of layerbuild: every error the library raises is a LayerbuildError.
+
+    LayerbuildError
+    ├── UsageError                 bad arguments to an API call or a CLI verb (exit 2)
+    ├── DockerfileError            the Dockerfile is wrong (exit 2); carries file:line:col
+    │   ├── DockerfileSyntaxError  the parser rejected it
+    │   └── ExpansionError         a `${...}` substitution failed
+    ├── BuildError                 a build step failed (exit 1)
+    ├── StoreError                 the store is missing something or is damaged (exit 1)
+    │   └── DigestMismatchError    content does not hash to its name
+    └── UnsafeArchiveError         an archive tried to write outside its destination (exit 1)
+
+Library code never prints or exits; the CLI turns these into messages and exit codes in one place.
+"""
+
+from __future__ import annotations
+
+
+class LayerbuildError(Exception):
+    """Root of every error layerbuild raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def render(self) -> str:
+        """The full text for a terminal: message, then the hint if any."""
+        text = self.message
+        if self.hint:
+            text += f"\nhint: {self.hint}"
+        return text
+
+
+class UsageError(LayerbuildError):
+    """Bad arguments to an API call or CLI verb."""
+
+    exit_code = 2
+
+
+class DockerfileError(LayerbuildError):
+    """A Dockerfile that cannot be used, with the place it went wrong.
+
+    `line` and `column` are 1-based; `source_line` is the physical line as written, so the
+    message can show it with a caret under `column`.
+    """
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        filename: str = "Dockerfile",
+        line: int = 0,
+        column: int = 1,
+        source_line: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.filename = filename
+        self.line = line
+        self.column = max(column, 1)
+        self.source_line = source_line
+
+    @property
+    def location(self) -> str:
+        if self.line <= 0:
+            return self.filename
+        return f"{self.filename}:{self.line}:{self.column}"
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}"
+
+    def render(self) -> str:
+        text = f"{self.location}: {self.message}"
+        if self.source_line is not None and self.line > 0:
+            shown = self.source_line.replace("\t", " ")
+            prefix = f"{self.line:>5} | "
+            text += f"\n{prefix}{shown}\n{' ' * len(prefix)}{' ' * (self.column - 1)}^"
+        if self.hint:
+            text += f"\nhint: {self.hint}"
+        return text
+
+
+class DockerfileSyntaxError(DockerfileError):
+    """The Dockerfile could not be parsed."""
+
+
+class BuildError(LayerbuildError):
+    """A build step failed."""
+
+
+class StoreError(LayerbuildError):
+    """The store lacks something it should have, or holds something damaged."""
+
+
+class DigestMismatchError(StoreError):
+    """Bytes did not hash to the digest they were stored or announced under."""
+
+
+class UnsafeArchiveError(LayerbuildError):
+    """An archive entry would write outside the destination or do something else forbidden."""
+
+
+class ExpansionError(DockerfileError):
+    """A variable substitution could not be carried out (`${x:?unset}`, a bad `${...}` form)."""

@@ -1,0 +1,1 @@
+"""OCI image manifests, configs, layouts and archives."""

@@ -1,0 +1,1 @@
+"""Deterministic tar layers: writing (with OCI whiteouts) and safe extraction."""

@@ -1,0 +1,1 @@
+"""Typed stages to a pure, printable DAG of build operations."""

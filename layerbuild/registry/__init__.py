@@ -1,0 +1,1 @@
+"""Push and pull images and cache through an OCI distribution registry."""

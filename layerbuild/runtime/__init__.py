@@ -1,0 +1,1 @@
+"""Overlay rootfs and Linux namespaces for RUN steps and `layerbuild run`."""

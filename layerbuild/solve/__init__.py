@@ -1,0 +1,1 @@
+"""Cache keys, cache lookups and the order of execution of a plan."""

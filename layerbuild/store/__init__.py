@@ -1,0 +1,1 @@
+"""The content-addressed store: sha256 blobs and the SQLite index under one root."""

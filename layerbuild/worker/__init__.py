@@ -1,0 +1,1 @@
+"""Side effects of a build meet here: context hashing, executors, exporters."""
