@@ -1,0 +1,275 @@
+"""Dockerfile text to the typed AST: the scanner's logical lines, split by the Lark grammar.
+
+`parse()` is the entry point. Its result agrees with BuildKit v0.12.5's parser (the reference the
+conformance suite was made with); every failure is a DockerfileSyntaxError with a location.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from lark import Lark, Token, Tree
+from lark.exceptions import LarkError
+
+from layerbuild import grammar
+from layerbuild.errors import DockerfileSyntaxError, ExpansionError
+from layerbuild.parse import args as line_parsers
+from layerbuild.parse import gotext
+from layerbuild.parse.ast import Dockerfile, Heredoc, Instruction
+from layerbuild.parse.scanner import DirectiveError, LineScanner, LogicalLine, split_physical_lines
+
+HEREDOC_INSTRUCTIONS = frozenset({"run", "copy", "add"})
+_HEREDOC_WORD_RE = re.compile(r"^(\d*)<<(-?)([^<]*)$")
+
+
+@lru_cache(maxsize=1)
+def line_grammar() -> Lark:
+    """The LALR parser for one logical line, built once per process (and cached on disk)."""
+    return Lark(
+        grammar.read("dockerfile.lark"),
+        parser="lalr",
+        lexer="contextual",
+        cache=True,
+        maybe_placeholders=False,
+    )
+
+
+class _LineError(Exception):
+    def __init__(self, message: str, hint: str | None = None, column: int | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.column = column
+
+
+def _unquote_flag(token: str) -> str:
+    """A flag word with its quotes and backslash escapes resolved (BuildKit's rules)."""
+    out: list[str] = []
+    quote = ""
+    i, n = 0, len(token)
+    while i < n:
+        ch = token[i]
+        if not quote and ch in "'\"":
+            quote = ch
+            i += 1
+            continue
+        if quote and ch == quote:
+            quote = ""
+            i += 1
+            continue
+        if ch == "\\":
+            if i + 1 == n:
+                break
+            i += 1
+            ch = token[i]
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def split_command(line: str) -> tuple[str, tuple[str, ...], str]:
+    """A logical line → (keyword as written, flags, rest of the line)."""
+    trimmed = gotext.trim_space(line)
+    if trimmed == "":
+        return "", (), ""
+    view = gotext.byte_view(trimmed)
+    try:
+        tree = line_grammar().parse(view)
+    except LarkError as exc:  # the grammar accepts every trimmed line; this guards regressions
+        raise _LineError(f"cannot split instruction line: {exc}") from None
+    keyword_tok = tree.children[0]
+    assert isinstance(keyword_tok, Token)
+    keyword = gotext.from_byte_view(str(keyword_tok))
+    flags: list[str] = []
+    rest = ""
+    if len(tree.children) > 1:
+        arguments = tree.children[1]
+        assert isinstance(arguments, Tree)
+        for child in arguments.children:
+            if isinstance(child, Tree):  # a flag
+                tok = child.children[0]
+                assert isinstance(tok, Token)
+                word = _unquote_flag(str(tok))
+                if word == "--":
+                    # A bare `--` ends the flags; everything after it is argument text.
+                    assert tok.end_pos is not None
+                    rest = gotext.trim_left_space(gotext.from_byte_view(view[tok.end_pos :]))
+                    break
+                # BuildKit builds flags byte by byte as runes, so non-ASCII bytes come out as
+                # Latin-1 characters; the byte view reproduces exactly that.
+                flags.append(word)
+            else:
+                rest = gotext.from_byte_view(str(child))
+    return keyword, tuple(flags), rest
+
+
+def _node_from_line(line: str, escape: str) -> Instruction:
+    """One logical line to an Instruction (without positions or heredocs)."""
+    keyword, flags, rest = split_command(line)
+    cmd = gotext.lower(keyword)
+    if cmd == "onbuild":
+        inner = _node_from_line(rest, escape) if rest != "" else None
+        return Instruction(cmd=cmd, original=line, start_line=0, end_line=0, flags=flags,
+                           inner=inner, keyword=keyword)
+    fn = line_parsers.LINE_PARSERS.get(cmd, line_parsers.ignore)
+    try:
+        value, is_json = fn(rest, escape)
+    except line_parsers.ArgumentError as exc:
+        raise _LineError(str(exc), exc.hint, _column_of(line, rest)) from None
+    return Instruction(cmd=cmd, original=line, start_line=0, end_line=0, flags=flags, value=value,
+                       json=is_json, keyword=keyword)
+
+
+def _column_of(line: str, rest: str) -> int | None:
+    if rest:
+        idx = line.find(rest[:20])
+        if idx >= 0:
+            return idx + 1
+    return None
+
+
+def _heredoc_from_word(word: str, escape: str) -> Heredoc | None:
+    from layerbuild.parse.shell import ShellLex
+
+    match = _HEREDOC_WORD_RE.match(word)
+    if match is None or match.group(3) == "":
+        return None
+    fd = int(match.group(1)) if match.group(1) else 0
+    chomp = match.group(2) == "-"
+    rest = match.group(3)
+    words = ShellLex("\\", skip_unset_env=True).process_words(rest, {})
+    if len(words) != 1:
+        return None
+    raw = ShellLex("\\", skip_unset_env=True, raw_quotes=True).process_words(rest, {})
+    if len(raw) != 1:
+        raise _LineError(f"internal lexing of heredoc produced inconsistent results: {rest}")
+    quotes = words[0].count("'") + words[0].count('"')
+    raw_quotes = raw[0].count("'") + raw[0].count('"')
+    return Heredoc(name=words[0], file_descriptor=fd, content="", expand=quotes == raw_quotes,
+                   chomp=chomp)
+
+
+def _heredocs_in_line(line: str, escape: str) -> list[Heredoc]:
+    from layerbuild.parse.shell import ShellLex
+
+    lex = ShellLex("\\", raw_quotes=True, raw_escapes=True, skip_unset_env=True)
+    try:
+        words = lex.process_words(line, {})
+    except ExpansionError:
+        # The official parser ignores lexing errors here: the line simply has no heredocs.
+        return []
+    docs = []
+    for word in words:
+        try:
+            doc = _heredoc_from_word(word, escape)
+        except ExpansionError as exc:
+            raise _LineError(exc.message) from None
+        if doc is not None:
+            docs.append(doc)
+    return docs
+
+
+def _read_heredoc_bodies(scanner: LineScanner, docs: list[Heredoc], start_line: int) -> list[Heredoc]:
+    out = []
+    for doc in docs:
+        content: list[str] = []
+        while True:
+            raw = scanner.next_raw()
+            if raw is None:
+                raise _HeredocError(doc.name, start_line)
+            candidate = raw.rstrip("\r\n")
+            if doc.chomp:
+                candidate = candidate.lstrip("\t")
+            if candidate == doc.name:
+                break
+            content.append(raw)
+        out.append(Heredoc(doc.name, doc.file_descriptor, "".join(content), doc.expand, doc.chomp))
+    return out
+
+
+class _HeredocError(Exception):
+    def __init__(self, name: str, line: int) -> None:
+        super().__init__("unterminated heredoc")
+        self.name = name
+        self.line = line
+
+
+def _can_contain_heredoc(node: Instruction) -> bool:
+    return node.cmd in HEREDOC_INSTRUCTIONS and not node.json
+
+
+def parse(text: str | bytes, filename: str = "Dockerfile") -> Dockerfile:
+    """Parse Dockerfile text (str, or bytes read as UTF-8) into the typed AST.
+
+    Raises DockerfileSyntaxError, and nothing else, for any input.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "surrogateescape")
+    scanner = LineScanner(text)
+    physical = tuple(line.rstrip("\r\n") for line in split_physical_lines(text.removeprefix("\ufeff")))
+
+    def fail(message: str, line: int, column: int | None = None, hint: str | None = None) -> DockerfileSyntaxError:
+        source = physical[line - 1] if 1 <= line <= len(physical) else None
+        return DockerfileSyntaxError(message, filename=filename, line=line, column=column or 1,
+                                     source_line=source, hint=hint)
+
+    instructions: list[Instruction] = []
+    warnings: list[str] = []
+    while True:
+        try:
+            logical: LogicalLine | None = scanner.next_logical()
+        except DirectiveError as exc:
+            raise fail(str(exc), exc.line, 1, exc.hint) from None
+        if logical is None:
+            break
+        try:
+            node = _node_from_line(logical.text, scanner.directives.escape)
+            heredocs: list[Heredoc] = []
+            if _can_contain_heredoc(node) and "<<" in logical.text:
+                heredocs = _read_heredoc_bodies(
+                    scanner, _heredocs_in_line(logical.text, scanner.directives.escape), logical.start_line
+                )
+        except _LineError as exc:
+            column = logical.column + (exc.column - 1 if exc.column else 0)
+            raise fail(str(exc), logical.start_line, column, exc.hint) from None
+        except _HeredocError as exc:
+            raise fail(
+                "unterminated heredoc", exc.line, logical.column,
+                f"end the heredoc with a line holding only {exc.name!r}",
+            ) from None
+        if logical.empty_continuation:
+            warnings.append(
+                f"{filename}:{logical.start_line}: empty continuation line found in: {logical.text}"
+            )
+        instructions.append(
+            Instruction(
+                cmd=node.cmd, original=node.original, start_line=logical.start_line,
+                end_line=scanner.pos, flags=node.flags, value=node.value, json=node.json,
+                heredocs=tuple(heredocs), inner=node.inner, column=logical.column,
+                keyword=node.keyword,
+            )
+        )
+    if not instructions:
+        raise fail("file with no instructions", max(len(physical), 1), 1,
+                   "a Dockerfile needs at least a FROM instruction")
+    return Dockerfile(
+        instructions=tuple(instructions),
+        escape=scanner.directives.escape,
+        directives=dict(scanner.directives.values),
+        warnings=tuple(warnings),
+        filename=filename,
+        lines=physical,
+    )
+
+
+def parse_file(path: str) -> Dockerfile:
+    """Parse the Dockerfile at `path`; errors name the file as given."""
+    from pathlib import Path
+
+    from layerbuild.errors import UsageError
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    return parse(data, filename=path)
