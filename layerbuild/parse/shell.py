@@ -1,0 +1,313 @@
+"""BuildKit's shell-word lexer (v0.12.5 semantics): quote removal, `$var`/`${var...}` expansion, word splitting."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from layerbuild.errors import ExpansionError
+
+__all__ = ["ShellLex"]
+
+# Go's unicode.IsSpace: the Unicode White_Space property (Python's str.isspace also counts U+001C..U+001F).
+_SPACE = frozenset(
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
+# POSIX special parameters: `$@`, `$*`, ... are names of one character.
+_SPECIAL_PARAMS = frozenset("@*#?-$!0")
+_EOF = ""  # what peek()/next() return at the end of the input
+
+
+class _Failure(Exception):
+    """An expansion failure inside the lexer; `ShellLex` turns it into an ExpansionError."""
+
+
+class _Words:
+    """Accumulates the result of ProcessWords: splits on unquoted whitespace, keeps quoted text whole."""
+
+    def __init__(self) -> None:
+        self.word = ""
+        self.words: list[str] = []
+        self.in_word = False
+
+    def add_char(self, ch: str) -> None:
+        if ch in _SPACE:
+            # An empty quoted string sets in_word without text; BuildKit then drops it, and so do we.
+            if self.in_word and self.word:
+                self.words.append(self.word)
+                self.word = ""
+                self.in_word = False
+        else:
+            self.add_raw_char(ch)
+
+    def add_raw_char(self, ch: str) -> None:
+        self.word += ch
+        self.in_word = True
+
+    def add_string(self, text: str) -> None:
+        for ch in text:
+            self.add_char(ch)
+
+    def add_raw_string(self, text: str) -> None:
+        self.word += text
+        self.in_word = True
+
+    def result(self) -> list[str]:
+        if self.word:
+            self.words.append(self.word)
+            self.word = ""
+            self.in_word = False
+        return self.words
+
+
+class _Run:
+    """The state of one call: the input, a cursor, the environment and the names that matched."""
+
+    def __init__(self, lex: ShellLex, text: str, env: Mapping[str, str]) -> None:
+        # Go's text/scanner skips a byte-order mark at the very start of its input.
+        self.text = text[1:] if text.startswith("\ufeff") else text
+        self.pos = 0
+        self.lex = lex
+        self.env = env
+        self.matches: set[str] = set()
+
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else _EOF
+
+    def next(self) -> str:
+        ch = self.peek()
+        if ch:
+            self.pos += 1
+        return ch
+
+    def get_env(self, name: str) -> tuple[str, bool]:
+        if name in self.env:
+            self.matches.add(name)
+            return self.env[name], True
+        return "", False
+
+    def stop_on(self, stop: str) -> tuple[str, list[str]]:
+        """Process up to (and consuming) `stop`, or to the end of input when `stop` is _EOF."""
+        lex = self.lex
+        result: list[str] = []
+        words = _Words()
+        while (ch := self.peek()) != _EOF:
+            if stop and ch == stop:
+                self.next()
+                return "".join(result), words.result()
+            if ch == "$":
+                value = self.dollar()
+                result.append(value)
+                words.add_string(value)
+            elif ch == "'" and not lex.skip_process_quotes:
+                value = self.single_quote()
+                result.append(value)
+                words.add_raw_string(value)
+            elif ch == '"' and not lex.skip_process_quotes:
+                value = self.double_quote()
+                result.append(value)
+                words.add_raw_string(value)
+            else:
+                ch = self.next()
+                if ch == lex.escape:
+                    if lex.raw_escapes:
+                        words.add_raw_char(ch)
+                        result.append(ch)
+                    ch = self.next()
+                    if ch == _EOF:
+                        break  # an escape at the very end escapes nothing and vanishes
+                    words.add_raw_char(ch)
+                else:
+                    words.add_char(ch)
+                result.append(ch)
+        if stop:
+            raise _Failure(f"unexpected end of statement while looking for matching {stop}")
+        return "".join(result), words.result()
+
+    def single_quote(self) -> str:
+        # Everything up to the next single quote is literal; a single quote cannot be escaped inside.
+        result: list[str] = []
+        quote = self.next()
+        if self.lex.raw_quotes:
+            result.append(quote)
+        while True:
+            ch = self.next()
+            if ch == _EOF:
+                raise _Failure("unexpected end of statement while looking for matching single-quote")
+            if ch == "'":
+                if self.lex.raw_quotes:
+                    result.append(ch)
+                return "".join(result)
+            result.append(ch)
+
+    def double_quote(self) -> str:
+        # Literal except `$`, and the escape character, which escapes only `"`, `$` and itself.
+        lex = self.lex
+        result: list[str] = []
+        quote = self.next()
+        if lex.raw_quotes:
+            result.append(quote)
+        while True:
+            ch = self.peek()
+            if ch == _EOF:
+                raise _Failure("unexpected end of statement while looking for matching double-quote")
+            if ch == '"':
+                self.next()
+                if lex.raw_quotes:
+                    result.append(ch)
+                return "".join(result)
+            if ch == "$":
+                result.append(self.dollar())
+                continue
+            ch = self.next()
+            if ch == lex.escape:
+                if lex.raw_escapes:
+                    result.append(ch)
+                following = self.peek()
+                if following == _EOF:
+                    continue  # the missing closing quote is reported on the next turn
+                if following in ('"', "$", lex.escape):
+                    ch = self.next()
+                # Otherwise the escape character stays (BuildKit writes it again even with raw_escapes).
+            result.append(ch)
+
+    def stop_on_brace(self) -> str:
+        try:
+            word, _ = self.stop_on("}")
+        except _Failure:
+            if self.peek() == _EOF:
+                raise _Failure("syntax error: missing '}'") from None
+            raise
+        return word
+
+    def dollar(self) -> str:
+        self.next()  # the `$`
+        skip_unset = self.lex.skip_unset_env
+        if self.peek() != "{":
+            name = self.name()
+            if not name:
+                return "$"
+            value, found = self.get_env(name)
+            if not found and skip_unset:
+                return "$" + name
+            return value
+
+        self.next()  # the `{`
+        first = self.peek()
+        if first == _EOF:
+            raise _Failure("syntax error: missing '}'")
+        if first in "{}:":
+            raise _Failure("syntax error: bad substitution")
+        name = self.name()
+        ch = self.next()
+        if ch == "}":
+            value, found = self.get_env(name)
+            if not found and skip_unset:
+                return "${" + name + "}"
+            return value
+        if ch == "?":
+            word = self.stop_on_brace()
+            value, found = self.get_env(name)
+            if not found:
+                if skip_unset:
+                    return "${" + name + "?" + word + "}"
+                raise _Failure(f"{name}: {word or 'is not allowed to be unset'}")
+            return value
+        if ch == ":":
+            modifier = self.next()
+            word = self.stop_on_brace()
+            value, found = self.get_env(name)
+            if not found and skip_unset and modifier in "+-?":
+                return "${" + name + ":" + modifier + word + "}"
+            if modifier == "+":
+                return word if value else value
+            if modifier == "-":
+                return value or word
+            if modifier == "?":
+                if not found:
+                    raise _Failure(f"{name}: {word or 'is not allowed to be unset'}")
+                if not value:
+                    raise _Failure(f"{name}: {word or 'is not allowed to be empty'}")
+                return value
+            raise _Failure(f"unsupported modifier ({modifier}) in substitution")
+        # v0.12.5 knows only `${x}`, `${x?w}` and `${x:<op>w}`; `${x-w}`, `${x#p}` and friends came later.
+        raise _Failure("missing ':' in substitution")
+
+    def name(self) -> str:
+        """A variable name: letters, digits and `_`; or all leading digits; or one special parameter."""
+        start = self.pos
+        text = self.text
+        end = len(text)
+        if start < end:
+            first = text[start]
+            if first.isdecimal():
+                pos = start
+                while pos < end and text[pos].isdecimal():
+                    pos += 1
+                self.pos = pos
+                return text[start:pos]
+            if first in _SPECIAL_PARAMS:
+                self.pos += 1
+                return first
+        pos = start
+        while pos < end and (text[pos].isalpha() or text[pos].isdecimal() or text[pos] == "_"):
+            pos += 1
+        self.pos = pos
+        return text[start:pos]
+
+
+class ShellLex:
+    """Expands and unquotes Dockerfile words the way BuildKit's `shell.Lex` does.
+
+    `escape` is the Dockerfile's escape character (`\\` or a backtick). `raw_quotes` keeps the
+    quote characters in the result, `raw_escapes` keeps the escape characters, `skip_unset_env`
+    leaves references to unset variables as written, and `skip_process_quotes` treats quotes as
+    ordinary characters (BuildKit uses it to expand heredoc bodies).
+    """
+
+    def __init__(
+        self,
+        escape: str = "\\",
+        *,
+        raw_quotes: bool = False,
+        raw_escapes: bool = False,
+        skip_unset_env: bool = False,
+        skip_process_quotes: bool = False,
+    ) -> None:
+        if len(escape) != 1:
+            raise ValueError(f"the escape token must be one character, not {escape!r}")
+        self.escape = escape
+        self.raw_quotes = raw_quotes
+        self.raw_escapes = raw_escapes
+        self.skip_unset_env = skip_unset_env
+        self.skip_process_quotes = skip_process_quotes
+
+    def process_word(self, word: str, env: Mapping[str, str]) -> str:
+        """`word` expanded and unquoted, as one string (inner whitespace kept)."""
+        return self._process(word, env)[0]
+
+    def process_words(self, word: str, env: Mapping[str, str]) -> list[str]:
+        """`word` expanded, then split into words on whitespace that was neither quoted nor escaped."""
+        return self._process(word, env)[1]
+
+    def process_word_with_matches(self, word: str, env: Mapping[str, str]) -> tuple[str, set[str]]:
+        """Like `process_word`, plus the names of the variables it referenced that `env` defines."""
+        result, _, matches = self._process(word, env)
+        return result, matches
+
+    def _process(self, word: str, env: Mapping[str, str]) -> tuple[str, list[str], set[str]]:
+        run = _Run(self, word, env)
+        try:
+            result, words = run.stop_on(_EOF)
+        except _Failure as exc:
+            raise ExpansionError(f"failed to process {_quote(word)}: {exc}") from None
+        except RecursionError:
+            raise ExpansionError(
+                f"failed to process {_quote(word)}: substitutions nested too deeply"
+            ) from None
+        return result, words, run.matches
+
+
+def _quote(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
