@@ -1,0 +1,285 @@
+"""Content-addressed blobs under `blobs/sha256/<hex>`: the BlobStore contract and its file implementation."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, Protocol
+
+from layerbuild.digest import is_sha256_digest
+from layerbuild.errors import DigestMismatchError, StoreError
+from layerbuild.store.layout import Layout, create_locked_temp, flocked, fsync_dir
+
+_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+
+
+class BlobNotFoundError(StoreError):
+    """The store holds no blob under the digest asked for."""
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """A stored blob: its digest, its size in bytes and when it was last put (file mtime, seconds)."""
+
+    digest: str
+    size: int
+    mtime: float = 0.0
+
+
+class BlobWriter(Protocol):
+    """A blob being written; hashes as it goes. Obtained from `BlobStore.writer()`."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> int: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def info(self) -> BlobInfo:
+        """The committed blob; only valid after the `with` block ended without an error."""
+        ...
+
+
+class BlobStore(Protocol):
+    """The content store. Its contract, which every implementation meets:
+
+    - `put(data, expected)` stores `data` under sha256(data) and returns its BlobInfo. Idempotent:
+      putting bytes that are already stored does not rewrite them (it only marks them recently put).
+      If `expected` is given and differs, raises DigestMismatchError and stores nothing.
+    - `writer(expected)` is the streaming put: a context manager yielding a BlobWriter; the blob is
+      committed when the block exits normally, under the digest computed while writing, and discarded
+      (no trace left under any final name) when it raises or when `expected` does not match.
+    - Atomic: a blob appears under its final name complete and durable (fsynced, renamed, directory
+      fsynced) or not at all, whatever instant the writer crashes.
+    - `open(digest, verify=True)` returns a reader the caller closes; with `verify`, reading to EOF
+      raises DigestMismatchError if the content does not hash to `digest`. Missing: BlobNotFoundError.
+    - `stat(digest)` returns BlobInfo or None; `delete(digest)` returns whether a blob was removed and
+      is idempotent; `list()` yields every stored digest, in no particular order.
+    """
+
+    def put(self, data: bytes, expected: str | None = None) -> BlobInfo: ...
+
+    def writer(self, expected: str | None = None) -> contextlib.AbstractContextManager[BlobWriter]: ...
+
+    def open(self, digest: str, verify: bool = True) -> BinaryIO: ...
+
+    def stat(self, digest: str) -> BlobInfo | None: ...
+
+    def delete(self, digest: str) -> bool: ...
+
+    def list(self) -> Iterator[str]: ...
+
+
+class _VerifyingReader(io.RawIOBase):
+    """Passes bytes through, hashing them; at EOF raises DigestMismatchError if they do not match."""
+
+    def __init__(self, raw: BinaryIO, digest: str) -> None:
+        super().__init__()
+        self._raw = raw
+        self._digest = digest
+        self._hash = hashlib.sha256()
+        self._checked = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self._hash.update(memoryview(buffer)[:n])
+        elif not self._checked:
+            self._checked = True
+            actual = "sha256:" + self._hash.hexdigest()
+            if actual != self._digest:
+                raise DigestMismatchError(
+                    f"blob {self._digest} is corrupt: its content hashes to {actual}",
+                    hint="run `layerbuild fsck` to quarantine it",
+                )
+        return int(n or 0)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _FileBlobWriter:
+    """Writes to a locked temp file under `tmp/`, then commits by rename."""
+
+    def __init__(self, store: FileBlobStore, expected: str | None) -> None:
+        self._store = store
+        self._expected = expected
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._fd, self._tmp = create_locked_temp(store.layout.tmp, "blob-")
+        self._info: BlobInfo | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data)
+        self._hash.update(view)
+        written = 0
+        while written < len(view):
+            written += os.write(self._fd, view[written:])
+        self._size += len(view)
+        return len(view)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def info(self) -> BlobInfo:
+        if self._info is None:
+            raise StoreError("blob writer has not committed")
+        return self._info
+
+    def commit(self) -> BlobInfo:
+        digest = "sha256:" + self._hash.hexdigest()
+        if self._expected is not None and digest != self._expected:
+            self.abort()
+            raise DigestMismatchError(f"content hashes to {digest}, expected {self._expected}")
+        os.fsync(self._fd)
+        os.fchmod(self._fd, 0o444)
+        self._info = self._store._commit_temp(self._tmp, digest, self._size)
+        os.close(self._fd)  # releases the temp file's lock; its name is already gone
+        return self._info
+
+    def abort(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp)
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+class _WriterContext:
+    def __init__(self, store: FileBlobStore, expected: str | None) -> None:
+        self._store = store
+        self._expected = expected
+        self._writer: _FileBlobWriter | None = None
+
+    def __enter__(self) -> _FileBlobWriter:
+        self._writer = _FileBlobWriter(self._store, self._expected)
+        return self._writer
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._writer is not None
+        if exc_type is None:
+            self._writer.commit()
+        else:
+            self._writer.abort()
+
+
+class FileBlobStore:
+    """The BlobStore on a local filesystem, rooted at a Layout."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+
+    def path(self, digest: str) -> Path:
+        """Where the blob `digest` lives (whether or not it exists); for callers that need a file."""
+        return self.layout.blob_path(_checked(digest))
+
+    def put(self, data: bytes, expected: str | None = None) -> BlobInfo:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if expected is not None and digest != _checked(expected):
+            raise DigestMismatchError(f"content hashes to {digest}, expected {expected}")
+        existing = self._touch_existing(digest)
+        if existing is not None:
+            return existing
+        with self.writer(digest) as w:
+            w.write(data)
+        return w.info
+
+    def put_stream(self, src: BinaryIO, expected: str | None = None) -> BlobInfo:
+        with self.writer(expected) as w:
+            while chunk := src.read(_CHUNK):
+                w.write(chunk)
+        return w.info
+
+    def writer(self, expected: str | None = None) -> contextlib.AbstractContextManager[_FileBlobWriter]:
+        return _WriterContext(self, _checked(expected) if expected is not None else None)
+
+    def open(self, digest: str, verify: bool = True) -> BinaryIO:
+        path = self.path(digest)
+        try:
+            raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - the caller closes the reader
+        except FileNotFoundError:
+            raise BlobNotFoundError(f"blob {digest} is not in the store") from None
+        if not verify:
+            return raw
+        return io.BufferedReader(_VerifyingReader(raw, digest), buffer_size=_CHUNK)
+
+    def read(self, digest: str) -> bytes:
+        """The whole verified content of a (small) blob."""
+        with self.open(digest, verify=True) as f:
+            return f.read()
+
+    def stat(self, digest: str) -> BlobInfo | None:
+        try:
+            st = os.stat(self.path(digest))
+        except FileNotFoundError:
+            return None
+        return BlobInfo(digest, st.st_size, st.st_mtime)
+
+    def delete(self, digest: str) -> bool:
+        path = self.path(digest)
+        # The exclusive gc lock keeps a delete from landing between a put's "already there" check
+        # and the caller relying on that blob.
+        with flocked(self.layout.gc_lock):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return False
+        fsync_dir(path.parent)
+        return True
+
+    def list(self) -> Iterator[str]:
+        try:
+            entries = list(os.scandir(self.layout.blobs))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if _HEX_RE.match(entry.name):
+                yield "sha256:" + entry.name
+
+    def _touch_existing(self, digest: str) -> BlobInfo | None:
+        path = self.path(digest)
+        with flocked(self.layout.gc_lock, shared=True):
+            return _touch(path, digest)
+
+    def _commit_temp(self, tmp: Path, digest: str, size: int) -> BlobInfo:
+        final = self.path(digest)
+        with flocked(self.layout.gc_lock, shared=True):
+            existing = _touch(final, digest)
+            if existing is not None:
+                # Idempotent put: the stored copy stays, ours goes.
+                os.unlink(tmp)
+                return existing
+            os.rename(tmp, final)
+        fsync_dir(final.parent)
+        return BlobInfo(digest, size, os.stat(final).st_mtime)
+
+
+def _touch(path: Path, digest: str) -> BlobInfo | None:
+    """Mark an existing blob as just put (prune's grace period counts from here); None if absent."""
+    try:
+        os.utime(path)
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return BlobInfo(digest, st.st_size, st.st_mtime)
+
+
+def _checked(digest: str) -> str:
+    if not is_sha256_digest(digest):
+        raise StoreError(f"not a sha256 digest: {digest!r}")
+    return digest

@@ -1,0 +1,206 @@
+"""The SQLite connection under a store root: WAL, busy handling, write transactions, schema migrations."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from layerbuild.errors import StoreError
+
+# Each migration takes the schema from version i to i+1 inside one write transaction. Append only:
+# never edit a migration that has shipped, add a new one.
+_SCHEMA_V1 = """
+CREATE TABLE layers (
+    digest     TEXT PRIMARY KEY,      -- the stored (usually zstd) blob
+    diff_id    TEXT NOT NULL,         -- sha256 of the uncompressed tar: the layer's identity
+    size       INTEGER NOT NULL,      -- compressed bytes
+    diff_size  INTEGER NOT NULL,      -- uncompressed bytes
+    media_type TEXT NOT NULL,
+    created    REAL NOT NULL
+);
+CREATE INDEX layers_diff_id ON layers(diff_id);
+CREATE TABLE images (
+    digest     TEXT PRIMARY KEY,      -- a manifest, an image index or a config blob
+    kind       TEXT NOT NULL CHECK (kind IN ('manifest', 'index', 'config')),
+    media_type TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    created    REAL NOT NULL
+);
+CREATE TABLE refs (                   -- parent references child: a blob digest or a layer diff_id
+    parent TEXT NOT NULL,
+    child  TEXT NOT NULL,
+    PRIMARY KEY (parent, child)
+) WITHOUT ROWID;
+CREATE INDEX refs_child ON refs(child);
+CREATE TABLE tags (
+    name    TEXT PRIMARY KEY,         -- name:tag
+    digest  TEXT NOT NULL,            -- the manifest
+    updated REAL NOT NULL
+);
+CREATE TABLE cache (
+    key       TEXT PRIMARY KEY,       -- xxh3-128 hex
+    kind      TEXT NOT NULL,
+    result    TEXT NOT NULL,          -- a layer diff_id or a blob digest
+    metadata  TEXT NOT NULL,          -- JSON
+    created   REAL NOT NULL,
+    last_used REAL NOT NULL
+);
+CREATE INDEX cache_result ON cache(result);
+CREATE TABLE history (
+    dockerfile_id TEXT NOT NULL,
+    target        TEXT NOT NULL,
+    steps         TEXT NOT NULL,      -- JSON
+    updated       REAL NOT NULL,
+    PRIMARY KEY (dockerfile_id, target)
+);
+CREATE TABLE last_use (               -- recent reads of blobs and snapshots, for LRU pruning
+    subject TEXT PRIMARY KEY,
+    at      REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE leases (
+    id      TEXT PRIMARY KEY,
+    expires REAL NOT NULL
+);
+CREATE TABLE lease_refs (
+    lease_id TEXT NOT NULL REFERENCES leases(id) ON DELETE CASCADE,
+    subject  TEXT NOT NULL,
+    PRIMARY KEY (lease_id, subject)
+) WITHOUT ROWID;
+"""
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V1.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+MIGRATIONS: list[Migration] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_BUSY_TIMEOUT_S = 30.0
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class Database:
+    """One SQLite connection, shared by the threads of one process, opened lazily per process.
+
+    WAL lets readers run while one writer writes; every write goes through `write()`, which takes
+    the write lock up front (BEGIN IMMEDIATE) so a transaction never fails half way on a lock, and
+    retries the BEGIN with backoff when another process holds it longer than the busy timeout.
+    """
+
+    def __init__(self, path: Path, migrations: list[Migration] | None = None) -> None:
+        self.path = path
+        self._migrations = MIGRATIONS if migrations is None else migrations
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        # A connection must not cross a fork; a child opens its own.
+        if self._conn is None or self._pid != os.getpid():
+            self._conn = self._connect()
+            self._pid = os.getpid()
+        return self._conn
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        _retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+        # NORMAL in WAL mode keeps the database consistent through any crash; a power cut may
+        # lose the last commits, which only costs cache hits since blobs are fsynced first.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        self._migrate(conn)
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version == len(self._migrations):
+            return
+        with _immediate(conn):
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > len(self._migrations):
+                raise StoreError(
+                    f"the store index at {self.path} has schema version {version}, newer than this "
+                    f"layerbuild understands ({len(self._migrations)})",
+                    hint="upgrade layerbuild or use another --root",
+                )
+            for migration in self._migrations[version:]:
+                migration(conn)
+            conn.execute(f"PRAGMA user_version={len(self._migrations)}")
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: committed when the block ends, rolled back if it raises."""
+        with self._lock:
+            conn = self.conn
+            with _immediate(conn):
+                yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent read snapshot across several queries."""
+        with self._lock:
+            conn = self.conn
+            if conn.in_transaction:  # nested inside write(): already consistent
+                yield conn
+                return
+            conn.execute("BEGIN DEFERRED")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    if conn.in_transaction:  # nested write: join the outer transaction
+        yield
+        return
+    _retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    _retry(lambda: conn.execute("COMMIT"))
+
+
+def _retry(op: Callable[[], object]) -> None:
+    deadline = time.monotonic() + 4 * _BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            op()
+            return
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() > deadline:
+                raise StoreError(f"store index: {exc}", hint="another layerbuild may be stuck") from exc
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.5)

@@ -1,0 +1,215 @@
+"""Space accounting and garbage collection: `df` and `prune` over one store root."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from layerbuild.store.graph import Graph, Plan, plan_eviction
+from layerbuild.store.layout import flocked, fsync_dir, try_remove_orphan
+
+if TYPE_CHECKING:
+    from layerbuild.store.store import Store
+
+# A blob put (or re-put) this recently, or anything read this recently, is never pruned: it covers
+# the window between a writer's put and the index row or tag that will reference it, for writers
+# that do not hold a lease.
+DEFAULT_GRACE_S = 3600.0
+
+_KIND_LABEL = {"layer": "layers", "config": "configs", "manifest": "manifests", "index": "manifests"}
+
+
+@dataclass(frozen=True)
+class DfEntry:
+    """Space used by one kind of thing, and how much of it a plain `prune` would free now."""
+
+    kind: str
+    count: int
+    size: int
+    reclaimable: int
+
+
+@dataclass(frozen=True)
+class DfReport:
+    entries: tuple[DfEntry, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(e.size for e in self.entries if e.kind != "cache records")
+
+    @property
+    def reclaimable(self) -> int:
+        return sum(e.reclaimable for e in self.entries if e.kind != "cache records")
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What `prune` removed and how much space that freed; `remaining` is blobs + snapshots after."""
+
+    cache_records: int
+    blobs: tuple[str, ...]
+    snapshots: tuple[str, ...]
+    temp_files: int
+    reclaimed: int
+    remaining: int
+
+
+def clean_temp(store: Store) -> list[Path]:
+    """Remove temp files and trees of writers that died (their locks are free); live ones stay."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(store.layout.tmp))
+    except FileNotFoundError:
+        entries = []
+    for entry in entries:
+        if entry.name.startswith("blob-") and try_remove_orphan(Path(entry.path)):
+            removed.append(Path(entry.path))
+    removed.extend(store.snapshots.clean_orphans())
+    return removed
+
+
+def _blob_stats(store: Store) -> dict[str, tuple[int, float]]:
+    stats: dict[str, tuple[int, float]] = {}
+    for digest in store.blobs.list():
+        info = store.blobs.stat(digest)
+        if info is not None:
+            stats[digest] = (info.size, info.mtime)
+    return stats
+
+
+def _snapshot_sizes(store: Store) -> dict[str, int]:
+    return {d: store.snapshots.size(d) for d in store.snapshots.diff_ids()}
+
+
+def _recent(graph: Graph, stats: dict[str, tuple[int, float]], now: float, grace: float) -> set[str]:
+    pins = {d for d, (_, mtime) in stats.items() if now - mtime < grace}
+    pins.update(s for s, at in graph.last_use.items() if now - at < grace)
+    return pins
+
+
+def _plan(
+    store: Store,
+    graph: Graph,
+    snaps: dict[str, int],
+    now: float,
+    grace: float,
+    *,
+    all_records: bool,
+    keep_storage: int | None,
+) -> tuple[Plan, dict[str, tuple[int, float]], set[str]]:
+    stats = _blob_stats(store)
+    pins = _recent(graph, stats, now, grace)
+    plan = plan_eviction(
+        graph,
+        {d: s for d, (s, _) in stats.items()},
+        snaps,
+        all_records=all_records,
+        keep_storage=keep_storage,
+        extra_pins=pins,
+    )
+    # Snapshots of layers the index does not know at all are rebuildable leftovers.
+    plan.nodes.update(d for d in snaps if d not in graph.edges and d not in pins)
+    return plan, stats, pins
+
+
+def prune(
+    store: Store, *, all: bool = False, keep_storage: int | None = None, grace: float | None = None
+) -> PruneReport:
+    """Drop cache records and blobs no tag reaches, least recently used first, until under `keep_storage`.
+
+    `all` makes every cache record a candidate, not only those whose result no tag reaches.
+    Never removes anything reachable from a tag or a live lease, nor a blob put or anything used in
+    the last `grace` seconds. Runs inside one index write transaction while holding the gc lock
+    exclusively, so no put can commit and no reference can be added while it decides and deletes.
+    """
+    grace = DEFAULT_GRACE_S if grace is None else grace
+    temp = clean_temp(store)
+    snaps = _snapshot_sizes(store)  # walked before taking locks: it can be slow
+    removed_blobs: list[str] = []
+    reclaimed = 0
+    with store.db.write() as conn, flocked(store.layout.gc_lock):
+        now = time.time()
+        graph = Graph.load(conn, now)
+        plan, stats, _ = _plan(store, graph, snaps, now, grace, all_records=all, keep_storage=keep_storage)
+        conn.executemany("DELETE FROM cache WHERE key = ?", [(k,) for k in plan.cache_keys])
+        for node in sorted(plan.nodes):
+            if node in stats:
+                try:
+                    # Not BlobStore.delete: that takes the gc lock we already hold.
+                    os.unlink(store.blobs.path(node))
+                    removed_blobs.append(node)
+                    reclaimed += stats[node][0]
+                except FileNotFoundError:
+                    pass
+            for sql in (
+                "DELETE FROM layers WHERE digest = ?",
+                "DELETE FROM images WHERE digest = ?",
+                "DELETE FROM refs WHERE parent = ?",
+                "DELETE FROM last_use WHERE subject = ?",
+            ):
+                conn.execute(sql, (node,))
+        conn.executemany("DELETE FROM leases WHERE id = ?", [(i,) for i in graph.expired_leases])
+    if removed_blobs:
+        fsync_dir(store.layout.blobs)
+    removed_snaps: list[str] = []
+    for diff_id in sorted(plan.nodes & snaps.keys()):
+        if store.snapshots.remove(diff_id):
+            removed_snaps.append(diff_id)
+            reclaimed += snaps[diff_id]
+    remaining = sum(s for d, (s, _) in stats.items() if d not in removed_blobs)
+    remaining += sum(s for d, s in snaps.items() if d not in removed_snaps)
+    return PruneReport(
+        cache_records=len(plan.cache_keys),
+        blobs=tuple(removed_blobs),
+        snapshots=tuple(removed_snaps),
+        temp_files=len(temp),
+        reclaimed=reclaimed,
+        remaining=remaining,
+    )
+
+
+def df(store: Store, *, grace: float | None = None) -> DfReport:
+    """Space by kind (blob kinds, snapshots, cache records, index) and what a plain `prune` would free."""
+    grace = DEFAULT_GRACE_S if grace is None else grace
+    snaps = _snapshot_sizes(store)
+    with store.db.read() as conn:
+        now = time.time()
+        graph = Graph.load(conn, now)
+        plan, stats, pins = _plan(store, graph, snaps, now, grace, all_records=False, keep_storage=None)
+    rows: dict[str, list[int]] = {k: [0, 0, 0] for k in ("layers", "configs", "manifests", "other blobs")}
+    for digest, (size, _) in stats.items():
+        row = rows[_KIND_LABEL.get(graph.kinds.get(digest, ""), "other blobs")]
+        row[0] += 1
+        row[1] += size
+        row[2] += size if digest in plan.nodes else 0
+    entries = [DfEntry(kind, *row) for kind, row in rows.items()]
+    entries.append(
+        DfEntry(
+            "snapshots",
+            len(snaps),
+            sum(snaps.values()),
+            sum(s for d, s in snaps.items() if d in plan.nodes),
+        )
+    )
+    # Cache records own the blobs only they keep alive; shown for information, not added to totals.
+    pinned = graph.closure([*graph.tags.values(), *graph.leased, *pins])
+    held = graph.closure(r for _, r, _ in graph.cache) - pinned
+    entries.append(
+        DfEntry(
+            "cache records",
+            len(graph.cache),
+            sum(stats[d][0] for d in held if d in stats),
+            sum(stats[d][0] for d in held & plan.nodes if d in stats),
+        )
+    )
+    index_size = 0
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            index_size += os.stat(f"{store.layout.index_db}{suffix}").st_size
+        except FileNotFoundError:
+            pass
+    entries.append(DfEntry("index", 1, index_size, 0))
+    return DfReport(tuple(entries))

@@ -1,0 +1,113 @@
+"""The Store: one root's blobs, index and snapshots behind one object, plus leases and maintenance."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, BinaryIO
+
+from layerbuild.store.blobs import FileBlobStore
+from layerbuild.store.db import Database
+from layerbuild.store.index import Index
+from layerbuild.store.layout import Layout, resolve_root
+from layerbuild.store.snapshots import Snapshots, Unpack
+
+if TYPE_CHECKING:
+    from layerbuild.store.fsck import FsckReport
+    from layerbuild.store.maintenance import DfReport, PruneReport
+
+DEFAULT_LEASE_TTL_S = 6 * 3600.0
+
+
+class Lease:
+    """Protects what it holds (blob digests, diff_ids and what they reference) from prune until released.
+
+    A build takes one for its whole run and adds every blob it puts or reuses, so a concurrent
+    `prune` cannot delete them before the build's cache records and tags point at them. A lease of a
+    crashed process expires after its ttl.
+    """
+
+    def __init__(self, index: Index, ttl: float) -> None:
+        self._index = index
+        self._ttl = ttl
+        self.id = index.create_lease(ttl)
+
+    def add(self, *subjects: str) -> None:
+        self._index.add_to_lease(self.id, subjects)
+
+    def renew(self) -> None:
+        self._index.renew_lease(self.id, self._ttl)
+
+    def release(self) -> None:
+        self._index.release_lease(self.id)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+class Store:
+    """Everything kept under one root. Cheap to open; safe to use from several processes at once."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.layout = Layout(self.root)
+        self.layout.create()
+        self.blobs = FileBlobStore(self.layout)
+        self.db = Database(self.layout.index_db)
+        self.db.schema_version()  # open now, so a damaged or too-new index fails here, not mid-build
+        self.index = Index(self.db)
+        self.snapshots = Snapshots(self.layout)
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str] | None = None) -> Store:
+        """Open (creating if needed) the store at `root` as `resolve_root` finds it."""
+        return cls(resolve_root(root))
+
+    def open_blob(self, digest: str, verify: bool = True) -> BinaryIO:
+        """A reader of the blob `digest` (see BlobStore.open), recording the use for LRU pruning."""
+        reader = self.blobs.open(digest, verify=verify)
+        self.index.touch(digest)
+        return reader
+
+    def ensure_snapshot(self, diff_id: str, unpack: Unpack) -> Path:
+        """The unpacked layer `diff_id`, made with `unpack(dir)` if missing (see Snapshots.ensure)."""
+        path = self.snapshots.ensure(diff_id, unpack)
+        self.index.touch(diff_id)
+        return path
+
+    def lease(self, ttl: float = DEFAULT_LEASE_TTL_S) -> Lease:
+        return Lease(self.index, ttl)
+
+    def df(self) -> DfReport:
+        from layerbuild.store.maintenance import df
+
+        return df(self)
+
+    def prune(
+        self, *, all: bool = False, keep_storage: int | None = None, grace: float | None = None
+    ) -> PruneReport:
+        from layerbuild.store.maintenance import prune
+
+        return prune(self, all=all, keep_storage=keep_storage, grace=grace)
+
+    def fsck(self, *, repair: bool = True) -> FsckReport:
+        from layerbuild.store.fsck import fsck
+
+        return fsck(self, repair=repair)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
