@@ -1,8 +1,1 @@
-"""The Lark grammars of layerbuild, shipped inside the wheel as `layerbuild.grammar`."""
-
-from importlib.resources import files
-
-
-def read(name: str) -> str:
-    """The text of grammar `name` (e.g. ``"dockerfile.lark"``) from the installed package."""
-    return (files(__name__) / name).read_text(encoding="utf-8")
+"""The Lark grammars of layerbuild, shipped inside the wheel as the package `layerbuild.grammar`."""

@@ -68,6 +68,11 @@ class Instruction:
     def to_json(self) -> dict[str, Any]:
         """The `parse --json` contract: the official parser's node fields (see DESIGN.md)."""
         args_from = self.inner if self.inner is not None else self
+        value = list(args_from.value)
+        if args_from is not self and args_from.inner is not None:
+            # `ONBUILD ONBUILD x`: the official parser's node holds the nested trigger as a
+            # child, which its argument list shows as one empty string.
+            value = [""]
         return {
             "cmd": self.cmd,
             "sub_cmd": self.sub_cmd,
@@ -76,7 +81,7 @@ class Instruction:
             "start_line": self.start_line,
             "end_line": self.end_line,
             "flags": list(self.flags),
-            "value": list(args_from.value),
+            "value": value,
             "heredocs": [h.to_json() for h in self.heredocs],
         }
 

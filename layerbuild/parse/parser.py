@@ -7,12 +7,13 @@ conformance suite was made with); every failure is a DockerfileSyntaxError with 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from functools import lru_cache
+from importlib.resources import files
 
 from lark import Lark, Token, Tree
 from lark.exceptions import LarkError
 
-from layerbuild import grammar
 from layerbuild.errors import DockerfileSyntaxError, ExpansionError
 from layerbuild.parse import args as line_parsers
 from layerbuild.parse import gotext
@@ -27,7 +28,7 @@ _HEREDOC_WORD_RE = re.compile(r"^(\d*)<<(-?)([^<]*)$")
 def line_grammar() -> Lark:
     """The LALR parser for one logical line, built once per process (and cached on disk)."""
     return Lark(
-        grammar.read("dockerfile.lark"),
+        files("layerbuild.grammar").joinpath("dockerfile.lark").read_text(encoding="utf-8"),
         parser="lalr",
         lexer="contextual",
         cache=True,
@@ -93,14 +94,14 @@ def split_command(line: str) -> tuple[str, tuple[str, ...], str]:
                 if word == "--":
                     # A bare `--` ends the flags; everything after it is argument text.
                     assert tok.end_pos is not None
-                    rest = gotext.trim_left_space(gotext.from_byte_view(view[tok.end_pos :]))
+                    rest = gotext.from_byte_view(view[tok.end_pos :])
                     break
                 # BuildKit builds flags byte by byte as runes, so non-ASCII bytes come out as
                 # Latin-1 characters; the byte view reproduces exactly that.
                 flags.append(word)
             else:
                 rest = gotext.from_byte_view(str(child))
-    return keyword, tuple(flags), rest
+    return keyword, tuple(flags), gotext.trim_space(rest)
 
 
 def _node_from_line(line: str, escape: str) -> Instruction:
@@ -195,7 +196,9 @@ class _HeredocError(Exception):
 
 
 def _can_contain_heredoc(node: Instruction) -> bool:
-    return node.cmd in HEREDOC_INSTRUCTIONS and not node.json
+    # ONBUILD RUN <<EOF takes its body too: the trigger is what is looked at.
+    target = node.inner if node.inner is not None else node
+    return target.cmd in HEREDOC_INSTRUCTIONS and not target.json
 
 
 def parse(text: str | bytes, filename: str = "Dockerfile") -> Dockerfile:
@@ -241,11 +244,17 @@ def parse(text: str | bytes, filename: str = "Dockerfile") -> Dockerfile:
             warnings.append(
                 f"{filename}:{logical.start_line}: empty continuation line found in: {logical.text}"
             )
+        inner = node.inner
+        if inner is not None and heredocs:
+            # The bodies belong to the trigger; the ONBUILD node itself reports none, as the
+            # official parser's package does.
+            inner = replace(inner, heredocs=tuple(heredocs))
+            heredocs = []
         instructions.append(
             Instruction(
                 cmd=node.cmd, original=node.original, start_line=logical.start_line,
                 end_line=scanner.pos, flags=node.flags, value=node.value, json=node.json,
-                heredocs=tuple(heredocs), inner=node.inner, column=logical.column,
+                heredocs=tuple(heredocs), inner=inner, column=logical.column,
                 keyword=node.keyword,
             )
         )

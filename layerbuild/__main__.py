@@ -1,0 +1,5 @@
+"""`python -m layerbuild` runs the command line."""
+
+from layerbuild.cli.main import entry
+
+entry()

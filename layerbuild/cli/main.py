@@ -1,0 +1,63 @@
+"""`layerbuild` command line: argument parsing, dispatch to one module per verb, the error funnel."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from layerbuild.errors import LayerbuildError
+
+Verb = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors with exit code 2 and no traceback (as it does), but to
+    our stderr stream so tests can capture it."""
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Verb]]:
+    from layerbuild.cli import parse_cmd
+
+    parser = _Parser(prog="layerbuild", description="Build container images with layered caching.")
+    parser.add_argument("--root", metavar="DIR", help="store root (default: $LAYERBUILD_ROOT, "
+                        "else $XDG_DATA_HOME/layerbuild)")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
+    verbs: dict[str, Verb] = {}
+    for module in (parse_cmd,):
+        name, run = module.register(sub)
+        verbs[name] = run
+    return parser, verbs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI in-process; returns the exit code (0 ok, 1 failed, 2 usage or Dockerfile error)."""
+    parser, verbs = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the usage error
+        return int(exc.code or 0)
+    if args.version:
+        from layerbuild import __version__
+
+        print(f"layerbuild {__version__}")
+        return 0
+    if args.verb is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return verbs[args.verb](args)
+    except LayerbuildError as exc:
+        print(f"error: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

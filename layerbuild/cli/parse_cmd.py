@@ -1,0 +1,68 @@
+"""`layerbuild parse [--json] DOCKERFILE`: show how a Dockerfile is understood."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from layerbuild.parse import Dockerfile, Instruction, parse_file
+
+
+def register(sub: Any) -> tuple[str, Any]:
+    p = sub.add_parser("parse", help="parse a Dockerfile and print its instructions")
+    p.add_argument("--json", action="store_true", help="print the instructions as JSON (see DESIGN.md)")
+    p.add_argument("dockerfile", metavar="DOCKERFILE")
+    return "parse", run
+
+
+def run(args: argparse.Namespace) -> int:
+    dockerfile = parse_file(args.dockerfile)
+    if args.json:
+        json.dump(dockerfile.to_json(), sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    render(dockerfile)
+    return 0
+
+
+def _args_text(node: Instruction) -> str:
+    target = node.inner if node.inner is not None else node
+    if target.json:
+        return json.dumps(list(target.value), ensure_ascii=False)
+    return " ".join(target.value) if target.cmd not in ("env", "label") else " ".join(
+        f"{k}={v}" for k, v in zip(target.value[::2], target.value[1::2])
+    )
+
+
+def render(dockerfile: Dockerfile) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(highlight=False, soft_wrap=False)
+    title = dockerfile.filename
+    if dockerfile.directives:
+        title += "  (" + ", ".join(f"{k}={v}" for k, v in dockerfile.directives.items()) + ")"
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("lines", justify="right", style="dim", no_wrap=True)
+    table.add_column("instruction", style="bold cyan", no_wrap=True)
+    table.add_column("flags", style="magenta")
+    table.add_column("arguments")
+    for node in dockerfile.instructions:
+        lines = str(node.start_line) if node.start_line == node.end_line else f"{node.start_line}-{node.end_line}"
+        keyword = node.cmd.upper() + (f" {node.inner.cmd.upper()}" if node.inner is not None else "")
+        flags = list(node.flags) + (list(node.inner.flags) if node.inner is not None else [])
+        arguments = Text(_args_text(node))
+        heredocs = node.heredocs or (node.inner.heredocs if node.inner is not None else ())
+        for doc in heredocs:
+            body = doc.content.rstrip("\n")
+            arguments.append(f"\n<<{doc.name}\n", style="green")
+            arguments.append(body + ("\n" if body else "") + doc.name, style="green")
+        table.add_row(lines, keyword, " ".join(flags), arguments)
+    console.print(table)
+    for warning in dockerfile.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    stages = sum(1 for n in dockerfile.instructions if n.cmd == "from")
+    console.print(f"[dim]{len(dockerfile.instructions)} instructions, {stages} stage(s)[/]")

@@ -1,0 +1,3 @@
+#!/bin/sh
+cat /data/greeting.txt
+echo "running as $(id -u) in $(pwd)"

@@ -1,0 +1,78 @@
+"""Our parser against the official one (BuildKit v0.12.5, via PyPI `dockerfile` 3.4.0) on generated files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+
+from layerbuild.errors import DockerfileSyntaxError
+from layerbuild.parse import parse
+from tests.parse.oracle import Oracle
+from tests.parse.strategies import dockerfile_text
+
+pytestmark = pytest.mark.oracle
+
+
+@pytest.fixture(scope="module")
+def oracle() -> Iterator[Oracle]:
+    if not Oracle.available():
+        pytest.fail("the differential oracle (pip package dockerfile==3.4.0) is not installed")
+    o = Oracle()
+    yield o
+    o.close()
+
+
+def ours(text: str) -> Any:
+    try:
+        result = parse(text)
+    except DockerfileSyntaxError as exc:
+        return {"error": exc.message}
+    out = []
+    for instr in result.to_json()["instructions"]:
+        instr["heredocs"] = [{k: h[k] for k in ("name", "file_descriptor", "content")} for h in instr["heredocs"]]
+        out.append(instr)
+    return out
+
+
+def agree(oracle: Oracle, text: str) -> None:
+    theirs = oracle.parse(text)
+    # The official package cannot hand back strings that are not valid UTF-8 (BuildKit cuts
+    # some lines between the bytes of a character); such answers say nothing about us.
+    assume(not (isinstance(theirs, dict) and "codec can't decode" in theirs["error"]))
+    mine = ours(text)
+    if isinstance(theirs, dict):
+        assert isinstance(mine, dict), f"official parser rejects ({theirs['error']}), we accept"
+        return
+    assert mine == theirs
+
+
+@settings(max_examples=int(__import__("os").environ.get("DIFF_EXAMPLES", "600")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dockerfile_text())
+def test_generated_files_agree(oracle: Oracle, text: str) -> None:
+    # The official package cannot carry NUL or lone surrogates; our generator makes neither.
+    agree(oracle, text)
+
+
+REGRESSIONS = [
+    "FROM a\nRUN -- echo hi",
+    "RUN --x=\"a b\" --y  echo",
+    "COPY --from=a\u00c2\u00a0b c",
+    "\\",
+    "RUN  \\\n  \nRUN b",
+    "FROM a\r\nRUN <<EOF\r\nhi\r\nEOF\r\n",
+    "HEALTHCHECK   CMD",
+    "ONBUILD --x RUN --y=1 a",
+    "CMD [1e400]",
+    "ENV a b c\nLABEL \"a b\" c",
+    "ARG A=1 B \"c d\"",
+    "# escape=`\nRUN a `\n b",
+    "# check=x\n# escape=`\nRUN a `\n b",
+]
+
+
+@pytest.mark.parametrize("text", REGRESSIONS)
+def test_regressions_agree(oracle: Oracle, text: str) -> None:
+    agree(oracle, text)
