@@ -1,50 +1,16 @@
-"""Fixtures for store tests: a fresh store per test and a helper that records a toy image."""
+"""Fixtures for store tests: a fresh store per test."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from layerbuild.digest import sha256_digest
-from layerbuild.store import MEDIA_CONFIG, MEDIA_LAYER_TAR, MEDIA_MANIFEST, Store
+from layerbuild.store import Store
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     with Store(tmp_path / "root") as s:
         yield s
-
-
-@dataclass(frozen=True)
-class ToyImage:
-    manifest: str
-    config: str
-    layers: tuple[str, ...]  # blob digests (uncompressed tar stand-ins: digest == diff_id)
-
-
-def put_layer(store: Store, content: bytes) -> str:
-    info = store.blobs.put(content)
-    store.index.put_layer(info.digest, info.digest, info.size, info.size, MEDIA_LAYER_TAR)
-    return info.digest
-
-
-def put_image(store: Store, layer_contents: list[bytes], tag: str | None = None, salt: str = "") -> ToyImage:
-    """Store a manifest + config over the given layers, the way the image package will."""
-    layers = [put_layer(store, c) for c in layer_contents]
-    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": layers}, "salt": salt}).encode()
-    cinfo = store.blobs.put(config)
-    store.index.put_image(cinfo.digest, "config", MEDIA_CONFIG, cinfo.size, layers)
-    manifest = json.dumps({"config": cinfo.digest, "layers": layers}).encode()
-    minfo = store.blobs.put(manifest)
-    store.index.put_image(minfo.digest, "manifest", MEDIA_MANIFEST, minfo.size, [cinfo.digest, *layers])
-    if tag:
-        store.index.set_tag(tag, minfo.digest)
-    return ToyImage(minfo.digest, cinfo.digest, tuple(layers))
-
-
-def digest_of(data: bytes) -> str:
-    return sha256_digest(data)
