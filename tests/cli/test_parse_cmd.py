@@ -1,0 +1,73 @@
+"""`layerbuild parse`, run in-process through main(argv) and once as a real process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from layerbuild.cli.main import main
+from tests.conftest import REPO
+
+
+def test_json_output_is_the_contract(conformance: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = conformance / "extra" / "heredoc-copy-two-files"
+    assert main(["parse", "--json", str(case / "Dockerfile")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    expected = json.loads((case / "expected.json").read_text())
+    for got in out["instructions"]:
+        for doc in got["heredocs"]:
+            assert set(doc) == {"name", "file_descriptor", "content", "expand", "chomp"}
+            del doc["expand"], doc["chomp"]
+    assert out == {"instructions": expected}
+
+
+def test_pretty_output_names_every_instruction(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["parse", str(REPO / "samples" / "hello" / "Dockerfile")]) == 0
+    out = capsys.readouterr().out
+    for keyword in ("FROM", "COPY", "RUN", "ENV", "ARG", "LABEL", "WORKDIR", "USER", "CMD"):
+        assert keyword in out
+    assert "<<EOF" in out
+    assert "instructions, 2 stage(s)" in out
+
+
+def test_syntax_error_is_located_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text('FROM alpine\nCMD [ "echo", [ "nested" ] ]\n')
+    assert main(["parse", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2:5: when using JSON array syntax" in err
+    assert '    2 | CMD [ "echo", [ "nested" ] ]' in err
+    assert "^" in err and "hint:" in err
+    assert "Traceback" not in err
+
+
+def test_unterminated_heredoc_hint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM alpine\nRUN <<END\necho hi\n")
+    assert main(["parse", "--json", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2:1: unterminated heredoc" in err
+    assert "'END'" in err
+
+
+def test_missing_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["parse", str(tmp_path / "nope")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_usage_error_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["parse"]) == 2
+    assert main([]) == 2
+
+
+def test_console_script_runs(tmp_path: Path) -> None:
+    df = tmp_path / "Dockerfile"
+    df.write_text("FROM scratch\nCOPY a /a\n")
+    exe = Path(sys.executable).with_name("layerbuild")
+    proc = subprocess.run([str(exe), "parse", "--json", str(df)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["instructions"][1]["value"] == ["a", "/a"]
