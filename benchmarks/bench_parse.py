@@ -26,7 +26,7 @@ def big_dockerfile(n: int = 300) -> str:
         if block == 0:
             out.append(f"FROM ${{BASE}} AS stage{i}")
         elif block == 1:
-            out += [f"RUN --mount=type=cache,target=/var/cache/apt apt-get update && \\",
+            out += ["RUN --mount=type=cache,target=/var/cache/apt apt-get update && \\",
                     f"    apt-get install -y --no-install-recommends pkg{i} tool{i} \\",
                     "    # a comment inside the continuation",
                     "    && rm -rf /var/lib/apt/lists/*"]

@@ -24,16 +24,35 @@ HEREDOC_INSTRUCTIONS = frozenset({"run", "copy", "add"})
 _HEREDOC_WORD_RE = re.compile(r"^(\d*)<<(-?)([^<]*)$")
 
 
+def _grammar_cache_file(text: str) -> str | bool:
+    """A per-user file for Lark's compiled grammar; False (no disk cache) if there is no safe place.
+
+    Lark's default cache lives in the shared temp directory and is unpickled on load, so it is
+    kept in the user's own cache directory instead.
+    """
+    import hashlib
+    import os
+
+    import lark
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(base, "layerbuild")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        if os.stat(folder).st_uid != os.getuid():
+            return False
+    except OSError:
+        return False
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return os.path.join(folder, f"grammar-{digest}-lark{lark.__version__}.cache")
+
+
 @lru_cache(maxsize=1)
 def line_grammar() -> Lark:
-    """The LALR parser for one logical line, built once per process (and cached on disk)."""
-    return Lark(
-        files("layerbuild.grammar").joinpath("dockerfile.lark").read_text(encoding="utf-8"),
-        parser="lalr",
-        lexer="contextual",
-        cache=True,
-        maybe_placeholders=False,
-    )
+    """The LALR parser for one logical line, built once per process (compiled form cached on disk)."""
+    text = files("layerbuild.grammar").joinpath("dockerfile.lark").read_text(encoding="utf-8")
+    return Lark(text, parser="lalr", lexer="contextual", cache=_grammar_cache_file(text),
+                maybe_placeholders=False)
 
 
 class _LineError(Exception):
