@@ -3,6 +3,7 @@
 from layerbuild.store.blobs import BlobInfo, BlobNotFoundError, BlobStore, BlobWriter, FileBlobStore
 from layerbuild.store.fsck import FsckProblem, FsckReport, fsck
 from layerbuild.store.index import Index
+from layerbuild.store.ingest import ImportResult, import_rootfs, ingest_layer, normalize_tag
 from layerbuild.store.layout import Layout, resolve_root
 from layerbuild.store.maintenance import DfEntry, DfReport, PruneReport, df, prune
 from layerbuild.store.records import (
@@ -40,6 +41,7 @@ __all__ = [
     "FsckReport",
     "HistoryRecord",
     "ImageRecord",
+    "ImportResult",
     "Index",
     "LayerRecord",
     "Layout",
@@ -50,6 +52,9 @@ __all__ = [
     "Tag",
     "df",
     "fsck",
+    "import_rootfs",
+    "ingest_layer",
+    "normalize_tag",
     "prune",
     "resolve_root",
 ]
