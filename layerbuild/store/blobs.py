@@ -120,8 +120,11 @@ class _FileBlobWriter:
         self._size = 0
         self._fd, self._tmp = create_locked_temp(store.layout.tmp, "blob-")
         self._info: BlobInfo | None = None
+        self._closed = False
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._closed:
+            raise StoreError("write to a blob writer that has already finished")
         view = memoryview(data)
         self._hash.update(view)
         written = 0
@@ -148,10 +151,14 @@ class _FileBlobWriter:
         os.fsync(self._fd)
         os.fchmod(self._fd, 0o444)
         self._info = self._store._commit_temp(self._tmp, digest, self._size)
+        self._closed = True
         os.close(self._fd)  # releases the temp file's lock; its name is already gone
         return self._info
 
     def abort(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp)
         with contextlib.suppress(OSError):
@@ -172,10 +179,14 @@ class _WriterContext:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._writer is not None
-        if exc_type is None:
-            self._writer.commit()
-        else:
+        if exc_type is not None:
             self._writer.abort()
+            return
+        try:
+            self._writer.commit()
+        except BaseException:
+            self._writer.abort()  # idempotent: the temp file may already be renamed or gone
+            raise
 
 
 class FileBlobStore:

@@ -114,9 +114,10 @@ def create_locked_temp(directory: Path, prefix: str, suffix: str = ".tmp") -> tu
 
 
 def try_remove_orphan(path: Path) -> bool:
-    """Delete `path` (a file or directory) if no live process holds its lock file. True if removed.
+    """Delete the temp file `path` unless a live writer holds its flock (see `create_locked_temp`).
 
-    For a file, the file is its own lock; pass directories through `remove_if_unlocked` instead.
+    True if removed. The file is its own lock: we take it, check the name still refers to the
+    file we locked, and unlink while holding it.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)

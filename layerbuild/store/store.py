@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO
 
+from layerbuild.errors import StoreError
 from layerbuild.store.blobs import FileBlobStore
 from layerbuild.store.db import Database
 from layerbuild.store.index import Index
@@ -72,14 +74,19 @@ class Store:
     def open_blob(self, digest: str, verify: bool = True) -> BinaryIO:
         """A reader of the blob `digest` (see BlobStore.open), recording the use for LRU pruning."""
         reader = self.blobs.open(digest, verify=verify)
-        self.index.touch(digest)
+        self._note_use(digest)
         return reader
 
     def ensure_snapshot(self, diff_id: str, unpack: Unpack) -> Path:
         """The unpacked layer `diff_id`, made with `unpack(dir)` if missing (see Snapshots.ensure)."""
         path = self.snapshots.ensure(diff_id, unpack)
-        self.index.touch(diff_id)
+        self._note_use(diff_id)
         return path
+
+    def _note_use(self, subject: str) -> None:
+        # Bookkeeping for LRU pruning must never fail a read: a busy index just skips this touch.
+        with contextlib.suppress(StoreError):
+            self.index.touch(subject)
 
     def lease(self, ttl: float = DEFAULT_LEASE_TTL_S) -> Lease:
         return Lease(self.index, ttl)

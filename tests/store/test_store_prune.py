@@ -178,3 +178,13 @@ def _closure_of(store: Store, roots: set[str]) -> set[str]:
             stack.extend(img.refs)
         stack.extend(rec.digest for rec in store.index.layers_by_diff_id(d))
     return seen
+
+
+def test_recent_read_protects_from_prune(store: Store) -> None:
+    digest = store.blobs.put(b"read by a running export").digest
+    os.utime(store.blobs.path(digest), (1, 1))
+    with store.open_blob(digest) as f:  # records the use
+        f.read()
+    assert store.index.last_use(digest) is not None
+    assert store.prune(grace=60).blobs == ()
+    assert store.prune(grace=0).blobs == (digest,)
