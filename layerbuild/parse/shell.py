@@ -1,8 +1,9 @@
-"""BuildKit's shell-word lexer (v0.12.5 semantics): quote removal, `$var`/`${var...}` expansion, word splitting."""
+"""BuildKit's shell-word lexer (v0.12.5 semantics, plus the newer `${v-w}` `${v+w}` `${v#p}` `${v%p}` forms): quote removal, `$var`/`${var...}` expansion, word splitting."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 
 from layerbuild.errors import ExpansionError
@@ -231,7 +232,25 @@ class _Run:
                     raise _Failure(f"{name}: {word or 'is not allowed to be empty'}")
                 return value
             raise _Failure(f"unsupported modifier ({modifier}) in substitution")
-        # v0.12.5 knows only `${x}`, `${x?w}` and `${x:<op>w}`; `${x-w}`, `${x#p}` and friends came later.
+        # The forms below are in the current Dockerfile reference (BuildKit v0.13 and later);
+        # v0.12.5 rejected them, but users of today's Docker expect them.
+        if ch in ("-", "+"):
+            word = self.stop_on_brace()
+            value, found = self.get_env(name)
+            if not found and skip_unset:
+                return "${" + name + ch + word + "}"
+            if ch == "-":
+                return value if found else word
+            return word if found else ""
+        if ch in ("#", "%"):
+            longest = self.peek() == ch
+            if longest:
+                self.next()
+            pattern = self.stop_on_brace()
+            value, found = self.get_env(name)
+            if not found and skip_unset:
+                return "${" + name + ch * (2 if longest else 1) + pattern + "}"
+            return _trim(value, pattern, prefix=ch == "#", longest=longest)
         raise _Failure("missing ':' in substitution")
 
     def name(self) -> str:
@@ -307,6 +326,52 @@ class ShellLex:
                 f"failed to process {_quote(word)}: substitutions nested too deeply"
             ) from None
         return result, words, run.matches
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A shell pattern (`*`, `?`, `[...]`, backslash escapes) as a regular expression."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        i += 1
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch == "\\" and i < n:
+            out.append(re.escape(pattern[i]))
+            i += 1
+        elif ch == "[":
+            end = pattern.find("]", i + 1 if i < n and pattern[i] in "!^" else i)
+            if end < 0:
+                out.append(re.escape(ch))
+                continue
+            body = pattern[i:end]
+            i = end + 1
+            negate = body[:1] in ("!", "^")
+            if negate:
+                body = body[1:]
+            out.append("[" + ("^" if negate else "") + body.replace("\\", "\\\\") + "]")
+        else:
+            out.append(re.escape(ch))
+    try:
+        return re.compile("".join(out), re.DOTALL)
+    except re.error:
+        return re.compile(re.escape(pattern), re.DOTALL)
+
+
+def _trim(value: str, pattern: str, *, prefix: bool, longest: bool) -> str:
+    """`${v#p}` / `${v##p}` / `${v%p}` / `${v%%p}`: drop the shortest or longest matching end."""
+    regex = _glob_regex(pattern)
+    n = len(value)
+    cuts = range(n, -1, -1) if longest else range(n + 1)
+    for size in cuts:
+        if prefix and regex.fullmatch(value[:size]):
+            return value[size:]
+        if not prefix and regex.fullmatch(value[n - size :]):
+            return value[: n - size]
+    return value
 
 
 def _quote(text: str) -> str:

@@ -272,13 +272,31 @@ def test_error_message_names_the_word() -> None:
 
 
 @pytest.mark.parametrize(
-    "source",
-    # Introduced after v0.12.5 (dockerfile 1.7); v0.12.5 rejects them.
-    ["${A-x}", "${A+x}", "${A#x}", "${A%x}", "${A/x/y}"],
+    ("source", "expected"),
+    # In the current Dockerfile reference (BuildKit v0.13+), rejected by v0.12.5; users expect them.
+    [
+        ("${A-x}", "xax"), ("${U-x}", "x"), ("${E-x}", ""),
+        ("${A+y}", "y"), ("${U+y}", ""), ("${E+y}", "y"),
+        ("${P#*/}", "a/b/c.tar.gz"), ("${P##*/}", "c.tar.gz"),
+        ("${P%.*}", "/a/b/c.tar"), ("${P%%.*}", "/a/b/c"),
+        ("${P#/[ab]}", "/b/c.tar.gz"), ("${P%.t?r.gz}", "/a/b/c"), ("${P#nomatch}", "/a/b/c.tar.gz"),
+        ("${U#x}", ""), ("${P#${S}}", "/b/c.tar.gz"),
+    ],
 )
-def test_later_forms_are_rejected(source: str) -> None:
+def test_later_forms(source: str, expected: str) -> None:
+    env = {"A": "xax", "E": "", "P": "/a/b/c.tar.gz", "S": "/a"}
+    assert ShellLex().process_word(source, env) == expected
+
+
+def test_later_forms_kept_when_skipping_unset() -> None:
+    lex = ShellLex(skip_unset_env=True)
+    assert lex.process_word("${U-x}", {}) == "${U-x}"
+    assert lex.process_word("${U%%x}", {}) == "${U%%x}"
+
+
+def test_replacement_form_is_not_supported() -> None:
     with pytest.raises(ExpansionError, match="missing ':' in substitution"):
-        ShellLex().process_word(source, {"A": "xax"})
+        ShellLex().process_word("${A/x/y}", {"A": "xax"})
 
 
 def test_colon_forms_with_empty_and_unset() -> None:
