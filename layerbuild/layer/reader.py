@@ -1,0 +1,292 @@
+"""Read any layer blob (zstd, gzip or plain tar) as a stream of tar members, hashing the tar as it goes.
+
+Decompression and sha256 each run on their own thread (both release the GIL), feeding the caller's
+thread through bounded queues, so extracting files overlaps with decompressing and hashing them.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import queue
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any, BinaryIO
+
+import zstandard
+
+from layerbuild.errors import UnsafeArchiveError
+from layerbuild.layer.tarformat import (
+    BLOCK,
+    MAX_META_SIZE,
+    Header,
+    Kind,
+    RawType,
+    decode_header,
+    padding,
+    parse_pax,
+)
+
+_CHUNK = 1 << 20
+_QUEUE_CHUNKS = 8
+_EOF = b""
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_GZIP_MAGIC = b"\x1f\x8b"
+_KINDS = {k.value: k for k in Kind} | {b"\0": Kind.FILE, b"7": Kind.FILE}
+
+
+class _Prefixed(io.RawIOBase):
+    """`fileobj` with the bytes already peeked from it put back in front."""
+
+    def __init__(self, head: bytes, fileobj: BinaryIO) -> None:
+        self._head = head
+        self._fileobj = fileobj
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            n = min(len(view), len(self._head))
+            view[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._fileobj.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+def _decompressed(blob: BinaryIO) -> tuple[Any, str]:
+    """A reader of the uncompressed tar in `blob`, chosen by its magic bytes, and the format's name."""
+    head = blob.read(4)
+    raw = io.BufferedReader(_Prefixed(head, blob), _CHUNK)
+    if head.startswith(_ZSTD_MAGIC):
+        return zstandard.ZstdDecompressor().stream_reader(
+            raw, read_size=_CHUNK, read_across_frames=True
+        ), "zstd"
+    if head.startswith(_GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=raw, mode="rb"), "gzip"
+    return raw, "tar"
+
+
+class ChunkStream:
+    """The uncompressed tar as chunks, with its sha256 computed on the side.
+
+    Call `close()` in all cases: it stops the threads (draining what is left when `drain` is set, so the
+    digest covers the whole stream).
+    """
+
+    def __init__(self, blob: BinaryIO, *, max_bytes: int) -> None:
+        self._reader, self.format = _decompressed(blob)
+        self._max_bytes = max_bytes
+        self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(_QUEUE_CHUNKS)
+        self._to_hash: queue.Queue[bytes] = queue.Queue(_QUEUE_CHUNKS)
+        self._stop = threading.Event()
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self._buf = b""
+        self._off = 0
+        self._done = False
+        self.pos = 0  # bytes handed out so far
+        self._producer = threading.Thread(target=self._produce, name="layer-read", daemon=True)
+        self._hasher = threading.Thread(target=self._hash_loop, name="layer-hash", daemon=True)
+        self._hasher.start()
+        self._producer.start()
+
+    def _produce(self) -> None:
+        total = 0
+        try:
+            while not self._stop.is_set():
+                chunk = self._reader.read(_CHUNK)
+                total += len(chunk)
+                if total > self._max_bytes:
+                    raise UnsafeArchiveError(
+                        f"layer is larger than the {self._max_bytes}-byte limit when unpacked"
+                    )
+                self._to_hash.put(chunk)
+                self._chunks.put(chunk)
+                if not chunk:
+                    return
+        except BaseException as exc:
+            self._to_hash.put(_EOF)
+            self._chunks.put(exc)
+
+    def _hash_loop(self) -> None:
+        while chunk := self._to_hash.get():
+            self._hash.update(chunk)
+            self.size += len(chunk)
+
+    def _next_chunk(self) -> bytes:
+        if self._done:
+            return _EOF
+        item = self._chunks.get()
+        if isinstance(item, BaseException):
+            self._done = True
+            if isinstance(item, zstandard.ZstdError | OSError | EOFError):
+                raise UnsafeArchiveError(f"layer blob is not a valid compressed stream: {item}") from item
+            raise item
+        if not item:
+            self._done = True
+        return item
+
+    def read_exact(self, n: int, what: str) -> bytes:
+        """Exactly `n` bytes, or an error naming `what` if the stream ends first."""
+        if self._off + n <= len(self._buf):
+            out = self._buf[self._off : self._off + n]
+            self._off += n
+            self.pos += n
+            return out
+        parts = [self._buf[self._off :]]
+        have = len(parts[0])
+        while have < n:
+            chunk = self._next_chunk()
+            if not chunk:
+                raise UnsafeArchiveError(f"layer is truncated inside {what}")
+            parts.append(chunk)
+            have += len(chunk)
+        data = b"".join(parts)
+        self._buf, self._off = data, n
+        self.pos += n
+        return data[:n]
+
+    def read_block_or_eof(self) -> bytes:
+        """The next 512-byte block, or b"" at a clean end of stream."""
+        if self._off == len(self._buf):
+            chunk = self._next_chunk()
+            if not chunk:
+                return b""
+            self._buf, self._off = chunk, 0
+        return self.read_exact(BLOCK, "a header")
+
+    def pieces(self, n: int, what: str) -> Iterator[memoryview]:
+        """The next `n` bytes as views into the chunks (valid until the next read)."""
+        while n:
+            if self._off == len(self._buf):
+                chunk = self._next_chunk()
+                if not chunk:
+                    raise UnsafeArchiveError(f"layer is truncated inside {what}")
+                self._buf, self._off = chunk, 0
+            take = min(n, len(self._buf) - self._off)
+            view = memoryview(self._buf)[self._off : self._off + take]
+            # Advance before yielding, so a consumer that stops early leaves the position right.
+            self._off += take
+            self.pos += take
+            n -= take
+            yield view
+
+    def skip(self, n: int, what: str) -> None:
+        for _ in self.pieces(n, what):
+            pass
+
+    def finish(self) -> str:
+        """Read to the end of the stream (trailing padding counts towards the diff_id) and return it."""
+        while self._next_chunk():
+            pass
+        self._hasher.join()
+        return "sha256:" + self._hash.hexdigest()
+
+    def close(self) -> None:
+        self._stop.set()
+        while not self._done:  # unblock the producer if it waits on a full queue
+            try:
+                item = self._chunks.get(timeout=0.1)
+            except queue.Empty:
+                if not self._producer.is_alive():
+                    break
+                continue
+            if not item or isinstance(item, BaseException):
+                self._done = True
+        self._producer.join()
+        self._to_hash.put(_EOF)
+        self._hasher.join()
+
+
+def _apply_pax(h: Header, records: dict[bytes, bytes]) -> Header:
+    changes: dict[str, Any] = {}
+    xattrs = dict(h.xattrs)
+    for key, value in records.items():
+        try:
+            if key == b"path":
+                changes["path"] = value
+            elif key == b"linkpath":
+                changes["linkname"] = value
+            elif key in (b"size", b"uid", b"gid"):
+                changes[key.decode()] = int(value)
+            elif key == b"mtime":
+                changes["mtime"] = int(float(value))
+            elif key.startswith(b"SCHILY.xattr."):
+                xattrs[key[len(b"SCHILY.xattr.") :]] = value
+            elif key.startswith(b"LIBARCHIVE.xattr."):
+                name = urllib.parse.unquote_to_bytes(key[len(b"LIBARCHIVE.xattr.") :])
+                xattrs[name] = base64.b64decode(value)
+            elif key.startswith(b"GNU.sparse."):
+                raise UnsafeArchiveError(f"sparse tar entries are not supported ({h.path!r})")
+        except ValueError:
+            raise UnsafeArchiveError(f"malformed pax record {key!r} for {h.path!r}") from None
+    return replace(h, xattrs=tuple(sorted(xattrs.items())), **changes)
+
+
+def iter_members(stream: ChunkStream, *, max_entries: int) -> Iterator[Header]:
+    """The entries of the tar, pax and GNU extensions applied. Content the caller leaves unread is skipped."""
+    global_pax: dict[bytes, bytes] = {}
+    local_pax: dict[bytes, bytes] = {}
+    count = 0
+    while True:
+        block = stream.read_block_or_eof()
+        if not block or block == b"\0" * BLOCK:
+            return  # end-of-archive marker (or a stream that just stops, as some writers do)
+        raw = decode_header(block)
+        if raw.typeflag in (
+            RawType.PAX.value,
+            RawType.GLOBAL_PAX.value,
+            RawType.GNU_LONGNAME.value,
+            RawType.GNU_LONGLINK.value,
+        ):
+            if raw.size > MAX_META_SIZE:
+                raise UnsafeArchiveError(f"extended header of {raw.size} bytes is too large")
+            data = stream.read_exact(raw.size + padding(raw.size), "an extended header")[: raw.size]
+            if raw.typeflag == RawType.PAX.value:
+                local_pax.update(parse_pax(data))
+            elif raw.typeflag == RawType.GLOBAL_PAX.value:
+                global_pax.update(parse_pax(data))
+            elif raw.typeflag == RawType.GNU_LONGNAME.value:
+                local_pax[b"path"] = data.split(b"\0", 1)[0]
+            else:
+                local_pax[b"linkpath"] = data.split(b"\0", 1)[0]
+            continue
+        count += 1
+        if count > max_entries:
+            raise UnsafeArchiveError(f"layer has more than {max_entries} entries")
+        kind = _KINDS.get(raw.typeflag)
+        if kind is None:
+            raise UnsafeArchiveError(f"entry {raw.name!r} has an unsupported tar type {raw.typeflag!r}")
+        h = Header(
+            path=raw.name,
+            kind=kind,
+            mode=raw.mode & 0o7777,
+            uid=raw.uid,
+            gid=raw.gid,
+            size=raw.size,
+            mtime=raw.mtime,
+            linkname=raw.linkname,
+            devmajor=raw.devmajor,
+            devminor=raw.devminor,
+        )
+        if global_pax or local_pax:
+            h = _apply_pax(h, global_pax | local_pax)
+            local_pax = {}
+        if h.kind is Kind.FILE and h.path.endswith(b"/"):
+            h = replace(h, kind=Kind.DIR)  # old V7 archives mark directories by the slash alone
+        if h.kind is not Kind.FILE:
+            h = replace(h, size=0)  # header-only types carry no content whatever the field says
+        if h.size < 0:
+            raise UnsafeArchiveError(f"entry {h.path!r} has a negative size")
+        end = stream.pos + h.size
+        yield h
+        # Whatever the consumer left unread of the content is skipped, then the block padding.
+        stream.skip(end - stream.pos + padding(h.size), f"the content of {h.path!r}")

@@ -1,0 +1,136 @@
+"""The one streaming pass behind a layer: hash the tar (diff_id), compress it, hash and write the blob.
+
+The tar producer hands over chunks and goes back to reading files while a worker thread hashes and
+compresses; sha256 and zstd release the GIL and zstd runs its own worker threads, so reading, hashing and
+compressing overlap. The queue between them is bounded, so memory stays flat whatever the layer size.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import queue
+import threading
+import zlib
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Protocol
+
+import zstandard
+
+MEDIA_TYPE_TAR = "application/vnd.oci.image.layer.v1.tar"
+MEDIA_TYPE_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_TYPE_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+
+_QUEUE_CHUNKS = 16  # with ~1 MiB chunks: at most ~16 MiB in flight
+_STOP = object()
+
+
+class Compression(enum.Enum):
+    """How the tar stream is stored; the value is the OCI media type."""
+
+    ZSTD = MEDIA_TYPE_ZSTD
+    GZIP = MEDIA_TYPE_GZIP
+    NONE = MEDIA_TYPE_TAR
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What a written layer is: its identity (diff_id) and the blob that stores it (digest, size)."""
+
+    diff_id: str
+    digest: str
+    size: int
+    uncompressed_size: int
+    media_type: str = MEDIA_TYPE_ZSTD
+
+
+class _Compressor(Protocol):
+    def compress(self, data: bytes, /) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+class _Identity:
+    def compress(self, data: bytes, /) -> bytes:
+        return data
+
+    def flush(self) -> bytes:
+        return b""
+
+
+def _compressor(compression: Compression, level: int | None, threads: int) -> _Compressor:
+    if compression is Compression.ZSTD:
+        cctx = zstandard.ZstdCompressor(
+            level=3 if level is None else level, threads=threads, write_checksum=True
+        )
+        obj: Any = cctx.compressobj()
+        return obj  # type: ignore[no-any-return]
+    if compression is Compression.GZIP:
+        # wbits=31: a gzip wrapper whose header has mtime 0 and no file name, so output is reproducible.
+        return zlib.compressobj(6 if level is None else level, zlib.DEFLATED, 31)
+    return _Identity()
+
+
+class LayerSink:
+    """Accepts the tar stream in chunks; `close()` finishes the blob and says what was written.
+
+    The caller owns `out` and closes it; the sink only writes to it, from its worker thread.
+    """
+
+    def __init__(
+        self, out: BinaryIO, compression: Compression, *, level: int | None = None, threads: int = -1
+    ):
+        self._out = out
+        self._compression = compression
+        self._compressor = _compressor(compression, level, threads)
+        self._tar_hash = hashlib.sha256()
+        self._blob_hash = hashlib.sha256()
+        self._tar_size = 0
+        self._blob_size = 0
+        self._queue: queue.Queue[object] = queue.Queue(_QUEUE_CHUNKS)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="layer-sink", daemon=True)
+        self._thread.start()
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self._blob_hash.update(data)
+            self._blob_size += len(data)
+            self._out.write(data)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                chunk = self._queue.get()
+                if chunk is _STOP:
+                    self._emit(self._compressor.flush())
+                    return
+                assert isinstance(chunk, bytes)
+                self._tar_hash.update(chunk)
+                self._tar_size += len(chunk)
+                self._emit(self._compressor.compress(chunk))
+        except BaseException as exc:
+            self._error = exc
+            # Keep draining so the producer never blocks on a full queue after a failure.
+            while self._queue.get() is not _STOP:
+                pass
+
+    def write(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(chunk)
+
+    def close(self) -> LayerInfo:
+        """Flush, wait for the worker, and describe the blob; raises what the worker hit, if anything."""
+        self._queue.put(_STOP)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        diff_id = "sha256:" + self._tar_hash.hexdigest()
+        digest = diff_id if self._compression is Compression.NONE else "sha256:" + self._blob_hash.hexdigest()
+        return LayerInfo(diff_id, digest, self._blob_size, self._tar_size, self._compression.value)
+
+    def abort(self) -> None:
+        """Stop the worker after a producer-side failure; what was written to `out` is garbage."""
+        self._queue.put(_STOP)
+        self._thread.join()
