@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild.parse import parse
-from layerbuild.parse.parser import line_grammar
+from layerbuild.parser import parse
+from layerbuild.parser.core import line_grammar
 from tests.conftest import REPO, conformance_root
 
 
@@ -26,10 +26,12 @@ def big_dockerfile(n: int = 300) -> str:
         if block == 0:
             out.append(f"FROM ${{BASE}} AS stage{i}")
         elif block == 1:
-            out += ["RUN --mount=type=cache,target=/var/cache/apt apt-get update && \\",
-                    f"    apt-get install -y --no-install-recommends pkg{i} tool{i} \\",
-                    "    # a comment inside the continuation",
-                    "    && rm -rf /var/lib/apt/lists/*"]
+            out += [
+                "RUN --mount=type=cache,target=/var/cache/apt apt-get update && \\",
+                f"    apt-get install -y --no-install-recommends pkg{i} tool{i} \\",
+                "    # a comment inside the continuation",
+                "    && rm -rf /var/lib/apt/lists/*",
+            ]
         elif block == 2:
             out.append(f'COPY --chown=1000:1000 --chmod=0644 ["src/{i}", "/app/{i}/"]')
         elif block == 3:
@@ -104,5 +106,10 @@ def test_cli_parse_whole_process(benchmark, tmp_path: Path) -> None:  # type: ig
 
     floors = sorted(floor() for _ in range(5))
     benchmark.extra_info["python_floor_s"] = round(floors[2], 4)
-    benchmark.pedantic(subprocess.run, args=([exe, "parse", "--json", str(df)],),
-                       kwargs={"check": True, "stdout": subprocess.DEVNULL}, rounds=10, iterations=1)
+    benchmark.pedantic(
+        subprocess.run,
+        args=([exe, "parse", "--json", str(df)],),
+        kwargs={"check": True, "stdout": subprocess.DEVNULL},
+        rounds=10,
+        iterations=1,
+    )

@@ -11,18 +11,23 @@ from layerbuild.errors import (
     UnsafeArchiveError,
     UsageError,
 )
+from layerbuild.parser import Dockerfile, Heredoc, Instruction, parse
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BuildError",
     "DigestMismatchError",
+    "Dockerfile",
     "DockerfileError",
     "DockerfileSyntaxError",
     "ExpansionError",
+    "Heredoc",
+    "Instruction",
     "LayerbuildError",
     "StoreError",
     "UnsafeArchiveError",
     "UsageError",
     "__version__",
+    "parse",
 ]

@@ -18,8 +18,8 @@ DIRECT = {
     "worker": {"solve", "runtime", "registry"},
     "solve": {"plan", "store"},
     "plan": {"instructions"},
-    "instructions": {"parse"},
-    "parse": set(),
+    "instructions": {"parser"},
+    "parser": set(),
     "runtime": {"image", "layer", "store"},
     "registry": {"image", "store"},
     "image": {"layer", "store"},
@@ -92,7 +92,7 @@ def test_public_api_is_pinned() -> None:
     assert sorted(layerbuild.__all__) == sorted([
         "BuildError", "DigestMismatchError", "DockerfileError", "DockerfileSyntaxError",
         "ExpansionError", "LayerbuildError", "StoreError", "UnsafeArchiveError", "UsageError",
-        "__version__",
+        "__version__", "parse", "Dockerfile", "Instruction", "Heredoc",
     ])
     for name in layerbuild.__all__:
         assert hasattr(layerbuild, name)

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from layerbuild.parse import Dockerfile, Instruction, parse_file
+from layerbuild.parser import Dockerfile, Instruction, parse_file
 
 
 def register(sub: Any) -> tuple[str, Any]:

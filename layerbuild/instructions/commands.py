@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from layerbuild.instructions.mounts import Mount
-from layerbuild.parse.ast import Heredoc, Instruction
+from layerbuild.parser.ast import Heredoc, Instruction
 
 
 @dataclass(frozen=True, kw_only=True)

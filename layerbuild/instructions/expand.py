@@ -10,8 +10,8 @@ from layerbuild.errors import ExpansionError
 from layerbuild.instructions import commands as c
 from layerbuild.instructions.locate import expansion_error, syntax_error
 from layerbuild.instructions.mounts import MountError, parse_mount
-from layerbuild.parse.ast import Dockerfile, Instruction
-from layerbuild.parse.shell import ShellLex
+from layerbuild.parser.ast import Dockerfile, Instruction
+from layerbuild.parser.shell import ShellLex
 
 __all__ = ["ExpandedFrom", "ExpandedStep", "StageExpander", "expand_from", "resolve_meta_args"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from layerbuild.errors import DockerfileSyntaxError, ExpansionError
-from layerbuild.parse.ast import Dockerfile, Instruction
+from layerbuild.parser.ast import Dockerfile, Instruction
 
 
 def locate(dockerfile: Dockerfile, node: Instruction, near: str | None) -> tuple[int, int]:

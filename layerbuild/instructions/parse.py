@@ -11,8 +11,8 @@ from layerbuild.instructions import commands as c
 from layerbuild.instructions.flags import FlagError, FlagKind, Flags, describe, parse_duration, parse_flags
 from layerbuild.instructions.locate import syntax_error
 from layerbuild.instructions.mounts import Mount, MountError, parse_mount
-from layerbuild.parse.ast import Dockerfile, Instruction
-from layerbuild.parse.shell import ShellLex
+from layerbuild.parser.ast import Dockerfile, Instruction
+from layerbuild.parser.shell import ShellLex
 
 __all__ = ["KEYWORDS", "parse_command", "parse_stages"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from layerbuild.parse import gotext
-from layerbuild.parse.jsonform import NotJSON, NotStringArray, parse_json_array
+from layerbuild.parser import gotext
+from layerbuild.parser.jsonform import NotJSON, NotStringArray, parse_json_array
 
 
 class ArgumentError(Exception):

@@ -15,10 +15,10 @@ from lark import Lark, Token, Tree
 from lark.exceptions import LarkError
 
 from layerbuild.errors import DockerfileSyntaxError, ExpansionError
-from layerbuild.parse import args as line_parsers
-from layerbuild.parse import gotext
-from layerbuild.parse.ast import Dockerfile, Heredoc, Instruction
-from layerbuild.parse.scanner import DirectiveError, LineScanner, LogicalLine, split_physical_lines
+from layerbuild.parser import args as line_parsers
+from layerbuild.parser import gotext
+from layerbuild.parser.ast import Dockerfile, Heredoc, Instruction
+from layerbuild.parser.scanner import DirectiveError, LineScanner, LogicalLine, split_physical_lines
 
 HEREDOC_INSTRUCTIONS = frozenset({"run", "copy", "add"})
 _HEREDOC_WORD_RE = re.compile(r"^(\d*)<<(-?)([^<]*)$")
@@ -149,7 +149,7 @@ def _column_of(line: str, rest: str) -> int | None:
 
 
 def _heredoc_from_word(word: str, escape: str) -> Heredoc | None:
-    from layerbuild.parse.shell import ShellLex
+    from layerbuild.parser.shell import ShellLex
 
     match = _HEREDOC_WORD_RE.match(word)
     if match is None or match.group(3) == "":
@@ -170,7 +170,7 @@ def _heredoc_from_word(word: str, escape: str) -> Heredoc | None:
 
 
 def _heredocs_in_line(line: str, escape: str) -> list[Heredoc]:
-    from layerbuild.parse.shell import ShellLex
+    from layerbuild.parser.shell import ShellLex
 
     lex = ShellLex("\\", raw_quotes=True, raw_escapes=True, skip_unset_env=True)
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from layerbuild.parse.ast import Dockerfile, Instruction
+from layerbuild.parser.ast import Dockerfile, Instruction
 
 _SIMPLE = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v",
            "\\": "\\\\", '"': '\\"'}

@@ -6,7 +6,7 @@ import json
 import math
 import re
 
-from layerbuild.parse.gotext import trim_left_space
+from layerbuild.parser.gotext import trim_left_space
 
 NOT_STRING_ARRAY = "when using JSON array syntax, arrays must be comprised of strings only"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from layerbuild.parse import gotext
+from layerbuild.parser import gotext
 
 BOM = "\ufeff"
 VALID_DIRECTIVES = ("escape", "syntax")

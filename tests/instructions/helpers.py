@@ -6,7 +6,7 @@ import textwrap
 
 from layerbuild.instructions import Stage, parse_stages
 from layerbuild.instructions.commands import Arg
-from layerbuild.parse import Dockerfile, parse
+from layerbuild.parser import Dockerfile, parse
 
 
 def dockerfile(text: str) -> Dockerfile:

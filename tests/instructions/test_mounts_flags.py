@@ -19,8 +19,8 @@ from layerbuild.instructions import (
     parse_stages,
     resolve_meta_args,
 )
-from layerbuild.parse import parse
-from tests.parse.strategies import dockerfile_text
+from layerbuild.parser import parse
+from tests.parser.strategies import dockerfile_text
 
 
 def test_mount_defaults() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 def _answer(text: str) -> Any:
     import dockerfile
 
-    from layerbuild.parse.gotext import lower  # the official parser lower-cases the Go way
+    from layerbuild.parser.gotext import lower  # the official parser lower-cases the Go way
 
     try:
         commands = dockerfile.parse_string(text)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from layerbuild.errors import DockerfileSyntaxError
-from layerbuild.parse import dump, parse
+from layerbuild.parser import dump, parse
 from tests.conftest import conformance_root
 
 ROOT = conformance_root()

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 
 from layerbuild.errors import DockerfileSyntaxError
-from layerbuild.parse import parse
-from tests.parse.oracle import Oracle
-from tests.parse.strategies import dockerfile_text
+from layerbuild.parser import parse
+from tests.parser.oracle import Oracle
+from tests.parser.strategies import dockerfile_text
 
 pytestmark = pytest.mark.oracle
 

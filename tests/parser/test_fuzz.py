@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from layerbuild.errors import DockerfileSyntaxError
-from layerbuild.parse import parse
+from layerbuild.parser import parse
 from tests.conftest import REPO, conformance_root
-from tests.parse.strategies import dockerfile_text
+from tests.parser.strategies import dockerfile_text
 
 
 def _seeds() -> list[str]:

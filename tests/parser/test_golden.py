@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild.parse import parse
+from layerbuild.parser import parse
 from tests.conftest import REPO
 
 SAMPLES = sorted((REPO / "samples").glob("*/Dockerfile"))
-GOLDEN = REPO / "tests" / "golden" / "parse"
+GOLDEN = REPO / "tests" / "golden" / "parser"
 
 
 def typed_dump(path: Path) -> str:

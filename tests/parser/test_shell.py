@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from layerbuild.errors import ExpansionError
-from layerbuild.parse.shell import ShellLex
+from layerbuild.parser.shell import ShellLex
 
 # Test vectors from BuildKit's frontend/dockerfile/shell/envVarTest (platform U/A rows; W rows are Windows).
 # Format: platform | input | expected ("error" = the lexer must fail).
