@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -55,6 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        return 1
+    except Exception as exc:  # a bug: say so plainly; the traceback only when asked for
+        if os.environ.get("LAYERBUILD_DEBUG"):
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc}\n"
+              "this is a bug in layerbuild; run again with LAYERBUILD_DEBUG=1 for the traceback",
+              file=sys.stderr)
         return 1
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from layerbuild.instructions import parse_stages
 from layerbuild.parser import Dockerfile, Instruction, parse_file
 
 
@@ -20,10 +21,14 @@ def register(sub: Any) -> tuple[str, Any]:
 def run(args: argparse.Namespace) -> int:
     dockerfile = parse_file(args.dockerfile)
     if args.json:
+        # The parser's answer only, as the official parser gives it (DESIGN.md contract).
         json.dump(dockerfile.to_json(), sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
         return 0
     render(dockerfile)
+    # The table shows what was written; a build also needs the instructions to make sense
+    # (known keywords, flags they take, stages), so check that too and fail like a build would.
+    parse_stages(dockerfile)
     return 0
 
 
@@ -57,9 +62,7 @@ def render(dockerfile: Dockerfile) -> None:
         arguments = Text(_args_text(node))
         heredocs = node.heredocs or (node.inner.heredocs if node.inner is not None else ())
         for doc in heredocs:
-            body = doc.content.rstrip("\n")
-            arguments.append(f"\n<<{doc.name}\n", style="green")
-            arguments.append(body + ("\n" if body else "") + doc.name, style="green")
+            arguments.append("\n" + doc.content + doc.name, style="green")
         table.add_row(lines, keyword, " ".join(flags), arguments)
     console.print(table)
     for warning in dockerfile.warnings:

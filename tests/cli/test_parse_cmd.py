@@ -71,3 +71,38 @@ def test_console_script_runs(tmp_path: Path) -> None:
     proc = subprocess.run([str(exe), "parse", "--json", str(df)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["instructions"][1]["value"] == ["a", "/a"]
+
+
+def test_pretty_mode_checks_instructions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM alpine\nCOPPY a b\n")
+    assert main(["parse", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2:1: unknown instruction: COPPY" in err
+    assert "did you mean COPY?" in err
+    # --json is the parser's answer alone, as the official parser gives it: unknown keywords pass.
+    assert main(["parse", "--json", str(bad)]) == 0
+
+
+def test_flag_not_taken_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM alpine\nRUN --from=x echo\n")
+    assert main(["parse", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2:5: unknown flag: from" in err
+    assert "hint: RUN takes" in err
+
+
+def test_internal_errors_do_not_print_tracebacks(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import layerbuild.cli.parse_cmd as parse_cmd
+
+    def boom(path: str) -> None:
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(parse_cmd, "parse_file", boom)
+    monkeypatch.delenv("LAYERBUILD_DEBUG", raising=False)
+    assert main(["parse", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: kaboom" in err and "Traceback" not in err
