@@ -18,7 +18,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Verb]]:
-    from layerbuild.cli import parse_cmd
+    from layerbuild.cli import df_cmd, fsck_cmd, import_cmd, parse_cmd, prune_cmd
 
     parser = _Parser(prog="layerbuild", description="Build container images with layered caching.")
     parser.add_argument("--root", metavar="DIR", help="store root (default: $LAYERBUILD_ROOT, "
@@ -26,7 +26,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Verb]]:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
     verbs: dict[str, Verb] = {}
-    for module in (parse_cmd,):
+    for module in (parse_cmd, import_cmd, df_cmd, prune_cmd, fsck_cmd):
         name, run = module.register(sub)
         verbs[name] = run
     return parser, verbs

@@ -1,0 +1,25 @@
+"""`layerbuild fsck`: verify every blob and index reference; exit 1 if anything was wrong."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from layerbuild.cli.common import open_store
+
+
+def register(sub: Any) -> tuple[str, Any]:
+    p = sub.add_parser("fsck", help="verify the store (bad blobs are quarantined)")
+    p.add_argument("--dry-run", action="store_true", help="report only; move and drop nothing")
+    return "fsck", run
+
+
+def run(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        report = store.fsck(repair=not args.dry_run)
+    for problem in report.problems:
+        print(f"{problem.kind}: {problem.subject}: {problem.detail} ({problem.action})", file=sys.stderr)
+    status = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    print(f"fsck: {report.blobs_checked} blob(s) checked, {status}")
+    return 0 if report.ok else 1
