@@ -30,6 +30,7 @@ from layerbuild.layer.tarformat import (
     padding,
     parse_pax,
 )
+from layerbuild.layer.zstdframes import FrameWalker
 
 _CHUNK = 1 << 20
 _QUEUE_CHUNKS = 8
@@ -42,9 +43,10 @@ _KINDS = {k.value: k for k in Kind} | {b"\0": Kind.FILE, b"7": Kind.FILE}
 class _Prefixed(io.RawIOBase):
     """`fileobj` with the bytes already peeked from it put back in front."""
 
-    def __init__(self, head: bytes, fileobj: BinaryIO) -> None:
+    def __init__(self, head: bytes, fileobj: BinaryIO, walker: FrameWalker | None = None) -> None:
         self._head = head
         self._fileobj = fileobj
+        self._walker = walker
 
     def readable(self) -> bool:
         return True
@@ -53,25 +55,29 @@ class _Prefixed(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         if self._head:
             n = min(len(view), len(self._head))
-            view[:n] = self._head[:n]
+            data = self._head[:n]
             self._head = self._head[n:]
-            return n
-        data = self._fileobj.read(len(view))
+        else:
+            data = self._fileobj.read(len(view))
         view[: len(data)] = data
+        if self._walker is not None:
+            self._walker.feed(data)
         return len(data)
 
 
-def _decompressed(blob: BinaryIO) -> tuple[Any, str]:
-    """A reader of the uncompressed tar in `blob`, chosen by its magic bytes, and the format's name."""
+def _decompressed(blob: BinaryIO) -> tuple[Any, str, FrameWalker | None]:
+    """A reader of the uncompressed tar in `blob` chosen by its magic bytes, the format's name, and for
+    zstd the walker that will tell whether the stream was complete."""
     head = blob.read(4)
-    raw = io.BufferedReader(_Prefixed(head, blob), _CHUNK)
     if head.startswith(_ZSTD_MAGIC):
-        return zstandard.ZstdDecompressor().stream_reader(
-            raw, read_size=_CHUNK, read_across_frames=True
-        ), "zstd"
+        walker = FrameWalker()
+        dctx = zstandard.ZstdDecompressor()
+        reader = dctx.stream_reader(_Prefixed(head, blob, walker), read_size=_CHUNK, read_across_frames=True)
+        return reader, "zstd", walker
+    raw = io.BufferedReader(_Prefixed(head, blob), _CHUNK)
     if head.startswith(_GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=raw, mode="rb"), "gzip"
-    return raw, "tar"
+        return gzip.GzipFile(fileobj=raw, mode="rb"), "gzip", None
+    return raw, "tar", None
 
 
 class ChunkStream:
@@ -82,7 +88,7 @@ class ChunkStream:
     """
 
     def __init__(self, blob: BinaryIO, *, max_bytes: int) -> None:
-        self._reader, self.format = _decompressed(blob)
+        self._reader, self.format, self._walker = _decompressed(blob)
         self._max_bytes = max_bytes
         self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(_QUEUE_CHUNKS)
         self._to_hash: queue.Queue[bytes] = queue.Queue(_QUEUE_CHUNKS)
@@ -108,6 +114,8 @@ class ChunkStream:
                     raise UnsafeArchiveError(
                         f"layer is larger than the {self._max_bytes}-byte limit when unpacked"
                     )
+                if not chunk and self._walker is not None and not self._walker.complete():
+                    raise UnsafeArchiveError("layer blob is a truncated or corrupt zstd stream")
                 self._to_hash.put(chunk)
                 self._chunks.put(chunk)
                 if not chunk:
@@ -280,13 +288,16 @@ def iter_members(stream: ChunkStream, *, max_entries: int) -> Iterator[Header]:
         if global_pax or local_pax:
             h = _apply_pax(h, global_pax | local_pax)
             local_pax = {}
-        if h.kind is Kind.FILE and h.path.endswith(b"/"):
-            h = replace(h, kind=Kind.DIR)  # old V7 archives mark directories by the slash alone
-        if h.kind is not Kind.FILE:
-            h = replace(h, size=0)  # header-only types carry no content whatever the field says
         if h.size < 0:
             raise UnsafeArchiveError(f"entry {h.path!r} has a negative size")
-        end = stream.pos + h.size
+        content = (
+            h.size if h.kind is Kind.FILE else 0
+        )  # header-only types carry none, whatever the field says
+        if raw.typeflag == b"\0" and h.path.endswith(b"/"):
+            h = replace(h, kind=Kind.DIR)  # old V7 archives mark directories by the slash alone
+        if h.kind is not Kind.FILE:
+            h = replace(h, size=0)
+        end = stream.pos + content
         yield h
         # Whatever the consumer left unread of the content is skipped, then the block padding.
-        stream.skip(end - stream.pos + padding(h.size), f"the content of {h.path!r}")
+        stream.skip(end - stream.pos + padding(content), f"the content of {h.path!r}")

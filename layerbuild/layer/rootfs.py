@@ -59,7 +59,7 @@ class RootFS:
         os.close(self.root_fd)
 
     def invalidate(self) -> None:
-        for fd in {fd for fd, _ in self._cache.values()}:
+        for fd in {fd for fd, _ in self._cache.values()} - {self.root_fd}:
             os.close(fd)
         self._cache.clear()
 

@@ -231,7 +231,10 @@ def _number(field_bytes: bytes, what: str) -> int:
 
 def decode_header(block: bytes) -> RawHeader:
     """Decode one 512-byte header block, verifying its checksum."""
-    stored = _number(block[148:156], "checksum")
+    try:
+        stored = _number(block[148:156], "checksum")
+    except UnsafeArchiveError:
+        stored = -1
     unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
     # Some old writers summed the bytes as signed chars.
     signed = unsigned - 256 * sum(1 for b in block[:148] + block[156:] if b >= 128)
