@@ -15,7 +15,7 @@ import threading
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import zstandard
 
@@ -72,7 +72,8 @@ def _decompressed(blob: BinaryIO) -> tuple[Any, str, FrameWalker | None]:
     if head.startswith(_ZSTD_MAGIC):
         walker = FrameWalker()
         dctx = zstandard.ZstdDecompressor()
-        reader = dctx.stream_reader(_Prefixed(head, blob, walker), read_size=_CHUNK, read_across_frames=True)
+        source = cast(BinaryIO, _Prefixed(head, blob, walker))
+        reader = dctx.stream_reader(source, read_size=_CHUNK, read_across_frames=True)
         return reader, "zstd", walker
     raw = io.BufferedReader(_Prefixed(head, blob), _CHUNK)
     if head.startswith(_GZIP_MAGIC):
