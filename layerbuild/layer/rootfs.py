@@ -53,15 +53,24 @@ class RootFS:
     def __init__(self, dest: str | os.PathLike[str]) -> None:
         self.root_fd = os.open(dest, _DIR_FLAGS & ~os.O_NOFOLLOW)
         self._cache: dict[Parts, tuple[int, Parts]] = {}
+        self._stale: set[int] = set()
 
     def close(self) -> None:
         self.invalidate()
+        self._bury()
         os.close(self.root_fd)
 
     def invalidate(self) -> None:
-        for fd in {fd for fd, _ in self._cache.values()} - {self.root_fd}:
-            os.close(fd)
+        """Forget every cached directory. Their fds stay open until the next `dir_fd` call, so the
+        caller may finish the entry it is working on with the fds it holds (and no fd number it holds
+        can be reused meanwhile)."""
+        self._stale |= {fd for fd, _ in self._cache.values()} - {self.root_fd}
         self._cache.clear()
+
+    def _bury(self) -> None:
+        for fd in self._stale:
+            os.close(fd)
+        self._stale.clear()
 
     def dir_fd(self, parts: Parts, *, create: bool, entry: bytes) -> int | None:
         """An fd (owned by this object) for the directory at `parts`, or None if missing and not `create`.
@@ -69,7 +78,8 @@ class RootFS:
         Missing directories are made with mode 0755, like other runtimes do for implicit parents.
         """
         if len(self._cache) >= _MAX_CACHED_FDS:
-            self.invalidate()  # only here: deeper down, fds being returned must stay open
+            self.invalidate()
+        self._bury()
         found = self._dir(parts, create, entry, 0)
         return None if found is None else found[0]
 

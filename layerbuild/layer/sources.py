@@ -208,7 +208,18 @@ def _build(changes: ChangeSet) -> _Node:
     for path in changes.opaque:
         node = node_for(path)
         node.opaque = node.required = True
+    _drop_covered(top, covered=False)
     return top
+
+
+def _drop_covered(node: _Node, covered: bool) -> bool:
+    """Clear whiteouts below a deleted path (its whiteout already hides them); False if nothing is left."""
+    for name, child in list(node.children.items()):
+        if covered:
+            child.whiteout = False
+        if not _drop_covered(child, covered or child.whiteout):
+            del node.children[name]
+    return node.required or node.whiteout or node.opaque or bool(node.children)
 
 
 def change_items(
