@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
-from layerbuild.errors import UnsafeArchiveError
+from layerbuild.errors import LayerbuildError, UnsafeArchiveError
 from layerbuild.layer.reader import ChunkStream, iter_members
 from layerbuild.layer.rootfs import Parts, RootFS, split_entry_path
 from layerbuild.layer.sources import OPAQUE_MARKER, WHITEOUT_PREFIX
@@ -327,9 +327,17 @@ def apply_layer(
         applier = _Applier(root, privileged, require_privileges, whiteouts == "overlay")
         entries = 0
         for header in iter_members(stream, max_entries=max_entries):
-            applier.member(header, stream)
+            try:
+                applier.member(header, stream)
+            except OSError as exc:
+                raise LayerbuildError(
+                    f"cannot apply entry {_show(header.path)} to {os.fspath(dest)!r}: {exc}"
+                ) from exc
             entries += 1
-        applier.finish()
+        try:
+            applier.finish()
+        except OSError as exc:
+            raise LayerbuildError(f"cannot set directory metadata in {os.fspath(dest)!r}: {exc}") from exc
         diff_id = stream.finish()
         return ApplyResult(diff_id, entries, stream.size, stream.format, tuple(applier.skipped))
     finally:

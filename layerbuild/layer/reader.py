@@ -84,8 +84,8 @@ def _decompressed(blob: BinaryIO) -> tuple[Any, str, FrameWalker | None]:
 class ChunkStream:
     """The uncompressed tar as chunks, with its sha256 computed on the side.
 
-    Call `close()` in all cases: it stops the threads (draining what is left when `drain` is set, so the
-    digest covers the whole stream).
+    `finish()` reads to the end (trailing padding counts towards the digest) and returns the digest;
+    `close()`, to be called in all cases, stops the threads.
     """
 
     def __init__(self, blob: BinaryIO, *, max_bytes: int) -> None:

@@ -89,10 +89,11 @@ class _Describer:
         self._sde = source_date_epoch
         self._inodes: dict[tuple[int, int], bytes] = {}
 
-    def item(self, abspath: bytes, rel: bytes, st: os.stat_result, xattrs: dict[bytes, bytes]) -> Item:
+    def item(self, abspath: bytes, rel: bytes, st: os.stat_result, xattrs: dict[bytes, bytes]) -> Item | None:
+        """The entry for one path; None for a socket, which tar cannot hold (skipped, as Docker does)."""
         kind = kind_of_mode(st.st_mode)
         if kind is None:
-            raise LayerbuildError(f"cannot put {os.fsdecode(rel)!r} in a layer: sockets have no tar form")
+            return None
         mtime = st.st_mtime_ns // 1_000_000_000
         if self._sde is not None and mtime > self._sde:
             mtime = self._sde
@@ -159,7 +160,9 @@ def _walk_dir(absdir: bytes, rel: bytes, describer: _Describer, overlay: bool) -
         if overlay:
             _check_overlay_xattrs(crel, xattrs)
             opaque = stat.S_ISDIR(st.st_mode) and any(xattrs.get(k) == b"y" for k in _OPAQUE_XATTRS)
-        yield describer.item(path, crel, st, xattrs)
+        item = describer.item(path, crel, st, xattrs)
+        if item is not None:
+            yield item
         if stat.S_ISDIR(st.st_mode):
             if opaque:
                 yield Item(Header(path=_join(crel, OPAQUE_MARKER), kind=Kind.FILE, mode=0o644))
@@ -251,6 +254,8 @@ def _walk_changes(absdir: bytes, rel: bytes, node: _Node, describer: _Describer)
         _check_name(crel)
         if child.children and not stat.S_ISDIR(st.st_mode):
             raise UsageError(f"change set has paths below {os.fsdecode(crel)!r}, which is not a directory")
-        yield describer.item(cabs, crel, st, read_xattrs(cabs))
+        item = describer.item(cabs, crel, st, read_xattrs(cabs))
+        if item is not None:
+            yield item
         if child.children or child.opaque:
             yield from _walk_changes(cabs, crel, child, describer)

@@ -57,10 +57,16 @@ def _write(
     sink = LayerSink(out, compression, level=level, threads=threads)
     try:
         _stream_items(items, sink)
+    except OSError as exc:
+        sink.abort()
+        raise LayerbuildError(f"cannot write layer: {exc}") from exc
     except BaseException:
         sink.abort()
         raise
-    return sink.close()
+    try:
+        return sink.close()
+    except OSError as exc:
+        raise LayerbuildError(f"cannot write layer blob: {exc}") from exc
 
 
 def write_layer(

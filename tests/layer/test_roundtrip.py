@@ -130,3 +130,13 @@ def test_extracts_gnu_tar_and_gzip_output(tmp_path: Path) -> None:
         result = apply_bytes(archive.read_bytes(), dest)
         assert result.format == "gzip"
         assert snapshot(dest) == snapshot(src)
+
+
+def test_sockets_are_skipped(tmp_path: Path) -> None:
+    import socket
+
+    (tmp_path / "f").write_text("x")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "sock"))
+        data, _ = layer_bytes(tmp_path, Compression.NONE)
+    assert [m.name for m in tar_members(data)] == ["f"]
