@@ -1,0 +1,128 @@
+"""The plan's values: stages, their base, and the expanded steps a build will solve, in order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from layerbuild.instructions import commands as c
+
+StepKind = Literal["base", "copy", "exec", "meta"]
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """What the planner needs to know of a base image: its identity, env and ONBUILD triggers."""
+
+    ref: str
+    identity: str
+    env: tuple[tuple[str, str], ...] = ()
+    onbuild: tuple[str, ...] = ()
+    workdir: str = ""
+    user: str = ""
+    shell: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """`FROM scratch`: no layers, an empty config."""
+
+
+@dataclass(frozen=True)
+class StageRef:
+    """A reference to an earlier stage of the same Dockerfile (by its position)."""
+
+    index: int
+
+
+Base = Scratch | BaseImage | StageRef
+
+
+@dataclass(frozen=True)
+class Step:
+    """One instruction of a stage after expansion, ready to be keyed and run.
+
+    `text` is the instruction as written (continuations joined), for reports and explanations;
+    `args` holds the build args the step depends on with their values; `env` is what a RUN sees.
+    `sources` names other stages or images that COPY --from / RUN --mount from= read.
+    `workdir`, `user` and `shell` are the state in force when the step runs (for WORKDIR itself,
+    `workdir` is the directory it makes current).
+    """
+
+    stage: int
+    index: int
+    kind: StepKind
+    text: str
+    command: c.Command = field(repr=False)
+    args: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    sources: tuple[Base, ...] = ()
+    trigger: bool = False
+    workdir: str = "/"
+    user: str = ""
+    shell: tuple[str, ...] = ("/bin/sh", "-c")
+
+    @property
+    def line(self) -> int:
+        return self.command.node.start_line
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    """A stage: its base, its steps (the FROM first), and the stages it reads from."""
+
+    index: int
+    name: str | None
+    base: Base
+    steps: tuple[Step, ...]
+    platform: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How reports name the stage: its name, else its position."""
+        return self.name if self.name is not None else str(self.index)
+
+    def depends_on(self) -> tuple[int, ...]:
+        deps: set[int] = set()
+        if isinstance(self.base, StageRef):
+            deps.add(self.base.index)
+        for step in self.steps:
+            deps.update(s.index for s in step.sources if isinstance(s, StageRef))
+        return tuple(sorted(deps))
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """The stages needed for the target, each after all the stages it depends on."""
+
+    stages: tuple[PlannedStage, ...]
+    target: int
+    build_args: tuple[tuple[str, str], ...] = ()
+    unused_build_args: tuple[str, ...] = ()
+
+    def stage(self, index: int) -> PlannedStage:
+        for stage in self.stages:
+            if stage.index == index:
+                return stage
+        raise KeyError(index)
+
+    def render(self) -> str:
+        """A stable text form of the plan, for tests and `--progress plain`."""
+        lines = []
+        for stage in self.stages:
+            base = stage.base
+            if isinstance(base, Scratch):
+                what = "scratch"
+            elif isinstance(base, BaseImage):
+                what = f"image {base.ref}"
+            else:
+                what = f"stage {self.stage(base.index).label}"
+            deps = stage.depends_on()
+            dep_text = f" (after {', '.join(self.stage(d).label for d in deps)})" if deps else ""
+            marker = " [target]" if stage.index == self.target else ""
+            lines.append(f"stage {stage.label} from {what}{dep_text}{marker}")
+            for step in stage.steps[1:]:
+                args = "".join(f" {k}={v}" for k, v in step.args)
+                extra = f"  args:{args}" if args else ""
+                lines.append(f"  {step.index:>2} {step.kind:<4} {step.text}{extra}")
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,233 @@
+"""Typed stages to a BuildPlan: bases resolved, stages pruned to the target, steps expanded in order.
+
+Pure: the only outside knowledge, what a base image is, comes through the `resolve_image` callback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import posixpath
+import platform as host_platform
+from collections.abc import Callable, Mapping
+
+from layerbuild.errors import DockerfileError, UsageError
+from layerbuild.instructions import StageExpander, expand_from, parse_command, parse_stages, resolve_meta_args
+from layerbuild.instructions import commands as c
+from layerbuild.instructions.locate import syntax_error
+from layerbuild.parser import Dockerfile, parse
+from layerbuild.plan.model import Base, BaseImage, BuildPlan, PlannedStage, Scratch, StageRef, Step, StepKind
+
+ResolveImage = Callable[[str, "str | None"], BaseImage]
+
+DEFAULT_SHELL: tuple[str, ...] = ("/bin/sh", "-c")
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
+
+
+def host_platform_args() -> dict[str, str]:
+    """BuildKit's automatic platform ARGs, for a build on and for this machine."""
+    arch = _ARCH.get(host_platform.machine(), host_platform.machine())
+    plat = f"linux/{arch}"
+    return {
+        "BUILDPLATFORM": plat, "BUILDOS": "linux", "BUILDARCH": arch, "BUILDVARIANT": "",
+        "TARGETPLATFORM": plat, "TARGETOS": "linux", "TARGETARCH": arch, "TARGETVARIANT": "",
+    }  # fmt: skip
+
+
+def step_kind(command: c.Command) -> StepKind:
+    if isinstance(command, c.From):
+        return "base"
+    if isinstance(command, c.Run):
+        return "exec"
+    if isinstance(command, c.SourcesAndDest):
+        return "copy"
+    return "meta"
+
+
+def _stage_lookup(stages: tuple[c.Stage, ...]) -> dict[str, int]:
+    return {s.name: s.index for s in stages if s.name is not None}
+
+
+def _source_ref(
+    name: str, names: Mapping[str, int], current: int, resolve: Callable[[str], Base]
+) -> Base:
+    """`--from=X`: a stage by name or position, else an image."""
+    key = name.lower()
+    if key in names:
+        return StageRef(names[key])
+    if name.isdigit():
+        return StageRef(int(name))
+    return resolve(name)
+
+
+def _dependencies(stage: c.Stage, names: Mapping[str, int]) -> set[int]:
+    deps: set[int] = set()
+    base = stage.base_name.lower()
+    if base in names and names[base] != stage.index:
+        deps.add(names[base])
+    for command in stage.commands:
+        refs: list[str] = []
+        if isinstance(command, c.Copy) and command.from_stage:
+            refs.append(command.from_stage)
+        if isinstance(command, c.Run):
+            for mount in command.mounts:
+                ref = getattr(mount, "from_stage", None)
+                if ref:
+                    refs.append(ref)
+        for ref in refs:
+            if ref.lower() in names:
+                deps.add(names[ref.lower()])
+            elif ref.isdigit():
+                deps.add(int(ref))
+    return deps
+
+
+def _order(df: Dockerfile, stages: tuple[c.Stage, ...], target: int) -> list[int]:
+    """The stages the target needs, each after its dependencies; a cycle is a Dockerfile error."""
+    names = _stage_lookup(stages)
+    order: list[int] = []
+    state: dict[int, str] = {}
+
+    def visit(index: int, via: c.Stage | None) -> None:
+        if index >= len(stages) or index < 0:
+            assert via is not None
+            raise syntax_error(df, via.from_.node, f"invalid stage index {index}", hint="stages are numbered from 0")
+        if state.get(index) == "done":
+            return
+        if state.get(index) == "visiting":
+            assert via is not None
+            raise syntax_error(df, via.from_.node, f"circular dependency between stages at stage {index}")
+        state[index] = "visiting"
+        for dep in sorted(_dependencies(stages[index], names)):
+            visit(dep, stages[index])
+        state[index] = "done"
+        order.append(index)
+
+    visit(target, None)
+    return order
+
+
+def _target_index(stages: tuple[c.Stage, ...], target: str | None) -> int:
+    if target is None:
+        return len(stages) - 1
+    names = _stage_lookup(stages)
+    if target.lower() in names:
+        return names[target.lower()]
+    close = difflib.get_close_matches(target.lower(), list(names), n=1)
+    known = ", ".join(names) or "none (name stages with FROM ... AS <name>)"
+    raise UsageError(
+        f"target stage {target!r} could not be found",
+        hint=f"did you mean {close[0]!r}?" if close else f"stages: {known}",
+    )
+
+
+def _triggers(df: Dockerfile, expressions: tuple[str, ...], origin: str) -> list[c.Command]:
+    out: list[c.Command] = []
+    for text in expressions:
+        trigger_df = parse(text, filename=f"ONBUILD trigger of {origin}")
+        for node in trigger_df.instructions:
+            command = parse_command(trigger_df, node)
+            if isinstance(command, c.From | c.Onbuild):
+                raise DockerfileError(f"{node.cmd.upper()} is not allowed as an ONBUILD trigger ({origin})")
+            out.append(command)
+    return out
+
+
+def plan_build(
+    df: Dockerfile,
+    *,
+    resolve_image: ResolveImage,
+    build_args: Mapping[str, str] | None = None,
+    target: str | None = None,
+) -> BuildPlan:
+    """Plan the build of `target` (default: the last stage) of `df`."""
+    build_args = dict(build_args or {})
+    meta_cmds, stages = parse_stages(df)
+    predefined = host_platform_args()
+    meta = resolve_meta_args(df, meta_cmds, build_args, predefined)
+    target_index = _target_index(stages, target)
+    names = _stage_lookup(stages)
+    declared = {a.key for cmd in meta_cmds for a in cmd.args} | set(predefined)
+
+    planned: dict[int, PlannedStage] = {}
+    env_out: dict[int, tuple[tuple[str, str], ...]] = {}
+    onbuild_out: dict[int, tuple[str, ...]] = {}
+    state_out: dict[int, tuple[str, str, tuple[str, ...]]] = {}
+    resolved: dict[tuple[str, str | None], BaseImage] = {}
+
+    def image(ref: str, plat: str | None = None) -> BaseImage:
+        if (ref, plat) not in resolved:
+            resolved[ref, plat] = resolve_image(ref, plat)
+        return resolved[ref, plat]
+
+    for index in _order(df, stages, target_index):
+        stage = stages[index]
+        expanded_from = expand_from(df, stage.from_, meta)
+        frm = expanded_from.command
+        base: Base
+        base_env: tuple[tuple[str, str], ...] = ()
+        triggers: tuple[str, ...] = ()
+        workdir: str
+        user: str
+        shell: tuple[str, ...]
+        workdir, user, shell = "/", "", DEFAULT_SHELL
+        origin = frm.base_name
+        if frm.base_name.lower() == "scratch":
+            base = Scratch()
+        elif frm.base_name.lower() in names and names[frm.base_name.lower()] != index:
+            base = StageRef(names[frm.base_name.lower()])
+            base_env = env_out[base.index]
+            workdir, user, shell = state_out[base.index]
+            triggers = onbuild_out[base.index]
+            origin = f"stage {frm.base_name}"
+        else:
+            base = image(frm.base_name, frm.platform)
+            base_env, triggers = base.env, base.onbuild
+            workdir, user, shell = base.workdir or "/", base.user, base.shell or DEFAULT_SHELL
+        from_args = tuple(sorted((k, meta[k] or "") for k in expanded_from.used_args))
+        steps: list[Step] = [Step(index, 0, "base", frm.node.original, frm, args=from_args)]
+        expander = StageExpander(df, meta_args=meta, build_args=build_args, base_env=base_env)
+        commands = [*_triggers(df, triggers, origin), *stage.commands]
+        trigger_count = len(commands) - len(stage.commands)
+        own_onbuild: list[str] = []
+        for position, command in enumerate(commands):
+            if isinstance(command, c.Arg):
+                declared.update(a.key for a in command.args)
+            result = expander.step(command)
+            cmd = result.command
+            if isinstance(cmd, c.Onbuild):
+                own_onbuild.append(cmd.expression)
+            variables = dict(result.variables)
+            args = tuple(sorted((k, variables.get(k, "")) for k in result.used_args))
+            sources: list[Base] = []
+            if isinstance(cmd, c.Copy) and cmd.from_stage:
+                sources.append(_source_ref(cmd.from_stage, names, index, lambda r: image(r)))
+            if isinstance(cmd, c.Run):
+                for mount in cmd.mounts:
+                    ref = getattr(mount, "from_stage", None)
+                    if ref:
+                        sources.append(_source_ref(ref, names, index, lambda r: image(r)))
+            env = tuple(variables.items()) if isinstance(cmd, c.Run) else ()
+            if isinstance(cmd, c.Workdir):
+                workdir = posixpath.normpath(posixpath.join(workdir, cmd.path))
+            steps.append(
+                Step(index, position + 1, step_kind(cmd), cmd.node.original, cmd, args=args, env=env,
+                     sources=tuple(sources), trigger=position < trigger_count,
+                     workdir=workdir, user=user, shell=shell)
+            )
+            if isinstance(cmd, c.User):
+                user = cmd.user
+            elif isinstance(cmd, c.Shell):
+                shell = cmd.shell
+        env_out[index] = expander.env
+        state_out[index] = (workdir, user, shell)
+        onbuild_out[index] = tuple(own_onbuild)
+        planned[index] = PlannedStage(index, stage.name, base, tuple(steps), frm.platform)
+
+    order = list(planned)
+    unused = tuple(sorted(k for k in build_args if k not in declared))
+    return BuildPlan(
+        stages=tuple(planned[i] for i in order),
+        target=target_index,
+        build_args=tuple(sorted(build_args.items())),
+        unused_build_args=unused,
+    )

@@ -1,0 +1,94 @@
+"""The build report as typed values: the `--report` / `--progress json` contract of DESIGN.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+EventType = Literal["step.started", "step.cached", "step.finished", "step.failed", "build.finished"]
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """One step of the build: hit or miss, and for a miss the concrete reason."""
+
+    stage: str
+    index: int
+    instruction: str
+    kind: str
+    cached: bool
+    reason: str | None = None
+    duration_s: float = 0.0
+    layer: str | None = None
+    size: int | None = None
+    line: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage, "index": self.index, "instruction": self.instruction, "kind": self.kind,
+            "cached": self.cached, "reason": self.reason, "duration_s": round(self.duration_s, 3),
+            "layer": self.layer, "size": self.size,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Summary:
+    steps: int
+    cached: int
+    executed: int
+    hit_rate: float
+    duration_s: float
+
+    @staticmethod
+    def of(steps: tuple[StepReport, ...], duration_s: float) -> Summary:
+        counted = [s for s in steps if s.kind in ("exec", "copy")]
+        cached = sum(1 for s in counted if s.cached)
+        rate = cached / len(counted) if counted else 1.0
+        return Summary(len(steps), cached, len(counted) - cached, round(rate, 4), round(duration_s, 3))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"steps": self.steps, "cached": self.cached, "executed": self.executed,
+                "hit_rate": self.hit_rate, "duration_s": self.duration_s}
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    id: str
+    tags: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "tags": list(self.tags)}
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What `layerbuild.build()` returns and `--report` writes."""
+
+    image: ImageRef
+    steps: tuple[StepReport, ...]
+    summary: Summary
+    warnings: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"image": self.image.to_json(), "steps": [s.to_json() for s in self.steps],
+                "summary": self.summary.to_json()}
+
+
+@dataclass(frozen=True)
+class BuildEvent:
+    """One progress event: a step started, was found in the cache, finished or failed; or the end."""
+
+    type: EventType
+    step: StepReport | None = None
+    result: BuildResult | None = None
+    message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.type == "build.finished" and self.result is not None:
+            return {"event": self.type, **self.result.to_json()}
+        out: dict[str, Any] = {"event": self.type}
+        if self.step is not None:
+            out.update(self.step.to_json())
+        if self.message is not None:
+            out["message"] = self.message
+        return out

@@ -1,0 +1,231 @@
+"""The solver: walk the plan, key every step, reuse what the cache holds, run the rest.
+
+Effects come in through two small protocols: `Op` (what a step does, supplied by the worker) and
+`Cache` (where results are kept). Independent stages run concurrently, bounded by `jobs`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from layerbuild.errors import BuildError, LayerbuildError
+from layerbuild.plan import BaseImage, BuildPlan, PlannedStage, Scratch, StageRef, Step
+from layerbuild.solve import keys
+from layerbuild.solve.explain import History, StepRecord, explain_miss
+from layerbuild.solve.report import BuildEvent, StepReport
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a step produced: a layer (diff_id, compressed size) or nothing but a config change."""
+
+    diff_id: str | None = None
+    size: int | None = None
+    created: float = 0.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Content:
+    """The content key of the files a step reads, and each file's fingerprint (to name changes)."""
+
+    key: str
+    files: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class State:
+    """A filesystem + config state: the base image it starts from and the steps applied since."""
+
+    result: str
+    base: BaseImage | None = None
+    applied: tuple[tuple[Step, Output], ...] = ()
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """diff_ids of the layers the steps added (the base image's own layers not included)."""
+        return tuple(o.diff_id for _, o in self.applied if o.diff_id is not None)
+
+
+class Op(Protocol):
+    """What one step does. `cacheable` False: a config-only step, run every time, never recorded."""
+
+    cacheable: bool
+
+    def content(self, parent: State, deps: Sequence[State]) -> Content | None:
+        """The content key of what the step reads (COPY sources), or None."""
+
+    def run(self, parent: State, deps: Sequence[State]) -> Output:
+        """Do the step; raise a LayerbuildError on failure."""
+
+    def usable(self, output: Output) -> bool:
+        """Whether a cached output can still be used (its layer is in the store)."""
+
+
+class Cache(Protocol):
+    def get(self, key: str) -> Output | None: ...
+
+    def put(self, key: str, kind: str, output: Output) -> None: ...
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    platform: str = "linux/amd64"
+    jobs: int = 1
+    no_cache: bool = False
+    no_cache_filter: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    states: Mapping[int, State]
+    reports: tuple[StepReport, ...]
+    records: tuple[StepRecord, ...]
+
+
+class Solver:
+    """Solves one plan; `make_op(step)` supplies each step's Op."""
+
+    def __init__(
+        self,
+        plan: BuildPlan,
+        make_op: Callable[[Step], Op],
+        cache: Cache,
+        *,
+        options: SolveOptions | None = None,
+        previous: History | None = None,
+        on_event: Callable[[BuildEvent], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.make_op = make_op
+        self.cache = cache
+        self.options = options or SolveOptions()
+        self.previous = previous
+        self._on_event = on_event
+        self._lock = threading.Lock()
+        self._reports: dict[tuple[int, int], StepReport] = {}
+        self._records: dict[tuple[int, int], StepRecord] = {}
+        self._futures: dict[int, Future[State]] = {}
+
+    def _emit(self, event: BuildEvent) -> None:
+        if self._on_event is not None:
+            with self._lock:
+                self._on_event(event)
+
+    def solve(self) -> SolveResult:
+        jobs = max(1, self.options.jobs)
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage") as pool:
+            # Submitted in dependency order, so a stage only ever waits for stages already started.
+            for stage in self.plan.stages:
+                self._futures[stage.index] = pool.submit(self._stage, stage)
+            try:
+                states = {i: f.result() for i, f in self._futures.items()}
+            except BaseException:
+                for future in self._futures.values():
+                    future.cancel()
+                raise
+        order = [(s.index, step.index) for s in self.plan.stages for step in s.steps]
+        return SolveResult(
+            states=states,
+            reports=tuple(self._reports[k] for k in order),
+            records=tuple(self._records[k] for k in order),
+        )
+
+    # -- one stage --------------------------------------------------------------------------
+
+    def _source_state(self, ref: Scratch | BaseImage | StageRef) -> State:
+        if isinstance(ref, StageRef):
+            return self._futures[ref.index].result()
+        return State(result=keys.base_result(ref), base=ref if isinstance(ref, BaseImage) else None)
+
+    def _stage(self, stage: PlannedStage) -> State:
+        state = self._source_state(stage.base)
+        from_step = stage.steps[0]
+        base_record = StepRecord(
+            stage=stage.label, index=0, text=from_step.text, kind="base", definition=state.result,
+            parent="", result=state.result,
+        )  # fmt: skip
+        self._finish(stage, from_step, base_record, StepReport(
+            stage=stage.label, index=0, instruction=from_step.text, kind="base", cached=True,
+            line=from_step.line,
+        ))  # fmt: skip
+        records = [base_record]
+        no_cache = self._no_cache_reason(stage)
+        for step in stage.steps[1:]:
+            state = self._step(stage, step, state, records, no_cache)
+        return state
+
+    def _no_cache_reason(self, stage: PlannedStage) -> str | None:
+        if self.options.no_cache:
+            return "--no-cache"
+        if stage.name is not None and stage.name in self.options.no_cache_filter:
+            return f"--no-cache-filter {stage.name}"
+        return None
+
+    def _step(
+        self, stage: PlannedStage, step: Step, parent: State, records: list[StepRecord], no_cache: str | None
+    ) -> State:
+        op = self.make_op(step)
+        deps = [self._source_state(s) for s in step.sources]
+        definition = keys.definition_key(step, self.options.platform)
+        started = time.monotonic()
+        base_report = StepReport(stage=stage.label, index=step.index, instruction=step.text, kind=step.kind,
+                                 cached=False, line=step.line)
+        if not op.cacheable:
+            output = op.run(parent, deps)
+            new = replace(parent, applied=(*parent.applied, (step, output)))
+            record = StepRecord(stage=stage.label, index=step.index, text=step.text, kind=step.kind,
+                                definition=definition, parent=parent.result, result=parent.result,
+                                args=dict(step.args))
+            records.append(record)
+            self._finish(stage, step, record, replace(base_report, cached=True))
+            return new
+
+        content = op.content(parent, deps)
+        dep_results = [d.result for d in deps]
+        key = keys.input_key(definition, parent.result, dep_results, content.key if content else None)
+        record = StepRecord(
+            stage=stage.label, index=step.index, text=step.text, kind=step.kind, definition=definition,
+            parent=parent.result, result="", args=dict(step.args), env=dict(step.env), deps=tuple(dep_results),
+            content=content.key if content else None, files=dict(content.files) if content else None, input=key,
+        )  # fmt: skip
+        cached = None if no_cache else self.cache.get(key)
+        if cached is not None and not op.usable(cached):
+            cached = None
+        if cached is not None:
+            output = cached
+            reason = None
+        else:
+            reason = explain_miss(record, records, self.previous, no_cache=no_cache)
+            self._emit(BuildEvent("step.started", replace(base_report, reason=reason)))
+            try:
+                output = op.run(parent, deps)
+            except LayerbuildError as exc:
+                failed = replace(base_report, reason=reason, duration_s=time.monotonic() - started)
+                self._emit(BuildEvent("step.failed", failed, message=exc.render()))
+                raise
+            except Exception as exc:  # a bug in an op: still a located failure, not a hang
+                failed = replace(base_report, reason=reason, duration_s=time.monotonic() - started)
+                self._emit(BuildEvent("step.failed", failed, message=str(exc)))
+                raise BuildError(f"step {stage.label}:{step.index} `{step.text}` failed: {exc}") from exc
+            self.cache.put(key, step.kind, output)
+        result = keys.layer_result(parent.result, output.diff_id, definition) if output.diff_id else parent.result
+        record = replace(record, result=result, reason=reason)
+        records.append(record)
+        report = replace(
+            base_report, cached=cached is not None, reason=reason,
+            duration_s=time.monotonic() - started, layer=output.diff_id, size=output.size,
+        )  # fmt: skip
+        self._finish(stage, step, record, report)
+        return State(result=result, base=parent.base, applied=(*parent.applied, (step, output)))
+
+    def _finish(self, stage: PlannedStage, step: Step, record: StepRecord, report: StepReport) -> None:
+        with self._lock:
+            self._reports[stage.index, step.index] = report
+            self._records[stage.index, step.index] = record
+        self._emit(BuildEvent("step.cached" if report.cached else "step.finished", report))
