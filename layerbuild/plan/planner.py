@@ -6,8 +6,8 @@ Pure: the only outside knowledge, what a base image is, comes through the `resol
 from __future__ import annotations
 
 import difflib
-import posixpath
 import platform as host_platform
+import posixpath
 from collections.abc import Callable, Mapping
 
 from layerbuild.errors import DockerfileError, UsageError

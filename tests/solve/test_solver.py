@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from layerbuild.errors import BuildError
@@ -164,7 +166,7 @@ def test_stages_run_one_at_a_time_with_one_job() -> None:
     w, cache = World(sleep=0.1), DictCache()
     solve(MULTI, w, cache, options=SolveOptions(jobs=1))
     spans = sorted((start, end) for _, start, end in w.spans)
-    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
 
 
 def test_stage_output_unchanged_keeps_copy_from_cached() -> None:

@@ -12,7 +12,7 @@ from layerbuild.errors import BuildError
 from layerbuild.instructions import commands as c
 from layerbuild.parser import parse
 from layerbuild.plan import BaseImage, BuildPlan, Step, plan_build
-from layerbuild.solve import Content, Output, SolveOptions, SolveResult, Solver, State
+from layerbuild.solve import Content, Output, SolveOptions, Solver, SolveResult, State
 from layerbuild.solve.explain import History
 
 
