@@ -275,7 +275,7 @@ def untag_image(store: Store, ref: str, *, force: bool = False) -> tuple[str, ..
         tag = store.index.get_tag(normalize_tag(ref))
     except UsageError:
         tag = None
-    if tag is not None and not _HEX_RE.match(ref.strip()):
+    if tag is not None:  # a name wins over an id prefix, as in `resolve_manifest`
         store.index.delete_tag(tag.name)
         return (tag.name,)
     image = resolve_image(store, ref)

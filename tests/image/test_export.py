@@ -156,3 +156,23 @@ def test_export_tar_keeps_owners_and_hardlinks(store: Store, make_layer: MakeLay
         assert members["srv/alias"].isfile() and members["srv/data"].islnk()
         assert members["srv/data"].linkname == "srv/alias"
         assert members["srv"].uid == 1234 and members["srv"].mode == 0o750
+
+
+def test_unsafe_layers_are_refused_by_both_exporters(store: Store, tmp_path: Path) -> None:
+    from layerbuild.errors import UnsafeArchiveError
+    from layerbuild.store import ingest_layer
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("../escape")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    buf.seek(0)
+    layer = ingest_layer(store, buf)
+    image = write_image(store, ImageConfig("amd64", "linux", diff_ids=(layer.diff_id,)))
+    with pytest.raises(UnsafeArchiveError):
+        export_tar(store, image, io.BytesIO())
+    with pytest.raises(UnsafeArchiveError):
+        export_local(store, image, tmp_path / "out")
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]

@@ -96,6 +96,8 @@ def test_short_manifest_digest_resolves_too(store: Store, make_layer: MakeLayer)
     # A name that happens to be hex is a tag first, as in Docker.
     tag_image(store, "m", "abcdefabcdef")
     assert resolve_image(store, "abcdefabcdef").id == image.id
+    assert untag_image(store, "abcdefabcdef") == ("abcdefabcdef:latest",)
+    assert resolve_image(store, "m").tags == ("m:latest",)
 
 
 def test_missing_layer_is_a_store_error(store: Store) -> None:
