@@ -83,7 +83,27 @@ def _v1(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-MIGRATIONS: list[Migration] = [_v1]
+def _v2_context_stat(conn: sqlite3.Connection) -> None:
+    # The build context's stat cache (see layerbuild.store.statcache): a hint, keyed by file path,
+    # that lets a rebuild skip reading files whose (dev, ino, size, mtime_ns, ctime_ns, mode) is unchanged.
+    conn.execute(
+        """CREATE TABLE context_stat (
+            context     TEXT NOT NULL,    -- which tree: xxh3 of its real path (and kind)
+            path        BLOB NOT NULL,    -- relative, '/'-separated, as the filesystem spells it
+            dev         INTEGER NOT NULL,
+            ino         INTEGER NOT NULL,
+            size        INTEGER NOT NULL,
+            mtime_ns    INTEGER NOT NULL,
+            ctime_ns    INTEGER NOT NULL,
+            mode        INTEGER NOT NULL,
+            hash        TEXT NOT NULL,    -- xxh3-128 of the content (or of the link target)
+            fingerprint TEXT NOT NULL,    -- xxh3-128 of what the build keys on (see worker.contenthash)
+            PRIMARY KEY (context, path)
+        ) WITHOUT ROWID"""
+    )
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2_context_stat]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _BUSY_TIMEOUT_S = 30.0

@@ -1,0 +1,157 @@
+"""Write a layer from mapped entries: each names its path in the layer and where its bytes come from.
+
+This is how COPY makes a layer without staging files: entries point at source files anywhere (or carry
+their content inline), with the metadata the layer should record. Entries are written in canonical
+order (depth first, names in byte order), so the same entries give the same bytes whatever order they
+are given in. Parents that are not listed are not synthesized here: the caller decides which directories
+a layer must carry and which already exist below it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from layerbuild.errors import LayerbuildError, UsageError
+from layerbuild.layer.sink import Compression, LayerInfo, LayerSink
+from layerbuild.layer.sources import WHITEOUT_PREFIX
+from layerbuild.layer.tarformat import END_OF_ARCHIVE, Header, Kind, encode_header, padding
+
+_CHUNK = 1 << 20
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True, slots=True)
+class MappedEntry:
+    """One entry of a mapped layer.
+
+    `path` is relative to the layer root ('/'-separated, no `.`/`..`). A regular file takes its content
+    from `data` when given, else from the file `source` (read without following a final symlink),
+    whose `size` bytes are written; `identity` (st_dev, st_ino), when given, must match the opened
+    file, so a source swapped since it was hashed is refused rather than silently written.
+    """
+
+    path: str
+    kind: Kind
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+    mtime: int = 0
+    size: int = 0
+    source: str | bytes | None = None
+    data: bytes | None = None
+    linkname: str = ""
+    devmajor: int = 0
+    devminor: int = 0
+    identity: tuple[int, int] | None = None
+    xattrs: tuple[tuple[bytes, bytes], ...] = field(default=())
+
+
+def _components(path: str) -> tuple[bytes, ...]:
+    parts = tuple(p for p in os.fsencode(path).split(b"/") if p not in (b"", b"."))
+    if not parts or b".." in parts:
+        raise UsageError(f"mapped layer path {path!r} must name an entry below the root, without '..'")
+    if parts[-1].startswith(WHITEOUT_PREFIX):
+        raise LayerbuildError(
+            f"cannot put {path!r} in a layer: names starting with .wh. mean deletions in OCI layers"
+        )
+    return parts
+
+
+def _header(entry: MappedEntry, parts: tuple[bytes, ...], sde: int | None) -> Header:
+    mtime = entry.mtime if sde is None or entry.mtime <= sde else sde
+    size = 0
+    if entry.kind is Kind.FILE:
+        size = len(entry.data) if entry.data is not None else entry.size
+    mode = 0o777 if entry.kind is Kind.SYMLINK else entry.mode & 0o7777
+    return Header(
+        path=b"/".join(parts),
+        kind=entry.kind,
+        mode=mode,
+        uid=entry.uid,
+        gid=entry.gid,
+        size=size,
+        mtime=mtime,
+        linkname=os.fsencode(entry.linkname),
+        devmajor=entry.devmajor,
+        devminor=entry.devminor,
+        xattrs=tuple(sorted(entry.xattrs)),
+    )
+
+
+def _copy_file(entry: MappedEntry, size: int, buf: bytearray, sink: LayerSink) -> None:
+    assert entry.source is not None
+    fd = os.open(entry.source, _OPEN_FLAGS)
+    try:
+        if entry.identity is not None:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != entry.identity or st.st_size != size:
+                raise LayerbuildError(
+                    f"{entry.path!r}: its source file was replaced or changed while the layer was written"
+                )
+        remaining = size
+        while remaining:
+            data = os.read(fd, min(remaining, _CHUNK))
+            if not data:
+                raise LayerbuildError(f"{entry.path!r}: its source file shrank while the layer was written")
+            remaining -= len(data)
+            if len(buf) + len(data) <= _CHUNK:
+                buf += data
+            else:
+                sink.write(bytes(buf))
+                buf.clear()
+                sink.write(data)
+    finally:
+        os.close(fd)
+
+
+def write_mapped(
+    entries: Iterable[MappedEntry],
+    out: BinaryIO,
+    *,
+    compression: Compression = Compression.ZSTD,
+    source_date_epoch: int | None = None,
+    level: int | None = None,
+    threads: int = -1,
+) -> LayerInfo:
+    """Write `entries` as a layer blob into `out` (which the caller opens and closes).
+
+    A path given twice is an error. mtimes are clamped to `source_date_epoch` when given."""
+    keyed: dict[tuple[bytes, ...], MappedEntry] = {}
+    for entry in entries:
+        parts = _components(entry.path)
+        if parts in keyed:
+            raise UsageError(f"mapped layer path {entry.path!r} is given twice")
+        if entry.kind is Kind.FILE and entry.data is None and entry.source is None and entry.size:
+            raise UsageError(f"mapped layer file {entry.path!r} has a size but no content")
+        keyed[parts] = entry
+    sink = LayerSink(out, compression, level=level, threads=threads)
+    try:
+        buf = bytearray()
+        for parts in sorted(keyed):
+            entry = keyed[parts]
+            header = _header(entry, parts, source_date_epoch)
+            buf += encode_header(header)
+            if header.kind is Kind.FILE and header.size:
+                if entry.data is not None:
+                    buf += entry.data
+                else:
+                    _copy_file(entry, header.size, buf, sink)
+                buf += b"\0" * padding(header.size)
+            if len(buf) >= _CHUNK:
+                sink.write(bytes(buf))
+                buf.clear()
+        buf += END_OF_ARCHIVE
+        sink.write(bytes(buf))
+    except OSError as exc:
+        sink.abort()
+        raise LayerbuildError(f"cannot write layer: {exc}") from exc
+    except BaseException:
+        sink.abort()
+        raise
+    try:
+        return sink.close()
+    except OSError as exc:
+        raise LayerbuildError(f"cannot write layer blob: {exc}") from exc

@@ -1,0 +1,313 @@
+"""Source trees for COPY/ADD: the build context (with .dockerignore and a persistent stat cache) or a stage's rootfs.
+
+Both are read-only views of a directory. Paths are relative, '/'-separated, '' for the root. Lookups
+resolve symlinks the way BuildKit's `fs.RootPath` does — an absolute target starts again at the tree's
+root — except that a target climbing above the root with `..` is refused instead of clamped, so no
+lookup ever leaves the tree. Walks never follow symlinks: a symlink inside a copied directory is copied
+as a symlink.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import xxhash
+
+from layerbuild.errors import BuildError
+from layerbuild.worker.contenthash import fingerprint, hash_file, read_capability
+from layerbuild.worker.dockerignore import Matcher, MatchInfo, load_matcher
+
+if TYPE_CHECKING:
+    from layerbuild.store import Store
+    from layerbuild.store.statcache import StatRow
+
+_MAX_LINKS = 40
+# A file whose ctime is this close to the scan is not remembered: a second write within the same
+# timestamp tick would leave its stat unchanged ("racy git"). Coarse kernel clocks tick every 1-10 ms.
+RACY_MARGIN_NS = 50_000_000
+
+
+class Entry:
+    """One file, directory or link of a tree, as lstat saw it."""
+
+    __slots__ = ("path", "rel", "st")
+
+    def __init__(self, rel: str, path: str, st: os.stat_result) -> None:
+        self.rel = rel
+        self.path = path
+        self.st = st
+
+    @property
+    def name(self) -> str:
+        return self.rel.rpartition("/")[2]
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.st.st_mode)
+
+    @property
+    def is_file(self) -> bool:
+        return stat.S_ISREG(self.st.st_mode)
+
+    @property
+    def is_link(self) -> bool:
+        return stat.S_ISLNK(self.st.st_mode)
+
+    def __repr__(self) -> str:
+        return f"Entry({self.rel!r}, mode={self.st.st_mode:o})"
+
+
+@dataclass
+class ScanStats:
+    """What computing fingerprints cost: files read (cache misses), bytes read, stat-cache hits."""
+
+    hashed_files: int = 0
+    hashed_bytes: int = 0
+    cache_hits: int = 0
+
+
+def _name_key(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+class SourceTree:
+    """A directory seen as a COPY source. Subclasses decide ignore rules and whether owners are kept."""
+
+    keep_owner = False
+    kind = "tree"
+
+    def __init__(
+        self, root: str | os.PathLike[str], *, matcher: Matcher | None = None, store: Store | None = None
+    ) -> None:
+        real = os.path.realpath(os.fspath(root))
+        if not os.path.isdir(real):
+            raise BuildError(f"{os.fspath(root)!r} is not a directory")
+        self.root = Path(real)
+        self._root = real
+        self.matcher = matcher if matcher is not None and not matcher.empty else None
+        self._store = store
+        self.cache_id = self.kind + ":" + xxhash.xxh3_128_hexdigest(os.fsencode(real))
+        self._cache: dict[bytes, StatRow] = {}
+        if store is not None:
+            from layerbuild.store.statcache import load_stat_cache
+
+            self._cache = load_stat_cache(store.db, self.cache_id)
+        self._dirty: dict[bytes, StatRow] = {}
+        self._children: dict[str, dict[str, Entry]] = {}
+        self._info: dict[str, MatchInfo] = {"": ()}
+        self._fps: dict[str, str] = {}
+        self._started_ns = time.time_ns()
+        self.stats = ScanStats()
+
+    # --- lookups --------------------------------------------------------------------------------------
+
+    def abspath(self, rel: str) -> str:
+        return self._root + "/" + rel if rel else self._root
+
+    def children(self, rel: str) -> dict[str, Entry]:
+        """The visible entries of the real directory `rel`, by name (memoized)."""
+        known = self._children.get(rel)
+        if known is not None:
+            return known
+        out: dict[str, Entry] = {}
+        prefix = rel + "/" if rel else ""
+        matcher = self.matcher
+        info = self._info.get(rel, ())
+        try:
+            scan = os.scandir(self.abspath(rel))
+        except OSError as exc:
+            raise BuildError(f"cannot read directory {rel or '.'!r} of the {self.kind}: {exc}") from exc
+        with scan as it:
+            for de in it:
+                st = de.stat(follow_symlinks=False)
+                if stat.S_ISSOCK(st.st_mode):
+                    continue  # tar cannot hold sockets; Docker skips them too
+                crel = prefix + de.name
+                if matcher is not None:
+                    excluded, cinfo = matcher.matches(crel, info)
+                    if stat.S_ISDIR(st.st_mode):
+                        self._info[crel] = cinfo
+                    # An excluded directory stays visible only to hold what an exception re-includes.
+                    if excluded and not (
+                        stat.S_ISDIR(st.st_mode) and matcher.may_reinclude_below(crel) and self.children(crel)
+                    ):
+                        continue
+                out[de.name] = Entry(crel, de.path, st)
+        if len(out) > 1:
+            out = dict(sorted(out.items(), key=lambda kv: _name_key(kv[0])))
+        self._children[rel] = out
+        return out
+
+    def lookup(self, rel: str) -> Entry | None:
+        """The visible entry at the real path `rel` (its parents must be real directories), or None."""
+        if not rel:
+            return Entry("", self._root, os.lstat(self._root))
+        parent, _, name = rel.rpartition("/")
+        return self.children(parent).get(name)
+
+    def resolve(self, rel: str, *, follow: bool = True, what: str | None = None) -> Entry | None:
+        """The entry at `rel` with every symlink on the way resolved inside the tree; None if missing.
+
+        With `follow` a final symlink is resolved too. Raises BuildError when a symlink leads above
+        the root, or links loop."""
+        todo = [p for p in reversed(rel.split("/")) if p not in ("", ".")]
+        done: list[str] = []
+        links = 0
+        while todo:
+            part = todo.pop()
+            if part == "..":
+                if not done:
+                    raise BuildError(
+                        f"{what or rel!r} leads outside the {self.kind}",
+                        hint="COPY and ADD only see files inside the build context",
+                    )
+                done.pop()
+                continue
+            entry = self.lookup("/".join((*done, part)))
+            if entry is None:
+                return None
+            if entry.is_link and (todo or follow):
+                links += 1
+                if links > _MAX_LINKS:
+                    raise BuildError(f"{what or rel!r}: too many levels of symbolic links")
+                target = os.readlink(entry.path)
+                if target.startswith("/"):
+                    done = []
+                todo.extend(p for p in reversed(target.split("/")) if p not in ("", "."))
+                continue
+            if todo and not entry.is_dir:
+                return None
+            done.append(part)
+        return self.lookup("/".join(done))
+
+    def walk(self, rel: str) -> Iterator[Entry]:
+        """Every visible entry below the real directory `rel`, parents first, names in byte order."""
+        for entry in self.children(rel).values():
+            yield entry
+            if stat.S_ISDIR(entry.st.st_mode):
+                yield from self.walk(entry.rel)
+
+    # --- fingerprints ---------------------------------------------------------------------------------
+
+    def fingerprint(self, entry: Entry) -> str:
+        """The entry's fingerprint (see contenthash), from the stat cache when its stat is unchanged."""
+        known = self._fps.get(entry.rel)
+        if known is not None:
+            return known
+        st = entry.st
+        owner = (st.st_uid, st.st_gid) if self.keep_owner else None
+        relb = entry.rel.encode("utf-8", "surrogateescape")
+        if stat.S_ISDIR(st.st_mode) or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            dev = b"%d,%d" % (os.major(st.st_rdev), os.minor(st.st_rdev)) if st.st_rdev else b""
+            fp = fingerprint(relb, st.st_mode, 0, "", link=dev, owner=owner)
+            self._fps[entry.rel] = fp
+            return fp
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+        row = self._cache.get(relb)
+        if row is not None and row[:6] == key:
+            self.stats.cache_hits += 1
+            fp = row[7]
+            self._fps[entry.rel] = fp
+            return fp
+        if stat.S_ISLNK(st.st_mode):
+            target = os.fsencode(os.readlink(entry.path))
+            content = xxhash.xxh3_128_hexdigest(target)
+            fp = fingerprint(relb, st.st_mode, 0, content, link=target, owner=owner)
+        else:
+            try:
+                content, st2 = hash_file(entry.path)
+            except OSError as exc:
+                raise BuildError(f"cannot read {entry.rel!r} in the {self.kind}: {exc}") from exc
+            if (st2.st_ino, st2.st_size, st2.st_mtime_ns) != (st.st_ino, st.st_size, st.st_mtime_ns):
+                raise BuildError(f"{entry.rel!r} changed while the {self.kind} was being read")
+            self.stats.hashed_files += 1
+            self.stats.hashed_bytes += st.st_size
+            fp = fingerprint(
+                relb, st.st_mode, st.st_size, content, capability=read_capability(entry.path), owner=owner
+            )
+        if st.st_ctime_ns + RACY_MARGIN_NS < self._started_ns:
+            self._dirty[relb] = (*key, content, fp)
+        self._fps[entry.rel] = fp
+        return fp
+
+    def save(self) -> None:
+        """Persist what this build learned about file stats (one transaction); a no-op without a store."""
+        if self._store is None:
+            return
+        from layerbuild.store.statcache import save_stat_cache
+
+        gone: list[bytes] = []
+        if self._children:
+            listed = {rel.encode("utf-8", "surrogateescape") for rel in self._children}
+            seen = (
+                {
+                    e.rel.encode("utf-8", "surrogateescape")
+                    for ch in self._children.values()
+                    for e in ch.values()
+                }
+                if self._cache
+                else set()
+            )
+            for path in self._cache:
+                if path.rpartition(b"/")[0] in listed and path not in seen:
+                    gone.append(path)
+        save_stat_cache(self._store.db, self.cache_id, self._dirty.items(), gone)
+        self._cache.update(self._dirty)
+        for path in gone:
+            self._cache.pop(path, None)
+        self._dirty.clear()
+
+
+class BuildContext(SourceTree):
+    """The build context directory: .dockerignore applies, owners read as 0:0 like BuildKit's transfer."""
+
+    kind = "build context"
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        matcher: Matcher | None = None,
+        store: Store | None = None,
+        ignore_file: Path | None = None,
+    ) -> None:
+        super().__init__(root, matcher=matcher, store=store)
+        self.ignore_file = ignore_file
+
+    @classmethod
+    def open(
+        cls,
+        root: str | os.PathLike[str],
+        *,
+        dockerfile: str | os.PathLike[str] | None = None,
+        store: Store | None = None,
+    ) -> BuildContext:
+        """The context at `root` with the ignore rules for `dockerfile` and the store's stat cache."""
+        root_path = Path(root)
+        if not root_path.is_dir():
+            raise BuildError(f"build context {os.fspath(root)!r} is not a directory")
+        matcher, ignore_file = load_matcher(root_path, None if dockerfile is None else Path(dockerfile))
+        return cls(root_path, matcher=matcher, store=store, ignore_file=ignore_file)
+
+    def excluded(self, rel: str) -> bool:
+        """Whether .dockerignore excludes the context path `rel` (for hints in "not found" errors)."""
+        return self.matcher is not None and self.matcher.matches_path(rel)
+
+
+class StageTree(SourceTree):
+    """Another stage's or image's materialized filesystem (`COPY --from`): no ignore rules, owners kept."""
+
+    keep_owner = True
+    kind = "stage filesystem"
+
+    def __init__(self, root: str | os.PathLike[str], *, store: Store | None = None) -> None:
+        super().__init__(root, matcher=None, store=store)
+
+    def excluded(self, rel: str) -> bool:
+        return False

@@ -1,0 +1,239 @@
+"""Turn a CopySelection into its layer, streaming source files straight into the tar (no staging copy).
+
+Placement follows BuildKit's copy: a directory source fills the destination directory; a file goes to
+`dest/<name>` when the destination is a directory (by spelling, by having several sources, or because
+it exists as one in the image), else to `dest` itself. Missing parents are created as 0755 directories
+owned by the --chown user; directories that already exist in the image are not re-emitted, so their
+mode and owner stay what they were.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from layerbuild.errors import BuildError
+from layerbuild.layer import Compression, Kind, LayerInfo, MappedEntry, write_mapped
+from layerbuild.layer.tarformat import kind_of_mode
+from layerbuild.worker.contenthash import read_capability
+from layerbuild.worker.context import Entry, SourceTree, StageTree
+from layerbuild.worker.copyowner import NO_USERS, UserDB, resolve_chown
+from layerbuild.worker.fetch import unpack_archive
+from layerbuild.worker.selection import CopySelection, CopySource
+
+Existing = Callable[[str], bool]  # absolute image path -> is it an existing directory (symlinks followed)
+
+
+def no_existing(_path: str) -> bool:
+    return False
+
+
+def rootfs_dirs(root: str | os.PathLike[str]) -> Existing:
+    """An `existing` callback over a materialized rootfs: directories found by resolving inside it."""
+    tree = StageTree(root)
+
+    def is_dir(path: str) -> bool:
+        try:
+            entry = tree.resolve(path.lstrip("/"))
+        except BuildError:
+            return False
+        return entry is not None and entry.is_dir
+
+    return is_dir
+
+
+class _Layout:
+    """The layer being assembled: layer path -> entry, with parent directories made on demand."""
+
+    def __init__(
+        self, sel: CopySelection, owner: tuple[int, int] | None, existing: Existing, sde: int | None
+    ) -> None:
+        self.sel = sel
+        self.owner = owner
+        self.existing = existing
+        self.fixed_time = sde or 0
+        self.entries: dict[str, MappedEntry] = {}
+
+    def dir_exists(self, path: str) -> bool:
+        known = self.entries.get(path)
+        if known is not None:
+            return known.kind is Kind.DIR
+        return self.existing("/" + path)
+
+    def synthesized_dir(self, path: str) -> MappedEntry:
+        uid, gid = self.owner or (0, 0)
+        return MappedEntry(path, Kind.DIR, mode=0o755, uid=uid, gid=gid, mtime=self.fixed_time)
+
+    def ensure_parents(self, path: str) -> None:
+        parts = path.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            parent = "/".join(parts[:i])
+            known = self.entries.get(parent)
+            if known is not None:
+                if known.kind is not Kind.DIR:
+                    raise BuildError(f"cannot copy to /{path}: /{parent} is not a directory")
+                continue
+            if not self.existing("/" + parent):
+                self.entries[parent] = self.synthesized_dir(parent)
+
+    def put(self, entry: MappedEntry) -> None:
+        old = self.entries.get(entry.path)
+        if old is not None and old.kind is Kind.DIR and entry.kind is Kind.DIR:
+            return  # a directory merges with a directory: the first one's metadata stays
+        if old is not None and old.kind is Kind.DIR:
+            prefix = entry.path + "/"
+            for key in [k for k in self.entries if k.startswith(prefix)]:
+                del self.entries[key]
+        self.entries[entry.path] = entry
+
+    def mapped(self, path: str, entry: Entry, tree: SourceTree) -> MappedEntry:
+        st = entry.st
+        kind = kind_of_mode(st.st_mode)
+        if kind is None:
+            raise BuildError(f"cannot copy {entry.rel!r}: sockets cannot go into a layer")
+        if self.owner is not None:
+            uid, gid = self.owner
+        elif tree.keep_owner:
+            uid, gid = st.st_uid, st.st_gid
+        else:
+            uid, gid = 0, 0
+        mode = stat.S_IMODE(st.st_mode)
+        if self.sel.chmod is not None and kind is not Kind.SYMLINK:
+            mode = self.sel.chmod(mode, kind is Kind.DIR)
+        mtime = st.st_mtime_ns // 1_000_000_000
+        if kind is Kind.FILE:
+            cap = read_capability(entry.path)
+            return MappedEntry(
+                path,
+                kind,
+                mode=mode,
+                uid=uid,
+                gid=gid,
+                mtime=mtime,
+                size=st.st_size,
+                source=entry.path,
+                identity=(st.st_dev, st.st_ino),
+                xattrs=((b"security.capability", cap),) if cap else (),
+            )
+        if kind is Kind.SYMLINK:
+            return MappedEntry(path, kind, uid=uid, gid=gid, mtime=mtime, linkname=os.readlink(entry.path))
+        if kind in (Kind.CHAR, Kind.BLOCK):
+            return MappedEntry(
+                path,
+                kind,
+                mode=mode,
+                uid=uid,
+                gid=gid,
+                mtime=mtime,
+                devmajor=os.major(st.st_rdev),
+                devminor=os.minor(st.st_rdev),
+            )
+        return MappedEntry(path, kind, mode=mode, uid=uid, gid=gid, mtime=mtime)
+
+    def file_target(self, name: str) -> str:
+        dest = self.sel.dest.lstrip("/")
+        if self.sel.dest_is_dir or (dest and self.dir_exists(dest)) or not dest:
+            return f"{dest}/{name}" if dest else name
+        return dest
+
+    def dir_target(self, root: Entry | None, tree: SourceTree | None, *, from_source: bool) -> str:
+        dest = self.sel.dest.lstrip("/")
+        if dest and not self.dir_exists(dest):
+            self.ensure_parents(dest)
+            if from_source and not self.sel.dest_is_dir and root is not None and tree is not None:
+                self.put(
+                    self.mapped(dest, root, tree)
+                )  # created by the copy: takes the source dir's metadata
+            else:
+                self.put(self.synthesized_dir(dest))
+        return dest
+
+    def add_members(self, target: str, members: list[tuple[str, Entry]], tree: SourceTree) -> None:
+        for rel, entry in members:
+            path = f"{target}/{rel}" if target else rel
+            self.put(self.mapped(path, entry, tree))
+
+    def add_source(self, src: CopySource, tmp: Callable[[], Path]) -> None:
+        tree = self.sel.tree
+        if src.kind == "contents":
+            assert tree is not None
+            target = self.dir_target(src.root, tree, from_source=True)
+            self.add_members(target, list(src.members), tree)
+        elif src.kind == "archive":
+            assert src.root is not None and src.archive is not None
+            target = self.dir_target(None, None, from_source=False)
+            where = Path(tempfile.mkdtemp(prefix="unpack-", dir=tmp()))
+            unpack_archive(src.root.path, src.archive, where)
+            unpacked = StageTree(where)
+            if self.owner is None and os.geteuid() != 0:
+                unpacked.keep_owner = False  # unprivileged extraction lost the archive's owners
+            members = list(unpacked.walk(""))
+            self.add_members(target, [(e.rel, e) for e in members], unpacked)
+        elif src.kind == "single":
+            assert tree is not None and src.root is not None
+            path = self.file_target(src.name)
+            self.ensure_parents(path)
+            self.put(self.mapped(path, src.root, tree))
+        elif src.kind == "heredoc":
+            assert src.data is not None
+            path = self.file_target(src.name)
+            self.ensure_parents(path)
+            self.put(self._generated(path, 0o644, src.data, None, self.fixed_time))
+        elif src.kind == "url":
+            assert src.url is not None
+            got = self.sel.fetch(src.url)
+            path = self.file_target(src.name)
+            self.ensure_parents(path)
+            size = got.path.stat().st_size
+            self.put(self._generated(path, 0o600, None, (str(got.path), size), got.last_modified or 0))
+
+    def _generated(
+        self, path: str, mode: int, data: bytes | None, source: tuple[str, int] | None, mtime: int
+    ) -> MappedEntry:
+        uid, gid = self.owner or (0, 0)
+        if self.sel.chmod is not None:
+            mode = self.sel.chmod(mode, False)
+        if source is not None:
+            return MappedEntry(
+                path, Kind.FILE, mode=mode, uid=uid, gid=gid, mtime=mtime, source=source[0], size=source[1]
+            )
+        return MappedEntry(path, Kind.FILE, mode=mode, uid=uid, gid=gid, mtime=mtime, data=data)
+
+
+def write_copy_layer(
+    sel: CopySelection,
+    out: BinaryIO,
+    *,
+    user_db: UserDB = NO_USERS,
+    existing: Existing = no_existing,
+    source_date_epoch: int | None = None,
+    compression: Compression = Compression.ZSTD,
+) -> LayerInfo:
+    """Write the layer of `sel` into `out` (the caller opens and closes it).
+
+    `existing` says which directories the image below already has (ignored with --link, whose layer
+    must not depend on them); `user_db` resolves --chown names. Source mtimes are kept (clamped to
+    `source_date_epoch`); created directories and heredoc files get `source_date_epoch` or 0."""
+    owner = resolve_chown(sel.chown, user_db) if sel.chown is not None else None
+    layout = _Layout(sel, owner, no_existing if sel.link else existing, source_date_epoch)
+    scratch: list[Path] = []
+
+    def tmp() -> Path:
+        if not scratch:
+            scratch.append(Path(tempfile.mkdtemp(prefix="layerbuild-unpack-")))
+        return scratch[0]
+
+    try:
+        for src in sel.sources:
+            layout.add_source(src, tmp)
+        return write_mapped(
+            layout.entries.values(), out, compression=compression, source_date_epoch=source_date_epoch
+        )
+    finally:
+        for path in scratch:
+            shutil.rmtree(path, ignore_errors=True)

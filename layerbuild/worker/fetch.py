@@ -1,0 +1,145 @@
+"""ADD's remote and archive sources: http(s) downloads with --checksum, and local tar archives to unpack."""
+
+from __future__ import annotations
+
+import bz2
+import email.utils
+import gzip
+import hashlib
+import lzma
+import os
+import posixpath
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, BinaryIO, cast
+
+import zstandard
+
+from layerbuild.errors import BuildError
+from layerbuild.layer import ApplyResult, apply_layer
+from layerbuild.layer.tarformat import BLOCK, decode_header
+
+_CHUNK = 1 << 20
+_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A downloaded file: where it is, its sha256 digest, and the server's Last-Modified (epoch seconds)."""
+
+    path: Path
+    digest: str
+    last_modified: int | None
+
+
+HttpFetch = Callable[[str, Path], Fetched]
+
+
+def url_filename(url: str) -> str:
+    """The file name ADD gives a download: the last component of the URL path, else `__unnamed__`."""
+    base = posixpath.basename(urllib.parse.urlsplit(url).path.rstrip("/") or "/")
+    return base if base not in ("", ".", "/", "..") else "__unnamed__"
+
+
+def is_url(src: str) -> bool:
+    return src.startswith(("http://", "https://"))
+
+
+def is_git_url(src: str) -> bool:
+    return src.startswith("git@") or (is_url(src) and urllib.parse.urlsplit(src).path.endswith(".git"))
+
+
+def http_fetch(url: str, directory: Path) -> Fetched:
+    """Download `url` into a new file in `directory` with urllib, hashing it on the way."""
+    fd, name = tempfile.mkstemp(prefix="add-", dir=directory)
+    path = Path(name)
+    digest = hashlib.sha256()
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "layerbuild"})
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as resp, os.fdopen(fd, "wb") as out:
+            modified = resp.headers.get("Last-Modified")
+            while chunk := resp.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        path.unlink(missing_ok=True)
+        raise BuildError(f"ADD {url}: download failed: {exc}") from exc
+    last_modified = None
+    if modified:
+        try:
+            last_modified = int(email.utils.parsedate_to_datetime(modified).timestamp())
+        except (TypeError, ValueError):
+            last_modified = None
+    return Fetched(path, "sha256:" + digest.hexdigest(), last_modified)
+
+
+def check_checksum(url: str, expected: str, got: str) -> None:
+    if expected != got:
+        raise BuildError(
+            f"ADD {url}: checksum mismatch: expected {expected}, got {got}",
+            hint="the file at the URL changed, or --checksum is wrong",
+        )
+
+
+def parse_checksum(value: str) -> str:
+    algo, _, hexpart = value.partition(":")
+    if algo != "sha256" or len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
+        raise BuildError(f"invalid --checksum {value!r}", hint="use sha256:<64 lowercase hex digits>")
+    return value
+
+
+# --- local archives ---------------------------------------------------------------------------------
+
+_MAGICS: list[tuple[bytes, str]] = [
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+]
+
+
+def _open_decompressed(path: str, fmt: str) -> IO[bytes]:
+    if fmt == "gzip":
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    if fmt == "bzip2":
+        return cast(IO[bytes], bz2.open(path, "rb"))
+    if fmt == "xz":
+        return cast(IO[bytes], lzma.open(path, "rb"))
+    if fmt == "zstd":
+        raw = open(path, "rb")  # noqa: SIM115 - closed with the reader
+        reader: Any = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+        return cast(IO[bytes], reader)
+    return open(path, "rb")
+
+
+def archive_format(path: str) -> str | None:
+    """'tar', 'gzip', 'bzip2', 'xz' or 'zstd' when `path` is a (compressed) tar archive, else None.
+
+    Like Docker, a compressed file that does not hold a tar is not an archive: it is copied as is."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+        fmt = next((name for magic, name in _MAGICS if head.startswith(magic)), "tar")
+        with _open_decompressed(path, fmt) as stream:
+            block = stream.read(BLOCK)
+    except (OSError, EOFError, ValueError, lzma.LZMAError, zstandard.ZstdError):
+        return None
+    if len(block) < BLOCK or block == b"\0" * BLOCK:
+        return None
+    try:
+        decode_header(block)
+    except Exception:
+        return None
+    return fmt
+
+
+def unpack_archive(path: str, fmt: str, dest: Path) -> ApplyResult:
+    """Extract the archive into the empty directory `dest` with the layer extractor's safety rules:
+    nothing lands outside `dest`, `..` and links leading out are refused (UnsafeArchiveError)."""
+    with _open_decompressed(path, fmt) as stream:
+        return apply_layer(cast(BinaryIO, stream), dest)
