@@ -1,4 +1,12 @@
-"""layerbuild: a container image builder whose reason to exist is layered caching done well."""
+"""layerbuild: a container image builder whose reason to exist is layered caching done well.
+
+`import layerbuild` stays cheap (the CLI starts through it): the build machinery is loaded on
+first use of `build`, `parse` or the result types.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from layerbuild.errors import (
     BuildError,
@@ -11,23 +19,58 @@ from layerbuild.errors import (
     UnsafeArchiveError,
     UsageError,
 )
-from layerbuild.parser import Dockerfile, Heredoc, Instruction, parse
+
+if TYPE_CHECKING:
+    from layerbuild.api.build import build
+    from layerbuild.parser import Dockerfile, Heredoc, Instruction, parse
+    from layerbuild.solve.report import BuildEvent, BuildResult, ImageRef, StepReport, Summary
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "build": "layerbuild.api.build",
+    "parse": "layerbuild.parser",
+    "Dockerfile": "layerbuild.parser",
+    "Heredoc": "layerbuild.parser",
+    "Instruction": "layerbuild.parser",
+    "BuildEvent": "layerbuild.solve.report",
+    "BuildResult": "layerbuild.solve.report",
+    "ImageRef": "layerbuild.solve.report",
+    "StepReport": "layerbuild.solve.report",
+    "Summary": "layerbuild.solve.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'layerbuild' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "BuildError",
+    "BuildEvent",
+    "BuildResult",
     "DigestMismatchError",
     "Dockerfile",
     "DockerfileError",
     "DockerfileSyntaxError",
     "ExpansionError",
     "Heredoc",
+    "ImageRef",
     "Instruction",
     "LayerbuildError",
+    "StepReport",
     "StoreError",
+    "Summary",
     "UnsafeArchiveError",
     "UsageError",
     "__version__",
+    "build",
     "parse",
 ]

@@ -92,7 +92,8 @@ def test_public_api_is_pinned() -> None:
     assert sorted(layerbuild.__all__) == sorted([
         "BuildError", "DigestMismatchError", "DockerfileError", "DockerfileSyntaxError",
         "ExpansionError", "LayerbuildError", "StoreError", "UnsafeArchiveError", "UsageError",
-        "__version__", "parse", "Dockerfile", "Instruction", "Heredoc",
+        "__version__", "parse", "Dockerfile", "Instruction", "Heredoc", "build", "BuildResult",
+        "BuildEvent", "ImageRef", "StepReport", "Summary",
     ])
     for name in layerbuild.__all__:
         assert hasattr(layerbuild, name)
@@ -105,3 +106,15 @@ def test_every_error_is_a_layerbuild_error() -> None:
         obj = getattr(errors, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, errors.LayerbuildError), name
+
+
+def test_cli_start_up_imports_stay_light() -> None:
+    """`layerbuild --help` must not load the build machinery (start-up time of every verb)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from layerbuild.cli.main import build_parser; build_parser(); "
+            "heavy = [m for m in ('lark', 'zstandard', 'sqlite3', 'rich', 'layerbuild.worker', 'layerbuild.store') "
+            "if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"imported at start-up: {out}"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import TYPE_CHECKING
 
 from layerbuild.errors import UsageError
-from layerbuild.store import Store, resolve_root
+
+if TYPE_CHECKING:
+    from layerbuild.store import Store
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -14,6 +17,8 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 
 
 def open_store(args: argparse.Namespace) -> Store:
     """The store at --root, else $LAYERBUILD_ROOT, else the XDG data directory."""
+    from layerbuild.store import Store, resolve_root
+
     return Store.open(resolve_root(args.root))
 
 

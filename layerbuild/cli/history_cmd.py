@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from layerbuild.cli.common import human_size, open_store
 from layerbuild.cli.images_cmd import columns, since
-from layerbuild.image import resolve_image
+
+if TYPE_CHECKING:
+    pass
 
 _TRUNC = 45  # docker's width for CREATED BY
 
@@ -23,6 +25,8 @@ def register(sub: Any) -> tuple[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from layerbuild.image import resolve_image
+
     with open_store(args) as store:
         image = resolve_image(store, args.image)
     sizes = {layer.diff_id: layer.diff_size for layer in image.layers}

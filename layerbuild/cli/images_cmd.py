@@ -7,10 +7,12 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from layerbuild.cli.common import human_size, open_store
-from layerbuild.image import list_images, parse_created, split_tag
+
+if TYPE_CHECKING:
+    pass
 
 
 def register(sub: Any) -> tuple[str, Any]:
@@ -22,6 +24,8 @@ def register(sub: Any) -> tuple[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from layerbuild.image import list_images, split_tag
+
     with open_store(args) as store:
         rows = list_images(store)
     if args.json:
@@ -48,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
 def since(created: str | None, now: float | None = None) -> str:
     """`2 hours ago`, as docker words it; `N/A` when the config has no readable time."""
+    from layerbuild.image import parse_created
+
     moment = parse_created(created)
     if moment is None:
         return "N/A"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from layerbuild.cli.common import open_store
 from layerbuild.errors import UsageError
-from layerbuild.store import import_rootfs
+
+if TYPE_CHECKING:
+    pass
 
 
 def register(sub: Any) -> tuple[str, Any]:
@@ -19,6 +21,8 @@ def register(sub: Any) -> tuple[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from layerbuild.store import import_rootfs
+
     with open_store(args) as store:
         if args.tarball == "-":
             result = import_rootfs(store, sys.stdin.buffer, args.name)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from layerbuild.cli.common import open_store
-from layerbuild.image import read_blob, resolve_image
+
+if TYPE_CHECKING:
+    pass
 
 
 def register(sub: Any) -> tuple[str, Any]:
@@ -18,6 +20,8 @@ def register(sub: Any) -> tuple[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from layerbuild.image import read_blob, resolve_image
+
     with open_store(args) as store:
         image = resolve_image(store, args.image)
         config = json.loads(read_blob(store, image.config_digest, "config"))  # as stored, unknown fields too

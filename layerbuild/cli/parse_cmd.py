@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from layerbuild.instructions import parse_stages
-from layerbuild.parser import Dockerfile, Instruction, parse_file
+if TYPE_CHECKING:
+    from layerbuild.parser import Dockerfile, Instruction
+
 
 
 def register(sub: Any) -> tuple[str, Any]:
@@ -19,6 +20,9 @@ def register(sub: Any) -> tuple[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from layerbuild.instructions import parse_stages
+    from layerbuild.parser import parse_file
+
     dockerfile = parse_file(args.dockerfile)
     if args.json:
         # The parser's answer only, as the official parser gives it (DESIGN.md contract).

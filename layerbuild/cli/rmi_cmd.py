@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from layerbuild.cli.common import open_store
-from layerbuild.image import untag_image
+
+if TYPE_CHECKING:
+    pass
 
 
 def register(sub: Any) -> tuple[str, Any]:
@@ -19,6 +21,8 @@ def register(sub: Any) -> tuple[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from layerbuild.image import untag_image
+
     with open_store(args) as store:
         for ref in args.images:
             for name in untag_image(store, ref, force=args.force):

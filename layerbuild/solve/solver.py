@@ -66,6 +66,9 @@ class Op(Protocol):
     def usable(self, output: Output) -> bool:
         """Whether a cached output can still be used (its layer is in the store)."""
 
+    def close(self) -> None:
+        """Release what the op holds (downloads, selections); called once the step is done."""
+
 
 class Cache(Protocol):
     def get(self, key: str) -> Output | None: ...
@@ -171,6 +174,15 @@ class Solver:
         self, stage: PlannedStage, step: Step, parent: State, records: list[StepRecord], no_cache: str | None
     ) -> State:
         op = self.make_op(step)
+        try:
+            return self._solve_step(op, stage, step, parent, records, no_cache)
+        finally:
+            op.close()
+
+    def _solve_step(
+        self, op: Op, stage: PlannedStage, step: Step, parent: State, records: list[StepRecord],
+        no_cache: str | None,
+    ) -> State:
         deps = [self._source_state(s) for s in step.sources]
         definition = keys.definition_key(step, self.options.platform)
         started = time.monotonic()

@@ -96,12 +96,12 @@ def test_flag_not_taken_is_reported(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_internal_errors_do_not_print_tracebacks(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    import layerbuild.cli.parse_cmd as parse_cmd
+    import layerbuild.parser
 
     def boom(path: str) -> None:
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(parse_cmd, "parse_file", boom)
+    monkeypatch.setattr(layerbuild.parser, "parse_file", boom)
     monkeypatch.delenv("LAYERBUILD_DEBUG", raising=False)
     assert main(["parse", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err

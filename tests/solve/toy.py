@@ -74,6 +74,9 @@ class ToyOp:
     def usable(self, output: Output) -> bool:
         return True
 
+    def close(self) -> None:
+        pass
+
 
 def make_plan(text: str, build_args: Mapping[str, str] | None = None, target: str | None = None) -> BuildPlan:
     return plan_build(parse(text), resolve_image=lambda ref, plat: BaseImage(ref, "sha256:" + "1" * 64),

@@ -1,0 +1,121 @@
+"""`layerbuild build [options] CONTEXT`: docker build's spellings, layerbuild's cache."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from layerbuild.cli.common import open_store
+from layerbuild.errors import UsageError
+
+if TYPE_CHECKING:
+    from layerbuild.worker.build import OutputSpec
+
+
+def register(sub: Any) -> tuple[str, Any]:
+    p = sub.add_parser("build", help="build an image from a Dockerfile")
+    p.add_argument("context", metavar="CONTEXT")
+    p.add_argument("-f", "--file", metavar="FILE", help="the Dockerfile (default: CONTEXT/Dockerfile)")
+    p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]")
+    p.add_argument("--build-arg", action="append", default=[], metavar="K=V")
+    p.add_argument("--target", metavar="STAGE")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE[,STAGE]")
+    p.add_argument("--progress", choices=("auto", "tty", "plain", "json", "quiet"), default="auto")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
+    p.add_argument("--report", metavar="FILE", help="write the build report (JSON) to FILE")
+    p.add_argument("--jobs", type=int, default=0, metavar="N", help="stages built at once (default: CPUs)")
+    p.add_argument("--network", choices=("default", "none", "host"), default="default")
+    p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH")
+    p.add_argument("--output", "-o", action="append", default=[], metavar="type=TYPE,dest=PATH")
+    p.add_argument("--cache-from", action="append", default=[], metavar="REF")
+    p.add_argument("--cache-to", action="append", default=[], metavar="REF")
+    return "build", run
+
+
+def _kv_list(text: str, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise UsageError(f"invalid {what} {text!r}", hint=f"write {what} as key=value pairs separated by commas")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _build_args(items: list[str]) -> dict[str, str]:
+    args: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:  # docker: `--build-arg NAME` takes the value from the environment
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        args[key] = value
+    return args
+
+
+def _outputs(items: list[str]) -> tuple[OutputSpec, ...]:
+    from layerbuild.worker.build import OutputSpec
+
+    specs = []
+    for item in items:
+        fields = _kv_list(item, "--output") if "=" in item else {"type": "local", "dest": item}
+        kind = fields.get("type", "local")
+        if kind not in ("local", "tar"):
+            raise UsageError(f"--output type={kind} is not supported yet", hint="use type=local or type=tar")
+        if "dest" not in fields:
+            raise UsageError(f"--output {item!r} needs dest=PATH")
+        specs.append(OutputSpec(kind, fields["dest"]))
+    return tuple(specs)
+
+
+def _secrets(items: list[str]) -> dict[str, Path]:
+    secrets = {}
+    for item in items:
+        fields = _kv_list(item, "--secret")
+        if "id" not in fields:
+            raise UsageError(f"--secret {item!r} needs id=ID")
+        secrets[fields["id"]] = Path(fields.get("src") or fields.get("source") or fields["id"])
+    return secrets
+
+
+def run(args: argparse.Namespace) -> int:
+    from layerbuild.cli.progress import make_progress
+    from layerbuild.worker.build import BuildRequest, run_build
+
+    if args.cache_from or args.cache_to:
+        raise UsageError("--cache-from/--cache-to are not supported yet", hint="the registry cache comes later")
+    request = BuildRequest(
+        context=Path(args.context),
+        dockerfile=Path(args.file) if args.file else None,
+        tags=tuple(args.tag),
+        build_args=_build_args(args.build_arg),
+        target=args.target,
+        no_cache=args.no_cache,
+        no_cache_filter=frozenset(s.strip() for f in args.no_cache_filter for s in f.split(",") if s.strip()),
+        jobs=args.jobs,
+        network=args.network,
+        secrets=_secrets(args.secret),
+        outputs=_outputs(args.output),
+        source_date_epoch=int(os.environ["SOURCE_DATE_EPOCH"]) if os.environ.get("SOURCE_DATE_EPOCH") else None,
+    )
+    progress = make_progress("quiet" if args.quiet else args.progress)
+    try:
+        with open_store(args) as store:
+            result = run_build(request, store, on_event=progress)
+    finally:
+        close = getattr(progress, "close", None)
+        if close is not None:
+            close()
+    if args.report:
+        Path(args.report).write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n")
+    if args.quiet:
+        print(result.image.id)
+    elif args.progress != "json":
+        sys.stdout.flush()
+    return 0

@@ -1,0 +1,135 @@
+"""Build progress for people and programs: plain lines, JSON lines, a live terminal view, or quiet."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any, TextIO
+
+from layerbuild.cli.common import human_size
+
+if TYPE_CHECKING:
+    from layerbuild.solve import BuildEvent, BuildResult, StepReport
+
+
+def _step_name(step: StepReport) -> str:
+    return f"[{step.stage} {step.index}]"
+
+
+def summary_line(result: BuildResult) -> str:
+    s = result.summary
+    tags = f" ({', '.join(result.image.tags)})" if result.image.tags else ""
+    return (f"built {result.image.id[:19]}{tags}: {s.steps} steps, {s.cached} cached, {s.executed} executed, "
+            f"hit rate {s.hit_rate:.0%}, {s.duration_s:.2f}s")
+
+
+class PlainProgress:
+    """One line per event, for CI logs."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stderr
+
+    def __call__(self, event: BuildEvent) -> None:
+        step = event.step
+        if event.type == "build.finished" and event.result is not None:
+            for warning in event.result.warnings:
+                print(f"warning: {warning}", file=self.out)
+            print(summary_line(event.result), file=self.out)
+            return
+        if step is None:
+            return
+        name = _step_name(step)
+        if event.type == "step.started":
+            why = f"  ({step.reason})" if step.reason else ""
+            print(f"{name} {step.instruction}{why}", file=self.out)
+        elif event.type == "step.cached":
+            if step.kind in ("copy", "exec"):
+                print(f"{name} {step.instruction}  CACHED", file=self.out)
+        elif event.type == "step.finished":
+            size = f" {human_size(step.size)}" if step.size is not None else ""
+            print(f"{name} DONE {step.duration_s:.2f}s{size}", file=self.out)
+        elif event.type == "step.failed":
+            print(f"{name} FAILED {step.instruction}", file=self.out)
+        self.out.flush()
+
+
+class JsonProgress:
+    """One JSON object per line per event; the last is the report."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+
+    def __call__(self, event: BuildEvent) -> None:
+        self.out.write(json.dumps(event.to_json(), ensure_ascii=False) + "\n")
+        self.out.flush()
+
+
+class QuietProgress:
+    def __call__(self, event: BuildEvent) -> None:
+        return None
+
+
+class TtyProgress:
+    """A rich live view: one line per step (cached / running / done), then a summary line."""
+
+    def __init__(self) -> None:
+
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(stderr=True, highlight=False)
+        self.rows: dict[tuple[str, int], tuple[str, StepReport]] = {}
+        self.live = Live(console=self.console, refresh_per_second=8, transient=False)
+        self.live.start()
+
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 1))
+        for status, step in self.rows.values():
+            if step.kind == "base":
+                continue
+            mark = {"cached": "[green]✔ cached[/]", "running": "[yellow]… running[/]",
+                    "done": "[cyan]✔ done[/]", "failed": "[red]✘ failed[/]"}[status]
+            info = ""
+            if status in ("done", "failed"):
+                info = f"{step.duration_s:.2f}s"
+                if step.size is not None:
+                    info += f" {human_size(step.size)}"
+            if step.reason and status != "cached":
+                info += f"  [dim]{step.reason}[/]"
+            table.add_row(mark, f"[bold]{_step_name(step)}[/]", step.instruction[:70], info)
+        return table
+
+    def __call__(self, event: BuildEvent) -> None:
+        if event.type == "build.finished" and event.result is not None:
+            self.live.update(self._render())
+            self.live.stop()
+            for warning in event.result.warnings:
+                self.console.print(f"[yellow]warning:[/] {warning}")
+            self.console.print(summary_line(event.result))
+            return
+        step = event.step
+        if step is None:
+            return
+        status = {"step.started": "running", "step.cached": "cached", "step.finished": "done",
+                  "step.failed": "failed"}[event.type]
+        self.rows[step.stage, step.index] = (status, step)
+        self.live.update(self._render())
+        if event.type == "step.failed":
+            self.live.stop()
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+def make_progress(mode: str) -> Any:
+    if mode == "auto":
+        mode = "tty" if sys.stderr.isatty() else "plain"
+    if mode == "tty":
+        return TtyProgress()
+    if mode == "json":
+        return JsonProgress()
+    if mode == "quiet":
+        return QuietProgress()
+    return PlainProgress()

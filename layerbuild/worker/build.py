@@ -1,0 +1,224 @@
+"""One build, start to end: parse, plan, solve with real ops, assemble and store the image, export."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from layerbuild.digest import xxh3
+from layerbuild.errors import BuildError, UsageError
+from layerbuild.image.config import HistoryEntry, ImageConfig, format_created
+from layerbuild.image.store_io import StoredImage, resolve_image, write_image
+from layerbuild.parser import Dockerfile, parse
+from layerbuild.plan import BaseImage, BuildPlan, Step, host_platform_args, plan_build
+from layerbuild.solve import (
+    BuildEvent,
+    BuildResult,
+    ImageRef,
+    Op,
+    Output,
+    SolveOptions,
+    Solver,
+    State,
+    Summary,
+)
+from layerbuild.solve.cache import StoreCache
+from layerbuild.solve.explain import history_from_json
+from layerbuild.store import Store
+from layerbuild.worker.executor import Executor, NoExecutor
+from layerbuild.worker.meta import ConfigBuilder, created_by, empty_config
+from layerbuild.worker.ops import BuildServices, MetaOp, RunOp, WorkdirOp, op_kind
+from layerbuild.worker.rootfs import RootfsCache
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """`--output type=local|tar,dest=PATH`."""
+
+    type: str
+    dest: str
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    context: Path
+    dockerfile: Path | None = None
+    tags: tuple[str, ...] = ()
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    no_cache_filter: frozenset[str] = frozenset()
+    jobs: int = 0
+    network: str = "default"
+    secrets: Mapping[str, Path] = field(default_factory=dict)
+    outputs: tuple[OutputSpec, ...] = ()
+    source_date_epoch: int | None = None
+
+
+def _read_dockerfile(request: BuildRequest) -> tuple[Path, Dockerfile]:
+    if not request.context.is_dir():
+        raise UsageError(f"build context {str(request.context)!r} is not a directory")
+    path = request.dockerfile or request.context / "Dockerfile"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}",
+                         hint="name the Dockerfile with -f, or add one to the context") from None
+    return path, parse(data, filename=os.path.relpath(path) if not path.is_absolute() else str(path))
+
+
+def _base_image(ref: str, stored: StoredImage) -> BaseImage:
+    cfg = stored.config.config
+    env = tuple(tuple(e.split("=", 1)) if "=" in e else (e, "") for e in cfg.env)
+    return BaseImage(
+        ref=ref, identity=stored.id, env=env,  # type: ignore[arg-type]
+        onbuild=cfg.on_build, workdir=cfg.working_dir, user=cfg.user, shell=cfg.shell or (),
+    )  # fmt: skip
+
+
+class Build:
+    """The state of one build; `run()` does it."""
+
+    def __init__(self, request: BuildRequest, store: Store, *, executor: Executor | None = None,
+                 on_event: Callable[[BuildEvent], None] | None = None) -> None:
+        self.request = request
+        self.store = store
+        self.executor = executor or NoExecutor()
+        self.on_event = on_event
+        self.images: dict[str, StoredImage] = {}
+        self.platform = host_platform_args()["TARGETPLATFORM"]
+        self.arch = self.platform.split("/")[1]
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def _resolve(self, ref: str, platform: str | None) -> BaseImage:
+        stored = resolve_image(self.store, ref)
+        self.images[stored.id] = stored
+        return _base_image(ref, stored)
+
+    def base_layers(self, state: State) -> tuple[str, ...]:
+        if state.base is None:
+            return ()
+        return self.images[state.base.identity].config.diff_ids
+
+    # -- ops -----------------------------------------------------------------------------------
+
+    def make_op(self, step: Step) -> Op:
+        kind = op_kind(step)
+        if kind == "workdir":
+            return WorkdirOp(self.services, step)
+        if kind == "copy":
+            from layerbuild.worker.copyop import CopyOp
+
+            return CopyOp(self.services, step, self.context)
+        if kind == "run":
+            return RunOp(self.services, step, self._run_step(step))
+        return MetaOp()
+
+    def _run_step(self, step: Step) -> Callable[[State, Sequence[State]], Output]:
+        def run(parent: State, deps: Sequence[State]) -> Output:
+            raise BuildError(
+                f"{step.command.node.original}: RUN steps need the sandbox executor, not available yet",
+                hint="this layerbuild builds Dockerfiles without RUN",
+            )
+
+        return run
+
+    # -- the build -----------------------------------------------------------------------------
+
+    def run(self) -> BuildResult:
+        started = time.monotonic()
+        path, df = _read_dockerfile(self.request)
+        plan = plan_build(df, resolve_image=self._resolve, build_args=self.request.build_args,
+                          target=self.request.target)
+        history_id = xxh3(str(path.resolve()).encode())
+        target_key = self.request.target or ""
+        previous = self.store.index.get_history(history_id, target_key)
+        self.rootfs = RootfsCache(self.store)
+        self.services = BuildServices(self.store, self.rootfs, self.base_layers, self.request.source_date_epoch)
+        from layerbuild.worker.context import BuildContext
+
+        self.context = BuildContext.open(self.request.context, dockerfile=path, store=self.store)
+        try:
+            with self.store.lease() as lease:
+                solver = Solver(
+                    plan, self.make_op, StoreCache(self.store),
+                    options=SolveOptions(
+                        platform=self.platform, jobs=self.request.jobs or (os.cpu_count() or 1),
+                        no_cache=self.request.no_cache, no_cache_filter=self.request.no_cache_filter,
+                    ),
+                    previous=history_from_json(previous.steps) if previous is not None else None,
+                    on_event=self.on_event,
+                )  # fmt: skip
+                solved = solver.solve()
+                final = solved.states[plan.target]
+                lease.add(*[d for d in final.layers])
+                image = self._assemble(plan, final)
+                stored = write_image(self.store, image, self.request.tags, lease=lease)
+                self.store.index.put_history(history_id, target_key, [r.to_json() for r in solved.records])
+                self.context.save()
+                self._export(stored)
+        finally:
+            self.rootfs.close()
+        warnings = tuple(f"build-arg {name} was not consumed by any ARG" for name in plan.unused_build_args)
+        result = BuildResult(
+            image=ImageRef(stored.id, stored.tags), steps=solved.reports,
+            summary=Summary.of(solved.reports, time.monotonic() - started), warnings=warnings,
+        )  # fmt: skip
+        if self.on_event is not None:
+            self.on_event(BuildEvent("build.finished", result=result))
+        return result
+
+    def _assemble(self, plan: BuildPlan, state: State) -> ImageConfig:
+        """The image config: the base's, then every step of the chain in order."""
+        if state.base is not None:
+            base = self.images[state.base.identity].config
+            config = base.with_config(on_build=())  # triggers run in this build, not in its children
+        else:
+            config = empty_config(self.arch)
+        builder = ConfigBuilder(config)
+        epoch = self.request.source_date_epoch
+        last_time = 0.0
+        current_stage = -1
+        for step, output in state.applied:
+            if step.stage != current_stage:
+                current_stage = step.stage
+                builder.cmd_set = False
+            command = step.command
+            if output.created:
+                last_time = output.created
+            when = float(epoch) if epoch is not None else last_time
+            entry = HistoryEntry(
+                created=format_created(when), created_by=created_by(command, step.shell, step.workdir),
+                comment="layerbuild.v0", empty_layer=output.diff_id is None,
+            )  # fmt: skip
+            builder.apply(command, step.workdir, step.shell)
+            if output.diff_id is not None:
+                builder.config = builder.config.with_layer(output.diff_id, entry)
+            else:
+                builder.config = builder.config.with_history(entry)
+        cfg = builder.config
+        # The image is as old as its newest step: a fully cached rebuild gives the same image id.
+        created = max((h.created or "" for h in cfg.history), default="") or format_created(float(epoch or 0))
+        return dataclasses.replace(cfg, created=created)
+
+    def _export(self, stored: StoredImage) -> None:
+        from layerbuild.image.export import export_local, export_tar
+
+        for spec in self.request.outputs:
+            if spec.type == "local":
+                export_local(self.store, stored, spec.dest)
+            elif spec.type == "tar":
+                export_tar(self.store, stored, spec.dest)
+            else:
+                raise UsageError(f"unknown output type {spec.type!r}", hint="use type=local or type=tar")
+
+
+def run_build(request: BuildRequest, store: Store, *, executor: Executor | None = None,
+              on_event: Callable[[BuildEvent], None] | None = None) -> BuildResult:
+    """Build `request` into `store`; raises a LayerbuildError on failure (the store stays valid)."""
+    return Build(request, store, executor=executor, on_event=on_event).run()

@@ -1,0 +1,64 @@
+"""A build state's filesystem, made on demand: its layers applied in order into a scratch directory.
+
+Steps that must look at a filesystem (COPY --from reads files of another stage, --chown names are
+looked up in /etc/passwd, WORKDIR and COPY need to know which directories exist) ask for it here.
+Each distinct state is made at most once per build and removed when the build ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from layerbuild.errors import StoreError
+from layerbuild.layer import apply_layer
+from layerbuild.store import Store
+
+
+class RootfsCache:
+    """Materialised filesystems of layer stacks, keyed by the stack's identity."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._dirs: dict[str, Path] = {}
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        tmp = store.root / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        self._base = Path(tempfile.mkdtemp(prefix="rootfs-", dir=tmp))
+
+    def get(self, identity: str, diff_ids: tuple[str, ...]) -> Path:
+        """The directory holding `diff_ids` applied in order (made now if this build has not yet)."""
+        with self._lock:
+            lock = self._locks.setdefault(identity, threading.Lock())
+        with lock:
+            if identity in self._dirs:
+                return self._dirs[identity]
+            target = self._base / identity[:32]
+            target.mkdir()
+            for diff_id in diff_ids:
+                self._apply(diff_id, target)
+            self._dirs[identity] = target
+            return target
+
+    def _apply(self, diff_id: str, target: Path) -> None:
+        records = self.store.index.layers_by_diff_id(diff_id)
+        if not records:
+            raise StoreError(f"layer {diff_id} is not in the store", hint="run `layerbuild fsck`")
+        with self.store.open_blob(records[0].digest) as blob:
+            apply_layer(blob, target)
+
+    def close(self) -> None:
+        """Remove every directory made (read-only directories included)."""
+        for path in [self._base]:
+            for root, dirs, _files in os.walk(path):
+                for name in dirs:
+                    path_ = os.path.join(root, name)
+                    if not os.path.islink(path_):
+                        with contextlib.suppress(OSError):
+                            os.chmod(path_, 0o700)
+            shutil.rmtree(path, ignore_errors=True)

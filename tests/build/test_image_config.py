@@ -1,0 +1,89 @@
+"""Image configs of real builds, field by field, as Docker writes them for the same Dockerfiles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import layerbuild
+from layerbuild.image.store_io import resolve_image
+from layerbuild.store import Store
+from tests.build.conftest import write
+
+META = """\
+FROM scratch
+ENV A=1 B="two words"
+ENV A=3
+LABEL maintainer="me" version=1.0
+EXPOSE 80 443/udp
+VOLUME /data
+WORKDIR /srv
+WORKDIR app
+USER 1000:1000
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=5s --timeout=2s --retries=3 CMD ["true"]
+SHELL ["/bin/bash", "-c"]
+ENTRYPOINT ["/entry"]
+CMD run now
+ONBUILD RUN echo hi
+"""
+
+# Written down from the Dockerfile reference and what `docker image inspect` shows for this file.
+EXPECTED = {
+    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "A=3", "B=two words"],
+    "Labels": {"maintainer": "me", "version": "1.0"},
+    "ExposedPorts": {"443/udp": {}, "80/tcp": {}},
+    "Volumes": {"/data": {}},
+    "WorkingDir": "/srv/app",
+    "User": "1000:1000",
+    "StopSignal": "SIGINT",
+    "Healthcheck": {"Test": ["CMD", "true"], "Interval": 5_000_000_000, "Timeout": 2_000_000_000, "Retries": 3},
+    "Shell": ["/bin/bash", "-c"],
+    "Entrypoint": ["/entry"],
+    "Cmd": ["/bin/bash", "-c", "run now"],
+    "OnBuild": ["RUN echo hi"],
+}
+
+
+def config_of(root: Path, ref: str) -> dict[str, object]:
+    with Store.open(root) as store:
+        image = resolve_image(store, ref)
+        return json.loads(image.config.to_json())  # type: ignore[no-any-return]
+
+
+def test_metadata_instructions_match_docker(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    write(ctx, {"Dockerfile": META})
+    result = layerbuild.build(ctx, root=tmp_path / "s", tags=["meta:1"])
+    data = config_of(tmp_path / "s", "meta:1")
+    assert data["architecture"] and data["os"] == "linux"
+    config = data["config"]
+    assert isinstance(config, dict)
+    for key, value in EXPECTED.items():
+        assert config.get(key) == value, key
+    assert set(config) <= set(EXPECTED) | {"ArgsEscaped"}
+    history = data["history"]
+    assert isinstance(history, list)
+    made = [h["created_by"] for h in history if not h.get("empty_layer")]
+    assert made == ["WORKDIR /srv", "WORKDIR /srv/app"]
+    rootfs = data["rootfs"]
+    assert isinstance(rootfs, dict) and len(rootfs["diff_ids"]) == 2
+    assert result.image.id.startswith("sha256:")
+
+
+def test_entrypoint_resets_an_inherited_cmd(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    write(ctx, {"Dockerfile": 'FROM scratch AS base\nCMD ["a"]\nFROM base\nENTRYPOINT ["e"]\n'})
+    layerbuild.build(ctx, root=tmp_path / "s", tags=["ep:1"])
+    config = config_of(tmp_path / "s", "ep:1")["config"]
+    assert isinstance(config, dict)
+    assert config["Entrypoint"] == ["e"] and "Cmd" not in config
+
+
+def test_cmd_set_before_entrypoint_in_the_same_stage_is_kept(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    write(ctx, {"Dockerfile": 'FROM scratch\nCMD ["a"]\nENTRYPOINT ["e"]\n'})
+    layerbuild.build(ctx, root=tmp_path / "s", tags=["ep:2"])
+    config = config_of(tmp_path / "s", "ep:2")["config"]
+    assert isinstance(config, dict)
+    assert config["Entrypoint"] == ["e"] and config["Cmd"] == ["a"]
