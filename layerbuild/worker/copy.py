@@ -239,10 +239,12 @@ def _single(
     tree: SourceTree, shown: str, entry: Entry, excl: Matcher | None, is_add: bool
 ) -> CopySource | None:
     base = shown.rpartition("/")[2] or entry.name
+    # A top-level source is matched against --exclude by its name (`COPY --exclude=*.txt hom* /d/`);
+    # what is inside a directory source, by its path relative to that directory.
+    if base and excl is not None and excl.matches(base)[0]:
+        return None
     if entry.is_dir:
         return CopySource("contents", base, entry, tuple(_walk_members(tree, entry.rel, "", excl, ())))
-    if excl is not None and excl.matches(base)[0]:
-        return None
     if is_add and entry.is_file:
         fmt = archive_format(entry.path)
         if fmt is not None:
