@@ -11,14 +11,14 @@ StatRow = tuple[int, int, int, int, int, int, str, str]
 
 
 def load_stat_cache(db: Database, context: str) -> dict[bytes, StatRow]:
-    """Every cached row of `context`, keyed by relative path."""
+    """Every cached row of `context`, keyed by relative path. The content hash is not loaded (it is ''):
+    a hit needs only the stat and the fingerprint, and the cache is read on every build."""
     with db.read() as conn:
         rows = conn.execute(
-            "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, hash, fingerprint "
-            "FROM context_stat WHERE context = ?",
+            "SELECT path, dev, ino, size, mtime_ns, ctime_ns, mode, fingerprint FROM context_stat WHERE context = ?",
             (context,),
         ).fetchall()
-    return {bytes(r[0]): (r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows}
+    return {r[0]: (r[1], r[2], r[3], r[4], r[5], r[6], "", r[7]) for r in rows}
 
 
 def save_stat_cache(

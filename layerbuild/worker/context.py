@@ -93,12 +93,13 @@ class SourceTree:
         self.matcher = matcher if matcher is not None and not matcher.empty else None
         self._store = store
         self.cache_id = self.kind + ":" + xxhash.xxh3_128_hexdigest(os.fsencode(real))
-        self._cache: dict[bytes, StatRow] = {}
+        self._cache: dict[str, StatRow] = {}
         if store is not None:
             from layerbuild.store.statcache import load_stat_cache
 
-            self._cache = load_stat_cache(store.db, self.cache_id)
-        self._dirty: dict[bytes, StatRow] = {}
+            rows = load_stat_cache(store.db, self.cache_id)
+            self._cache = {bytes(k).decode("utf-8", "surrogateescape"): v for k, v in rows.items()}
+        self._dirty: dict[str, StatRow] = {}
         self._children: dict[str, dict[str, Entry]] = {}
         self._info: dict[str, MatchInfo] = {"": ()}
         self._fps: dict[str, str] = {}
@@ -124,23 +125,28 @@ class SourceTree:
         except OSError as exc:
             raise BuildError(f"cannot read directory {rel or '.'!r} of the {self.kind}: {exc}") from exc
         with scan as it:
-            for de in it:
-                st = de.stat(follow_symlinks=False)
-                if stat.S_ISSOCK(st.st_mode):
-                    continue  # tar cannot hold sockets; Docker skips them too
-                crel = prefix + de.name
-                if matcher is not None:
-                    excluded, cinfo = matcher.matches(crel, info)
-                    if stat.S_ISDIR(st.st_mode):
-                        self._info[crel] = cinfo
-                    # An excluded directory stays visible only to hold what an exception re-includes.
-                    if excluded and not (
-                        stat.S_ISDIR(st.st_mode) and matcher.may_reinclude_below(crel) and self.children(crel)
-                    ):
-                        continue
-                out[de.name] = Entry(crel, de.path, st)
-        if len(out) > 1:
-            out = dict(sorted(out.items(), key=lambda kv: _name_key(kv[0])))
+            items = [(de.name, de) for de in it]
+        if all(name.isascii() for name, _ in items):
+            items.sort()
+        else:
+            items.sort(key=lambda item: _name_key(item[0]))
+        isdir, issock = stat.S_ISDIR, stat.S_ISSOCK
+        for name, de in items:
+            st = de.stat(follow_symlinks=False)
+            mode = st.st_mode
+            if issock(mode):
+                continue  # tar cannot hold sockets; Docker skips them too
+            crel = prefix + name
+            if matcher is not None:
+                excluded, cinfo = matcher.matches(crel, info)
+                if isdir(mode):
+                    self._info[crel] = cinfo
+                # An excluded directory stays visible only to hold what an exception re-includes.
+                if excluded and not (
+                    isdir(mode) and matcher.may_reinclude_below(crel) and self.children(crel)
+                ):
+                    continue
+            out[name] = Entry(crel, de.path, st)
         self._children[rel] = out
         return out
 
@@ -201,6 +207,14 @@ class SourceTree:
         if known is not None:
             return known
         st = entry.st
+        if not stat.S_ISDIR(st.st_mode):
+            row = self._cache.get(entry.rel)
+            if row is not None and row[:6] == (
+                st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode
+            ):  # fmt: skip
+                self.stats.cache_hits += 1
+                self._fps[entry.rel] = row[7]
+                return row[7]
         owner = (st.st_uid, st.st_gid) if self.keep_owner else None
         relb = entry.rel.encode("utf-8", "surrogateescape")
         if stat.S_ISDIR(st.st_mode) or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
@@ -209,12 +223,6 @@ class SourceTree:
             self._fps[entry.rel] = fp
             return fp
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
-        row = self._cache.get(relb)
-        if row is not None and row[:6] == key:
-            self.stats.cache_hits += 1
-            fp = row[7]
-            self._fps[entry.rel] = fp
-            return fp
         if stat.S_ISLNK(st.st_mode):
             target = os.fsencode(os.readlink(entry.path))
             content = xxhash.xxh3_128_hexdigest(target)
@@ -232,7 +240,7 @@ class SourceTree:
                 relb, st.st_mode, st.st_size, content, capability=read_capability(entry.path), owner=owner
             )
         if st.st_ctime_ns + RACY_MARGIN_NS < self._started_ns:
-            self._dirty[relb] = (*key, content, fp)
+            self._dirty[entry.rel] = (*key, content, fp)
         self._fps[entry.rel] = fp
         return fp
 
@@ -242,22 +250,21 @@ class SourceTree:
             return
         from layerbuild.store.statcache import save_stat_cache
 
-        gone: list[bytes] = []
-        if self._children:
-            listed = {rel.encode("utf-8", "surrogateescape") for rel in self._children}
-            seen = (
-                {
-                    e.rel.encode("utf-8", "surrogateescape")
-                    for ch in self._children.values()
-                    for e in ch.values()
-                }
-                if self._cache
-                else set()
-            )
+        gone: list[str] = []
+        if self._children and self._cache:
+            listed = self._children
             for path in self._cache:
-                if path.rpartition(b"/")[0] in listed and path not in seen:
+                parent, _, name = path.rpartition("/")
+                children = listed.get(parent)
+                if children is not None and name not in children:
                     gone.append(path)
-        save_stat_cache(self._store.db, self.cache_id, self._dirty.items(), gone)
+        enc = "utf-8", "surrogateescape"
+        save_stat_cache(
+            self._store.db,
+            self.cache_id,
+            [(k.encode(*enc), v) for k, v in self._dirty.items()],
+            [k.encode(*enc) for k in gone],
+        )
         self._cache.update(self._dirty)
         for path in gone:
             self._cache.pop(path, None)

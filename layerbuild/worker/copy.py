@@ -10,14 +10,13 @@ destination already exists in the image is part of the parent's key, not of this
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import xxhash
 
 from layerbuild.errors import BuildError
-from layerbuild.instructions.commands import SourceContent
 from layerbuild.worker.context import BuildContext, Entry, SourceTree
 from layerbuild.worker.copyowner import check_chown, parse_chmod
-from layerbuild.worker.copywrite import write_copy_layer
 from layerbuild.worker.dockerignore import (
     Matcher,
     MatchInfo,
@@ -36,6 +35,10 @@ from layerbuild.worker.fetch import (
     url_filename,
 )
 from layerbuild.worker.selection import CopySelection, CopySource
+
+if TYPE_CHECKING:
+    from layerbuild.instructions.commands import SourceContent
+    from layerbuild.layer import LayerInfo
 
 __all__ = ["CopySelection", "CopySource", "normalize_dest", "select_copy", "write_copy_layer"]
 
@@ -299,3 +302,11 @@ def _key(
             h.update(fp.encode())
     sel.content_key = h.hexdigest()
     sel.fingerprints = fps
+
+
+def write_copy_layer(sel: CopySelection, out: BinaryIO, **kw: Any) -> LayerInfo:
+    """See `copywrite.write_copy_layer`; imported on first use, so a cached (no-op) build never loads
+    the layer writer."""
+    from layerbuild.worker.copywrite import write_copy_layer as write
+
+    return write(sel, out, **kw)

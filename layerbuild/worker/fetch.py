@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import bz2
-import email.utils
-import gzip
 import hashlib
-import lzma
 import os
 import posixpath
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO, cast
-
-import zstandard
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 from layerbuild.errors import BuildError
-from layerbuild.layer import ApplyResult, apply_layer
-from layerbuild.layer.tarformat import BLOCK, decode_header
+
+if TYPE_CHECKING:
+    from layerbuild.layer import ApplyResult
+
+_BLOCK = 512
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60.0
@@ -56,6 +51,10 @@ def is_git_url(src: str) -> bool:
 
 def http_fetch(url: str, directory: Path) -> Fetched:
     """Download `url` into a new file in `directory` with urllib, hashing it on the way."""
+    import email.utils
+    import urllib.error
+    import urllib.request
+
     fd, name = tempfile.mkstemp(prefix="add-", dir=directory)
     path = Path(name)
     digest = hashlib.sha256()
@@ -104,6 +103,12 @@ _MAGICS: list[tuple[bytes, str]] = [
 
 
 def _open_decompressed(path: str, fmt: str) -> IO[bytes]:
+    import bz2
+    import gzip
+    import lzma
+
+    import zstandard
+
     if fmt == "gzip":
         return cast(IO[bytes], gzip.open(path, "rb"))
     if fmt == "bzip2":
@@ -121,15 +126,21 @@ def archive_format(path: str) -> str | None:
     """'tar', 'gzip', 'bzip2', 'xz' or 'zstd' when `path` is a (compressed) tar archive, else None.
 
     Like Docker, a compressed file that does not hold a tar is not an archive: it is copied as is."""
+    import lzma
+
+    import zstandard
+
+    from layerbuild.layer.tarformat import decode_header
+
     try:
         with open(path, "rb") as f:
             head = f.read(8)
         fmt = next((name for magic, name in _MAGICS if head.startswith(magic)), "tar")
         with _open_decompressed(path, fmt) as stream:
-            block = stream.read(BLOCK)
+            block = stream.read(_BLOCK)
     except (OSError, EOFError, ValueError, lzma.LZMAError, zstandard.ZstdError):
         return None
-    if len(block) < BLOCK or block == b"\0" * BLOCK:
+    if len(block) < _BLOCK or block == b"\0" * _BLOCK:
         return None
     try:
         decode_header(block)
@@ -141,5 +152,7 @@ def archive_format(path: str) -> str | None:
 def unpack_archive(path: str, fmt: str, dest: Path) -> ApplyResult:
     """Extract the archive into the empty directory `dest` with the layer extractor's safety rules:
     nothing lands outside `dest`, `..` and links leading out are refused (UnsafeArchiveError)."""
+    from layerbuild.layer import apply_layer
+
     with _open_decompressed(path, fmt) as stream:
         return apply_layer(cast(BinaryIO, stream), dest)
