@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 SHOW_FILES = 3
@@ -29,9 +29,14 @@ class StepRecord:
     reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["deps"] = list(self.deps)
-        return data
+        # By hand rather than dataclasses.asdict: that deep-copies the (large) file map.
+        return {
+            "stage": self.stage, "index": self.index, "text": self.text, "kind": self.kind,
+            "definition": self.definition, "parent": self.parent, "result": self.result,
+            "args": dict(self.args), "env": dict(self.env), "deps": list(self.deps), "content": self.content,
+            "files": dict(self.files) if self.files is not None else None, "input": self.input,
+            "reason": self.reason,
+        }  # fmt: skip
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> StepRecord:

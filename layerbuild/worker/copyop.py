@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from layerbuild.errors import BuildError
@@ -17,7 +17,7 @@ from layerbuild.worker.copyowner import RootfsUserDB, StaticUserDB, UserDB
 from layerbuild.worker.ops import BuildServices
 
 
-def _exists_in(root: Path) -> object:
+def _exists_in(root: Path) -> Callable[[str], bool]:
     def existing(path: str) -> bool:
         """Whether `path` (absolute, in the image) is already a directory (or a link) below."""
         here = root
@@ -84,11 +84,16 @@ class CopyOp:
         user_db: UserDB = StaticUserDB()
         if chown and lower is not None and not all(p.isdigit() for p in chown.split(":") if p):
             user_db = RootfsUserDB(lower)
-        existing = _exists_in(lower) if lower is not None else (lambda path: False)
+        existing: Callable[[str], bool] = _exists_in(lower) if lower is not None else (lambda path: False)
         epoch = self.services.source_date_epoch
         return self.services.store_layer(
-            lambda out: write_copy_layer(sel, out, user_db=user_db, existing=existing,  # type: ignore[arg-type]
-                                         source_date_epoch=epoch)
+            lambda out: write_copy_layer(
+                sel,
+                out,
+                user_db=user_db,
+                existing=existing,
+                source_date_epoch=epoch,
+            )
         )
 
     def close(self) -> None:

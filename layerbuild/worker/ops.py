@@ -7,6 +7,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 from pathlib import Path
 
 from layerbuild.errors import BuildError
@@ -17,14 +18,19 @@ from layerbuild.solve import Content, Output, State
 from layerbuild.store import MEDIA_LAYER_ZSTD, Store
 from layerbuild.worker.rootfs import RootfsCache
 
-LayerWriter = Callable[[Callable[[object], LayerInfo]], Output]
+
 
 
 class BuildServices:
     """What ops share during one build: the store, materialised filesystems, time settings."""
 
-    def __init__(self, store: Store, rootfs: RootfsCache, base_layers: Callable[[State], tuple[str, ...]],
-                 source_date_epoch: int | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        rootfs: RootfsCache,
+        base_layers: Callable[[State], tuple[str, ...]],
+        source_date_epoch: int | None = None,
+    ) -> None:
         self.store = store
         self.rootfs = rootfs
         self.base_layers = base_layers
@@ -37,11 +43,13 @@ class BuildServices:
     def has_layers(self, state: State) -> bool:
         return bool(self.base_layers(state) or state.layers)
 
-    def store_layer(self, write: Callable[[object], LayerInfo]) -> Output:
+    def store_layer(self, write: Callable[[Any], LayerInfo]) -> Output:
         """Write a layer through `write(out)` into the store and register it; the step's Output."""
         with self.store.blobs.writer() as out:
             info = write(out)
-        self.store.index.put_layer(info.digest, info.diff_id, info.size, info.uncompressed_size, info.media_type)
+        self.store.index.put_layer(
+            info.digest, info.diff_id, info.size, info.uncompressed_size, info.media_type
+        )
         return Output(diff_id=info.diff_id, size=info.size, created=self.now())
 
     def now(self) -> float:
@@ -130,7 +138,7 @@ class WorkdirOp:
             changes = ChangeSet(changed=tuple(str(p.relative_to(tmp)) for p in created))
             epoch = self.services.source_date_epoch
             return self.services.store_layer(
-                lambda out: write_changes(tmp, changes, out, source_date_epoch=epoch)  # type: ignore[arg-type]
+                lambda out: write_changes(tmp, changes, out, source_date_epoch=epoch)
             )
 
 
@@ -139,7 +147,9 @@ class RunOp:
 
     cacheable = True
 
-    def __init__(self, services: BuildServices, step: Step, run: Callable[[State, Sequence[State]], Output]) -> None:
+    def __init__(
+        self, services: BuildServices, step: Step, run: Callable[[State, Sequence[State]], Output]
+    ) -> None:
         self.services = services
         self.step = step
         self._run = run
