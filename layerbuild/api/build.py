@@ -8,7 +8,8 @@ from pathlib import Path
 
 from layerbuild.solve import BuildEvent, BuildResult
 from layerbuild.store import Store, resolve_root
-from layerbuild.worker.build import BuildRequest, OutputSpec, run_build
+from layerbuild.worker.build import run_build
+from layerbuild.worker.request import BuildRequest, OutputSpec
 
 
 def build(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +15,7 @@ from layerbuild.cli.common import open_store
 from layerbuild.errors import UsageError
 
 if TYPE_CHECKING:
-    from layerbuild.worker.build import OutputSpec
+    from layerbuild.worker.request import OutputSpec
 
 
 def register(sub: Any) -> tuple[str, Any]:
@@ -60,7 +62,7 @@ def _build_args(items: list[str]) -> dict[str, str]:
 
 
 def _outputs(items: list[str]) -> tuple[OutputSpec, ...]:
-    from layerbuild.worker.build import OutputSpec
+    from layerbuild.worker.request import OutputSpec
 
     specs = []
     for item in items:
@@ -85,8 +87,7 @@ def _secrets(items: list[str]) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from layerbuild.cli.progress import make_progress
-    from layerbuild.worker.build import BuildRequest, run_build
+    from layerbuild.worker.request import BuildRequest
 
     if args.cache_from or args.cache_to:
         raise UsageError("--cache-from/--cache-to are not supported yet", hint="the registry cache comes later")
@@ -104,7 +105,59 @@ def run(args: argparse.Namespace) -> int:
         outputs=_outputs(args.output),
         source_date_epoch=int(os.environ["SOURCE_DATE_EPOCH"]) if os.environ.get("SOURCE_DATE_EPOCH") else None,
     )
-    progress = make_progress("quiet" if args.quiet else args.progress)
+    mode = "quiet" if args.quiet else args.progress
+    started = time.monotonic()
+    report, fp = _fast_path(args, request, started)
+    if report is not None:
+        _render_fast(report, mode, args)
+        return 0
+    return _full_build(args, dataclasses.replace(request, fingerprint=fp), mode)
+
+
+def _fast_path(args: argparse.Namespace, request: Any, started: float) -> tuple[dict[str, Any] | None, str | None]:
+    """A no-op build answered from the last build's record without loading the build machinery."""
+    from layerbuild import __version__
+    from layerbuild.store.layout import resolve_root
+    from layerbuild.worker import fastpath
+
+    options = request.fastpath_options()
+    if options is None or not request.context.is_dir():
+        return None, None
+    path = request.dockerfile_path()
+    fp = fastpath.fingerprint(request.context, path, options, __version__)
+    if fp is None:
+        return None, None
+    report = fastpath.lookup(resolve_root(args.root), path, request.target, fp, request.tags)
+    return (fastpath.replay(report, started) if report is not None else None), fp
+
+
+def _render_fast(report: dict[str, Any], mode: str, args: argparse.Namespace) -> None:
+    steps = report.get("steps", [])
+    summary = report["summary"]
+    if mode == "json":
+        for step in steps:
+            print(json.dumps({"event": "step.cached", **step}, ensure_ascii=False))
+        print(json.dumps({"event": "build.finished", **report}, ensure_ascii=False))
+    elif mode != "quiet":
+        for step in steps:
+            if step["kind"] in ("copy", "exec"):
+                print(f"[{step['stage']} {step['index']}] {step['instruction']}  CACHED", file=sys.stderr)
+        tags = report["image"].get("tags") or []
+        tag_text = f" ({', '.join(tags)})" if tags else ""
+        print(f"built {report['image']['id'][:19]}{tag_text}: {summary['steps']} steps, {summary['cached']} cached, "
+              f"{summary['executed']} executed, hit rate {summary['hit_rate']:.0%}, {summary['duration_s']:.2f}s",
+              file=sys.stderr)
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    if args.quiet:
+        print(report["image"]["id"])
+
+
+def _full_build(args: argparse.Namespace, request: Any, mode: str) -> int:
+    from layerbuild.cli.progress import make_progress
+    from layerbuild.worker.build import run_build
+
+    progress = make_progress(mode)
     try:
         with open_store(args) as store:
             result = run_build(request, store, on_event=progress)
@@ -116,6 +169,4 @@ def run(args: argparse.Namespace) -> int:
         Path(args.report).write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n")
     if args.quiet:
         print(result.image.id)
-    elif args.progress != "json":
-        sys.stdout.flush()
     return 0

@@ -6,7 +6,6 @@ Pure: the only outside knowledge, what a base image is, comes through the `resol
 from __future__ import annotations
 
 import difflib
-import platform as host_platform
 import posixpath
 from collections.abc import Callable, Mapping
 
@@ -16,23 +15,11 @@ from layerbuild.instructions import commands as c
 from layerbuild.instructions.locate import syntax_error
 from layerbuild.parser import Dockerfile, parse
 from layerbuild.plan.model import Base, BaseImage, BuildPlan, PlannedStage, Scratch, StageRef, Step, StepKind
+from layerbuild.platforms import host_platform_args
 
 ResolveImage = Callable[[str, "str | None"], BaseImage]
 
 DEFAULT_SHELL: tuple[str, ...] = ("/bin/sh", "-c")
-_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
-
-
-def host_platform_args() -> dict[str, str]:
-    """BuildKit's automatic platform ARGs, for a build on and for this machine."""
-    arch = _ARCH.get(host_platform.machine(), host_platform.machine())
-    plat = f"linux/{arch}"
-    return {
-        "BUILDPLATFORM": plat, "BUILDOS": "linux", "BUILDARCH": arch, "BUILDVARIANT": "",
-        "TARGETPLATFORM": plat, "TARGETOS": "linux", "TARGETARCH": arch, "TARGETVARIANT": "",
-    }  # fmt: skip
-
-
 def step_kind(command: c.Command) -> StepKind:
     if isinstance(command, c.From):
         return "base"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -72,6 +73,16 @@ class BuildResult:
     def to_json(self) -> dict[str, Any]:
         return {"image": self.image.to_json(), "steps": [s.to_json() for s in self.steps],
                 "summary": self.summary.to_json()}
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> BuildResult:
+        image = data["image"]
+        steps = tuple(
+            StepReport(**{k: s.get(k) for k in ("stage", "index", "instruction", "kind", "cached", "reason",
+                                                 "duration_s", "layer", "size")})
+            for s in data["steps"]
+        )
+        return BuildResult(ImageRef(image["id"], tuple(image.get("tags", ()))), steps, Summary(**data["summary"]))
 
 
 @dataclass(frozen=True)

@@ -5,16 +5,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from layerbuild import __version__
 from layerbuild.digest import xxh3
 from layerbuild.errors import BuildError, UsageError
 from layerbuild.image.config import HistoryEntry, ImageConfig, format_created
 from layerbuild.image.store_io import StoredImage, resolve_image, write_image
 from layerbuild.parser import Dockerfile, parse
-from layerbuild.plan import BaseImage, BuildPlan, Step, host_platform_args, plan_build
+from layerbuild.plan import BaseImage, BuildPlan, Step, plan_build
+from layerbuild.platforms import host_platform_args
 from layerbuild.solve import (
     BuildEvent,
     BuildResult,
@@ -28,35 +29,13 @@ from layerbuild.solve import (
 )
 from layerbuild.solve.cache import StoreCache
 from layerbuild.solve.explain import history_from_json
-from layerbuild.store import Store
+from layerbuild.store import Store, normalize_tag
+from layerbuild.worker import fastpath
 from layerbuild.worker.executor import Executor, NoExecutor
 from layerbuild.worker.meta import ConfigBuilder, created_by, empty_config
 from layerbuild.worker.ops import BuildServices, MetaOp, RunOp, WorkdirOp, op_kind
+from layerbuild.worker.request import BuildRequest
 from layerbuild.worker.rootfs import RootfsCache
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """`--output type=local|tar,dest=PATH`."""
-
-    type: str
-    dest: str
-
-
-@dataclass(frozen=True)
-class BuildRequest:
-    context: Path
-    dockerfile: Path | None = None
-    tags: tuple[str, ...] = ()
-    build_args: Mapping[str, str] = field(default_factory=dict)
-    target: str | None = None
-    no_cache: bool = False
-    no_cache_filter: frozenset[str] = frozenset()
-    jobs: int = 0
-    network: str = "default"
-    secrets: Mapping[str, Path] = field(default_factory=dict)
-    outputs: tuple[OutputSpec, ...] = ()
-    source_date_epoch: int | None = None
 
 
 def _read_dockerfile(request: BuildRequest) -> tuple[Path, Dockerfile]:
@@ -66,8 +45,10 @@ def _read_dockerfile(request: BuildRequest) -> tuple[Path, Dockerfile]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}",
-                         hint="name the Dockerfile with -f, or add one to the context") from None
+        raise UsageError(
+            f"cannot read {path}: {exc.strerror}",
+            hint="name the Dockerfile with -f, or add one to the context",
+        ) from None
     return path, parse(data, filename=os.path.relpath(path) if not path.is_absolute() else str(path))
 
 
@@ -83,13 +64,20 @@ def _base_image(ref: str, stored: StoredImage) -> BaseImage:
 class Build:
     """The state of one build; `run()` does it."""
 
-    def __init__(self, request: BuildRequest, store: Store, *, executor: Executor | None = None,
-                 on_event: Callable[[BuildEvent], None] | None = None) -> None:
+    def __init__(
+        self,
+        request: BuildRequest,
+        store: Store,
+        *,
+        executor: Executor | None = None,
+        on_event: Callable[[BuildEvent], None] | None = None,
+    ) -> None:
         self.request = request
         self.store = store
         self.executor = executor or NoExecutor()
         self.on_event = on_event
         self.images: dict[str, StoredImage] = {}
+        self.bases: dict[str, BaseImage] = {}
         self.platform = host_platform_args()["TARGETPLATFORM"]
         self.arch = self.platform.split("/")[1]
 
@@ -98,7 +86,9 @@ class Build:
     def _resolve(self, ref: str, platform: str | None) -> BaseImage:
         stored = resolve_image(self.store, ref)
         self.images[stored.id] = stored
-        return _base_image(ref, stored)
+        base = _base_image(ref, stored)
+        self.bases[ref] = base
+        return base
 
     def base_layers(self, state: State) -> tuple[str, ...]:
         if state.base is None:
@@ -130,16 +120,41 @@ class Build:
 
     # -- the build -----------------------------------------------------------------------------
 
+    def _fast(self, started: float) -> tuple[BuildResult | None, str | None]:
+        """The last build's result if nothing it read has changed (see fastpath), and the fingerprint."""
+        options = self.request.fastpath_options()
+        if options is None:
+            return None, None
+        path = self.request.dockerfile_path()
+        fp = self.request.fingerprint or fastpath.fingerprint(self.request.context, path, options, __version__)
+        if fp is None:
+            return None, None
+        report = fastpath.lookup(self.store.root, path, self.request.target, fp, self.request.tags)
+        if report is None:
+            return None, fp
+        result = BuildResult.from_json(fastpath.replay(report, started))
+        if self.on_event is not None:
+            for step in result.steps:
+                self.on_event(BuildEvent("step.cached", step))
+            self.on_event(BuildEvent("build.finished", result=result))
+        return result, fp
+
     def run(self) -> BuildResult:
         started = time.monotonic()
+        fast, fp = self._fast(started)
+        if fast is not None:
+            return fast
         path, df = _read_dockerfile(self.request)
-        plan = plan_build(df, resolve_image=self._resolve, build_args=self.request.build_args,
-                          target=self.request.target)
+        plan = plan_build(
+            df, resolve_image=self._resolve, build_args=self.request.build_args, target=self.request.target
+        )
         history_id = xxh3(str(path.resolve()).encode())
         target_key = self.request.target or ""
         previous = self.store.index.get_history(history_id, target_key)
         self.rootfs = RootfsCache(self.store)
-        self.services = BuildServices(self.store, self.rootfs, self.base_layers, self.request.source_date_epoch)
+        self.services = BuildServices(
+            self.store, self.rootfs, self.base_layers, self.request.source_date_epoch
+        )
         from layerbuild.worker.context import BuildContext
 
         self.context = BuildContext.open(self.request.context, dockerfile=path, store=self.store)
@@ -169,6 +184,15 @@ class Build:
             image=ImageRef(stored.id, stored.tags), steps=solved.reports,
             summary=Summary.of(solved.reports, time.monotonic() - started), warnings=warnings,
         )  # fmt: skip
+        if fp is not None:
+            blobs = [stored.manifest_digest, stored.config_digest, *(layer.digest for layer in stored.layers)]
+            # Base images named by a tag: the fast path checks the tag still points where it did.
+            bases = {}
+            for ref, base in self.bases.items():
+                if "@" not in ref and self.store.index.get_tag(normalize_tag(ref)) is not None:
+                    bases[normalize_tag(ref)] = self.images[base.identity].manifest_digest
+            fastpath.save(self.store.root, path, self.request.target, fp, manifest=stored.manifest_digest,
+                          blobs=blobs, bases=bases, report=result.to_json())
         if self.on_event is not None:
             self.on_event(BuildEvent("build.finished", result=result))
         return result
@@ -218,7 +242,12 @@ class Build:
                 raise UsageError(f"unknown output type {spec.type!r}", hint="use type=local or type=tar")
 
 
-def run_build(request: BuildRequest, store: Store, *, executor: Executor | None = None,
-              on_event: Callable[[BuildEvent], None] | None = None) -> BuildResult:
+def run_build(
+    request: BuildRequest,
+    store: Store,
+    *,
+    executor: Executor | None = None,
+    on_event: Callable[[BuildEvent], None] | None = None,
+) -> BuildResult:
     """Build `request` into `store`; raises a LayerbuildError on failure (the store stays valid)."""
     return Build(request, store, executor=executor, on_event=on_event).run()

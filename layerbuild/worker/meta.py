@@ -13,8 +13,9 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def empty_config(architecture: str, os_name: str = "linux") -> ImageConfig:
-    return ImageConfig(architecture=architecture, os=os_name,
-                       config=ContainerConfig(env=(f"PATH={DEFAULT_PATH}",)))
+    return ImageConfig(
+        architecture=architecture, os=os_name, config=ContainerConfig(env=(f"PATH={DEFAULT_PATH}",))
+    )
 
 
 def _shell_form(command: c.ShellDependent, shell: tuple[str, ...]) -> tuple[str, ...]:
@@ -37,7 +38,7 @@ def created_by(command: c.Command, shell: tuple[str, ...], workdir: str) -> str:
         return "ARG " + " ".join(a.key if a.default is None else f"{a.key}={a.default}" for a in command.args)
     text = node.original
     if node.inner is None and node.keyword:
-        text = node.cmd.upper() + text[len(node.keyword):]
+        text = node.cmd.upper() + text[len(node.keyword) :]
     return text
 
 

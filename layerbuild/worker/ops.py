@@ -7,8 +7,8 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from layerbuild.errors import BuildError
 from layerbuild.instructions import commands as c
@@ -17,8 +17,6 @@ from layerbuild.plan import Step
 from layerbuild.solve import Content, Output, State
 from layerbuild.store import MEDIA_LAYER_ZSTD, Store
 from layerbuild.worker.rootfs import RootfsCache
-
-
 
 
 class BuildServices:

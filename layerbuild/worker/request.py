@@ -1,0 +1,44 @@
+"""What a build is asked to do: the inputs and options of one `layerbuild build` (light to import)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from layerbuild.platforms import host_platform_args
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """`--output type=local|tar,dest=PATH`."""
+
+    type: str
+    dest: str
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    context: Path
+    dockerfile: Path | None = None
+    tags: tuple[str, ...] = ()
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    no_cache_filter: frozenset[str] = frozenset()
+    jobs: int = 0
+    network: str = "default"
+    secrets: Mapping[str, Path] = field(default_factory=dict)
+    outputs: tuple[OutputSpec, ...] = ()
+    source_date_epoch: int | None = None
+    fingerprint: str | None = None  # of the inputs, if the caller already took it (fastpath.fingerprint)
+
+    def fastpath_options(self) -> dict[str, object] | None:
+        """What, besides files, decides the build's outputs; None when the fast path may not answer."""
+        if self.no_cache or self.outputs or self.secrets or self.no_cache_filter:
+            return None
+        return {"context": str(self.context.resolve()), "args": dict(self.build_args), "target": self.target,
+                "network": self.network, "sde": self.source_date_epoch, "platform": host_platform_args()}
+
+    def dockerfile_path(self) -> Path:
+        return self.dockerfile or self.context / "Dockerfile"
