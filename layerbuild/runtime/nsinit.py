@@ -1,0 +1,300 @@
+"""In-namespace entry point: unshare, mount the rootfs, pivot_root and exec the process (stdlib only).
+
+Run as `python -I -S nsinit.py SPEC_FD STATUS_FD`. It is started for every RUN step and every
+`layerbuild run`, so it imports nothing of layerbuild and nothing slow (no json, no enum-based
+modules): the spec arrives as a marshal'd dict on SPEC_FD, and progress goes back as text lines on
+STATUS_FD: `pid N` once the process exists, `error STAGE CODE MESSAGE` if it could not start,
+`exit CODE` when it ended. The process itself is PID 1 of a new PID namespace; this helper stays
+outside it, forwards signals to it, and reports its status (128+N for a signal, like a shell).
+"""
+
+from __future__ import annotations
+
+import _signal  # type: ignore[import-not-found]  # `signal` would pull in enum: slow to import
+import ctypes
+import marshal
+import os
+import sys
+
+TYPE_CHECKING = False  # `typing` is not imported at run time, for start-up speed
+if TYPE_CHECKING:
+    from typing import Any
+
+    Spec = dict[str, Any]
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP = 1, 24
+# statvfs flag bits that a remount must keep: in a user namespace they are locked, and dropping
+# one makes the remount fail with EPERM.
+_LOCKED = ((0x2, MS_NOSUID), (0x4, MS_NODEV), (0x8, MS_NOEXEC), (0x1, MS_RDONLY))
+_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217, "armv7l": 218}
+# Docker's default capability set; everything else leaves the bounding set before exec.
+KEEP_CAPS = (0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31)
+DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
+FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCONT", "SIGALRM")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class SetupError(Exception):
+    def __init__(self, stage: str, code: int, message: str) -> None:
+        super().__init__(message)
+        self.stage, self.code, self.message = stage, code, message
+
+
+def _check(result: int, what: str, stage: str = "setup") -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise SetupError(stage, 125, f"{what}: {os.strerror(err)} (errno {err})")
+
+
+def mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None,
+          stage: str = "setup") -> None:
+    enc = [None if s is None else os.fsencode(s) for s in (src, target, fstype, data)]
+    _check(_libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]),
+           f"mount {fstype or 'bind'} on {target}", stage)
+
+
+def remount_ro(target: str) -> None:
+    flags = MS_BIND | MS_REMOUNT | MS_RDONLY
+    have = os.statvfs(target).f_flag
+    for bit, ms in _LOCKED:
+        if have & bit:
+            flags |= ms
+    mount(None, target, None, flags)
+
+
+def bind(src: str, target: str, readonly: bool) -> None:
+    mount(src, target, None, MS_BIND | MS_REC)
+    if readonly:
+        remount_ro(target)
+
+
+def write_file(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def loopback_up() -> None:
+    import _socket
+    import fcntl
+
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        ifreq = bytearray(b"lo".ljust(40, b"\0"))
+        fcntl.ioctl(sock.fileno(), 0x8913, ifreq)  # SIOCGIFFLAGS
+        flags = int.from_bytes(ifreq[16:18], sys.byteorder) | 0x1 | 0x40  # IFF_UP | IFF_RUNNING
+        ifreq[16:18] = flags.to_bytes(2, sys.byteorder)
+        fcntl.ioctl(sock.fileno(), 0x8914, ifreq)  # SIOCSIFFLAGS
+    finally:
+        sock.close()
+
+
+def setup_dev(dev: str, mknod: bool) -> None:
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID, "mode=755,size=65536k")
+    for name, major, minor in DEVICES:
+        path = f"{dev}/{name}"
+        if mknod:
+            os.mknod(path, 0o20666, os.makedev(major, minor))
+            os.chmod(path, 0o666)
+        else:  # a user namespace may not mknod: bind the host's nodes instead
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o666))
+            mount(f"/dev/{name}", path, None, MS_BIND)
+    os.mkdir(f"{dev}/pts", 0o755)
+    os.mkdir(f"{dev}/shm", 0o1777)
+    os.chmod(f"{dev}/shm", 0o1777)
+    pts_opts = "newinstance,ptmxmode=0666,mode=0620" + (",gid=5" if mknod else "")
+    mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC, pts_opts)
+    mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
+    os.symlink("pts/ptmx", f"{dev}/ptmx")
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{dev}/{name}")
+
+
+def setup_proc(proc: str) -> None:
+    mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    # As Docker does: kernel knobs read-only, and files that leak host details hidden.
+    for name in ("sys", "sysrq-trigger", "irq", "bus"):
+        if os.path.exists(f"{proc}/{name}"):
+            bind(f"{proc}/{name}", f"{proc}/{name}", True)
+    for name in ("kcore", "keys", "timer_list", "sched_debug"):
+        if os.path.isfile(f"{proc}/{name}"):
+            mount("/dev/null", f"{proc}/{name}", None, MS_BIND)
+
+
+def mount_rootfs(spec: Spec, target: str) -> None:
+    root = spec["rootfs"]
+    if root["mode"] == "bind":
+        mount(root["dir"], target, None, MS_BIND | MS_REC)
+        return
+    # Lower paths relative to their common parent keep the option string under the page-size limit.
+    os.chdir(root["base"])
+    opts = f"lowerdir={':'.join(root['lowers'])},upperdir={root['upper']},workdir={root['work']}"
+    extras = ",userxattr" if spec["userns"] else ",index=off,redirect_dir=off,metacopy=off"
+    try:
+        mount("overlay", target, "overlay", 0, opts + extras, stage="overlay")
+    except SetupError:
+        mount("overlay", target, "overlay", 0, opts, stage="overlay")
+
+
+def pivot(target: str) -> None:
+    os.chdir(target)
+    number = _PIVOT_ROOT.get(os.uname().machine)
+    # pivot_root(".", ".") stacks the old root under the new one; detaching it leaves no way back.
+    if number is not None and _libc.syscall(number, b".", b".") == 0:
+        _check(_libc.umount2(b".", MNT_DETACH), "detach the old root")
+    else:  # e.g. an initramfs root, which cannot be pivoted away from
+        mount(target, "/", None, MS_MOVE)
+        os.chroot(".")
+    os.chdir("/")
+
+
+def drop_capabilities() -> None:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
+            last = int(f.read())
+    except OSError:
+        last = 40
+    for cap in range(last + 1):
+        if cap not in KEEP_CAPS:
+            _check(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"drop capability {cap}")
+
+
+def child(spec: Spec, status: int) -> None:
+    """PID 1 of the new namespaces: build the root, become the user and exec. Never returns."""
+    try:
+        if spec["die_with_parent"]:
+            _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+        _check(_libc.unshare(CLONE_NEWNS), "unshare the mount namespace")
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        target = spec["target"]
+        mount_rootfs(spec, target)
+        for op in spec["mounts"]:
+            kind, dest = op[0], target + op[1]
+            if kind == "proc":
+                setup_proc(dest)
+            elif kind == "dev":
+                setup_dev(dest, not spec["userns"])
+            elif kind == "bind":
+                bind(op[2], dest, op[3])
+            elif kind == "tmpfs":
+                mount("tmpfs", dest, "tmpfs", MS_NOSUID | MS_NODEV, op[2])
+        if spec["netns"]:
+            loopback_up()
+        name = spec["hostname"].encode()
+        _check(_libc.sethostname(name, len(name)), "set the hostname")
+        pivot(target)
+        drop_capabilities()
+        proc = spec["process"]
+        if not spec["userns"]:  # setgroups is denied in an unprivileged user namespace
+            os.setgroups(proc["groups"])
+        os.setresgid(proc["gid"], proc["gid"], proc["gid"])
+        os.setresuid(proc["uid"], proc["uid"], proc["uid"])
+        cwd = proc["cwd"]
+        try:
+            os.chdir(cwd)
+        except FileNotFoundError:
+            os.makedirs(cwd, 0o755)  # docker creates a missing working directory too
+            os.chdir(cwd)
+    except Exception as exc:  # after pivot_root nothing can be imported: report, never raise
+        fail(status, exc)
+    env = dict(e.split("=", 1) if "=" in e else (e, "") for e in proc["env"])
+    for name in ("SIGPIPE", "SIGXFSZ", "SIGINT", "SIGQUIT"):  # undo what Python and the tty mode set
+        _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
+    argv = proc["argv"]
+    os.write(status, b"ready\n")
+    try:
+        execute(argv, env)
+    except FileNotFoundError:
+        fail(status, SetupError("exec", 127, f'exec: "{argv[0]}": executable file not found in $PATH'))
+    except OSError as exc:
+        fail(status, SetupError("exec", 126, f'exec: "{argv[0]}": {exc.strerror}'))
+
+
+def execute(argv: list[str], env: dict[str, str]) -> None:
+    """execvpe without os.get_exec_path, whose lazy `import warnings` cannot work after pivot_root."""
+    if "/" in argv[0]:
+        os.execve(argv[0], argv, env)
+    denied: OSError | None = None
+    for directory in env.get("PATH", "").split(":"):
+        try:
+            os.execve(os.path.join(directory or ".", argv[0]), argv, env)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except PermissionError as exc:  # keep looking, as execvp does, but report it if nothing else runs
+            denied = exc
+    if denied is not None:
+        raise denied
+    raise FileNotFoundError(argv[0])
+
+
+def fail(status: int, exc: Exception) -> None:
+    if not isinstance(exc, SetupError):
+        exc = SetupError("setup", 125, str(exc))
+    text = exc.message.replace("\n", " ")
+    os.write(status, f"error {exc.stage} {exc.code} {text}\n".encode())
+    if exc.stage == "exec":
+        os.write(2, f"layerbuild: {text}\n".encode())
+    os._exit(exc.code)
+
+
+def enter_namespaces(spec: Spec) -> None:
+    flags = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
+    if spec["netns"]:
+        flags |= CLONE_NEWNET
+    if spec["userns"]:
+        uid, gid = os.geteuid(), os.getegid()
+        _check(_libc.unshare(flags | CLONE_NEWUSER), "unshare the namespaces")
+        # Map the caller to root inside; setgroups must be denied before an unprivileged gid_map.
+        write_file("/proc/self/setgroups", "deny")
+        write_file("/proc/self/uid_map", f"0 {uid} 1")
+        write_file("/proc/self/gid_map", f"0 {gid} 1")
+    else:
+        _check(_libc.unshare(flags), "unshare the namespaces")
+
+
+def main() -> int:
+    spec_fd, status = int(sys.argv[1]), int(sys.argv[2])
+    with os.fdopen(spec_fd, "rb") as f:
+        spec = marshal.loads(f.read())
+    os.set_inheritable(status, False)  # closes on exec: EOF then tells the caller exec happened
+    try:
+        enter_namespaces(spec)
+    except (SetupError, OSError) as exc:
+        fail(status, exc)
+    pid = os.fork()
+    if pid == 0:
+        child(spec, status)
+    os.write(status, f"pid {pid}\n".encode())
+    forward = lambda signum, frame: os.kill(pid, signum)  # noqa: E731
+    for name in FORWARDED:
+        if spec["tty"] and name in ("SIGINT", "SIGQUIT", "SIGWINCH"):
+            _signal.signal(getattr(_signal, name), _signal.SIG_IGN)  # the tty sends these to the child too
+        else:
+            _signal.signal(getattr(_signal, name), forward)
+    _, wstatus = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(wstatus)
+    code = 128 - code if code < 0 else code
+    if spec["exit_file"]:
+        tmp = spec["exit_file"] + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{code}\n")
+        os.rename(tmp, spec["exit_file"])
+    os.write(status, f"exit {code}\n".encode())
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

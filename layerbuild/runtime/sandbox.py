@@ -1,0 +1,336 @@
+"""The isolation primitive: start a process on an overlay (or copied) rootfs in fresh namespaces.
+
+`launch` prepares everything that needs the library (mount-point stubs, the user's ids, /etc files,
+the copy fallback) and hands a plain spec to `nsinit.py`, which does the syscalls. `run_step` is what
+RUN steps use: it runs to completion and leaves in the upper dir only what the process changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import marshal
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from layerbuild.layer import apply_layer
+from layerbuild.runtime import copyfs
+from layerbuild.runtime.merged import MergedView, MountPoint, place_mounts
+from layerbuild.runtime.spec import (
+    DEFAULT_PATH,
+    BindMount,
+    ProcessSpec,
+    RootfsMode,
+    SandboxError,
+    SecretMount,
+    StepResult,
+    TmpfsMount,
+)
+from layerbuild.runtime.users import resolve_user
+from layerbuild.store import Store
+from layerbuild.store.snapshots import remove_tree
+
+NSINIT = Path(__file__).with_name("nsinit.py")
+TAIL_BYTES = 64 << 10
+_overlay_broken = False  # set once an overlay mount failed in this process: later runs copy at once
+
+Stdio = int | IO[Any] | None
+
+
+def lower_dirs_for(store: Store, diff_ids: Sequence[str]) -> list[Path]:
+    """The snapshot dir of each layer (bottom first), unpacked in overlay form where missing."""
+    out = []
+    for diff_id in diff_ids:
+        records = store.index.layers_by_diff_id(diff_id)
+        if not records:
+            raise SandboxError(f"layer {diff_id} is not in the store", hint="run `layerbuild fsck`")
+
+        def unpack(dest: Path, digest: str = records[0].digest) -> None:
+            with store.open_blob(digest) as blob:
+                apply_layer(blob, dest, whiteouts="overlay")
+
+        out.append(store.ensure_snapshot(diff_id, unpack))
+    return out
+
+
+def _etc_files(work: Path, spec: ProcessSpec) -> dict[str, Path]:
+    etc = work / "etc"
+    etc.mkdir(exist_ok=True)
+    hostname = os.uname().nodename if spec.network == "host" else spec.hostname
+    hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    if spec.network == "host":
+        with contextlib.suppress(OSError):
+            hosts = Path("/etc/hosts").read_text()
+    hosts += f"127.0.1.1\t{hostname}\n"
+    try:
+        resolv = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        resolv = ""
+    if "nameserver" not in resolv or spec.network == "none":
+        resolv = "" if spec.network == "none" else "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+    files = {"/etc/hosts": hosts, "/etc/resolv.conf": resolv, "/etc/hostname": hostname + "\n"}
+    out = {}
+    for target, text in files.items():
+        path = etc / target.rsplit("/", 1)[1]
+        path.write_text(text)
+        os.chmod(path, 0o644)
+        out[target] = path
+    return out
+
+
+@dataclass
+class Launched:
+    """A started sandbox: the helper process (outside the namespaces) and the status it reports."""
+
+    helper: subprocess.Popen[bytes]
+    status: BinaryIO
+    pid: int = 0
+    error: str | None = None
+    error_stage: str | None = None
+    exit_code: int | None = None
+    ready: bool = False
+    cleanup: list[Path] = field(default_factory=list)
+    rootfs: Path | None = None
+    baseline: copyfs.Baseline | None = None
+    _buf: bytes = b""
+
+    def _line(self) -> str | None:
+        while b"\n" not in self._buf:
+            chunk = os.read(self.status.fileno(), 4096)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode("utf-8", "replace")
+
+    def read_status(self, until: str) -> None:
+        """Consume status lines until `until` ("ready": the pid is known and the process about to exec;
+        "exit": it ended), an error, or the end of the stream."""
+        while (line := self._line()) is not None:
+            word, _, rest = line.partition(" ")
+            if word == "pid":
+                self.pid = int(rest)
+            elif word == "ready":
+                self.ready = True
+            elif word == "error":
+                self.error_stage, code, self.error = rest.split(" ", 2)
+                self.exit_code = int(code)
+                return
+            elif word == "exit":
+                self.exit_code = int(rest)
+            # The helper reports the pid and the child reports readiness: either may come first.
+            if (until == "ready" and self.ready and self.pid) or word == until == "exit":
+                return
+
+    def wait(self) -> int:
+        """Wait for the process to end; its exit code (125 if it could not be started)."""
+        if self.exit_code is None or self.error_stage == "exec":
+            self.read_status("exit")
+        code = self.helper.wait()
+        if self.exit_code is None:
+            self.exit_code = code if code >= 0 else 128 - code
+        self.status.close()
+        return self.exit_code
+
+    def release(self) -> None:
+        """Remove the scratch dirs made for this run (never the upper dir)."""
+        for path in self.cleanup:
+            with contextlib.suppress(FileNotFoundError):
+                remove_tree(path) if path.is_dir() else path.unlink()
+
+
+def _mounts(spec: ProcessSpec, etc: dict[str, Path]) -> tuple[list[tuple[str, bool]], list[tuple[Any, ...]]]:
+    wanted: list[tuple[str, bool]] = [("/proc", False), ("/dev", False)]
+    ops: list[tuple[Any, ...]] = [("proc",), ("dev",)]
+    for target, path in etc.items():
+        wanted.append((target, True))
+        ops.append(("bind", os.fspath(path), False))
+    user = sorted(spec.mounts, key=lambda m: len([p for p in _target(m).split("/") if p]))
+    for m in user:
+        if isinstance(m, TmpfsMount):
+            wanted.append((m.target, False))
+            size = f",size={m.size}" if m.size else ""
+            ops.append(("tmpfs", f"mode={m.mode:o}{size}"))
+            continue
+        source = m.source.absolute()
+        if not source.exists():
+            raise SandboxError(f"mount source {source} does not exist")
+        wanted.append((_target(m), not source.is_dir()))
+        ops.append(("bind", os.fspath(source), True if isinstance(m, SecretMount) else m.readonly))
+    return wanted, ops
+
+
+def _target(m: BindMount | TmpfsMount | SecretMount) -> str:
+    return m.path if isinstance(m, SecretMount) else m.target
+
+
+def launch(
+    lower: Sequence[Path],
+    upper: Path,
+    work: Path,
+    spec: ProcessSpec,
+    *,
+    stdin: Stdio = subprocess.DEVNULL,
+    stdout: Stdio = None,
+    stderr: Stdio = None,
+    rootfs: RootfsMode | None = None,
+    detached: bool = False,
+    tty: bool = False,
+    exit_file: Path | None = None,
+) -> Launched:
+    """Start `spec` and return once it is running (or failed to start). `rootfs` is "overlay", "copy"
+    or "auto" (default: $LAYERBUILD_ROOTFS, else auto: overlay, and copy if overlay cannot be mounted)."""
+    global _overlay_broken
+    mode = rootfs or os.environ.get("LAYERBUILD_ROOTFS") or "auto"
+    if mode not in ("auto", "overlay", "copy"):
+        raise SandboxError(f"unknown rootfs mode {mode!r}", hint="use auto, overlay or copy")
+    if mode == "auto" and _overlay_broken:
+        mode = "copy"
+    args = dict(stdin=stdin, stdout=stdout, stderr=stderr, detached=detached, tty=tty, exit_file=exit_file)
+    started = _start(lower, upper, work, spec, copy=mode == "copy", **args)  # type: ignore[arg-type]
+    if started.error_stage == "overlay" and mode == "auto":
+        started.wait()
+        started.release()
+        _overlay_broken = True
+        started = _start(lower, upper, work, spec, copy=True, **args)  # type: ignore[arg-type]
+    return started
+
+
+def _start(
+    lower: Sequence[Path], upper: Path, work: Path, spec: ProcessSpec, *, copy: bool, stdin: Stdio,
+    stdout: Stdio, stderr: Stdio, detached: bool, tty: bool, exit_file: Path | None,
+) -> Launched:
+    work.mkdir(parents=True, exist_ok=True)
+    cleanup = [work / n for n in ("etc", "stubs", "merged", "ovl", "rootfs")]
+    for path in cleanup:
+        if path.exists():
+            remove_tree(path)
+    etc = _etc_files(work, spec)
+    wanted, ops = _mounts(spec, etc)
+    rootless = os.geteuid() != 0
+    rootfs_dir, before = None, None
+    if copy:
+        rootfs_dir = work / "rootfs"
+        rootfs_dir.mkdir()
+        copyfs.merge_lowers(list(lower), rootfs_dir)
+        view = MergedView([rootfs_dir])
+        points = place_mounts(view, wanted, None)
+        before = copyfs.baseline(rootfs_dir)
+        root: dict[str, Any] = {"mode": "bind", "dir": os.fspath(rootfs_dir)}
+    else:
+        view = MergedView(lower)
+        stubs = work / "stubs"
+        stubs.mkdir()
+        points = place_mounts(view, wanted, stubs)
+        layers = [*lower, stubs] if any(stubs.iterdir()) else list(lower)
+        (work / "ovl").mkdir()
+        base = os.path.commonpath([*(os.fspath(p) for p in layers), os.fspath(upper), os.fspath(work)])
+        root = {"mode": "overlay", "base": base,
+                "lowers": [os.path.relpath(p, base) for p in reversed(layers)],
+                "upper": os.path.relpath(upper, base), "work": os.path.relpath(work / "ovl", base)}
+    user = resolve_user(view, spec.user)
+    env = list(spec.env)
+    keys = {e.partition("=")[0] for e in env}
+    if "PATH" not in keys:
+        env.insert(0, f"PATH={DEFAULT_PATH}")
+    if "HOSTNAME" not in keys:
+        env.append(f"HOSTNAME={spec.hostname}")
+    if "HOME" not in keys:
+        env.append(f"HOME={user.home}")
+    target = work / "merged"
+    target.mkdir()
+    payload = {
+        "userns": rootless, "netns": spec.network == "none", "tty": tty, "die_with_parent": not detached,
+        "exit_file": os.fspath(exit_file) if exit_file else None,
+        "hostname": os.uname().nodename if spec.network == "host" else spec.hostname,
+        "target": os.fspath(target), "rootfs": root,
+        "mounts": [_placed(op, point) for op, point in zip(ops, points, strict=True)],
+        "process": {"argv": list(spec.argv), "env": env, "cwd": spec.cwd or "/", "uid": user.uid,
+                    "gid": user.gid, "groups": list(user.groups)},
+    }
+    spec_r, spec_w = os.pipe()
+    status_r, status_w = os.pipe()
+    try:
+        helper = subprocess.Popen(
+            [sys.executable, "-I", "-S", os.fspath(NSINIT), str(spec_r), str(status_w)],
+            pass_fds=(spec_r, status_w), stdin=stdin, stdout=stdout, stderr=stderr,
+            start_new_session=detached, process_group=None if detached or tty else 0,
+        )
+    finally:
+        os.close(spec_r)
+        os.close(status_w)
+    with os.fdopen(spec_w, "wb") as f:
+        f.write(marshal.dumps(payload))
+    started = Launched(helper, os.fdopen(status_r, "rb", buffering=0), cleanup=cleanup,
+                       rootfs=rootfs_dir, baseline=before)
+    started.read_status("ready")
+    return started
+
+
+def _placed(op: tuple[Any, ...], point: MountPoint) -> tuple[Any, ...]:
+    return (op[0], point.path, *op[1:])
+
+
+def run_step(
+    lower: Sequence[Path],
+    upper: Path,
+    work: Path,
+    spec: ProcessSpec,
+    *,
+    stdout: BinaryIO | None = None,
+    stdin: bytes | None = None,
+    rootfs: RootfsMode | None = None,
+) -> StepResult:
+    """Run a RUN step to completion. stdout and stderr are merged, copied to `stdout` as they come and
+    their last bytes returned. Afterwards `upper` holds exactly the process's changes in overlay form
+    (nothing the sandbox mounted), ready for `layer.write_overlay_upper`."""
+    upper.mkdir(parents=True, exist_ok=True)
+    out_r, out_w = os.pipe()
+    in_r = None
+    if stdin is not None:
+        in_r, in_w = os.pipe()
+    try:
+        started = launch(lower, upper, work, spec, stdin=in_r if in_r is not None else subprocess.DEVNULL,
+                         stdout=out_w, stderr=out_w, rootfs=rootfs)
+    except BaseException:
+        os.close(out_r)
+        raise
+    finally:
+        os.close(out_w)
+        if in_r is not None:
+            os.close(in_r)
+    try:
+        if stdin is not None:  # from a thread, so a process that writes before it reads cannot block us
+            threading.Thread(target=_feed, args=(in_w, stdin), daemon=True).start()
+        tail = _pump(out_r, stdout)
+        code = started.wait()
+        if started.rootfs is not None and started.baseline is not None:
+            copyfs.diff_into_upper(started.rootfs, started.baseline, upper)
+    finally:
+        os.close(out_r)
+        started.release()
+    if started.error and started.error_stage != "exec":
+        tail += f"layerbuild: {started.error}\n".encode()
+    return StepResult(code, tail[-TAIL_BYTES:], started.error)
+
+
+def _pump(fd: int, sink: BinaryIO | None) -> bytes:
+    tail = bytearray()
+    while chunk := os.read(fd, 65536):
+        if sink is not None:
+            sink.write(chunk)
+            sink.flush()
+        tail += chunk
+        if len(tail) > 2 * TAIL_BYTES:
+            del tail[:-TAIL_BYTES]
+    return bytes(tail)
+
+
+def _feed(fd: int, data: bytes) -> None:
+    with contextlib.suppress(BrokenPipeError), os.fdopen(fd, "wb") as f:
+        f.write(data)

@@ -1,0 +1,90 @@
+"""What a sandboxed process is given (ProcessSpec and its mounts) and what a RUN step returns (StepResult)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from layerbuild.errors import LayerbuildError
+
+Network = Literal["default", "none", "host"]
+RootfsMode = Literal["auto", "overlay", "copy"]
+
+# The PATH Docker puts in a container whose image sets none.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class SandboxError(LayerbuildError):
+    """The sandbox could not start the process (exit code 125 for `layerbuild run`)."""
+
+    exit_code = 125
+
+
+@dataclass(frozen=True)
+class BindMount:
+    """A host file or directory at `target` inside; read-only unless `readonly=False`."""
+
+    source: Path
+    target: str
+    readonly: bool = True
+
+
+@dataclass(frozen=True)
+class TmpfsMount:
+    """A fresh tmpfs at `target`; `size` in bytes (None: the kernel's default, half the RAM)."""
+
+    target: str
+    size: int | None = None
+    mode: int = 0o1777
+
+
+@dataclass(frozen=True)
+class SecretMount:
+    """A secret file bound read-only at `target` (default `/run/secrets/<id>`); never part of a layer."""
+
+    id: str
+    source: Path
+    target: str = ""
+
+    @property
+    def path(self) -> str:
+        return self.target or f"/run/secrets/{self.id}"
+
+
+Mount = BindMount | TmpfsMount | SecretMount
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """The process to run: argv (exec form), env `K=V` list, working dir and user as in an image config.
+
+    `user` is `name`, `uid`, `name:group` or `uid:gid`, looked up in the rootfs's /etc/passwd and
+    /etc/group as Docker does; "" is root. `network` "none" gets a namespace with only loopback up.
+    """
+
+    argv: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    user: str = ""
+    hostname: str = "layerbuild"
+    network: Network = "default"
+    mounts: tuple[Mount, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.argv:
+            raise SandboxError("no command to run", hint="give the image a CMD or ENTRYPOINT, or a command")
+        if self.network not in ("default", "none", "host"):
+            raise SandboxError(f"unknown network mode {self.network!r}", hint="use default, none or host")
+        object.__setattr__(self, "argv", tuple(self.argv))
+        object.__setattr__(self, "env", tuple(self.env))
+        object.__setattr__(self, "mounts", tuple(self.mounts))
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """How a RUN step ended: the exit code (128+N for signal N) and the last bytes of its output."""
+
+    exit_code: int
+    output_tail: bytes
+    error: str | None = None
