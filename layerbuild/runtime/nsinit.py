@@ -292,7 +292,10 @@ def main() -> int:
         with open(tmp, "w") as f:
             f.write(f"{code}\n")
         os.rename(tmp, spec["exit_file"])
-    os.write(status, f"exit {code}\n".encode())
+    try:
+        os.write(status, f"exit {code}\n".encode())
+    except OSError:  # a detached run's caller is long gone
+        pass
     return code
 
 

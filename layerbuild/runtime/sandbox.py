@@ -197,6 +197,8 @@ def launch(
         started.wait()
         started.release()
         _overlay_broken = True
+        if exit_file is not None:  # the failed attempt's 125 is not the container's exit code
+            exit_file.unlink(missing_ok=True)
         started = _start(lower, upper, work, spec, copy=True, **args)  # type: ignore[arg-type]
     return started
 
@@ -206,6 +208,7 @@ def _start(
     stdout: Stdio, stderr: Stdio, detached: bool, tty: bool, exit_file: Path | None,
 ) -> Launched:
     work.mkdir(parents=True, exist_ok=True)
+    upper.mkdir(parents=True, exist_ok=True)
     cleanup = [work / n for n in ("etc", "stubs", "merged", "ovl", "rootfs")]
     for path in cleanup:
         if path.exists():

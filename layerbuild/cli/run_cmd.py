@@ -1,0 +1,53 @@
+"""`layerbuild run`: start a container from an image (docker's options, exit codes 125/126/127)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from layerbuild.cli.common import open_store
+from layerbuild.errors import LayerbuildError
+
+# Exit code when layerbuild itself failed, so it is not mistaken for the container's own status.
+FAILED = 125
+
+
+def register(sub: Any) -> tuple[str, Any]:
+    p = sub.add_parser("run", help="run a command in a new container")
+    p.add_argument("--rm", dest="remove", action="store_true", help="remove the container when it exits")
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background and print the id")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached")
+    p.add_argument("-t", "--tty", action="store_true", help="use the terminal (needs one)")
+    p.add_argument("--name", help="name the container")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="set an environment variable")
+    p.add_argument("-w", "--workdir", help="working directory inside the container")
+    p.add_argument("-u", "--user", help="user (name|uid[:group|gid])")
+    p.add_argument("--network", choices=("default", "none", "host"), default="default")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]", help="bind mount")
+    p.add_argument("--entrypoint", help="override the image's entrypoint")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+    return "run", run
+
+
+def run(args: argparse.Namespace) -> int:
+    from layerbuild.runtime.runner import RunOptions
+    from layerbuild.runtime.runner import run as run_container
+
+    opts = RunOptions(
+        image=args.image, command=tuple(args.command), name=args.name, env=tuple(args.env),
+        workdir=args.workdir, user=args.user, network=args.network, volumes=tuple(args.volume),
+        detach=args.detach, interactive=args.interactive, tty=args.tty, remove=args.remove,
+        entrypoint=None if args.entrypoint is None else ((args.entrypoint,) if args.entrypoint else ()),
+    )
+    try:
+        with open_store(args) as store:
+            container, code = run_container(store, opts)
+    except LayerbuildError as exc:
+        print(f"error: {exc.render()}", file=sys.stderr)
+        return FAILED
+    if code is None:
+        print(container.id)
+        return 0
+    return code

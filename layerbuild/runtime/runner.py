@@ -1,0 +1,219 @@
+"""`layerbuild run` and friends: containers from stored images, in the foreground or detached.
+
+A detached container outlives the CLI: its helper (`nsinit.py`, in its own session) is the monitor
+that waits for it and writes the exit code. A foreground run forwards the signals the CLI gets.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from layerbuild.errors import UsageError
+from layerbuild.image import format_created, resolve_image
+from layerbuild.runtime import containers
+from layerbuild.runtime.containers import Container, proc_start_time
+from layerbuild.runtime.sandbox import launch, lower_dirs_for
+from layerbuild.runtime.spec import BindMount, Network, ProcessSpec, SandboxError
+from layerbuild.store import Store
+from layerbuild.store.snapshots import remove_tree
+
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """`layerbuild run`'s options, as docker spells them."""
+
+    image: str
+    command: tuple[str, ...] = ()
+    name: str | None = None
+    env: tuple[str, ...] = ()
+    workdir: str | None = None
+    user: str | None = None
+    network: Network = "default"
+    volumes: tuple[str, ...] = ()
+    detach: bool = False
+    interactive: bool = False
+    tty: bool = False
+    remove: bool = False
+    entrypoint: tuple[str, ...] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def command_for(entrypoint: Sequence[str] | None, cmd: Sequence[str] | None, args: Sequence[str]) -> list[str]:
+    """Docker's rule: arguments replace the image's Cmd; the Entrypoint stays in front."""
+    argv = [*(entrypoint or ()), *(args if args else (cmd or ()))]
+    if not argv:
+        raise SandboxError("no command specified", hint="the image has no CMD or ENTRYPOINT: give a command")
+    return argv
+
+
+def merge_env(image_env: Sequence[str], overrides: Sequence[str]) -> list[str]:
+    """The image's Env with `-e K=V` applied; `-e K` copies the caller's K, or drops it if unset."""
+    env = dict(e.partition("=")[::2] for e in image_env)
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if not key:
+            raise UsageError(f"invalid environment variable {item!r}", hint="write -e KEY=VALUE")
+        if eq:
+            env[key] = value
+        elif key in os.environ:
+            env[key] = os.environ[key]
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def parse_volume(spec: str) -> BindMount:
+    """`-v /host/path:/container/path[:ro|rw]`: bind mounts of absolute host paths."""
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise UsageError(f"invalid volume {spec!r}", hint="write -v /host/path:/container/path[:ro]")
+    src, dst = parts[0], parts[1]
+    if not src.startswith("/") or not dst.startswith("/"):
+        raise UsageError(f"invalid volume {spec!r}: both paths must be absolute", hint="named volumes are not supported")
+    return BindMount(Path(src), dst, readonly=len(parts) == 3 and parts[2] == "ro")
+
+
+def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list[Path]]:
+    """Make the container record and everything needed to start it."""
+    image = resolve_image(store, opts.image)
+    cfg = image.config.config
+    argv = command_for(opts.entrypoint if opts.entrypoint is not None else cfg.entrypoint, cfg.cmd, opts.command)
+    lowers = lower_dirs_for(store, image.config.diff_ids)
+    mounts = tuple(parse_volume(v) for v in opts.volumes)
+    env = merge_env(cfg.env, opts.env)
+    workdir = opts.workdir or cfg.working_dir or "/"
+    user = opts.user if opts.user is not None else cfg.user
+    record = {"env": env, "workdir": workdir, "user": user, "network": opts.network,
+              "stop_signal": cfg.stop_signal or "SIGTERM", "auto_remove": opts.remove,
+              "detached": opts.detach, "volumes": list(opts.volumes)}
+    c = containers.create(store.root, name=opts.name, image=opts.image, image_id=image.id, argv=argv,
+                          config=record)
+    spec = ProcessSpec(argv=tuple(argv), env=tuple(env), cwd=workdir, user=user,
+                       hostname=c.short_id, network=opts.network, mounts=mounts)
+    return c, spec, lowers
+
+
+def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool = False,
+          tty: bool = False) -> int | None:
+    """Start the container; in the foreground wait and return its exit code, detached return None."""
+    if detach:
+        log = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        stdio: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": log, "stderr": log}
+    else:
+        stdio = {"stdin": None if interactive or tty else subprocess.DEVNULL, "stdout": None, "stderr": None}
+    try:
+        started = launch(lowers, c.dir / "upper", c.dir / "work", spec, detached=detach, tty=tty,
+                         exit_file=c.exit_path, **stdio)
+    finally:
+        if detach:
+            os.close(log)
+    c.pid, c.pid_start = started.pid, proc_start_time(started.pid) if started.pid else None
+    c.helper_pid, c.helper_start = started.helper.pid, proc_start_time(started.helper.pid)
+    c.started, c.recorded_status = format_created(time.time()), "running"
+    c.save()
+    if started.error and started.error_stage != "exec":
+        started.wait()
+        _finish(c)
+        raise SandboxError(started.error)
+    if detach:
+        return None
+    previous = {sig: signal.signal(sig, lambda signum, _f: started.helper.send_signal(signum)) for sig in _FORWARDED}
+    try:
+        code = started.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _finish(c)
+    return code
+
+
+def _finish(c: Container) -> None:
+    c.finished, c.recorded_status = format_created(time.time()), "exited"
+    c.save()
+    if c.config.get("auto_remove"):
+        containers.remove(c)
+    else:  # the scratch dirs the sandbox made; the upper dir stays, as docker keeps a container's layer
+        for name in ("work",):
+            path = c.dir / name
+            if path.exists():
+                remove_tree(path)
+
+
+def parse_signal(name: str) -> int:
+    text = name.strip().upper()
+    if text.isdigit():
+        return int(text)
+    try:
+        return int(signal.Signals[text if text.startswith("SIG") else "SIG" + text])
+    except KeyError:
+        raise UsageError(f"invalid stop signal {name!r}") from None
+
+
+def stop(c: Container, timeout: float = 10.0) -> None:
+    """The image's StopSignal (default SIGTERM), then SIGKILL once `timeout` seconds have passed."""
+    if not c.running():
+        return
+    os.kill(c.pid, parse_signal(c.config.get("stop_signal") or "SIGTERM"))
+    deadline = time.monotonic() + timeout
+    while c.running() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if c.running():
+        os.kill(c.pid, signal.SIGKILL)
+        while c.running():
+            time.sleep(0.01)
+    c.status()  # waits briefly for the helper to record the exit code
+    c.finished, c.recorded_status = format_created(time.time()), "exited"
+    c.save()
+
+
+def remove(c: Container, force: bool = False) -> None:
+    if c.running():
+        if not force:
+            raise UsageError(f"cannot remove container {c.name}: it is running",
+                             hint="stop it first (`layerbuild stop`), or use rm -f")
+        os.kill(c.pid, signal.SIGKILL)
+        while c.running():
+            time.sleep(0.01)
+    containers.remove(c)
+
+
+def follow_log(c: Container, follow: bool) -> Iterator[bytes]:
+    """The container's output so far, and with `follow` what it writes until it ends."""
+    try:
+        f = open(c.log_path, "rb")  # noqa: SIM115 - read incrementally below
+    except FileNotFoundError:
+        return
+    with f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                yield chunk
+                continue
+            if not follow or not c.running():
+                rest = f.read()
+                if rest:
+                    yield rest
+                return
+            time.sleep(0.05)
+
+
+def run(store: Store, opts: RunOptions) -> tuple[Container, int | None]:
+    """Create and start a container (`layerbuild run`)."""
+    if opts.tty and opts.interactive and not sys.stdin.isatty():
+        raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")
+    c, spec, lowers = create(store, opts)
+    try:
+        code = start(c, spec, lowers, detach=opts.detach, interactive=opts.interactive, tty=opts.tty)
+    except BaseException:
+        if opts.remove and c.dir.exists():
+            containers.remove(c)
+        raise
+    return c, code
