@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from layerbuild.errors import LayerbuildError, UsageError
+from layerbuild.layer.frames import Reuse
 from layerbuild.layer.sink import Compression, LayerInfo, LayerSink
 from layerbuild.layer.sources import WHITEOUT_PREFIX
 from layerbuild.layer.tarformat import END_OF_ARCHIVE, Header, Kind, encode_header, padding
@@ -81,7 +82,7 @@ def _header(entry: MappedEntry, parts: tuple[bytes, ...], sde: int | None) -> He
     )
 
 
-def _copy_file(entry: MappedEntry, size: int, buf: bytearray, sink: LayerSink) -> None:
+def _copy_file(entry: MappedEntry, size: int, buf: bytearray, marks: list[tuple[int, bytes]], sink: LayerSink) -> None:
     assert entry.source is not None
     fd = os.open(entry.source, _OPEN_FLAGS)
     try:
@@ -100,8 +101,9 @@ def _copy_file(entry: MappedEntry, size: int, buf: bytearray, sink: LayerSink) -
             if len(buf) + len(data) <= _CHUNK:
                 buf += data
             else:
-                sink.write(bytes(buf))
+                sink.write(bytes(buf), marks)
                 buf.clear()
+                marks.clear()
                 sink.write(data)
     finally:
         os.close(fd)
@@ -115,8 +117,12 @@ def write_mapped(
     source_date_epoch: int | None = None,
     level: int | None = None,
     threads: int = -1,
+    reuse: Reuse | None = None,
 ) -> LayerInfo:
     """Write `entries` as a layer blob into `out` (which the caller opens and closes).
+
+    `reuse` offers an earlier layer's zstd frames: groups of entries whose bytes are unchanged are
+    copied from it instead of compressed again (see frames.py); the result is the same either way.
 
     A path given twice is an error. mtimes are clamped to `source_date_epoch` when given."""
     keyed: dict[tuple[bytes, ...], MappedEntry] = {}
@@ -127,24 +133,27 @@ def write_mapped(
         if entry.kind is Kind.FILE and entry.data is None and entry.source is None and entry.size:
             raise UsageError(f"mapped layer file {entry.path!r} has a size but no content")
         keyed[parts] = entry
-    sink = LayerSink(out, compression, level=level, threads=threads)
+    sink = LayerSink(out, compression, level=level, threads=threads, reuse=reuse)
     try:
         buf = bytearray()
+        marks: list[tuple[int, bytes]] = []  # where entries start in buf: the sink cuts frames there
         for parts in sorted(keyed):
             entry = keyed[parts]
             header = _header(entry, parts, source_date_epoch)
+            marks.append((len(buf), header.path))
             buf += encode_header(header)
             if header.kind is Kind.FILE and header.size:
                 if entry.data is not None:
                     buf += entry.data
                 else:
-                    _copy_file(entry, header.size, buf, sink)
+                    _copy_file(entry, header.size, buf, marks, sink)
                 buf += b"\0" * padding(header.size)
             if len(buf) >= _CHUNK:
-                sink.write(bytes(buf))
+                sink.write(bytes(buf), marks)
                 buf.clear()
+                marks.clear()
         buf += END_OF_ARCHIVE
-        sink.write(bytes(buf))
+        sink.write(bytes(buf), marks)
     except OSError as exc:
         sink.abort()
         raise LayerbuildError(f"cannot write layer: {exc}") from exc

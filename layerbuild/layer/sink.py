@@ -12,10 +12,13 @@ import hashlib
 import queue
 import threading
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
 import zstandard
+
+from layerbuild.layer.frames import Frame, FramedZstd, Reuse
 
 MEDIA_TYPE_TAR = "application/vnd.oci.image.layer.v1.tar"
 MEDIA_TYPE_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -35,13 +38,19 @@ class Compression(enum.Enum):
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """What a written layer is: its identity (diff_id) and the blob that stores it (digest, size)."""
+    """What a written layer is: its identity (diff_id) and the blob that stores it (digest, size).
+
+    For zstd, `frames` lists the blob's frames, so that a later, similar layer can reuse them
+    (`reused` says how many this one took from an earlier layer).
+    """
 
     diff_id: str
     digest: str
     size: int
     uncompressed_size: int
     media_type: str = MEDIA_TYPE_ZSTD
+    frames: tuple[Frame, ...] = ()
+    reused: int = 0
 
 
 class _Compressor(Protocol):
@@ -78,11 +87,15 @@ class LayerSink:
     """
 
     def __init__(
-        self, out: BinaryIO, compression: Compression, *, level: int | None = None, threads: int = -1
+        self, out: BinaryIO, compression: Compression, *, level: int | None = None, threads: int = -1,
+        reuse: Reuse | None = None,
     ):
         self._out = out
         self._compression = compression
-        self._compressor = _compressor(compression, level, threads)
+        # zstd is written as independent frames (see frames.py); gzip and plain tar as one stream.
+        self._framed = FramedZstd(3 if level is None else level, threads, reuse) \
+            if compression is Compression.ZSTD else None
+        self._compressor = _compressor(compression, level, threads) if self._framed is None else _Identity()
         self._tar_hash = hashlib.sha256()
         self._blob_hash = hashlib.sha256()
         self._tar_size = 0
@@ -101,24 +114,33 @@ class LayerSink:
     def _run(self) -> None:
         try:
             while True:
-                chunk = self._queue.get()
-                if chunk is _STOP:
+                item = self._queue.get()
+                if item is _STOP:
+                    if self._framed is not None:
+                        self._framed.finish(self._emit)
                     self._emit(self._compressor.flush())
                     return
-                assert isinstance(chunk, bytes)
+                assert isinstance(item, tuple)
+                chunk, marks = item
                 self._tar_hash.update(chunk)
                 self._tar_size += len(chunk)
-                self._emit(self._compressor.compress(chunk))
+                if self._framed is not None:
+                    self._framed.feed(chunk, marks, self._emit)
+                else:
+                    self._emit(self._compressor.compress(chunk))
         except BaseException as exc:
             self._error = exc
+            if self._framed is not None:
+                self._framed.close()
             # Keep draining so the producer never blocks on a full queue after a failure.
             while self._queue.get() is not _STOP:
                 pass
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes, marks: Sequence[tuple[int, bytes]] = ()) -> None:
+        """Add `chunk` of the tar; `marks` are (offset in chunk, path) of entries starting in it."""
         if self._error is not None:
             raise self._error
-        self._queue.put(chunk)
+        self._queue.put((chunk, tuple(marks)))
 
     def close(self) -> LayerInfo:
         """Flush, wait for the worker, and describe the blob; raises what the worker hit, if anything."""
@@ -128,7 +150,9 @@ class LayerSink:
             raise self._error
         diff_id = "sha256:" + self._tar_hash.hexdigest()
         digest = diff_id if self._compression is Compression.NONE else "sha256:" + self._blob_hash.hexdigest()
-        return LayerInfo(diff_id, digest, self._blob_size, self._tar_size, self._compression.value)
+        frames = tuple(self._framed.frames) if self._framed is not None else ()
+        reused = self._framed.reused if self._framed is not None else 0
+        return LayerInfo(diff_id, digest, self._blob_size, self._tar_size, self._compression.value, frames, reused)
 
     def abort(self) -> None:
         """Stop the worker after a producer-side failure; what was written to `out` is garbage."""

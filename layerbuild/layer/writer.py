@@ -17,13 +17,16 @@ _CHUNK = 1 << 20
 
 def _stream_items(items: Iterable[Item], sink: LayerSink) -> None:
     buf = bytearray()  # headers and small files are batched; large file chunks go to the sink as they are
+    marks: list[tuple[int, bytes]] = []  # where entries start in buf: the sink cuts frames there
 
     def flush() -> None:
         if buf:
-            sink.write(bytes(buf))
+            sink.write(bytes(buf), marks)
             buf.clear()
+            marks.clear()
 
     for item in items:
+        marks.append((len(buf), item.header.path))
         buf += encode_header(item.header)
         size = item.header.size
         if item.source is not None and size:

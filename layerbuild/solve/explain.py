@@ -27,6 +27,7 @@ class StepRecord:
     files: Mapping[str, str] | None = None
     input: str | None = None
     reason: str | None = None
+    layer: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         # By hand rather than dataclasses.asdict: that deep-copies the (large) file map.
@@ -35,7 +36,7 @@ class StepRecord:
             "definition": self.definition, "parent": self.parent, "result": self.result,
             "args": dict(self.args), "env": dict(self.env), "deps": list(self.deps), "content": self.content,
             "files": dict(self.files) if self.files is not None else None, "input": self.input,
-            "reason": self.reason,
+            "reason": self.reason, "layer": self.layer,
         }  # fmt: skip
 
     @staticmethod

@@ -227,7 +227,7 @@ class Solver:
                 raise BuildError(f"step {stage.label}:{step.index} `{step.text}` failed: {exc}") from exc
             self.cache.put(key, step.kind, output)
         result = keys.layer_result(parent.result, output.diff_id, definition) if output.diff_id else parent.result
-        record = replace(record, result=result, reason=reason)
+        record = replace(record, result=result, reason=reason, layer=output.diff_id)
         records.append(record)
         report = replace(
             base_report, cached=cached is not None, reason=reason,

@@ -104,7 +104,7 @@ class Build:
         if kind == "copy":
             from layerbuild.worker.copyop import CopyOp
 
-            return CopyOp(self.services, step, self.context)
+            return CopyOp(self.services, step, self.context, self.plan.stage(step.stage).label)
         if kind == "run":
             return RunOp(self.services, step, self._run_step(step))
         return MetaOp()
@@ -151,9 +151,12 @@ class Build:
         history_id = xxh3(str(path.resolve()).encode())
         target_key = self.request.target or ""
         previous = self.store.index.get_history(history_id, target_key)
+        self.plan = plan
+        history = history_from_json(previous.steps) if previous is not None else None
         self.rootfs = RootfsCache(self.store)
+        cache = StoreCache(self.store)
         self.services = BuildServices(
-            self.store, self.rootfs, self.base_layers, self.request.source_date_epoch
+            self.store, self.rootfs, self.base_layers, self.request.source_date_epoch, history, cache
         )
         from layerbuild.worker.context import BuildContext
 
@@ -161,12 +164,12 @@ class Build:
         try:
             with self.store.lease() as lease:
                 solver = Solver(
-                    plan, self.make_op, StoreCache(self.store),
+                    plan, self.make_op, cache,
                     options=SolveOptions(
                         platform=self.platform, jobs=self.request.jobs or (os.cpu_count() or 1),
                         no_cache=self.request.no_cache, no_cache_filter=self.request.no_cache_filter,
                     ),
-                    previous=history_from_json(previous.steps) if previous is not None else None,
+                    previous=history,
                     on_event=self.on_event,
                 )  # fmt: skip
                 solved = solver.solve()

@@ -41,9 +41,10 @@ class CopyOp:
 
     cacheable = True
 
-    def __init__(self, services: BuildServices, step: Step, context: BuildContext) -> None:
+    def __init__(self, services: BuildServices, step: Step, context: BuildContext, stage_label: str) -> None:
         self.services = services
         self.step = step
+        self.stage_label = stage_label
         self.context = context
         command = step.command
         assert isinstance(command, c.SourcesAndDest)
@@ -93,6 +94,7 @@ class CopyOp:
                 user_db=user_db,
                 existing=existing,
                 source_date_epoch=epoch,
+                reuse=self.services.reuse_for(self.stage_label, self.step.index),
             )
         )
 

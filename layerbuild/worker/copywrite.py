@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 from layerbuild.errors import BuildError
 from layerbuild.layer import Compression, Kind, LayerInfo, MappedEntry, write_mapped
+from layerbuild.layer.frames import Reuse
 from layerbuild.layer.tarformat import kind_of_mode
 from layerbuild.worker.contenthash import read_capability
 from layerbuild.worker.context import Entry, SourceTree, StageTree
@@ -213,8 +214,12 @@ def write_copy_layer(
     existing: Existing = no_existing,
     source_date_epoch: int | None = None,
     compression: Compression = Compression.ZSTD,
+    reuse: Reuse | None = None,
 ) -> LayerInfo:
     """Write the layer of `sel` into `out` (the caller opens and closes it).
+
+    `reuse` offers the frames of this step's previous layer, so an edit costs the changed files
+    (see layer.frames); the bytes written are the same as without it.
 
     `existing` says which directories the image below already has (ignored with --link, whose layer
     must not depend on them); `user_db` resolves --chown names. Source mtimes are kept (clamped to
@@ -232,7 +237,8 @@ def write_copy_layer(
         for src in sel.sources:
             layout.add_source(src, tmp)
         return write_mapped(
-            layout.entries.values(), out, compression=compression, source_date_epoch=source_date_epoch
+            layout.entries.values(), out, compression=compression, source_date_epoch=source_date_epoch,
+            reuse=reuse,
         )
     finally:
         for path in scratch:

@@ -13,8 +13,9 @@ from typing import Any
 from layerbuild.errors import BuildError
 from layerbuild.instructions import commands as c
 from layerbuild.layer import ChangeSet, LayerInfo, write_changes
+from layerbuild.layer.frames import Frame, Reuse
 from layerbuild.plan import Step
-from layerbuild.solve import Content, Output, State
+from layerbuild.solve import Cache, Content, History, Output, State
 from layerbuild.store import MEDIA_LAYER_ZSTD, Store
 from layerbuild.worker.rootfs import RootfsCache
 
@@ -28,11 +29,31 @@ class BuildServices:
         rootfs: RootfsCache,
         base_layers: Callable[[State], tuple[str, ...]],
         source_date_epoch: int | None = None,
+        previous: History | None = None,
+        cache: Cache | None = None,
     ) -> None:
         self.store = store
         self.rootfs = rootfs
         self.base_layers = base_layers
         self.source_date_epoch = source_date_epoch
+        self.previous = previous
+        self.cache = cache
+
+    def reuse_for(self, stage: str, index: int) -> Reuse | None:
+        """The frames of the layer this step made in the last build, for an edit to build on."""
+        if self.previous is None or self.cache is None:
+            return None
+        record = self.previous.get((stage, index))
+        if record is None or record.input is None:
+            return None
+        output = self.cache.get(record.input)
+        if output is None or not output.extra.get("frames") or not output.extra.get("blob"):
+            return None
+        try:
+            frames = tuple(Frame.from_json(f) for f in output.extra["frames"])
+            return Reuse(str(self.store.blobs.path(str(output.extra["blob"]))), frames)
+        except (TypeError, ValueError):
+            return None
 
     def filesystem(self, state: State) -> Path:
         """The directory holding `state`'s filesystem (made on first use in this build)."""
@@ -48,7 +69,10 @@ class BuildServices:
         self.store.index.put_layer(
             info.digest, info.diff_id, info.size, info.uncompressed_size, info.media_type
         )
-        return Output(diff_id=info.diff_id, size=info.size, created=self.now())
+        extra: dict[str, object] = {}
+        if info.frames:
+            extra = {"blob": info.digest, "frames": [f.to_json() for f in info.frames], "reused": info.reused}
+        return Output(diff_id=info.diff_id, size=info.size, created=self.now(), extra=extra)
 
     def now(self) -> float:
         return float(self.source_date_epoch) if self.source_date_epoch is not None else time.time()
