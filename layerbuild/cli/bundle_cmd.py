@@ -1,0 +1,28 @@
+"""`layerbuild bundle IMAGE DIR [CMD...]`: write an OCI runtime bundle that crun or runc can run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from layerbuild.cli.common import open_store
+
+
+def register(sub: Any) -> tuple[str, Any]:
+    p = sub.add_parser("bundle", help="write an OCI runtime bundle (config.json + rootfs/) of an image")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD", help="replaces the image's Cmd")
+    return "bundle", run
+
+
+def run(args: argparse.Namespace) -> int:
+    from layerbuild.image import resolve_image
+    from layerbuild.runtime.bundle import write_bundle
+
+    with open_store(args) as store:
+        image = resolve_image(store, args.image)
+        path = write_bundle(store, image, Path(args.dir), args.command)
+    print(path)
+    return 0
