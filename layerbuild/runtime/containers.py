@@ -18,13 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from layerbuild.errors import UsageError
-from layerbuild.image import format_created
 from layerbuild.store.snapshots import remove_tree
 
 _ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
                "nifty", "proud", "quiet", "sharp", "tender", "vivid", "witty", "zealous")
 _NOUNS = ("babbage", "curie", "darwin", "euler", "fermat", "gauss", "hopper", "knuth", "lovelace",
           "noether", "pascal", "ritchie", "shannon", "turing", "wozniak")
+
+
+def format_created(seconds: float) -> str:
+    """RFC 3339 in UTC, whole seconds, as image configs write `created`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 class ContainerNotFoundError(UsageError):

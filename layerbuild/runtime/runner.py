@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from layerbuild.errors import UsageError
-from layerbuild.image import format_created, resolve_image
 from layerbuild.runtime import containers
-from layerbuild.runtime.containers import Container, proc_start_time
+from layerbuild.runtime.containers import Container, format_created, proc_start_time
 from layerbuild.runtime.sandbox import launch, lower_dirs_for
 from layerbuild.runtime.spec import BindMount, Network, ProcessSpec, SandboxError
 from layerbuild.store import Store
@@ -83,6 +82,8 @@ def parse_volume(spec: str) -> BindMount:
 
 def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list[Path]]:
     """Make the container record and everything needed to start it."""
+    from layerbuild.image import resolve_image  # the image package is slow to import; ps/stop/rm skip it
+
     image = resolve_image(store, opts.image)
     cfg = image.config.config
     argv = command_for(opts.entrypoint if opts.entrypoint is not None else cfg.entrypoint, cfg.cmd, opts.command)

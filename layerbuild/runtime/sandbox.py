@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from layerbuild.layer import apply_layer
 from layerbuild.runtime import copyfs
 from layerbuild.runtime.merged import MergedView, MountPoint, place_mounts
 from layerbuild.runtime.spec import (
@@ -51,6 +50,8 @@ def lower_dirs_for(store: Store, diff_ids: Sequence[str]) -> list[Path]:
             raise SandboxError(f"layer {diff_id} is not in the store", hint="run `layerbuild fsck`")
 
         def unpack(dest: Path, digest: str = records[0].digest) -> None:
+            from layerbuild.layer import apply_layer  # only when a snapshot is missing: slow to import
+
             with store.open_blob(digest) as blob:
                 apply_layer(blob, dest, whiteouts="overlay")
 

@@ -1,0 +1,65 @@
+"""Sandbox start-up: whole-process `layerbuild run IMAGE true`, the primitive alone, and the floor.
+
+Run: pytest benchmarks/bench_runtime.py --benchmark-only -s   (as root; needs busybox-static)
+The floor is `unshare --fork --pid --mount true`, measured in the same run on the same machine: the
+least any namespace sandbox started from a process can cost. The primitive is `run_step` in-process
+(helper interpreter start, mounts, pivot_root, exec, wait) on an unpacked busybox image.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from layerbuild.image import resolve_image
+from layerbuild.runtime import ProcessSpec, lower_dirs_for, run_step
+from layerbuild.store import Store, import_rootfs
+from tests.runtime.conftest import busybox_tar
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def root() -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("run the runtime benchmarks as root")
+    base = Path(tempfile.mkdtemp(prefix="lb-bench-runtime-"))
+    with Store.open(base / "root") as store:
+        import_rootfs(store, io.BytesIO(busybox_tar()), "busybox")
+        lower_dirs_for(store, resolve_image(store, "busybox").config.diff_ids)  # snapshot made once
+    yield base / "root"
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_floor_unshare(benchmark: Any) -> None:
+    exe = shutil.which("unshare")
+    if exe is None:
+        pytest.skip("needs util-linux unshare")
+    benchmark(subprocess.run, [exe, "--fork", "--pid", "--mount", "true"], check=True)
+
+
+def test_run_step_true(benchmark: Any, root: Path) -> None:
+    with Store.open(root) as store:
+        lowers = lower_dirs_for(store, resolve_image(store, "busybox").config.diff_ids)
+
+    def once() -> None:
+        scratch = Path(tempfile.mkdtemp(dir=root / "tmp"))
+        result = run_step(lowers, scratch / "upper", scratch / "work", ProcessSpec(argv=("true",)))
+        assert result.exit_code == 0
+        shutil.rmtree(scratch)
+
+    benchmark(once)
+
+
+def test_cli_run_true(benchmark: Any, root: Path) -> None:
+    argv = [sys.executable, "-m", "layerbuild", "--root", str(root), "run", "--rm", "busybox", "true"]
+    benchmark(subprocess.run, argv, check=True, cwd=REPO)
