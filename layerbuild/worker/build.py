@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from layerbuild import __version__
 from layerbuild.digest import xxh3
-from layerbuild.errors import BuildError, UsageError
+from layerbuild.errors import UsageError
 from layerbuild.image.config import HistoryEntry, ImageConfig, format_created
 from layerbuild.image.store_io import StoredImage, resolve_image, write_image
 from layerbuild.parser import Dockerfile, parse
@@ -21,7 +21,6 @@ from layerbuild.solve import (
     BuildResult,
     ImageRef,
     Op,
-    Output,
     SolveOptions,
     Solver,
     State,
@@ -33,7 +32,7 @@ from layerbuild.store import Store, normalize_tag
 from layerbuild.worker import fastpath
 from layerbuild.worker.executor import Executor, NoExecutor
 from layerbuild.worker.meta import ConfigBuilder, created_by, empty_config
-from layerbuild.worker.ops import BuildServices, MetaOp, RunOp, WorkdirOp, op_kind
+from layerbuild.worker.ops import BuildServices, MetaOp, WorkdirOp, op_kind
 from layerbuild.worker.request import BuildRequest
 from layerbuild.worker.rootfs import RootfsCache
 
@@ -106,17 +105,11 @@ class Build:
 
             return CopyOp(self.services, step, self.context, self.plan.stage(step.stage).label)
         if kind == "run":
-            return RunOp(self.services, step, self._run_step(step))
+            from layerbuild.worker.runop import RunOp
+
+            return RunOp(self.services, step, network=self.request.network, secrets=self.request.secrets,
+                         context_dir=self.request.context.resolve(), stage_fs=self.services.filesystem)
         return MetaOp()
-
-    def _run_step(self, step: Step) -> Callable[[State, Sequence[State]], Output]:
-        def run(parent: State, deps: Sequence[State]) -> Output:
-            raise BuildError(
-                f"{step.command.node.original}: RUN steps need the sandbox executor, not available yet",
-                hint="this layerbuild builds Dockerfiles without RUN",
-            )
-
-        return run
 
     # -- the build -----------------------------------------------------------------------------
 

@@ -164,31 +164,6 @@ class WorkdirOp:
             )
 
 
-class RunOp:
-    """RUN: handed to the executor."""
-
-    cacheable = True
-
-    def __init__(
-        self, services: BuildServices, step: Step, run: Callable[[State, Sequence[State]], Output]
-    ) -> None:
-        self.services = services
-        self.step = step
-        self._run = run
-
-    def content(self, parent: State, deps: Sequence[State]) -> Content | None:
-        return None
-
-    def usable(self, output: Output) -> bool:
-        return self.services.usable(output)
-
-    def close(self) -> None:
-        pass
-
-    def run(self, parent: State, deps: Sequence[State]) -> Output:
-        return self._run(parent, deps)
-
-
 def op_kind(step: Step) -> str:
     if isinstance(step.command, c.Workdir):
         return "workdir"
@@ -199,4 +174,4 @@ def op_kind(step: Step) -> str:
     return "meta"
 
 
-__all__ = ["MEDIA_LAYER_ZSTD", "BuildServices", "MetaOp", "RunOp", "WorkdirOp", "op_kind"]
+__all__ = ["MEDIA_LAYER_ZSTD", "BuildServices", "MetaOp", "WorkdirOp", "op_kind"]
