@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -111,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     if report is not None:
         _render_fast(report, mode, args)
         return 0
+    import dataclasses
+
     return _full_build(args, dataclasses.replace(request, fingerprint=fp), mode)
 
 

@@ -3,32 +3,79 @@
 An image's id is its config digest (as in Docker); tags point at manifest digests.
 """
 
-from layerbuild.image.config import (
-    ContainerConfig,
-    Healthcheck,
-    HistoryEntry,
-    ImageConfig,
-    ImageFormatError,
-    format_created,
-    normalize_port,
-    parse_created,
-)
-from layerbuild.image.export import LocalExport, export_local, export_tar
-from layerbuild.image.flatten import TarExport, write_flat_tar
-from layerbuild.image.manifest import Descriptor, Manifest
-from layerbuild.image.store_io import (
-    ImageNotFoundError,
-    StoredImage,
-    list_images,
-    load_image,
-    read_blob,
-    resolve_image,
-    resolve_manifest,
-    split_tag,
-    tag_image,
-    untag_image,
-    write_image,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from layerbuild.image.config import (
+        ContainerConfig,
+        Healthcheck,
+        HistoryEntry,
+        ImageConfig,
+        ImageFormatError,
+        format_created,
+        normalize_port,
+        parse_created,
+    )
+    from layerbuild.image.export import LocalExport, export_local, export_tar
+    from layerbuild.image.flatten import TarExport, write_flat_tar
+    from layerbuild.image.manifest import Descriptor, Manifest
+    from layerbuild.image.store_io import (
+        ImageNotFoundError,
+        StoredImage,
+        list_images,
+        load_image,
+        read_blob,
+        resolve_image,
+        resolve_manifest,
+        split_tag,
+        tag_image,
+        untag_image,
+        write_image,
+    )
+
+# Loaded on first use: `run` and `ps` need the config, not the exporters.
+_LAZY = {
+    "ContainerConfig": "layerbuild.image.config",
+    "Descriptor": "layerbuild.image.manifest",
+    "Healthcheck": "layerbuild.image.config",
+    "HistoryEntry": "layerbuild.image.config",
+    "ImageConfig": "layerbuild.image.config",
+    "ImageFormatError": "layerbuild.image.config",
+    "ImageNotFoundError": "layerbuild.image.store_io",
+    "LocalExport": "layerbuild.image.export",
+    "Manifest": "layerbuild.image.manifest",
+    "StoredImage": "layerbuild.image.store_io",
+    "TarExport": "layerbuild.image.flatten",
+    "export_local": "layerbuild.image.export",
+    "export_tar": "layerbuild.image.export",
+    "format_created": "layerbuild.image.config",
+    "list_images": "layerbuild.image.store_io",
+    "load_image": "layerbuild.image.store_io",
+    "normalize_port": "layerbuild.image.config",
+    "parse_created": "layerbuild.image.config",
+    "read_blob": "layerbuild.image.store_io",
+    "resolve_image": "layerbuild.image.store_io",
+    "resolve_manifest": "layerbuild.image.store_io",
+    "split_tag": "layerbuild.image.store_io",
+    "tag_image": "layerbuild.image.store_io",
+    "untag_image": "layerbuild.image.store_io",
+    "write_flat_tar": "layerbuild.image.flatten",
+    "write_image": "layerbuild.image.store_io",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'layerbuild.image' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ContainerConfig",
