@@ -5,7 +5,8 @@
     ├── DockerfileError            the Dockerfile is wrong (exit 2); carries file:line:col
     │   ├── DockerfileSyntaxError  the parser rejected it
     │   └── ExpansionError         a `${...}` substitution failed
-    ├── BuildError                 a build step failed (exit 1)
+    ├── BuildError                 a build failed (exit 1)
+    │   └── StepError              one step failed, with its Dockerfile line
     ├── StoreError                 the store is missing something or is damaged (exit 1)
     │   └── DigestMismatchError    content does not hash to its name
     └── UnsafeArchiveError         an archive tried to write outside its destination (exit 1)
@@ -91,6 +92,16 @@ class DockerfileSyntaxError(DockerfileError):
 
 class BuildError(LayerbuildError):
     """A build step failed."""
+
+
+class StepError(BuildError):
+    """A build step failed; the message starts with its Dockerfile location and instruction."""
+
+    def __init__(self, message: str, *, filename: str, line: int, instruction: str, hint: str | None = None) -> None:
+        super().__init__(f"{filename}:{line}: {instruction}\n{message}", hint=hint)
+        self.filename = filename
+        self.line = line
+        self.instruction = instruction
 
 
 class StoreError(LayerbuildError):

@@ -93,7 +93,7 @@ def test_public_api_is_pinned() -> None:
         "BuildError", "DigestMismatchError", "DockerfileError", "DockerfileSyntaxError",
         "ExpansionError", "LayerbuildError", "StoreError", "UnsafeArchiveError", "UsageError",
         "__version__", "parse", "Dockerfile", "Instruction", "Heredoc", "build", "BuildResult",
-        "BuildEvent", "ImageRef", "StepReport", "Summary",
+        "BuildEvent", "ImageRef", "StepReport", "Summary", "StepError",
     ])
     for name in layerbuild.__all__:
         assert hasattr(layerbuild, name)

@@ -47,10 +47,22 @@ def _grammar_cache_file(text: str) -> str | bool:
     return os.path.join(folder, f"grammar-{digest}-lark{lark.__version__}.cache")
 
 
+def grammar_text() -> str:
+    """The grammar from the installed package (`layerbuild.grammar`), or from the source tree's
+    top-level `grammar/` when layerbuild runs from a checkout on sys.path without being installed."""
+    try:
+        return files("layerbuild.grammar").joinpath("dockerfile.lark").read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):
+        from pathlib import Path
+
+        source = Path(__file__).resolve().parents[2] / "grammar" / "dockerfile.lark"
+        return source.read_text(encoding="utf-8")
+
+
 @lru_cache(maxsize=1)
 def line_grammar() -> Lark:
     """The LALR parser for one logical line, built once per process (compiled form cached on disk)."""
-    text = files("layerbuild.grammar").joinpath("dockerfile.lark").read_text(encoding="utf-8")
+    text = grammar_text()
     return Lark(text, parser="lalr", lexer="contextual", cache=_grammar_cache_file(text),
                 maybe_placeholders=False)
 

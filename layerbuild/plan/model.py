@@ -99,6 +99,7 @@ class BuildPlan:
     target: int
     build_args: tuple[tuple[str, str], ...] = ()
     unused_build_args: tuple[str, ...] = ()
+    filename: str = "Dockerfile"
 
     def stage(self, index: int) -> PlannedStage:
         for stage in self.stages:

@@ -9,11 +9,11 @@ import difflib
 import posixpath
 from collections.abc import Callable, Mapping
 
-from layerbuild.errors import DockerfileError, UsageError
+from layerbuild.errors import DockerfileError, LayerbuildError, UsageError
 from layerbuild.instructions import StageExpander, expand_from, parse_command, parse_stages, resolve_meta_args
 from layerbuild.instructions import commands as c
 from layerbuild.instructions.locate import syntax_error
-from layerbuild.parser import Dockerfile, parse
+from layerbuild.parser import Dockerfile, Instruction, parse
 from layerbuild.plan.model import Base, BaseImage, BuildPlan, PlannedStage, Scratch, StageRef, Step, StepKind
 from layerbuild.platforms import host_platform_args
 
@@ -141,9 +141,20 @@ def plan_build(
     state_out: dict[int, tuple[str, str, tuple[str, ...]]] = {}
     resolved: dict[tuple[str, str | None], BaseImage] = {}
 
-    def image(ref: str, plat: str | None = None) -> BaseImage:
+    def image(ref: str, plat: str | None = None, node: Instruction | None = None) -> BaseImage:
         if (ref, plat) not in resolved:
-            resolved[ref, plat] = resolve_image(ref, plat)
+            try:
+                resolved[ref, plat] = resolve_image(ref, plat)
+            except LayerbuildError as exc:
+                if node is None:
+                    raise
+                close = difflib.get_close_matches(ref.lower(), list(names), n=1)
+                hint = f"did you mean the stage {close[0]!r}?" if close else exc.hint
+                raise DockerfileError(
+                    f"{exc.message} (no stage of that name either)", filename=df.filename,
+                    line=node.start_line, column=node.column, source_line=df.source_line(node.start_line),
+                    hint=hint,
+                ) from None
         return resolved[ref, plat]
 
     for index in _order(df, stages, target_index):
@@ -167,7 +178,7 @@ def plan_build(
             triggers = onbuild_out[base.index]
             origin = f"stage {frm.base_name}"
         else:
-            base = image(frm.base_name, frm.platform)
+            base = image(frm.base_name, frm.platform, frm.node)
             base_env, triggers = base.env, base.onbuild
             workdir, user, shell = base.workdir or "/", base.user, base.shell or DEFAULT_SHELL
         from_args = tuple(sorted((k, meta[k] or "") for k in expanded_from.used_args))
@@ -187,12 +198,12 @@ def plan_build(
             args = tuple(sorted((k, variables.get(k, "")) for k in result.used_args))
             sources: list[Base] = []
             if isinstance(cmd, c.Copy) and cmd.from_stage:
-                sources.append(_source_ref(cmd.from_stage, names, index, lambda r: image(r)))
+                sources.append(_source_ref(cmd.from_stage, names, index, lambda r, node=cmd.node: image(r, None, node)))
             if isinstance(cmd, c.Run):
                 for mount in cmd.mounts:
                     ref = getattr(mount, "from_stage", None)
                     if ref:
-                        sources.append(_source_ref(ref, names, index, lambda r: image(r)))
+                        sources.append(_source_ref(ref, names, index, lambda r, node=cmd.node: image(r, None, node)))
             env = tuple(variables.items()) if isinstance(cmd, c.Run) else ()
             if isinstance(cmd, c.Workdir):
                 workdir = posixpath.normpath(posixpath.join(workdir, cmd.path))
@@ -217,4 +228,5 @@ def plan_build(
         target=target_index,
         build_args=tuple(sorted(build_args.items())),
         unused_build_args=unused,
+        filename=df.filename,
     )

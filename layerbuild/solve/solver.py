@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from layerbuild.errors import BuildError, LayerbuildError
+from layerbuild.errors import BuildError, DockerfileError, LayerbuildError, StepError
 from layerbuild.plan import BaseImage, BuildPlan, PlannedStage, Scratch, StageRef, Step
 from layerbuild.solve import keys
 from layerbuild.solve.explain import History, StepRecord, explain_miss
@@ -176,6 +176,12 @@ class Solver:
         op = self.make_op(step)
         try:
             return self._solve_step(op, stage, step, parent, records, no_cache)
+        except (DockerfileError, StepError):
+            raise
+        except LayerbuildError as exc:
+            # Say where: the Dockerfile line and the instruction, then what went wrong.
+            raise StepError(exc.message, filename=self.plan.filename, line=step.line, instruction=step.text,
+                            hint=exc.hint) from exc
         finally:
             op.close()
 

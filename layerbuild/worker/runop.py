@@ -146,12 +146,10 @@ class RunOp:
             if result.exit_code != 0:
                 tail = result.output_tail.decode("utf-8", "replace").rstrip("\n").splitlines()[-TAIL_LINES:]
                 shown = "\n".join(f"  | {line}" for line in tail)
-                where = f"{self.step.command.node.start_line}"
                 detail = f" ({result.error})" if result.error else ""
                 raise BuildError(
-                    f"RUN failed with exit code {result.exit_code}{detail} at Dockerfile line {where}: "
-                    f"{self.step.text}" + (f"\n{shown}" if shown else ""),
-                    hint="the last lines of its output are above",
+                    f"the command failed with exit code {result.exit_code}{detail}" + (f"\n{shown}" if shown else ""),
+                    hint="the last lines of its output are above" if shown else None,
                 )
             epoch = services.source_date_epoch
             return services.store_layer(lambda out: write_overlay_upper(upper, out, source_date_epoch=epoch))

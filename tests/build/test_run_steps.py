@@ -88,7 +88,7 @@ def test_failing_run_reports_code_output_and_line(bb_ctx: Path, root: Path) -> N
     with pytest.raises(layerbuild.BuildError) as info:
         layerbuild.build(bb_ctx, root=root)
     message = info.value.message
-    assert "exit code 7" in message and "line 4" in message and "boom" in message
+    assert "exit code 7" in message and "Dockerfile:4: RUN echo before" in message and "boom" in message
     # Nothing cached for the failed step; the steps before it are.
     write(bb_ctx, {"Dockerfile": BASE + "RUN echo fixed\n"})
     result = layerbuild.build(bb_ctx, root=root)
