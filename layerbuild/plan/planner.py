@@ -6,6 +6,7 @@ Pure: the only outside knowledge, what a base image is, comes through the `resol
 from __future__ import annotations
 
 import difflib
+import functools
 import posixpath
 from collections.abc import Callable, Mapping
 
@@ -107,6 +108,12 @@ def _target_index(stages: tuple[c.Stage, ...], target: str | None) -> int:
     )
 
 
+def _image_at(image: Callable[[str, str | None, Instruction | None], BaseImage], node: Instruction,
+              ref: str) -> BaseImage:
+    """`--from=ref` as an image, errors located at the instruction that names it."""
+    return image(ref, None, node)
+
+
 def _triggers(df: Dockerfile, expressions: tuple[str, ...], origin: str) -> list[c.Command]:
     out: list[c.Command] = []
     for text in expressions:
@@ -197,13 +204,14 @@ def plan_build(
             variables = dict(result.variables)
             args = tuple(sorted((k, variables.get(k, "")) for k in result.used_args))
             sources: list[Base] = []
+            resolve_source = functools.partial(_image_at, image, cmd.node)
             if isinstance(cmd, c.Copy) and cmd.from_stage:
-                sources.append(_source_ref(cmd.from_stage, names, index, lambda r, node=cmd.node: image(r, None, node)))
+                sources.append(_source_ref(cmd.from_stage, names, index, resolve_source))
             if isinstance(cmd, c.Run):
                 for mount in cmd.mounts:
                     ref = getattr(mount, "from_stage", None)
                     if ref:
-                        sources.append(_source_ref(ref, names, index, lambda r, node=cmd.node: image(r, None, node)))
+                        sources.append(_source_ref(ref, names, index, resolve_source))
             env = tuple(variables.items()) if isinstance(cmd, c.Run) else ()
             if isinstance(cmd, c.Workdir):
                 workdir = posixpath.normpath(posixpath.join(workdir, cmd.path))
