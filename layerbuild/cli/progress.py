@@ -84,21 +84,27 @@ class TtyProgress:
 
     def _render(self) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table.grid(padding=(0, 1))
+        marks = {"cached": ("✔ cached", "green"), "running": ("… running", "yellow"),
+                 "done": ("✔ done", "cyan"), "failed": ("✘ failed", "red")}
         for status, step in self.rows.values():
             if step.kind == "base":
                 continue
-            mark = {"cached": "[green]✔ cached[/]", "running": "[yellow]… running[/]",
-                    "done": "[cyan]✔ done[/]", "failed": "[red]✘ failed[/]"}[status]
-            info = ""
+            label, style = marks[status]
+            if step.kind == "meta" and step.layer is None:
+                label, style = "· config", "dim"
+            info = Text()
             if status in ("done", "failed"):
-                info = f"{step.duration_s:.2f}s"
+                info.append(f"{step.duration_s:.2f}s")
                 if step.size is not None:
-                    info += f" {human_size(step.size)}"
+                    info.append(f" {human_size(step.size)}")
             if step.reason and status != "cached":
-                info += f"  [dim]{step.reason}[/]"
-            table.add_row(mark, f"[bold]{_step_name(step)}[/]", step.instruction[:70], info)
+                info.append(f"  {step.reason}", style="dim")
+            # Plain Text, never markup: instructions are full of brackets.
+            table.add_row(Text(label, style=style), Text(_step_name(step), style="bold"),
+                          Text(step.instruction[:70]), info)
         return table
 
     def __call__(self, event: BuildEvent) -> None:

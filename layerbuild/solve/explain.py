@@ -118,7 +118,7 @@ def explain_miss(
     if prev is None:
         return "new step (not in the last build)"
     if prev.text != current.text:
-        return f"instruction changed (was: {prev.text})"
+        return f"instruction changed (was: {_short(prev.text, 80)})"
     reason = _dict_changes("build-arg", prev.args, current.args)
     if reason:
         return reason
@@ -149,9 +149,20 @@ def _upstream(current: StepRecord, earlier: Sequence[StepRecord], previous: Hist
         if step.result == step.parent:
             continue  # a config-only step changes no files
         if before is None or before.result != step.result:
+            if step.reason and step.reason.startswith(UPSTREAM):
+                return step.reason  # name the root cause, not the chain that led here
             detail = f": {step.reason}" if step.reason else ""
-            return f"upstream step changed its output: `{step.text}`{detail}"
+            return f"{UPSTREAM}`{_short(step.text)}`{detail}"
     first = earlier[0] if earlier else None
     if first is not None and first.kind == "base":
         return f"base changed: `{first.text}`" + (f" ({first.reason})" if first.reason else "")
     return "an upstream step changed its output"
+
+
+UPSTREAM = "upstream step changed its output: "
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """An instruction on one line, white space folded, cut to `limit` characters."""
+    folded = " ".join(text.split())
+    return folded if len(folded) <= limit else folded[: limit - 1] + "…"

@@ -200,3 +200,14 @@ def test_events_and_order() -> None:
     started = [e.step.instruction for e in events if e.type == "step.started" and e.step]
     assert "COPY src/ ./src/" in started
     assert events[-1].type in ("step.finished", "step.cached")
+
+
+def test_a_chain_of_misses_names_the_root_cause() -> None:
+    w, cache = world(), DictCache()
+    first = solve(APP, w, cache)
+    w.files["deps.txt"] = "b"
+    second = by_text(solve(APP, w, cache, history(first)))
+    root_cause = "upstream step changed its output: `COPY deps.txt .`: deps.txt changed"
+    assert second["RUN install deps"] == (False, root_cause)
+    assert second["RUN build --version=$VERSION"] == (False, root_cause)
+    assert second["RUN test"] == (False, root_cause)
