@@ -6,7 +6,7 @@ first use of `build`, `parse` or the result types.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from layerbuild.errors import (
     BuildError,
@@ -20,6 +20,7 @@ from layerbuild.errors import (
     UnsafeArchiveError,
     UsageError,
 )
+from layerbuild.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from layerbuild.api.build import build
@@ -42,15 +43,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'layerbuild' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 __all__ = [

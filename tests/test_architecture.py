@@ -36,7 +36,7 @@ def allowed(pkg: str) -> set[str]:
             if dep not in seen:
                 seen.add(dep)
                 todo.append(dep)
-    return seen | {pkg, "errors", "digest", "platforms", "grammar"}
+    return seen | {pkg, "errors", "digest", "platforms", "lazy", "grammar"}
 
 
 def imported_packages(path: Path) -> set[str]:

@@ -5,7 +5,9 @@ An image's id is its config digest (as in Docker); tags point at manifest digest
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from layerbuild.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from layerbuild.image.config import (
@@ -66,15 +68,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'layerbuild.image' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 __all__ = [
