@@ -101,15 +101,33 @@ class LayerSink:
         self._tar_size = 0
         self._blob_size = 0
         self._queue: queue.Queue[object] = queue.Queue(_QUEUE_CHUNKS)
+        # The blob is hashed and written on a thread of its own, so that hashing the tar, hashing
+        # the blob and compressing (all GIL-free) overlap instead of taking turns.
+        self._blobs: queue.Queue[object] = queue.Queue(_QUEUE_CHUNKS)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="layer-sink", daemon=True)
+        self._writer = threading.Thread(target=self._write_blob, name="layer-blob", daemon=True)
         self._thread.start()
+        self._writer.start()
 
     def _emit(self, data: bytes) -> None:
         if data:
-            self._blob_hash.update(data)
-            self._blob_size += len(data)
-            self._out.write(data)
+            self._blobs.put(data)
+
+    def _write_blob(self) -> None:
+        try:
+            while True:
+                data = self._blobs.get()
+                if data is _STOP:
+                    return
+                assert isinstance(data, bytes)
+                self._blob_hash.update(data)
+                self._blob_size += len(data)
+                self._out.write(data)
+        except BaseException as exc:
+            self._error = self._error or exc
+            while self._blobs.get() is not _STOP:
+                pass
 
     def _run(self) -> None:
         try:
@@ -129,7 +147,7 @@ class LayerSink:
                 else:
                     self._emit(self._compressor.compress(chunk))
         except BaseException as exc:
-            self._error = exc
+            self._error = self._error or exc
             if self._framed is not None:
                 self._framed.close()
             # Keep draining so the producer never blocks on a full queue after a failure.
@@ -142,10 +160,15 @@ class LayerSink:
             raise self._error
         self._queue.put((chunk, tuple(marks)))
 
-    def close(self) -> LayerInfo:
-        """Flush, wait for the worker, and describe the blob; raises what the worker hit, if anything."""
+    def _join(self) -> None:
         self._queue.put(_STOP)
         self._thread.join()
+        self._blobs.put(_STOP)
+        self._writer.join()
+
+    def close(self) -> LayerInfo:
+        """Flush, wait for the workers, and describe the blob; raises what a worker hit, if anything."""
+        self._join()
         if self._error is not None:
             raise self._error
         diff_id = "sha256:" + self._tar_hash.hexdigest()
@@ -155,6 +178,5 @@ class LayerSink:
         return LayerInfo(diff_id, digest, self._blob_size, self._tar_size, self._compression.value, frames, reused)
 
     def abort(self) -> None:
-        """Stop the worker after a producer-side failure; what was written to `out` is garbage."""
-        self._queue.put(_STOP)
-        self._thread.join()
+        """Stop the workers after a producer-side failure; what was written to `out` is garbage."""
+        self._join()
