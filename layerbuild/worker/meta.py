@@ -13,8 +13,10 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def empty_config(architecture: str, os_name: str = "linux") -> ImageConfig:
+    """The config BuildKit starts a FROM scratch image with: the default PATH, WorkingDir `/`."""
     return ImageConfig(
-        architecture=architecture, os=os_name, config=ContainerConfig(env=(f"PATH={DEFAULT_PATH}",))
+        architecture=architecture, os=os_name,
+        config=ContainerConfig(env=(f"PATH={DEFAULT_PATH}",), working_dir="/"),
     )
 
 
@@ -58,7 +60,8 @@ class ConfigBuilder:
             labels = dict(cfg.config.labels) | {p.key: p.value for p in command.pairs}
             cfg = cfg.with_config(labels=tuple(labels.items()))
         elif isinstance(command, c.Cmd):
-            cfg = cfg.with_config(cmd=_shell_form(command, shell), args_escaped=False)
+            # BuildKit marks every CMD ArgsEscaped (a Docker-compatibility field), whatever its form.
+            cfg = cfg.with_config(cmd=_shell_form(command, shell), args_escaped=True)
             self.cmd_set = True
         elif isinstance(command, c.Entrypoint):
             changes: dict[str, object] = {"entrypoint": _shell_form(command, shell)}
