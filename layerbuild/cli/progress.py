@@ -31,6 +31,9 @@ class PlainProgress:
 
     def __call__(self, event: BuildEvent) -> None:
         step = event.step
+        if event.type == "build.planned" and event.message:
+            print(event.message.rstrip("\n"), file=self.out)
+            return
         if event.type == "build.finished" and event.result is not None:
             for warning in event.result.warnings:
                 print(f"warning: {warning}", file=self.out)
@@ -60,6 +63,8 @@ class JsonProgress:
         self.out = out or sys.stdout
 
     def __call__(self, event: BuildEvent) -> None:
+        if event.type == "build.planned":
+            return  # the contract's stream is steps and the final report
         self.out.write(json.dumps(event.to_json(), ensure_ascii=False) + "\n")
         self.out.flush()
 
@@ -116,7 +121,7 @@ class TtyProgress:
             self.console.print(summary_line(event.result))
             return
         step = event.step
-        if step is None:
+        if step is None or event.type == "build.planned":
             return
         status = {"step.started": "running", "step.cached": "cached", "step.finished": "done",
                   "step.failed": "failed"}[event.type]

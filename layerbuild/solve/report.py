@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-EventType = Literal["step.started", "step.cached", "step.finished", "step.failed", "build.finished"]
+EventType = Literal["build.planned", "step.started", "step.cached", "step.finished", "step.failed", "build.finished"]
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,8 @@ class BuildResult:
 
 @dataclass(frozen=True)
 class BuildEvent:
-    """One progress event: a step started, was found in the cache, finished or failed; or the end."""
+    """One progress event: the plan (its text in `message`); a step started, was found in the cache,
+    finished or failed; or the end, with the whole report."""
 
     type: EventType
     step: StepReport | None = None

@@ -141,6 +141,8 @@ class Build:
         plan = plan_build(
             df, resolve_image=self._resolve, build_args=self.request.build_args, target=self.request.target
         )
+        if self.on_event is not None:
+            self.on_event(BuildEvent("build.planned", message=plan.render()))
         history_id = xxh3(str(path.resolve()).encode())
         target_key = self.request.target or ""
         previous = self.store.index.get_history(history_id, target_key)

@@ -51,7 +51,9 @@ def test_a_touched_file_takes_the_full_path_which_still_hits(ctx: Path, root: Pa
 
 def test_an_edit_is_seen(ctx: Path, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     setup(ctx)
-    build(ctx, root, capsys)
+    first = build(ctx, root, capsys)
+    # --progress plain starts with the plan, then one line per step.
+    assert first.startswith("stage 0 from scratch [target]\n   1 copy COPY a.txt /a.txt\n")
     (ctx / "dir/b.txt").write_text("changed")
     out = build(ctx, root, capsys)
     assert "(dir/b.txt changed)" in out
