@@ -164,3 +164,24 @@ COPY --from=right /right.txt /out/
     names = layer_names(root, "m:1")
     # /out exists after the first COPY, so the second layer does not carry it again.
     assert names == [["out", "out/left.txt"], ["out/right.txt"]]
+
+
+def test_opaque_dirs_hardlinks_and_metadata_only_changes(bb_ctx: Path, root: Path) -> None:
+    write(bb_ctx, {"Dockerfile": BASE + """\
+RUN mkdir -p /d/old && echo 1 > /d/old/f && echo keep > /meta && echo a > /h1
+RUN rm -rf /d && mkdir /d && echo new > /d/x
+RUN ln /h1 /h2
+RUN chmod 600 /meta && chown 5:6 /meta
+"""})
+    layerbuild.build(bb_ctx, root=root, tags=["o:1"])
+    names = layer_names(root, "o:1")
+    assert names[-1] == ["meta"]  # chmod/chown alone: the entry again, with its new metadata
+    from layerbuild.image.export import export_local
+
+    out = root.parent / "fs"
+    with Store.open(root) as store:
+        export_local(store, resolve_image(store, "o:1"), out)
+    assert sorted(p.name for p in (out / "d").iterdir()) == ["x"]
+    assert (out / "h1").stat().st_ino == (out / "h2").stat().st_ino
+    st = (out / "meta").stat()
+    assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o600, 5, 6)
