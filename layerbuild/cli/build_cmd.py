@@ -67,8 +67,8 @@ def _outputs(items: list[str]) -> tuple[OutputSpec, ...]:
     for item in items:
         fields = _kv_list(item, "--output") if "=" in item else {"type": "local", "dest": item}
         kind = fields.get("type", "local")
-        if kind not in ("local", "tar"):
-            raise UsageError(f"--output type={kind} is not supported yet", hint="use type=local or type=tar")
+        if kind not in ("local", "tar", "oci", "docker"):
+            raise UsageError(f"unknown --output type={kind}", hint="use type=local, tar, oci or docker")
         if "dest" not in fields:
             raise UsageError(f"--output {item!r} needs dest=PATH")
         specs.append(OutputSpec(kind, fields["dest"]))

@@ -229,6 +229,7 @@ class Build:
         return dataclasses.replace(cfg, created=created)
 
     def _export(self, stored: StoredImage) -> None:
+        from layerbuild.image.archive import save
         from layerbuild.image.export import export_local, export_tar
 
         for spec in self.request.outputs:
@@ -236,8 +237,10 @@ class Build:
                 export_local(self.store, stored, spec.dest)
             elif spec.type == "tar":
                 export_tar(self.store, stored, spec.dest)
+            elif spec.type in ("oci", "docker"):
+                save(self.store, stored, spec.dest, spec.type, self.request.tags)
             else:
-                raise UsageError(f"unknown output type {spec.type!r}", hint="use type=local or type=tar")
+                raise UsageError(f"unknown output type {spec.type!r}", hint="use type=local, tar, oci or docker")
 
 
 def run_build(

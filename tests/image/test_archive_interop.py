@@ -1,0 +1,96 @@
+"""`save` and `--output type=oci|docker`: archives that skopeo, umoci and docker read."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+import layerbuild
+from layerbuild.cli.main import main
+
+pytestmark = pytest.mark.integration
+
+DOCKERFILE = """\
+FROM scratch
+COPY hello.txt /srv/hello.txt
+COPY sub/ /srv/sub/
+ENV GREETING=hi
+CMD ["/srv/hello.txt"]
+"""
+
+
+@pytest.fixture
+def built(tmp_path: Path) -> Path:
+    ctx = tmp_path / "ctx"
+    (ctx / "sub").mkdir(parents=True)
+    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    (ctx / "hello.txt").write_text("hello\n")
+    (ctx / "sub" / "a.txt").write_text("a\n")
+    root = tmp_path / "store"
+    layerbuild.build(ctx, root=root, tags=["arch:1"])
+    return root
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is not installed (scripts/setup installs it)")
+    return path
+
+
+def test_docker_archive(built: Path, tmp_path: Path) -> None:
+    out = tmp_path / "img.tar"
+    assert main(["--root", str(built), "save", "arch:1", "-o", str(out)]) == 0
+    with tarfile.open(out) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        config = json.load(tar.extractfile(manifest[0]["Config"]))  # type: ignore[arg-type]
+        assert manifest[0]["RepoTags"] == ["arch:1"]
+        diff_ids = ["sha256:" + hashlib.sha256(tar.extractfile(name).read()).hexdigest()  # type: ignore[union-attr]
+                    for name in manifest[0]["Layers"]]
+    assert diff_ids == config["rootfs"]["diff_ids"]
+    inspected = json.loads(subprocess.run([need("skopeo"), "inspect", f"docker-archive:{out}"],
+                                          capture_output=True, text=True, check=True).stdout)
+    assert "GREETING=hi" in inspected["Env"]
+    if shutil.which("docker") and os.path.exists("/var/run/docker.sock"):
+        subprocess.run(["docker", "load", "-i", str(out)], check=True, capture_output=True)
+
+
+def test_oci_archive_read_by_skopeo_and_umoci(built: Path, tmp_path: Path) -> None:
+    out = tmp_path / "img.oci.tar"
+    assert main(["--root", str(built), "save", "--format", "oci", "arch:1", "-o", str(out)]) == 0
+    inspected = json.loads(subprocess.run([need("skopeo"), "inspect", f"oci-archive:{out}"],
+                                          capture_output=True, text=True, check=True).stdout)
+    assert inspected["Os"] == "linux" and len(inspected["Layers"]) == 2
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    with tarfile.open(out) as tar:
+        tar.extractall(layout, filter="data")
+    bundle = tmp_path / "bundle"
+    subprocess.run([need("umoci"), "unpack", "--image", f"{layout}:1", str(bundle)], check=True,
+                   capture_output=True)
+    assert (bundle / "rootfs" / "srv" / "hello.txt").read_text() == "hello\n"
+    assert (bundle / "rootfs" / "srv" / "sub" / "a.txt").read_text() == "a\n"
+
+
+def test_build_output_oci_and_docker(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY f /f\n")
+    (ctx / "f").write_text("f\n")
+    oci, docker = tmp_path / "o.tar", tmp_path / "d.tar"
+    code = main(["--root", str(tmp_path / "s"), "build", "-q", "-t", "out:1", "--output", f"type=oci,dest={oci}",
+                 "--output", f"type=docker,dest={docker}", str(ctx)])
+    assert code == 0
+    with tarfile.open(oci) as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+        assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == "1"
+        assert tar.extractfile("oci-layout").read() == b'{"imageLayoutVersion":"1.0.0"}'  # type: ignore[union-attr]
+    with tarfile.open(docker) as tar:
+        assert json.load(tar.extractfile("manifest.json"))[0]["RepoTags"] == ["out:1"]  # type: ignore[arg-type]
