@@ -18,7 +18,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Verb]]:
-    from layerbuild.cli import build_cmd, df_cmd, fsck_cmd, history_cmd, images_cmd, import_cmd, inspect_cmd, parse_cmd, prune_cmd, rmi_cmd, tag_cmd, run_cmd, ps_cmd, logs_cmd, stop_cmd, rm_cmd, bundle_cmd, save_cmd  # noqa: I001
+    from layerbuild.cli import build_cmd, df_cmd, fsck_cmd, history_cmd, images_cmd, import_cmd, inspect_cmd, parse_cmd, prune_cmd, rmi_cmd, tag_cmd, run_cmd, ps_cmd, logs_cmd, stop_cmd, rm_cmd, bundle_cmd, save_cmd, load_cmd  # noqa: I001
 
     parser = _Parser(prog="layerbuild", description="Build container images with layered caching.")
     parser.add_argument("--root", metavar="DIR", help="store root (default: $LAYERBUILD_ROOT, "
@@ -26,7 +26,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Verb]]:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
     verbs: dict[str, Verb] = {}
-    for module in (build_cmd, parse_cmd, import_cmd, df_cmd, prune_cmd, fsck_cmd, images_cmd, inspect_cmd, history_cmd, tag_cmd, rmi_cmd, run_cmd, ps_cmd, logs_cmd, stop_cmd, rm_cmd, bundle_cmd, save_cmd):
+    for module in (build_cmd, parse_cmd, import_cmd, df_cmd, prune_cmd, fsck_cmd, images_cmd, inspect_cmd, history_cmd, tag_cmd, rmi_cmd, run_cmd, ps_cmd, logs_cmd, stop_cmd, rm_cmd, bundle_cmd, save_cmd, load_cmd):
         name, run = module.register(sub)
         verbs[name] = run
     return parser, verbs

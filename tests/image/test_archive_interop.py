@@ -94,3 +94,47 @@ def test_build_output_oci_and_docker(tmp_path: Path) -> None:
         assert tar.extractfile("oci-layout").read() == b'{"imageLayoutVersion":"1.0.0"}'  # type: ignore[union-attr]
     with tarfile.open(docker) as tar:
         assert json.load(tar.extractfile("manifest.json"))[0]["RepoTags"] == ["out:1"]  # type: ignore[arg-type]
+
+
+def test_load_round_trips_and_reads_a_peers_archive(built: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    ours = tmp_path / "ours.tar"
+    assert main(["--root", str(built), "save", "arch:1", "-o", str(ours)]) == 0
+    oci = tmp_path / "ours.oci.tar"
+    assert main(["--root", str(built), "save", "--format", "oci", "arch:1", "-o", str(oci)]) == 0
+    # A docker archive written by skopeo (another implementation) from our OCI export.
+    theirs = tmp_path / "theirs.tar"
+    subprocess.run([need("skopeo"), "copy", f"oci-archive:{oci}", f"docker-archive:{theirs}:peer/arch:2"],
+                   check=True, capture_output=True)
+    capsys.readouterr()
+    fresh = tmp_path / "fresh"
+    for archive in (ours, oci, theirs):
+        assert main(["--root", str(fresh), "load", "-i", str(archive)]) == 0
+    out = capsys.readouterr().out
+    assert "Loaded image: arch:1 sha256:" in out and "Loaded image: peer/arch:2 sha256:" in out
+    ids = {line.split()[-1] for line in out.splitlines()}
+    assert len(ids) == 1, "the same config gives the same image id however it travelled"
+    assert main(["--root", str(fresh), "fsck"]) == 0
+
+
+def test_load_refuses_a_tampered_archive(built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.tar"
+    assert main(["--root", str(built), "save", "arch:1", "-o", str(good)]) == 0
+    bad = tmp_path / "bad.tar"
+    with tarfile.open(good) as src, tarfile.open(bad, "w") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member) if member.isfile() else None
+            if member.name.endswith("layer.tar") and data is not None:
+                import io
+
+                payload = bytearray(data.read())
+                payload[600] ^= 0xFF  # flip a byte inside the first file's content
+                member.size = len(payload)
+                dst.addfile(member, io.BytesIO(bytes(payload)))
+                continue
+            dst.addfile(member, data)
+    capsys.readouterr()
+    assert main(["--root", str(tmp_path / "s2"), "load", "-i", str(bad)]) == 1
+    assert "do not match" in capsys.readouterr().err
+    assert main(["--root", str(tmp_path / "s2"), "images", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
