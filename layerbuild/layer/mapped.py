@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from layerbuild.errors import LayerbuildError, UsageError
 from layerbuild.layer.frames import Reuse
-from layerbuild.layer.sink import Compression, LayerInfo, LayerSink
+from layerbuild.layer.sink import Compression, LayerInfo, LayerSink, drive
 from layerbuild.layer.sources import WHITEOUT_PREFIX
 from layerbuild.layer.tarformat import END_OF_ARCHIVE, Header, Kind, encode_header, padding
 
@@ -133,8 +133,8 @@ def write_mapped(
         if entry.kind is Kind.FILE and entry.data is None and entry.source is None and entry.size:
             raise UsageError(f"mapped layer file {entry.path!r} has a size but no content")
         keyed[parts] = entry
-    sink = LayerSink(out, compression, level=level, threads=threads, reuse=reuse)
-    try:
+
+    def produce(sink: LayerSink) -> None:
         buf = bytearray()
         marks: list[tuple[int, bytes]] = []  # where entries start in buf: the sink cuts frames there
         for parts in sorted(keyed):
@@ -154,13 +154,5 @@ def write_mapped(
                 marks.clear()
         buf += END_OF_ARCHIVE
         sink.write(bytes(buf), marks)
-    except OSError as exc:
-        sink.abort()
-        raise LayerbuildError(f"cannot write layer: {exc}") from exc
-    except BaseException:
-        sink.abort()
-        raise
-    try:
-        return sink.close()
-    except OSError as exc:
-        raise LayerbuildError(f"cannot write layer blob: {exc}") from exc
+
+    return drive(LayerSink(out, compression, level=level, threads=threads, reuse=reuse), produce)

@@ -12,12 +12,13 @@ import hashlib
 import queue
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
 import zstandard
 
+from layerbuild.errors import LayerbuildError
 from layerbuild.layer.frames import Frame, FramedZstd, Reuse
 
 MEDIA_TYPE_TAR = "application/vnd.oci.image.layer.v1.tar"
@@ -180,3 +181,21 @@ class LayerSink:
     def abort(self) -> None:
         """Stop the workers after a producer-side failure; what was written to `out` is garbage."""
         self._join()
+
+
+def drive(sink: LayerSink, produce: Callable[[LayerSink], None]) -> LayerInfo:
+    """Run `produce(sink)` and finish the blob; on any failure stop the sink's workers first.
+
+    OS errors become LayerbuildErrors (naming whether writing the tar or the blob failed)."""
+    try:
+        produce(sink)
+    except OSError as exc:
+        sink.abort()
+        raise LayerbuildError(f"cannot write layer: {exc}") from exc
+    except BaseException:
+        sink.abort()
+        raise
+    try:
+        return sink.close()
+    except OSError as exc:
+        raise LayerbuildError(f"cannot write layer blob: {exc}") from exc

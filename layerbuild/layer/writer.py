@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import BinaryIO
 
 from layerbuild.errors import LayerbuildError
-from layerbuild.layer.sink import Compression, LayerInfo, LayerSink
+from layerbuild.layer.sink import Compression, LayerInfo, LayerSink, drive
 from layerbuild.layer.sources import ChangeSet, Item, change_items, tree_items
 from layerbuild.layer.tarformat import END_OF_ARCHIVE, encode_header, padding
 
@@ -57,19 +57,7 @@ def _stream_items(items: Iterable[Item], sink: LayerSink) -> None:
 def _write(
     items: Iterable[Item], out: BinaryIO, compression: Compression, level: int | None, threads: int
 ) -> LayerInfo:
-    sink = LayerSink(out, compression, level=level, threads=threads)
-    try:
-        _stream_items(items, sink)
-    except OSError as exc:
-        sink.abort()
-        raise LayerbuildError(f"cannot write layer: {exc}") from exc
-    except BaseException:
-        sink.abort()
-        raise
-    try:
-        return sink.close()
-    except OSError as exc:
-        raise LayerbuildError(f"cannot write layer blob: {exc}") from exc
+    return drive(LayerSink(out, compression, level=level, threads=threads), lambda sink: _stream_items(items, sink))
 
 
 def write_layer(
