@@ -1,4 +1,4 @@
-"""The dependency rule for the store: it imports only errors, digest, itself, stdlib, zstandard and xxhash."""
+"""The dependency rule for the store: it imports only errors, digest, lazy (exports), itself, stdlib, zstandard and xxhash."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import layerbuild.store
 
 ALLOWED_THIRD_PARTY = {"zstandard", "xxhash"}
-ALLOWED_OURS = {"layerbuild.errors", "layerbuild.digest"}
+ALLOWED_OURS = {"layerbuild.errors", "layerbuild.digest", "layerbuild.lazy"}
 
 
 def _imports(path: Path) -> set[str]:
