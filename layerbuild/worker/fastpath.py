@@ -1,7 +1,7 @@
 """The no-op fast path: when nothing a build reads has changed, answer from the last build's record.
 
 A build's inputs are the Dockerfile, its ignore file, the options, the base images its FROM lines
-named, and the context's files. The fingerprint covers all of them, each context file by its full
+named, and the context's files (a Dockerfile that names a URL or a git source never takes this path). The fingerprint covers all of them, each context file by its full
 stat (device, inode, size, mtime, ctime, mode) as the stat cache does. If the fingerprint equals the
 one recorded after the last successful build of the same Dockerfile and target, and that build's
 image, blobs and tags are all still in the store, its outputs are this build's outputs: every step
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import time
 from collections.abc import Mapping
@@ -26,6 +27,8 @@ from layerbuild.store.peek import blob_exists, tag_targets
 from layerbuild.worker.dockerignore import load_matcher
 
 VERSION = "fastpath-1"
+# A remote source anywhere in the Dockerfile (ADD https://…, ADD git@…): such builds take the full path.
+_REMOTE = re.compile(rb"://|git@", re.IGNORECASE)
 
 
 def _normalize_tag(tag: str) -> str:
@@ -46,7 +49,10 @@ def fingerprint(
     h.update(f"{VERSION}\0{version}\0".encode())
     h.update(json.dumps(options, sort_keys=True, default=str).encode())
     try:
-        h.update(b"\0dockerfile\0" + dockerfile.read_bytes())
+        text = dockerfile.read_bytes()
+        if _REMOTE.search(text):
+            return None  # ADD of a URL or a git repository reads something no stat can vouch for
+        h.update(b"\0dockerfile\0" + text)
         matcher, ignore_file = load_matcher(context, dockerfile)
         if ignore_file is not None:
             h.update(b"\0ignore\0" + ignore_file.read_bytes())

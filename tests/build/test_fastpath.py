@@ -91,3 +91,10 @@ def test_build_args_and_no_cache_bypass_it(ctx: Path, root: Path, capsys: pytest
     assert "--no-cache" in out and "hit rate 0%" in out
     out = build(ctx, root, capsys, "--build-arg", "X=1")
     assert "hit rate 100%" in out
+
+
+def test_remote_sources_never_take_the_fast_path(ctx: Path) -> None:
+    write(ctx, {"Dockerfile": "FROM scratch\nADD https://example.invalid/x /x\n"})
+    assert fastpath.fingerprint(ctx, ctx / "Dockerfile", {}, "v") is None
+    write(ctx, {"Dockerfile": "FROM scratch\nCOPY a /a\n", "a": "a"})
+    assert fastpath.fingerprint(ctx, ctx / "Dockerfile", {}, "v") is not None
