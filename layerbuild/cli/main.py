@@ -29,6 +29,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Verb]]:
     for module in (build_cmd, parse_cmd, import_cmd, df_cmd, prune_cmd, fsck_cmd, images_cmd, inspect_cmd, history_cmd, tag_cmd, rmi_cmd, run_cmd, ps_cmd, logs_cmd, stop_cmd, rm_cmd, bundle_cmd, save_cmd, load_cmd):
         name, run = module.register(sub)
         verbs[name] = run
+        # `--root` is global, but `layerbuild build --root DIR .` should work too.
+        sub.choices[name].add_argument("--root", metavar="DIR", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser, verbs
 
 

@@ -65,3 +65,10 @@ def test_import_missing_file_is_a_usage_error(tmp_path: Path, capsys: pytest.Cap
 )
 def test_parse_size(text: str, size: int) -> None:
     assert parse_size(text) == size
+
+
+def test_root_after_the_verb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["import", str(rootfs_tar(tmp_path / "r.tar")), "late:1", "--root", str(tmp_path / "s")]) == 0
+    capsys.readouterr()
+    assert main(["--root", str(tmp_path / "s"), "images", "--json"]) == 0
+    assert "late" in capsys.readouterr().out
