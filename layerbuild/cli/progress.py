@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TextIO
 
 from layerbuild.cli.common import human_size
@@ -42,7 +43,9 @@ class PlainProgress:
         if step is None:
             return
         name = _step_name(step)
-        if event.type == "step.started":
+        if event.type == "step.log":
+            print(f"{name} | {event.message}", file=self.out)
+        elif event.type == "step.started":
             why = f"  ({step.reason})" if step.reason else ""
             print(f"{name} {step.instruction}{why}", file=self.out)
         elif event.type == "step.cached":
@@ -63,7 +66,7 @@ class JsonProgress:
         self.out = out or sys.stdout
 
     def __call__(self, event: BuildEvent) -> None:
-        if event.type == "build.planned":
+        if event.type in ("build.planned", "step.log"):
             return  # the contract's stream is steps and the final report
         self.out.write(json.dumps(event.to_json(), ensure_ascii=False) + "\n")
         self.out.flush()
@@ -122,6 +125,12 @@ class TtyProgress:
             return
         step = event.step
         if step is None or event.type == "build.planned":
+            return
+        if event.type == "step.log":
+            key = (step.stage, step.index)
+            if key in self.rows and self.rows[key][0] == "running" and event.message:
+                self.rows[key] = ("running", replace(self.rows[key][1], reason=event.message[-80:]))
+                self.live.update(self._render())
             return
         status = {"step.started": "running", "step.cached": "cached", "step.finished": "done",
                   "step.failed": "failed"}[event.type]

@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-EventType = Literal["build.planned", "step.started", "step.cached", "step.finished", "step.failed", "build.finished"]
+EventType = Literal[
+    "build.planned", "step.started", "step.log", "step.cached", "step.finished", "step.failed", "build.finished"
+]
 
 
 @dataclass(frozen=True)

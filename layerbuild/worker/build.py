@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from layerbuild.solve import (
     SolveOptions,
     Solver,
     State,
+    StepReport,
     Summary,
 )
 from layerbuild.solve.cache import StoreCache
@@ -74,7 +76,8 @@ class Build:
         self.request = request
         self.store = store
         self.executor = executor or NoExecutor()
-        self.on_event = on_event
+        # Events come from every stage's thread (steps, RUN output): one lock serialises them.
+        self.on_event = _serialised(on_event) if on_event is not None else None
         self.images: dict[str, StoredImage] = {}
         self.bases: dict[str, BaseImage] = {}
         self.platform = host_platform_args()["TARGETPLATFORM"]
@@ -88,6 +91,12 @@ class Build:
         base = _base_image(ref, stored)
         self.bases[ref] = base
         return base
+
+    def _log(self, step: Step, line: str) -> None:
+        assert self.on_event is not None
+        report = StepReport(stage=self.plan.stage(step.stage).label, index=step.index, instruction=step.text,
+                            kind=step.kind, cached=False, line=step.line)
+        self.on_event(BuildEvent("step.log", report, message=line))
 
     def base_layers(self, state: State) -> tuple[str, ...]:
         if state.base is None:
@@ -153,6 +162,8 @@ class Build:
         self.services = BuildServices(
             self.store, self.rootfs, self.base_layers, self.request.source_date_epoch, history, cache
         )
+        if self.on_event is not None:
+            self.services.log = self._log
         from layerbuild.worker.context import BuildContext
 
         self.context = BuildContext.open(self.request.context, dockerfile=path, store=self.store)
@@ -241,6 +252,16 @@ class Build:
                 save(self.store, stored, spec.dest, spec.type, self.request.tags)
             else:
                 raise UsageError(f"unknown output type {spec.type!r}", hint="use type=local, tar, oci or docker")
+
+
+def _serialised(callback: Callable[[BuildEvent], None]) -> Callable[[BuildEvent], None]:
+    lock = threading.Lock()
+
+    def call(event: BuildEvent) -> None:
+        with lock:
+            callback(event)
+
+    return call
 
 
 def run_build(

@@ -38,6 +38,8 @@ class BuildServices:
         self.source_date_epoch = source_date_epoch
         self.previous = previous
         self.cache = cache
+        # Called with (step, line) for each line a RUN prints, when someone is listening.
+        self.log: Callable[[Step, str], None] | None = None
 
     def reuse_for(self, stage: str, index: int) -> Reuse | None:
         """The frames of the layer this step made in the last build, for an edit to build on."""

@@ -5,6 +5,7 @@ tmpfs, and secrets (bind-mounted files that never reach a layer, a key or a log)
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import shutil
 import tempfile
@@ -142,7 +143,11 @@ class RunOp:
             spec = ProcessSpec(argv=argv, env=self._env(), cwd=self.step.workdir or "/", user=self.step.user,
                                network=_network(self.network),
                                mounts=tuple(self._mounts(stack, deps, tmp, pipes)))
-            result = run_step(lower, upper, work, spec)
+            log = self.services.log
+            lines = _LineWriter(functools.partial(log, self.step)) if log is not None else None
+            result = run_step(lower, upper, work, spec, stdout=lines)  # type: ignore[arg-type]
+            if lines is not None:
+                lines.close()
             if result.exit_code != 0:
                 tail = result.output_tail.decode("utf-8", "replace").rstrip("\n").splitlines()[-TAIL_LINES:]
                 shown = "\n".join(f"  | {line}" for line in tail)
@@ -153,6 +158,31 @@ class RunOp:
                 )
             epoch = services.source_date_epoch
             return services.store_layer(lambda out: write_overlay_upper(upper, out, source_date_epoch=epoch))
+
+
+class _LineWriter:
+    """A file-like sink that hands RUN output on line by line (bytes decoded leniently)."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self._emit = emit
+        self._buf = b""
+
+    def write(self, data: bytes) -> int:
+        self._buf += data
+        *lines, self._buf = self._buf.split(b"\n")
+        for line in lines:
+            self._emit(line.decode("utf-8", "replace").rstrip("\r"))
+        return len(data)
+
+    def flush(self) -> None:
+        if len(self._buf) > 4096:  # a very long line without an end: hand it on in pieces
+            self._emit(self._buf.decode("utf-8", "replace"))
+            self._buf = b""
+
+    def close(self) -> None:
+        if self._buf:
+            self._emit(self._buf.decode("utf-8", "replace"))
+            self._buf = b""
 
 
 def _network(mode: str) -> Literal["default", "none", "host"]:

@@ -185,3 +185,15 @@ RUN chmod 600 /meta && chown 5:6 /meta
     assert (out / "h1").stat().st_ino == (out / "h2").stat().st_ino
     st = (out / "meta").stat()
     assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o600, 5, 6)
+
+
+def test_run_output_streams_as_log_events(bb_ctx: Path, root: Path) -> None:
+    write(bb_ctx, {"Dockerfile": BASE + "RUN echo first && echo second >&2 && printf 'no newline'\n"})
+    events: list[layerbuild.BuildEvent] = []
+    layerbuild.build(bb_ctx, root=root, on_event=events.append)
+    lines = [e.message for e in events if e.type == "step.log"]
+    assert lines == ["first", "second", "no newline"]
+    logged = [e for e in events if e.type == "step.log"]
+    assert all(e.step is not None and e.step.instruction.startswith("RUN echo first") for e in logged)
+    # The report (and so --report and --progress json) carries no output.
+    assert all(e.type != "step.log" for e in events[-1:])
