@@ -69,11 +69,12 @@ def _check(config: ImageConfig, layers: list[LayerRecord]) -> None:
 def _docker(store: Store, tar: tarfile.TarFile) -> list[Loaded]:
     out = []
     for entry in _json(tar, "manifest.json"):
-        config = ImageConfig.from_json(_member(tar, entry["Config"]).read(MAX_JSON))
+        raw = _member(tar, entry["Config"]).read(MAX_JSON)
+        config = ImageConfig.from_json(raw)
         layers = [ingest_layer(store, _member(tar, name)) for name in entry.get("Layers") or []]
         _check(config, layers)
         tags = tuple(familiar(t) for t in entry.get("RepoTags") or ())
-        out.append(Loaded(write_image(store, config, tags, layers=layers), tags))
+        out.append(Loaded(write_image(store, config, tags, layers=layers, raw_config=raw), tags))
     return out
 
 
@@ -87,13 +88,14 @@ def _oci(store: Store, tar: tarfile.TarFile) -> list[Loaded]:
     out = []
     for desc in _json(tar, "index.json").get("manifests") or []:
         manifest = Manifest.from_json(_member(tar, _blob_name(desc["digest"])).read(MAX_JSON))
-        config = ImageConfig.from_json(_member(tar, _blob_name(manifest.config.digest)).read(MAX_JSON))
+        raw = _member(tar, _blob_name(manifest.config.digest)).read(MAX_JSON)
+        config = ImageConfig.from_json(raw)
         layers = [ingest_layer(store, _member(tar, _blob_name(layer.digest))) for layer in manifest.layers]
         _check(config, layers)
         annotations = desc.get("annotations") or {}
         name = annotations.get("io.containerd.image.name") or annotations.get("org.opencontainers.image.ref.name")
         tags = (familiar(name),) if name and (":" in name or "/" in name) else ()
-        out.append(Loaded(write_image(store, config, tags, layers=layers), tags))
+        out.append(Loaded(write_image(store, config, tags, layers=layers, raw_config=raw), tags))
     return out
 
 

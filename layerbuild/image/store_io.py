@@ -88,6 +88,7 @@ def write_image(
     *,
     layers: Sequence[LayerRecord] | None = None,
     lease: Lease | None = None,
+    raw_config: bytes | None = None,
 ) -> StoredImage:
     """Store `config` and a manifest for it, and point every tag (`name` → `name:latest`) at it.
 
@@ -106,7 +107,8 @@ def write_image(
     held = store.lease() if lease is None else lease
     try:
         held.add(*(r.digest for r in records), *config.diff_ids)
-        config_bytes = config.to_json()
+        # A loaded image keeps its config bytes, and so its id, exactly as the other tool wrote them.
+        config_bytes = raw_config if raw_config is not None else config.to_json()
         cinfo = store.blobs.put(config_bytes)
         held.add(cinfo.digest)
         manifest = Manifest(

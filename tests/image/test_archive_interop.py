@@ -148,3 +148,27 @@ def test_load_refuses_a_tampered_archive(built: Path, tmp_path: Path, capsys: py
     assert "do not match" in capsys.readouterr().err
     assert main(["--root", str(tmp_path / "s2"), "images", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_load_keeps_the_config_bytes_and_so_the_image_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A config written by another tool (different key order and spacing) keeps its digest: the image id."""
+    import io
+
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as t:
+        data = b"x\n"
+        info = tarfile.TarInfo("x")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    diff_id = "sha256:" + hashlib.sha256(layer.getvalue()).hexdigest()
+    config = (b'{"os": "linux", "architecture": "amd64", "config": {"Cmd": ["/x"]},\n'
+              b' "rootfs": {"type": "layers", "diff_ids": ["' + diff_id.encode() + b'"]}}')
+    archive = tmp_path / "foreign.tar"
+    manifest = json.dumps([{"Config": "c.json", "RepoTags": ["foreign:1"], "Layers": ["l/layer.tar"]}]).encode()
+    with tarfile.open(archive, "w") as t:
+        for name, payload in (("c.json", config), ("l/layer.tar", layer.getvalue()), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            t.addfile(info, io.BytesIO(payload))
+    assert main(["--root", str(tmp_path / "s"), "load", "-i", str(archive)]) == 0
+    assert capsys.readouterr().out.split()[-1] == "sha256:" + hashlib.sha256(config).hexdigest()
