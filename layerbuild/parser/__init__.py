@@ -1,7 +1,21 @@
-"""Dockerfile text to a typed AST, with BuildKit's splitting rules (Lark grammar + line pre-pass)."""
+"""Dockerfile text to a typed AST, with BuildKit's splitting rules (Lark grammar + line pre-pass).
 
+The AST types load without Lark; `parse` loads the grammar machinery on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from layerbuild.lazy import lazy_getattr
 from layerbuild.parser.ast import Dockerfile, Heredoc, Instruction
-from layerbuild.parser.core import parse, parse_file
-from layerbuild.parser.dump import dump
+
+if TYPE_CHECKING:
+    from layerbuild.parser.core import parse, parse_file
+    from layerbuild.parser.dump import dump
+
+_LAZY = {"parse": "layerbuild.parser.core", "parse_file": "layerbuild.parser.core", "dump": "layerbuild.parser.dump"}
+
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 __all__ = ["Dockerfile", "Heredoc", "Instruction", "dump", "parse", "parse_file"]

@@ -115,3 +115,42 @@ class Dockerfile:
 
     def to_json(self) -> dict[str, Any]:
         return {"instructions": [i.to_json() for i in self.instructions]}
+
+
+# -- a lossless plain form, so a parsed Dockerfile can be kept and read back without parsing -------
+
+
+def _heredoc_state(doc: Heredoc) -> list[Any]:
+    return [doc.name, doc.file_descriptor, doc.content, doc.expand, doc.chomp]
+
+
+def _instruction_state(node: Instruction) -> dict[str, Any]:
+    return {
+        "c": node.cmd, "o": node.original, "s": node.start_line, "e": node.end_line, "f": list(node.flags),
+        "v": list(node.value), "j": node.json, "h": [_heredoc_state(d) for d in node.heredocs],
+        "i": _instruction_state(node.inner) if node.inner is not None else None, "col": node.column,
+        "k": node.keyword,
+    }  # fmt: skip
+
+
+def _instruction(state: dict[str, Any]) -> Instruction:
+    return Instruction(
+        cmd=state["c"], original=state["o"], start_line=state["s"], end_line=state["e"], flags=tuple(state["f"]),
+        value=tuple(state["v"]), json=state["j"], heredocs=tuple(Heredoc(*h) for h in state["h"]),
+        inner=_instruction(state["i"]) if state["i"] is not None else None, column=state["col"], keyword=state["k"],
+    )  # fmt: skip
+
+
+def to_state(df: Dockerfile) -> dict[str, Any]:
+    """`df` as JSON-able data; `from_state` gives back an equal Dockerfile."""
+    return {"instructions": [_instruction_state(i) for i in df.instructions], "escape": df.escape,
+            "directives": dict(df.directives), "warnings": list(df.warnings), "filename": df.filename,
+            "lines": list(df.lines)}
+
+
+def from_state(state: dict[str, Any]) -> Dockerfile:
+    return Dockerfile(
+        instructions=tuple(_instruction(i) for i in state["instructions"]), escape=state["escape"],
+        directives=dict(state["directives"]), warnings=tuple(state["warnings"]), filename=state["filename"],
+        lines=tuple(state["lines"]),
+    )  # fmt: skip

@@ -14,7 +14,7 @@ from layerbuild.errors import DockerfileError, LayerbuildError, UsageError
 from layerbuild.instructions import StageExpander, expand_from, parse_command, parse_stages, resolve_meta_args
 from layerbuild.instructions import commands as c
 from layerbuild.instructions.locate import syntax_error
-from layerbuild.parser import Dockerfile, Instruction, parse
+from layerbuild.parser import Dockerfile, Instruction
 from layerbuild.plan.model import Base, BaseImage, BuildPlan, PlannedStage, Scratch, StageRef, Step, StepKind
 from layerbuild.platforms import host_platform_args
 
@@ -116,6 +116,10 @@ def _image_at(image: Callable[[str, str | None, Instruction | None], BaseImage],
 
 def _triggers(df: Dockerfile, expressions: tuple[str, ...], origin: str) -> list[c.Command]:
     out: list[c.Command] = []
+    if not expressions:
+        return out
+    from layerbuild.parser.core import parse
+
     for text in expressions:
         trigger_df = parse(text, filename=f"ONBUILD trigger of {origin}")
         for node in trigger_df.instructions:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 import time
@@ -14,7 +15,7 @@ from layerbuild.digest import xxh3
 from layerbuild.errors import UsageError
 from layerbuild.image.config import HistoryEntry, ImageConfig, format_created
 from layerbuild.image.store_io import StoredImage, resolve_image, write_image
-from layerbuild.parser import Dockerfile, parse
+from layerbuild.parser import Dockerfile
 from layerbuild.plan import BaseImage, BuildPlan, Step, plan_build
 from layerbuild.platforms import host_platform_args
 from layerbuild.solve import (
@@ -39,18 +40,40 @@ from layerbuild.worker.request import BuildRequest
 from layerbuild.worker.rootfs import RootfsCache
 
 
-def _read_dockerfile(request: BuildRequest) -> tuple[Path, Dockerfile]:
+def _read_dockerfile(request: BuildRequest, root: Path) -> tuple[Path, Dockerfile]:
     if not request.context.is_dir():
         raise UsageError(f"build context {str(request.context)!r} is not a directory")
     path = request.dockerfile or request.context / "Dockerfile"
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise UsageError(
-            f"cannot read {path}: {exc.strerror}",
-            hint="name the Dockerfile with -f, or add one to the context",
-        ) from None
-    return path, parse(data, filename=os.path.relpath(path) if not path.is_absolute() else str(path))
+        raise UsageError(f"cannot read {path}: {exc.strerror}",
+                         hint="name the Dockerfile with -f, or add one to the context") from None
+    name = os.path.relpath(path) if not path.is_absolute() else str(path)
+    return path, parsed(data, name, root)
+
+
+def parsed(data: bytes, filename: str, root: Path) -> Dockerfile:
+    """The Dockerfile parsed, or read back from the last parse of these exact bytes (no grammar load)."""
+    from layerbuild.parser.ast import from_state, to_state
+
+    key = xxh3(b"%s\0%s\0%s" % (__version__.encode(), filename.encode("utf-8", "surrogateescape"), data))
+    cached = root / "parsed" / f"{key}.json"
+    try:
+        return from_state(json.loads(cached.read_text(encoding="utf-8", errors="surrogateescape")))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    from layerbuild.parser.core import parse
+
+    df = parse(data, filename=filename)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(to_state(df), ensure_ascii=False), encoding="utf-8", errors="surrogateescape")
+        os.replace(tmp, cached)
+    except (OSError, ValueError):
+        pass  # a cache, nothing more
+    return df
 
 
 def _base_image(ref: str, stored: StoredImage) -> BaseImage:
@@ -146,7 +169,7 @@ class Build:
         fast, fp = self._fast(started)
         if fast is not None:
             return fast
-        path, df = _read_dockerfile(self.request)
+        path, df = _read_dockerfile(self.request, self.store.root)
         plan = plan_build(
             df, resolve_image=self._resolve, build_args=self.request.build_args, target=self.request.target
         )

@@ -44,3 +44,21 @@ def test_sample_ast(dockerfile: Path) -> None:
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(got, encoding="utf-8")
     assert got == golden.read_text(encoding="utf-8")
+
+
+def test_state_round_trip_is_lossless(conformance: Path) -> None:
+    """What the build keeps of a parse (to_state) reads back equal, for every parsable case."""
+    import json
+
+    from layerbuild.errors import DockerfileSyntaxError
+    from layerbuild.parser.ast import from_state, to_state
+
+    checked = 0
+    for path in sorted([*conformance.rglob("Dockerfile"), *SAMPLES]):
+        try:
+            df = parse(path.read_bytes(), filename=str(path))
+        except DockerfileSyntaxError:
+            continue
+        assert from_state(json.loads(json.dumps(to_state(df)))) == df
+        checked += 1
+    assert checked > 60
