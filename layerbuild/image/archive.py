@@ -13,10 +13,8 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -24,6 +22,7 @@ import zstandard
 
 from layerbuild.digest import sha256_digest
 from layerbuild.errors import LayerbuildError, UsageError
+from layerbuild.image.export import atomic_file
 from layerbuild.image.manifest import Descriptor, Manifest
 from layerbuild.image.store_io import StoredImage, split_tag
 from layerbuild.store import MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST, LayerRecord, Store
@@ -45,25 +44,6 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def _add_dir(tar: tarfile.TarFile, name: str) -> None:
     tar.addfile(_info(name, 0, 0o755, tarfile.DIRTYPE))
-
-
-@contextmanager
-def _target(dest: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    path = Path(os.path.abspath(dest))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise LayerbuildError(f"cannot write {os.fspath(dest)!r}: {exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _blob(store: Store, digest: str) -> Path:
@@ -118,7 +98,7 @@ def export_oci(store: Store, image: StoredImage, dest: str | os.PathLike[str], t
         ],
     }
     digests = sorted({image.config_digest, *(layer.digest for layer in layers)})
-    with _target(dest) as out, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with atomic_file(dest) as out, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         _add_dir(tar, "blobs")
         _add_dir(tar, "blobs/sha256")
         _add_bytes(tar, f"blobs/sha256/{manifest_digest.split(':', 1)[1]}", manifest)
@@ -135,7 +115,7 @@ def export_docker(store: Store, image: StoredImage, dest: str | os.PathLike[str]
     config = store.blobs.path(image.config_digest).read_bytes()
     config_name = image.config_digest.split(":", 1)[1] + ".json"
     layer_names = []
-    with _target(dest) as out, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with atomic_file(dest) as out, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for layer in image.layers:
             hexid = layer.diff_id.split(":", 1)[1]
             _add_dir(tar, hexid)

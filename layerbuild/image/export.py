@@ -15,6 +15,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -103,13 +104,10 @@ def _copy_dir_metadata(src: Path, dst: Path) -> None:
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
-def export_tar(store: Store, image: StoredImage, dest: str | os.PathLike[str] | BinaryIO) -> TarExport:
-    """Write the image's final filesystem as an uncompressed tar to the file `dest` or an open stream.
-
-    A file is written to a temp name beside it and renamed, so a failed export leaves no partial tar.
-    """
-    if not isinstance(dest, str | os.PathLike):
-        return write_flat_tar(store, image.layers, dest)
+@contextlib.contextmanager
+def atomic_file(dest: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A file written under a temp name beside `dest`, fsynced, made 0644 and renamed into place;
+    a failure leaves nothing at `dest`."""
     target = Path(os.path.abspath(dest))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -118,11 +116,24 @@ def export_tar(store: Store, image: StoredImage, dest: str | os.PathLike[str] | 
         raise LayerbuildError(f"cannot write {os.fspath(dest)!r}: {exc}") from exc
     try:
         with os.fdopen(fd, "wb") as out:
-            result = write_flat_tar(store, image.layers, out)
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def export_tar(store: Store, image: StoredImage, dest: str | os.PathLike[str] | BinaryIO) -> TarExport:
+    """Write the image's final filesystem as an uncompressed tar to the file `dest` or an open stream.
+
+    A file is written to a temp name beside it and renamed, so a failed export leaves no partial tar.
+    """
+    if not isinstance(dest, str | os.PathLike):
+        return write_flat_tar(store, image.layers, dest)
+    with atomic_file(dest) as out:
+        result = write_flat_tar(store, image.layers, out)
     return result
