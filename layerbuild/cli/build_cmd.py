@@ -117,19 +117,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _fast_path(args: argparse.Namespace, request: Any, started: float) -> tuple[dict[str, Any] | None, str | None]:
     """A no-op build answered from the last build's record without loading the build machinery."""
-    from layerbuild import __version__
     from layerbuild.store.layout import resolve_root
     from layerbuild.worker import fastpath
 
-    options = request.fastpath_options()
-    if options is None or not request.context.is_dir():
-        return None, None
-    path = request.dockerfile_path()
-    fp = fastpath.fingerprint(request.context, path, options, __version__)
-    if fp is None:
-        return None, None
-    report = fastpath.lookup(resolve_root(args.root), path, request.target, fp, request.tags)
-    return (fastpath.replay(report, started) if report is not None else None), fp
+    return fastpath.check(request, resolve_root(args.root), started)
 
 
 def _render_fast(report: dict[str, Any], mode: str, args: argparse.Namespace) -> None:

@@ -147,17 +147,10 @@ class Build:
 
     def _fast(self, started: float) -> tuple[BuildResult | None, str | None]:
         """The last build's result if nothing it read has changed (see fastpath), and the fingerprint."""
-        options = self.request.fastpath_options()
-        if options is None:
-            return None, None
-        path = self.request.dockerfile_path()
-        fp = self.request.fingerprint or fastpath.fingerprint(self.request.context, path, options, __version__)
-        if fp is None:
-            return None, None
-        report = fastpath.lookup(self.store.root, path, self.request.target, fp, self.request.tags)
+        report, fp = fastpath.check(self.request, self.store.root, started)
         if report is None:
             return None, fp
-        result = BuildResult.from_json(fastpath.replay(report, started))
+        result = BuildResult.from_json(report)
         if self.on_event is not None:
             for step in result.steps:
                 self.on_event(BuildEvent("step.cached", step))

@@ -25,6 +25,7 @@ import xxhash
 from layerbuild.store.layout import resolve_root
 from layerbuild.store.peek import blob_exists, tag_targets
 from layerbuild.worker.dockerignore import load_matcher
+from layerbuild.worker.request import BuildRequest
 
 VERSION = "fastpath-1"
 # A remote source anywhere in the Dockerfile (ADD https://…, ADD git@…): such builds take the full path.
@@ -125,6 +126,22 @@ def save(root: Path, dockerfile: Path, target: str | None, fp: str, *, manifest:
     os.replace(tmp, path)
 
 
+def check(request: BuildRequest, root: Path, started: float) -> tuple[dict[str, Any] | None, str | None]:
+    """The replayed report if the last build answers `request` (else None), and the fingerprint
+    taken, which the full path records after the build (None when the fast path may not be used)."""
+    from layerbuild import __version__
+
+    options = request.fastpath_options()
+    if options is None or not request.context.is_dir():
+        return None, None
+    path = request.dockerfile_path()
+    fp = request.fingerprint or fingerprint(request.context, path, options, __version__)
+    if fp is None:
+        return None, None
+    report = lookup(root, path, request.target, fp, request.tags)
+    return (replay(report, started) if report is not None else None), fp
+
+
 def replay(report: Mapping[str, Any], started: float) -> dict[str, Any]:
     """The recorded all-hits report, with this run's duration."""
     out = dict(report)
@@ -132,4 +149,4 @@ def replay(report: Mapping[str, Any], started: float) -> dict[str, Any]:
     return out
 
 
-__all__ = ["fingerprint", "lookup", "replay", "resolve_root", "save"]
+__all__ = ["check", "fingerprint", "lookup", "replay", "resolve_root", "save"]

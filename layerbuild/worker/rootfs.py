@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 from layerbuild.errors import StoreError
 from layerbuild.layer import apply_layer
 from layerbuild.store import Store
+from layerbuild.store.snapshots import remove_tree
 
 
 class RootfsCache:
@@ -86,11 +86,5 @@ class RootfsCache:
         self._mounts.clear()
         if stuck:
             return
-        for path in [self._base]:
-            for root, dirs, _files in os.walk(path):
-                for name in dirs:
-                    path_ = os.path.join(root, name)
-                    if not os.path.islink(path_):
-                        with contextlib.suppress(OSError):
-                            os.chmod(path_, 0o700)
-            shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(StoreError):
+            remove_tree(self._base)

@@ -4,6 +4,7 @@ tmpfs, and secrets (bind-mounted files that never reach a layer, a key or a log)
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from layerbuild.digest import xxh3
-from layerbuild.errors import BuildError
+from layerbuild.errors import BuildError, StoreError
 from layerbuild.instructions import BindMount, CacheMount, SecretMount, SshMount, TmpfsMount
 from layerbuild.instructions import commands as c
 from layerbuild.layer import write_overlay_upper
@@ -26,6 +27,7 @@ from layerbuild.runtime import ProcessSpec, lower_dirs_for, run_step
 from layerbuild.runtime import SecretMount as RtSecret
 from layerbuild.runtime import TmpfsMount as RtTmpfs
 from layerbuild.solve import Content, Output, State
+from layerbuild.store.snapshots import remove_tree
 from layerbuild.worker.meta import DEFAULT_PATH
 from layerbuild.worker.ops import BuildServices
 
@@ -136,7 +138,7 @@ class RunOp:
         tmp_root.mkdir(parents=True, exist_ok=True)
         with ExitStack() as stack:
             tmp = Path(tempfile.mkdtemp(prefix="run-", dir=tmp_root))
-            stack.callback(_remove_tree, tmp)
+            stack.callback(_discard, tmp)
             upper, work = tmp / "upper", tmp / "work"
             upper.mkdir()
             work.mkdir()
@@ -193,13 +195,7 @@ def _network(mode: str) -> Literal["default", "none", "host"]:
     return "default"
 
 
-def _remove_tree(path: Path) -> None:
-    for root, dirs, _files in os.walk(path):
-        for name in dirs:
-            full = os.path.join(root, name)
-            if not os.path.islink(full):
-                try:
-                    os.chmod(full, 0o700)
-                except OSError:
-                    pass
-    shutil.rmtree(path, ignore_errors=True)
+def _discard(path: Path) -> None:
+    """Best-effort removal of a step's scratch dir (read-only dirs included); never masks the step's error."""
+    with contextlib.suppress(StoreError):
+        remove_tree(path)
