@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from layerbuild.digest import xxh3
 from layerbuild.errors import BuildError
-from layerbuild.instructions import commands as c
 from layerbuild.parser import parse
 from layerbuild.plan import BaseImage, BuildPlan, Exec, FileCopy, OpDef, plan_build
 from layerbuild.solve import Content, Inputs, Output, SolveOptions, Solver, SolveResult
