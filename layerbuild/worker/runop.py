@@ -147,6 +147,9 @@ class RunTask:
 
     def run(self, previous: Output | None) -> Output:
         services, op, parent = self.services, self.op, self.inputs.parent
+        if op.security != "sandbox":
+            raise BuildError(f"RUN --security={op.security} is not supported",
+                             hint="BuildKit needs --allow security.insecure for it; layerbuild runs RUN sandboxed")
         if op.mounts and not self._binds and any(
             isinstance(m, BindMountDef) and m.from_input is None for m in op.mounts
         ):
