@@ -175,3 +175,21 @@ def test_the_walker_catches_an_unkeyed_field() -> None:
     base = forgetful(sample)
     missed = [path for path, changed in mutations(sample) if forgetful(changed) == base]
     assert missed == ["user"]
+
+
+def test_solve_knows_ops_not_dockerfile_instructions() -> None:
+    import ast
+    from pathlib import Path
+
+    import layerbuild.solve
+
+    for path in Path(layerbuild.solve.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert not name.startswith(("layerbuild.instructions", "layerbuild.parser")), \
+                    f"{path.name} imports {name}"
+            if isinstance(node, ast.Attribute):
+                assert node.attr != "command", f"{path.name} reads a step's Dockerfile command"
