@@ -99,6 +99,7 @@ def make_op(
     network: Network,
     platform: str,
     source_index: Callable[[str], int],
+    source_date_epoch: int | None = None,
 ) -> OpDef:
     """The op of one expanded, non-FROM command. `source_index(ref)` is the input position of the
     stage or image that `--from=ref` names (the order of `Step.sources`)."""
@@ -108,6 +109,7 @@ def make_op(
             shell=sh, args=script, env=exec_env(variables), user=user, workdir=workdir or "/",
             network=_network(command.network, network), security=command.security or "sandbox",
             platform=platform, mounts=_mounts(command, source_index), files=files,
+            source_date_epoch=source_date_epoch,
         )  # fmt: skip
     if isinstance(command, c.SourcesAndDest):
         is_copy = isinstance(command, c.Copy)
@@ -120,7 +122,8 @@ def make_op(
             checksum=command.checksum if isinstance(command, c.Add) else None,
             keep_git_dir=isinstance(command, c.Add) and command.keep_git_dir,
             from_input=source_index(from_stage) if from_stage else None,
+            source_date_epoch=source_date_epoch,
         )  # fmt: skip
     if isinstance(command, c.Workdir):
-        return MakeDir(path=workdir)
+        return MakeDir(path=workdir, source_date_epoch=source_date_epoch)
     return ConfigEdit(instruction=command.node.original)

@@ -119,6 +119,7 @@ class Exec:
     platform: str = "linux/amd64"
     mounts: tuple[MountDef, ...] = ()
     files: tuple[ScriptFile, ...] = ()
+    source_date_epoch: int | None = None
 
     kind = "exec"
     cacheable = True
@@ -160,6 +161,7 @@ class FileCopy:
     checksum: str | None = None
     keep_git_dir: bool = False
     from_input: int | None = None
+    source_date_epoch: int | None = None
 
     kind = "copy"
     cacheable = True
@@ -173,6 +175,7 @@ class MakeDir:
     """WORKDIR: make `path` (and missing parents) when the parent's filesystem lacks it."""
 
     path: str
+    source_date_epoch: int | None = None
 
     kind = "mkdir"
     cacheable = True

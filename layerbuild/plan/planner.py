@@ -151,9 +151,11 @@ def plan_build(
     build_args: Mapping[str, str] | None = None,
     target: str | None = None,
     network: Network = "default",
+    source_date_epoch: int | None = None,
 ) -> BuildPlan:
     """Plan the build of `target` (default: the last stage) of `df`; `network` is the RUN steps'
-    network unless a `RUN --network` says otherwise."""
+    network unless a `RUN --network` says otherwise; `source_date_epoch` clamps the times of the
+    files that steps write (so it is part of their ops)."""
     build_args = dict(build_args or {})
     meta_cmds, stages = parse_stages(df)
     predefined = host_platform_args()
@@ -234,7 +236,7 @@ def plan_build(
                 workdir = posixpath.normpath(posixpath.join(workdir, cmd.path))
             op = make_op(cmd, variables=tuple(variables.items()), workdir=workdir, user=user, shell=shell,
                          network=network, platform=frm.platform or platform,
-                         source_index=source_index)
+                         source_index=source_index, source_date_epoch=source_date_epoch)
             steps.append(
                 Step(index, position + 1, step_kind(cmd), cmd.node.original, cmd, args=args, env=env,
                      sources=tuple(sources), trigger=position < trigger_count,

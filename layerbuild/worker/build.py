@@ -142,7 +142,7 @@ class Build:
         path, df = _read_dockerfile(self.request, self.store.root)
         plan = plan_build(
             df, resolve_image=self._resolve, build_args=self.request.build_args, target=self.request.target,
-            network=_network(self.request.network),
+            network=_network(self.request.network), source_date_epoch=self.request.source_date_epoch,
         )
         if self.on_event is not None:
             self.on_event(BuildEvent("build.planned", message=plan.render()))

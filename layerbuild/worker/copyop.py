@@ -76,7 +76,7 @@ class CopyTask:
         if chown and lower is not None and not all(p.isdigit() for p in chown.split(":") if p):
             user_db = RootfsUserDB(lower)
         existing: Callable[[str], bool] = _exists_in(lower) if lower is not None else (lambda path: False)
-        epoch = self.services.source_date_epoch
+        epoch = self.op.source_date_epoch
         reuse = self.services.reuse_from(previous)
         return self.services.store_layer(
             lambda out: write_copy_layer(

@@ -95,6 +95,7 @@ class MakeDirTask:
     def __init__(self, services: BuildServices, op: MakeDir, inputs: Inputs) -> None:
         self.services = services
         self.path = op.path
+        self.epoch = op.source_date_epoch
         self.parent = inputs.parent
 
     def content(self) -> Content | None:
@@ -140,7 +141,7 @@ class MakeDirTask:
             for path in reversed(created):
                 os.utime(path, ns=(0, 0))
             changes = ChangeSet(changed=tuple(str(p.relative_to(tmp)) for p in created))
-            epoch = self.services.source_date_epoch
+            epoch = self.epoch
             return self.services.store_layer(
                 lambda out: write_changes(tmp, changes, out, source_date_epoch=epoch)
             )

@@ -179,7 +179,7 @@ class RunTask:
                     f"the command failed with exit code {result.exit_code}{detail}" + (f"\n{shown}" if shown else ""),
                     hint="the last lines of its output are above" if shown else None,
                 )
-            epoch = services.source_date_epoch
+            epoch = op.source_date_epoch
             return services.store_layer(lambda out: write_overlay_upper(upper, out, source_date_epoch=epoch))
 
 

@@ -116,3 +116,14 @@ def test_an_edit_that_keeps_size_and_mtime_of_a_bind_source_reruns(ctx: Path, ro
     # An mtime alone is not an input: touching the file re-runs nothing.
     os.utime(ctx / "m.txt", ns=(1, 1))
     assert run_reason(build(ctx, root, fake)) == (True, None)
+
+
+def test_source_date_epoch_is_part_of_the_ops_that_write_files(ctx: Path, root: Path) -> None:
+    fake = FakeExec(real=None)  # type: ignore[arg-type]
+    setup(ctx)
+    build(ctx, root, fake, source_date_epoch=1)
+    again = build(ctx, root, fake, source_date_epoch=2)
+    copies = [s for s in again.steps if s.kind == "copy"]
+    assert copies and not any(s.cached for s in copies)
+    assert copies[0].reason == "source_date_epoch 1 → 2"
+    assert fake.seen[-1].source_date_epoch == 2
