@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 OUTPUT_TYPES = ("local", "tar", "oci", "docker")
 NETWORK_MODES = ("default", "none", "host")
+# An output: (type, dest), or {"type": ..., "dest": ...} as `--output type=...,dest=...` spells it.
+Output = tuple[str, str | os.PathLike[str]] | Mapping[str, str]
 
 
 def build(
@@ -39,7 +41,7 @@ def build(
     jobs: int = 0,
     network: str = "default",
     secrets: Mapping[str, str | os.PathLike[str]] | None = None,
-    outputs: Iterable[tuple[str, str | os.PathLike[str]]] = (),
+    outputs: Iterable[Output] = (),
     source_date_epoch: int | None = None,
 ) -> BuildResult:
     """Build the Dockerfile in `context` (or `dockerfile`) into the store at `root`.
@@ -47,7 +49,8 @@ def build(
     `tags` name the image; `no_cache_filter` names stages rebuilt without the cache; `jobs` bounds
     the stages built at once (0: one per CPU); `network` is `default`, `none` or `host` for RUN steps;
     `secrets` maps a secret id to the file `RUN --mount=type=secret,id=ID` reads (never stored);
-    `outputs` are `(type, dest)` pairs with type `local`, `tar`, `oci` or `docker`;
+    `outputs` are `(type, dest)` pairs (or `{"type", "dest"}` mappings), type `local`, `tar`, `oci`
+    or `docker`;
     `source_date_epoch` clamps the image's timestamps. `on_event` receives every progress event,
     from this thread, one at a time. Returns the report as typed values. Raises a LayerbuildError:
     UsageError for bad arguments, DockerfileError for a bad Dockerfile, BuildError when a step fails.
@@ -80,7 +83,7 @@ def _request(
     jobs: int,
     network: str,
     secrets: Mapping[str, str | os.PathLike[str]] | None,
-    outputs: Iterable[tuple[str, str | os.PathLike[str]]],
+    outputs: Iterable[Output],
     source_date_epoch: int | None,
 ) -> BuildRequest:
     """The arguments checked and turned into a BuildRequest; UsageError (with a hint) if one is wrong."""
@@ -113,9 +116,10 @@ def _names(items: Iterable[str]) -> tuple[str, ...]:
     return (items,) if isinstance(items, str) else tuple(items)
 
 
-def _outputs(items: Iterable[tuple[str, str | os.PathLike[str]]]) -> tuple[OutputSpec, ...]:
+def _outputs(items: Iterable[Output]) -> tuple[OutputSpec, ...]:
     specs = []
-    for kind, dest in items:
+    for item in items:
+        kind, dest = (item.get("type", "local"), item.get("dest", "")) if isinstance(item, Mapping) else item
         if kind not in OUTPUT_TYPES:
             raise UsageError(f"unknown --output type={kind}", hint="use type=local, tar, oci or docker")
         if not str(dest):
