@@ -49,11 +49,12 @@ def build(
     `tags` name the image; `no_cache_filter` names stages rebuilt without the cache; `jobs` bounds
     the stages built at once (0: one per CPU); `network` is `default`, `none` or `host` for RUN steps;
     `secrets` maps a secret id to the file `RUN --mount=type=secret,id=ID` reads (never stored);
-    `outputs` are `(type, dest)` pairs (or `{"type", "dest"}` mappings), type `local`, `tar`, `oci`
-    or `docker`;
-    `source_date_epoch` clamps the image's timestamps. `on_event` receives every progress event,
-    from this thread, one at a time. Returns the report as typed values. Raises a LayerbuildError:
-    UsageError for bad arguments, DockerfileError for a bad Dockerfile, BuildError when a step fails.
+    `outputs` are `(type, dest)` pairs or `{"type", "dest"}` mappings, of type `local`, `tar`, `oci`
+    or `docker`; `source_date_epoch` clamps the image's timestamps. `on_event` receives every
+    progress event, one at a time (RUN output and parallel stages may call it from the build's
+    threads). Returns the report as typed values. Raises a LayerbuildError: UsageError for bad
+    arguments (before anything is built), DockerfileError for a bad Dockerfile, BuildError when a
+    step fails.
     """
     request = _request(
         context, dockerfile, tags, build_args, target, no_cache, no_cache_filter=no_cache_filter, jobs=jobs,

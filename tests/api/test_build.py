@@ -65,6 +65,7 @@ def test_network_secrets_and_outputs_through_the_library(bb_ctx: Path, root: Pat
 @pytest.mark.parametrize(("kwargs", "message", "hint"), [
     ({"outputs": [("zip", "out.zip")]}, "unknown --output type=zip", "use type=local, tar, oci or docker"),
     ({"outputs": [("local", "")]}, "--output type=local needs dest=PATH", None),
+    ({"outputs": [{"type": "zip", "dest": "x"}]}, "unknown --output type=zip", "use type=local, tar, oci or docker"),
     ({"secrets": {"tok": "no/such/file"}}, "--secret id=tok: cannot read 'no/such/file'", "src= must name"),
     ({"network": "bridge"}, "unknown --network 'bridge'", "use default, none or host"),
     ({"jobs": -1}, "invalid --jobs -1", "0 for one per CPU"),
