@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     progress = make_progress("quiet" if args.quiet else args.progress)
     try:
         result = build(
-            args.context, args.file, args.tag, _build_args(args.build_arg), args.target, args.no_cache, progress,
+            args.context, args.file or None, args.tag, _build_args(args.build_arg), args.target, args.no_cache, progress,
             args.root, no_cache_filter=args.no_cache_filter, jobs=args.jobs, network=args.network,
             secrets=_secrets(args.secret), outputs=_outputs(args.output), source_date_epoch=_source_date_epoch(),
         )  # fmt: skip
