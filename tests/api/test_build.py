@@ -100,14 +100,16 @@ def cli_build(ctx: Path, root: Path, report: Path, capsys: pytest.CaptureFixture
 
 @pytest.mark.parametrize("rebuild", [False, True], ids=["full", "no-op rebuild"])
 def test_cli_and_library_report_the_same(ctx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                         rebuild: bool) -> None:
+                                         monkeypatch: pytest.MonkeyPatch, rebuild: bool) -> None:
     write(ctx, {"Dockerfile": COPY_ONLY, "a.txt": "a", "dir/b": "b"})
     lib_root, cli_root = tmp_path / "lib", tmp_path / "cli"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the same image id, whenever each one ran
     if rebuild:  # the second build of each is answered by the fast path
-        layerbuild.build(ctx, root=lib_root, tags=["same:1"])
+        layerbuild.build(ctx, root=lib_root, tags=["same:1"], source_date_epoch=1700000000)
         cli_build(ctx, cli_root, tmp_path / "first.json", capsys)
     events: list[BuildEvent] = []
-    result = layerbuild.build(ctx, root=lib_root, tags=["same:1"], on_event=events.append)
+    result = layerbuild.build(ctx, root=lib_root, tags=["same:1"], on_event=events.append,
+                              source_date_epoch=1700000000)
     lines = cli_build(ctx, cli_root, tmp_path / "report.json", capsys)
     report = json.loads((tmp_path / "report.json").read_text())
     assert timeless(report) == timeless(result.to_json())
