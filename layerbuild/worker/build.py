@@ -124,15 +124,7 @@ class Build:
 
     def _fast(self, started: float) -> tuple[BuildResult | None, str | None]:
         """The last build's result if nothing it read has changed (see fastpath), and the fingerprint."""
-        report, fp = fastpath.check(self.request, self.store.root, started)
-        if report is None:
-            return None, fp
-        result = BuildResult.from_json(report)
-        if self.on_event is not None:
-            for step in result.steps:
-                self.on_event(BuildEvent("step.cached", step))
-            self.on_event(BuildEvent("build.finished", result=result))
-        return result, fp
+        return fastpath.answer(self.request, self.store.root, started, self.on_event)
 
     def run(self) -> BuildResult:
         started = time.monotonic()
