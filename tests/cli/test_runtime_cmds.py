@@ -121,8 +121,10 @@ def test_detached_life_cycle(root: Path, capfd: pytest.CaptureFixture[str]) -> N
 def test_stop_escalates_to_sigkill_and_uses_stop_signal(root: Path, capfd: pytest.CaptureFixture[str]) -> None:
     # withentry's StopSignal is SIGUSR1: the trap answers it, SIGTERM would be ignored by PID 1.
     code, _, _ = lb(root, capfd, "run", "-d", "--name", "usr1", "--entrypoint", "/bin/sh", "withentry", "-c",
-                    'trap "exit 4" USR1; while :; do sleep 0.05; done')
+                    'trap "exit 4" USR1; echo ready; while :; do sleep 0.05; done')
     assert code == 0
+    # Signal only once the trap is set: before it, SIGUSR1 would end the shell with 138.
+    wait_for(lambda: "ready" in lb(root, capfd, "logs", "usr1")[1])
     lb(root, capfd, "stop", "-t", "5", "usr1")
     assert ps(root, capfd, "-a")["usr1"]["exit_code"] == 4
     lb(root, capfd, "run", "-d", "--name", "stubborn", "busybox", "sleep", "60")
