@@ -36,7 +36,7 @@ def allowed(pkg: str) -> set[str]:
             if dep not in seen:
                 seen.add(dep)
                 todo.append(dep)
-    return seen | {pkg, "errors", "digest", "platforms", "lazy", "grammar"}
+    return seen | {pkg, "errors", "digest", "platforms", "reference", "lazy", "grammar"}
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -118,3 +118,28 @@ def test_cli_start_up_imports_stay_light() -> None:
             "if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"imported at start-up: {out}"
+
+
+def _oci_json_keys(path: Path) -> set[str]:
+    """Keys of dict literals in `path` that only an OCI manifest or config has."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Dict):
+            keys = {k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+            found |= keys & {"schemaVersion", "diff_ids"}
+    return found
+
+
+def test_only_the_image_package_writes_oci_manifests_and_configs() -> None:
+    offenders = [
+        f"{path.relative_to(REPO)}: {sorted(keys)}"
+        for path in sorted(PKG.rglob("*.py"))
+        if "image" not in path.relative_to(PKG).parts[:1] and (keys := _oci_json_keys(path))
+    ]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_oci_json_check_sees_a_raw_manifest(tmp_path: Path) -> None:
+    src = tmp_path / "raw.py"
+    src.write_text('manifest = {"schemaVersion": 2, "layers": []}\n')
+    assert _oci_json_keys(src) == {"schemaVersion"}

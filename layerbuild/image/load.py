@@ -18,7 +18,8 @@ from layerbuild.errors import LayerbuildError, UsageError
 from layerbuild.image.config import ImageConfig
 from layerbuild.image.manifest import Manifest
 from layerbuild.image.store_io import StoredImage, write_image
-from layerbuild.store import LayerRecord, Store, ingest_layer
+from layerbuild.layer.ingest import ingest_layer
+from layerbuild.store import LayerRecord, Store
 
 MAX_JSON = 16 << 20
 

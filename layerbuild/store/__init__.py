@@ -10,7 +10,6 @@ if TYPE_CHECKING:
     from layerbuild.store.blobs import BlobInfo, BlobNotFoundError, BlobStore, BlobWriter, FileBlobStore
     from layerbuild.store.fsck import FsckProblem, FsckReport, fsck
     from layerbuild.store.index import Index
-    from layerbuild.store.ingest import ImportResult, import_rootfs, ingest_layer, normalize_tag
     from layerbuild.store.layout import Layout, resolve_root
     from layerbuild.store.maintenance import DfEntry, DfReport, PruneReport, df, prune
     from layerbuild.store.records import (
@@ -43,7 +42,6 @@ _LAZY = {
     "FsckReport": "layerbuild.store.fsck",
     "HistoryRecord": "layerbuild.store.records",
     "ImageRecord": "layerbuild.store.records",
-    "ImportResult": "layerbuild.store.ingest",
     "Index": "layerbuild.store.index",
     "LayerRecord": "layerbuild.store.records",
     "Layout": "layerbuild.store.layout",
@@ -60,9 +58,6 @@ _LAZY = {
     "Tag": "layerbuild.store.records",
     "df": "layerbuild.store.maintenance",
     "fsck": "layerbuild.store.fsck",
-    "import_rootfs": "layerbuild.store.ingest",
-    "ingest_layer": "layerbuild.store.ingest",
-    "normalize_tag": "layerbuild.store.ingest",
     "prune": "layerbuild.store.maintenance",
     "resolve_root": "layerbuild.store.layout",
 }
@@ -90,7 +85,6 @@ __all__ = [
     "FsckReport",
     "HistoryRecord",
     "ImageRecord",
-    "ImportResult",
     "Index",
     "LayerRecord",
     "Layout",
@@ -101,9 +95,6 @@ __all__ = [
     "Tag",
     "df",
     "fsck",
-    "import_rootfs",
-    "ingest_layer",
-    "normalize_tag",
     "prune",
     "resolve_root",
 ]

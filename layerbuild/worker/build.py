@@ -18,6 +18,7 @@ from layerbuild.image.store_io import StoredImage, resolve_image, write_image
 from layerbuild.parser import Dockerfile
 from layerbuild.plan import BaseImage, BuildPlan, Step, plan_build
 from layerbuild.platforms import host_platform_args
+from layerbuild.reference import normalize_tag
 from layerbuild.solve import (
     BuildEvent,
     BuildResult,
@@ -31,7 +32,7 @@ from layerbuild.solve import (
 )
 from layerbuild.solve.cache import StoreCache
 from layerbuild.solve.explain import history_from_json
-from layerbuild.store import Store, normalize_tag
+from layerbuild.store import Store
 from layerbuild.worker import fastpath
 from layerbuild.worker.executor import Executor, NoExecutor
 from layerbuild.worker.meta import ConfigBuilder, created_by, empty_config
