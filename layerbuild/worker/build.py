@@ -33,6 +33,7 @@ from layerbuild.solve import (
 from layerbuild.solve.cache import StoreCache
 from layerbuild.solve.explain import history_from_json
 from layerbuild.store import Store
+from layerbuild.store.layout import Layout
 from layerbuild.worker import fastpath
 from layerbuild.worker.executor import Executor, NoExecutor
 from layerbuild.worker.meta import ConfigBuilder, created_by, empty_config
@@ -59,7 +60,7 @@ def parsed(data: bytes, filename: str, root: Path) -> Dockerfile:
     from layerbuild.parser.ast import from_state, to_state
 
     key = xxh3(b"%s\0%s\0%s" % (__version__.encode(), filename.encode("utf-8", "surrogateescape"), data))
-    cached = root / "parsed" / f"{key}.json"
+    cached = Layout(root).parsed / f"{key}.json"
     try:
         return from_state(json.loads(cached.read_text(encoding="utf-8", errors="surrogateescape")))
     except (OSError, ValueError, KeyError, TypeError):

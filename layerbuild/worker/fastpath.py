@@ -24,7 +24,7 @@ import xxhash
 
 from layerbuild.errors import UsageError
 from layerbuild.reference import normalize_tag
-from layerbuild.store.layout import resolve_root
+from layerbuild.store.layout import Layout, resolve_root
 from layerbuild.store.peek import blob_exists, tag_targets
 from layerbuild.worker.dockerignore import load_matcher
 from layerbuild.worker.request import BuildRequest
@@ -36,7 +36,7 @@ _REMOTE = re.compile(rb"://|git@", re.IGNORECASE)
 
 def _record_path(root: Path, dockerfile: Path, target: str | None) -> Path:
     key = xxhash.xxh3_128_hexdigest(f"{dockerfile.resolve()}\0{target or ''}".encode())
-    return root / "fastpath" / f"{key}.json"
+    return Layout(root).fastpath / f"{key}.json"
 
 
 def fingerprint(
