@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from layerbuild.store import caches
 from layerbuild.store.layout import flocked, fsync_dir
 from layerbuild.store.maintenance import clean_temp
+from layerbuild.store.records import NO_RESULT
 
 if TYPE_CHECKING:
     import sqlite3
@@ -180,6 +181,8 @@ def _check_rows(store: Store, conn: sqlite3.Connection, problems: list[FsckProbl
             )
             drop("DELETE FROM tags WHERE name = ?", name)
     for key, result in conn.execute("SELECT key, result FROM cache").fetchall():
+        if result == NO_RESULT:
+            continue  # a step that made no layer: nothing to dangle
         if not exists(result) or result in broken:
             problems.append(FsckProblem("dangling cache record", key, f"result {result} is missing", action))
             drop("DELETE FROM cache WHERE key = ?", key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
 from pathlib import Path
@@ -154,3 +155,22 @@ def test_fsck_removes_a_directory_where_a_cache_file_belongs(
     assert "parsed/junk.json: not a JSON cache file" in capsys.readouterr().err
     assert not (store / "parsed" / "junk.json").exists()
     assert (store / "fastpath" / ".x.json.1.tmp").exists()  # fresh: its writer may be alive
+
+
+def test_fsck_passes_after_a_build_whose_steps_made_no_layer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a").write_text("hi\n")
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY a /a\nWORKDIR /\nENV X=1\n")
+    root = ["--root", str(tmp_path / "store")]
+    assert main([*root, "build", "-t", "t", "--progress", "quiet", str(ctx)]) == 0
+    capsys.readouterr()
+    assert main([*root, "fsck"]) == 0, capsys.readouterr().err
+    # The no-layer record survived, so the rebuild (past the fast path) hits every step.
+    (ctx / "b").write_text("unrelated\n")
+    report = tmp_path / "report.json"
+    assert main([*root, "build", "-t", "t", "--progress", "quiet", "--report", str(report), str(ctx)]) == 0
+    steps = {s["instruction"]: s for s in json.loads(report.read_text())["steps"]}
+    assert steps["WORKDIR /"]["cached"] is True, steps["WORKDIR /"]["reason"]
