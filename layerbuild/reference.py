@@ -1,4 +1,4 @@
-"""Image references (`name[:tag]`, `host:port/name:tag`): the one parser of tag names (imports only errors)."""
+"""Image references (`name[:tag]`, `host:port/name:tag`, `name@digest`): the one parser of them (imports only errors)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,14 @@ def split_tag(ref: str) -> tuple[str, str]:
     """`host:5000/app:1.0` → (`host:5000/app`, `1.0`); `app` → (`app`, `latest`)."""
     name, _, version = normalize_tag(ref).rpartition(":")
     return name, version
+
+
+def familiar(name: str) -> str:
+    """Docker Hub names as Docker shows them: `docker.io/library/a:1` → `a:1`, `docker.io/u/a` → `u/a`."""
+    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
 
 
 def split_digest_ref(ref: str) -> tuple[str, str] | None:

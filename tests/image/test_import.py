@@ -16,7 +16,7 @@ from layerbuild.image import import_rootfs
 from layerbuild.layer.compression import sniff_compression
 from layerbuild.layer.ingest import ingest_layer
 from layerbuild.platforms import host_arch
-from layerbuild.reference import normalize_tag, split_digest_ref, split_tag
+from layerbuild.reference import familiar, normalize_tag, split_digest_ref, split_tag
 from layerbuild.store import MEDIA_LAYER_ZSTD, Store
 
 
@@ -149,3 +149,11 @@ def test_split_digest_ref() -> None:
 def test_bad_tag(ref: str) -> None:
     with pytest.raises(UsageError):
         normalize_tag(ref)
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [("docker.io/library/a:1", "a:1"), ("index.docker.io/u/a", "u/a"), ("quay.io/x/y:2", "quay.io/x/y:2")],
+)
+def test_familiar_names(name: str, shown: str) -> None:
+    assert familiar(name) == shown
