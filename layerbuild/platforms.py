@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import platform
+import os
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 
 
 def host_arch() -> str:
-    machine = platform.machine()
+    # os.uname(), which platform.machine() reads too: importing `platform` costs a no-op build ~7 ms.
+    machine = os.uname().machine
     return _ARCH.get(machine, machine)
 
 

@@ -1,6 +1,16 @@
 """The library's public entry points (build, parse), shared by the CLI and other programs."""
 
-from layerbuild.api.build import build
-from layerbuild.parser import parse
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from layerbuild.lazy import lazy_getattr
+
+if TYPE_CHECKING:
+    from layerbuild.api.build import build
+    from layerbuild.parser import parse
+
+# Loaded on first use: importing `layerbuild.api.build` for a no-op rebuild must not load the grammar.
+__getattr__ = lazy_getattr(__name__, {"build": "layerbuild.api.build", "parse": "layerbuild.parser"}, globals())
 
 __all__ = ["build", "parse"]

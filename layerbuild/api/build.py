@@ -1,15 +1,30 @@
-"""`layerbuild.build()`: the library's build entry point; the CLI's `build` verb is a skin over it."""
+"""`layerbuild.build()`: the library's build entry point; the CLI's `build` verb is a skin over it.
+
+A no-op rebuild is answered by the fast path (`worker.fastpath`) before the build machinery, SQLite,
+zstd or the grammar are imported: this module imports only light modules at the top.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from layerbuild.solve import BuildEvent, BuildResult
-from layerbuild.store import Store, resolve_root
-from layerbuild.worker.build import run_build
+from layerbuild.errors import UsageError
+from layerbuild.store.layout import resolve_root
+from layerbuild.worker import fastpath
 from layerbuild.worker.request import BuildRequest, OutputSpec
+
+if TYPE_CHECKING:
+    from layerbuild.solve.report import BuildEvent, BuildResult
+
+OUTPUT_TYPES = ("local", "tar", "oci", "docker")
+NETWORK_MODES = ("default", "none", "host")
+# An output: (type, dest), or {"type": ..., "dest": ...} as `--output type=...,dest=...` spells it.
+Output = tuple[str, str | os.PathLike[str]] | Mapping[str, str]
 
 
 def build(
@@ -24,25 +39,104 @@ def build(
     *,
     no_cache_filter: Iterable[str] = (),
     jobs: int = 0,
-    outputs: Iterable[tuple[str, str]] = (),
+    network: str = "default",
+    secrets: Mapping[str, str | os.PathLike[str]] | None = None,
+    outputs: Iterable[Output] = (),
     source_date_epoch: int | None = None,
 ) -> BuildResult:
     """Build the Dockerfile in `context` (or `dockerfile`) into the store at `root`.
 
-    Returns the report as typed values; `on_event` receives every progress event. Raises a
-    LayerbuildError (DockerfileError for a bad Dockerfile, BuildError when a step fails).
+    `tags` name the image; `no_cache_filter` names stages rebuilt without the cache; `jobs` bounds
+    the stages built at once (0: one per CPU); `network` is `default`, `none` or `host` for RUN steps;
+    `secrets` maps a secret id to the file `RUN --mount=type=secret,id=ID` reads (never stored);
+    `outputs` are `(type, dest)` pairs or `{"type", "dest"}` mappings, of type `local`, `tar`, `oci`
+    or `docker`; `source_date_epoch` clamps the image's timestamps. `on_event` receives every
+    progress event, one at a time (RUN output and parallel stages may call it from the build's
+    threads). Returns the report as typed values. Raises a LayerbuildError: UsageError for bad
+    arguments (before anything is built), DockerfileError for a bad Dockerfile, BuildError when a
+    step fails.
     """
-    request = BuildRequest(
+    request = _request(
+        context, dockerfile, tags, build_args, target, no_cache, no_cache_filter=no_cache_filter, jobs=jobs,
+        network=network, secrets=secrets, outputs=outputs, source_date_epoch=source_date_epoch,
+    )  # fmt: skip
+    started = time.monotonic()
+    store_root = resolve_root(root)
+    result, fp = fastpath.answer(request, store_root, started, on_event)
+    if result is not None:
+        return result
+    from layerbuild.store import Store
+    from layerbuild.worker import build as full
+
+    with Store.open(store_root) as store:
+        return full.run_build(dataclasses.replace(request, fingerprint=fp), store, on_event=on_event)
+
+
+def _request(
+    context: str | os.PathLike[str],
+    dockerfile: str | os.PathLike[str] | None,
+    tags: Iterable[str],
+    build_args: Mapping[str, str] | None,
+    target: str | None,
+    no_cache: bool,
+    *,
+    no_cache_filter: Iterable[str],
+    jobs: int,
+    network: str,
+    secrets: Mapping[str, str | os.PathLike[str]] | None,
+    outputs: Iterable[Output],
+    source_date_epoch: int | None,
+) -> BuildRequest:
+    """The arguments checked and turned into a BuildRequest; UsageError (with a hint) if one is wrong."""
+    if network not in NETWORK_MODES:
+        raise UsageError(f"unknown --network {network!r}", hint="use default, none or host")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 0:
+        raise UsageError(f"invalid --jobs {jobs!r}", hint="give a number of stages, or 0 for one per CPU")
+    if source_date_epoch is not None and (isinstance(source_date_epoch, bool) or not isinstance(source_date_epoch, int)
+                                          or source_date_epoch < 0):
+        raise UsageError(f"invalid SOURCE_DATE_EPOCH {source_date_epoch!r}",
+                         hint="give the seconds since 1970-01-01 UTC as a whole number")
+    return BuildRequest(
         context=Path(context),
         dockerfile=Path(dockerfile) if dockerfile is not None else None,
-        tags=tuple(tags),
+        tags=_names(tags),
         build_args=dict(build_args or {}),
         target=target,
         no_cache=no_cache,
-        no_cache_filter=frozenset(no_cache_filter),
+        no_cache_filter=frozenset(s.strip() for f in _names(no_cache_filter) for s in f.split(",") if s.strip()),
         jobs=jobs,
-        outputs=tuple(OutputSpec(kind, dest) for kind, dest in outputs),
+        network=network,
+        secrets=_secrets(secrets or {}),
+        outputs=_outputs(outputs),
         source_date_epoch=source_date_epoch,
     )
-    with Store.open(resolve_root(str(root) if root is not None else None)) as store:
-        return run_build(request, store, on_event=on_event)
+
+
+def _names(items: Iterable[str]) -> tuple[str, ...]:
+    """A tuple of names; one name given as a plain string is one name, not its characters."""
+    return (items,) if isinstance(items, str) else tuple(items)
+
+
+def _outputs(items: Iterable[Output]) -> tuple[OutputSpec, ...]:
+    specs = []
+    for item in items:
+        kind, dest = (item.get("type", "local"), item.get("dest", "")) if isinstance(item, Mapping) else item
+        if kind not in OUTPUT_TYPES:
+            raise UsageError(f"unknown --output type={kind}", hint="use type=local, tar, oci or docker")
+        if not str(dest):
+            raise UsageError(f"--output type={kind} needs dest=PATH")
+        specs.append(OutputSpec(kind, str(dest)))
+    return tuple(specs)
+
+
+def _secrets(items: Mapping[str, str | os.PathLike[str]]) -> dict[str, Path]:
+    secrets = {}
+    for secret_id, src in items.items():
+        if not secret_id:
+            raise UsageError("a secret needs an id", hint="write --secret id=ID,src=PATH")
+        path = Path(src)
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise UsageError(f"--secret id={secret_id}: cannot read {str(path)!r}",
+                             hint="src= must name a readable file (the secret's value)")
+        secrets[secret_id] = path
+    return secrets

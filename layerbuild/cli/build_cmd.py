@@ -1,20 +1,12 @@
-"""`layerbuild build [options] CONTEXT`: docker build's spellings, layerbuild's cache."""
+"""`layerbuild build [options] CONTEXT`: docker build's spellings over `layerbuild.build()`."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
-import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from layerbuild.cli.common import open_store
 from layerbuild.errors import UsageError
-
-if TYPE_CHECKING:
-    from layerbuild.worker.request import OutputSpec
 
 
 def register(sub: Any) -> tuple[str, Any]:
@@ -60,105 +52,56 @@ def _build_args(items: list[str]) -> dict[str, str]:
     return args
 
 
-def _outputs(items: list[str]) -> tuple[OutputSpec, ...]:
-    from layerbuild.worker.request import OutputSpec
-
+def _outputs(items: list[str]) -> list[tuple[str, str]]:
+    """`type=TYPE,dest=PATH` (or a bare PATH: type=local) as (type, dest); the library checks them."""
     specs = []
     for item in items:
         fields = _kv_list(item, "--output") if "=" in item else {"type": "local", "dest": item}
-        kind = fields.get("type", "local")
-        if kind not in ("local", "tar", "oci", "docker"):
-            raise UsageError(f"unknown --output type={kind}", hint="use type=local, tar, oci or docker")
         if "dest" not in fields:
             raise UsageError(f"--output {item!r} needs dest=PATH")
-        specs.append(OutputSpec(kind, fields["dest"]))
-    return tuple(specs)
+        specs.append((fields.get("type", "local"), fields["dest"]))
+    return specs
 
 
-def _secrets(items: list[str]) -> dict[str, Path]:
+def _secrets(items: list[str]) -> dict[str, str]:
+    """`id=ID,src=PATH` (src defaults to the id, as docker's does) as id → path."""
     secrets = {}
     for item in items:
         fields = _kv_list(item, "--secret")
         if "id" not in fields:
             raise UsageError(f"--secret {item!r} needs id=ID")
-        secrets[fields["id"]] = Path(fields.get("src") or fields.get("source") or fields["id"])
+        secrets[fields["id"]] = fields.get("src") or fields.get("source") or fields["id"]
     return secrets
 
 
+def _source_date_epoch() -> int | None:
+    text = os.environ.get("SOURCE_DATE_EPOCH")
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"invalid SOURCE_DATE_EPOCH {text!r}",
+                         hint="give the seconds since 1970-01-01 UTC as a whole number") from None
+
+
 def run(args: argparse.Namespace) -> int:
-    from layerbuild.worker.request import BuildRequest
+    from layerbuild.api.build import build
+    from layerbuild.cli.progress import make_progress, write_report
 
     if args.cache_from or args.cache_to:
         raise UsageError("--cache-from/--cache-to are not supported yet", hint="the registry cache comes later")
-    request = BuildRequest(
-        context=Path(args.context),
-        dockerfile=Path(args.file) if args.file else None,
-        tags=tuple(args.tag),
-        build_args=_build_args(args.build_arg),
-        target=args.target,
-        no_cache=args.no_cache,
-        no_cache_filter=frozenset(s.strip() for f in args.no_cache_filter for s in f.split(",") if s.strip()),
-        jobs=args.jobs,
-        network=args.network,
-        secrets=_secrets(args.secret),
-        outputs=_outputs(args.output),
-        source_date_epoch=int(os.environ["SOURCE_DATE_EPOCH"]) if os.environ.get("SOURCE_DATE_EPOCH") else None,
-    )
-    mode = "quiet" if args.quiet else args.progress
-    started = time.monotonic()
-    report, fp = _fast_path(args, request, started)
-    if report is not None:
-        _render_fast(report, mode, args)
-        return 0
-    import dataclasses
-
-    return _full_build(args, dataclasses.replace(request, fingerprint=fp), mode)
-
-
-def _fast_path(args: argparse.Namespace, request: Any, started: float) -> tuple[dict[str, Any] | None, str | None]:
-    """A no-op build answered from the last build's record without loading the build machinery."""
-    from layerbuild.store.layout import resolve_root
-    from layerbuild.worker import fastpath
-
-    return fastpath.check(request, resolve_root(args.root), started)
-
-
-def _render_fast(report: dict[str, Any], mode: str, args: argparse.Namespace) -> None:
-    steps = report.get("steps", [])
-    summary = report["summary"]
-    if mode == "json":
-        for step in steps:
-            print(json.dumps({"event": "step.cached", **step}, ensure_ascii=False))
-        print(json.dumps({"event": "build.finished", **report}, ensure_ascii=False))
-    elif mode != "quiet":
-        for step in steps:
-            if step["kind"] in ("copy", "exec"):
-                print(f"[{step['stage']} {step['index']}] {step['instruction']}  CACHED", file=sys.stderr)
-        tags = report["image"].get("tags") or []
-        tag_text = f" ({', '.join(tags)})" if tags else ""
-        print(f"built {report['image']['id'][:19]}{tag_text}: {summary['steps']} steps, {summary['cached']} cached, "
-              f"{summary['executed']} executed, hit rate {summary['hit_rate']:.0%}, {summary['duration_s']:.2f}s",
-              file=sys.stderr)
-    if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    if args.quiet:
-        print(report["image"]["id"])
-
-
-def _full_build(args: argparse.Namespace, request: Any, mode: str) -> int:
-    from layerbuild.cli.progress import make_progress
-    from layerbuild.worker.build import run_build
-
-    progress = make_progress(mode)
+    progress = make_progress("quiet" if args.quiet else args.progress)
     try:
-        with open_store(args) as store:
-            result = run_build(request, store, on_event=progress)
+        result = build(
+            args.context, args.file or None, args.tag, _build_args(args.build_arg), args.target, args.no_cache, progress,
+            args.root, no_cache_filter=args.no_cache_filter, jobs=args.jobs, network=args.network,
+            secrets=_secrets(args.secret), outputs=_outputs(args.output), source_date_epoch=_source_date_epoch(),
+        )  # fmt: skip
     finally:
-        close = getattr(progress, "close", None)
-        if close is not None:
-            close()
+        progress.close()
     if args.report:
-        Path(args.report).write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n")
+        write_report(result, args.report)
     if args.quiet:
         print(result.image.id)
     return 0

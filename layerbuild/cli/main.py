@@ -17,17 +17,37 @@ class _Parser(argparse.ArgumentParser):
     our stderr stream so tests can capture it."""
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Verb]]:
-    from layerbuild.cli import build_cmd, df_cmd, fsck_cmd, history_cmd, images_cmd, import_cmd, inspect_cmd, parse_cmd, prune_cmd, rmi_cmd, tag_cmd, run_cmd, ps_cmd, logs_cmd, stop_cmd, rm_cmd, bundle_cmd, save_cmd, load_cmd  # noqa: I001
+# One module per verb, `layerbuild.cli.<verb>_cmd`, in the order `--help` lists them.
+VERBS = ("build", "parse", "import", "df", "prune", "fsck", "images", "inspect", "history", "tag", "rmi", "run",
+         "ps", "logs", "stop", "rm", "bundle", "save", "load")
 
+
+def _named_verb(argv: Sequence[str]) -> str | None:
+    """The verb `argv` runs, if only `--root` comes before it (else None: every verb is needed)."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--root":
+            next(args, None)
+        elif not arg.startswith("--root="):
+            return arg if arg in VERBS else None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, Verb]]:
+    """The parser and each verb's function; given the `argv` to parse, only the verb it names (building
+    all nineteen sub-parsers is most of the CLI's start-up, which a no-op build is mostly made of)."""
+    import importlib
+
+    verb = _named_verb(argv) if argv is not None else None
     parser = _Parser(prog="layerbuild", description="Build container images with layered caching.")
     parser.add_argument("--root", metavar="DIR", help="store root (default: $LAYERBUILD_ROOT, "
                         "else $XDG_DATA_HOME/layerbuild)")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
     verbs: dict[str, Verb] = {}
-    for module in (build_cmd, parse_cmd, import_cmd, df_cmd, prune_cmd, fsck_cmd, images_cmd, inspect_cmd, history_cmd, tag_cmd, rmi_cmd, run_cmd, ps_cmd, logs_cmd, stop_cmd, rm_cmd, bundle_cmd, save_cmd, load_cmd):
-        name, run = module.register(sub)
+    for name in (verb,) if verb is not None else VERBS:
+        registered, run = importlib.import_module(f"layerbuild.cli.{name}_cmd").register(sub)
+        assert registered == name, (registered, name)
         verbs[name] = run
         # `--root` is global, but `layerbuild build --root DIR .` should work too.
         sub.choices[name].add_argument("--root", metavar="DIR", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -36,7 +56,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Verb]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI in-process; returns the exit code (0 ok, 1 failed, 2 usage or Dockerfile error)."""
-    parser, verbs = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, verbs = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed the usage error

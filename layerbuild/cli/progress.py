@@ -1,10 +1,15 @@
-"""Build progress for people and programs: plain lines, JSON lines, a live terminal view, or quiet."""
+"""The one renderer of build events and reports: plain lines, JSON lines, a live terminal view, or quiet.
+
+Every build the CLI runs, fast path or full, reaches the terminal through `make_progress(mode)` and
+`write_report`; the library only emits `BuildEvent`s and returns the `BuildResult`.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from layerbuild.cli.common import human_size
@@ -24,7 +29,26 @@ def summary_line(result: BuildResult) -> str:
             f"hit rate {s.hit_rate:.0%}, {s.duration_s:.2f}s")
 
 
-class PlainProgress:
+def report_json(result: BuildResult) -> str:
+    """The `--report` file's text (DESIGN.md's report format)."""
+    return json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n"
+
+
+def write_report(result: BuildResult, path: str | Path) -> None:
+    Path(path).write_text(report_json(result), encoding="utf-8")
+
+
+class Progress:
+    """A renderer: called with each event of one build, then closed (also when the build failed)."""
+
+    def __call__(self, event: BuildEvent) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class PlainProgress(Progress):
     """One line per event, for CI logs."""
 
     def __init__(self, out: TextIO | None = None) -> None:
@@ -59,7 +83,7 @@ class PlainProgress:
         self.out.flush()
 
 
-class JsonProgress:
+class JsonProgress(Progress):
     """One JSON object per line per event; the last is the report."""
 
     def __init__(self, out: TextIO | None = None) -> None:
@@ -72,21 +96,29 @@ class JsonProgress:
         self.out.flush()
 
 
-class QuietProgress:
-    def __call__(self, event: BuildEvent) -> None:
-        return None
+class QuietProgress(Progress):
+    """Nothing at all (`--progress quiet`, `-q`)."""
 
 
-class TtyProgress:
-    """A rich live view: one line per step (cached / running / done), then a summary line."""
+class TtyProgress(Progress):
+    """A rich live view: one line per step (cached / running / done), then a summary line.
+
+    The view (and rich) starts with the first event of a build that runs: a build answered by the
+    fast path replays only cached steps and the end, which are printed as plain lines, so a no-op
+    rebuild never imports rich.
+    """
 
     def __init__(self) -> None:
+        self.rows: dict[tuple[str, int], tuple[str, StepReport]] = {}
+        self.live: Any = None
+        self.console: Any = None
+        self.plain = PlainProgress()
 
+    def _start(self) -> None:
         from rich.console import Console
         from rich.live import Live
 
         self.console = Console(stderr=True, highlight=False)
-        self.rows: dict[tuple[str, int], tuple[str, StepReport]] = {}
         self.live = Live(console=self.console, refresh_per_second=8, transient=False)
         self.live.start()
 
@@ -116,6 +148,11 @@ class TtyProgress:
         return table
 
     def __call__(self, event: BuildEvent) -> None:
+        if self.live is None:
+            if event.type in ("step.cached", "build.finished"):
+                self.plain(event)
+                return
+            self._start()
         if event.type == "build.finished" and event.result is not None:
             self.live.update(self._render())
             self.live.stop()
@@ -140,10 +177,12 @@ class TtyProgress:
             self.live.stop()
 
     def close(self) -> None:
-        self.live.stop()
+        if self.live is not None:
+            self.live.stop()
 
 
-def make_progress(mode: str) -> Any:
+def make_progress(mode: str) -> Progress:
+    """The renderer for `--progress MODE` (`auto`: the live view on a terminal, else plain lines)."""
     if mode == "auto":
         mode = "tty" if sys.stderr.isatty() else "plain"
     if mode == "tty":

@@ -1,17 +1,51 @@
 """Typed stages to a pure, printable DAG of build operations."""
 
 from layerbuild.plan.model import Base, BaseImage, BuildPlan, PlannedStage, Scratch, StageRef, Step, StepKind
+from layerbuild.plan.ops import (
+    MOUNT_KINDS,
+    OP_KINDS,
+    BindMountDef,
+    CacheMountDef,
+    ConfigEdit,
+    Exec,
+    FileCopy,
+    InlineFile,
+    MakeDir,
+    MountDef,
+    OpDef,
+    ScriptFile,
+    SecretMountDef,
+    Source,
+    SshMountDef,
+    TmpfsMountDef,
+)
 from layerbuild.plan.planner import plan_build, step_kind
 
 __all__ = [
+    "MOUNT_KINDS",
+    "OP_KINDS",
     "Base",
     "BaseImage",
+    "BindMountDef",
     "BuildPlan",
+    "CacheMountDef",
+    "ConfigEdit",
+    "Exec",
+    "FileCopy",
+    "InlineFile",
+    "MakeDir",
+    "MountDef",
+    "OpDef",
     "PlannedStage",
     "Scratch",
+    "ScriptFile",
+    "SecretMountDef",
+    "Source",
+    "SshMountDef",
     "StageRef",
     "Step",
     "StepKind",
+    "TmpfsMountDef",
     "plan_build",
     "step_kind",
 ]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from layerbuild.instructions import commands as c
+from layerbuild.plan.ops import ConfigEdit, OpDef
 
 StepKind = Literal["base", "copy", "exec", "meta"]
 
@@ -46,7 +47,8 @@ class Step:
     `args` holds the build args the step depends on with their values; `env` is what a RUN sees.
     `sources` names other stages or images that COPY --from / RUN --mount from= read.
     `workdir`, `user` and `shell` are the state in force when the step runs (for WORKDIR itself,
-    `workdir` is the directory it makes current).
+    `workdir` is the directory it makes current). `op` is what the step does as data (plan.ops):
+    the solver keys and runs the op, never the instruction; `command` is kept for the image config.
     """
 
     stage: int
@@ -61,6 +63,7 @@ class Step:
     workdir: str = "/"
     user: str = ""
     shell: tuple[str, ...] = ("/bin/sh", "-c")
+    op: OpDef = field(default=ConfigEdit(""))
 
     @property
     def line(self) -> int:

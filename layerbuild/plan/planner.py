@@ -16,6 +16,8 @@ from layerbuild.instructions import commands as c
 from layerbuild.instructions.locate import syntax_error
 from layerbuild.parser import Dockerfile, Instruction
 from layerbuild.plan.model import Base, BaseImage, BuildPlan, PlannedStage, Scratch, StageRef, Step, StepKind
+from layerbuild.plan.opmake import Network, make_op
+from layerbuild.plan.ops import Source
 from layerbuild.platforms import host_platform_args
 
 ResolveImage = Callable[[str, "str | None"], BaseImage]
@@ -45,6 +47,18 @@ def _source_ref(
     if name.isdigit():
         return StageRef(int(name))
     return resolve(name)
+
+
+def _indexer(
+    sources: list[Base], names: Mapping[str, int], current: int, resolve: Callable[[str], Base]
+) -> Callable[[str], int]:
+    """`--from=ref` → its position in `sources` (appended in the order the op names them)."""
+
+    def index(ref: str) -> int:
+        sources.append(_source_ref(ref, names, current, resolve))
+        return len(sources) - 1
+
+    return index
 
 
 def _dependencies(stage: c.Stage, names: Mapping[str, int]) -> set[int]:
@@ -136,11 +150,16 @@ def plan_build(
     resolve_image: ResolveImage,
     build_args: Mapping[str, str] | None = None,
     target: str | None = None,
+    network: Network = "default",
+    source_date_epoch: int | None = None,
 ) -> BuildPlan:
-    """Plan the build of `target` (default: the last stage) of `df`."""
+    """Plan the build of `target` (default: the last stage) of `df`; `network` is the RUN steps'
+    network unless a `RUN --network` says otherwise; `source_date_epoch` clamps the times of the
+    files that steps write (so it is part of their ops)."""
     build_args = dict(build_args or {})
     meta_cmds, stages = parse_stages(df)
     predefined = host_platform_args()
+    platform = predefined["TARGETPLATFORM"]
     meta = resolve_meta_args(df, meta_cmds, build_args, predefined)
     target_index = _target_index(stages, target)
     names = _stage_lookup(stages)
@@ -193,7 +212,8 @@ def plan_build(
             base_env, triggers = base.env, base.onbuild
             workdir, user, shell = base.workdir or "/", base.user, base.shell or DEFAULT_SHELL
         from_args = tuple(sorted((k, meta[k] or "") for k in expanded_from.used_args))
-        steps: list[Step] = [Step(index, 0, "base", frm.node.original, frm, args=from_args)]
+        source_op = Source(ref=frm.base_name, identity=base.identity if isinstance(base, BaseImage) else "")
+        steps: list[Step] = [Step(index, 0, "base", frm.node.original, frm, args=from_args, op=source_op)]
         expander = StageExpander(df, meta_args=meta, build_args=build_args, base_env=base_env)
         commands = [*_triggers(df, triggers, origin), *stage.commands]
         trigger_count = len(commands) - len(stage.commands)
@@ -209,20 +229,18 @@ def plan_build(
             args = tuple(sorted((k, variables.get(k, "")) for k in result.used_args))
             sources: list[Base] = []
             resolve_source = functools.partial(_image_at, image, cmd.node)
-            if isinstance(cmd, c.Copy) and cmd.from_stage:
-                sources.append(_source_ref(cmd.from_stage, names, index, resolve_source))
-            if isinstance(cmd, c.Run):
-                for mount in cmd.mounts:
-                    ref = getattr(mount, "from_stage", None)
-                    if ref:
-                        sources.append(_source_ref(ref, names, index, resolve_source))
+
+            source_index = _indexer(sources, names, index, resolve_source)
             env = tuple(variables.items()) if isinstance(cmd, c.Run) else ()
             if isinstance(cmd, c.Workdir):
                 workdir = posixpath.normpath(posixpath.join(workdir, cmd.path))
+            op = make_op(cmd, variables=tuple(variables.items()), workdir=workdir, user=user, shell=shell,
+                         network=network, platform=frm.platform or platform,
+                         source_index=source_index, source_date_epoch=source_date_epoch)
             steps.append(
                 Step(index, position + 1, step_kind(cmd), cmd.node.original, cmd, args=args, env=env,
                      sources=tuple(sources), trigger=position < trigger_count,
-                     workdir=workdir, user=user, shell=shell)
+                     workdir=workdir, user=user, shell=shell, op=op)
             )
             if isinstance(cmd, c.User):
                 user = cmd.user

@@ -9,14 +9,26 @@ from layerbuild.lazy import lazy_getattr
 if TYPE_CHECKING:
     from layerbuild.solve.explain import History, StepRecord, explain_miss, file_changes, history_from_json
     from layerbuild.solve.report import BuildEvent, BuildResult, ImageRef, StepReport, Summary
-    from layerbuild.solve.solver import Cache, Content, Op, Output, SolveOptions, Solver, SolveResult, State
+    from layerbuild.solve.solver import (
+        Cache,
+        Content,
+        Executor,
+        Inputs,
+        Output,
+        SolveOptions,
+        Solver,
+        SolveResult,
+        State,
+        Task,
+    )
 
 # Loaded on first use, so that `layerbuild.solve.report` alone stays cheap to import.
 _LAZY = {
     **dict.fromkeys(("History", "StepRecord", "explain_miss", "file_changes", "history_from_json"),
                     "layerbuild.solve.explain"),
     **dict.fromkeys(("BuildEvent", "BuildResult", "ImageRef", "StepReport", "Summary"), "layerbuild.solve.report"),
-    **dict.fromkeys(("Cache", "Content", "Op", "Output", "SolveOptions", "Solver", "SolveResult", "State"),
+    **dict.fromkeys(("Cache", "Content", "Executor", "Inputs", "Output", "SolveOptions", "Solver", "SolveResult",
+                     "State", "Task"),
                     "layerbuild.solve.solver"),
 }
 
@@ -29,9 +41,10 @@ __all__ = [
     "BuildResult",
     "Cache",
     "Content",
+    "Executor",
     "History",
     "ImageRef",
-    "Op",
+    "Inputs",
     "Output",
     "SolveOptions",
     "SolveResult",
@@ -40,6 +53,7 @@ __all__ = [
     "StepRecord",
     "StepReport",
     "Summary",
+    "Task",
     "explain_miss",
     "file_changes",
     "history_from_json",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ class StepRecord:
     input: str | None = None
     reason: str | None = None
     layer: str | None = None
+    op: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         # By hand rather than dataclasses.asdict: that deep-copies the (large) file map.
@@ -36,7 +38,7 @@ class StepRecord:
             "definition": self.definition, "parent": self.parent, "result": self.result,
             "args": dict(self.args), "env": dict(self.env), "deps": list(self.deps), "content": self.content,
             "files": dict(self.files) if self.files is not None else None, "input": self.input,
-            "reason": self.reason, "layer": self.layer,
+            "reason": self.reason, "layer": self.layer, "op": self.op,
         }  # fmt: skip
 
     @staticmethod
@@ -125,16 +127,15 @@ def explain_miss(
     if current.files is not None and prev.files is not None:
         reason = file_changes(prev.files, current.files)
         if reason:
-            return reason
+            return f"bind mount {reason}" if current.kind == "exec" else reason
     if prev.parent != current.parent:
         return _upstream(current, earlier, previous)
     if tuple(prev.deps) != tuple(current.deps):
-        return "a stage it copies from produced different files"
-    if current.kind == "exec":
-        reason = _dict_changes("env", prev.env, current.env)
+        return "a stage it reads from produced different files"
+    if prev.definition != current.definition:
+        reason = op_changes(prev.op, current.op)
         if reason:
             return reason
-    if prev.definition != current.definition:
         return "its expanded form changed (variables or flags from the base or an earlier step)"
     if prev.content != current.content:
         return "source files changed"
@@ -143,9 +144,46 @@ def explain_miss(
     return "cache record not found"
 
 
+# How a changed op field is named in a miss reason: the instruction that sets it, where there is one.
+_FIELD_NAMES = {"user": "USER", "workdir": "WORKDIR", "shell": "SHELL", "path": "WORKDIR"}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return json.dumps(value, ensure_ascii=False)
+    if value is None or value == "":
+        return "(none)"
+    return str(value)
+
+
+def op_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str | None:
+    """The fields of an op definition that differ, named: `USER 1000 → 2000`, `network default → none`,
+    `env MODE changed ('a' → 'b')`; None when there is nothing to compare."""
+    if not before or not after:
+        return None
+    if before.get("@type") != after.get("@type"):
+        return f"the step is now a {after.get('@type')} (was a {before.get('@type')})"
+    diffs: list[str] = []
+    for name in after:
+        old, new = before.get(name), after.get(name)
+        if name == "@type" or old == new:
+            continue
+        if name == "env":
+            diffs.append(_dict_changes("env", dict(map(tuple, old or ())), dict(map(tuple, new or ())))
+                         or "env changed")
+        elif name in ("mounts", "files", "contents"):
+            diffs.append(f"{name} changed: {_short(_shown(old))} → {_short(_shown(new))}")
+        else:
+            label = _FIELD_NAMES.get(name, name)
+            diffs.append(f"{label} {_short(_shown(old), 70)} → {_short(_shown(new), 70)}")
+    return "; ".join(diffs) or None
+
+
 def _upstream(current: StepRecord, earlier: Sequence[StepRecord], previous: History) -> str:
     for step in reversed(earlier):
         before = previous.get((step.stage, step.index))
+        if step.kind == "base":
+            break
         if step.result == step.parent:
             continue  # a config-only step changes no files
         if before is None or before.result != step.result:
@@ -155,7 +193,7 @@ def _upstream(current: StepRecord, earlier: Sequence[StepRecord], previous: Hist
             return f"{UPSTREAM}`{_short(step.text)}`{detail}"
     first = earlier[0] if earlier else None
     if first is not None and first.kind == "base":
-        return f"base changed: `{first.text}`" + (f" ({first.reason})" if first.reason else "")
+        return first.reason or f"base changed: `{first.text}`"
     return "an upstream step changed its output"
 
 

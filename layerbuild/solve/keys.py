@@ -1,11 +1,12 @@
-"""Cache keys as data: a step's definition key, its input key, and the identity of its result.
+"""Cache keys as data: an op's definition key, a step's input key, and the identity of its result.
 
-Definition key: what the step is (expanded instruction, the build args it sees, its environment
-for RUN, mounts, network, platform). Input key: definition + the *result* of the step before it
-(+ the results of the stages it reads + the content of the files it copies). Result id: the
-parent's result + what this step produced (a layer's diff_id). Keying on results rather than on
-the parent's key is what gives early cutoff: a re-executed step that produced the same layer
-leaves every later key unchanged.
+Definition key: every field of the step's op (plan.ops), by construction: the canonical form walks
+all dataclass fields, so a field added to an op is keyed without anyone remembering to. Input key:
+definition + the *result* of the step before it + the results of the inputs it keys by result + the
+content key of what it reads by content (COPY sources, bind-mount sources). Result id: the parent's
+result + what this step produced (a layer's diff_id). Keying on results rather than on the parent's
+key is what gives early cutoff: a re-executed step that produced the same layer leaves every later
+key unchanged.
 """
 
 from __future__ import annotations
@@ -17,28 +18,27 @@ from typing import Any
 
 import xxhash
 
-from layerbuild.plan import BaseImage, Scratch, Step
+from layerbuild.plan import BaseImage, OpDef, Scratch
 
-KEY_VERSION = "layerbuild-cache-v1"
+KEY_VERSION = "layerbuild-cache-v2"
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A dataclass tree as JSON-able data: every field, plus the type's name under "@type"."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: _plain(getattr(value, f.name))
-            for f in dataclasses.fields(value)
-            if f.name != "node"  # where it was written is not what it is
-        } | {"@type": type(value).__name__}
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)} | {
+            "@type": type(value).__name__
+        }
     if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     return value
 
 
 def canonical(value: Any) -> bytes:
     """Stable bytes for a value made of dataclasses, tuples, dicts and scalars."""
-    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def combine(*parts: str) -> str:
@@ -51,11 +51,9 @@ def combine(*parts: str) -> str:
     return h.hexdigest()
 
 
-def definition_key(step: Step, platform: str) -> str:
-    """What the step is, independent of what it runs on."""
-    env = step.env if step.kind == "exec" else ()
-    return combine(step.kind, canonical(step.command).decode(), canonical(step.args).decode(),
-                   canonical(env).decode(), platform)
+def definition_key(op: OpDef) -> str:
+    """What the op is: all of its fields, and its kind."""
+    return combine(op.kind, canonical(op).decode())
 
 
 def input_key(definition: str, parent_result: str, dep_results: Iterable[str], content: str | None) -> str:

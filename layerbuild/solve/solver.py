@@ -1,20 +1,22 @@
-"""The solver: walk the plan, key every step, reuse what the cache holds, run the rest.
+"""The solver: walk the plan, key every step's op, reuse what the cache holds, run the rest.
 
-Effects come in through two small protocols: `Op` (what a step does, supplied by the worker) and
-`Cache` (where results are kept). Independent stages run concurrently, bounded by `jobs`.
+Effects come in through two small protocols: `Executor` (runs an op on its resolved inputs,
+supplied by the worker; tests use toy executors) and `Cache` (where results are kept). The solver
+knows op definitions and results, never Dockerfile instructions. Independent stages run
+concurrently, bounded by `jobs`.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from layerbuild.errors import BuildError, DockerfileError, LayerbuildError, StepError
-from layerbuild.plan import BaseImage, BuildPlan, PlannedStage, Scratch, StageRef, Step
+from layerbuild.plan import BaseImage, BuildPlan, OpDef, PlannedStage, Scratch, StageRef, Step
 from layerbuild.solve import keys
 from layerbuild.solve.explain import History, StepRecord, explain_miss
 from layerbuild.solve.report import BuildEvent, StepReport
@@ -52,22 +54,40 @@ class State:
         return tuple(o.diff_id for _, o in self.applied if o.diff_id is not None)
 
 
-class Op(Protocol):
-    """What one step does. `cacheable` False: a config-only step, run every time, never recorded."""
+@dataclass(frozen=True)
+class Inputs:
+    """What an op runs on: the state before it and the states of the inputs it names (the op's
+    `from_input` positions index `deps`). `log`, when set, receives each line of a process's output."""
 
-    cacheable: bool
+    parent: State
+    deps: tuple[State, ...] = ()
+    log: Callable[[str], None] | None = None
 
-    def content(self, parent: State, deps: Sequence[State]) -> Content | None:
-        """The content key of what the step reads (COPY sources), or None."""
 
-    def run(self, parent: State, deps: Sequence[State]) -> Output:
-        """Do the step; raise a LayerbuildError on failure."""
+class Task(Protocol):
+    """One op prepared on its inputs. `content` is read before the cache lookup (the key of what the
+    op reads by content, or None); `run` happens only on a miss; `close` is called once, always."""
+
+    def content(self) -> Content | None:
+        """The content key of what the op reads from the context or its content-keyed inputs."""
+
+    def run(self, previous: Output | None) -> Output:
+        """Do the op; `previous` is this step's output in the last build (a hint for incremental
+        writes, never an input of the result). Raises a LayerbuildError on failure."""
+
+    def close(self) -> None:
+        """Release what the task holds (downloads, selections)."""
+
+
+class Executor(Protocol):
+    """Runs every op kind. It is handed the op definition and its resolved inputs and nothing else,
+    so it cannot read what the key does not cover."""
+
+    def prepare(self, op: OpDef, inputs: Inputs) -> Task:
+        """A task for `op` on `inputs`; nothing with effects happens before `run`."""
 
     def usable(self, output: Output) -> bool:
         """Whether a cached output can still be used (its layer is in the store)."""
-
-    def close(self) -> None:
-        """Release what the op holds (downloads, selections); called once the step is done."""
 
 
 class Cache(Protocol):
@@ -78,7 +98,6 @@ class Cache(Protocol):
 
 @dataclass(frozen=True)
 class SolveOptions:
-    platform: str = "linux/amd64"
     jobs: int = 1
     no_cache: bool = False
     no_cache_filter: frozenset[str] = frozenset()
@@ -92,12 +111,12 @@ class SolveResult:
 
 
 class Solver:
-    """Solves one plan; `make_op(step)` supplies each step's Op."""
+    """Solves one plan, running every op through `executor`."""
 
     def __init__(
         self,
         plan: BuildPlan,
-        make_op: Callable[[Step], Op],
+        executor: Executor,
         cache: Cache,
         *,
         options: SolveOptions | None = None,
@@ -105,7 +124,7 @@ class Solver:
         on_event: Callable[[BuildEvent], None] | None = None,
     ) -> None:
         self.plan = plan
-        self.make_op = make_op
+        self.executor = executor
         self.cache = cache
         self.options = options or SolveOptions()
         self.previous = previous
@@ -151,8 +170,9 @@ class Solver:
         from_step = stage.steps[0]
         base_record = StepRecord(
             stage=stage.label, index=0, text=from_step.text, kind="base", definition=state.result,
-            parent="", result=state.result,
+            parent="", result=state.result, op=keys.plain(from_step.op),
         )  # fmt: skip
+        base_record = replace(base_record, reason=self._base_reason(stage, base_record))
         self._finish(stage, from_step, base_record, StepReport(
             stage=stage.label, index=0, instruction=from_step.text, kind="base", cached=True,
             line=from_step.line,
@@ -163,6 +183,20 @@ class Solver:
             state = self._step(stage, step, state, records, no_cache)
         return state
 
+    def _base_reason(self, stage: PlannedStage, record: StepRecord) -> str | None:
+        """Why the stage starts from something else than last time (None when it does not)."""
+        if self.previous is None:
+            return None
+        before = self.previous.get((stage.label, 0))
+        if before is None or before.result == record.result:
+            return None
+        if isinstance(stage.base, BaseImage):
+            return f"base image {stage.base.ref} now {_short_digest(stage.base.identity)}"
+        if isinstance(stage.base, StageRef):
+            label = self.plan.stage(stage.base.index).label
+            return f"base stage {label} changed"
+        return "base changed"
+
     def _no_cache_reason(self, stage: PlannedStage) -> str | None:
         if self.options.no_cache:
             return "--no-cache"
@@ -170,12 +204,20 @@ class Solver:
             return f"--no-cache-filter {stage.name}"
         return None
 
+    def _log(self, stage: PlannedStage, step: Step) -> Callable[[str], None] | None:
+        if self._on_event is None:
+            return None
+        report = StepReport(stage=stage.label, index=step.index, instruction=step.text, kind=step.kind,
+                            cached=False, line=step.line)
+        return lambda line: self._emit(BuildEvent("step.log", report, message=line))
+
     def _step(
         self, stage: PlannedStage, step: Step, parent: State, records: list[StepRecord], no_cache: str | None
     ) -> State:
-        op = self.make_op(step)
+        deps = tuple(self._source_state(s) for s in step.sources)
+        task = self.executor.prepare(step.op, Inputs(parent, deps, self._log(stage, step)))
         try:
-            return self._solve_step(op, stage, step, parent, records, no_cache)
+            return self._solve_step(task, stage, step, parent, deps, records, no_cache)
         except (DockerfileError, StepError):
             raise
         except LayerbuildError as exc:
@@ -183,37 +225,49 @@ class Solver:
             raise StepError(exc.message, filename=self.plan.filename, line=step.line, instruction=step.text,
                             hint=exc.hint) from exc
         finally:
-            op.close()
+            task.close()
+
+    def _previous_output(self, stage: PlannedStage, step: Step) -> Output | None:
+        """This step's output in the last build, if its record is still in the cache."""
+        if self.previous is None:
+            return None
+        record = self.previous.get((stage.label, step.index))
+        if record is None or record.input is None:
+            return None
+        return self.cache.get(record.input)
 
     def _solve_step(
-        self, op: Op, stage: PlannedStage, step: Step, parent: State, records: list[StepRecord],
-        no_cache: str | None,
+        self, task: Task, stage: PlannedStage, step: Step, parent: State, deps: tuple[State, ...],
+        records: list[StepRecord], no_cache: str | None,
     ) -> State:
-        deps = [self._source_state(s) for s in step.sources]
-        definition = keys.definition_key(step, self.options.platform)
+        op = step.op
+        definition = keys.definition_key(op)
         started = time.monotonic()
+        op_data = keys.plain(op)
         base_report = StepReport(stage=stage.label, index=step.index, instruction=step.text, kind=step.kind,
                                  cached=False, line=step.line)
         if not op.cacheable:
-            output = op.run(parent, deps)
+            output = task.run(None)
             new = replace(parent, applied=(*parent.applied, (step, output)))
             record = StepRecord(stage=stage.label, index=step.index, text=step.text, kind=step.kind,
                                 definition=definition, parent=parent.result, result=parent.result,
-                                args=dict(step.args))
+                                args=dict(step.args), op=op_data)
             records.append(record)
             self._finish(stage, step, record, replace(base_report, cached=True))
             return new
 
-        content = op.content(parent, deps)
-        dep_results = [d.result for d in deps]
+        content = task.content()
+        by_content = op.content_inputs()
+        dep_results = [d.result for i, d in enumerate(deps) if i not in by_content]
         key = keys.input_key(definition, parent.result, dep_results, content.key if content else None)
         record = StepRecord(
             stage=stage.label, index=step.index, text=step.text, kind=step.kind, definition=definition,
             parent=parent.result, result="", args=dict(step.args), env=dict(step.env), deps=tuple(dep_results),
             content=content.key if content else None, files=dict(content.files) if content else None, input=key,
+            op=op_data,
         )  # fmt: skip
         cached = None if no_cache else self.cache.get(key)
-        if cached is not None and not op.usable(cached):
+        if cached is not None and not self.executor.usable(cached):
             cached = None
         if cached is not None:
             output = cached
@@ -222,7 +276,7 @@ class Solver:
             reason = explain_miss(record, records, self.previous, no_cache=no_cache)
             self._emit(BuildEvent("step.started", replace(base_report, reason=reason)))
             try:
-                output = op.run(parent, deps)
+                output = task.run(self._previous_output(stage, step))
             except LayerbuildError as exc:
                 failed = replace(base_report, reason=reason, duration_s=time.monotonic() - started)
                 self._emit(BuildEvent("step.failed", failed, message=exc.render()))
@@ -247,3 +301,8 @@ class Solver:
             self._reports[stage.index, step.index] = report
             self._records[stage.index, step.index] = record
         self._emit(BuildEvent("step.cached" if report.cached else "step.finished", report))
+
+
+def _short_digest(digest: str) -> str:
+    algo, _, hexpart = digest.partition(":")
+    return f"{algo}:{hexpart[:12]}…" if hexpart else digest

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from layerbuild import __version__
 from layerbuild.digest import xxh3
@@ -16,18 +17,17 @@ from layerbuild.errors import UsageError
 from layerbuild.image.config import HistoryEntry, ImageConfig, format_created
 from layerbuild.image.store_io import StoredImage, resolve_image, write_image
 from layerbuild.parser import Dockerfile
-from layerbuild.plan import BaseImage, BuildPlan, Step, plan_build
+from layerbuild.plan import BaseImage, BuildPlan, plan_build
 from layerbuild.platforms import host_platform_args
 from layerbuild.reference import normalize_tag
 from layerbuild.solve import (
     BuildEvent,
     BuildResult,
+    Executor,
     ImageRef,
-    Op,
     SolveOptions,
     Solver,
     State,
-    StepReport,
     Summary,
 )
 from layerbuild.solve.cache import StoreCache
@@ -35,9 +35,9 @@ from layerbuild.solve.explain import history_from_json
 from layerbuild.store import Store
 from layerbuild.store.layout import Layout
 from layerbuild.worker import fastpath
-from layerbuild.worker.executor import Executor, NoExecutor
+from layerbuild.worker.executor import WorkerExecutor
 from layerbuild.worker.meta import ConfigBuilder, created_by, empty_config
-from layerbuild.worker.ops import BuildServices, MetaOp, WorkdirOp, op_kind
+from layerbuild.worker.ops import BuildServices
 from layerbuild.worker.request import BuildRequest
 from layerbuild.worker.rootfs import RootfsCache
 
@@ -95,12 +95,12 @@ class Build:
         request: BuildRequest,
         store: Store,
         *,
-        executor: Executor | None = None,
+        wrap_executor: Callable[[Executor], Executor] | None = None,
         on_event: Callable[[BuildEvent], None] | None = None,
     ) -> None:
         self.request = request
         self.store = store
-        self.executor = executor or NoExecutor()
+        self.wrap_executor = wrap_executor
         # Events come from every stage's thread (steps, RUN output): one lock serialises them.
         self.on_event = _serialised(on_event) if on_event is not None else None
         self.images: dict[str, StoredImage] = {}
@@ -117,47 +117,16 @@ class Build:
         self.bases[ref] = base
         return base
 
-    def _log(self, step: Step, line: str) -> None:
-        assert self.on_event is not None
-        report = StepReport(stage=self.plan.stage(step.stage).label, index=step.index, instruction=step.text,
-                            kind=step.kind, cached=False, line=step.line)
-        self.on_event(BuildEvent("step.log", report, message=line))
-
     def base_layers(self, state: State) -> tuple[str, ...]:
         if state.base is None:
             return ()
         return self.images[state.base.identity].config.diff_ids
 
-    # -- ops -----------------------------------------------------------------------------------
-
-    def make_op(self, step: Step) -> Op:
-        kind = op_kind(step)
-        if kind == "workdir":
-            return WorkdirOp(self.services, step)
-        if kind == "copy":
-            from layerbuild.worker.copyop import CopyOp
-
-            return CopyOp(self.services, step, self.context, self.plan.stage(step.stage).label)
-        if kind == "run":
-            from layerbuild.worker.runop import RunOp
-
-            return RunOp(self.services, step, network=self.request.network, secrets=self.request.secrets,
-                         context_dir=self.request.context.resolve(), stage_fs=self.services.filesystem)
-        return MetaOp()
-
     # -- the build -----------------------------------------------------------------------------
 
     def _fast(self, started: float) -> tuple[BuildResult | None, str | None]:
         """The last build's result if nothing it read has changed (see fastpath), and the fingerprint."""
-        report, fp = fastpath.check(self.request, self.store.root, started)
-        if report is None:
-            return None, fp
-        result = BuildResult.from_json(report)
-        if self.on_event is not None:
-            for step in result.steps:
-                self.on_event(BuildEvent("step.cached", step))
-            self.on_event(BuildEvent("build.finished", result=result))
-        return result, fp
+        return fastpath.answer(self.request, self.store.root, started, self.on_event)
 
     def run(self) -> BuildResult:
         started = time.monotonic()
@@ -166,7 +135,8 @@ class Build:
             return fast
         path, df = _read_dockerfile(self.request, self.store.root)
         plan = plan_build(
-            df, resolve_image=self._resolve, build_args=self.request.build_args, target=self.request.target
+            df, resolve_image=self._resolve, build_args=self.request.build_args, target=self.request.target,
+            network=_network(self.request.network), source_date_epoch=self.request.source_date_epoch,
         )
         if self.on_event is not None:
             self.on_event(BuildEvent("build.planned", message=plan.render()))
@@ -177,20 +147,19 @@ class Build:
         history = history_from_json(previous.steps) if previous is not None else None
         self.rootfs = RootfsCache(self.store)
         cache = StoreCache(self.store)
-        self.services = BuildServices(
-            self.store, self.rootfs, self.base_layers, self.request.source_date_epoch, history, cache
-        )
-        if self.on_event is not None:
-            self.services.log = self._log
+        services = BuildServices(self.store, self.rootfs, self.base_layers, self.request.source_date_epoch)
         from layerbuild.worker.context import BuildContext
 
         self.context = BuildContext.open(self.request.context, dockerfile=path, store=self.store)
+        executor: Executor = WorkerExecutor(services, self.context, secrets=self.request.secrets)
+        if self.wrap_executor is not None:
+            executor = self.wrap_executor(executor)
         try:
             with self.store.lease() as lease:
                 solver = Solver(
-                    plan, self.make_op, cache,
+                    plan, executor, cache,
                     options=SolveOptions(
-                        platform=self.platform, jobs=self.request.jobs or (os.cpu_count() or 1),
+                        jobs=self.request.jobs or (os.cpu_count() or 1),
                         no_cache=self.request.no_cache, no_cache_filter=self.request.no_cache_filter,
                     ),
                     previous=history,
@@ -282,12 +251,23 @@ def _serialised(callback: Callable[[BuildEvent], None]) -> Callable[[BuildEvent]
     return call
 
 
+def _network(mode: str) -> Literal["default", "none", "host"]:
+    if mode in ("none", "host"):
+        return "none" if mode == "none" else "host"
+    if mode != "default":
+        raise UsageError(f"unknown network mode {mode!r}", hint="use default, none or host")
+    return "default"
+
+
 def run_build(
     request: BuildRequest,
     store: Store,
     *,
-    executor: Executor | None = None,
+    wrap_executor: Callable[[Executor], Executor] | None = None,
     on_event: Callable[[BuildEvent], None] | None = None,
 ) -> BuildResult:
-    """Build `request` into `store`; raises a LayerbuildError on failure (the store stays valid)."""
-    return Build(request, store, executor=executor, on_event=on_event).run()
+    """Build `request` into `store`; raises a LayerbuildError on failure (the store stays valid).
+
+    `wrap_executor` lets a caller put its own Executor in front of the real one (tests run toy
+    processes through it)."""
+    return Build(request, store, wrap_executor=wrap_executor, on_event=on_event).run()

@@ -1,16 +1,16 @@
-"""COPY and ADD as a solver Op: select and key the sources, then write their layer into the store."""
+"""FileCopy (COPY/ADD) tasks: select and key the sources, then write their layer into the store."""
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from layerbuild.errors import BuildError
-from layerbuild.instructions import commands as c
-from layerbuild.plan import Step
-from layerbuild.solve import Content, Output, State
+from layerbuild.instructions.commands import SourceContent
+from layerbuild.plan import FileCopy
+from layerbuild.solve import Content, Inputs, Output
 from layerbuild.worker.context import BuildContext, SourceTree, StageTree
 from layerbuild.worker.copy import CopySelection, select_copy, write_copy_layer
 from layerbuild.worker.copyowner import RootfsUserDB, StaticUserDB, UserDB
@@ -36,67 +36,53 @@ def _exists_in(root: Path) -> Callable[[str], bool]:
     return existing
 
 
-class CopyOp:
-    """One COPY/ADD step."""
+class CopyTask:
+    """One FileCopy op: what it reads is the context, or the input `from_input` names."""
 
-    cacheable = True
-
-    def __init__(self, services: BuildServices, step: Step, context: BuildContext, stage_label: str) -> None:
+    def __init__(self, services: BuildServices, op: FileCopy, inputs: Inputs, context: BuildContext) -> None:
         self.services = services
-        self.step = step
-        self.stage_label = stage_label
+        self.op = op
+        self.inputs = inputs
         self.context = context
-        command = step.command
-        assert isinstance(command, c.SourcesAndDest)
-        self.command = command
         self.selection: CopySelection | None = None
 
-    def _tree(self, deps: Sequence[State]) -> SourceTree:
-        if isinstance(self.command, c.Copy) and self.command.from_stage:
-            if not deps:
-                raise BuildError(f"COPY --from={self.command.from_stage}: nothing to copy from")
-            return StageTree(self.services.filesystem(deps[0]))
-        return self.context
+    def _tree(self) -> SourceTree:
+        if self.op.from_input is None:
+            return self.context
+        if self.op.from_input >= len(self.inputs.deps):
+            raise BuildError("COPY --from: nothing to copy from")
+        return StageTree(self.services.filesystem(self.inputs.deps[self.op.from_input]))
 
-    def content(self, parent: State, deps: Sequence[State]) -> Content | None:
-        cmd = self.command
-        is_add = isinstance(cmd, c.Add)
+    def content(self) -> Content | None:
+        op = self.op
         self.selection = select_copy(
-            self._tree(deps), cmd.sources, cmd.dest,
-            workdir=self.step.workdir, excludes=cmd.excludes,
-            parents=isinstance(cmd, c.Copy) and cmd.parents,
-            chown=cmd.chown, chmod=cmd.chmod, link=cmd.link, heredocs=cmd.contents, is_add=is_add,
-            checksum=cmd.checksum if isinstance(cmd, c.Add) else None,
-            keep_git_dir=isinstance(cmd, c.Add) and cmd.keep_git_dir,
+            self._tree(), op.sources, op.dest,
+            workdir=op.workdir, excludes=op.excludes, parents=op.parents,
+            chown=op.chown, chmod=op.chmod, link=op.link,
+            heredocs=tuple(SourceContent(path=f.name, data=f.data, expand=False) for f in op.contents),
+            is_add=op.add, checksum=op.checksum, keep_git_dir=op.keep_git_dir,
         )  # fmt: skip
         return Content(self.selection.content_key, self.selection.fingerprints)
 
-    def usable(self, output: Output) -> bool:
-        return self.services.usable(output)
-
-    def run(self, parent: State, deps: Sequence[State]) -> Output:
-        sel = self.selection if self.selection is not None else None
-        if sel is None:
-            self.content(parent, deps)
-            sel = self.selection
+    def run(self, previous: Output | None) -> Output:
+        if self.selection is None:
+            self.content()
+        sel = self.selection
         assert sel is not None
+        parent = self.inputs.parent
         lower = self.services.filesystem(parent) if self.services.has_layers(parent) else None
-        chown = self.command.chown
+        chown = self.op.chown
         user_db: UserDB = StaticUserDB()
         if chown and lower is not None and not all(p.isdigit() for p in chown.split(":") if p):
             user_db = RootfsUserDB(lower)
         existing: Callable[[str], bool] = _exists_in(lower) if lower is not None else (lambda path: False)
-        epoch = self.services.source_date_epoch
+        epoch = self.op.source_date_epoch
+        reuse = self.services.reuse_from(previous)
         return self.services.store_layer(
             lambda out: write_copy_layer(
-                sel,
-                out,
-                user_db=user_db,
-                existing=existing,
-                source_date_epoch=epoch,
-                reuse=self.services.reuse_for(self.stage_label, self.step.index),
+                sel, out, user_db=user_db, existing=existing, source_date_epoch=epoch, reuse=reuse,
             )
-        )
+        )  # fmt: skip
 
     def close(self) -> None:
         if self.selection is not None:

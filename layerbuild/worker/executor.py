@@ -1,43 +1,46 @@
-"""The interface RUN steps plug into: an executor runs a command on a rootfs and returns its changes."""
+"""The worker's Executor: runs every op kind of plan.ops on its resolved inputs, and nothing else.
+
+Each task is built from the op definition and the solver's `Inputs` alone; what the build as a
+whole provides (the store, the build context, the secrets' files) is reached only through what an
+op names: a FileCopy or a context bind mount reads the context through the selection it is keyed
+by, a secret mount its id. Tests swap this for a toy (see `Build(wrap_executor=...)`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from layerbuild.errors import BuildError
-from layerbuild.instructions.mounts import Mount
+from layerbuild.plan import ConfigEdit, Exec, FileCopy, MakeDir, OpDef
+from layerbuild.solve import Inputs, Output, Task
+from layerbuild.worker.context import BuildContext
+from layerbuild.worker.ops import BuildServices, ConfigTask, MakeDirTask
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything a RUN step needs: the lower layers (bottom first), the command and its setting."""
+class WorkerExecutor:
+    """Runs ops on this machine: processes in the sandbox, copies and directories as layers."""
 
-    lower: tuple[Path, ...]
-    argv: tuple[str, ...]
-    env: tuple[str, ...]
-    workdir: str
-    user: str
-    network: str = "default"
-    mounts: tuple[Mount, ...] = ()
-    secrets: Mapping[str, Path] = field(default_factory=dict)
-    stdin: bytes | None = None
+    def __init__(self, services: BuildServices, context: BuildContext, *,
+                 secrets: Mapping[str, Path] | None = None) -> None:
+        self.services = services
+        self.context = context
+        self.secrets = dict(secrets or {})
 
+    def prepare(self, op: OpDef, inputs: Inputs) -> Task:
+        if isinstance(op, Exec):
+            from layerbuild.worker.runop import RunTask
 
-class Executor(Protocol):
-    """Runs one RUN step. `run` returns the directory of changes (an overlay upper dir) to turn into a
-    layer, and raises BuildError with the exit code and the last lines of output when it fails."""
+            return RunTask(self.services, op, inputs, secrets=self.secrets, context=self.context)
+        if isinstance(op, FileCopy):
+            from layerbuild.worker.copyop import CopyTask
 
-    def run(self, spec: RunSpec, workdir: Path) -> Path: ...
+            return CopyTask(self.services, op, inputs, self.context)
+        if isinstance(op, MakeDir):
+            return MakeDirTask(self.services, op, inputs)
+        if isinstance(op, ConfigEdit):
+            return ConfigTask()
+        raise BuildError(f"no executor for a {type(op).__name__} op")
 
-
-class NoExecutor:
-    """Stands in until a sandbox is available: every RUN step fails with a clear message."""
-
-    def run(self, spec: RunSpec, workdir: Path) -> Path:
-        raise BuildError(
-            "RUN steps need the sandbox executor, which this build of layerbuild does not have",
-            hint="build Dockerfiles without RUN, or use a layerbuild with the sandbox",
-        )
+    def usable(self, output: Output) -> bool:
+        return self.services.usable(output)

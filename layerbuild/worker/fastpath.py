@@ -16,7 +16,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import xxhash
 
 from layerbuild.errors import UsageError
 from layerbuild.reference import normalize_tag
+from layerbuild.solve.report import BuildEvent, BuildResult
 from layerbuild.store.layout import Layout, resolve_root
 from layerbuild.store.peek import blob_exists, tag_targets
 from layerbuild.worker.dockerignore import load_matcher
@@ -142,6 +143,21 @@ def check(request: BuildRequest, root: Path, started: float) -> tuple[dict[str, 
     return (replay(report, started) if report is not None else None), fp
 
 
+def answer(request: BuildRequest, root: Path, started: float,
+           on_event: Callable[[BuildEvent], None] | None = None) -> tuple[BuildResult | None, str | None]:
+    """`check`, as typed values: the last build's result if it answers `request` (its steps and the
+    end replayed to `on_event` as `step.cached` and `build.finished` events), and the fingerprint."""
+    report, fp = check(request, root, started)
+    if report is None:
+        return None, fp
+    result = BuildResult.from_json(report)
+    if on_event is not None:
+        for step in result.steps:
+            on_event(BuildEvent("step.cached", step))
+        on_event(BuildEvent("build.finished", result=result))
+    return result, fp
+
+
 def replay(report: Mapping[str, Any], started: float) -> dict[str, Any]:
     """The recorded all-hits report, with this run's duration."""
     out = dict(report)
@@ -149,4 +165,4 @@ def replay(report: Mapping[str, Any], started: float) -> dict[str, Any]:
     return out
 
 
-__all__ = ["check", "fingerprint", "lookup", "replay", "resolve_root", "save"]
+__all__ = ["answer", "check", "fingerprint", "lookup", "replay", "resolve_root", "save"]

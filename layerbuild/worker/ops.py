@@ -1,4 +1,5 @@
-"""The solver's Ops for each kind of step: config-only, WORKDIR, COPY/ADD and RUN."""
+"""What the worker's tasks share (BuildServices), and the tasks of the two simplest op kinds:
+ConfigEdit (nothing to do) and MakeDir (WORKDIR)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,15 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from layerbuild.errors import BuildError
-from layerbuild.instructions import commands as c
 from layerbuild.layer import ChangeSet, LayerInfo, write_changes
 from layerbuild.layer.frames import Frame, Reuse
-from layerbuild.plan import Step
-from layerbuild.solve import Cache, Content, History, Output, State
+from layerbuild.plan import MakeDir
+from layerbuild.solve import Content, Inputs, Output, State
 from layerbuild.store import MEDIA_LAYER_ZSTD, Store
 from layerbuild.worker.rootfs import RootfsCache
 
@@ -29,26 +29,14 @@ class BuildServices:
         rootfs: RootfsCache,
         base_layers: Callable[[State], tuple[str, ...]],
         source_date_epoch: int | None = None,
-        previous: History | None = None,
-        cache: Cache | None = None,
     ) -> None:
         self.store = store
         self.rootfs = rootfs
         self.base_layers = base_layers
         self.source_date_epoch = source_date_epoch
-        self.previous = previous
-        self.cache = cache
-        # Called with (step, line) for each line a RUN prints, when someone is listening.
-        self.log: Callable[[Step, str], None] | None = None
 
-    def reuse_for(self, stage: str, index: int) -> Reuse | None:
-        """The frames of the layer this step made in the last build, for an edit to build on."""
-        if self.previous is None or self.cache is None:
-            return None
-        record = self.previous.get((stage, index))
-        if record is None or record.input is None:
-            return None
-        output = self.cache.get(record.input)
+    def reuse_from(self, output: Output | None) -> Reuse | None:
+        """The frames of a layer the step made before (its last build), for an edit to build on."""
         if output is None or not output.extra.get("frames") or not output.extra.get("blob"):
             return None
         try:
@@ -88,43 +76,36 @@ class BuildServices:
         return False
 
 
-class MetaOp:
-    """A config-only step (ENV, LABEL, CMD, ...): nothing to run, nothing to cache."""
+class ConfigTask:
+    """A config-only op (ENV, LABEL, CMD, ...): nothing to run; the image assembly applies it."""
 
-    cacheable = False
-
-    def content(self, parent: State, deps: Sequence[State]) -> Content | None:
+    def content(self) -> Content | None:
         return None
 
-    def run(self, parent: State, deps: Sequence[State]) -> Output:
+    def run(self, previous: Output | None) -> Output:
         return Output()
 
-    def usable(self, output: Output) -> bool:
-        return True
-
     def close(self) -> None:
         pass
 
 
-class WorkdirOp:
+class MakeDirTask:
     """WORKDIR: makes the directory (and missing parents) when the filesystem lacks it."""
 
-    cacheable = True
-
-    def __init__(self, services: BuildServices, step: Step) -> None:
+    def __init__(self, services: BuildServices, op: MakeDir, inputs: Inputs) -> None:
         self.services = services
-        self.path = step.workdir
+        self.path = op.path
+        self.epoch = op.source_date_epoch
+        self.parent = inputs.parent
 
-    def content(self, parent: State, deps: Sequence[State]) -> Content | None:
+    def content(self) -> Content | None:
         return None
-
-    def usable(self, output: Output) -> bool:
-        return self.services.usable(output)
 
     def close(self) -> None:
         pass
 
-    def run(self, parent: State, deps: Sequence[State]) -> Output:
+    def run(self, previous: Output | None) -> Output:
+        parent = self.parent
         parts = [p for p in self.path.split("/") if p]
         if not parts:
             return Output()
@@ -160,20 +141,10 @@ class WorkdirOp:
             for path in reversed(created):
                 os.utime(path, ns=(0, 0))
             changes = ChangeSet(changed=tuple(str(p.relative_to(tmp)) for p in created))
-            epoch = self.services.source_date_epoch
+            epoch = self.epoch
             return self.services.store_layer(
                 lambda out: write_changes(tmp, changes, out, source_date_epoch=epoch)
             )
 
 
-def op_kind(step: Step) -> str:
-    if isinstance(step.command, c.Workdir):
-        return "workdir"
-    if isinstance(step.command, c.Run):
-        return "run"
-    if isinstance(step.command, c.SourcesAndDest):
-        return "copy"
-    return "meta"
-
-
-__all__ = ["MEDIA_LAYER_ZSTD", "BuildServices", "MetaOp", "WorkdirOp", "op_kind"]
+__all__ = ["MEDIA_LAYER_ZSTD", "BuildServices", "ConfigTask", "MakeDirTask"]

@@ -1,120 +1,136 @@
-"""RUN as a solver Op: the step's filesystem as overlay lower dirs, the sandbox runs it, the upper dir
-becomes the layer. Mounts: cache dirs kept under the store root, binds from the context or a stage,
-tmpfs, and secrets (bind-mounted files that never reach a layer, a key or a log)."""
+"""Exec (RUN) tasks: the parent's filesystem as overlay lower dirs, the sandbox runs the op's process,
+the upper dir becomes the layer. Mounts: cache dirs kept under the store root, binds from the context
+(keyed by their content, only what .dockerignore lets through, never writable in place) or from an
+input, tmpfs, and secrets (bind-mounted files that never reach a layer, a key or a log)."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Literal
+
+import xxhash
 
 from layerbuild.digest import xxh3
 from layerbuild.errors import BuildError, StoreError
-from layerbuild.instructions import BindMount, CacheMount, SecretMount, SshMount, TmpfsMount
-from layerbuild.instructions import commands as c
 from layerbuild.layer import write_overlay_upper
-from layerbuild.plan import Step
+from layerbuild.plan import BindMountDef, CacheMountDef, Exec, SecretMountDef, SshMountDef, TmpfsMountDef
 from layerbuild.runtime import BindMount as RtBind
 from layerbuild.runtime import Mount as RtMount
 from layerbuild.runtime import ProcessSpec, lower_dirs_for, run_step
 from layerbuild.runtime import SecretMount as RtSecret
 from layerbuild.runtime import TmpfsMount as RtTmpfs
-from layerbuild.solve import Content, Output, State
+from layerbuild.solve import Content, Inputs, Output
 from layerbuild.store.snapshots import remove_tree
-from layerbuild.worker.meta import DEFAULT_PATH
+from layerbuild.worker.context import BuildContext, Entry
+from layerbuild.worker.dockerignore import go_clean
 from layerbuild.worker.ops import BuildServices
 
 TAIL_LINES = 20
 
 
-def _script(command: c.Run, shell: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
-    """The argv for a RUN, and heredoc files to mount at /dev/pipes (BuildKit's rules)."""
-    if not command.prepend_shell:
-        return tuple(command.command), {}
-    text = command.command[0] if command.command else ""
-    docs = command.heredocs
-    if docs and len(docs) == 1 and text.strip() in (f"<<{docs[0].name}", f"<<-{docs[0].name}",
-                                                     f"<<'{docs[0].name}'", f'<<"{docs[0].name}"'):
-        body = docs[0].chomped_content()
-        if body.startswith("#!"):
-            # A script with its own interpreter: run it as a file, as BuildKit does.
-            return (f"/dev/pipes/{docs[0].name}",), {docs[0].name: body}
-        return (*shell, body), {}
-    if docs:
-        # The shell reads the heredocs itself: hand it the line followed by the bodies.
-        text = text + "\n" + "".join(d.content + d.name + "\n" for d in docs)
-    return (*shell, text), {}
+def _bind_fingerprint(context: BuildContext, entry: Entry) -> str:
+    """A context entry as a bind mount shows it: its COPY fingerprint plus its owner (a RUN sees it)."""
+    return xxh3(f"{context.fingerprint(entry)}:{entry.st.st_uid}:{entry.st.st_gid}".encode())
 
 
-class RunOp:
-    """One RUN step on the sandbox."""
+class RunTask:
+    """One Exec op on the sandbox."""
 
-    cacheable = True
-
-    def __init__(self, services: BuildServices, step: Step, *, network: str, secrets: Mapping[str, Path],
-                 context_dir: Path, stage_fs: Callable[[State], Path]) -> None:
+    def __init__(self, services: BuildServices, op: Exec, inputs: Inputs, *, secrets: Mapping[str, Path],
+                 context: BuildContext) -> None:
         self.services = services
-        self.step = step
-        command = step.command
-        assert isinstance(command, c.Run)
-        self.command = command
-        self.network = command.network or network
+        self.op = op
+        self.inputs = inputs
         self.secrets = secrets
-        self.context_dir = context_dir
-        self.stage_fs = stage_fs
+        self.context = context
+        self._binds: dict[int, tuple[Entry, bool]] = {}  # mount position -> (source, needs a copy)
 
-    def content(self, parent: State, deps: Sequence[State]) -> Content | None:
-        return None
+    def content(self) -> Content | None:
+        """The bind mounts from the context, keyed by what they show (None without any)."""
+        files: dict[str, str] = {}
+        h = xxhash.xxh3_128()
+        for position, mount in enumerate(self.op.mounts):
+            if not isinstance(mount, BindMountDef) or mount.from_input is not None:
+                continue
+            entry, filtered = self._context_source(mount.source)
+            self._binds[position] = (entry, filtered or not mount.readonly)
+            h.update(f"\0{position}\0{mount.target}".encode("utf-8", "surrogateescape"))
+            entries = [entry, *self.context.walk(entry.rel)] if entry.is_dir else [entry]
+            for item in entries:
+                fp = _bind_fingerprint(self.context, item)
+                files[item.rel or "."] = fp
+                h.update(f"\n{item.rel}\0{fp}".encode("utf-8", "surrogateescape"))
+        if not self._binds:
+            return None
+        return Content(h.hexdigest(), files)
 
-    def usable(self, output: Output) -> bool:
-        return self.services.usable(output)
+    def _context_source(self, source: str) -> tuple[Entry, bool]:
+        """The context entry a bind mount shows, and whether .dockerignore hides anything below it."""
+        rel = go_clean("/" + source).lstrip("/")
+        entry = self.context.resolve(rel, what=source)
+        if entry is None:
+            raise BuildError(f"--mount=type=bind,source={source}: not found in the build context",
+                             hint=f"{source!r} is excluded by .dockerignore" if self.context.excluded(rel) else None)
+        filtered = False
+        if entry.is_dir:
+            for item in [entry, *self.context.walk(entry.rel)]:
+                if item.is_dir and len(os.listdir(item.path)) != len(self.context.children(item.rel)):
+                    filtered = True
+                    break
+        return entry, filtered
 
     def close(self) -> None:
         pass
 
-    def _env(self) -> tuple[str, ...]:
-        env = dict(self.step.env)
-        env.setdefault("PATH", DEFAULT_PATH)
-        return tuple(f"{k}={v}" for k, v in env.items())
-
-    def _mounts(self, stack: ExitStack, deps: Sequence[State], tmp: Path, pipes: dict[str, str]) -> list[RtMount]:
+    def _mounts(self, stack: ExitStack, tmp: Path) -> list[RtMount]:
         mounts: list[RtMount] = []
-        dep_iter = iter(deps)
-        for mount in self.command.mounts:
-            if isinstance(mount, CacheMount):
+        deps = self.inputs.deps
+        for position, mount in enumerate(self.op.mounts):
+            if isinstance(mount, CacheMountDef):
                 mounts.append(RtBind(self._cache_dir(stack, mount), mount.target, readonly=mount.readonly))
-            elif isinstance(mount, BindMount):
-                base = self.stage_fs(next(dep_iter)) if mount.from_stage else self.context_dir
-                source = (base / mount.source.lstrip("/")).resolve()
-                if not source.is_relative_to(base.resolve()):
-                    raise BuildError(f"--mount=type=bind,source={mount.source} points outside its source")
+            elif isinstance(mount, BindMountDef):
+                if mount.from_input is None:
+                    entry, copy = self._binds[position]
+                    source = Path(entry.path)
+                    if copy:  # what the build may not see is left out; writes never reach the context
+                        source = tmp / f"bind-{position}"
+                        _copy_visible(self.context, entry, source)
+                else:
+                    base = self.services.filesystem(deps[mount.from_input])
+                    source = (base / mount.source.lstrip("/")).resolve()
+                    if not source.is_relative_to(base.resolve()):
+                        raise BuildError(f"--mount=type=bind,source={mount.source} points outside its source")
+                    if not mount.readonly:
+                        copied = tmp / f"bind-{position}"
+                        _copy_tree(source, copied)
+                        source = copied
                 mounts.append(RtBind(source, mount.target, readonly=mount.readonly))
-            elif isinstance(mount, TmpfsMount):
-                mounts.append(RtTmpfs(mount.target))
-            elif isinstance(mount, SecretMount):
+            elif isinstance(mount, TmpfsMountDef):
+                mounts.append(RtTmpfs(mount.target, size=mount.size))
+            elif isinstance(mount, SecretMountDef):
                 path = self.secrets.get(mount.id)
                 if path is None:
-                    if getattr(mount, "required", False):
+                    if mount.required:
                         raise BuildError(f"secret {mount.id} not provided", hint=f"pass --secret id={mount.id},src=FILE")
                     continue
                 mounts.append(RtSecret(mount.id, Path(path), mount.target or ""))
-            elif isinstance(mount, SshMount):
+            elif isinstance(mount, SshMountDef):
                 raise BuildError("--mount=type=ssh is not supported yet")
-        for name, body in pipes.items():
-            script = tmp / f"pipe-{name}"
-            script.write_text(body)
-            script.chmod(0o755)
-            mounts.append(RtBind(script, f"/dev/pipes/{name}", readonly=True))
+        for script in self.op.files:
+            path = tmp / f"pipe-{script.name}"
+            path.write_text(script.body)
+            path.chmod(0o755)
+            mounts.append(RtBind(path, f"/dev/pipes/{script.name}", readonly=True))
         return mounts
 
-    def _cache_dir(self, stack: ExitStack, mount: CacheMount) -> Path:
+    def _cache_dir(self, stack: ExitStack, mount: CacheMountDef) -> Path:
         root = self.services.store.root / "cache-mounts"
         path = root / xxh3(mount.id.encode())
         if mount.sharing == "private":
@@ -129,9 +145,15 @@ class RunOp:
             os.chown(path, mount.uid, mount.gid)
         return path
 
-    def run(self, parent: State, deps: Sequence[State]) -> Output:
-        services = self.services
-        argv, pipes = _script(self.command, self.step.shell)
+    def run(self, previous: Output | None) -> Output:
+        services, op, parent = self.services, self.op, self.inputs.parent
+        if op.security != "sandbox":
+            raise BuildError(f"RUN --security={op.security} is not supported",
+                             hint="BuildKit needs --allow security.insecure for it; layerbuild runs RUN sandboxed")
+        if op.mounts and not self._binds and any(
+            isinstance(m, BindMountDef) and m.from_input is None for m in op.mounts
+        ):
+            self.content()
         diff_ids = (*services.base_layers(parent), *parent.layers)
         lower = lower_dirs_for(services.store, diff_ids)
         tmp_root = services.store.root / "tmp"
@@ -142,11 +164,10 @@ class RunOp:
             upper, work = tmp / "upper", tmp / "work"
             upper.mkdir()
             work.mkdir()
-            spec = ProcessSpec(argv=argv, env=self._env(), cwd=self.step.workdir or "/", user=self.step.user,
-                               network=_network(self.network),
-                               mounts=tuple(self._mounts(stack, deps, tmp, pipes)))
-            log = self.services.log
-            lines = _LineWriter(functools.partial(log, self.step)) if log is not None else None
+            spec = ProcessSpec(argv=op.argv, env=tuple(f"{k}={v}" for k, v in op.env), cwd=op.workdir or "/",
+                               user=op.user, hostname=op.hostname, network=op.network,
+                               mounts=tuple(self._mounts(stack, tmp)))
+            lines = _LineWriter(self.inputs.log) if self.inputs.log is not None else None
             result = run_step(lower, upper, work, spec, stdout=lines)  # type: ignore[arg-type]
             if lines is not None:
                 lines.close()
@@ -158,8 +179,50 @@ class RunOp:
                     f"the command failed with exit code {result.exit_code}{detail}" + (f"\n{shown}" if shown else ""),
                     hint="the last lines of its output are above" if shown else None,
                 )
-            epoch = services.source_date_epoch
+            epoch = op.source_date_epoch
             return services.store_layer(lambda out: write_overlay_upper(upper, out, source_date_epoch=epoch))
+
+
+def _copy_visible(context: BuildContext, entry: Entry, dest: Path) -> None:
+    """A copy of `entry` (and, for a directory, what the build can see below it) at `dest`."""
+    _copy_entry(Path(entry.path), dest, entry.st)
+    if entry.is_dir:
+        base = len(entry.rel) + 1 if entry.rel else 0
+        for item in context.walk(entry.rel):
+            _copy_entry(Path(item.path), dest / item.rel[base:], item.st)
+        _fix_dir_times(context, entry, dest)
+
+
+def _copy_entry(src: Path, dest: Path, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        dest.mkdir(exist_ok=True)
+    elif stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(src), dest)
+    elif stat.S_ISREG(st.st_mode):
+        shutil.copyfile(src, dest, follow_symlinks=False)
+    else:
+        return  # devices and fifos in a context are not shown to a bind mount
+    if os.geteuid() == 0:
+        os.chown(dest, st.st_uid, st.st_gid, follow_symlinks=False)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(dest, stat.S_IMODE(st.st_mode))
+    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _fix_dir_times(context: BuildContext, entry: Entry, dest: Path) -> None:
+    """Directory times as in the context (making entries inside them moved them)."""
+    base = len(entry.rel) + 1 if entry.rel else 0
+    for item in [*context.walk(entry.rel), entry]:
+        if item.is_dir:
+            target = dest / item.rel[base:] if item is not entry else dest
+            os.utime(target, ns=(item.st.st_atime_ns, item.st.st_mtime_ns))
+
+
+def _copy_tree(source: Path, dest: Path) -> None:
+    if source.is_dir() and not source.is_symlink():
+        shutil.copytree(source, dest, symlinks=True)
+    else:
+        shutil.copy2(source, dest, follow_symlinks=False)
 
 
 class _LineWriter:
@@ -185,14 +248,6 @@ class _LineWriter:
         if self._buf:
             self._emit(self._buf.decode("utf-8", "replace"))
             self._buf = b""
-
-
-def _network(mode: str) -> Literal["default", "none", "host"]:
-    if mode == "none":
-        return "none"
-    if mode == "host":
-        return "host"
-    return "default"
 
 
 def _discard(path: Path) -> None:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from layerbuild.digest import xxh3
 from layerbuild.errors import BuildError
-from layerbuild.instructions import commands as c
 from layerbuild.parser import parse
-from layerbuild.plan import BaseImage, BuildPlan, Step, plan_build
-from layerbuild.solve import Content, Output, SolveOptions, Solver, SolveResult, State
+from layerbuild.plan import BaseImage, BuildPlan, Exec, FileCopy, OpDef, plan_build
+from layerbuild.solve import Content, Inputs, Output, SolveOptions, Solver, SolveResult
 from layerbuild.solve.explain import History
 
 
@@ -40,42 +39,63 @@ class World:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class ToyOp:
-    def __init__(self, world: World, step: Step) -> None:
-        self.world = world
-        self.step = step
-        self.cacheable = step.kind in ("copy", "exec") or isinstance(step.command, c.Workdir)
+def op_text(op: OpDef) -> str:
+    """How the toys name an op in `World.runs` and `World.run_output`: RUN/COPY/WORKDIR-like text."""
+    if isinstance(op, Exec):
+        return "RUN " + " ".join(op.args)
+    if isinstance(op, FileCopy):
+        return "COPY " + " ".join((*op.sources, op.dest))
+    return type(op).__name__
 
-    def content(self, parent: State, deps: Sequence[State]) -> Content | None:
-        if not isinstance(self.step.command, c.Copy) or self.step.command.from_stage:
+
+class ToyTask:
+    def __init__(self, world: World, op: OpDef, inputs: Inputs) -> None:
+        self.world = world
+        self.op = op
+        self.inputs = inputs
+        self.text = op_text(op)
+
+    def content(self) -> Content | None:
+        if not isinstance(self.op, FileCopy) or self.op.from_input is not None:
             return None
         selected = {p: xxh3(v.encode()) for p, v in self.world.files.items()
-                    if any(p.startswith(s.rstrip("/")) for s in self.step.command.sources)}
+                    if any(p.startswith(s.rstrip("/")) for s in self.op.sources)}
         return Content(xxh3("|".join(f"{k}={v}" for k, v in sorted(selected.items())).encode()), selected)
 
-    def run(self, parent: State, deps: Sequence[State]) -> Output:
+    def run(self, previous: Output | None) -> Output:
         start = time.monotonic()
         if self.world.sleep:
             time.sleep(self.world.sleep)
         with self.world.lock:
-            self.world.runs.append(self.step.text)
-        if self.world.fail and self.world.fail in self.step.text:
-            raise BuildError(f"toy failure in {self.step.text}")
-        if not self.cacheable:
+            self.world.runs.append(self.text)
+        if self.world.fail and self.world.fail in self.text:
+            raise BuildError(f"toy failure in {self.text}")
+        if not self.op.cacheable:
             return Output()
-        fixed = self.world.run_output.get(self.step.text)
+        fixed = self.world.run_output.get(self.text)
         payload = fixed if fixed is not None else "|".join(
-            [parent.result, self.step.text, *(d.result for d in deps), repr(sorted(self.world.files.items()))]
+            [self.inputs.parent.result, self.text, *(d.result for d in self.inputs.deps),
+             repr(sorted(self.world.files.items()))]
         )
         with self.world.lock:
-            self.world.spans.append((self.step.text, start, time.monotonic()))
+            self.world.spans.append((self.text, start, time.monotonic()))
         return Output(diff_id="sha256:" + xxh3(payload.encode()).ljust(64, "0"), size=1)
-
-    def usable(self, output: Output) -> bool:
-        return True
 
     def close(self) -> None:
         pass
+
+
+class ToyExecutor:
+    """Runs every op as a toy: outputs are a hash of what the op and its inputs are (or fixed)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def prepare(self, op: OpDef, inputs: Inputs) -> ToyTask:
+        return ToyTask(self.world, op, inputs)
+
+    def usable(self, output: Output) -> bool:
+        return True
 
 
 def make_plan(text: str, build_args: Mapping[str, str] | None = None, target: str | None = None) -> BuildPlan:
@@ -94,5 +114,5 @@ def solve(
     events: Callable[..., None] | None = None,
 ) -> SolveResult:
     plan = make_plan(text, build_args)
-    return Solver(plan, lambda step: ToyOp(world, step), cache, options=options, previous=previous,
+    return Solver(plan, ToyExecutor(world), cache, options=options, previous=previous,
                   on_event=events).solve()
