@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild.store import Store, import_rootfs
+from layerbuild.image import import_rootfs
+from layerbuild.store import Store
 from tests.runtime.conftest import busybox_tar
 
 EXE = str(Path(sys.executable).with_name("layerbuild"))

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from layerbuild.image import resolve_image
+from layerbuild.image import import_rootfs, resolve_image
 from layerbuild.runtime import ProcessSpec, lower_dirs_for, run_step
-from layerbuild.store import Store, import_rootfs
+from layerbuild.store import Store
 from tests.runtime.conftest import busybox_tar
 
 REPO = Path(__file__).resolve().parents[1]

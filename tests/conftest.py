@@ -1,7 +1,9 @@
-"""Shared test fixtures: where the conformance data lives."""
+"""Shared test fixtures: where the conformance data lives, and an fsck of every store a test leaves behind."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,3 +26,68 @@ def conformance() -> Path:
     if root is None:
         pytest.fail("shared/conformance/ not found beside the repository")
     return root
+
+
+# How deep under a test's tmp_path to look for store roots; tests put them at tmp_path/<name> or a
+# level or two below, and a shallow walk keeps the check cheap next to large build contexts.
+_STORE_SEARCH_DEPTH = 3
+
+
+def store_roots(base: Path, depth: int = _STORE_SEARCH_DEPTH) -> list[Path]:
+    """Directories under `base` (itself included) that hold a store: an `index.db` beside `blobs/`."""
+    found: list[Path] = []
+    todo = [(base, 0)]
+    while todo:
+        directory, level = todo.pop()
+        try:
+            with os.scandir(directory) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        names = {e.name for e in entries}
+        if "index.db" in names and "blobs" in names:
+            found.append(directory)
+            continue  # nothing of interest inside a store
+        if level < depth:
+            todo.extend((Path(e.path), level + 1) for e in entries if e.is_dir(follow_symlinks=False))
+    return sorted(found)
+
+
+def fsck_problems(root: Path) -> list[str]:
+    """What a read-only fsck finds wrong with the store at `root`, one line per problem."""
+    from layerbuild.errors import LayerbuildError
+    from layerbuild.store import Store
+
+    try:
+        with Store(root) as store:
+            report = store.fsck(repair=False)
+    except LayerbuildError as exc:
+        return [f"{root}: cannot open the store: {exc}"]
+    return [f"{root}: {p.kind}: {p.subject}: {p.detail}" for p in report.problems]
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_FAILED] = report.failed
+    return report
+
+
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture(autouse=True)
+def _fsck_stores_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every store a test built under its tmp_path must pass fsck afterwards (DESIGN: a store that
+    fsck passes). Tests that damage a store on purpose opt out with `@pytest.mark.store_corrupted`."""
+    if "tmp_path" not in request.fixturenames or request.node.get_closest_marker("store_corrupted"):
+        yield
+        return
+    tmp_path: Path = request.getfixturevalue("tmp_path")  # now, so it is torn down after this check
+    yield
+    if request.node.stash.get(_CALL_FAILED, True):
+        return  # the test itself failed (or never ran): that is the report that matters
+    problems = [line for root in store_roots(tmp_path) for line in fsck_problems(root)]
+    if problems:
+        pytest.fail("fsck found problems in a store the test left behind:\n" + "\n".join(problems))

@@ -21,5 +21,5 @@ def run(args: argparse.Namespace) -> int:
     for problem in report.problems:
         print(f"{problem.kind}: {problem.subject}: {problem.detail} ({problem.action})", file=sys.stderr)
     status = "ok" if report.ok else f"{len(report.problems)} problem(s)"
-    print(f"fsck: {report.blobs_checked} blob(s) checked, {status}")
+    print(f"fsck: {report.blobs_checked} blob(s) and {report.cache_files_checked} cache file(s) checked, {status}")
     return 0 if report.ok else 1

@@ -21,7 +21,7 @@ def register(sub: Any) -> tuple[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from layerbuild.store import import_rootfs
+    from layerbuild.image import import_rootfs
 
     with open_store(args) as store:
         if args.tarball == "-":

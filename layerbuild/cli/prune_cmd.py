@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
         report = store.prune(all=args.all, keep_storage=keep)
     print(
         f"removed {report.cache_records} cache record(s), {len(report.blobs)} blob(s), "
-        f"{len(report.snapshots)} snapshot(s); reclaimed {human_size(report.reclaimed)}, "
+        f"{len(report.snapshots)} snapshot(s), {report.cache_files} cache file(s); reclaimed {human_size(report.reclaimed)}, "
         f"{human_size(report.remaining)} remain"
     )
     return 0

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     )
     from layerbuild.image.export import LocalExport, export_local, export_tar
     from layerbuild.image.flatten import TarExport, write_flat_tar
+    from layerbuild.image.importer import ImportResult, import_rootfs
     from layerbuild.image.manifest import Descriptor, Manifest
     from layerbuild.image.store_io import (
         ImageNotFoundError,
@@ -31,11 +32,11 @@ if TYPE_CHECKING:
         read_blob,
         resolve_image,
         resolve_manifest,
-        split_tag,
         tag_image,
         untag_image,
         write_image,
     )
+    from layerbuild.reference import split_tag
 
 # Loaded on first use: `run` and `ps` need the config, not the exporters.
 _LAZY = {
@@ -46,6 +47,7 @@ _LAZY = {
     "ImageConfig": "layerbuild.image.config",
     "ImageFormatError": "layerbuild.image.config",
     "ImageNotFoundError": "layerbuild.image.store_io",
+    "ImportResult": "layerbuild.image.importer",
     "LocalExport": "layerbuild.image.export",
     "Manifest": "layerbuild.image.manifest",
     "StoredImage": "layerbuild.image.store_io",
@@ -53,6 +55,7 @@ _LAZY = {
     "export_local": "layerbuild.image.export",
     "export_tar": "layerbuild.image.export",
     "format_created": "layerbuild.image.config",
+    "import_rootfs": "layerbuild.image.importer",
     "list_images": "layerbuild.image.store_io",
     "load_image": "layerbuild.image.store_io",
     "normalize_port": "layerbuild.image.config",
@@ -60,7 +63,7 @@ _LAZY = {
     "read_blob": "layerbuild.image.store_io",
     "resolve_image": "layerbuild.image.store_io",
     "resolve_manifest": "layerbuild.image.store_io",
-    "split_tag": "layerbuild.image.store_io",
+    "split_tag": "layerbuild.reference",
     "tag_image": "layerbuild.image.store_io",
     "untag_image": "layerbuild.image.store_io",
     "write_flat_tar": "layerbuild.image.flatten",
@@ -79,6 +82,7 @@ __all__ = [
     "ImageConfig",
     "ImageFormatError",
     "ImageNotFoundError",
+    "ImportResult",
     "LocalExport",
     "Manifest",
     "StoredImage",
@@ -86,6 +90,7 @@ __all__ = [
     "export_local",
     "export_tar",
     "format_created",
+    "import_rootfs",
     "list_images",
     "load_image",
     "normalize_port",

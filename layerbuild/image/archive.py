@@ -24,10 +24,10 @@ from layerbuild.digest import sha256_digest
 from layerbuild.errors import LayerbuildError, UsageError
 from layerbuild.image.export import atomic_file
 from layerbuild.image.manifest import Descriptor, Manifest
-from layerbuild.image.store_io import StoredImage, split_tag
+from layerbuild.image.store_io import StoredImage
+from layerbuild.layer.compression import sniff_compression
+from layerbuild.reference import split_tag
 from layerbuild.store import MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST, LayerRecord, Store
-
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def _info(name: str, size: int, mode: int = 0o644, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
@@ -131,11 +131,11 @@ def export_docker(store: Store, image: StoredImage, dest: str | os.PathLike[str]
 
 def _uncompressed(blob: BinaryIO) -> Any:
     """A reader of the tar inside a stored layer blob (zstd, gzip or plain)."""
-    head = blob.read(4)
+    fmt = sniff_compression(blob.read(4))
     blob.seek(0)
-    if head.startswith(_ZSTD_MAGIC):
+    if fmt == "zstd":
         return zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)
-    if head.startswith(b"\x1f\x8b"):
+    if fmt == "gzip":
         import gzip
 
         return gzip.GzipFile(fileobj=blob, mode="rb")

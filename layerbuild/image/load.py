@@ -18,7 +18,9 @@ from layerbuild.errors import LayerbuildError, UsageError
 from layerbuild.image.config import ImageConfig
 from layerbuild.image.manifest import Manifest
 from layerbuild.image.store_io import StoredImage, write_image
-from layerbuild.store import LayerRecord, Store, ingest_layer
+from layerbuild.layer.ingest import ingest_layer
+from layerbuild.reference import familiar
+from layerbuild.store import LayerRecord, Store
 
 MAX_JSON = 16 << 20
 
@@ -49,14 +51,6 @@ def _json(tar: tarfile.TarFile, name: str) -> Any:
         return json.loads(data)
     except ValueError as exc:
         raise LayerbuildError(f"{name!r} in the archive is not valid JSON: {exc}") from None
-
-
-def familiar(name: str) -> str:
-    """Docker Hub names as Docker shows them: `docker.io/library/a:1` → `a:1`, `docker.io/u/a` → `u/a`."""
-    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"):
-        if name.startswith(prefix):
-            return name[len(prefix):]
-    return name
 
 
 def _check(config: ImageConfig, layers: list[LayerRecord]) -> None:

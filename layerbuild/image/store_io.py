@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from layerbuild.errors import StoreError, UsageError
 from layerbuild.image.config import ImageConfig, ImageFormatError
 from layerbuild.image.manifest import Descriptor, Manifest, config_descriptor
+from layerbuild.reference import normalize_tag, split_digest_ref
 from layerbuild.store import (
     MEDIA_CONFIG,
     MEDIA_LAYER_ZSTD,
@@ -26,7 +27,6 @@ from layerbuild.store import (
     LayerRecord,
     Lease,
     Store,
-    normalize_tag,
 )
 
 _MAX_META_BLOB = 16 << 20  # manifests and configs are KiB; refuse to read a "config" of gigabytes
@@ -61,12 +61,6 @@ class StoredImage:
     def size(self) -> int:
         """Unpacked size (sum of the layers' uncompressed sizes), which is what `docker images` shows."""
         return sum(layer.diff_size for layer in self.layers)
-
-
-def split_tag(tag: str) -> tuple[str, str]:
-    """`host:5000/app:1.0` → (`host:5000/app`, `1.0`)."""
-    name, _, version = normalize_tag(tag).rpartition(":")
-    return name, version
 
 
 def _pick_layer(store: Store, diff_id: str) -> LayerRecord:
@@ -211,8 +205,9 @@ def resolve_manifest(store: Store, ref: str) -> str:
         found = _by_digest(store, "sha256:" + hex_match.group(1))
         if found is not None:
             return found
-    if "@" in ref:
-        _, _, digest = ref.partition("@")
+    pinned = split_digest_ref(ref)
+    if pinned is not None:
+        digest = pinned[1]
         found = _by_digest(store, digest) if digest.startswith("sha256:") else None
         if found is not None:
             return found

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, cast
 import zstandard
 
 from layerbuild.errors import UnsafeArchiveError
+from layerbuild.layer.compression import sniff_compression
 from layerbuild.layer.tarformat import (
     BLOCK,
     MAX_META_SIZE,
@@ -35,8 +36,6 @@ from layerbuild.layer.zstdframes import FrameWalker
 _CHUNK = 1 << 20
 _QUEUE_CHUNKS = 8
 _EOF = b""
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_GZIP_MAGIC = b"\x1f\x8b"
 _KINDS = {k.value: k for k in Kind} | {b"\0": Kind.FILE, b"7": Kind.FILE}
 
 
@@ -69,14 +68,15 @@ def _decompressed(blob: BinaryIO) -> tuple[Any, str, FrameWalker | None]:
     """A reader of the uncompressed tar in `blob` chosen by its magic bytes, the format's name, and for
     zstd the walker that will tell whether the stream was complete."""
     head = blob.read(4)
-    if head.startswith(_ZSTD_MAGIC):
+    fmt = sniff_compression(head)
+    if fmt == "zstd":
         walker = FrameWalker()
         dctx = zstandard.ZstdDecompressor()
         source = cast(BinaryIO, _Prefixed(head, blob, walker))
         reader = dctx.stream_reader(source, read_size=_CHUNK, read_across_frames=True)
         return reader, "zstd", walker
     raw = io.BufferedReader(_Prefixed(head, blob), _CHUNK)
-    if head.startswith(_GZIP_MAGIC):
+    if fmt == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb"), "gzip", None
     return raw, "tar", None
 

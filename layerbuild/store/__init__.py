@@ -10,7 +10,6 @@ if TYPE_CHECKING:
     from layerbuild.store.blobs import BlobInfo, BlobNotFoundError, BlobStore, BlobWriter, FileBlobStore
     from layerbuild.store.fsck import FsckProblem, FsckReport, fsck
     from layerbuild.store.index import Index
-    from layerbuild.store.ingest import ImportResult, import_rootfs, ingest_layer, normalize_tag
     from layerbuild.store.layout import Layout, resolve_root
     from layerbuild.store.maintenance import DfEntry, DfReport, PruneReport, df, prune
     from layerbuild.store.records import (
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
         MEDIA_LAYER_TAR,
         MEDIA_LAYER_ZSTD,
         MEDIA_MANIFEST,
+        NO_RESULT,
         CacheRecord,
         HistoryRecord,
         ImageRecord,
@@ -43,7 +43,6 @@ _LAZY = {
     "FsckReport": "layerbuild.store.fsck",
     "HistoryRecord": "layerbuild.store.records",
     "ImageRecord": "layerbuild.store.records",
-    "ImportResult": "layerbuild.store.ingest",
     "Index": "layerbuild.store.index",
     "LayerRecord": "layerbuild.store.records",
     "Layout": "layerbuild.store.layout",
@@ -54,15 +53,13 @@ _LAZY = {
     "MEDIA_LAYER_TAR": "layerbuild.store.records",
     "MEDIA_LAYER_ZSTD": "layerbuild.store.records",
     "MEDIA_MANIFEST": "layerbuild.store.records",
+    "NO_RESULT": "layerbuild.store.records",
     "PruneReport": "layerbuild.store.maintenance",
     "Snapshots": "layerbuild.store.snapshots",
     "Store": "layerbuild.store.store",
     "Tag": "layerbuild.store.records",
     "df": "layerbuild.store.maintenance",
     "fsck": "layerbuild.store.fsck",
-    "import_rootfs": "layerbuild.store.ingest",
-    "ingest_layer": "layerbuild.store.ingest",
-    "normalize_tag": "layerbuild.store.ingest",
     "prune": "layerbuild.store.maintenance",
     "resolve_root": "layerbuild.store.layout",
 }
@@ -78,6 +75,7 @@ __all__ = [
     "MEDIA_LAYER_TAR",
     "MEDIA_LAYER_ZSTD",
     "MEDIA_MANIFEST",
+    "NO_RESULT",
     "BlobInfo",
     "BlobNotFoundError",
     "BlobStore",
@@ -90,7 +88,6 @@ __all__ = [
     "FsckReport",
     "HistoryRecord",
     "ImageRecord",
-    "ImportResult",
     "Index",
     "LayerRecord",
     "Layout",
@@ -101,9 +98,6 @@ __all__ = [
     "Tag",
     "df",
     "fsck",
-    "import_rootfs",
-    "ingest_layer",
-    "normalize_tag",
     "prune",
     "resolve_root",
 ]

@@ -141,12 +141,21 @@ class Database:
         conn = sqlite3.connect(
             self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
-        _retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
-        # NORMAL in WAL mode keeps the database consistent through any crash; a power cut may
-        # lose the last commits, which only costs cache hits since blobs are fsynced first.
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        self._migrate(conn)
+        try:
+            _retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+            # NORMAL in WAL mode keeps the database consistent through any crash; a power cut may
+            # lose the last commits, which only costs cache hits since blobs are fsynced first.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate(conn)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):  # not a database at all, or damaged past reading
+                raise StoreError(
+                    f"the store index at {self.path} cannot be read: {exc}",
+                    hint="move the store root aside, or use another --root",
+                ) from exc
+            raise
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from layerbuild.store import caches
 from layerbuild.store.layout import flocked, fsync_dir
 from layerbuild.store.maintenance import clean_temp
+from layerbuild.store.records import NO_RESULT
 
 if TYPE_CHECKING:
     import sqlite3
@@ -39,6 +41,7 @@ class FsckReport:
     problems: tuple[FsckProblem, ...]
     blobs_checked: int
     temp_removed: tuple[str, ...]
+    cache_files_checked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -46,9 +49,9 @@ class FsckReport:
 
 
 def fsck(store: Store, *, repair: bool = True) -> FsckReport:
-    """Check the whole store. With `repair`, quarantine bad blobs under `quarantine/` and drop index rows
-    that point at anything missing (tags, cache records, layer and image rows), so the next build
-    simply rebuilds what was lost."""
+    """Check the whole store. With `repair`, quarantine bad blobs under `quarantine/`, drop index rows
+    that point at anything missing (tags, cache records, layer and image rows) and remove unreadable
+    files of the parse and no-op caches, so the next build simply rebuilds what was lost."""
     problems: list[FsckProblem] = []
     temp = clean_temp(store) if repair else []
     with store.db.read() as conn:
@@ -57,7 +60,13 @@ def fsck(store: Store, *, repair: bool = True) -> FsckReport:
         problems.append(FsckProblem("index", str(store.layout.index_db), "; ".join(check[:5]), "none"))
     checked = _check_blobs(store, problems, repair)
     _check_index(store, problems, repair)
-    return FsckReport(tuple(problems), checked, tuple(str(p) for p in temp))
+    cache_files, bad, stale = caches.check(store.layout, repair=repair)
+    for item in bad:
+        action = "removed" if item.removed else "none"
+        subject = str(item.path.relative_to(store.root))
+        problems.append(FsckProblem("corrupt cache file", subject, item.detail, action))
+    temp.extend(stale)
+    return FsckReport(tuple(problems), checked, tuple(str(p) for p in temp), cache_files)
 
 
 def _check_blobs(store: Store, problems: list[FsckProblem], repair: bool) -> int:
@@ -172,6 +181,8 @@ def _check_rows(store: Store, conn: sqlite3.Connection, problems: list[FsckProbl
             )
             drop("DELETE FROM tags WHERE name = ?", name)
     for key, result in conn.execute("SELECT key, result FROM cache").fetchall():
+        if result == NO_RESULT:
+            continue  # a step that made no layer: nothing to dangle
         if not exists(result) or result in broken:
             problems.append(FsckProblem("dangling cache record", key, f"result {result} is missing", action))
             drop("DELETE FROM cache WHERE key = ?", key)

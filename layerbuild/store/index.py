@@ -136,7 +136,7 @@ class Index:
     # cache records -------------------------------------------------------------------------------
 
     def put_cache(self, key: str, kind: str, result: str, metadata: Any = None) -> CacheRecord:
-        """Record (or replace) the result of the step with cache key `key`."""
+        """Record (or replace) the result of the step with cache key `key` (`NO_RESULT` if it made no layer)."""
         now = time.time()
         meta = _json({} if metadata is None else metadata)
         with self.db.write() as conn:

@@ -58,6 +58,22 @@ class Layout:
     def index_db(self) -> Path:
         return self.root / "index.db"
 
+    @property
+    def parsed(self) -> Path:
+        """The last parse of each Dockerfile's bytes (worker), so an unchanged one skips the grammar."""
+        return self.root / "parsed"
+
+    @property
+    def fastpath(self) -> Path:
+        """No-op records: the last build of a Dockerfile and target, replayed when nothing changed (worker)."""
+        return self.root / "fastpath"
+
+    @property
+    def json_caches(self) -> tuple[Path, ...]:
+        """Directories of disposable JSON files that others write under the root: `df` counts them,
+        `prune --all` clears them, `fsck` removes unreadable ones. Their writers create them on demand."""
+        return (self.parsed, self.fastpath)
+
     def create(self) -> None:
         for path in (self.blobs, self.tmp, self.snapshots, self.quarantine, self.locks):
             path.mkdir(parents=True, exist_ok=True)

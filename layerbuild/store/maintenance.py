@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from layerbuild.store import caches
 from layerbuild.store.graph import Graph, Plan, plan_eviction
 from layerbuild.store.layout import flocked, fsync_dir, try_remove_orphan
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 DEFAULT_GRACE_S = 3600.0
 
 _KIND_LABEL = {"layer": "layers", "config": "configs", "manifest": "manifests", "index": "manifests"}
+# The JSON caches the index does not track (see caches.py), as `df` names them.
+_CACHE_LABEL = {"parsed": "parsed dockerfiles", "fastpath": "no-op records"}
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,8 @@ class DfReport:
 
 @dataclass(frozen=True)
 class PruneReport:
-    """What `prune` removed and how much space that freed; `remaining` is blobs + snapshots after."""
+    """What `prune` removed and how much space that freed; `remaining` is blobs + snapshots + cache
+    files after. `cache_files` counts the parse and no-op cache files `--all` cleared."""
 
     cache_records: int
     blobs: tuple[str, ...]
@@ -55,6 +59,7 @@ class PruneReport:
     temp_files: int
     reclaimed: int
     remaining: int
+    cache_files: int = 0
 
 
 def clean_temp(store: Store) -> list[Path]:
@@ -120,7 +125,8 @@ def prune(
 ) -> PruneReport:
     """Drop cache records and blobs no tag reaches, least recently used first, until under `keep_storage`.
 
-    `all` makes every cache record a candidate, not only those whose result no tag reaches.
+    `all` makes every cache record a candidate, not only those whose result no tag reaches, and
+    clears the parse and no-op caches (they are rebuilt on demand).
     Never removes anything reachable from a tag or a live lease, nor a blob put or anything used in
     the last `grace` seconds. Runs inside one index write transaction while holding the gc lock
     exclusively, so no put can commit and no reference can be added while it decides and deletes.
@@ -159,8 +165,13 @@ def prune(
         if store.snapshots.remove(diff_id):
             removed_snaps.append(diff_id)
             reclaimed += snaps[diff_id]
+    cache_files = 0
+    if all:
+        cache_files, cache_bytes = caches.clear(store.layout)
+        reclaimed += cache_bytes
     remaining = sum(s for d, (s, _) in stats.items() if d not in removed_blobs)
     remaining += sum(s for d, s in snaps.items() if d not in removed_snaps)
+    remaining += sum(u.size for u in caches.usage(store.layout))
     return PruneReport(
         cache_records=len(plan.cache_keys),
         blobs=tuple(removed_blobs),
@@ -168,11 +179,13 @@ def prune(
         temp_files=len(temp),
         reclaimed=reclaimed,
         remaining=remaining,
+        cache_files=cache_files,
     )
 
 
 def df(store: Store, *, grace: float | None = None) -> DfReport:
-    """Space by kind (blob kinds, snapshots, cache records, index) and what a plain `prune` would free."""
+    """Space by kind (blob kinds, snapshots, cache records, the parse and no-op caches, index) and what
+    a plain `prune` would free (the parse and no-op caches only go with `prune --all`)."""
     grace = DEFAULT_GRACE_S if grace is None else grace
     snaps = _snapshot_sizes(store)
     with store.db.read() as conn:
@@ -205,6 +218,7 @@ def df(store: Store, *, grace: float | None = None) -> DfReport:
             sum(stats[d][0] for d in held & plan.nodes if d in stats),
         )
     )
+    entries.extend(DfEntry(_CACHE_LABEL[u.name], u.count, u.size, 0) for u in caches.usage(store.layout))
     index_size = 0
     for suffix in ("", "-wal", "-shm"):
         try:

@@ -15,6 +15,10 @@ MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 
+# The `result` of a cache record for a step that made no layer (a config-only step, a WORKDIR whose
+# directory existed): a valid record that references nothing, so it needs nothing to stay valid.
+NO_RESULT = ""
+
 
 @dataclass(frozen=True)
 class LayerRecord:
@@ -51,7 +55,8 @@ class Tag:
 
 @dataclass(frozen=True)
 class CacheRecord:
-    """A build-cache entry: cache key (xxh3 hex) → `result` (a layer diff_id or a blob digest)."""
+    """A build-cache entry: cache key (xxh3 hex) → `result` (a layer diff_id, a blob digest, or
+    `NO_RESULT` for a step that made no layer)."""
 
     key: str
     kind: str
@@ -63,7 +68,6 @@ class CacheRecord:
     @property
     def metadata(self) -> Any:
         return json.loads(self.metadata_json)
-
 
 @dataclass(frozen=True)
 class HistoryRecord:

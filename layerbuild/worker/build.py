@@ -19,6 +19,7 @@ from layerbuild.image.store_io import StoredImage, resolve_image, write_image
 from layerbuild.parser import Dockerfile
 from layerbuild.plan import BaseImage, BuildPlan, plan_build
 from layerbuild.platforms import host_platform_args
+from layerbuild.reference import normalize_tag
 from layerbuild.solve import (
     BuildEvent,
     BuildResult,
@@ -31,7 +32,8 @@ from layerbuild.solve import (
 )
 from layerbuild.solve.cache import StoreCache
 from layerbuild.solve.explain import history_from_json
-from layerbuild.store import Store, normalize_tag
+from layerbuild.store import Store
+from layerbuild.store.layout import Layout
 from layerbuild.worker import fastpath
 from layerbuild.worker.executor import WorkerExecutor
 from layerbuild.worker.meta import ConfigBuilder, created_by, empty_config
@@ -58,7 +60,7 @@ def parsed(data: bytes, filename: str, root: Path) -> Dockerfile:
     from layerbuild.parser.ast import from_state, to_state
 
     key = xxh3(b"%s\0%s\0%s" % (__version__.encode(), filename.encode("utf-8", "surrogateescape"), data))
-    cached = root / "parsed" / f"{key}.json"
+    cached = Layout(root).parsed / f"{key}.json"
     try:
         return from_state(json.loads(cached.read_text(encoding="utf-8", errors="surrogateescape")))
     except (OSError, ValueError, KeyError, TypeError):

@@ -22,8 +22,10 @@ from typing import Any
 
 import xxhash
 
+from layerbuild.errors import UsageError
+from layerbuild.reference import normalize_tag
 from layerbuild.solve.report import BuildEvent, BuildResult
-from layerbuild.store.layout import resolve_root
+from layerbuild.store.layout import Layout, resolve_root
 from layerbuild.store.peek import blob_exists, tag_targets
 from layerbuild.worker.dockerignore import load_matcher
 from layerbuild.worker.request import BuildRequest
@@ -33,14 +35,9 @@ VERSION = "fastpath-1"
 _REMOTE = re.compile(rb"://|git@", re.IGNORECASE)
 
 
-def _normalize_tag(tag: str) -> str:
-    slash, colon = tag.rfind("/"), tag.rfind(":")
-    return tag if colon > slash else tag + ":latest"
-
-
 def _record_path(root: Path, dockerfile: Path, target: str | None) -> Path:
     key = xxhash.xxh3_128_hexdigest(f"{dockerfile.resolve()}\0{target or ''}".encode())
-    return root / "fastpath" / f"{key}.json"
+    return Layout(root).fastpath / f"{key}.json"
 
 
 def fingerprint(
@@ -100,9 +97,12 @@ def lookup(root: Path, dockerfile: Path, target: str | None, fp: str, tags: tupl
         return None
     manifest = record.get("manifest")
     bases: dict[str, str] = record.get("bases") or {}
-    wanted = {_normalize_tag(t) for t in tags} | set(bases)
-    targets = tag_targets(root, wanted)
-    if any(targets.get(_normalize_tag(t)) != manifest for t in tags):
+    try:
+        names = [normalize_tag(t) for t in tags]
+    except UsageError:
+        return None  # the full path reports a bad tag properly
+    targets = tag_targets(root, set(names) | set(bases))
+    if any(targets.get(name) != manifest for name in names):
         return None
     if any(targets.get(ref) != digest for ref, digest in bases.items()):
         return None

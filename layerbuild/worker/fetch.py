@@ -94,14 +94,6 @@ def parse_checksum(value: str) -> str:
 
 # --- local archives ---------------------------------------------------------------------------------
 
-_MAGICS: list[tuple[bytes, str]] = [
-    (b"\x1f\x8b", "gzip"),
-    (b"BZh", "bzip2"),
-    (b"\xfd7zXZ\x00", "xz"),
-    (b"\x28\xb5\x2f\xfd", "zstd"),
-]
-
-
 def _open_decompressed(path: str, fmt: str) -> IO[bytes]:
     import bz2
     import gzip
@@ -130,12 +122,12 @@ def archive_format(path: str) -> str | None:
 
     import zstandard
 
+    from layerbuild.layer.compression import SNIFF_BYTES, sniff_compression
     from layerbuild.layer.tarformat import decode_header
 
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
-        fmt = next((name for magic, name in _MAGICS if head.startswith(magic)), "tar")
+            fmt = sniff_compression(f.read(SNIFF_BYTES))
         with _open_decompressed(path, fmt) as stream:
             block = stream.read(_BLOCK)
     except (OSError, EOFError, ValueError, lzma.LZMAError, zstandard.ZstdError):

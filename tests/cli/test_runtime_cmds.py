@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from layerbuild.cli.main import main
-from layerbuild.image import resolve_image, write_image
-from layerbuild.store import Store, import_rootfs
+from layerbuild.image import import_rootfs, resolve_image, write_image
+from layerbuild.store import Store
 from tests.runtime.conftest import busybox_tar
 
 pytestmark = pytest.mark.integration

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
 from pathlib import Path
@@ -72,3 +73,104 @@ def test_root_after_the_verb(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     capsys.readouterr()
     assert main(["--root", str(tmp_path / "s"), "images", "--json"]) == 0
     assert "late" in capsys.readouterr().out
+
+
+def _build(tmp_path: Path, root: list[str]) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a").write_text("hi\n")
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY a /a\nENV X=1\n")
+    assert main([*root, "build", "-t", "t", "--progress", "quiet", str(ctx)]) == 0
+
+
+def _df_rows(out: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.replace("┃", "│").split("│")]
+        if len(cells) == 4:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_df_counts_and_prune_all_clears_the_parse_and_no_op_caches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    root = ["--root", str(store)]
+    _build(tmp_path, root)
+    assert len(list((store / "parsed").iterdir())) == 1
+    assert len(list((store / "fastpath").iterdir())) == 1
+    capsys.readouterr()
+
+    assert main([*root, "df"]) == 0
+    rows = _df_rows(capsys.readouterr().out)
+    assert rows["parsed dockerfiles"][0] == "1" and rows["parsed dockerfiles"][1] != "0 B"
+    assert rows["no-op records"][0] == "1" and rows["no-op records"][1] != "0 B"
+
+    assert main([*root, "prune"]) == 0  # a plain prune keeps them: they serve the next build
+    assert "0 cache file(s)" in capsys.readouterr().out
+    assert main([*root, "prune", "--all"]) == 0
+    assert "2 cache file(s)" in capsys.readouterr().out
+    assert list((store / "parsed").iterdir()) == [] and list((store / "fastpath").iterdir()) == []
+    assert main([*root, "df"]) == 0
+    rows = _df_rows(capsys.readouterr().out)
+    assert rows["parsed dockerfiles"][:2] == ["0", "0 B"] and rows["no-op records"][:2] == ["0", "0 B"]
+    assert main([*root, "fsck"]) == 0
+
+
+@pytest.mark.parametrize("cache", ["parsed", "fastpath"])
+@pytest.mark.parametrize("content", [b'{"truncated": ', b"\xff\xfe not json", b"[1, 2]"])
+@pytest.mark.store_corrupted
+def test_fsck_reports_and_removes_a_corrupt_cache_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cache: str, content: bytes
+) -> None:
+    store = tmp_path / "store"
+    root = ["--root", str(store)]
+    _build(tmp_path, root)
+    (victim,) = (store / cache).iterdir()
+    victim.write_bytes(content)
+    capsys.readouterr()
+    assert main([*root, "fsck", "--dry-run"]) == 1
+    assert victim.exists()
+    assert main([*root, "fsck"]) == 1
+    err = capsys.readouterr().err
+    assert f"corrupt cache file: {cache}/{victim.name}" in err and "(removed)" in err
+    assert not victim.exists()
+    assert main([*root, "fsck"]) == 0
+    # Only a cache: the next build still works.
+    assert main([*root, "build", "-t", "t", "--progress", "quiet", str(tmp_path / "ctx")]) == 0
+    assert main([*root, "fsck"]) == 0
+
+
+@pytest.mark.store_corrupted
+def test_fsck_removes_a_directory_where_a_cache_file_belongs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    root = ["--root", str(store)]
+    _build(tmp_path, root)
+    (store / "parsed" / "junk.json").mkdir()
+    (store / "fastpath" / ".x.json.1.tmp").write_text("a live writer's temp file")
+    assert main([*root, "fsck"]) == 1
+    assert "parsed/junk.json: not a JSON cache file" in capsys.readouterr().err
+    assert not (store / "parsed" / "junk.json").exists()
+    assert (store / "fastpath" / ".x.json.1.tmp").exists()  # fresh: its writer may be alive
+
+
+def test_fsck_passes_after_a_build_whose_steps_made_no_layer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a").write_text("hi\n")
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY a /a\nWORKDIR /\nENV X=1\n")
+    root = ["--root", str(tmp_path / "store")]
+    assert main([*root, "build", "-t", "t", "--progress", "quiet", str(ctx)]) == 0
+    capsys.readouterr()
+    assert main([*root, "fsck"]) == 0, capsys.readouterr().err
+    # The no-layer record survived, so the rebuild (past the fast path) hits every step.
+    (ctx / "b").write_text("unrelated\n")
+    report = tmp_path / "report.json"
+    assert main([*root, "build", "-t", "t", "--progress", "quiet", "--report", str(report), str(ctx)]) == 0
+    steps = {s["instruction"]: s for s in json.loads(report.read_text())["steps"]}
+    assert steps["WORKDIR /"]["cached"] is True, steps["WORKDIR /"]["reason"]

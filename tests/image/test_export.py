@@ -129,7 +129,7 @@ def test_export_tar_keeps_owners_and_hardlinks(store: Store, make_layer: MakeLay
         link.type, link.linkname = tarfile.LNKTYPE, "srv/data"
         tar.addfile(link)
     buf.seek(0)
-    from layerbuild.store import ingest_layer
+    from layerbuild.layer.ingest import ingest_layer
 
     first = ingest_layer(store, buf)
     # The next layer replaces srv/data: the old hardlink keeps the old content.
@@ -160,7 +160,7 @@ def test_export_tar_keeps_owners_and_hardlinks(store: Store, make_layer: MakeLay
 
 def test_unsafe_layers_are_refused_by_both_exporters(store: Store, tmp_path: Path) -> None:
     from layerbuild.errors import UnsafeArchiveError
-    from layerbuild.store import ingest_layer
+    from layerbuild.layer.ingest import ingest_layer
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:

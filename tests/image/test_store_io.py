@@ -13,6 +13,7 @@ from layerbuild.image import (
     ImageConfig,
     ImageNotFoundError,
     Manifest,
+    import_rootfs,
     list_images,
     resolve_image,
     split_tag,
@@ -20,7 +21,7 @@ from layerbuild.image import (
     untag_image,
     write_image,
 )
-from layerbuild.store import MEDIA_CONFIG, MEDIA_LAYER_ZSTD, MEDIA_MANIFEST, Store, import_rootfs
+from layerbuild.store import MEDIA_CONFIG, MEDIA_LAYER_ZSTD, MEDIA_MANIFEST, Store
 from tests.image.conftest import MakeLayer
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild.image import resolve_image
+from layerbuild.image import import_rootfs, resolve_image
 from layerbuild.runtime import lower_dirs_for
-from layerbuild.store import Store, import_rootfs
+from layerbuild.store import Store
 
 PASSWD = b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
 GROUP = b"root:x:0:\napp:x:1000:\nextra:x:2000:app\n"

@@ -18,7 +18,8 @@ import io, json, os, sys
 from pathlib import Path
 from layerbuild.image import resolve_image
 from layerbuild.runtime import ProcessSpec, lower_dirs_for, run_step
-from layerbuild.store import Store, import_rootfs
+from layerbuild.image import import_rootfs
+from layerbuild.store import Store
 
 home = Path(sys.argv[1])
 with Store.open(home / "root") as store:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from store_toys import put_image, put_layer
 
 from layerbuild.digest import sha256_digest
-from layerbuild.store import Store
+from layerbuild.store import NO_RESULT, Store
 
 
 def test_clean_store_passes(store: Store) -> None:
@@ -52,6 +53,7 @@ def test_missing_blob_is_reported_and_rows_dropped(store: Store) -> None:
     assert store.fsck().ok
 
 
+@pytest.mark.store_corrupted  # leaves the damage it reports
 def test_dry_run_changes_nothing(store: Store) -> None:
     img = put_image(store, [b"z"], tag="t:1")
     os.unlink(store.blobs.path(img.layers[0]))
@@ -83,3 +85,12 @@ def test_cache_record_on_missing_layer(store: Store) -> None:
     report = store.fsck()
     assert [p.kind for p in report.problems] == ["dangling cache record"]
     assert store.index.get_cache("k") is None
+
+
+def test_a_cache_record_of_a_step_that_made_no_layer_is_valid(store: Store) -> None:
+    """A config-only step (or a WORKDIR that existed) is recorded with no result; fsck keeps it."""
+    store.index.put_cache("meta-step", "meta", NO_RESULT)
+    for repair in (False, True):
+        report = store.fsck(repair=repair)
+        assert report.ok, report.problems
+    assert store.index.get_cache("meta-step") is not None

@@ -21,6 +21,7 @@ def test_wal_mode_and_schema_version(store: Store) -> None:
     assert store.db.schema_version() == SCHEMA_VERSION
 
 
+@pytest.mark.store_corrupted  # index rows without blobs
 def test_layers_keep_digest_and_diff_id_apart(store: Store) -> None:
     zstd = store.index.put_layer(D1, D3, 10, 30, MEDIA_LAYER_ZSTD)
     gzip = store.index.put_layer(D2, D3, 12, 30, MEDIA_LAYER_GZIP)
@@ -32,6 +33,7 @@ def test_layers_keep_digest_and_diff_id_apart(store: Store) -> None:
         zstd.size = 1  # type: ignore[misc]
 
 
+@pytest.mark.store_corrupted  # index rows without blobs
 def test_images_and_refs(store: Store) -> None:
     rec = store.index.put_image(D1, "manifest", "m", 5, [D2, D3, D2])
     assert rec.refs == tuple(sorted((D2, D3)))

@@ -188,3 +188,17 @@ def test_recent_read_protects_from_prune(store: Store) -> None:
     assert store.index.last_use(digest) is not None
     assert store.prune(grace=60).blobs == ()
     assert store.prune(grace=0).blobs == (digest,)
+
+
+def test_the_parse_and_no_op_caches_are_counted_and_cleared_by_prune_all(store: Store) -> None:
+    for directory in store.layout.json_caches:
+        directory.mkdir()
+        (directory / "k.json").write_text('{"x": 1}')
+    before = store.df()
+    sizes = {e.kind: e.size for e in before.entries}
+    assert sizes["parsed dockerfiles"] == 8 and sizes["no-op records"] == 8
+    assert before.total >= 16
+    assert store.prune(grace=0).cache_files == 0
+    report = store.prune(all=True, grace=0)
+    assert report.cache_files == 2 and report.reclaimed >= 16
+    assert store.df().total == before.total - 16

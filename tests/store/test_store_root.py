@@ -39,3 +39,16 @@ def test_open_creates_layout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
         assert store.root == tmp_path / "r"
         for sub in ("blobs/sha256", "tmp", "snapshots", "quarantine", "index.db"):
             assert (tmp_path / "r" / sub).exists()
+
+
+@pytest.mark.store_corrupted
+def test_an_index_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    from layerbuild.errors import StoreError
+
+    root = tmp_path / "root"
+    Store(root).close()
+    for suffix in ("-wal", "-shm"):
+        (root / f"index.db{suffix}").unlink(missing_ok=True)
+    (root / "index.db").write_bytes(b"garbage" * 1000)
+    with pytest.raises(StoreError, match="cannot be read"):
+        Store(root)

@@ -1,4 +1,4 @@
-"""Ingesting tar streams as zstd layers, and `import` of a rootfs tarball as a tagged image."""
+"""Ingesting tar streams as zstd layers, `import` of a rootfs tarball as a tagged image, and tag names."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ import pytest
 import zstandard
 
 from layerbuild.errors import StoreError, UsageError
-from layerbuild.store import MEDIA_LAYER_ZSTD, Store, import_rootfs, ingest_layer, normalize_tag
+from layerbuild.image import import_rootfs
+from layerbuild.layer.compression import sniff_compression
+from layerbuild.layer.ingest import ingest_layer
+from layerbuild.platforms import host_arch
+from layerbuild.reference import familiar, normalize_tag, split_digest_ref, split_tag
+from layerbuild.store import MEDIA_LAYER_ZSTD, Store
 
 
 def _rootfs_tar() -> bytes:
@@ -74,6 +79,53 @@ def test_import_rootfs_makes_a_tagged_image(store: Store, monkeypatch: pytest.Mo
     assert store.fsck().ok
 
 
+def test_import_writes_the_same_bytes_as_before(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The config and manifest now come from the image package; the digests must not have moved."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+    result = import_rootfs(store, io.BytesIO(TAR), "toy", architecture="amd64")
+    assert store.blobs.read(result.config) == (
+        b'{"architecture":"amd64","config":{},"created":"1970-01-01T00:00:00Z","history":[{"created":'
+        b'"1970-01-01T00:00:00Z","created_by":"layerbuild import"}],"os":"linux","rootfs":{"diff_ids":'
+        b'["' + DIFF_ID.encode() + b'"],"type":"layers"}}'
+    )
+    assert result.config == "sha256:dc8c7512f7675a1bfd0a9ec75844627ad14ecadc4ccdc57384b9d63b3f140e3c"
+    assert result.manifest == "sha256:e7ec0f51091150892f9ab5fa8fd4ae2bc6afeeda4368bfb0f8cba3ba29be7e8d"
+    manifest = store.index.get_image(result.manifest)
+    assert manifest is not None and set(manifest.refs) == {result.config, result.layer.digest}
+
+
+def test_import_defaults_to_the_host_architecture(store: Store) -> None:
+    result = import_rootfs(store, io.BytesIO(TAR), "toy")
+    assert json.loads(store.blobs.read(result.config))["architecture"] == host_arch()
+
+
+def test_a_bad_name_is_refused_before_anything_is_stored(store: Store) -> None:
+    with pytest.raises(UsageError):
+        import_rootfs(store, io.BytesIO(TAR), "bad name")
+    assert list(store.blobs.list()) == []
+
+
+@pytest.mark.parametrize(
+    ("head", "fmt"),
+    [
+        (b"\x1f\x8b\x08\x00", "gzip"),
+        (b"\x28\xb5\x2f\xfd\x00", "zstd"),
+        (b"BZh91AY", "bzip2"),
+        (b"\xfd7zXZ\x00\x00", "xz"),
+        (b"etc/", "tar"),
+        (b"", "tar"),
+    ],
+)
+def test_sniff_compression(head: bytes, fmt: str) -> None:
+    assert sniff_compression(head) == fmt
+
+
+def test_a_bzip2_looking_tar_is_still_taken_as_plain(store: Store) -> None:
+    """Layers are gzip, zstd or plain; any other magic is read as a plain tar, as before."""
+    data = b"BZh" + bytes(509)
+    assert ingest_layer(store, io.BytesIO(data)).diff_size == len(data)
+
+
 @pytest.mark.parametrize(
     ("ref", "tag"),
     [
@@ -85,9 +137,23 @@ def test_import_rootfs_makes_a_tagged_image(store: Store, monkeypatch: pytest.Mo
 )
 def test_normalize_tag(ref: str, tag: str) -> None:
     assert normalize_tag(ref) == tag
+    assert ":".join(split_tag(ref)) == tag
+
+
+def test_split_digest_ref() -> None:
+    assert split_digest_ref("app@sha256:00") == ("app", "sha256:00")
+    assert split_digest_ref("app:1") is None
 
 
 @pytest.mark.parametrize("ref", ["", "has space", "app@sha256:00"])
 def test_bad_tag(ref: str) -> None:
     with pytest.raises(UsageError):
         normalize_tag(ref)
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [("docker.io/library/a:1", "a:1"), ("index.docker.io/u/a", "u/a"), ("quay.io/x/y:2", "quay.io/x/y:2")],
+)
+def test_familiar_names(name: str, shown: str) -> None:
+    assert familiar(name) == shown
