@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from layerbuild.solve.solver import Output
-from layerbuild.store import Store
+from layerbuild.store import NO_RESULT, Store
 
 
 class StoreCache:
@@ -29,4 +29,4 @@ class StoreCache:
 
     def put(self, key: str, kind: str, output: Output) -> None:
         metadata = {"size": output.size, "created": output.created, "extra": dict(output.extra)}
-        self.store.index.put_cache(key, kind, output.diff_id or "", metadata)
+        self.store.index.put_cache(key, kind, output.diff_id or NO_RESULT, metadata)
