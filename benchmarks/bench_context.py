@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
+from layerbuild.context import tree as ctxmod
+from layerbuild.context.tree import BuildContext
 from layerbuild.store import Store
-from layerbuild.worker import context as ctxmod
-from layerbuild.worker.context import BuildContext
 from layerbuild.worker.copy import select_copy, write_copy_layer
 
 FILES = int(os.environ.get("LAYERBUILD_BENCH_FILES", "5000"))
@@ -85,7 +85,7 @@ def test_write_copy_layer(benchmark: Any, app: Path) -> None:
 def test_noop_whole_process(app: Path, tmp_path: Path) -> None:
     root = tmp_path / "proc"
     code = (
-        "import sys; from layerbuild.store import Store; from layerbuild.worker.context import BuildContext;"
+        "import sys; from layerbuild.store import Store; from layerbuild.context.tree import BuildContext;"
         "from layerbuild.worker.copy import select_copy;"
         "s = Store.open(sys.argv[1]); c = BuildContext.open(sys.argv[2], store=s);"
         "k = select_copy(c, ['src/'], './src/', workdir='/app').content_key; c.save(); print(k)"

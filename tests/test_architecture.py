@@ -17,7 +17,8 @@ PKG = REPO / "layerbuild"
 DIRECT = {
     "cli": {"api"},
     "api": {"worker"},
-    "worker": {"solve", "runtime", "registry"},
+    "worker": {"solve", "runtime", "registry", "context"},
+    "context": {"store"},
     "solve": {"plan", "store"},
     "plan": {"instructions"},
     "instructions": {"parser"},

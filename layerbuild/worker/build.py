@@ -148,7 +148,7 @@ class Build:
         self.rootfs = RootfsCache(self.store)
         cache = StoreCache(self.store)
         services = BuildServices(self.store, self.rootfs, self.base_layers, self.request.source_date_epoch)
-        from layerbuild.worker.context import BuildContext
+        from layerbuild.context.tree import BuildContext
 
         self.context = BuildContext.open(self.request.context, dockerfile=path, store=self.store)
         executor: Executor = WorkerExecutor(services, self.context, secrets=self.request.secrets)

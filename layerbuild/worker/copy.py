@@ -14,10 +14,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import xxhash
 
-from layerbuild.errors import BuildError
-from layerbuild.worker.context import BuildContext, Entry, SourceTree
-from layerbuild.worker.copyowner import check_chown, parse_chmod
-from layerbuild.worker.dockerignore import (
+from layerbuild.context.ignore import (
     Matcher,
     MatchInfo,
     compile_patterns,
@@ -25,6 +22,9 @@ from layerbuild.worker.dockerignore import (
     go_clean,
     has_wildcards,
 )
+from layerbuild.context.tree import BuildContext, Entry, SourceTree
+from layerbuild.errors import BuildError
+from layerbuild.worker.copyowner import check_chown, parse_chmod
 from layerbuild.worker.fetch import (
     HttpFetch,
     archive_format,

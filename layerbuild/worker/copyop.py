@@ -7,11 +7,11 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from layerbuild.context.tree import BuildContext, SourceTree, StageTree
 from layerbuild.errors import BuildError
 from layerbuild.instructions.commands import SourceContent
 from layerbuild.plan import FileCopy
 from layerbuild.solve import Content, Inputs, Output
-from layerbuild.worker.context import BuildContext, SourceTree, StageTree
 from layerbuild.worker.copy import CopySelection, select_copy, write_copy_layer
 from layerbuild.worker.copyowner import RootfsUserDB, StaticUserDB, UserDB
 from layerbuild.worker.ops import BuildServices

@@ -45,7 +45,7 @@ NO_USERS = StaticUserDB()
 
 def _read_in_root(root: Path, rel: str) -> str:
     # Resolve inside the rootfs, so an /etc symlink cannot make us read the host's files.
-    from layerbuild.worker.context import StageTree
+    from layerbuild.context.tree import StageTree
 
     entry = StageTree(root).resolve(rel)
     if entry is None or not entry.is_file:

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from layerbuild.context.contenthash import read_capability
+from layerbuild.context.tree import Entry, SourceTree, StageTree
 from layerbuild.errors import BuildError
 from layerbuild.layer import Compression, Kind, LayerInfo, MappedEntry, write_mapped
 from layerbuild.layer.frames import Reuse
 from layerbuild.layer.tarformat import kind_of_mode
-from layerbuild.worker.contenthash import read_capability
-from layerbuild.worker.context import Entry, SourceTree, StageTree
 from layerbuild.worker.copyowner import NO_USERS, UserDB, resolve_chown
 from layerbuild.worker.fetch import unpack_archive
 from layerbuild.worker.selection import CopySelection, CopySource

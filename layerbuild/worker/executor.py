@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from layerbuild.context.tree import BuildContext
 from layerbuild.errors import BuildError
 from layerbuild.plan import ConfigEdit, Exec, FileCopy, MakeDir, OpDef
 from layerbuild.solve import Inputs, Output, Task
-from layerbuild.worker.context import BuildContext
 from layerbuild.worker.ops import BuildServices, ConfigTask, MakeDirTask
 
 

@@ -22,12 +22,12 @@ from typing import Any
 
 import xxhash
 
+from layerbuild.context.ignore import load_matcher
 from layerbuild.errors import UsageError
 from layerbuild.reference import normalize_tag
 from layerbuild.solve.report import BuildEvent, BuildResult
 from layerbuild.store.layout import Layout, resolve_root
 from layerbuild.store.peek import blob_exists, tag_targets
-from layerbuild.worker.dockerignore import load_matcher
 from layerbuild.worker.request import BuildRequest
 
 VERSION = "fastpath-1"

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import xxhash
 
+from layerbuild.context.ignore import go_clean
+from layerbuild.context.tree import BuildContext, Entry
 from layerbuild.digest import xxh3
 from layerbuild.errors import BuildError, StoreError
 from layerbuild.layer import write_overlay_upper
@@ -28,8 +30,6 @@ from layerbuild.runtime import SecretMount as RtSecret
 from layerbuild.runtime import TmpfsMount as RtTmpfs
 from layerbuild.solve import Content, Inputs, Output
 from layerbuild.store.snapshots import remove_tree
-from layerbuild.worker.context import BuildContext, Entry
-from layerbuild.worker.dockerignore import go_clean
 from layerbuild.worker.ops import BuildServices
 
 TAIL_LINES = 20

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from layerbuild.worker.context import Entry, SourceTree
+from layerbuild.context.tree import Entry, SourceTree
 from layerbuild.worker.copyowner import ModeFn
 from layerbuild.worker.fetch import Fetched, HttpFetch, check_checksum, http_fetch
 

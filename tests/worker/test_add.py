@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from layerbuild.context.tree import BuildContext
 from layerbuild.errors import BuildError, UnsafeArchiveError
-from layerbuild.worker.context import BuildContext
 from layerbuild.worker.copy import select_copy
 from tests.worker.helpers import extract, write
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from layerbuild.context.tree import BuildContext, StageTree
 from layerbuild.errors import BuildError
 from layerbuild.instructions.commands import SourceContent
-from layerbuild.worker.context import BuildContext, StageTree
 from layerbuild.worker.copy import normalize_dest, select_copy
 from layerbuild.worker.copyowner import RootfsUserDB, StaticUserDB, parse_chmod
 from layerbuild.worker.copywrite import rootfs_dirs

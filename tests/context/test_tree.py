@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from layerbuild.context import tree as ctxmod
+from layerbuild.context.contenthash import changed_paths, describe_changes
+from layerbuild.context.tree import BuildContext, StageTree
 from layerbuild.errors import BuildError
 from layerbuild.store import Store
-from layerbuild.worker import context as ctxmod
-from layerbuild.worker.contenthash import changed_paths, describe_changes
-from layerbuild.worker.context import BuildContext, StageTree
 from layerbuild.worker.copy import select_copy
 from tests.worker.helpers import write
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from layerbuild.worker.dockerignore import (
+from layerbuild.context.ignore import (
     BadPatternError,
     Matcher,
     find_ignore_file,

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 import xxhash
 
+from layerbuild.context.contenthash import fingerprint, hash_file, read_capability
+from layerbuild.context.ignore import Matcher, MatchInfo, load_matcher
 from layerbuild.errors import BuildError
-from layerbuild.worker.contenthash import fingerprint, hash_file, read_capability
-from layerbuild.worker.dockerignore import Matcher, MatchInfo, load_matcher
 
 if TYPE_CHECKING:
     from layerbuild.store import Store
