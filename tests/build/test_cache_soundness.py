@@ -87,6 +87,35 @@ def test_network_none_reruns_run(ctx: Path, based: Path, tmp_path: Path) -> None
     assert kit.read(based, "sut:latest", tmp_path / "fs", "/out/nets").split() == ["lo"]
 
 
+def test_bind_mount_of_the_whole_context_reruns_on_edit(ctx: Path, based: Path, tmp_path: Path) -> None:
+    write(ctx, {"Dockerfile": "FROM base:1\nRUN --mount=type=bind,target=/c cat /c/m.txt > /out/m\n", "m.txt": "one\n"})
+    kit.build(ctx, based)
+    write(ctx, {"m.txt": "two\n"})
+    rebuilt_run(ctx, based)
+    assert kit.read(based, "sut:latest", tmp_path / "fs", "/out/m") == "two\n"
+
+
+def test_bind_mount_through_a_symlink_reruns_when_its_target_changes(ctx: Path, based: Path, tmp_path: Path) -> None:
+    write(ctx, {"Dockerfile": "FROM base:1\nRUN --mount=type=bind,source=link,target=/m.txt cat /m.txt > /out/m\n",
+                "m.txt": "one\n"})
+    (ctx / "link").symlink_to("m.txt")
+    kit.build(ctx, based)
+    write(ctx, {"m.txt": "two\n"})
+    rebuilt_run(ctx, based)
+    assert kit.read(based, "sut:latest", tmp_path / "fs", "/out/m") == "two\n"
+
+
+def test_bind_mount_sees_the_context_as_dockerignore_filters_it(ctx: Path, based: Path, tmp_path: Path) -> None:
+    """As in BuildKit, a bind of the context offers only what .dockerignore lets through. Otherwise a RUN
+    reads files that the context's content key rightly leaves out, and an edit to them is a wrong hit."""
+    write(ctx, {"Dockerfile": "FROM base:1\nRUN --mount=type=bind,target=/c ls -a /c > /out/ls\n",
+                "kept.txt": "k\n", "hidden.txt": "one\n", ".dockerignore": "hidden.txt\n"})
+    kit.build(ctx, based)
+    listing = kit.read(based, "sut:latest", tmp_path / "fs", "/out/ls").split()
+    assert "kept.txt" in listing and "Dockerfile" in listing
+    assert "hidden.txt" not in listing
+
+
 # The soundness property ------------------------------------------------------------------------------
 #
 # A Dockerfile and its context are rendered from a small model. Hypothesis draws a sequence of
@@ -140,7 +169,7 @@ class Model:
             "COPY files/ /ctx/",
             "ADD arch.tar /arch/",
             "COPY --from=other /out/x /fromother/x",
-            "COPY <<EOF /heredoc.txt", f"copy-heredoc-{self.copy_heredoc}", "EOF",
+            "COPY <<EOF /heredoc.txt", f"copy-heredoc-{self.copy_heredoc} B=$B", "EOF",
         ]
         if self.user:
             main.append(f"USER {self.user}")
@@ -148,6 +177,8 @@ class Model:
             f"RUN --mount=type=bind,source=m.txt,target=/m.txt {OBSERVE} > /out/obs-main && cat /m.txt > /out/m",
             "RUN <<EOF", f"echo run-heredoc-{self.run_heredoc} $B > /out/run-heredoc", "EOF",
             f"RUN echo text-{self.run_text} > /out/text",
+            # The whole context, bound: the RUN sees every file the context offers (and .dockerignore hides).
+            "RUN --mount=type=bind,target=/c { find /c | sort; cat /c/files/link /c/m.txt; } > /out/ctx 2>&1 || true",
             f"LABEL v={self.label}",
             f'CMD ["cmd-{self.cmd}"]',
             f'ENTRYPOINT ["/bin/echo", "entry-{self.entrypoint}"]',
