@@ -157,6 +157,7 @@ class Model:
     label: int = 0
     cmd: int = 0
     entrypoint: int = 0
+    remove: str = "nothing"
 
     def dockerfile(self) -> str:
         main = ["FROM base:1 AS main", f"ARG B={self.arg_default}"]
@@ -171,12 +172,14 @@ class Model:
             "COPY --from=other /out/x /fromother/x",
             "COPY <<EOF /heredoc.txt", f"copy-heredoc-{self.copy_heredoc} B=$B", "EOF",
         ]
+        main.append(f"RUN rm -rf /ctx/{self.remove} /arch/{self.remove}")  # whiteouts
         if self.user:
             main.append(f"USER {self.user}")
         main += [
-            f"RUN --mount=type=bind,source=m.txt,target=/m.txt {OBSERVE} > /out/obs-main && cat /m.txt > /out/m",
+            "RUN --mount=type=bind,source=m.txt,target=/m.txt --mount=type=bind,from=other,source=/out,target=/other "
+            f"{OBSERVE} > /out/obs-main && cat /m.txt > /out/m && cat /other/y > /out/other-y",
             "RUN <<EOF", f"echo run-heredoc-{self.run_heredoc} $B > /out/run-heredoc", "EOF",
-            f"RUN echo text-{self.run_text} > /out/text",
+            f"RUN echo text-{self.run_text} > /out/text && ln -f /out/text /out/text-hardlink",
             # The whole context, bound: the RUN sees every file the context offers (and .dockerignore hides).
             "RUN --mount=type=bind,target=/c { find /c | sort; cat /c/files/link /c/m.txt; } > /out/ctx 2>&1 || true",
             f"LABEL v={self.label}",
@@ -328,6 +331,8 @@ def mutate(model: Model, kind: str, n: int) -> tuple[Model, frozenset[str]]:
         model = r(model, base_flavor=_pick(("0", "1"), model.base_flavor, n))
     elif kind == "base_onbuild":
         model = r(model, base_trigger=_pick(("", "t1", "t2"), model.base_trigger, n))
+    elif kind == "whiteout":
+        model = r(model, remove=_pick(("nothing", "a.txt", "link", "hard.txt"), model.remove, n))
     elif kind == "label":
         model = r(model, label=model.label + 1)
     elif kind == "cmd":
@@ -343,7 +348,7 @@ MUTATIONS = ("instruction", "user", "workdir", "workdir_rel", "shell", "env", "a
              "unused_arg", "network", "target", "file_content", "file_same_size", "file_mode", "symlink",
              "add_file", "remove_file", "dockerignore", "bind_source", "bind_same_size", "run_heredoc",
              "copy_heredoc", "tar", "other_x", "other_y", "base_retag", "base_onbuild", "label", "cmd",
-             "entrypoint")
+             "entrypoint", "whiteout")
 
 
 class Lab:
