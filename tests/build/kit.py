@@ -29,13 +29,14 @@ def busybox() -> Path:
     return path
 
 
-def base_dockerfile(flavor: str = "0", trigger: str | None = None) -> str:
+def base_dockerfile(flavor: str = "0", trigger: str | None = None, env: str = "0") -> str:
     """A busybox base with a world-writable /out (so non-root RUN steps can write results) and /etc/flavor."""
     text = (
         "FROM scratch\n"
         "COPY busybox /bin/busybox\n"
         'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
         f"RUN mkdir -p -m 1777 /tmp /out && mkdir -p /etc /w1 /w2 && echo {flavor} > /etc/flavor\n"
+        f"ENV BASE_ENV={env}\n"  # config only: the same layers whatever its value
     )
     if trigger is not None:
         text += f"ONBUILD RUN echo {trigger} > /out/onbuild\n"
@@ -43,12 +44,12 @@ def base_dockerfile(flavor: str = "0", trigger: str | None = None) -> str:
 
 
 def make_base(ctx: Path, root: Path, tag: str = "base:1", *, flavor: str = "0", trigger: str | None = None,
-              no_cache: bool = False) -> BuildResult:
+              env: str = "0", no_cache: bool = False) -> BuildResult:
     """Build the busybox base in `ctx` (created) into the store at `root` and tag it `tag`."""
     ctx.mkdir(parents=True, exist_ok=True)
     if not (ctx / "busybox").exists():
         shutil.copy(busybox(), ctx / "busybox")
-    (ctx / "Dockerfile").write_text(base_dockerfile(flavor, trigger))
+    (ctx / "Dockerfile").write_text(base_dockerfile(flavor, trigger, env))
     return layerbuild.build(ctx, root=root, tags=[tag], no_cache=no_cache)
 
 

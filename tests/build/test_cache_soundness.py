@@ -18,6 +18,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from layerbuild.image.store_io import resolve_image
+from layerbuild.store import Store
 from tests.build import kit
 from tests.build.conftest import write
 
@@ -116,6 +118,27 @@ def test_bind_mount_sees_the_context_as_dockerignore_filters_it(ctx: Path, based
     assert "hidden.txt" not in listing
 
 
+def test_base_retagged_to_same_layers_with_another_config_reruns(ctx: Path, root: Path, tmp_path: Path) -> None:
+    """A base whose layers are identical but whose USER, WORKDIR, SHELL and ENV differ is another input:
+    a key on the base's files alone (early cutoff) would be a wrong hit."""
+    kit.make_base(tmp_path / "bb", root, tag="bb:1")
+    base_ctx = tmp_path / "base"
+    base_ctx.mkdir()
+    write(ctx, {"Dockerfile": 'FROM base:1\nRUN { id -u; pwd; echo "$-"; echo "X=$X"; } > /out/seen\n'})
+    seen, layers = [], []
+    for user, workdir, flag, x in (("1001", "/w1", "-c", "1"), ("1002", "/w2", "-ec", "2")):
+        write(base_ctx, {"Dockerfile": f'FROM bb:1\nUSER {user}\nWORKDIR {workdir}\nSHELL ["/bin/sh", "{flag}"]\nENV X={x}\n'})
+        kit.build(base_ctx, root, tag="base:1")
+        with Store.open(root) as store:
+            layers.append(resolve_image(store, "base:1").config.diff_ids)
+        result = kit.build(ctx, root)
+        assert not kit.step(result, "RUN {").cached, f"false hit on a base with USER {user}"
+        seen.append(kit.read(root, "sut:latest", tmp_path / "fs", "/out/seen").split())
+    assert layers[0] == layers[1], "the two bases should differ only in their config"
+    assert seen[0][:2] == ["1001", "/w1"] and seen[1][:2] == ["1002", "/w2"]
+    assert "e" not in seen[0][2] and "e" in seen[1][2] and (seen[0][3], seen[1][3]) == ("X=1", "X=2")
+
+
 # The soundness property ------------------------------------------------------------------------------
 #
 # A Dockerfile and its context are rendered from a small model. Hypothesis draws a sequence of
@@ -154,6 +177,7 @@ class Model:
     other_y: int = 0
     base_flavor: str = "0"
     base_trigger: str = ""
+    base_env: str = "0"
     label: int = 0
     cmd: int = 0
     entrypoint: int = 0
@@ -329,6 +353,8 @@ def mutate(model: Model, kind: str, n: int) -> tuple[Model, frozenset[str]]:
         model = r(model, other_y=model.other_y + 1)
     elif kind == "base_retag":
         model = r(model, base_flavor=_pick(("0", "1"), model.base_flavor, n))
+    elif kind == "base_config":
+        model = r(model, base_env=_pick(("0", "1"), model.base_env, n))
     elif kind == "base_onbuild":
         model = r(model, base_trigger=_pick(("", "t1", "t2"), model.base_trigger, n))
     elif kind == "whiteout":
@@ -347,7 +373,7 @@ def mutate(model: Model, kind: str, n: int) -> tuple[Model, frozenset[str]]:
 MUTATIONS = ("instruction", "user", "workdir", "workdir_rel", "shell", "env", "arg_default", "build_arg",
              "unused_arg", "network", "target", "file_content", "file_same_size", "file_mode", "symlink",
              "add_file", "remove_file", "dockerignore", "bind_source", "bind_same_size", "run_heredoc",
-             "copy_heredoc", "tar", "other_x", "other_y", "base_retag", "base_onbuild", "label", "cmd",
+             "copy_heredoc", "tar", "other_x", "other_y", "base_retag", "base_config", "base_onbuild", "label", "cmd",
              "entrypoint", "whiteout")
 
 
@@ -358,17 +384,17 @@ class Lab:
         self.top = top
         self.ctx = top / "ctx"
         self.cached = top / "cached" / "store"
-        self.templates: dict[tuple[str, str], Path] = {}
-        self.base_in_cache: tuple[str, str] | None = None
+        self.templates: dict[tuple[str, str, str], Path] = {}
+        self.base_in_cache: tuple[str, str, str] | None = None
         self.builds = 0
 
-    def base(self, root: Path, variant: tuple[str, str], *, no_cache: bool) -> None:
-        flavor, trigger = variant
-        kit.make_base(self.top / f"base-{flavor}-{trigger}", root, flavor=flavor, trigger=trigger or None,
-                      no_cache=no_cache)
+    def base(self, root: Path, variant: tuple[str, str, str], *, no_cache: bool) -> None:
+        flavor, trigger, env = variant
+        kit.make_base(self.top / f"base-{flavor}-{trigger}-{env}", root, flavor=flavor, trigger=trigger or None,
+                      env=env, no_cache=no_cache)
         self.builds += 1
 
-    def fresh_store(self, variant: tuple[str, str]) -> Path:
+    def fresh_store(self, variant: tuple[str, str, str]) -> Path:
         """A new store holding only the base image, copied from a template built once with --no-cache."""
         if variant not in self.templates:
             self.templates[variant] = self.top / f"template-{len(self.templates)}" / "store"
@@ -385,7 +411,7 @@ class Lab:
         return kit.image_snapshot(root, "sut:latest", self.top / "export")
 
     def check(self, model: Model, history: list[str]) -> None:
-        variant = (model.base_flavor, model.base_trigger)
+        variant = (model.base_flavor, model.base_trigger, model.base_env)
         if self.base_in_cache != variant:
             self.base(self.cached, variant, no_cache=False)  # builds (with the cache) and retags base:1
             self.base_in_cache = variant
