@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from layerbuild.errors import LayerbuildError
 from layerbuild.image.store_io import resolve_image
 from layerbuild.store import Store
 from tests.build import kit
@@ -390,8 +391,8 @@ class Lab:
 
     def base(self, root: Path, variant: tuple[str, str, str], *, no_cache: bool) -> None:
         flavor, trigger, env = variant
-        kit.make_base(self.top / f"base-{flavor}-{trigger}-{env}", root, flavor=flavor, trigger=trigger or None,
-                      env=env, no_cache=no_cache)
+        # One base context, rewritten: the base is rebuilt (with the cache) and base:1 retagged, as a user would.
+        kit.make_base(self.top / "base", root, flavor=flavor, trigger=trigger or None, env=env, no_cache=no_cache)
         self.builds += 1
 
     def fresh_store(self, variant: tuple[str, str, str]) -> Path:
@@ -404,9 +405,13 @@ class Lab:
         shutil.copytree(self.templates[variant], fresh, symlinks=True)
         return fresh
 
-    def build(self, model: Model, root: Path, *, no_cache: bool) -> dict[str, Any]:
-        kit.build(self.ctx, root, network=model.network, build_args=model.build_args(),
-                  target=model.target or None, no_cache=no_cache)
+    def build(self, model: Model, root: Path, *, no_cache: bool, history: list[str]) -> dict[str, Any]:
+        try:
+            kit.build(self.ctx, root, network=model.network, build_args=model.build_args(),
+                      target=model.target or None, no_cache=no_cache)
+        except LayerbuildError as exc:
+            raise AssertionError(f"the {'--no-cache' if no_cache else 'cached'} build failed after mutations "
+                                 f"{' → '.join(history)}: {exc}\nDockerfile:\n{model.dockerfile()}") from exc
         self.builds += 1
         return kit.image_snapshot(root, "sut:latest", self.top / "export")
 
@@ -415,9 +420,9 @@ class Lab:
         if self.base_in_cache != variant:
             self.base(self.cached, variant, no_cache=False)  # builds (with the cache) and retags base:1
             self.base_in_cache = variant
-        cached = self.build(model, self.cached, no_cache=False)
+        cached = self.build(model, self.cached, no_cache=False, history=history)
         fresh_root = self.fresh_store(variant)
-        fresh = self.build(model, fresh_root, no_cache=True)
+        fresh = self.build(model, fresh_root, no_cache=True, history=history)
         shutil.rmtree(fresh_root.parent, ignore_errors=True)
         diffs = kit.differences(cached, fresh)
         assert not diffs, (
