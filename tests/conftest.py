@@ -24,8 +24,17 @@ def conformance_root() -> Path | None:
 def conformance() -> Path:
     root = conformance_root()
     if root is None:
-        pytest.fail("shared/conformance/ not found beside the repository")
+        need_conformance()
+    assert root is not None
     return root
+
+
+def need_conformance() -> None:
+    """Skip (with the reason) where the conformance data is not beside the repository, as in a fresh
+    clone; CI lays it beside every clone, so there its absence is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail("shared/conformance/ not found beside the repository")
+    pytest.skip("shared/conformance/ is not beside this clone (it comes with the project's shared notes)")
 
 
 # How deep under a test's tmp_path to look for store roots; tests put them at tmp_path/<name> or a
