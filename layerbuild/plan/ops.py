@@ -44,7 +44,7 @@ class CacheMountDef:
 @dataclass(frozen=True)
 class BindMountDef:
     """`--mount=type=bind`: `source` of the build context (`from_input` None) or of an input, read-only
-    unless `readonly` is False. Sources from the context are keyed by their content."""
+    unless `readonly` is False. Keyed by the content it shows (the input's other files are not)."""
 
     target: str
     source: str = ""
@@ -129,7 +129,8 @@ class Exec:
         return (*self.shell, *self.args)
 
     def content_inputs(self) -> frozenset[int]:
-        return frozenset()
+        return frozenset(m.from_input for m in self.mounts
+                         if isinstance(m, BindMountDef) and m.from_input is not None)
 
 
 @dataclass(frozen=True)

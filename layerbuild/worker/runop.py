@@ -18,7 +18,7 @@ from pathlib import Path
 import xxhash
 
 from layerbuild.context.ignore import go_clean
-from layerbuild.context.tree import BuildContext, Entry
+from layerbuild.context.tree import BuildContext, Entry, SourceTree, StageTree
 from layerbuild.digest import xxh3
 from layerbuild.errors import BuildError, StoreError
 from layerbuild.layer import write_overlay_upper
@@ -35,9 +35,9 @@ from layerbuild.worker.ops import BuildServices
 TAIL_LINES = 20
 
 
-def _bind_fingerprint(context: BuildContext, entry: Entry) -> str:
-    """A context entry as a bind mount shows it: its COPY fingerprint plus its owner (a RUN sees it)."""
-    return xxh3(f"{context.fingerprint(entry)}:{entry.st.st_uid}:{entry.st.st_gid}".encode())
+def _bind_fingerprint(tree: SourceTree, entry: Entry) -> str:
+    """An entry as a bind mount shows it: its COPY fingerprint plus its owner (a RUN sees it)."""
+    return xxh3(f"{tree.fingerprint(entry)}:{entry.st.st_uid}:{entry.st.st_gid}".encode())
 
 
 class RunTask:
@@ -51,21 +51,36 @@ class RunTask:
         self.secrets = secrets
         self.context = context
         self._binds: dict[int, tuple[Entry, bool]] = {}  # mount position -> (source, needs a copy)
+        self._trees: dict[int, SourceTree] = {}
 
     def content(self) -> Content | None:
-        """The bind mounts from the context, keyed by what they show (None without any)."""
+        """The bind mounts, keyed by what they show: from the context, or the source path of another
+        stage or image (the op keys those inputs by this content, not by their whole result)."""
         files: dict[str, str] = {}
         h = xxhash.xxh3_128()
         for position, mount in enumerate(self.op.mounts):
-            if not isinstance(mount, BindMountDef) or mount.from_input is not None:
+            if not isinstance(mount, BindMountDef):
                 continue
-            entry, filtered = self._context_source(mount.source)
-            self._binds[position] = (entry, filtered or not mount.readonly)
             h.update(f"\0{position}\0{mount.target}".encode("utf-8", "surrogateescape"))
-            entries = [entry, *self.context.walk(entry.rel)] if entry.is_dir else [entry]
-            for item in entries:
-                fp = _bind_fingerprint(self.context, item)
-                files[item.rel or "."] = fp
+            tree: SourceTree
+            if mount.from_input is None:
+                tree = self.context
+                entry, filtered = self._context_source(mount.source)
+                self._binds[position] = (entry, filtered or not mount.readonly)
+                prefix = ""
+            else:
+                tree = StageTree(self.services.filesystem(self.inputs.deps[mount.from_input]))
+                rel = go_clean("/" + mount.source).lstrip("/")
+                found = tree.resolve(rel, what=mount.source)
+                if found is None:
+                    raise BuildError(f"--mount=type=bind,source={mount.source}: not found in the stage it names")
+                entry = found
+                self._binds[position] = (entry, not mount.readonly)
+                prefix = f"{mount.target}: "
+            self._trees[position] = tree
+            for item in [entry, *tree.walk(entry.rel)] if entry.is_dir else [entry]:
+                fp = _bind_fingerprint(tree, item)
+                files[prefix + (item.rel or ".")] = fp
                 h.update(f"\n{item.rel}\0{fp}".encode("utf-8", "surrogateescape"))
         if not self._binds:
             return None
@@ -91,26 +106,17 @@ class RunTask:
 
     def _mounts(self, stack: ExitStack, tmp: Path) -> list[RtMount]:
         mounts: list[RtMount] = []
-        deps = self.inputs.deps
         for position, mount in enumerate(self.op.mounts):
             if isinstance(mount, CacheMountDef):
                 mounts.append(RtBind(self._cache_dir(stack, mount), mount.target, readonly=mount.readonly))
             elif isinstance(mount, BindMountDef):
-                if mount.from_input is None:
-                    entry, copy = self._binds[position]
-                    source = Path(entry.path)
-                    if copy:  # what the build may not see is left out; writes never reach the context
-                        source = tmp / f"bind-{position}"
-                        _copy_visible(self.context, entry, source)
-                else:
-                    base = self.services.filesystem(deps[mount.from_input])
-                    source = (base / mount.source.lstrip("/")).resolve()
-                    if not source.is_relative_to(base.resolve()):
-                        raise BuildError(f"--mount=type=bind,source={mount.source} points outside its source")
-                    if not mount.readonly:
-                        copied = tmp / f"bind-{position}"
-                        _copy_tree(source, copied)
-                        source = copied
+                entry, copy = self._binds[position]
+                source = Path(entry.path)
+                if copy:
+                    # Only what the build may see, and writes go to the copy: never into the context
+                    # or the stage's files.
+                    source = tmp / f"bind-{position}"
+                    _copy_visible(self._trees[position], entry, source)
                 mounts.append(RtBind(source, mount.target, readonly=mount.readonly))
             elif isinstance(mount, TmpfsMountDef):
                 mounts.append(RtTmpfs(mount.target, size=mount.size))
@@ -150,9 +156,7 @@ class RunTask:
         if op.security != "sandbox":
             raise BuildError(f"RUN --security={op.security} is not supported",
                              hint="BuildKit needs --allow security.insecure for it; layerbuild runs RUN sandboxed")
-        if op.mounts and not self._binds and any(
-            isinstance(m, BindMountDef) and m.from_input is None for m in op.mounts
-        ):
+        if not self._binds and any(isinstance(m, BindMountDef) for m in op.mounts):
             self.content()
         diff_ids = (*services.base_layers(parent), *parent.layers)
         lower = lower_dirs_for(services.store, diff_ids)
@@ -183,7 +187,7 @@ class RunTask:
             return services.store_layer(lambda out: write_overlay_upper(upper, out, source_date_epoch=epoch))
 
 
-def _copy_visible(context: BuildContext, entry: Entry, dest: Path) -> None:
+def _copy_visible(context: SourceTree, entry: Entry, dest: Path) -> None:
     """A copy of `entry` (and, for a directory, what the build can see below it) at `dest`."""
     _copy_entry(Path(entry.path), dest, entry.st)
     if entry.is_dir:
@@ -209,20 +213,13 @@ def _copy_entry(src: Path, dest: Path, st: os.stat_result) -> None:
     os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
-def _fix_dir_times(context: BuildContext, entry: Entry, dest: Path) -> None:
+def _fix_dir_times(context: SourceTree, entry: Entry, dest: Path) -> None:
     """Directory times as in the context (making entries inside them moved them)."""
     base = len(entry.rel) + 1 if entry.rel else 0
     for item in [*context.walk(entry.rel), entry]:
         if item.is_dir:
             target = dest / item.rel[base:] if item is not entry else dest
             os.utime(target, ns=(item.st.st_atime_ns, item.st.st_mtime_ns))
-
-
-def _copy_tree(source: Path, dest: Path) -> None:
-    if source.is_dir() and not source.is_symlink():
-        shutil.copytree(source, dest, symlinks=True)
-    else:
-        shutil.copy2(source, dest, follow_symlinks=False)
 
 
 class _LineWriter:

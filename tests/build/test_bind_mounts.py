@@ -97,3 +97,27 @@ def test_insecure_security_mode_is_refused_not_ignored(bb_ctx: Path, root: Path)
     with pytest.raises(layerbuild.BuildError) as info:
         layerbuild.build(bb_ctx, root=root)
     assert "--security=insecure is not supported" in info.value.message
+
+
+def test_a_bind_from_another_stage_reruns_only_when_what_it_shows_changed(
+        bb_ctx: Path, root: Path, tmp_path: Path) -> None:
+    dockerfile = BASE.replace("FROM scratch", "FROM scratch AS base") + """\
+FROM base AS other
+ARG X=1
+ARG Y=1
+RUN mkdir /out && echo x-$X > /out/x && echo y-$Y > /y
+FROM base
+RUN --mount=type=bind,from=other,source=/out,target=/o,rw cat /o/x > /seen && echo scribble > /o/x
+RUN --mount=type=bind,from=other,source=/out,target=/o cat /o/x > /seen-again
+"""
+    write(bb_ctx, {"Dockerfile": dockerfile})
+    layerbuild.build(bb_ctx, root=root, tags=["s:1"])
+    # /y changes, /out does not: the binds of /out stay cached.
+    again = layerbuild.build(bb_ctx, root=root, tags=["s:1"], build_args={"Y": "2"})
+    assert exec_step(again, "mkdir /out")[0] is False
+    assert exec_step(again, "cat /o/x > /seen &&") == (True, None)
+    changed = layerbuild.build(bb_ctx, root=root, tags=["s:1"], build_args={"X": "2"})
+    assert exec_step(changed, "cat /o/x > /seen &&") == (False, "bind mount /o: out/x changed")
+    fs = files_of(root, "s:1", tmp_path / "fs")
+    # The rw bind wrote to a copy: the second RUN still sees the stage's own file.
+    assert (fs / "seen").read_text() == "x-2\n" and (fs / "seen-again").read_text() == "x-2\n"
