@@ -133,6 +133,8 @@ def explain_miss(
     if tuple(prev.deps) != tuple(current.deps):
         return "a stage it reads from produced different files"
     if prev.definition != current.definition:
+        if prev.op is None and current.op is not None:
+            return "the last build was keyed by an older layerbuild (cache keys now cover every op field)"
         reason = op_changes(prev.op, current.op)
         if reason:
             return reason

@@ -211,3 +211,13 @@ def test_a_chain_of_misses_names_the_root_cause() -> None:
     assert second["RUN install deps"] == (False, root_cause)
     assert second["RUN build --version=$VERSION"] == (False, root_cause)
     assert second["RUN test"] == (False, root_cause)
+
+
+def test_a_history_from_before_op_keys_says_so() -> None:
+    w, cache = world(), DictCache()
+    first = solve(APP, w, cache)
+    old = history_from_json([{**r.to_json(), "op": None, "definition": "old-" + r.definition}
+                             for r in first.records])
+    second = by_text(solve(APP, w, DictCache(), old))
+    cached, reason = second["COPY deps.txt ."]
+    assert not cached and reason is not None and "older layerbuild" in reason
