@@ -1,8 +1,9 @@
-"""Shared test fixtures: where the conformance data lives, and an fsck of every store a test leaves behind."""
+"""Shared test fixtures: where the conformance data lives, a busybox base, and an fsck of every store a test leaves behind."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,3 +101,25 @@ def _fsck_stores_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     problems = [line for root in store_roots(tmp_path) for line in fsck_problems(root)]
     if problems:
         pytest.fail("fsck found problems in a store the test left behind:\n" + "\n".join(problems))
+
+
+# A busybox base made FROM scratch (Debian's busybox-static): the RUN tests' base image.
+BUSYBOX_BASE = """\
+FROM scratch AS base
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+"""
+
+
+def busybox_binary() -> Path:
+    path = Path(shutil.which("busybox") or "/bin/busybox")
+    if not path.exists():
+        pytest.fail("busybox-static is not installed (scripts/setup installs it)")
+    return path
+
+
+@pytest.fixture
+def bb_ctx(ctx: Path) -> Path:
+    """The test's context directory with the busybox binary in it, for BUSYBOX_BASE."""
+    shutil.copy(busybox_binary(), ctx / "busybox")
+    return ctx

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,22 +15,11 @@ import layerbuild
 from layerbuild.cli.main import main
 from layerbuild.solve import BuildEvent
 from tests.build.conftest import write
+from tests.conftest import BUSYBOX_BASE
 
-BASE = """\
-FROM scratch AS base
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-"""
+BASE = BUSYBOX_BASE
 COPY_ONLY = "FROM scratch\nCOPY a.txt /a.txt\nLABEL x=1\nCOPY dir/ /dir/\n"
 
-
-@pytest.fixture
-def bb_ctx(ctx: Path) -> Path:
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    if not Path(busybox).exists():
-        pytest.fail("busybox-static is not installed (scripts/setup installs it)")
-    shutil.copy(busybox, ctx / "busybox")
-    return ctx
 
 
 def timeless(report: dict[str, Any]) -> dict[str, Any]:

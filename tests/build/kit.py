@@ -13,20 +13,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import layerbuild
 from layerbuild.image.export import export_local
 from layerbuild.image.store_io import resolve_image
 from layerbuild.solve import BuildResult
 from layerbuild.store import Store
+from tests.conftest import busybox_binary
 
-
-def busybox() -> Path:
-    path = Path(shutil.which("busybox") or "/bin/busybox")
-    if not path.exists():
-        pytest.fail("busybox-static is not installed (scripts/setup installs it)")
-    return path
+busybox = busybox_binary
 
 
 def base_dockerfile(flavor: str = "0", trigger: str | None = None, env: str = "0") -> str:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,23 +13,12 @@ from layerbuild.image.export import export_local
 from layerbuild.image.store_io import resolve_image
 from layerbuild.store import Store
 from tests.build.conftest import write
+from tests.conftest import BUSYBOX_BASE
 
 pytestmark = pytest.mark.integration
 
-BASE = """\
-FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-"""
+BASE = BUSYBOX_BASE
 
-
-@pytest.fixture
-def bb_ctx(ctx: Path) -> Path:
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    if not Path(busybox).exists():
-        pytest.fail("busybox-static is not installed (scripts/setup installs it)")
-    shutil.copy(busybox, ctx / "busybox")
-    return ctx
 
 
 def files_of(root: Path, ref: str, dest: Path) -> Path:
@@ -101,7 +89,7 @@ def test_insecure_security_mode_is_refused_not_ignored(bb_ctx: Path, root: Path)
 
 def test_a_bind_from_another_stage_reruns_only_when_what_it_shows_changed(
         bb_ctx: Path, root: Path, tmp_path: Path) -> None:
-    dockerfile = BASE.replace("FROM scratch", "FROM scratch AS base") + """\
+    dockerfile = BASE + """\
 FROM base AS other
 ARG X=1
 ARG Y=1

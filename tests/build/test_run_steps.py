@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import tarfile
 from pathlib import Path
 
@@ -15,23 +14,12 @@ import layerbuild
 from layerbuild.image.store_io import resolve_image
 from layerbuild.store import Store
 from tests.build.conftest import write
+from tests.conftest import BUSYBOX_BASE
 
 pytestmark = pytest.mark.integration
 
-BASE = """\
-FROM scratch AS base
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-"""
+BASE = BUSYBOX_BASE
 
-
-@pytest.fixture
-def bb_ctx(ctx: Path) -> Path:
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    if not Path(busybox).exists():
-        pytest.fail("busybox-static is not installed (scripts/setup installs it)")
-    shutil.copy(busybox, ctx / "busybox")
-    return ctx
 
 
 def layer_names(root: Path, ref: str) -> list[list[str]]:
