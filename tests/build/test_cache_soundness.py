@@ -279,9 +279,10 @@ def put(path: Path, data: bytes, keep_mtime: bool) -> None:
 
 def _same_size(text: str, n: int) -> str:
     """`text` with its version number replaced: same length, different bytes."""
-    stem, _, _ = text.rpartition("-v")
-    new = f"{stem}-v{n % 1000:03d}\n"
-    return new if new != text else f"{stem}-v{(n + 1) % 1000:03d}\n"
+    stem, _, rest = text.rpartition("-v")
+    tail = rest[3:]  # whatever other mutations appended after the three digits stays as it is
+    new = f"{stem}-v{n % 1000:03d}{tail}"
+    return new if new != text else f"{stem}-v{(n + 1) % 1000:03d}{tail}"
 
 
 def _pick(options: Sequence[Any], current: Any, n: int) -> Any:
