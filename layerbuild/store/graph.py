@@ -8,6 +8,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from layerbuild.store.records import NO_RESULT
+
 
 @dataclass
 class Graph:
@@ -111,7 +113,8 @@ def plan_eviction(
     for key, result, last_used in graph.cache:
         closure = graph.closure([result]) - pinned
         unit = Unit(last_used, key, result)
-        if all_records or result not in pinned:
+        # A record of a step that made no layer holds nothing and costs a row: kept unless `all_records`.
+        if all_records or (result != NO_RESULT and result not in pinned):
             units.append(unit)
             reach[unit] = closure
             for node in closure:

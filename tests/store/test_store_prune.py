@@ -202,3 +202,17 @@ def test_the_parse_and_no_op_caches_are_counted_and_cleared_by_prune_all(store: 
     report = store.prune(all=True, grace=0)
     assert report.cache_files == 2 and report.reclaimed >= 16
     assert store.df().total == before.total - 16
+
+
+def test_records_of_steps_without_a_layer_survive_a_plain_prune(store: Store) -> None:
+    from layerbuild.store import NO_RESULT
+
+    gone = put_image(store, [b"old"], salt="old")
+    store.index.put_cache("workdir-step", "meta", NO_RESULT)
+    store.index.put_cache("old-step", "layer", gone.layers[0])
+    report = store.prune(grace=0)
+    assert report.cache_records == 1 and store.index.get_cache("old-step") is None
+    assert store.index.get_cache("workdir-step") is not None  # it holds nothing: a row to keep
+    assert store.prune(all=True, grace=0).cache_records == 1
+    assert store.index.get_cache("workdir-step") is None
+    assert store.fsck().ok
