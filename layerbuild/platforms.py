@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+# BuildKit gives a process this PATH when its environment has none (system.DefaultPathEnv, Linux).
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 
 

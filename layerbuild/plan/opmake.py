@@ -22,9 +22,7 @@ from layerbuild.plan.ops import (
     SshMountDef,
     TmpfsMountDef,
 )
-
-# BuildKit gives a process this PATH when its environment has none (system.DefaultPathEnv, Linux).
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+from layerbuild.platforms import DEFAULT_PATH
 
 Network = Literal["default", "none", "host"]
 

@@ -11,9 +11,9 @@ from typing import Any
 from layerbuild.errors import UsageError
 from layerbuild.image import StoredImage
 from layerbuild.layer import apply_layer
+from layerbuild.platforms import DEFAULT_PATH
 from layerbuild.runtime.merged import MergedView
 from layerbuild.runtime.runner import command_for
-from layerbuild.runtime.spec import DEFAULT_PATH
 from layerbuild.runtime.users import resolve_user
 from layerbuild.store import Store
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from layerbuild.platforms import DEFAULT_PATH
 from layerbuild.runtime import copyfs
 from layerbuild.runtime.merged import MergedView, MountPoint, place_mounts
 from layerbuild.runtime.spec import (
-    DEFAULT_PATH,
     BindMount,
     ProcessSpec,
     RootfsMode,

@@ -11,10 +11,6 @@ from layerbuild.errors import LayerbuildError
 Network = Literal["default", "none", "host"]
 RootfsMode = Literal["auto", "overlay", "copy"]
 
-# The PATH Docker puts in a container whose image sets none.
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
 class SandboxError(LayerbuildError):
     """The sandbox could not start the process (exit code 125 for `layerbuild run`)."""
 

@@ -7,9 +7,7 @@ import json
 
 from layerbuild.image.config import ContainerConfig, Healthcheck, ImageConfig
 from layerbuild.instructions import commands as c
-
-# BuildKit gives an image built FROM scratch this PATH (system.DefaultPathEnv for Linux).
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+from layerbuild.platforms import DEFAULT_PATH
 
 
 def empty_config(architecture: str, os_name: str = "linux") -> ImageConfig:
