@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -48,14 +49,12 @@ def run_script(command: c.Run, shell: Sequence[str]) -> tuple[tuple[str, ...], t
     return tuple(shell), (text,), ()
 
 
-def _network(mode: str | None, default: Network) -> Network:
-    if mode == "none":
-        return "none"
-    if mode == "host":
-        return "host"
-    if mode == "default":
-        return "default"
-    return default
+def network_mode(mode: str | None) -> Network | None:
+    """`mode` as a network mode, or None when it is none of them (or not given)."""
+    for known in typing.get_args(Network):
+        if mode == known:
+            return known  # type: ignore[no-any-return]
+    return None
 
 
 def exec_env(variables: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
@@ -105,7 +104,7 @@ def make_op(
         sh, script, files = run_script(command, shell)
         return Exec(
             shell=sh, args=script, env=exec_env(variables), user=user, workdir=workdir or "/",
-            network=_network(command.network, network), security=command.security or "sandbox",
+            network=network_mode(command.network) or network, security=command.security or "sandbox",
             platform=platform, mounts=_mounts(command, source_index), files=files,
             source_date_epoch=source_date_epoch,
         )  # fmt: skip

@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 from layerbuild import __version__
 from layerbuild.digest import xxh3
@@ -18,7 +17,8 @@ from layerbuild.image.config import HistoryEntry, ImageConfig, format_created
 from layerbuild.image.store_io import StoredImage, resolve_image, write_image
 from layerbuild.parser import Dockerfile
 from layerbuild.plan import BaseImage, BuildPlan, plan_build
-from layerbuild.platforms import host_platform_args
+from layerbuild.plan.opmake import Network, network_mode
+from layerbuild.platforms import host_arch
 from layerbuild.reference import normalize_tag
 from layerbuild.solve import (
     BuildEvent,
@@ -105,8 +105,7 @@ class Build:
         self.on_event = _serialised(on_event) if on_event is not None else None
         self.images: dict[str, StoredImage] = {}
         self.bases: dict[str, BaseImage] = {}
-        self.platform = host_platform_args()["TARGETPLATFORM"]
-        self.arch = self.platform.split("/")[1]
+        self.arch = host_arch()
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -251,12 +250,11 @@ def _serialised(callback: Callable[[BuildEvent], None]) -> Callable[[BuildEvent]
     return call
 
 
-def _network(mode: str) -> Literal["default", "none", "host"]:
-    if mode in ("none", "host"):
-        return "none" if mode == "none" else "host"
-    if mode != "default":
+def _network(mode: str) -> Network:
+    known = network_mode(mode)
+    if known is None:
         raise UsageError(f"unknown network mode {mode!r}", hint="use default, none or host")
-    return "default"
+    return known
 
 
 def run_build(
