@@ -38,7 +38,11 @@ def plain(value: Any) -> Any:
 
 def canonical(value: Any) -> bytes:
     """Stable bytes for a value made of dataclasses, tuples, dicts and scalars."""
-    return json.dumps(plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _dumps(plain(value))
+
+
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def combine(*parts: str) -> str:
@@ -53,7 +57,13 @@ def combine(*parts: str) -> str:
 
 def definition_key(op: OpDef) -> str:
     """What the op is: all of its fields, and its kind."""
-    return combine(op.kind, canonical(op).decode())
+    return definition(op)[0]
+
+
+def definition(op: OpDef) -> tuple[str, Any]:
+    """The op's definition key and its fields as data (what the build history keeps to name changes)."""
+    data = plain(op)
+    return combine(op.kind, _dumps(data).decode()), data
 
 
 def input_key(definition: str, parent_result: str, dep_results: Iterable[str], content: str | None) -> str:

@@ -241,9 +241,8 @@ class Solver:
         records: list[StepRecord], no_cache: str | None,
     ) -> State:
         op = step.op
-        definition = keys.definition_key(op)
+        definition, op_data = keys.definition(op)
         started = time.monotonic()
-        op_data = keys.plain(op)
         base_report = StepReport(stage=stage.label, index=step.index, instruction=step.text, kind=step.kind,
                                  cached=False, line=step.line)
         if not op.cacheable:
