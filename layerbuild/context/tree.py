@@ -101,6 +101,7 @@ class SourceTree:
             self._cache = {bytes(k).decode("utf-8", "surrogateescape"): v for k, v in rows.items()}
         self._dirty: dict[str, StatRow] = {}
         self._children: dict[str, dict[str, Entry]] = {}
+        self._hiding: set[str] = set()  # directories whose listing left an entry out
         self._info: dict[str, MatchInfo] = {"": ()}
         self._fps: dict[str, str] = {}
         self._started_ns = time.time_ns()
@@ -135,6 +136,7 @@ class SourceTree:
             st = de.stat(follow_symlinks=False)
             mode = st.st_mode
             if issock(mode):
+                self._hiding.add(rel)
                 continue  # tar cannot hold sockets; Docker skips them too
             crel = prefix + name
             if matcher is not None:
@@ -145,10 +147,16 @@ class SourceTree:
                 if excluded and not (
                     isdir(mode) and matcher.may_reinclude_below(crel) and self.children(crel)
                 ):
+                    self._hiding.add(rel)
                     continue
             out[name] = Entry(crel, de.path, st)
         self._children[rel] = out
         return out
+
+    def hides(self, rel: str) -> bool:
+        """Whether the real directory `rel` holds entries the tree does not show (ignored, sockets)."""
+        self.children(rel)
+        return rel in self._hiding
 
     def lookup(self, rel: str) -> Entry | None:
         """The visible entry at the real path `rel` (its parents must be real directories), or None."""

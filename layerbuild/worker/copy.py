@@ -58,12 +58,14 @@ def _source_rel(src: str, tree: SourceTree) -> str:
     return go_clean("/" + cleaned).lstrip("/")
 
 
-def _not_found(src: str, tree: SourceTree) -> BuildError:
+def not_found(src: str, tree: SourceTree, label: str | None = None) -> BuildError:
+    """`src` is not in `tree` (named `label` in the message, else quoted), with a hint when
+    .dockerignore is why."""
     hint = None
     if isinstance(tree, BuildContext) and tree.excluded(_source_rel(src, tree)):
         ignore = tree.ignore_file.name if tree.ignore_file is not None else ".dockerignore"
         hint = f"{src!r} is excluded by {ignore}"
-    return BuildError(f"{src!r}: not found in the {tree.kind}", hint=hint)
+    return BuildError(f"{label or repr(src)}: not found in the {tree.kind}", hint=hint)
 
 
 def glob_tree(tree: SourceTree, rel: str) -> list[tuple[str, Entry]]:
@@ -123,7 +125,7 @@ def _parents_source(tree: SourceTree, src: str, excl: Matcher | None) -> CopySou
         pivot, pattern = "/", src
     root = tree.resolve(_source_rel(pivot, tree), what=pivot)
     if root is None or not root.is_dir:
-        raise _not_found(pivot, tree)
+        raise not_found(pivot, tree)
     pattern = go_clean("/" + pattern).lstrip("/")
     include = compile_patterns([pattern])
     members: list[tuple[str, Entry]] = []
@@ -143,7 +145,7 @@ def _parents_source(tree: SourceTree, src: str, excl: Matcher | None) -> CopySou
             if rel in keep or rel in parents
         ]
     elif not has_wildcards(pattern):
-        raise _not_found(src, tree)
+        raise not_found(src, tree)
     return CopySource("contents", root.name, root, tuple(members))
 
 
@@ -203,7 +205,7 @@ def select_copy(
         else:
             entry = source.resolve(rel, what=src)
             if entry is None:
-                raise _not_found(src, source)
+                raise not_found(src, source)
             matches = [(rel, entry)]
         for shown, entry in matches:
             item = _single(source, shown, entry, excl, is_add)

@@ -30,13 +30,17 @@ from layerbuild.runtime import SecretMount as RtSecret
 from layerbuild.runtime import TmpfsMount as RtTmpfs
 from layerbuild.solve import Content, Inputs, Output
 from layerbuild.store.snapshots import remove_tree
+from layerbuild.worker.copy import not_found
 from layerbuild.worker.ops import BuildServices
 
 TAIL_LINES = 20
 
 
 def _bind_fingerprint(tree: SourceTree, entry: Entry) -> str:
-    """An entry as a bind mount shows it: its COPY fingerprint plus its owner (a RUN sees it)."""
+    """An entry as a bind mount shows it: its COPY fingerprint, with its owner (a RUN sees it) where
+    the tree's fingerprints leave owners out (the context)."""
+    if tree.keep_owner:
+        return tree.fingerprint(entry)
     return xxh3(f"{tree.fingerprint(entry)}:{entry.st.st_uid}:{entry.st.st_gid}".encode())
 
 
@@ -50,8 +54,8 @@ class RunTask:
         self.inputs = inputs
         self.secrets = secrets
         self.context = context
-        self._binds: dict[int, tuple[Entry, bool]] = {}  # mount position -> (source, needs a copy)
-        self._trees: dict[int, SourceTree] = {}
+        # mount position -> (the tree it shows, its source there, whether the mount needs a copy)
+        self._binds: dict[int, tuple[SourceTree, Entry, bool]] = {}
 
     def content(self) -> Content | None:
         """The bind mounts, keyed by what they show: from the context, or the source path of another
@@ -62,44 +66,26 @@ class RunTask:
             if not isinstance(mount, BindMountDef):
                 continue
             h.update(f"\0{position}\0{mount.target}".encode("utf-8", "surrogateescape"))
-            tree: SourceTree
-            if mount.from_input is None:
-                tree = self.context
-                entry, filtered = self._context_source(mount.source)
-                self._binds[position] = (entry, filtered or not mount.readonly)
-                prefix = ""
-            else:
+            tree: SourceTree = self.context
+            prefix = ""
+            if mount.from_input is not None:
                 tree = StageTree(self.services.filesystem(self.inputs.deps[mount.from_input]))
-                rel = go_clean("/" + mount.source).lstrip("/")
-                found = tree.resolve(rel, what=mount.source)
-                if found is None:
-                    raise BuildError(f"--mount=type=bind,source={mount.source}: not found in the stage it names")
-                entry = found
-                self._binds[position] = (entry, not mount.readonly)
                 prefix = f"{mount.target}: "
-            self._trees[position] = tree
+            rel = go_clean("/" + mount.source).lstrip("/")
+            entry = tree.resolve(rel, what=mount.source)
+            if entry is None:
+                raise not_found(rel, tree, label=f"--mount=type=bind,source={mount.source}")
+            # A mount that would show what the tree hides (.dockerignore), or that is writable, is a copy.
+            copy = not mount.readonly
             for item in [entry, *tree.walk(entry.rel)] if entry.is_dir else [entry]:
+                copy = copy or (item.is_dir and tree.hides(item.rel))
                 fp = _bind_fingerprint(tree, item)
                 files[prefix + (item.rel or ".")] = fp
                 h.update(f"\n{item.rel}\0{fp}".encode("utf-8", "surrogateescape"))
+            self._binds[position] = (tree, entry, copy)
         if not self._binds:
             return None
         return Content(h.hexdigest(), files)
-
-    def _context_source(self, source: str) -> tuple[Entry, bool]:
-        """The context entry a bind mount shows, and whether .dockerignore hides anything below it."""
-        rel = go_clean("/" + source).lstrip("/")
-        entry = self.context.resolve(rel, what=source)
-        if entry is None:
-            raise BuildError(f"--mount=type=bind,source={source}: not found in the build context",
-                             hint=f"{source!r} is excluded by .dockerignore" if self.context.excluded(rel) else None)
-        filtered = False
-        if entry.is_dir:
-            for item in [entry, *self.context.walk(entry.rel)]:
-                if item.is_dir and len(os.listdir(item.path)) != len(self.context.children(item.rel)):
-                    filtered = True
-                    break
-        return entry, filtered
 
     def close(self) -> None:
         pass
@@ -110,13 +96,13 @@ class RunTask:
             if isinstance(mount, CacheMountDef):
                 mounts.append(RtBind(self._cache_dir(stack, mount), mount.target, readonly=mount.readonly))
             elif isinstance(mount, BindMountDef):
-                entry, copy = self._binds[position]
+                tree, entry, copy = self._binds[position]
                 source = Path(entry.path)
                 if copy:
                     # Only what the build may see, and writes go to the copy: never into the context
                     # or the stage's files.
                     source = tmp / f"bind-{position}"
-                    _copy_visible(self._trees[position], entry, source)
+                    _copy_visible(tree, entry, source)
                 mounts.append(RtBind(source, mount.target, readonly=mount.readonly))
             elif isinstance(mount, TmpfsMountDef):
                 mounts.append(RtTmpfs(mount.target, size=mount.size))
@@ -187,14 +173,21 @@ class RunTask:
             return services.store_layer(lambda out: write_overlay_upper(upper, out, source_date_epoch=epoch))
 
 
-def _copy_visible(context: SourceTree, entry: Entry, dest: Path) -> None:
+def _copy_visible(tree: SourceTree, entry: Entry, dest: Path) -> None:
     """A copy of `entry` (and, for a directory, what the build can see below it) at `dest`."""
     _copy_entry(Path(entry.path), dest, entry.st)
-    if entry.is_dir:
-        base = len(entry.rel) + 1 if entry.rel else 0
-        for item in context.walk(entry.rel):
-            _copy_entry(Path(item.path), dest / item.rel[base:], item.st)
-        _fix_dir_times(context, entry, dest)
+    if not entry.is_dir:
+        return
+    base = len(entry.rel) + 1 if entry.rel else 0
+    dirs = [(dest, entry)]
+    for item in tree.walk(entry.rel):
+        target = dest / item.rel[base:]
+        _copy_entry(Path(item.path), target, item.st)
+        if item.is_dir:
+            dirs.append((target, item))
+    # Making entries inside a directory moved its times: set them again, deepest first.
+    for target, item in reversed(dirs):
+        os.utime(target, ns=(item.st.st_atime_ns, item.st.st_mtime_ns))
 
 
 def _copy_entry(src: Path, dest: Path, st: os.stat_result) -> None:
@@ -211,15 +204,6 @@ def _copy_entry(src: Path, dest: Path, st: os.stat_result) -> None:
     if not stat.S_ISLNK(st.st_mode):
         os.chmod(dest, stat.S_IMODE(st.st_mode))
     os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-
-
-def _fix_dir_times(context: SourceTree, entry: Entry, dest: Path) -> None:
-    """Directory times as in the context (making entries inside them moved them)."""
-    base = len(entry.rel) + 1 if entry.rel else 0
-    for item in [*context.walk(entry.rel), entry]:
-        if item.is_dir:
-            target = dest / item.rel[base:] if item is not entry else dest
-            os.utime(target, ns=(item.st.st_atime_ns, item.st.st_mtime_ns))
 
 
 class _LineWriter:
