@@ -44,7 +44,7 @@ class Step:
     """One instruction of a stage after expansion, ready to be keyed and run.
 
     `text` is the instruction as written (continuations joined), for reports and explanations;
-    `args` holds the build args the step depends on with their values; `env` is what a RUN sees.
+    `args` holds the build args the step depends on with their values (what a RUN sees is its op's).
     `sources` names other stages or images that COPY --from / RUN --mount from= read.
     `workdir`, `user` and `shell` are the state in force when the step runs (for WORKDIR itself,
     `workdir` is the directory it makes current). `op` is what the step does as data (plan.ops):
@@ -57,7 +57,6 @@ class Step:
     text: str
     command: c.Command = field(repr=False)
     args: tuple[tuple[str, str], ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
     sources: tuple[Base, ...] = ()
     trigger: bool = False
     workdir: str = "/"

@@ -231,14 +231,13 @@ def plan_build(
             resolve_source = functools.partial(_image_at, image, cmd.node)
 
             source_index = _indexer(sources, names, index, resolve_source)
-            env = tuple(variables.items()) if isinstance(cmd, c.Run) else ()
             if isinstance(cmd, c.Workdir):
                 workdir = posixpath.normpath(posixpath.join(workdir, cmd.path))
             op = make_op(cmd, variables=tuple(variables.items()), workdir=workdir, user=user, shell=shell,
                          network=network, platform=frm.platform or platform,
                          source_index=source_index, source_date_epoch=source_date_epoch)
             steps.append(
-                Step(index, position + 1, step_kind(cmd), cmd.node.original, cmd, args=args, env=env,
+                Step(index, position + 1, step_kind(cmd), cmd.node.original, cmd, args=args,
                      sources=tuple(sources), trigger=position < trigger_count,
                      workdir=workdir, user=user, shell=shell, op=op)
             )

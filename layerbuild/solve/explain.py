@@ -22,7 +22,6 @@ class StepRecord:
     parent: str
     result: str
     args: Mapping[str, str] = field(default_factory=dict)
-    env: Mapping[str, str] = field(default_factory=dict)
     deps: tuple[str, ...] = ()
     content: str | None = None
     files: Mapping[str, str] | None = None
@@ -36,7 +35,7 @@ class StepRecord:
         return {
             "stage": self.stage, "index": self.index, "text": self.text, "kind": self.kind,
             "definition": self.definition, "parent": self.parent, "result": self.result,
-            "args": dict(self.args), "env": dict(self.env), "deps": list(self.deps), "content": self.content,
+            "args": dict(self.args), "deps": list(self.deps), "content": self.content,
             "files": dict(self.files) if self.files is not None else None, "input": self.input,
             "reason": self.reason, "layer": self.layer, "op": self.op,
         }  # fmt: skip

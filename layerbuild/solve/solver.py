@@ -261,7 +261,7 @@ class Solver:
         key = keys.input_key(definition, parent.result, dep_results, content.key if content else None)
         record = StepRecord(
             stage=stage.label, index=step.index, text=step.text, kind=step.kind, definition=definition,
-            parent=parent.result, result="", args=dict(step.args), env=dict(step.env), deps=tuple(dep_results),
+            parent=parent.result, result="", args=dict(step.args), deps=tuple(dep_results),
             content=content.key if content else None, files=dict(content.files) if content else None, input=key,
             op=op_data,
         )  # fmt: skip
