@@ -173,10 +173,7 @@ class Solver:
             parent="", result=state.result, op=keys.plain(from_step.op),
         )  # fmt: skip
         base_record = replace(base_record, reason=self._base_reason(stage, base_record))
-        self._finish(stage, from_step, base_record, StepReport(
-            stage=stage.label, index=0, instruction=from_step.text, kind="base", cached=True,
-            line=from_step.line,
-        ))  # fmt: skip
+        self._finish(stage, from_step, base_record, replace(_report(stage, from_step), cached=True))
         records = [base_record]
         no_cache = self._no_cache_reason(stage)
         for step in stage.steps[1:]:
@@ -207,8 +204,7 @@ class Solver:
     def _log(self, stage: PlannedStage, step: Step) -> Callable[[str], None] | None:
         if self._on_event is None:
             return None
-        report = StepReport(stage=stage.label, index=step.index, instruction=step.text, kind=step.kind,
-                            cached=False, line=step.line)
+        report = _report(stage, step)
         return lambda line: self._emit(BuildEvent("step.log", report, message=line))
 
     def _step(
@@ -243,8 +239,7 @@ class Solver:
         op = step.op
         definition, op_data = keys.definition(op)
         started = time.monotonic()
-        base_report = StepReport(stage=stage.label, index=step.index, instruction=step.text, kind=step.kind,
-                                 cached=False, line=step.line)
+        base_report = _report(stage, step)
         if not op.cacheable:
             output = task.run(None)
             new = replace(parent, applied=(*parent.applied, (step, output)))
@@ -300,6 +295,12 @@ class Solver:
             self._reports[stage.index, step.index] = report
             self._records[stage.index, step.index] = record
         self._emit(BuildEvent("step.cached" if report.cached else "step.finished", report))
+
+
+def _report(stage: PlannedStage, step: Step) -> StepReport:
+    """The step as reports name it, not yet cached or finished."""
+    return StepReport(stage=stage.label, index=step.index, instruction=step.text, kind=step.kind,
+                      cached=False, line=step.line)
 
 
 def _short_digest(digest: str) -> str:
