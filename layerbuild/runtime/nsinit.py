@@ -4,7 +4,7 @@ Run as `python -I -S nsinit.py SPEC_FD STATUS_FD`. It is started for every RUN s
 `layerbuild run`, so it imports nothing of layerbuild and nothing slow (no json, no enum-based
 modules): the spec arrives as a marshal'd dict on SPEC_FD, and progress goes back as text lines on
 STATUS_FD: `pid N` once the process exists, `error STAGE CODE MESSAGE` if it could not start,
-`exit CODE` when it ended. The process itself is PID 1 of a new PID namespace; this helper stays
+`exit CODE` when it ended, and `net N` with the pid of the user-mode network helper if one runs. The process itself is PID 1 of a new PID namespace; this helper stays
 outside it, forwards signals to it, and reports its status (128+N for a signal, like a shell).
 """
 
@@ -42,6 +42,7 @@ DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("u
 FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCONT", "SIGALRM")
 
 _libc = ctypes.CDLL(None, use_errno=True)
+NETWORK: Network | None = None  # the default network's helper, once main() started it
 
 
 class SetupError(Exception):
@@ -195,6 +196,8 @@ def child(spec: Spec, status: int) -> None:
             loopback_up()
         name = spec["hostname"].encode()
         _check(_libc.sethostname(name, len(name)), "set the hostname")
+        if NETWORK is not None:
+            NETWORK.wait_ready()
         pivot(target)
         drop_capabilities()
         proc = spec["process"]
@@ -250,6 +253,69 @@ def fail(status: int, exc: Exception) -> None:
     os._exit(exc.code)
 
 
+class Network:
+    """slirp4netns for the default network: forked before the namespaces exist, so that it stays in
+    the host's, and exec'd once they do. The child waits for its ready byte before it execs; it
+    ends with the helper (killed when the process ended, and `--exit-fd` if the helper is killed)."""
+
+    def __init__(self, conf: Spec, userns: bool) -> None:
+        go_r, self.go = os.pipe()
+        self.ready, ready_w = os.pipe()
+        exit_r, self.exit = os.pipe()
+        self.log = conf["log"]
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+                os.close(self.go)
+                target = os.read(go_r, 32).decode()
+                if not target:  # the helper could not make the namespaces
+                    os._exit(0)
+                for fd in (ready_w, exit_r):
+                    os.set_inheritable(fd, True)
+                argv = [conf["slirp4netns"], "--configure", f"--mtu={conf['mtu']}", "--disable-host-loopback",
+                        f"--ready-fd={ready_w}", f"--exit-fd={exit_r}"]
+                if userns:
+                    argv.append(f"--userns-path=/proc/{target}/ns/user")
+                os.makedirs(os.path.dirname(self.log), exist_ok=True)
+                log = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                null = os.open("/dev/null", os.O_RDWR)
+                os.dup2(null, 0)
+                os.dup2(log, 1)
+                os.dup2(log, 2)
+                os.execv(argv[0], [*argv, target, "tap0"])
+            finally:
+                os._exit(127)
+        for fd in (go_r, ready_w, exit_r):
+            os.close(fd)
+
+    def start(self) -> None:
+        """The namespaces exist: let slirp4netns join this process's."""
+        os.write(self.go, str(os.getpid()).encode())
+        os.close(self.go)
+
+    def wait_ready(self) -> None:
+        """In the child: block until the interface is configured."""
+        if os.read(self.ready, 1):
+            os.close(self.ready)
+            return
+        try:
+            with open(self.log, "rb") as f:
+                why = f.read().decode("utf-8", "replace").strip().splitlines()[-1:]
+        except OSError:
+            why = []
+        raise SetupError("network", 125, "slirp4netns could not connect the network namespace"
+                         + (f": {why[0]}" if why else ""))
+
+    def stop(self) -> None:
+        os.close(self.exit)
+        try:
+            os.kill(self.pid, 9)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
 def enter_namespaces(spec: Spec) -> None:
     flags = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
     if spec["netns"]:
@@ -270,10 +336,18 @@ def main() -> int:
     with os.fdopen(spec_fd, "rb") as f:
         spec = marshal.loads(f.read())
     os.set_inheritable(status, False)  # closes on exec: EOF then tells the caller exec happened
+    global NETWORK
+    if spec["die_with_parent"]:  # a killed build or `run` takes its container and network along
+        _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+    if spec.get("network"):
+        NETWORK = Network(spec["network"], spec["userns"])
+        os.write(status, f"net {NETWORK.pid}\n".encode())
     try:
         enter_namespaces(spec)
     except (SetupError, OSError) as exc:
         fail(status, exc)
+    if NETWORK is not None:
+        NETWORK.start()
     pid = os.fork()
     if pid == 0:
         child(spec, status)
@@ -284,7 +358,11 @@ def main() -> int:
             _signal.signal(getattr(_signal, name), _signal.SIG_IGN)  # the tty sends these to the child too
         else:
             _signal.signal(getattr(_signal, name), forward)
+    if NETWORK is not None:
+        os.close(NETWORK.ready)
     _, wstatus = os.waitpid(pid, 0)
+    if NETWORK is not None:
+        NETWORK.stop()
     code = os.waitstatus_to_exitcode(wstatus)
     code = 128 - code if code < 0 else code
     if spec["exit_file"]:
