@@ -231,3 +231,74 @@ def test_failing_helper_is_reported(lowers: list[Path], scratch: Path, monkeypat
     res = run_step(lowers, scratch / "upper", scratch / "work", ProcessSpec(argv=("true",)))
     assert res.exit_code == 125 and res.error is not None
     assert "slirp4netns could not connect the network namespace: cannot open tap" in res.error
+
+
+def rootless_refusal_needed() -> bool:
+    return stat.S_IMODE(os.stat("/dev/net/tun").st_mode) & 0o006 != 0o006
+
+
+def test_rootless_without_a_usable_tun_is_refused(request: pytest.FixtureRequest) -> None:
+    if not rootless_refusal_needed():
+        pytest.skip("/dev/net/tun is open to everyone here")
+    root: Path = request.getfixturevalue("rootless_store")
+    python, env = python_for_user(root.parent.parent)
+    script = root.parent / "refused.py"
+    script.write_text(
+        "from layerbuild.runtime import ProcessSpec, SandboxError, run_step\n"
+        "from pathlib import Path\nimport sys\n"
+        "try:\n"
+        "    run_step([], Path(sys.argv[1]) / 'u', Path(sys.argv[1]) / 'w', ProcessSpec(argv=('true',)))\n"
+        "except SandboxError as exc:\n"
+        "    print(exc.render())\n")
+    proc = subprocess.run(["setpriv", "--reuid", USER, "--regid", USER, "--init-groups", "--reset-env", "env",
+                           *(f"{k}={v}" for k, v in env.items()), python, str(script), str(root / "tmp")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith("the default network needs /dev/net/tun, which this user cannot open\nhint: ")
+    assert "--network host" in proc.stdout
+
+
+def lb(root: Path, capfd: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from layerbuild.cli.main import main
+
+    code = main(["--root", str(root), *argv])
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def test_run_modes_through_the_cli(shared_root: Path, outside: str, capfd: pytest.CaptureFixture[str]) -> None:
+    with tcp_server(outside) as far, tcp_server("127.0.0.1") as near:
+        script = probe(far, near, replace(near, host=GATEWAY))
+        outputs = {}
+        for mode in ("default", "none", "host"):
+            flags = () if mode == "default" else ("--network", mode)
+            code, outputs[mode], err = lb(shared_root, capfd, "run", "--rm", *flags, "busybox", "sh", "-c", script)
+            assert code == 0, err
+    assert reached(outputs["default"], far) and not reached(outputs["default"], near)
+    assert not reached(outputs["default"], near, GATEWAY)
+    assert not reached(outputs["none"], far) and not reached(outputs["none"], near)
+    assert reached(outputs["host"], far) and reached(outputs["host"], near)
+
+
+def test_stop_leaves_no_network_helper(shared_root: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    from layerbuild.runtime import containers
+
+    name = f"net-{os.getpid()}"
+    code, _, err = lb(shared_root, capfd, "run", "-d", "--name", name, "busybox", "sleep", "60")
+    assert code == 0, err
+    c = containers.find(shared_root, name)
+    helpers = children_named(c.helper_pid, "slirp4netns")
+    assert len(helpers) == 1
+    assert lb(shared_root, capfd, "stop", "-t", "0", name)[0] == 0
+    assert not alive(helpers[0])
+    assert lb(shared_root, capfd, "rm", name)[0] == 0
+
+
+def test_run_without_slirp4netns(shared_root: Path, capfd: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAYERBUILD_SLIRP4NETNS", "/nonexistent/slirp4netns")
+    code, out, err = lb(shared_root, capfd, "run", "--rm", "busybox", "true")
+    assert code == 125 and out == ""
+    assert err.startswith("error: the default network needs slirp4netns") and "hint: install it" in err
+    assert "Traceback" not in err
+    assert lb(shared_root, capfd, "run", "--rm", "--network", "host", "busybox", "true")[0] == 0
