@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -150,6 +151,17 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+def gone(pids: list[int], within: float = 10.0) -> bool:
+    """Whether all `pids` end within `within` seconds: a killed process finishes its exit (and its
+    parent's or init's reaping) asynchronously."""
+    deadline = time.monotonic() + within
+    while any(alive(p) for p in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def children_named(ppid: int, name: str) -> list[int]:
