@@ -267,6 +267,7 @@ class Network:
         if self.pid == 0:
             try:
                 _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+                os.setsid()  # out of the terminal's process group: a Ctrl-C is the container's, not its network's
                 os.close(self.go)
                 target = os.read(go_r, 32).decode()
                 if not target:  # the helper could not make the namespaces

@@ -180,6 +180,8 @@ def test_helper_ends_with_the_container(lowers: list[Path], scratch: Path) -> No
     try:
         assert started.error is None and started.network_pid and alive(started.network_pid)
         assert children_named(started.helper.pid, "slirp4netns") == [started.network_pid]
+        # in a session of its own: signals to the container's process group or terminal miss it
+        assert os.getsid(started.network_pid) == started.network_pid != os.getsid(started.helper.pid)
         os.kill(started.pid, signal.SIGKILL)
         assert started.wait() == 137
         assert gone([started.network_pid])  # killed by the helper as the container ended
