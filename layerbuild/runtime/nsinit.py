@@ -4,8 +4,9 @@ Run as `python -I -S nsinit.py SPEC_FD STATUS_FD`. It is started for every RUN s
 `layerbuild run`, so it imports nothing of layerbuild and nothing slow (no json, no enum-based
 modules): the spec arrives as a marshal'd dict on SPEC_FD, and progress goes back as text lines on
 STATUS_FD: `pid N` once the process exists, `error STAGE CODE MESSAGE` if it could not start,
-`exit CODE` when it ended, and `net N` with the pid of the user-mode network helper if one runs. The process itself is PID 1 of a new PID namespace; this helper stays
+`exit CODE` when it ended. The process itself is PID 1 of a new PID namespace; this helper stays
 outside it, forwards signals to it, and reports its status (128+N for a signal, like a shell).
+For the default network it also starts slirp4netns and reports its pid as `net N`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("u
 FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCONT", "SIGALRM")
 
 _libc = ctypes.CDLL(None, use_errno=True)
+READY_TIMEOUT = 60  # seconds slirp4netns may take to connect the namespace; it needs a few ms
 NETWORK: Network | None = None  # the default network's helper, once main() started it
 
 
@@ -267,7 +269,7 @@ class Network:
         if self.pid == 0:
             try:
                 _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
-                os.setsid()  # out of the terminal's process group: a Ctrl-C is the container's, not its network's
+                os.setsid()  # out of the terminal's process group: a Ctrl-C is for the container only
                 os.close(self.go)
                 target = os.read(go_r, 32).decode()
                 if not target:  # the helper could not make the namespaces
@@ -296,7 +298,11 @@ class Network:
         os.close(self.go)
 
     def wait_ready(self) -> None:
-        """In the child: block until the interface is configured."""
+        """In the child: block until the interface is configured (or slirp4netns failed)."""
+        import select
+
+        if not select.select([self.ready], [], [], READY_TIMEOUT)[0]:
+            raise SetupError("network", 125, f"slirp4netns did not connect the network in {READY_TIMEOUT} s")
         if os.read(self.ready, 1):
             os.close(self.ready)
             return
