@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,8 +18,8 @@ from layerbuild.image.store_io import resolve_image
 from layerbuild.runtime.network import GATEWAY
 from layerbuild.store import Store
 from tests.build.conftest import write
-from tests.conftest import BUSYBOX_BASE
-from tests.runtime.netkit import outside_address, probe, reached, tcp_server
+from tests.conftest import BUSYBOX_BASE, REPO
+from tests.runtime.netkit import descendants, gone, outside_address, probe, reached, tcp_server
 
 pytestmark = pytest.mark.integration
 
@@ -54,3 +58,22 @@ RUN --network=host sh /probe.sh > /host
     assert reached(host, far) and reached(host, near)
     out = files(root, "net:2")
     assert not reached((out / "none").read_text(), far) and reached((out / "default").read_text(), far)
+
+
+def test_killed_build_leaves_no_network_helper(bb_ctx: Path, root: Path) -> None:
+    write(bb_ctx, {"Dockerfile": BUSYBOX_BASE + "RUN echo started && sleep 60\n"})
+    build = subprocess.Popen([sys.executable, "-m", "layerbuild", "--root", str(root), "build", "--progress", "plain",
+                              str(bb_ctx)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert build.stdout is not None
+    for line in build.stdout:  # the step runs: its container and network exist
+        if b"started" in line:
+            break
+    deadline = time.monotonic() + 30
+    while "slirp4netns" not in (tree := descendants(build.pid)).values() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "slirp4netns" in tree.values() and len(tree) >= 3, tree  # the helper, the step, its network
+    build.kill()
+    build.wait()
+    build.stdout.close()
+    assert gone(list(tree))

@@ -182,6 +182,28 @@ def children_named(ppid: int, name: str) -> list[int]:
     return out
 
 
+def descendants(pid: int) -> dict[int, str]:
+    """The live descendants of `pid`, with their command names."""
+    parents: dict[int, tuple[int, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            parents[int(entry)] = (int(fields[1]), stat[stat.index("(") + 1 : stat.rindex(")")])
+    out: dict[int, str] = {}
+    frontier = {pid}
+    while frontier:
+        frontier = {p for p, (ppid, _) in parents.items() if ppid in frontier and p not in out}
+        out.update({p: parents[p][1] for p in frontier})
+    return out
+
+
 def probe(*servers: Server) -> str:
     """A shell script that tries each server and prints `HOST:PORT answer` lines."""
     lines = [f'echo "{s.target} $(nc -w 2 {s.host} {s.port} </dev/null 2>&1 | tr "\\n" " ")"' for s in servers]
