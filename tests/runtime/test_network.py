@@ -22,7 +22,7 @@ import pytest
 
 from layerbuild.runtime import ProcessSpec, SandboxError, launch, run_step
 from layerbuild.runtime.network import GATEWAY, NAMESERVER, resolv_conf
-from tests.conftest import REPO
+from tests.conftest import BUSYBOX_BASE, REPO
 from tests.runtime.netkit import (
     alive,
     children_named,
@@ -74,36 +74,43 @@ class Prober:
         self.script.write_text(PROBE)
         os.chmod(self.script, 0o644)
 
-    tun = True  # rootless: give the user a /dev/net/tun it may open if the host's is root's only
-
     def run(self, cases: list[tuple[str, str]], resolv: str | None = None) -> list[dict[str, object]]:
         scratch = Path(tempfile.mkdtemp(dir=self.root / "tmp"))
-        if self.who == "rootless":
-            shutil.chown(scratch, USER, USER)
-        argv = [self.python, str(self.script), str(self.root), str(scratch), json.dumps(cases)]
+        try:
+            if self.who == "rootless":
+                shutil.chown(scratch, USER, USER)
+            proc = self.command([str(self.script), str(self.root), str(scratch), json.dumps(cases)], resolv)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        assert proc.returncode == 0, proc.stderr
+        results: list[dict[str, object]] = json.loads(proc.stdout)
+        return results
+
+    def command(self, args: list[str], resolv: str | None = None) -> subprocess.CompletedProcess[str]:
+        """`python ARGS` as the prober's user; with `resolv`, that is the host's resolv.conf it sees."""
+        argv = [self.python, *args]
         env = {**os.environ, **self.env} if self.who == "root" else None
         if self.who == "rootless":
             argv = ["setpriv", "--reuid", USER, "--regid", USER, "--init-groups", "--reset-env", "env",
                     *(f"{k}={v}" for k, v in self.env.items()), *argv]
         setup = []
         if resolv is not None:  # the host's resolver, as seen by this process tree only
-            conf = scratch.parent / f"resolv-{scratch.name}"
+            conf = Path(tempfile.mkdtemp(dir=self.root / "tmp")) / "resolv.conf"
             conf.write_text(resolv)
+            os.chmod(conf.parent, 0o755)
             os.chmod(conf, 0o644)
             setup.append(f"mount --bind {conf} /etc/resolv.conf")
-        if self.who == "rootless" and self.tun and stat.S_IMODE(os.stat("/dev/net/tun").st_mode) != 0o666:
+        if self.who == "rootless" and stat.S_IMODE(os.stat("/dev/net/tun").st_mode) != 0o666:
             # A tun node that everyone may open, as Debian's udev rules make it, in this tree only.
             setup.append("mount -t tmpfs -o mode=755 tmpfs /dev/net && mknod -m 666 /dev/net/tun c 10 200")
         if setup:
             argv = ["unshare", "--mount", "--propagation", "private", "sh", "-ec",
                     " && ".join(setup) + ' && exec "$@"', "sh", *argv]
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+            return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        assert proc.returncode == 0, proc.stderr
-        results: list[dict[str, object]] = json.loads(proc.stdout)
-        return results
+            if resolv is not None:
+                shutil.rmtree(conf.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +170,32 @@ def test_dns_goes_to_the_hosts_resolver(prober: Prober, outside: str, where: str
     assert out.startswith(f"nameserver {NAMESERVER}\nsearch layerbuild.test\noptions ndots:1\n"), out
     assert "198.18.77.7" in out and "peer.layerbuild.test" in asked
     assert none["code"] != 0 and "198.18.77.7" not in str(none["out"])
+
+
+def test_run_steps_of_a_build(prober: Prober, outside: str) -> None:
+    """A real build's RUN steps, as root and rootless: the default reaches outside, not loopback."""
+    ctx = prober.root.parent / f"ctx-{os.getpid()}"
+    shutil.rmtree(ctx, ignore_errors=True)
+    ctx.mkdir()
+    shutil.copy(shutil.which("busybox") or "/bin/busybox", ctx / "busybox")
+    dest = prober.root.parent / f"out-{os.getpid()}"
+    with tcp_server(outside) as far, tcp_server("127.0.0.1") as near:
+        (ctx / "probe.sh").write_text(probe(far, near) + "\n")
+        (ctx / "Dockerfile").write_text(BUSYBOX_BASE + "COPY probe.sh /\nRUN sh /probe.sh > /default\n"
+                                        "RUN --network=none sh /probe.sh > /none\n")
+        if prober.who == "rootless":
+            for path in (ctx, *ctx.iterdir()):
+                shutil.chown(path, USER, USER)
+        try:
+            built = prober.command(["-m", "layerbuild", "--root", str(prober.root), "build", "--progress", "plain",
+                                    "--output", f"type=local,dest={dest}", str(ctx)])
+            assert built.returncode == 0, built.stderr
+            default, none = (dest / "default").read_text(), (dest / "none").read_text()
+        finally:
+            shutil.rmtree(ctx, ignore_errors=True)
+            shutil.rmtree(dest, ignore_errors=True)
+    assert reached(default, far) and not reached(default, near)
+    assert not reached(none, far) and not reached(none, near)
 
 
 def test_etc_files_per_mode(lowers: list[Path], scratch: Path) -> None:
