@@ -6,6 +6,8 @@ modules): the spec arrives as a marshal'd dict on SPEC_FD, and progress goes bac
 STATUS_FD: `pid N` once the process exists, `error STAGE CODE MESSAGE` if it could not start,
 `exit CODE` when it ended. The process itself is PID 1 of a new PID namespace; this helper stays
 outside it, forwards signals to it, and reports its status (128+N for a signal, like a shell).
+With `tty` (`run -t`), stdin is the console socket: the process makes its own pty and sends the
+master there before it reports `ready` (`setup_terminal`).
 """
 
 from __future__ import annotations
@@ -195,7 +197,11 @@ def child(spec: Spec, status: int) -> None:
             loopback_up()
         name = spec["hostname"].encode()
         _check(_libc.sethostname(name, len(name)), "set the hostname")
+        if spec["tty"]:
+            import_terminal_modules()  # after pivot_root nothing can be imported
         pivot(target)
+        if spec["tty"]:
+            setup_terminal(spec["process"]["uid"])
         drop_capabilities()
         proc = spec["process"]
         if not spec["userns"]:  # setgroups is denied in an unprivileged user namespace
@@ -221,6 +227,51 @@ def child(spec: Spec, status: int) -> None:
         fail(status, SetupError("exec", 127, f'exec: "{argv[0]}": executable file not found in $PATH'))
     except OSError as exc:
         fail(status, SetupError("exec", 126, f'exec: "{argv[0]}": {exc.strerror}'))
+
+
+def import_terminal_modules() -> None:
+    import _socket  # noqa: F401
+    import fcntl  # noqa: F401
+    import termios  # noqa: F401
+
+
+def setup_terminal(uid: int) -> None:
+    """`run -t`: a new pty of the container's devpts becomes this process's controlling terminal and
+    stdio (and /dev/console), and its master goes to the caller over the console socket on fd 0."""
+    import _socket
+    import fcntl
+    import termios
+
+    master, slave = os.openpty()  # /dev/ptmx is the container's own devpts instance by now
+    for fd in (1, 2):  # the caller's size (stdout's first, as docker), so the first `stty size` is right
+        try:
+            size = fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
+        except OSError:
+            continue
+        fcntl.ioctl(master, termios.TIOCSWINSZ, size)
+        break
+    sock = _socket.socket(fileno=0)
+    try:
+        fds = master.to_bytes(4, sys.byteorder)
+        sock.sendmsg([b"m"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
+    finally:
+        sock.detach()
+    os.close(master)
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    try:
+        os.fchown(slave, uid, -1)  # as runc does, so that a non-root user can reopen /dev/tty
+    except OSError:
+        pass
+    try:
+        os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        mount(os.ttyname(slave), "/dev/console", None, MS_BIND)
+    except (OSError, SetupError):
+        pass  # nice to have: the terminal itself works without it
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
 
 
 def execute(argv: list[str], env: dict[str, str]) -> None:
@@ -279,11 +330,8 @@ def main() -> int:
         child(spec, status)
     os.write(status, f"pid {pid}\n".encode())
     forward = lambda signum, frame: os.kill(pid, signum)  # noqa: E731
-    for name in FORWARDED:
-        if spec["tty"] and name in ("SIGINT", "SIGQUIT", "SIGWINCH"):
-            _signal.signal(getattr(_signal, name), _signal.SIG_IGN)  # the tty sends these to the child too
-        else:
-            _signal.signal(getattr(_signal, name), forward)
+    for name in FORWARDED:  # the container's own terminal (-t) is not ours: its keys do not reach us
+        _signal.signal(getattr(_signal, name), forward)
     _, wstatus = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(wstatus)
     code = 128 - code if code < 0 else code

@@ -1,7 +1,8 @@
 """`layerbuild run` and friends: containers from stored images, in the foreground or detached.
 
 A detached container outlives the CLI: its helper (`nsinit.py`, in its own session) is the monitor
-that waits for it and writes the exit code. A foreground run forwards the signals the CLI gets.
+that waits for it and writes the exit code. A foreground run forwards the signals the CLI gets;
+with `-t` it relays the container's own pty (`terminal.py`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from layerbuild.errors import UsageError
-from layerbuild.runtime import containers
+from layerbuild.runtime import containers, terminal
 from layerbuild.runtime.containers import Container, format_created, proc_start_time
-from layerbuild.runtime.sandbox import launch, lower_dirs_for
+from layerbuild.runtime.sandbox import Launched, launch, lower_dirs_for
 from layerbuild.runtime.spec import BindMount, Network, ProcessSpec, SandboxError
 from layerbuild.store import Store
 from layerbuild.store.snapshots import remove_tree
@@ -105,17 +106,34 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
 def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool = False,
           tty: bool = False) -> int | None:
     """Start the container; in the foreground wait and return its exit code, detached return None."""
+    console = terminal.console_pair() if tty and not detach else None
     if detach:
         log = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         stdio: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": log, "stderr": log}
+    elif console is not None:  # the container makes its own pty and sends us its master
+        stdio = {"stdin": console[1].fileno(), "stdout": None, "stderr": None}
     else:
-        stdio = {"stdin": None if interactive or tty else subprocess.DEVNULL, "stdout": None, "stderr": None}
+        stdio = {"stdin": None if interactive else subprocess.DEVNULL, "stdout": None, "stderr": None}
+    master = None
     try:
         started = launch(lowers, c.dir / "upper", c.dir / "work", spec, detached=detach, tty=tty,
                          exit_file=c.exit_path, **stdio)
+        if console is not None:
+            master = terminal.receive_master(console[0])
     finally:
         if detach:
             os.close(log)
+        for sock in console or ():
+            sock.close()
+    try:
+        return _run_started(c, started, detach=detach, interactive=interactive, master=master)
+    finally:
+        if master is not None:
+            os.close(master)
+
+
+def _run_started(c: Container, started: Launched, *, detach: bool, interactive: bool,
+                 master: int | None) -> int | None:
     c.pid, c.pid_start = started.pid, proc_start_time(started.pid) if started.pid else None
     c.helper_pid, c.helper_start = started.helper.pid, proc_start_time(started.helper.pid)
     c.started, c.recorded_status = format_created(time.time()), "running"
@@ -128,12 +146,27 @@ def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, 
         return None
     previous = {sig: signal.signal(sig, lambda signum, _f: started.helper.send_signal(signum)) for sig in _FORWARDED}
     try:
+        if master is not None:
+            _attach_terminal(c, master, interactive)
         code = started.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     _finish(c)
     return code
+
+
+def _attach_terminal(c: Container, master: int, interactive: bool) -> None:
+    """Relay the container's pty until it ends, as `docker run -t[i]` does; the log gets its output."""
+    sys.stdout.flush()
+    stdin = 0 if interactive else None
+    log = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    try:
+        with terminal.follow_size(terminal.terminal_fd(1, 0), master), \
+                terminal.raw_mode(terminal.terminal_fd(0) if interactive else None):
+            terminal.relay(master, stdin, 1, log)
+    finally:
+        os.close(log)
 
 
 def _finish(c: Container) -> None:
@@ -210,6 +243,9 @@ def run(store: Store, opts: RunOptions) -> tuple[Container, int | None]:
     """Create and start a container (`layerbuild run`)."""
     if opts.tty and opts.interactive and not sys.stdin.isatty():
         raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")
+    if opts.tty and opts.detach:
+        raise UsageError("-t with -d is not supported: a detached container cannot be attached to later",
+                         hint="drop -t (the output goes to `layerbuild logs`), or run in the foreground")
     c, spec, lowers = create(store, opts)
     try:
         code = start(c, spec, lowers, detach=opts.detach, interactive=opts.interactive, tty=opts.tty)
