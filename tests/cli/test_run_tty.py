@@ -1,0 +1,183 @@
+"""`run -t` / `run -it`: the container's own pty, driven from a real terminal (tmux) as a user would."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from layerbuild.cli.main import main
+from layerbuild.image import import_rootfs
+from layerbuild.runtime import containers
+from layerbuild.store import Store
+from tests.runtime.conftest import busybox_tar
+
+pytestmark = pytest.mark.integration
+
+# Generous: only a broken relay waits this long; a working one answers in well under a second.
+PATIENCE = 20.0
+
+
+@pytest.fixture(scope="module")
+def root() -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("runs as root (the sandbox's rootless mode is tested in tests/runtime)")
+    base = Path(tempfile.mkdtemp(prefix="lb-cli-tty-"))
+    with Store.open(base / "root") as store:
+        import_rootfs(store, io.BytesIO(busybox_tar()), "busybox")
+    yield base / "root"
+    shutil.rmtree(base, ignore_errors=True)
+
+
+class Pane:
+    """A tmux session on its own server (unique socket, no config), running a plain host shell."""
+
+    def __init__(self, width: int = 100, height: int = 30) -> None:
+        if shutil.which("tmux") is None:
+            pytest.fail("tmux is not installed (scripts/setup --test installs it)")
+        self.server = f"lb-tty-{uuid.uuid4().hex[:12]}"
+        self.session = "t"
+        env = "env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin TERM=xterm HOME=/ 'PS1=host$ ' sh"
+        self.tmux("new-session", "-d", "-s", self.session, "-x", str(width), "-y", str(height), env)
+        self.wait_for(r"host\$ $")
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.server, "-f", "/dev/null", *args], check=True,
+                              capture_output=True, text=True, timeout=30).stdout
+
+    def send(self, *keys: str) -> None:
+        self.tmux("send-keys", "-t", self.session, *keys)
+
+    def line(self, text: str) -> None:
+        self.send("-l", text)
+        self.send("Enter")
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-J", "-S", "-200", "-t", self.session)
+
+    def wait_for(self, pattern: str) -> re.Match[str]:
+        """The first match of `pattern` (multi-line) on the screen, once it appears."""
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            text = self.screen().rstrip("\n")
+            found = re.search(pattern, text, re.MULTILINE)
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{pattern!r} never appeared; the screen:\n{text}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.server, "kill-server"], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def pane() -> Iterator[Pane]:
+    p = Pane()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def layerbuild(root: Path, *argv: str) -> str:
+    """A shell command line that runs layerbuild with this interpreter."""
+    return shlex.join([sys.executable, "-m", "layerbuild", "--root", str(root), *argv])
+
+
+def assert_terminal_restored(pane: Pane) -> None:
+    pane.line("stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | sort | tr '\\n' ' '; echo :mo''des")
+    modes = pane.wait_for(r"^(.*):modes$").group(1).split()  # the quotes keep the command line itself out
+    assert modes == ["echo", "icanon"]
+
+
+def test_interactive_shell(root: Path, pane: Pane) -> None:
+    name = f"tty-{uuid.uuid4().hex[:8]}"
+    pane.line(layerbuild(root, "run", "-it", "--name", name, "busybox", "sh") + "; echo rc=$?")
+    pane.wait_for(r"^/ # $")
+    pane.line("tty; [ /dev/console -ef \"$(tty)\" ] && echo console-too")
+    pane.wait_for(r"^/dev/pts/\d+$")
+    pane.wait_for(r"^console-too$")
+    pane.line("stty size; echo :size1")
+    assert pane.wait_for(r"^(\d+ \d+)\n:size1$").group(1) == "30 100"
+    pane.tmux("resize-window", "-t", pane.session, "-x", "80", "-y", "20")
+    pane.line("stty size; echo :size2")
+    assert pane.wait_for(r"^(\d+ \d+)\n:size2$").group(1) == "20 80"
+    # Ctrl-C goes through the pty's line discipline to the foreground job; the shell stays.
+    pane.line("sleep 100; echo slept=$?")
+    pane.wait_for(r"^/ # sleep 100; echo slept=\$\?$")
+    pane.send("C-c")
+    pane.wait_for(r"^\^C")
+    pane.line("echo still-here")
+    pane.wait_for(r"^still-here$")
+    assert not re.search(r"^slept=", pane.screen(), re.MULTILINE)  # the whole line was interrupted
+    pane.line("exit 3")
+    pane.wait_for(r"^rc=3$")
+    assert_terminal_restored(pane)
+    c = containers.find(root, name)
+    log = c.log_path.read_bytes()
+    assert b"still-here\r\n" in log and b"/dev/pts/" in log  # the log has the terminal's output
+    assert main(["--root", str(root), "rm", name]) == 0
+
+
+def test_failed_exec_restores_the_terminal(root: Path, pane: Pane) -> None:
+    pane.line(layerbuild(root, "run", "--rm", "-it", "busybox", "no-such-command") + "; echo rc=$?")
+    pane.wait_for(r"executable file not found")
+    pane.wait_for(r"^rc=127$")
+    assert_terminal_restored(pane)
+
+
+def test_signal_to_the_cli_is_forwarded_and_the_terminal_restored(root: Path, pane: Pane) -> None:
+    name = f"tty-{uuid.uuid4().hex[:8]}"
+    script = 'trap "echo got-term; exit 7" TERM; echo waiting; while :; do sleep 0.05; done'
+    pane.line(layerbuild(root, "run", "--rm", "-it", "--name", name, "busybox", "sh", "-c", script)
+              + "; echo rc=$?")
+    pane.wait_for(r"^waiting$")
+    c = containers.find(root, name)
+    cli = int(Path(f"/proc/{c.helper_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(cli, signal.SIGTERM)
+    pane.wait_for(r"^got-term$")
+    pane.wait_for(r"^rc=7$")
+    assert_terminal_restored(pane)
+
+
+def test_tty_without_a_terminal(root: Path) -> None:
+    """`-t` alone needs no terminal: output comes through the pty (CRLF), and the log gets it."""
+    name = f"tty-{uuid.uuid4().hex[:8]}"
+    out = subprocess.run([sys.executable, "-m", "layerbuild", "--root", str(root), "run", "-t", "--name", name,
+                          "busybox", "sh", "-c", "tty; test -t 1 && echo terminal; exit 4"],
+                         stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert out.returncode == 4
+    assert re.fullmatch(rb"/dev/pts/\d+\r\nterminal\r\n", out.stdout), out
+    c = containers.find(root, name)
+    assert c.log_path.read_bytes() == out.stdout
+    assert main(["--root", str(root), "rm", name]) == 0
+
+
+def test_interactive_without_tty_pipes_stdin(root: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "layerbuild", "--root", str(root), "run", "--rm", "-i",
+                          "busybox", "sh", "-c", "test -t 0 || echo not-a-terminal; cat"],
+                         input=b"piped\n", capture_output=True, timeout=60)
+    assert (out.returncode, out.stdout) == (0, b"not-a-terminal\npiped\n")
+
+
+def test_tty_refusals(root: Path) -> None:
+    base = [sys.executable, "-m", "layerbuild", "--root", str(root), "run", "--rm"]
+    out = subprocess.run([*base, "-it", "busybox", "sh"], stdin=subprocess.DEVNULL, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 125 and "the input device is not a TTY" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([*base, "-d", "-t", "busybox", "sh"], stdin=subprocess.DEVNULL, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 125 and "-t with -d is not supported" in out.stderr and "hint:" in out.stderr
