@@ -274,6 +274,44 @@ def setup_terminal(uid: int) -> None:
         os.close(slave)
 
 
+def keep_console() -> Any:
+    """Detached `run -t`: nobody is there to relay the pty, so this helper keeps its master (the
+    container's terminal stays open, as with `docker run -dit`) and copies its output to stdout,
+    the container's log. Returns our end of a console socket whose other end is now fd 0."""
+    import _socket
+
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    os.dup2(theirs.fileno(), 0)
+    theirs.close()
+    return ours
+
+
+def log_terminal(console: Any) -> None:
+    """Receive the master from the child, then copy what the container writes to stdout until every
+    process holding the pty has ended (EIO)."""
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)  # our copy of the child's end: without it, a child that fails gives EOF here
+    os.close(null)
+    _, ancdata, _, _ = console.recvmsg(1, 64)
+    console.close()
+    masters = [int.from_bytes(data[i:i + 4], sys.byteorder) for _, _, data in ancdata
+               for i in range(0, len(data) - 3, 4)]
+    for master in masters:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            try:
+                while data:
+                    data = data[os.write(1, data):]
+            except OSError:
+                pass
+        os.close(master)
+
+
 def execute(argv: list[str], env: dict[str, str]) -> None:
     """execvpe without os.get_exec_path, whose lazy `import warnings` cannot work after pivot_root."""
     if "/" in argv[0]:
@@ -325,6 +363,9 @@ def main() -> int:
         enter_namespaces(spec)
     except (SetupError, OSError) as exc:
         fail(status, exc)
+    console = None
+    if spec["tty"] and os.fstat(0).st_mode & 0o170000 != 0o140000:  # no console socket: detached
+        console = keep_console()
     pid = os.fork()
     if pid == 0:
         child(spec, status)
@@ -332,6 +373,8 @@ def main() -> int:
     forward = lambda signum, frame: os.kill(pid, signum)  # noqa: E731
     for name in FORWARDED:  # the container's own terminal (-t) is not ours: its keys do not reach us
         _signal.signal(getattr(_signal, name), forward)
+    if console is not None:
+        log_terminal(console)
     _, wstatus = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(wstatus)
     code = 128 - code if code < 0 else code

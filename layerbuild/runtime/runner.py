@@ -241,11 +241,8 @@ def follow_log(c: Container, follow: bool) -> Iterator[bytes]:
 
 def run(store: Store, opts: RunOptions) -> tuple[Container, int | None]:
     """Create and start a container (`layerbuild run`)."""
-    if opts.tty and opts.interactive and not sys.stdin.isatty():
+    if opts.tty and opts.interactive and not opts.detach and not sys.stdin.isatty():
         raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")
-    if opts.tty and opts.detach:
-        raise UsageError("-t with -d is not supported: a detached container cannot be attached to later",
-                         hint="drop -t (the output goes to `layerbuild logs`), or run in the foreground")
     c, spec, lowers = create(store, opts)
     try:
         code = start(c, spec, lowers, detach=opts.detach, interactive=opts.interactive, tty=opts.tty)

@@ -173,11 +173,43 @@ def test_interactive_without_tty_pipes_stdin(root: Path) -> None:
     assert (out.returncode, out.stdout) == (0, b"not-a-terminal\npiped\n")
 
 
-def test_tty_refusals(root: Path) -> None:
-    base = [sys.executable, "-m", "layerbuild", "--root", str(root), "run", "--rm"]
-    out = subprocess.run([*base, "-it", "busybox", "sh"], stdin=subprocess.DEVNULL, capture_output=True,
-                         text=True, timeout=60)
-    assert out.returncode == 125 and "the input device is not a TTY" in out.stderr and "Traceback" not in out.stderr
-    out = subprocess.run([*base, "-d", "-t", "busybox", "sh"], stdin=subprocess.DEVNULL, capture_output=True,
-                         text=True, timeout=60)
-    assert out.returncode == 125 and "-t with -d is not supported" in out.stderr and "hint:" in out.stderr
+def test_tty_refusal(root: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "layerbuild", "--root", str(root), "run", "--rm", "-it",
+                          "busybox", "sh"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 125 and "the input device is not a TTY" in out.stderr and "hint:" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_tty_as_another_user(root: Path) -> None:
+    """The terminal belongs to the container's user, who can reopen it as /dev/tty."""
+    out = subprocess.run([sys.executable, "-m", "layerbuild", "--root", str(root), "run", "--rm", "-t",
+                          "-u", "app", "busybox", "sh", "-c", "id -u; stat -c %u $(tty); echo via-dev-tty > /dev/tty"],
+                         stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert (out.returncode, out.stdout) == (0, b"1000\r\n1000\r\nvia-dev-tty\r\n")
+
+
+def test_detached_tty(root: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """`run -d -t`: the helper keeps the terminal, so `sh` waits for input as with `docker run -dit`,
+    and the log gets the terminal's output."""
+    lb = ["--root", str(root)]
+    name = f"tty-{uuid.uuid4().hex[:8]}"
+    assert main([*lb, "run", "-d", "-t", "--name", name, "busybox", "sh", "-c", "tty; echo done; exit 6"]) == 0
+    c = containers.find(root, name)
+    deadline = time.monotonic() + PATIENCE
+    while not c.exit_path.exists():  # the helper records the exit code once the container ended
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert c.exit_path.read_text().strip() == "6"
+    assert re.fullmatch(rb"/dev/pts/\d+\r\ndone\r\n", c.log_path.read_bytes())
+    assert main([*lb, "rm", name]) == 0
+    name = f"tty-{uuid.uuid4().hex[:8]}"
+    assert main([*lb, "run", "-dit", "--name", name, "busybox", "sh"]) == 0
+    c = containers.find(root, name)
+    deadline = time.monotonic() + PATIENCE
+    while b"/ # " not in c.log_path.read_bytes():  # the prompt: the shell waits on its terminal
+        assert time.monotonic() < deadline and c.running()
+        time.sleep(0.02)
+    assert c.running()
+    assert main([*lb, "stop", "-t", "0.2", name]) == 0
+    assert main([*lb, "rm", name]) == 0
+    capfd.readouterr()
