@@ -7,6 +7,7 @@ with `-t` it relays the container's own pty (`terminal.py`).
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -119,7 +120,8 @@ def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, 
         started = launch(lowers, c.dir / "upper", c.dir / "work", spec, detached=detach, tty=tty,
                          exit_file=c.exit_path, **stdio)
         if console is not None:
-            master = terminal.receive_master(console[0])
+            fd = terminal.receive_master(console[0])
+            master = None if fd is None else io.FileIO(fd, "r+")  # closing it twice is harmless
     finally:
         if detach:
             os.close(log)
@@ -129,11 +131,11 @@ def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, 
         return _run_started(c, started, detach=detach, interactive=interactive, master=master)
     finally:
         if master is not None:
-            os.close(master)
+            master.close()
 
 
 def _run_started(c: Container, started: Launched, *, detach: bool, interactive: bool,
-                 master: int | None) -> int | None:
+                 master: io.FileIO | None) -> int | None:
     c.pid, c.pid_start = started.pid, proc_start_time(started.pid) if started.pid else None
     c.helper_pid, c.helper_start = started.helper.pid, proc_start_time(started.helper.pid)
     c.started, c.recorded_status = format_created(time.time()), "running"
@@ -156,17 +158,19 @@ def _run_started(c: Container, started: Launched, *, detach: bool, interactive: 
     return code
 
 
-def _attach_terminal(c: Container, master: int, interactive: bool) -> None:
-    """Relay the container's pty until it ends, as `docker run -t[i]` does; the log gets its output."""
+def _attach_terminal(c: Container, master: io.FileIO, interactive: bool) -> None:
+    """Relay the container's pty until it ends, as `docker run -t[i]` does; the log gets its output.
+    Closes the master: if our stdout went away first, the container sees its terminal hang up."""
     sys.stdout.flush()
     stdin = 0 if interactive else None
     log = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     try:
-        with terminal.follow_size(terminal.terminal_fd(1, 0), master), \
+        with terminal.follow_size(terminal.terminal_fd(1, 0), master.fileno()), \
                 terminal.raw_mode(terminal.terminal_fd(0) if interactive else None):
-            terminal.relay(master, stdin, 1, log)
+            terminal.relay(master.fileno(), stdin, 1, log)
     finally:
         os.close(log)
+        master.close()
 
 
 def _finish(c: Container) -> None:

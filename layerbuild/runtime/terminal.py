@@ -100,9 +100,9 @@ def follow_size(source: int | None, master: int) -> Iterator[None]:
 
 def relay(master: int, stdin: int | None, stdout: int, log: int | None = None) -> None:
     """Copy stdin (None: not attached) to the master, and the master to stdout and `log`, until
-    every process holding the pty's other side has ended. Closes nothing."""
+    every process holding the pty's other side has ended, or stdout cannot take more output (a
+    closed pipe, a terminal that went away). Closes nothing."""
     pending = b""  # read from stdin, not yet taken by the pty
-    out_ok = True
     os.set_blocking(master, False)
     poller = select.poll()
     poller.register(master, select.POLLIN)
@@ -123,10 +123,10 @@ def relay(master: int, stdin: int | None, stdout: int, log: int | None = None) -
                         continue
                     if not data:
                         return
-                    if out_ok:
-                        out_ok = _write_all(stdout, data)
                     if log is not None:
                         _write_all(log, data)
+                    if not _write_all(stdout, data):
+                        return
             elif fd == stdin:
                 data = _read(stdin)
                 if data is None:

@@ -23,6 +23,7 @@ from layerbuild.image import import_rootfs
 from layerbuild.runtime import containers
 from layerbuild.store import Store
 from tests.runtime.conftest import busybox_tar
+from tests.runtime.rootless import USER, as_user, python_for_user, rootless_home  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -132,6 +133,42 @@ def test_interactive_shell(root: Path, pane: Pane) -> None:
     assert main(["--root", str(root), "rm", name]) == 0
 
 
+IMPORT = """
+import sys
+from layerbuild.image import import_rootfs
+from layerbuild.store import Store
+with Store.open(sys.argv[1]) as store, open(sys.argv[2], "rb") as f:
+    import_rootfs(store, f, "busybox")
+"""
+
+
+def test_interactive_shell_rootless(pane: Pane, rootless_home: Path) -> None:  # noqa: F811
+    """An unprivileged user's `run -it`: the pty comes from the devpts of the user's namespaces."""
+    (rootless_home / "busybox.tar").write_bytes(busybox_tar())
+    (rootless_home / "import.py").write_text(IMPORT)
+    python, env = python_for_user(rootless_home)
+    store = rootless_home / f"tty-{uuid.uuid4().hex[:8]}"
+    done = as_user([python, str(rootless_home / "import.py"), str(store), str(rootless_home / "busybox.tar")], env)
+    assert done.returncode == 0, done.stderr
+    user = ["setpriv", "--reuid", USER, "--regid", USER, "--init-groups", "--reset-env", "env",
+            *(f"{k}={v}" for k, v in env.items()), python, "-m", "layerbuild", "--root", str(store)]
+    pane.line(shlex.join([*user, "run", "--rm", "-it", "busybox", "sh"]) + "; echo rc=$?")
+    pane.wait_for(r"^/ # $")
+    pane.line("tty; id -u; stty size; echo :size1")
+    assert pane.wait_for(r"^(/dev/pts/\d+\n0\n\d+ \d+)\n:size1$").group(1).split("\n")[2] == "30 100"
+    pane.tmux("resize-window", "-t", pane.session, "-x", "70", "-y", "20")
+    pane.line("stty size; echo :size2")
+    assert pane.wait_for(r"^(\d+ \d+)\n:size2$").group(1) == "20 70"
+    pane.line("sleep 100")
+    pane.wait_for(r"^/ # sleep 100$")
+    pane.send("C-c")
+    pane.line("echo still-here")
+    pane.wait_for(r"^still-here$")
+    pane.line("exit 5")
+    pane.wait_for(r"^rc=5$")
+    assert_terminal_restored(pane)
+
+
 def test_failed_exec_restores_the_terminal(root: Path, pane: Pane) -> None:
     pane.line(layerbuild(root, "run", "--rm", "-it", "busybox", "no-such-command") + "; echo rc=$?")
     pane.wait_for(r"executable file not found")
@@ -213,3 +250,17 @@ def test_detached_tty(root: Path, capfd: pytest.CaptureFixture[str]) -> None:
     assert main([*lb, "stop", "-t", "0.2", name]) == 0
     assert main([*lb, "rm", name]) == 0
     capfd.readouterr()
+
+
+def test_closed_output_hangs_up_the_terminal(root: Path) -> None:
+    """Like a terminal that goes away: once nothing reads `run -t`'s output, the container's terminal
+    hangs up, so an endless writer ends instead of filling the log forever."""
+    name = f"tty-{uuid.uuid4().hex[:8]}"
+    proc = subprocess.Popen([sys.executable, "-m", "layerbuild", "--root", str(root), "run", "-t", "--name", name,
+                             "busybox", "yes"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"y\r\n"
+    proc.stdout.close()
+    assert proc.wait(timeout=60) != 0  # the hang-up's SIGHUP (or EIO) ends `yes`
+    assert not containers.find(root, name).running()
+    assert main(["--root", str(root), "rm", name]) == 0
