@@ -92,6 +92,8 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
     lowers = lower_dirs_for(store, image.config.diff_ids)
     mounts = tuple(parse_volume(v) for v in opts.volumes)
     env = merge_env(cfg.env, opts.env)
+    if opts.tty and not any(e.startswith("TERM=") for e in env):
+        env.append("TERM=xterm")  # as docker does for a container with a terminal
     workdir = opts.workdir or cfg.working_dir or "/"
     user = opts.user if opts.user is not None else cfg.user
     record = {"env": env, "workdir": workdir, "user": user, "network": opts.network,

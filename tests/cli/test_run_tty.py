@@ -203,6 +203,14 @@ def test_tty_without_a_terminal(root: Path) -> None:
     assert main(["--root", str(root), "rm", name]) == 0
 
 
+def test_term_is_set_with_a_tty(root: Path) -> None:
+    base = [sys.executable, "-m", "layerbuild", "--root", str(root), "run", "--rm"]
+    script = ["busybox", "sh", "-c", 'echo "TERM=${TERM-unset}"']
+    runs = {flags: subprocess.run([*base, *flags, *script], stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=60).stdout for flags in [("-t",), ("-t", "-e", "TERM=vt100"), ()]}
+    assert runs == {("-t",): b"TERM=xterm\r\n", ("-t", "-e", "TERM=vt100"): b"TERM=vt100\r\n", (): b"TERM=unset\n"}
+
+
 def test_interactive_without_tty_pipes_stdin(root: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "layerbuild", "--root", str(root), "run", "--rm", "-i",
                           "busybox", "sh", "-c", "test -t 0 || echo not-a-terminal; cat"],
