@@ -179,6 +179,8 @@ def child(spec: Spec, status: int) -> None:
     try:
         if spec["die_with_parent"]:
             _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+        if not spec["tty"]:  # (with a tty, setup_terminal does it) a session of its own, without a
+            os.setsid()  # controlling terminal: the caller's terminal is no /dev/tty and takes no TIOCSTI
         _check(_libc.unshare(CLONE_NEWNS), "unshare the mount namespace")
         mount(None, "/", None, MS_REC | MS_PRIVATE)
         target = spec["target"]

@@ -100,12 +100,14 @@ def follow_size(source: int | None, master: int) -> Iterator[None]:
 
 def relay(master: int, stdin: int | None, stdout: int, log: int | None = None) -> None:
     """Copy stdin (None: not attached) to the master, and the master to stdout and `log`, until
-    every process holding the pty's other side has ended, or stdout cannot take more output (a
-    closed pipe, a terminal that went away). Closes nothing."""
+    every process holding the pty's other side has ended, or the caller's side went away: stdin's
+    terminal hung up (a terminal in raw mode has no end of input otherwise), or stdout cannot take
+    more output (a closed pipe, a terminal that hung up). Closes nothing."""
     pending = b""  # read from stdin, not yet taken by the pty
     os.set_blocking(master, False)
     poller = select.poll()
     poller.register(master, select.POLLIN)
+    poller.register(stdout, 0)  # only POLLHUP / POLLERR: nobody reads our output any more
     if stdin is not None:
         poller.register(stdin, select.POLLIN)
     while True:
@@ -131,12 +133,13 @@ def relay(master: int, stdin: int | None, stdout: int, log: int | None = None) -
                 data = _read(stdin)
                 if data is None:
                     continue
+                if not data:
+                    return
                 poller.unregister(stdin)
-                if not data:  # end of input: a pty has no EOF of its own, so stop reading
-                    stdin = None
-                    continue
                 pending = data
                 poller.modify(master, select.POLLIN | select.POLLOUT)
+            elif events & (select.POLLHUP | select.POLLERR):
+                return
 
 
 def _read(fd: int) -> bytes | None:

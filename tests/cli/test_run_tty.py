@@ -169,6 +169,35 @@ def test_interactive_shell_rootless(pane: Pane, rootless_home: Path) -> None:  #
     assert_terminal_restored(pane)
 
 
+def test_without_tty_the_callers_terminal_is_not_the_containers(root: Path, pane: Pane) -> None:
+    """Without -t the container may write to the caller's terminal (its stdout) but not own it: no
+    /dev/tty, no controlling terminal (TIOCSTI needs one), and with -i it reads the typed lines
+    (a process of the caller's session outside the foreground would be stopped by SIGTTIN)."""
+    script = "cut -d' ' -f6,7 /proc/self/stat; true 2>/dev/null </dev/tty && echo has-tty || echo no-tty"
+    pane.line(layerbuild(root, "run", "--rm", "busybox", "sh", "-c", script) + "; echo rc=$?")
+    pane.wait_for(r"^1 0\nno-tty\nrc=0$")
+    pane.line(layerbuild(root, "run", "--rm", "-i", "busybox", "sh", "-c", "read line; echo got=$line"))
+    pane.line("typed")
+    pane.wait_for(r"^got=typed$")
+
+
+def test_terminal_closed_ends_the_shell(root: Path) -> None:
+    """The caller's terminal going away (a closed ssh session) hangs up the container's: `sh` ends."""
+    pane = Pane()
+    name = f"tty-{uuid.uuid4().hex[:8]}"
+    try:
+        pane.line(layerbuild(root, "run", "-it", "--name", name, "busybox", "sh"))
+        pane.wait_for(r"^/ # $")
+    finally:
+        pane.close()
+    c = containers.find(root, name)
+    deadline = time.monotonic() + PATIENCE
+    while not c.exit_path.exists():
+        assert time.monotonic() < deadline, "the container outlived its terminal"
+        time.sleep(0.05)
+    assert main(["--root", str(root), "rm", name]) == 0
+
+
 def test_failed_exec_restores_the_terminal(root: Path, pane: Pane) -> None:
     pane.line(layerbuild(root, "run", "--rm", "-it", "busybox", "no-such-command") + "; echo rc=$?")
     pane.wait_for(r"executable file not found")
