@@ -136,6 +136,15 @@ def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, 
             master.close()
 
 
+def _start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool,
+           tty: bool) -> int | None:
+    """`start`, with the caller's terminal modes kept when a foreground container without -t writes
+    to it (saved before the container starts, restored once it ended)."""
+    fd = None if tty or detach else terminal.terminal_fd(0, 1, 2)
+    with terminal.modes_kept(fd):
+        return start(c, spec, lowers, detach=detach, interactive=interactive, tty=tty)
+
+
 def _run_started(c: Container, started: Launched, *, detach: bool, interactive: bool,
                  master: io.FileIO | None) -> int | None:
     c.pid, c.pid_start = started.pid, proc_start_time(started.pid) if started.pid else None
@@ -251,7 +260,7 @@ def run(store: Store, opts: RunOptions) -> tuple[Container, int | None]:
         raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")
     c, spec, lowers = create(store, opts)
     try:
-        code = start(c, spec, lowers, detach=opts.detach, interactive=opts.interactive, tty=opts.tty)
+        code = _start(c, spec, lowers, detach=opts.detach, interactive=opts.interactive, tty=opts.tty)
     except BaseException:
         if opts.remove and c.dir.exists():
             containers.remove(c)

@@ -88,6 +88,23 @@ def raw_mode(fd: int | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def modes_kept(fd: int | None) -> Iterator[None]:
+    """The terminal `fd`'s modes as they were before the block, whatever the block did to them:
+    without -t a container writes to the caller's terminal and could change them (`stty -echo`)."""
+    saved = None
+    if fd is not None:
+        with contextlib.suppress(termios.error):
+            saved = (fd, termios.tcgetattr(fd))
+    try:
+        yield
+    finally:
+        if saved is not None:
+            with contextlib.suppress(termios.error):
+                if termios.tcgetattr(saved[0]) != saved[1]:
+                    termios.tcsetattr(saved[0], termios.TCSADRAIN, saved[1])
+
+
+@contextlib.contextmanager
 def follow_size(source: int | None, master: int) -> Iterator[None]:
     """Copy `source`'s size to the pty now and on every SIGWINCH during the block."""
     previous = signal.signal(signal.SIGWINCH, lambda _s, _f: copy_size(source, master))

@@ -99,6 +99,7 @@ def layerbuild(root: Path, *argv: str) -> str:
 
 
 def assert_terminal_restored(pane: Pane) -> None:
+    pane.wait_for(r"^host\$ \Z")  # the host shell's prompt, last on the screen: `run` has ended
     pane.line("stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | sort | tr '\\n' ' '; echo :mo''des")
     modes = pane.wait_for(r"^(.*):modes$").group(1).split()  # the quotes keep the command line itself out
     assert modes == ["echo", "icanon"]
@@ -178,7 +179,23 @@ def test_without_tty_the_callers_terminal_is_not_the_containers(root: Path, pane
     pane.wait_for(r"^1 0\nno-tty\nrc=0$")
     pane.line(layerbuild(root, "run", "--rm", "-i", "busybox", "sh", "-c", "read line; echo got=$line"))
     pane.line("typed")
-    pane.wait_for(r"^got=typed$")
+    pane.wait_for(r"^got=typed\nhost\$ $")
+    pane.line(layerbuild(root, "run", "--rm", "busybox", "sh", "-c", "stty -echo -icanon </proc/self/fd/1; echo changed"))
+    pane.wait_for(r"^changed$")
+    assert_terminal_restored(pane)  # the modes it changed through its stdout are back
+
+
+def describe(*pids: int | None) -> str:
+    """What the processes are doing (for a failure message)."""
+    out = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
+        except (OSError, TypeError):
+            state, wchan = "gone", ""
+        out.append(f"{pid}: {state} {wchan}")
+    return "; ".join(out)
 
 
 def test_terminal_closed_ends_the_shell(root: Path) -> None:
@@ -193,7 +210,7 @@ def test_terminal_closed_ends_the_shell(root: Path) -> None:
     c = containers.find(root, name)
     deadline = time.monotonic() + PATIENCE
     while not c.exit_path.exists():
-        assert time.monotonic() < deadline, "the container outlived its terminal"
+        assert time.monotonic() < deadline, f"the container outlived its terminal: {describe(c.pid, c.helper_pid)}"
         time.sleep(0.05)
     assert main(["--root", str(root), "rm", name]) == 0
 
