@@ -276,6 +276,13 @@ def setup_terminal(uid: int) -> None:
         os.close(slave)
 
 
+def is_socket(fd: int) -> bool:
+    try:
+        return os.fstat(fd).st_mode & 0o170000 == 0o140000  # S_IFSOCK, without importing stat
+    except OSError:
+        return False
+
+
 def keep_console() -> Any:
     """Detached `run -t`: nobody is there to relay the pty, so this helper keeps its master (the
     container's terminal stays open, as with `docker run -dit`) and copies its output to stdout,
@@ -366,7 +373,7 @@ def main() -> int:
     except (SetupError, OSError) as exc:
         fail(status, exc)
     console = None
-    if spec["tty"] and os.fstat(0).st_mode & 0o170000 != 0o140000:  # no console socket: detached
+    if spec["tty"] and not is_socket(0):  # no console socket: detached
         console = keep_console()
     pid = os.fork()
     if pid == 0:

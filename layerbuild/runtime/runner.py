@@ -136,8 +136,8 @@ def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, 
             master.close()
 
 
-def _start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool,
-           tty: bool) -> int | None:
+def _start_keeping_modes(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool,
+                          tty: bool) -> int | None:
     """`start`, with the caller's terminal modes kept when a foreground container without -t writes
     to it (saved before the container starts, restored once it ended)."""
     fd = None if tty or detach else terminal.terminal_fd(0, 1, 2)
@@ -260,7 +260,7 @@ def run(store: Store, opts: RunOptions) -> tuple[Container, int | None]:
         raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")
     c, spec, lowers = create(store, opts)
     try:
-        code = _start(c, spec, lowers, detach=opts.detach, interactive=opts.interactive, tty=opts.tty)
+        code = _start_keeping_modes(c, spec, lowers, detach=opts.detach, interactive=opts.interactive, tty=opts.tty)
     except BaseException:
         if opts.remove and c.dir.exists():
             containers.remove(c)
