@@ -21,6 +21,7 @@ import pytest
 from layerbuild.cli.main import main
 from layerbuild.image import import_rootfs
 from layerbuild.runtime import containers
+from layerbuild.runtime.containers import ContainerNotFoundError
 from layerbuild.store import Store
 from tests.runtime.conftest import busybox_tar
 from tests.runtime.rootless import USER, as_user, python_for_user, rootless_home  # noqa: F401
@@ -105,7 +106,7 @@ def assert_terminal_restored(pane: Pane) -> None:
     assert modes == ["echo", "icanon"]
 
 
-def test_interactive_shell(root: Path, pane: Pane) -> None:
+def test_interactive_shell(root: Path, pane: Pane, capfd: pytest.CaptureFixture[str]) -> None:
     name = f"tty-{uuid.uuid4().hex[:8]}"
     pane.line(layerbuild(root, "run", "-it", "--name", name, "busybox", "sh") + "; echo rc=$?")
     pane.wait_for(r"^/ # $")
@@ -128,9 +129,10 @@ def test_interactive_shell(root: Path, pane: Pane) -> None:
     pane.line("exit 3")
     pane.wait_for(r"^rc=3$")
     assert_terminal_restored(pane)
-    c = containers.find(root, name)
-    log = c.log_path.read_bytes()
-    assert b"still-here\r\n" in log and b"/dev/pts/" in log  # the log has the terminal's output
+    capfd.readouterr()
+    assert main(["--root", str(root), "logs", name]) == 0
+    log = capfd.readouterr().out
+    assert "still-here\r\n" in log and "/dev/pts/" in log  # the log has the terminal's output
     assert main(["--root", str(root), "rm", name]) == 0
 
 
@@ -234,6 +236,8 @@ def test_signal_to_the_cli_is_forwarded_and_the_terminal_restored(root: Path, pa
     pane.wait_for(r"^got-term$")
     pane.wait_for(r"^rc=7$")
     assert_terminal_restored(pane)
+    with pytest.raises(ContainerNotFoundError):  # --rm removed it
+        containers.find(root, name)
 
 
 def test_tty_without_a_terminal(root: Path) -> None:
