@@ -217,6 +217,18 @@ def test_terminal_closed_ends_the_shell(root: Path) -> None:
     assert main(["--root", str(root), "rm", name]) == 0
 
 
+def test_tty_without_interactive_in_a_terminal(root: Path, pane: Pane) -> None:
+    """`-t` alone: the output comes through the container's pty, the caller's terminal stays as it is
+    (not raw), so Ctrl-C there interrupts `run`, which passes SIGINT on to the container."""
+    script = 'trap "echo got-int; exit 9" INT; stty size; echo waiting; while :; do sleep 0.05; done'
+    pane.line(layerbuild(root, "run", "--rm", "-t", "busybox", "sh", "-c", script) + "; echo rc=$?")
+    pane.wait_for(r"^30 100\nwaiting$")
+    pane.send("C-c")
+    pane.wait_for(r"got-int$")  # after the ^C the outer terminal echoes
+    pane.wait_for(r"^rc=9$")
+    assert_terminal_restored(pane)
+
+
 def test_failed_exec_restores_the_terminal(root: Path, pane: Pane) -> None:
     pane.line(layerbuild(root, "run", "--rm", "-it", "busybox", "no-such-command") + "; echo rc=$?")
     pane.wait_for(r"executable file not found")
