@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import array
 import contextlib
-import errno
 import fcntl
 import os
 import select
@@ -160,15 +159,14 @@ def relay(master: int, stdin: int | None, stdout: int, log: int | None = None) -
 
 
 def _read(fd: int) -> bytes | None:
-    """Some bytes; b"" at the end (EIO: the pty's other side is closed); None if none are ready."""
+    """Some bytes; b"" at the end (EIO from a pty whose other side is closed, or from a terminal
+    that hung up, is the usual way); None if none are ready."""
     try:
         return os.read(fd, _CHUNK)
     except BlockingIOError:
         return None
-    except OSError as exc:
-        if exc.errno == errno.EIO:
-            return b""
-        raise
+    except OSError:
+        return b""
 
 
 def _write_some(fd: int, data: bytes) -> int:
