@@ -23,6 +23,7 @@ from layerbuild.image import import_rootfs
 from layerbuild.runtime import containers
 from layerbuild.runtime.containers import ContainerNotFoundError
 from layerbuild.store import Store
+from tests.conftest import REPO
 from tests.runtime.conftest import busybox_tar
 from tests.runtime.rootless import USER, as_user, python_for_user, rootless_home  # noqa: F401
 
@@ -52,7 +53,7 @@ class Pane:
         self.server = f"lb-tty-{uuid.uuid4().hex[:12]}"
         self.session = "t"
         env = "env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin TERM=xterm HOME=/ 'PS1=host$ ' sh"
-        self.tmux("new-session", "-d", "-s", self.session, "-x", str(width), "-y", str(height), env)
+        self.tmux("new-session", "-d", "-s", self.session, "-x", str(width), "-y", str(height), "-c", str(REPO), env)
         self.wait_for(r"host\$ $")
 
     def tmux(self, *args: str) -> str:
