@@ -36,7 +36,7 @@ PATIENCE = 20.0
 @pytest.fixture(scope="module")
 def root() -> Iterator[Path]:
     if os.geteuid() != 0:
-        pytest.skip("runs as root (the sandbox's rootless mode is tested in tests/runtime)")
+        pytest.skip("runs as root (the rootless test below switches to an unprivileged user itself)")
     base = Path(tempfile.mkdtemp(prefix="lb-cli-tty-"))
     with Store.open(base / "root") as store:
         import_rootfs(store, io.BytesIO(busybox_tar()), "busybox")
@@ -54,6 +54,7 @@ class Pane:
         self.session = "t"
         env = "env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin TERM=xterm HOME=/ 'PS1=host$ ' sh"
         self.tmux("new-session", "-d", "-s", self.session, "-x", str(width), "-y", str(height), "-c", str(REPO), env)
+        self.socket = Path(self.tmux("display-message", "-p", "#{socket_path}").strip())
         self.wait_for(r"host\$ $")
 
     def tmux(self, *args: str) -> str:
@@ -84,6 +85,7 @@ class Pane:
 
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.server, "kill-server"], capture_output=True, timeout=30)
+        self.socket.unlink(missing_ok=True)
 
 
 @pytest.fixture
