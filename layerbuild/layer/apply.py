@@ -27,6 +27,7 @@ from layerbuild.layer.reader import ChunkStream, iter_members
 from layerbuild.layer.rootfs import Parts, RootFS, split_entry_path
 from layerbuild.layer.sources import OPAQUE_MARKER, WHITEOUT_PREFIX
 from layerbuild.layer.tarformat import Header, Kind
+from layerbuild.store.idmap import in_initial_userns, unmapped
 
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _IGNORED_XATTRS = (b"trusted.overlay.", b"user.overlay.")
@@ -54,6 +55,7 @@ class _Applier:
         self.created: set[Parts] = set()  # entries of this layer (and their parents): whiteouts spare them
         self.dirs: list[tuple[Parts, int, int]] = []  # directory modes/mtimes, set once children are in
         self.skipped: list[str] = []
+        self.trusted: bool | None = None  # whether trusted.* xattrs are ours to set (root of the host)
 
     # --- entry points -------------------------------------------------------------------------------
 
@@ -145,7 +147,9 @@ class _Applier:
 
     def _overlay_xattr(self) -> str:
         # Rootless overlayfs (userxattr) reads the user namespace; privileged overlayfs the trusted one.
-        return "trusted.overlay.opaque" if self.privileged else "user.overlay.opaque"
+        if self.trusted is None:
+            self.trusted = self.privileged and in_initial_userns()
+        return "trusted.overlay.opaque" if self.trusted else "user.overlay.opaque"
 
     # --- creating entries ---------------------------------------------------------------------------
 
@@ -270,6 +274,11 @@ class _Applier:
         except PermissionError:
             if self.require:
                 raise UnsafeArchiveError(f"entry {_show(h.path)}: cannot set owner {h.uid}:{h.gid}") from None
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            # In a user namespace: the owner is not mapped (rootless without enough subordinate ids).
+            raise unmapped(f"entry {_show(h.path)} of a layer", h.uid, h.gid) from None
 
     def _xattrs(self, target: int | bytes, h: Header) -> None:
         for key, value in h.xattrs:

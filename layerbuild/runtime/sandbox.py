@@ -31,7 +31,7 @@ from layerbuild.runtime.spec import (
     TmpfsMount,
 )
 from layerbuild.runtime.users import resolve_user
-from layerbuild.store import Store
+from layerbuild.store import Store, idmap
 from layerbuild.store.snapshots import remove_tree
 
 NSINIT = Path(__file__).with_name("nsinit.py")
@@ -53,10 +53,17 @@ def lower_dirs_for(store: Store, diff_ids: Sequence[str]) -> list[Path]:
             from layerbuild.layer import apply_layer  # only when a snapshot is missing: slow to import
 
             with store.open_blob(digest) as blob:
-                apply_layer(blob, dest, whiteouts="overlay")
+                if os.geteuid() == 0:
+                    apply_layer(blob, dest, whiteouts="overlay")
+                else:  # with owners, as the rootless containers' user namespace shows them
+                    idmap.call_in_userns(_apply_owned, apply_layer, blob, dest)
 
         out.append(store.ensure_snapshot(diff_id, unpack))
     return out
+
+
+def _apply_owned(apply: Any, blob: BinaryIO, dest: Path) -> None:
+    apply(blob, dest, whiteouts="overlay", privileged=True)
 
 
 def _etc_files(work: Path, spec: ProcessSpec) -> dict[str, Path]:
@@ -221,10 +228,13 @@ def _start(
     if copy:
         rootfs_dir = work / "rootfs"
         rootfs_dir.mkdir()
-        copyfs.merge_lowers(list(lower), rootfs_dir)
+        if rootless:  # owners kept, and subordinate ids' files readable, inside the user namespace
+            idmap.call_in_userns(copyfs.merge_lowers, list(lower), rootfs_dir)
+        else:
+            copyfs.merge_lowers(list(lower), rootfs_dir)
         view = MergedView([rootfs_dir])
         points = place_mounts(view, wanted, None)
-        before = copyfs.baseline(rootfs_dir)
+        before = idmap.call_in_userns(copyfs.baseline, rootfs_dir) if rootless else copyfs.baseline(rootfs_dir)
         root: dict[str, Any] = {"mode": "bind", "dir": os.fspath(rootfs_dir)}
     else:
         view = MergedView(lower)
@@ -238,6 +248,13 @@ def _start(
                 "lowers": [os.path.relpath(p, base) for p in reversed(layers)],
                 "upper": os.path.relpath(upper, base), "work": os.path.relpath(work / "ovl", base)}
     user = resolve_user(view, spec.user)
+    ids = idmap.current() if rootless else None
+    groups = list(user.groups)
+    if ids is not None:
+        if not ids.has(user.uid, user.gid):
+            err = idmap.unmapped(f"user {spec.user!r}", user.uid, user.gid)
+            raise SandboxError(err.message, hint=err.hint)
+        groups = [g for g in groups if ids.has(0, g)]
     env = list(spec.env)
     keys = {e.partition("=")[0] for e in env}
     if "PATH" not in keys:
@@ -249,13 +266,13 @@ def _start(
     target = work / "merged"
     target.mkdir()
     payload = {
-        "userns": rootless, "netns": spec.network == "none", "tty": tty, "die_with_parent": not detached,
+        "userns": rootless, "idmap": _idmap_spec(ids), "netns": spec.network == "none", "tty": tty, "die_with_parent": not detached,
         "exit_file": os.fspath(exit_file) if exit_file else None,
         "hostname": os.uname().nodename if spec.network == "host" else spec.hostname,
         "target": os.fspath(target), "rootfs": root,
         "mounts": [_placed(op, point) for op, point in zip(ops, points, strict=True)],
         "process": {"argv": list(spec.argv), "env": env, "cwd": spec.cwd or "/", "uid": user.uid,
-                    "gid": user.gid, "groups": list(user.groups)},
+                    "gid": user.gid, "groups": groups},
     }
     spec_r, spec_w = os.pipe()
     status_r, status_w = os.pipe()
@@ -274,6 +291,13 @@ def _start(
                        rootfs=rootfs_dir, baseline=before)
     started.read_status("ready")
     return started
+
+
+def _idmap_spec(ids: idmap.IdMap | None) -> dict[str, Any] | None:
+    """What nsinit needs to have newuidmap/newgidmap map it (None: no mapping, or the single id)."""
+    if ids is None or ids.single:
+        return None
+    return {"uid": ids.uid_args(), "gid": ids.gid_args(), "newuidmap": ids.newuidmap, "newgidmap": ids.newgidmap}
 
 
 def _placed(op: tuple[Any, ...], point: MountPoint) -> tuple[Any, ...]:
@@ -314,12 +338,18 @@ def run_step(
         tail = _pump(out_r, stdout)
         code = started.wait()
         if started.rootfs is not None and started.baseline is not None:
-            copyfs.diff_into_upper(started.rootfs, started.baseline, upper)
+            if os.geteuid() != 0:
+                idmap.call_in_userns(copyfs.diff_into_upper, started.rootfs, started.baseline, upper)
+            else:
+                copyfs.diff_into_upper(started.rootfs, started.baseline, upper)
     finally:
         os.close(out_r)
         started.release()
     if started.error and started.error_stage != "exec":
         tail += f"layerbuild: {started.error}\n".encode()
+    if code != 0 and b"Invalid argument" in tail[-4096:] and os.geteuid() != 0 and idmap.current().single:
+        # e.g. `chown 1000 f`: an id the single-id mapping does not have
+        tail += f"layerbuild: note: {idmap.missing_hint()}\n".encode()
     return StepResult(code, tail[-TAIL_BYTES:], started.error)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from layerbuild.errors import StoreError
+from layerbuild.store import idmap
 from layerbuild.store.layout import Layout, flocked, fsync_dir, random_name
 
 Unpack = Callable[[Path], None]
@@ -139,4 +140,11 @@ def remove_tree(path: Path) -> None:
 
     if path.is_symlink() or not path.exists():
         return
-    shutil.rmtree(path, onerror=on_error)
+    try:
+        shutil.rmtree(path, onerror=on_error)
+    except StoreError:
+        # Rootless: a container's files owned by subordinate ids can only be removed from inside
+        # the user namespace that maps them.
+        if os.geteuid() == 0 or idmap.current().single:
+            raise
+        idmap.call_in_userns(remove_tree, path)
