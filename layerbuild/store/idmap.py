@@ -48,6 +48,7 @@ class IdMap:
     gids: tuple[Range, ...]
     newuidmap: str | None = None  # None: the single-id mapping, which the caller may write itself
     newgidmap: str | None = None
+    user: str = ""  # the caller's name, for messages
 
     @property
     def single(self) -> bool:
@@ -103,32 +104,32 @@ def _ranges(own: int, granted: list[tuple[int, int]]) -> tuple[Range, ...]:
     return tuple(out)
 
 
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
 def single_map() -> IdMap:
-    return IdMap(((0, os.geteuid(), 1),), ((0, os.getegid(), 1),))
+    return IdMap(((0, os.geteuid(), 1),), ((0, os.getegid(), 1),), user=_user_name())
 
 
 @functools.cache
 def current() -> IdMap:
     """The mapping rootless sandboxes and file work use for this process's user (read once)."""
-    uid, gid = os.geteuid(), os.getegid()
-    try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        name = str(uid)
+    uid, gid, name = os.geteuid(), os.getegid(), _user_name()
     subuids, subgids = read_ranges(SUBUID, name, uid), read_ranges(SUBGID, name, uid)
     tools = [shutil.which(t) or (f"/usr/bin/{t}" if os.access(f"/usr/bin/{t}", os.X_OK) else None)
              for t in ("newuidmap", "newgidmap")]
     if not subuids or not subgids or None in tools:
         return single_map()
-    return IdMap(_ranges(uid, subuids), _ranges(gid, subgids), tools[0], tools[1])
+    return IdMap(_ranges(uid, subuids), _ranges(gid, subgids), tools[0], tools[1], name)
 
 
 def missing_hint() -> str:
     """How to give the current user subordinate ids (or what is missing for them to be used)."""
-    try:
-        name = pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        name = str(os.geteuid())
+    name = current().user  # outside the user namespace (inside one, the cached answer is the caller's)
     if shutil.which("newuidmap") is None and not os.access("/usr/bin/newuidmap", os.X_OK):
         return "install newuidmap and newgidmap (Debian: apt-get install uidmap) and give the user a range in " \
                f"{SUBUID} and {SUBGID}"
@@ -184,6 +185,7 @@ def call_in_userns(fn: Callable[..., T], *args: object, ids: IdMap | None = None
     `ids`), in a forked child; its result or exception comes back pickled. With `sink`, `fn` gets a
     binary file as its first argument, and what it writes there is copied to `sink` as it comes."""
     ids = ids or current()
+    current()  # read before forking: messages in the child name the caller, not its root
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
     res_r, res_w = os.pipe()
