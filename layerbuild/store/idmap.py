@@ -16,13 +16,10 @@ nothing above itself.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
-import pickle
 import pwd
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
@@ -34,6 +31,9 @@ T = TypeVar("T")
 CLONE_NEWUSER = 0x10000000
 SUBUID, SUBGID = "/etc/subuid", "/etc/subgid"
 Range = tuple[int, int, int]  # (first id inside, first id outside, count)
+# Where an unprivileged unpack (a rootless build's view of a stage) keeps an entry's owner from the
+# layer, "uid:gid", since it cannot chown; COPY --from reads it back.
+OWNER_XATTR = "user.layerbuild.owner"
 
 
 class UnmappedIdError(LayerbuildError):
@@ -150,6 +150,8 @@ def unmapped(what: str, uid: int, gid: int) -> UnmappedIdError:
 
 def write_maps(pid: int, ids: IdMap) -> None:
     """Map the user namespace of `pid` with newuidmap/newgidmap (setuid helpers that check the ranges)."""
+    import subprocess
+
     assert ids.newuidmap is not None and ids.newgidmap is not None
     for tool, args in ((ids.newuidmap, ids.uid_args()), (ids.newgidmap, ids.gid_args())):
         done = subprocess.run([tool, str(pid), *args], capture_output=True, text=True, check=False)
@@ -159,6 +161,8 @@ def write_maps(pid: int, ids: IdMap) -> None:
 
 
 def _unshare_user() -> None:
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWUSER) != 0:
         err = ctypes.get_errno()
@@ -184,6 +188,8 @@ def call_in_userns(fn: Callable[..., T], *args: object, ids: IdMap | None = None
     """`fn(*args)` run as root of a new user namespace with the rootless mapping (`current()` unless
     `ids`), in a forked child; its result or exception comes back pickled. With `sink`, `fn` gets a
     binary file as its first argument, and what it writes there is copied to `sink` as it comes."""
+    import pickle
+
     ids = ids or current()
     current()  # read before forking: messages in the child name the caller, not its root
     ready_r, ready_w = os.pipe()
@@ -229,6 +235,8 @@ def call_in_userns(fn: Callable[..., T], *args: object, ids: IdMap | None = None
 
 def _child(fn: Callable[..., object], args: tuple[object, ...], ids: IdMap, unused: tuple[int, ...],
            ready_w: int, go_r: int, res_w: int, data_w: int) -> None:  # pragma: no cover - forked child
+    import pickle
+
     code = 0
     try:
         for fd in unused:
@@ -260,6 +268,15 @@ def _child(fn: Callable[..., object], args: tuple[object, ...], ids: IdMap, unus
     except BaseException:
         code = 1
     os._exit(code)
+
+
+def recorded_owner(path: str) -> tuple[int, int] | None:
+    """The owner an unprivileged unpack recorded on `path` (see OWNER_XATTR), if any."""
+    try:
+        uid, _, gid = os.getxattr(path, OWNER_XATTR, follow_symlinks=False).partition(b":")
+        return int(uid), int(gid)
+    except (OSError, ValueError):
+        return None
 
 
 def in_initial_userns() -> bool:

@@ -99,8 +99,8 @@ class _Layout:
             raise BuildError(f"cannot copy {entry.rel!r}: sockets cannot go into a layer")
         if self.owner is not None:
             uid, gid = self.owner
-        elif tree.keep_owner:
-            uid, gid = st.st_uid, st.st_gid
+        elif (kept := tree.owner(entry)) is not None:
+            uid, gid = kept
         else:
             uid, gid = 0, 0
         mode = stat.S_IMODE(st.st_mode)

@@ -22,7 +22,7 @@ from tests.conftest import REPO
 from tests.runtime.rootless import USER, as_user, ensure_user, python_for_user, rootless_home  # noqa: F401
 
 DOCKERFILE = """\
-FROM scratch
+FROM scratch AS base
 COPY busybox /bin/busybox
 RUN ["/bin/busybox", "--install", "-s", "/bin"]
 RUN mkdir -p /etc /tmp /home/app && chmod 1777 /tmp \\
@@ -35,6 +35,9 @@ RUN echo secret > /home/app/private && chmod 600 /home/app/private \\
 COPY --chown=app:staff Dockerfile /home/app/Dockerfile
 USER root
 RUN rm /home/app/sub/file
+
+FROM base
+COPY --from=base /home/app/private /copied
 """
 
 
@@ -158,14 +161,16 @@ def test_rootless_user_steps_keep_owners_like_a_root_build(
     assert owners["home/app/Dockerfile"] == (1000, 50, 0o644)  # COPY --chown=app:staff
     assert owners["etc/passwd"] == (0, 0, 0o644)  # made by container root, not the caller's uid
     assert "home/app/sub/.wh.file" in owners  # the root step deleted inside app's 0700 dir
+    assert owners["copied"] == (1000, 1000, 0o600)  # COPY --from keeps the stage's owners
 
     # Inside a container the files show their owners, and the user can read its 0600 file.
     ran = as_user([*lb, "run", "--rm", "owned:1", "sh", "-c",
-                   "stat -c '%u:%g %n' /home/app/private /home/app/sub /home/app/Dockerfile; cat /home/app/groups"],
-                  env)
+                   "stat -c '%u:%g %n' /home/app/private /home/app/sub /home/app/Dockerfile /copied; "
+                   "cat /home/app/groups"], env)
     assert ran.returncode == 0, ran.stderr
     lines = ran.stdout.splitlines()
-    assert lines[:3] == ["1000:1000 /home/app/private", "1000:1000 /home/app/sub", "1000:50 /home/app/Dockerfile"]
+    assert lines[:4] == ["1000:1000 /home/app/private", "1000:1000 /home/app/sub", "1000:50 /home/app/Dockerfile",
+                         "1000:1000 /copied"]
     assert lines[-1].split() == ["1000", "50"]  # the RUN as app had its supplementary group
     as_app = as_user([*lb, "run", "--rm", "-u", "1000", "owned:1", "sh", "-c", "id -u; cat /home/app/private"], env)
     assert as_app.returncode == 0, as_app.stderr
