@@ -22,7 +22,7 @@ import xxhash
 from layerbuild.context.contenthash import fingerprint, hash_file, read_capability
 from layerbuild.context.ignore import Matcher, MatchInfo, load_matcher
 from layerbuild.errors import BuildError
-from layerbuild.store.idmap import recorded_owner
+from layerbuild.store.idmap import view_owner
 
 if TYPE_CHECKING:
     from layerbuild.store import Store
@@ -337,10 +337,5 @@ class StageTree(SourceTree):
             return None
         if os.geteuid() == 0:
             return entry.st.st_uid, entry.st.st_gid
-        # Rootless, the view was unpacked without chown: the layer's owners are kept in an xattr,
-        # and what the caller owns is container root.
-        recorded = recorded_owner(entry.path)
-        if recorded is not None:
-            return recorded
-        own = (entry.st.st_uid == os.geteuid(), entry.st.st_gid == os.getegid())
-        return (0 if own[0] else entry.st.st_uid), (0 if own[1] else entry.st.st_gid)
+        # Rootless, the view was unpacked without chown: the layer's owners are kept in an xattr.
+        return view_owner(entry.path, entry.st)

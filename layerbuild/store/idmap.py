@@ -279,6 +279,15 @@ def recorded_owner(path: str) -> tuple[int, int] | None:
         return None
 
 
+def view_owner(path: str, st: os.stat_result) -> tuple[int, int]:
+    """The container owner of an entry of a rootless (unprivileged) unpack: the recorded one, else
+    what the caller owns is container root."""
+    recorded = recorded_owner(path)
+    if recorded is not None:
+        return recorded
+    return (0 if st.st_uid == os.geteuid() else st.st_uid), (0 if st.st_gid == os.getegid() else st.st_gid)
+
+
 def in_initial_userns() -> bool:
     """Whether this process sees the host's ids (it is not inside a user namespace)."""
     try:

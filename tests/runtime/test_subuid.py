@@ -32,6 +32,8 @@ RUN mkdir -p /etc /tmp /home/app && chmod 1777 /tmp \\
 USER app
 RUN echo secret > /home/app/private && chmod 600 /home/app/private \\
  && mkdir /home/app/sub && echo made > /home/app/sub/file && chmod 700 /home/app/sub && id -G > /home/app/groups
+RUN --mount=type=cache,target=/cache,uid=1000,gid=1000 echo cached > /cache/c && cp /cache/c /home/app/c
+WORKDIR /home/app/work/deep
 COPY --chown=app:staff Dockerfile /home/app/Dockerfile
 USER root
 RUN rm /home/app/sub/file
@@ -162,6 +164,9 @@ def test_rootless_user_steps_keep_owners_like_a_root_build(
     assert owners["etc/passwd"] == (0, 0, 0o644)  # made by container root, not the caller's uid
     assert "home/app/sub/.wh.file" in owners  # the root step deleted inside app's 0700 dir
     assert owners["copied"] == (1000, 1000, 0o600)  # COPY --from keeps the stage's owners
+    assert owners["home/app/c"][:2] == (1000, 1000)  # the cache mount was the user's to write
+    assert owners["home/app/work/deep"] == (0, 0, 0o755)  # WORKDIR: made by root, inside app's dir
+    assert [o for n, o in owners.items() if n.startswith("home/app/work")] == [(0, 0, 0o755)] * 2
 
     # Inside a container the files show their owners, and the user can read its 0600 file.
     ran = as_user([*lb, "run", "--rm", "owned:1", "sh", "-c",
