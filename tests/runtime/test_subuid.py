@@ -194,6 +194,15 @@ def test_rootless_user_steps_keep_owners_like_a_root_build(
     assert root_layers == layers
     assert root_ids == diff_ids
 
+    # So does the copied rootfs (for hosts without overlayfs), rootless.
+    copy_lb = [python, "-m", "layerbuild", "--root", str(rootless_home / "store-copy")]
+    copied = as_user([*copy_lb, "build", "-q", "-t", "owned:1", str(ctx)], {**env, "LAYERBUILD_ROOTFS": "copy"})
+    assert copied.returncode == 0, copied.stderr
+    copy_saved = rootless_home / "copy.tar"
+    done = as_user([*copy_lb, "save", "owned:1", "-o", str(copy_saved)], env)
+    assert done.returncode == 0, done.stderr
+    assert _layers(copy_saved) == (diff_ids, layers)
+
 
 @pytest.mark.integration
 def test_rootless_containers_and_snapshots_of_subids_are_removed(
