@@ -102,7 +102,8 @@ def tree_size(path: Path) -> int:
     """Bytes used by the files under `path` (hard links counted once)."""
     seen: set[tuple[int, int]] = set()
     total = 0
-    for dirpath, dirnames, filenames in os.walk(path):
+    denied: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(path, onerror=denied.append):
         for name in filenames + dirnames:
             try:
                 st = os.lstat(os.path.join(dirpath, name))
@@ -112,6 +113,8 @@ def tree_size(path: Path) -> int:
                 continue
             seen.add((st.st_dev, st.st_ino))
             total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    if any(isinstance(e, PermissionError) for e in denied) and os.geteuid() != 0 and not idmap.current().single:
+        return idmap.call_in_userns(tree_size, path)  # directories of subordinate ids (rootless)
     return total
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from layerbuild.store import idmap
+from layerbuild.store.snapshots import tree_size
 from tests.conftest import REPO
 from tests.runtime.rootless import USER, as_user, ensure_user, python_for_user, rootless_home  # noqa: F401
 
@@ -40,6 +41,7 @@ RUN rm /home/app/sub/file
 
 FROM base
 COPY --from=base /home/app/private /copied
+ADD owned.tar /added/
 """
 
 
@@ -117,7 +119,11 @@ def _context(where: Path, owner: str, dockerfile: str = DOCKERFILE) -> Path:
     ctx.mkdir(exist_ok=True)
     (ctx / "Dockerfile").write_text(dockerfile)
     shutil.copy(shutil.which("busybox") or "/bin/busybox", ctx / "busybox")
-    for path in (ctx, ctx / "Dockerfile", ctx / "busybox"):
+    with tarfile.open(ctx / "owned.tar", "w") as tar:  # an archive for ADD, its file owned by 1000:50
+        info = tarfile.TarInfo("x/file")
+        info.uid, info.gid, info.mode, info.size, info.mtime = 1000, 50, 0o640, 2, 1000
+        tar.addfile(info, io.BytesIO(b"x\n"))
+    for path in (ctx, ctx / "Dockerfile", ctx / "busybox", ctx / "owned.tar"):
         shutil.chown(path, owner, owner)
     return ctx
 
@@ -164,6 +170,7 @@ def test_rootless_user_steps_keep_owners_like_a_root_build(
     assert owners["etc/passwd"] == (0, 0, 0o644)  # made by container root, not the caller's uid
     assert "home/app/sub/.wh.file" in owners  # the root step deleted inside app's 0700 dir
     assert owners["copied"] == (1000, 1000, 0o600)  # COPY --from keeps the stage's owners
+    assert owners["added/x/file"] == (1000, 50, 0o640)  # ADD of a local archive keeps its owners
     assert owners["home/app/c"][:2] == (1000, 1000)  # the cache mount was the user's to write
     assert owners["home/app/work/deep"] == (0, 0, 0o755)  # WORKDIR: made by root, inside app's dir
     assert [o for n, o in owners.items() if n.startswith("home/app/work")] == [(0, 0, 0o755)] * 2
@@ -208,7 +215,7 @@ def test_rootless_user_steps_keep_owners_like_a_root_build(
 def test_rootless_containers_and_snapshots_of_subids_are_removed(
     subid_range: None, rootless_home: Path  # noqa: F811
 ) -> None:
-    ctx = _context(rootless_home, USER, "\n".join(DOCKERFILE.splitlines()[:7]) + "\n")
+    ctx = _context(rootless_home, USER, "\n".join(DOCKERFILE.splitlines()[:10]) + "\n")
     python, env = python_for_user(rootless_home)
     store = rootless_home / "store-rm"
     lb = [python, "-m", "layerbuild", "--root", str(store)]
@@ -224,10 +231,13 @@ def test_rootless_containers_and_snapshots_of_subids_are_removed(
     assert removed.returncode == 0, removed.stderr
     script = ("import sys\nfrom layerbuild.store import Store\n"
               "with Store.open(sys.argv[1]) as s:\n"
+              "    print(sum(s.snapshots.size(d) for d in s.snapshots.diff_ids()))\n"
               "    for d in list(s.snapshots.diff_ids()):\n"
               "        assert s.snapshots.remove(d)\n")
+    sizes = sum(tree_size(p) for p in (store / "snapshots").iterdir())  # as root, who reads everything
     dropped = as_user([python, "-c", script, str(store)], env)
     assert dropped.returncode == 0, dropped.stderr
+    assert int(dropped.stdout) == sizes  # app's 0700 directories counted too
     left = [p for p in store.rglob("*") if not p.is_symlink() and p.lstat().st_uid >= 100000]
     assert left == []
     assert not any((store / "snapshots").iterdir())
