@@ -292,3 +292,41 @@ def test_without_subids_a_step_needing_another_id_says_how_to_add_a_range(
     assert failed.returncode == 1
     assert "home/app/file" in failed.stderr and "needs uid 1000" in failed.stderr and hint in failed.stderr
     assert "Traceback" not in failed.stderr and "internal error" not in failed.stderr
+
+
+BAD_RANGE = r"""
+import sys
+from pathlib import Path
+from layerbuild.image import import_rootfs, resolve_image
+from layerbuild.runtime import ProcessSpec, lower_dirs_for, run_step
+from layerbuild.store import Store, idmap
+
+home = Path(sys.argv[1])
+with Store.open(home / "root-bad") as store:
+    with open(home / "busybox.tar", "rb") as f:
+        import_rootfs(store, f, "busybox")
+    lowers = lower_dirs_for(store, resolve_image(store, "busybox").config.diff_ids)
+good = idmap.current()
+# A range the user was not given: newuidmap refuses it.
+bad = idmap.IdMap(good.uids[:1] + ((1, 5000, 10),), good.gids, good.newuidmap, good.newgidmap, good.user)
+idmap.current.cache_clear()
+idmap.current = lambda: bad
+res = run_step(lowers, home / "root-bad" / "tmp" / "u", home / "root-bad" / "tmp" / "w",
+               ProcessSpec(argv=("/bin/true",)))
+print(res.exit_code)
+print(res.error)
+"""
+
+
+@pytest.mark.integration
+def test_a_range_newuidmap_refuses_is_a_clear_start_error(
+    subid_range: None, rootless_home: Path, busybox_rootfs_tar: bytes  # noqa: F811
+) -> None:
+    (rootless_home / "busybox.tar").write_bytes(busybox_rootfs_tar)
+    (rootless_home / "bad.py").write_text(BAD_RANGE)
+    python, env = python_for_user(rootless_home)
+    proc = as_user([python, str(rootless_home / "bad.py"), str(rootless_home)], env)
+    assert proc.returncode == 0, proc.stderr
+    code, error = proc.stdout.splitlines()
+    assert code == "125"
+    assert error.startswith("cannot map the subordinate ids:") and "newuidmap" in error, error
