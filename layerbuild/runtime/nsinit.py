@@ -6,6 +6,8 @@ modules): the spec arrives as a marshal'd dict on SPEC_FD, and progress goes bac
 STATUS_FD: `pid N` once the process exists, `error STAGE CODE MESSAGE` if it could not start,
 `exit CODE` when it ended. The process itself is PID 1 of a new PID namespace; this helper stays
 outside it, forwards signals to it, and reports its status (128+N for a signal, like a shell).
+Rootless with subordinate ids (spec "idmap"), a process forked before the user namespace is made
+runs newuidmap/newgidmap on this helper once it has unshared, and the helper waits for it.
 """
 
 from __future__ import annotations
@@ -301,6 +303,7 @@ def start_mapper(idmap: dict[str, Any]) -> tuple[int, int, int]:
                         code = 1
                         break
         except BaseException as exc:
+            code = 1
             os.write(rep_w, f"{exc}\n".encode())
         os._exit(code)
     os.close(go_r)

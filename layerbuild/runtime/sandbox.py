@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -249,12 +249,11 @@ def _start(
                 "upper": os.path.relpath(upper, base), "work": os.path.relpath(work / "ovl", base)}
     user = resolve_user(view, spec.user)
     ids = idmap.current() if rootless else None
-    groups = list(user.groups)
     if ids is not None:
         if not ids.has(user.uid, user.gid):
             err = idmap.unmapped(f"user {spec.user!r}", user.uid, user.gid)
             raise SandboxError(err.message, hint=err.hint)
-        groups = [g for g in groups if ids.has(0, g)]
+        user = replace(user, groups=tuple(g for g in user.groups if ids.has(0, g)))  # only mapped groups
     env = list(spec.env)
     keys = {e.partition("=")[0] for e in env}
     if "PATH" not in keys:
@@ -266,14 +265,15 @@ def _start(
     target = work / "merged"
     target.mkdir()
     payload = {
-        "userns": rootless, "idmap": _idmap_spec(ids), "netns": spec.network == "none", "tty": tty, "die_with_parent": not detached,
+        "userns": rootless, "netns": spec.network == "none", "tty": tty, "die_with_parent": not detached,
         "exit_file": os.fspath(exit_file) if exit_file else None,
         "hostname": os.uname().nodename if spec.network == "host" else spec.hostname,
         "target": os.fspath(target), "rootfs": root,
         "mounts": [_placed(op, point) for op, point in zip(ops, points, strict=True)],
         "process": {"argv": list(spec.argv), "env": env, "cwd": spec.cwd or "/", "uid": user.uid,
-                    "gid": user.gid, "groups": groups},
+                    "gid": user.gid, "groups": list(user.groups)},
     }
+    payload["idmap"] = _idmap_spec(ids)
     spec_r, spec_w = os.pipe()
     status_r, status_w = os.pipe()
     try:
