@@ -233,14 +233,14 @@ def _start(
         else:
             copyfs.merge_lowers(list(lower), rootfs_dir)
         view = MergedView([rootfs_dir])
-        points = place_mounts(view, wanted, None)
+        points = _place(view, wanted, None, rootless)
         before = idmap.call_in_userns(copyfs.baseline, rootfs_dir) if rootless else copyfs.baseline(rootfs_dir)
         root: dict[str, Any] = {"mode": "bind", "dir": os.fspath(rootfs_dir)}
     else:
         view = MergedView(lower)
         stubs = work / "stubs"
         stubs.mkdir()
-        points = place_mounts(view, wanted, stubs)
+        points = _place(view, wanted, stubs, rootless)
         layers = [*lower, stubs] if any(stubs.iterdir()) else list(lower)
         (work / "ovl").mkdir()
         base = os.path.commonpath([*(os.fspath(p) for p in layers), os.fspath(upper), os.fspath(work)])
@@ -291,6 +291,14 @@ def _start(
                        rootfs=rootfs_dir, baseline=before)
     started.read_status("ready")
     return started
+
+
+def _place(view: MergedView, wanted: list[tuple[str, bool]], stubs: Path | None, rootless: bool) -> list[MountPoint]:
+    if not rootless:
+        return place_mounts(view, wanted, stubs)
+    # In the user namespace: mount points inside directories of subordinate ids (a cache mount in
+    # /home/app) are reachable there, and stub directories get the owners of those they stand over.
+    return idmap.call_in_userns(place_mounts, view, wanted, stubs)
 
 
 def _idmap_spec(ids: idmap.IdMap | None) -> dict[str, Any] | None:
