@@ -156,6 +156,7 @@ def test_rootless_user_steps_keep_owners_like_a_root_build(
     lb = [python, "-m", "layerbuild", "--root", str(rootless_home / "store-subid")]
     built = as_user([*lb, "build", "--progress", "plain", "-t", "owned:1", str(ctx)], env)
     assert built.returncode == 0, built.stderr
+    assert list((rootless_home / "store-subid" / "tmp").iterdir()) == []  # scratch trees of subids removed
     saved = rootless_home / "owned.tar"
     done = as_user([*lb, "save", "owned:1", "-o", str(saved)], env)
     assert done.returncode == 0, done.stderr
