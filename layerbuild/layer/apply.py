@@ -8,8 +8,9 @@ Rules (what other runtimes do, made strict where they are loose):
 - hardlink targets are paths inside the destination, so `/etc/passwd` means `<dest>/etc/passwd`;
 - `.wh.<name>` deletes `<name>` from lower layers and `.wh..wh..opq` empties its directory of lower
   content; neither touches entries of the same layer;
-- owners and device nodes are restored when privileged (root), skipped otherwise unless
-  `require_privileges`; overlayfs's own xattrs in an archive are never applied, since they steer overlayfs.
+- owners and device nodes are restored when privileged (root, or root of a rootless user namespace
+  with subordinate ids), skipped otherwise unless `require_privileges`; overlayfs's own xattrs in an
+  archive are never applied, since they steer overlayfs (nor layerbuild's owner record).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from layerbuild.layer.tarformat import Header, Kind
 from layerbuild.store.idmap import OWNER_XATTR, in_initial_userns, unmapped
 
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_IGNORED_XATTRS = (b"trusted.overlay.", b"user.overlay.")
+_IGNORED_XATTRS = (b"trusted.overlay.", b"user.overlay.", OWNER_XATTR.encode())  # the last is ours
 _XATTR_SKIPPABLE = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES)
 _DEVICE_MODES = {Kind.CHAR: stat.S_IFCHR, Kind.BLOCK: stat.S_IFBLK}
 
@@ -343,7 +344,8 @@ def apply_layer(
     skipped, or refused with `require_privileges`. `whiteouts="overlay"` writes whiteouts in overlayfs
     form (0/0 char devices, opaque xattrs) instead of applying them, for unpacking one layer into an
     empty dir used as an overlay lowerdir. `record_owners`, when owners cannot be set, keeps each entry's
-    in the `user.layerbuild.owner` xattr instead (a rootless build's view of a stage). Limits bound entry count and unpacked bytes (tar bombs).
+    in the `user.layerbuild.owner` xattr instead (a rootless build's view of a stage). Limits bound
+    entry count and unpacked bytes (tar bombs).
     Raises UnsafeArchiveError, naming the entry, for anything that would escape `dest`; what was applied
     before the error stays. The caller owns `blob`.
     """
