@@ -292,16 +292,18 @@ def start_mapper(idmap: dict[str, Any]) -> tuple[int, int, int]:
                 code = 0
                 tools: list[tuple[str, list[str]]] = [(idmap["newuidmap"], idmap["uid"]),
                                                       (idmap["newgidmap"], idmap["gid"])]
-                for tool, args in tools:
+                started = []
+                for tool, args in tools:  # both at once: neither depends on the other
                     name = tool.rsplit("/", 1)[-1]
-                    child_pid = os.posix_spawn(tool, [name, target, *args], {"PATH": "/usr/bin:/bin"},
-                                               file_actions=[(os.POSIX_SPAWN_DUP2, rep_w, 1),
-                                                             (os.POSIX_SPAWN_DUP2, rep_w, 2)])
+                    started.append((os.posix_spawn(tool, [name, target, *args], {"PATH": "/usr/bin:/bin"},
+                                                   file_actions=[(os.POSIX_SPAWN_DUP2, rep_w, 1),
+                                                                 (os.POSIX_SPAWN_DUP2, rep_w, 2)]),
+                                    f"{name} {target} {' '.join(args)}"))
+                for child_pid, what in started:
                     _, wstatus = os.waitpid(child_pid, 0)
                     if wstatus != 0:
-                        os.write(rep_w, f"{name} {target} {' '.join(args)} failed\n".encode())
+                        os.write(rep_w, f"{what} failed\n".encode())
                         code = 1
-                        break
         except BaseException as exc:
             code = 1
             os.write(rep_w, f"{exc}\n".encode())
