@@ -342,3 +342,61 @@ def test_a_range_newuidmap_refuses_is_a_clear_error(
     assert raised.startswith("newuidmap failed:") and "not allowed" in raised and "/etc/subuid" in raised, raised
     assert code == "125"
     assert error.startswith("cannot map the subordinate ids:") and "not allowed" in error, error
+
+
+CALLS = r"""
+import io, json, os, sys
+from layerbuild.errors import LayerbuildError
+from layerbuild.store import idmap
+
+where = sys.argv[1]
+out = {}
+for label, ids in (("subids", idmap.current()), ("single", idmap.single_map())):
+    out[label] = {"uid": idmap.call_in_userns(os.getuid, ids=ids), "outside": os.getuid()}
+    sink = io.BytesIO()
+    out[label]["returned"] = idmap.call_in_userns(lambda f, n: f.write(b"x" * n) and n, 3 << 20, ids=ids, sink=sink)
+    out[label]["streamed"] = len(sink.getvalue())
+    def fail():
+        raise LayerbuildError("no", hint="this way")
+    try:
+        idmap.call_in_userns(fail, ids=ids)
+    except LayerbuildError as exc:
+        out[label]["error"] = [exc.message, exc.hint]
+# With subordinate ids, root of the namespace can make a file of uid 1000 and read it back.
+path = os.path.join(where, "owned")
+def make():
+    with open(path, "w") as f:
+        f.write("mine")
+    os.chown(path, 1000, 1000)
+    os.chmod(path, 0o600)
+    return os.stat(path).st_uid
+out["inside_uid"] = idmap.call_in_userns(make)
+out["host_uid"] = os.stat(path).st_uid
+out["read"] = idmap.call_in_userns(lambda: open(path).read())
+try:
+    open(path).read()
+except PermissionError:
+    out["outside_read"] = "denied"
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.integration
+def test_call_in_userns_contract(subid_range: None, rootless_home: Path) -> None:  # noqa: F811
+    user = ensure_user()
+    (rootless_home / "calls.py").write_text(CALLS)
+    work = rootless_home / "calls"
+    work.mkdir(exist_ok=True)
+    shutil.chown(work, user.pw_uid, user.pw_gid)
+    python, env = python_for_user(rootless_home)
+    proc = as_user([python, str(rootless_home / "calls.py"), str(work)], env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    for label in ("subids", "single"):
+        res = out[label]
+        assert res["uid"] == 0 and res["outside"] == user.pw_uid
+        assert res["returned"] == 3 << 20 and res["streamed"] == 3 << 20
+        assert res["error"] == ["no", "this way"]
+    first_subuid = idmap.read_ranges(idmap.SUBUID, USER, user.pw_uid)[0][0]
+    assert out["inside_uid"] == 1000 and out["host_uid"] == first_subuid + 999
+    assert out["read"] == "mine" and out["outside_read"] == "denied"
