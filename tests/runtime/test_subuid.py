@@ -78,6 +78,7 @@ def subid_range() -> Iterator[None]:
     if shutil.which("newuidmap") is None or shutil.which("newgidmap") is None:
         pytest.skip("needs newuidmap and newgidmap (Debian's uidmap)")
     added: dict[str, str] = {}
+    created = {p for p in (idmap.SUBUID, idmap.SUBGID) if not os.path.exists(p)}
     for path in (idmap.SUBUID, idmap.SUBGID):
         if idmap.read_ranges(path, USER, user.pw_uid):
             continue
@@ -93,8 +94,11 @@ def subid_range() -> Iterator[None]:
         added[path] = line
     yield
     for path, line in added.items():
-        text = Path(path).read_text()
-        Path(path).write_text(text.replace(line, "", 1))
+        text = Path(path).read_text().replace(line, "", 1)
+        if path in created and not text:
+            os.unlink(path)
+        else:
+            Path(path).write_text(text)
 
 
 @pytest.fixture
