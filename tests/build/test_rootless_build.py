@@ -39,13 +39,12 @@ def test_build_and_run_rootless(rootless_home: Path) -> None:  # noqa: F811
     python, env = python_for_user(rootless_home)
     store = str(rootless_home / "store")
     lb = [python, "-m", "layerbuild", "--root", store]
-    net = ["--network", "none"]  # the default network (and the /dev/net/tun it needs) is test_network's
-    built = as_user([*lb, "build", *net, "--progress", "plain", "-t", "rl:1", str(ctx)], env)
+    built = as_user([*lb, "build", "--progress", "plain", "-t", "rl:1", str(ctx)], env)
     assert built.returncode == 0, built.stderr
-    again = as_user([*lb, "build", *net, "--progress", "plain", "-t", "rl:1", str(ctx)], env)
+    again = as_user([*lb, "build", "--progress", "plain", "-t", "rl:1", str(ctx)], env)
     assert again.returncode == 0 and "hit rate 100%" in again.stderr, again.stderr
-    ran = as_user([*lb, "run", "--rm", *net, "rl:1"], env)
+    ran = as_user([*lb, "run", "--rm", "rl:1"], env)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == "made by 0 in a user namespace"
-    status = as_user([*lb, "run", "--rm", *net, "rl:1", "sh", "-c", "test ! -e /bin/wget && exit 5"], env)
+    status = as_user([*lb, "run", "--rm", "rl:1", "sh", "-c", "test ! -e /bin/wget && exit 5"], env)
     assert status.returncode == 5

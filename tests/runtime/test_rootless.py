@@ -31,8 +31,8 @@ for mode in ("overlay", "copy"):
     scratch = home / "root" / "tmp" / mode
     script = ("id -u; echo $$; grep ' / ' /proc/self/mounts | cut -d' ' -f3; ls /proc | grep -c '^[0-9]';"
               "rm /bin/ls; echo x > /tmp/f")
-    spec = ProcessSpec(argv=("/bin/sh", "-c", script), network="none")  # the network is test_network's
-    res = run_step(lowers, scratch / "upper", scratch / "work", spec, rootfs=mode)
+    res = run_step(lowers, scratch / "upper", scratch / "work", ProcessSpec(argv=("/bin/sh", "-c", script)),
+                   rootfs=mode)
     out[mode] = {"code": res.exit_code, "out": res.output_tail.decode(), "error": res.error,
                  "upper": str(scratch / "upper")}
 print(json.dumps(out))
