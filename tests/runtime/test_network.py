@@ -34,7 +34,7 @@ from tests.runtime.netkit import (
     reached,
     tcp_server,
 )
-from tests.runtime.rootless import USER, python_for_user, rootless_home  # noqa: F401
+from tests.runtime.rootless import USER, python_for_user, rootless_home, with_usable_tun  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -93,19 +93,15 @@ class Prober:
         if self.who == "rootless":
             argv = ["setpriv", "--reuid", USER, "--regid", USER, "--init-groups", "--reset-env", "env",
                     *(f"{k}={v}" for k, v in self.env.items()), *argv]
-        setup = []
         if resolv is not None:  # the host's resolver, as seen by this process tree only
             conf = Path(tempfile.mkdtemp(dir=self.root / "tmp")) / "resolv.conf"
             conf.write_text(resolv)
             os.chmod(conf.parent, 0o755)
             os.chmod(conf, 0o644)
-            setup.append(f"mount --bind {conf} /etc/resolv.conf")
-        if self.who == "rootless" and stat.S_IMODE(os.stat("/dev/net/tun").st_mode) != 0o666:
-            # A tun node that everyone may open, as Debian's udev rules make it, in this tree only.
-            setup.append("mount -t tmpfs -o mode=755 tmpfs /dev/net && mknod -m 666 /dev/net/tun c 10 200")
-        if setup:
             argv = ["unshare", "--mount", "--propagation", "private", "sh", "-ec",
-                    " && ".join(setup) + ' && exec "$@"', "sh", *argv]
+                    f'mount --bind {conf} /etc/resolv.conf && exec "$@"', "sh", *argv]
+        if self.who == "rootless":
+            argv = with_usable_tun(argv)
         try:
             return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
         finally:
