@@ -1,0 +1,463 @@
+"""A container's cgroup: resource limits, the device allow-list, OOM and pids reports, kill and removal.
+
+cgroup v2 (one unified hierarchy: memory.max, memory.swap.max, cpu.max, pids.max, cgroup.kill) is used
+when the unified hierarchy has the controllers; otherwise the v1 hierarchies (memory, cpu, pids,
+devices, freezer), each under the caller's own cgroup of that controller. A cgroup is named
+`layerbuild-<pid>-<token>` after the process that made it, so that the next one can remove what a
+dead process left (`remove_leftovers`): rmdir only ever removes an empty cgroup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import secrets
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from layerbuild.errors import UsageError
+from layerbuild.runtime.spec import SandboxError
+
+PREFIX = "layerbuild-"
+# The processes a container may have unless asked otherwise (podman's default).
+DEFAULT_PIDS_LIMIT = 2048
+CFS_PERIOD_US = 100_000
+MIN_MEMORY = 6 << 20
+OOM_MESSAGE = "killed: out of memory"  # docker's minimum, below which a container cannot even start
+V1_CONTROLLERS = ("memory", "cpu", "pids", "devices", "freezer")
+V2_CONTROLLERS = ("memory", "cpu", "pids")
+
+# Docker's default device policy: create any node (mknod), open only these (type, major, minor).
+ALLOWED_DEVICES = (
+    ("c", "*", "*", "m"), ("b", "*", "*", "m"),
+    ("c", "1", "3", "rwm"), ("c", "1", "5", "rwm"), ("c", "1", "7", "rwm"), ("c", "1", "8", "rwm"),
+    ("c", "1", "9", "rwm"), ("c", "5", "0", "rwm"), ("c", "5", "1", "rwm"), ("c", "5", "2", "rwm"),
+    ("c", "136", "*", "rwm"), ("c", "10", "200", "rwm"),
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits as docker's flags give them. `memory_swap` is memory plus swap (-1: unlimited
+    swap; None: as much swap as memory, docker's default); `pids` None is the default limit and -1
+    none at all."""
+
+    memory: int | None = None
+    memory_swap: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+
+    def requested(self) -> bool:
+        """Whether the caller asked for a limit (the default pids limit alone is not asking)."""
+        return self.memory is not None or self.memory_swap is not None or self.cpus is not None \
+            or self.pids is not None
+
+    def pids_max(self) -> int | None:
+        if self.pids is None:
+            return DEFAULT_PIDS_LIMIT
+        return None if self.pids <= 0 else self.pids
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp]?)(?:i?b)?$|^(\d+(?:\.\d+)?) ?b$", re.IGNORECASE)
+
+
+def parse_memory(text: str, flag: str = "--memory") -> int:
+    """Docker's memory sizes: `64m`, `1.5g`, `512k`, `1024` (bytes), binary multiples."""
+    m = _SIZE.match(text.strip())
+    if m is None:
+        raise UsageError(f"invalid {flag} {text!r}", hint="give a size such as 64m, 512k or 1g")
+    number, unit = (m.group(1), m.group(2)) if m.group(1) is not None else (m.group(3), "")
+    return int(float(number) * _UNITS[unit.lower()])
+
+
+def parse_limits(memory: str | None = None, memory_swap: str | None = None, cpus: str | float | None = None,
+                 pids: str | int | None = None) -> Limits:
+    """Limits from docker's spellings, checked as docker checks them."""
+    mem = parse_memory(memory) if memory else None
+    if mem is not None and mem < MIN_MEMORY:
+        raise UsageError(f"--memory {memory} is too small", hint="the minimum memory limit is 6m")
+    swap = None
+    if memory_swap:
+        swap = -1 if memory_swap.strip() == "-1" else parse_memory(memory_swap, "--memory-swap")
+        if mem is None:
+            raise UsageError("--memory-swap needs --memory", hint="set --memory too (or drop --memory-swap)")
+        if swap != -1 and swap < mem:
+            raise UsageError(f"--memory-swap {memory_swap} is smaller than --memory {memory}",
+                               hint="--memory-swap is memory plus swap: give at least --memory, or -1")
+    count = None
+    if cpus is not None and str(cpus) != "":
+        try:
+            count = float(cpus)
+        except ValueError:
+            raise UsageError(f"invalid --cpus {cpus!r}", hint="give a number of CPUs such as 1.5") from None
+        available = os.cpu_count() or 1
+        if not 0.01 <= count <= available:
+            raise UsageError(f"invalid --cpus {cpus}: the range of CPUs is from 0.01 to {available}",
+                               hint=f"this machine has {available} CPUs")
+    limit = None
+    if pids is not None and str(pids) != "":
+        try:
+            limit = int(pids)
+        except ValueError:
+            raise UsageError(f"invalid --pids-limit {pids!r}", hint="give a number (-1 or 0: unlimited)") from None
+        limit = -1 if limit <= 0 else limit
+    return Limits(mem, swap, count, limit)
+
+
+def v2_files(limits: Limits) -> list[tuple[str, str]]:
+    """The cgroup v2 interface files (name, value) that set `limits`, in the order to write them."""
+    out = []
+    if limits.memory is not None:
+        out.append(("memory.max", str(limits.memory)))
+        swap = limits.memory_swap
+        out.append(("memory.swap.max", "max" if swap == -1 else str((swap or 2 * limits.memory) - limits.memory)))
+    if limits.cpus is not None:
+        out.append(("cpu.max", f"{round(limits.cpus * CFS_PERIOD_US)} {CFS_PERIOD_US}"))
+    pids = limits.pids_max()
+    out.append(("pids.max", "max" if pids is None else str(pids)))
+    return out
+
+
+def v1_files(limits: Limits, devices: bool = True) -> list[tuple[str, str, str]]:
+    """The cgroup v1 files (controller, name, value) that set `limits` and the device allow-list."""
+    out = []
+    if limits.memory is not None:
+        out.append(("memory", "memory.limit_in_bytes", str(limits.memory)))
+        swap = limits.memory_swap
+        out.append(("memory", "memory.memsw.limit_in_bytes", "-1" if swap == -1 else str(swap or 2 * limits.memory)))
+    if limits.cpus is not None:
+        out.append(("cpu", "cpu.cfs_period_us", str(CFS_PERIOD_US)))
+        out.append(("cpu", "cpu.cfs_quota_us", str(round(limits.cpus * CFS_PERIOD_US))))
+    pids = limits.pids_max()
+    out.append(("pids", "pids.max", "max" if pids is None else str(pids)))
+    if devices:
+        out.append(("devices", "devices.deny", "a"))
+        out.extend(("devices", "devices.allow", f"{t} {major}:{minor} {access}")
+                   for t, major, minor, access in ALLOWED_DEVICES)
+    return out
+
+
+def _needed(limits: Limits) -> set[str]:
+    """The controllers `limits` cannot do without."""
+    need = set()
+    if limits.memory is not None:
+        need.add("memory")
+    if limits.cpus is not None:
+        need.add("cpu")
+    if limits.pids is not None and limits.pids > 0:
+        need.add("pids")
+    return need
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """Where this process's cgroups are: v2 (one dir under "") or v1 (a dir per controller)."""
+
+    version: int
+    parents: dict[str, Path]
+
+    @classmethod
+    def detect(cls, mountinfo: str = "/proc/self/mountinfo", membership: str = "/proc/self/cgroup") -> Hierarchy:
+        mounts: dict[str, Path] = {}
+        unified: Path | None = None
+        with contextlib.suppress(OSError), open(mountinfo) as f:
+            for line in f:
+                fields = line.split()
+                sep = fields.index("-")
+                fstype, options = fields[sep + 1], fields[sep + 3].split(",")
+                if fstype == "cgroup2":
+                    unified = Path(fields[4])
+                elif fstype == "cgroup":
+                    for ctrl in V1_CONTROLLERS:
+                        if ctrl in options:
+                            mounts[ctrl] = Path(fields[4])
+        paths: dict[str, str] = {}
+        with contextlib.suppress(OSError), open(membership) as f:
+            for line in f:
+                _, ctrls, path = line.rstrip("\n").split(":", 2)
+                for ctrl in ctrls.split(",") if ctrls else [""]:
+                    paths[ctrl] = path.lstrip("/")
+        if unified is not None and "" in paths:
+            try:
+                have = set((unified / "cgroup.controllers").read_text().split())
+            except OSError:
+                have = set()
+            if have & set(V2_CONTROLLERS):
+                return cls(2, {"": unified / paths[""]})
+        return cls(1, {c: m / paths[c] for c, m in mounts.items() if c in paths and (m / paths[c]).is_dir()})
+
+
+class Cgroup:
+    """One container's cgroup: its directories (one per v1 controller, or the v2 one)."""
+
+    def __init__(self, version: int, dirs: dict[str, Path]) -> None:
+        self.version = version
+        self.dirs = dirs
+
+    def to_json(self) -> dict[str, object]:
+        return {"version": self.version, "dirs": {k: str(v) for k, v in self.dirs.items()}}
+
+    @classmethod
+    def from_json(cls, data: object) -> Cgroup | None:
+        if not isinstance(data, dict) or not isinstance(data.get("dirs"), dict):
+            return None
+        return cls(int(data.get("version", 1)), {str(k): Path(v) for k, v in data["dirs"].items()})
+
+    @property
+    def devices(self) -> bool:
+        """Whether the device allow-list is enforced (the v1 devices controller)."""
+        return "devices" in self.dirs
+
+    def procs_files(self) -> list[str]:
+        """The `cgroup.procs` files a process writes itself into to join."""
+        return [str(d / "cgroup.procs") for d in self.dirs.values()]
+
+    def _main(self) -> Path:
+        return self.dirs.get("") or self.dirs.get("freezer") or self.dirs.get("pids") or next(iter(self.dirs.values()))
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(p) for p in (self._main() / "cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
+            return []
+
+    def _counter(self, ctrl: str, name: str, key: str) -> int:
+        try:
+            text = (self.dirs[ctrl] / name).read_text()
+        except (KeyError, OSError):
+            return 0
+        for line in text.splitlines():
+            word, _, value = line.partition(" ")
+            if word == key:
+                return int(value)
+        return 0
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel killed for want of memory in this cgroup."""
+        if self.version == 2:
+            return self._counter("", "memory.events", "oom_kill")
+        count = self._counter("memory", "memory.oom_control", "oom_kill")
+        if count == 0 and "memory" in self.dirs and not (self.dirs["memory"] / "memory.oom_control").exists():
+            return 0
+        return count
+
+    def pids_limit_hits(self) -> int:
+        """How many forks failed because the pids limit was reached."""
+        return self._counter("" if self.version == 2 else "pids", "pids.events", "max")
+
+    def pids_max(self) -> str:
+        try:
+            return (self.dirs["" if self.version == 2 else "pids"] / "pids.max").read_text().strip()
+        except (KeyError, OSError):
+            return "max"
+
+    def diagnosis(self, exit_code: int) -> str | None:
+        """Why a process that ended with `exit_code` failed, if its cgroup knows: OOM or the pids limit."""
+        if exit_code == 0:
+            return None
+        if self.oom_kills():
+            return OOM_MESSAGE
+        if self.pids_limit_hits():
+            return f"the process limit ({self.pids_max()}) was reached: a fork failed"
+        return None
+
+    def kill(self, timeout: float = 10.0) -> None:
+        """SIGKILL every process in the cgroup, however many it forks meanwhile; returns once it is empty."""
+        if self.version == 2 and (self._main() / "cgroup.kill").exists():
+            with contextlib.suppress(OSError):
+                _write(self._main() / "cgroup.kill", "1")
+        frozen = self._freeze(True)
+        deadline = time.monotonic() + timeout
+        try:
+            while (pids := self.pids()) and time.monotonic() < deadline:
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                if frozen:  # a frozen process dies only once thawed; frozen ones cannot fork first
+                    self._freeze(False)
+                    frozen = False
+                time.sleep(0.005)
+        finally:
+            if frozen:
+                self._freeze(False)
+
+    def _freeze(self, on: bool) -> bool:
+        if self.version == 2:
+            path, value = self._main() / "cgroup.freeze", "1" if on else "0"
+        elif "freezer" in self.dirs:
+            path, value = self.dirs["freezer"] / "freezer.state", "FROZEN" if on else "THAWED"
+        else:
+            return False
+        try:
+            _write(path, value)
+        except OSError:
+            return False
+        if on and self.version == 1:  # freezing is asynchronous in v1: wait until it is done
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                with contextlib.suppress(OSError):
+                    if path.read_text().strip() == "FROZEN":
+                        break
+                time.sleep(0.002)
+        return True
+
+    def remove(self) -> None:
+        """Remove the cgroup (killing what still runs in it); never raises."""
+        if self.pids():
+            self.kill()
+        for path in self.dirs.values():
+            _rmdir(path)
+
+
+def _write(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _rmdir(path: Path) -> bool:
+    # A cgroup whose last process just exited may be busy for a moment.
+    for _ in range(50):
+        try:
+            os.rmdir(path)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                return False
+            time.sleep(0.01)
+    return False
+
+
+def create(limits: Limits, label: str = "", hierarchy: Hierarchy | None = None) -> Cgroup | None:
+    """A new cgroup with `limits` (and on v1 the device allow-list), or None when there is no cgroup
+    to be had (no hierarchy, or not writable, as for rootless users) and no limit was asked for.
+    Raises SandboxError when a limit was asked for that cannot be applied."""
+    hierarchy = hierarchy or Hierarchy.detect()
+    remove_leftovers(hierarchy)
+    name = f"{PREFIX}{os.getpid()}-{label or secrets.token_hex(6)}"
+    need = _needed(limits)
+    try:
+        if hierarchy.version == 2:
+            cg = _create_v2(hierarchy.parents[""], name, limits, need)
+        else:
+            cg = _create_v1(hierarchy.parents, name, limits, need)
+    except OSError as exc:
+        if limits.requested():
+            raise SandboxError(f"cannot apply the resource limits: {exc.strerror} ({exc.filename})",
+                               hint=_hint(exc)) from None
+        return None
+    return cg
+
+
+def _hint(exc: OSError) -> str:
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "cgroups are not writable for this user (rootless): run without --memory/--cpus/--pids-limit, " \
+               "or with a delegated cgroup v2 subtree"
+    return "the cgroup controller for this limit is not available on this host"
+
+
+def _missing(ctrls: Iterable[str]) -> OSError:
+    names = ", ".join(sorted(ctrls))
+    return OSError(errno.ENOENT, "no cgroup controller for the limit", names)
+
+
+def _create_v1(parents: dict[str, Path], name: str, limits: Limits, need: set[str]) -> Cgroup:
+    if need - set(parents):
+        raise _missing(need - set(parents))
+    if not parents:
+        raise _missing(["memory", "pids"])
+    dirs: dict[str, Path] = {}
+    cg = Cgroup(1, dirs)
+    try:
+        for ctrl, parent in parents.items():
+            path = parent / name
+            path.mkdir()
+            dirs[ctrl] = path
+        for ctrl, file, value in v1_files(limits):
+            if ctrl not in dirs:
+                continue
+            path = dirs[ctrl] / file
+            if file == "memory.memsw.limit_in_bytes" and not path.exists():
+                continue  # no swap accounting: memory is limited without swap, as docker warns
+            _write(path, value)
+    except OSError:
+        cg.remove()
+        raise
+    return cg
+
+
+def _create_v2(parent: Path, name: str, limits: Limits, need: set[str]) -> Cgroup:
+    _enable_v2(parent, need | {"pids"} if limits.pids_max() is not None else need)
+    path = parent / name
+    path.mkdir()
+    cg = Cgroup(2, {"": path})
+    try:
+        for file, value in v2_files(limits):
+            target = path / file
+            if not target.exists() and (file == "memory.swap.max" or (file == "pids.max" and "pids" not in need)):
+                continue  # no swap accounting, or no pids controller for the default limit only
+            _write(target, value)
+    except OSError:
+        cg.remove()
+        raise
+    return cg
+
+
+def _enable_v2(parent: Path, ctrls: set[str]) -> None:
+    """Make `ctrls` available to children of `parent`, enabling them down from the hierarchy's root."""
+    try:
+        have = set((parent / "cgroup.subtree_control").read_text().split())
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(parent)) from None
+    wanted = ctrls - have
+    if not wanted:
+        return
+    if (parent.parent / "cgroup.subtree_control").exists():
+        _enable_v2(parent.parent, wanted)
+    available = set((parent / "cgroup.controllers").read_text().split())
+    for ctrl in sorted(wanted):
+        if ctrl not in available:
+            if ctrl == "pids" and ctrls == {"pids"}:
+                continue
+            raise _missing([ctrl])
+        _write(parent / "cgroup.subtree_control", f"+{ctrl}")
+
+
+def remove_leftovers(hierarchy: Hierarchy | None = None) -> int:
+    """Remove the empty cgroups of processes that are gone (a killed build's, an exited detached
+    container's); the number removed. Cgroups of live processes and busy ones are left alone."""
+    hierarchy = hierarchy or Hierarchy.detect()
+    removed = 0
+    for parent in hierarchy.parents.values():
+        try:
+            entries = [e for e in os.scandir(parent) if e.name.startswith(PREFIX) and e.is_dir()]
+        except OSError:
+            continue
+        for entry in entries:
+            owner = entry.name[len(PREFIX):].split("-", 1)[0]
+            if not owner.isdigit() or _alive(int(owner)):
+                continue
+            with contextlib.suppress(OSError):
+                os.rmdir(entry.path)  # fails with EBUSY while a process is in it
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
