@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from layerbuild.errors import UsageError
-from layerbuild.runtime import containers
-from layerbuild.runtime.containers import Container, format_created, proc_start_time
+from layerbuild.runtime import cgroups, containers
+from layerbuild.runtime.containers import Container, alive, format_created, proc_start_time
 from layerbuild.runtime.sandbox import launch, lower_dirs_for
 from layerbuild.runtime.spec import BindMount, Network, ProcessSpec, SandboxError
 from layerbuild.store import Store
@@ -45,6 +45,7 @@ class RunOptions:
     remove: bool = False
     entrypoint: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    limits: cgroups.Limits = field(default_factory=cgroups.Limits)
 
 
 def command_for(entrypoint: Sequence[str] | None, cmd: Sequence[str] | None, args: Sequence[str]) -> list[str]:
@@ -103,16 +104,24 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
 
 
 def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool = False,
-          tty: bool = False) -> int | None:
-    """Start the container; in the foreground wait and return its exit code, detached return None."""
+          tty: bool = False, limits: cgroups.Limits | None = None) -> int | None:
+    """Start the container in its own cgroup (with `limits`); in the foreground wait and return its exit
+    code (137 and `end_reason` "killed: out of memory" after an OOM kill), detached return None."""
     if detach:
         log = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         stdio: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": log, "stderr": log}
     else:
         stdio = {"stdin": None if interactive or tty else subprocess.DEVNULL, "stdout": None, "stderr": None}
+    cgroup = None
     try:
+        cgroup = cgroups.create(limits or cgroups.Limits(), label=c.short_id)
+        c.cgroup = cgroup.to_json() if cgroup is not None else None
         started = launch(lowers, c.dir / "upper", c.dir / "work", spec, detached=detach, tty=tty,
-                         exit_file=c.exit_path, **stdio)
+                         exit_file=c.exit_path, cgroup=cgroup, **stdio)
+    except BaseException:
+        if cgroup is not None:
+            cgroup.remove()
+        raise
     finally:
         if detach:
             os.close(log)
@@ -132,11 +141,23 @@ def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if cgroup is not None:
+        c.end_reason = cgroup.diagnosis(code)
+        if c.end_reason == cgroups.OOM_MESSAGE:
+            code = 137
     _finish(c)
     return code
 
 
+def _remove_cgroup(c: Container) -> None:
+    cgroup = cgroups.Cgroup.from_json(c.cgroup)
+    if cgroup is not None:
+        cgroup.remove()
+        c.cgroup = None
+
+
 def _finish(c: Container) -> None:
+    _remove_cgroup(c)
     c.finished, c.recorded_status = format_created(time.time()), "exited"
     c.save()
     if c.config.get("auto_remove"):
@@ -159,18 +180,27 @@ def parse_signal(name: str) -> int:
 
 
 def stop(c: Container, timeout: float = 10.0) -> None:
-    """The image's StopSignal (default SIGTERM), then SIGKILL once `timeout` seconds have passed."""
+    """The image's StopSignal (default SIGTERM), then SIGKILL once `timeout` seconds have passed; every
+    process of the container's cgroup is killed with it, whatever it forked."""
+    cgroup = cgroups.Cgroup.from_json(c.cgroup)
     if not c.running():
+        if cgroup is not None and not alive(c.helper_pid, c.helper_start):
+            _remove_cgroup(c)
+            c.save()
         return
     os.kill(c.pid, parse_signal(c.config.get("stop_signal") or "SIGTERM"))
     deadline = time.monotonic() + timeout
     while c.running() and time.monotonic() < deadline:
         time.sleep(0.02)
     if c.running():
-        os.kill(c.pid, signal.SIGKILL)
+        if cgroup is not None:
+            cgroup.kill()
+        else:
+            os.kill(c.pid, signal.SIGKILL)
         while c.running():
             time.sleep(0.01)
     c.status()  # waits briefly for the helper to record the exit code
+    _remove_cgroup(c)
     c.finished, c.recorded_status = format_created(time.time()), "exited"
     c.save()
 
@@ -180,9 +210,14 @@ def remove(c: Container, force: bool = False) -> None:
         if not force:
             raise UsageError(f"cannot remove container {c.name}: it is running",
                              hint="stop it first (`layerbuild stop`), or use rm -f")
-        os.kill(c.pid, signal.SIGKILL)
+        cgroup = cgroups.Cgroup.from_json(c.cgroup)
+        if cgroup is not None:
+            cgroup.kill()
+        else:
+            os.kill(c.pid, signal.SIGKILL)
         while c.running():
             time.sleep(0.01)
+    _remove_cgroup(c)
     containers.remove(c)
 
 
@@ -212,7 +247,8 @@ def run(store: Store, opts: RunOptions) -> tuple[Container, int | None]:
         raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")
     c, spec, lowers = create(store, opts)
     try:
-        code = start(c, spec, lowers, detach=opts.detach, interactive=opts.interactive, tty=opts.tty)
+        code = start(c, spec, lowers, detach=opts.detach, interactive=opts.interactive, tty=opts.tty,
+                     limits=opts.limits)
     except BaseException:
         if opts.remove and c.dir.exists():
             containers.remove(c)
