@@ -161,6 +161,7 @@ class Hierarchy:
 
     version: int
     parents: dict[str, Path]
+    mount: Path | None = None  # v2: the hierarchy's root, where root goes when its own cgroup is busy
 
     @classmethod
     def detect(cls, mountinfo: str = "/proc/self/mountinfo", membership: str = "/proc/self/cgroup") -> Hierarchy:
@@ -189,7 +190,7 @@ class Hierarchy:
             except OSError:
                 have = set()
             if have & set(V2_CONTROLLERS):
-                return cls(2, {"": unified / paths[""]})
+                return cls(2, {"": unified / paths[""]}, unified)
         return cls(1, {c: m / paths[c] for c, m in mounts.items() if c in paths and (m / paths[c]).is_dir()})
 
 
@@ -348,7 +349,14 @@ def create(limits: Limits, label: str = "", hierarchy: Hierarchy | None = None) 
     need = _needed(limits)
     try:
         if hierarchy.version == 2:
-            cg = _create_v2(hierarchy.parents[""], name, limits, need)
+            try:
+                cg = _create_v2(hierarchy.parents[""], name, limits, need)
+            except OSError as exc:
+                # A cgroup with processes of its own cannot give controllers to children (v2's rule):
+                # root then uses the hierarchy's root, as docker's cgroupfs driver does.
+                if exc.errno != errno.EBUSY or hierarchy.mount is None or os.geteuid() != 0:
+                    raise
+                cg = _create_v2(hierarchy.mount, name, limits, need)
         else:
             cg = _create_v1(hierarchy.parents, name, limits, need)
     except OSError as exc:
@@ -397,40 +405,44 @@ def _create_v1(parents: dict[str, Path], name: str, limits: Limits, need: set[st
 
 
 def _create_v2(parent: Path, name: str, limits: Limits, need: set[str]) -> Cgroup:
-    _enable_v2(parent, need | {"pids"} if limits.pids_max() is not None else need)
+    have = enable_v2(parent, need, optional={"pids"} if limits.pids_max() is not None else set())
     path = parent / name
     path.mkdir()
     cg = Cgroup(2, {"": path})
     try:
         for file, value in v2_files(limits):
-            target = path / file
-            if not target.exists() and (file == "memory.swap.max" or (file == "pids.max" and "pids" not in need)):
-                continue  # no swap accounting, or no pids controller for the default limit only
-            _write(target, value)
+            if file.partition(".")[0] not in have or (file == "memory.swap.max" and not (path / file).exists()):
+                continue  # no pids controller for the default limit only, or no swap accounting
+            _write(path / file, value)
     except OSError:
         cg.remove()
         raise
     return cg
 
 
-def _enable_v2(parent: Path, ctrls: set[str]) -> None:
-    """Make `ctrls` available to children of `parent`, enabling them down from the hierarchy's root."""
-    try:
-        have = set((parent / "cgroup.subtree_control").read_text().split())
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(parent)) from None
-    wanted = ctrls - have
+def enable_v2(parent: Path, need: set[str], optional: set[str] | frozenset[str] = frozenset()) -> set[str]:
+    """Make the controllers `need` (and those of `optional` that exist) available to the children of
+    `parent`, enabling them from the hierarchy's root down; the controllers the children will have."""
+    def read(name: str) -> set[str]:
+        try:
+            return set((parent / name).read_text().split())
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(parent / name)) from None
+
+    have = read("cgroup.subtree_control")
+    wanted = (need | optional) - have
     if not wanted:
-        return
-    if (parent.parent / "cgroup.subtree_control").exists():
-        _enable_v2(parent.parent, wanted)
-    available = set((parent / "cgroup.controllers").read_text().split())
-    for ctrl in sorted(wanted):
-        if ctrl not in available:
-            if ctrl == "pids" and ctrls == {"pids"}:
-                continue
-            raise _missing([ctrl])
-        _write(parent / "cgroup.subtree_control", f"+{ctrl}")
+        return have
+    available = read("cgroup.controllers")
+    if wanted - available and (parent.parent / "cgroup.subtree_control").exists():
+        enable_v2(parent.parent, (wanted - available) & need, (wanted - available) - need)
+        available = read("cgroup.controllers")
+    if need - have - available:
+        raise _missing(need - have - available)
+    wanted &= available
+    if wanted:
+        _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted)))
+    return have | wanted
 
 
 def remove_leftovers(hierarchy: Hierarchy | None = None) -> int:
@@ -438,7 +450,7 @@ def remove_leftovers(hierarchy: Hierarchy | None = None) -> int:
     container's); the number removed. Cgroups of live processes and busy ones are left alone."""
     hierarchy = hierarchy or Hierarchy.detect()
     removed = 0
-    for parent in hierarchy.parents.values():
+    for parent in {*hierarchy.parents.values(), *([hierarchy.mount] if hierarchy.mount else [])}:
         try:
             entries = [e for e in os.scandir(parent) if e.name.startswith(PREFIX) and e.is_dir()]
         except OSError:
