@@ -223,6 +223,8 @@ class Cgroup:
         return self.dirs.get("") or self.dirs.get("freezer") or self.dirs.get("pids") or next(iter(self.dirs.values()))
 
     def pids(self) -> list[int]:
+        if not self.dirs:
+            return []
         try:
             return [int(p) for p in (self._main() / "cgroup.procs").read_text().split()]
         except (OSError, ValueError):
@@ -270,6 +272,8 @@ class Cgroup:
 
     def kill(self, timeout: float = 10.0) -> None:
         """SIGKILL every process in the cgroup, however many it forks meanwhile; returns once it is empty."""
+        if not self.dirs:
+            return
         if self.version == 2 and (self._main() / "cgroup.kill").exists():
             with contextlib.suppress(OSError):
                 _write(self._main() / "cgroup.kill", "1")
