@@ -26,6 +26,7 @@ from layerbuild.runtime.spec import SandboxError
 PREFIX = "layerbuild-"
 # The processes a container may have unless asked otherwise (podman's default).
 DEFAULT_PIDS_LIMIT = 2048
+STEP_LABEL = "step"  # the label of a RUN step's cgroup: nobody needs it once its creator is gone
 CFS_PERIOD_US = 100_000
 MIN_MEMORY = 6 << 20
 OOM_MESSAGE = "killed: out of memory"  # docker's minimum, below which a container cannot even start
@@ -328,9 +329,9 @@ def _write(path: Path, value: str) -> None:
         os.close(fd)
 
 
-def _rmdir(path: Path) -> bool:
+def _rmdir(path: Path, wait: bool = True) -> bool:
     # A cgroup whose last process just exited may be busy for a moment.
-    for _ in range(50):
+    for _ in range(50 if wait else 1):
         try:
             os.rmdir(path)
             return True
@@ -450,22 +451,28 @@ def enable_v2(parent: Path, need: set[str], optional: set[str] | frozenset[str] 
 
 
 def remove_leftovers(hierarchy: Hierarchy | None = None) -> int:
-    """Remove the empty cgroups of processes that are gone (a killed build's, an exited detached
-    container's); the number removed. Cgroups of live processes and busy ones are left alone."""
+    """Remove the cgroups that processes now gone left behind; the number removed. A RUN step's
+    (label `step…`) is killed first: the build that wanted its result is dead. Any other (a detached
+    container's, whose creator exits at once) is removed only once empty. A live creator's are kept."""
     hierarchy = hierarchy or Hierarchy.detect()
-    removed = 0
-    for parent in {*hierarchy.parents.values(), *([hierarchy.mount] if hierarchy.mount else [])}:
+    parents = {*hierarchy.parents.items(), *([("", hierarchy.mount)] if hierarchy.mount else [])}
+    found: dict[str, dict[str, Path]] = {}
+    for ctrl, parent in parents:
         try:
             entries = [e for e in os.scandir(parent) if e.name.startswith(PREFIX) and e.is_dir()]
         except OSError:
             continue
         for entry in entries:
-            owner = entry.name[len(PREFIX):].split("-", 1)[0]
-            if not owner.isdigit() or _alive(int(owner)):
-                continue
-            with contextlib.suppress(OSError):
-                os.rmdir(entry.path)  # fails with EBUSY while a process is in it
-                removed += 1
+            owner = entry.name[len(PREFIX):].partition("-")[0]
+            if owner.isdigit() and not _alive(int(owner)):
+                found.setdefault(entry.name, {})[ctrl] = Path(entry.path)
+    removed = 0
+    for name, dirs in found.items():
+        cg = Cgroup(hierarchy.version, dirs)
+        if name[len(PREFIX):].partition("-")[2].startswith(STEP_LABEL):
+            cg.kill()
+        if all(_rmdir(path, wait=False) for path in dirs.values()):
+            removed += 1
     return removed
 
 

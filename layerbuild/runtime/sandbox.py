@@ -307,7 +307,7 @@ def run_step(
         in_r, in_w = os.pipe()
     cgroup = None
     try:
-        cgroup = cgroups.create(limits or cgroups.Limits())
+        cgroup = cgroups.create(limits or cgroups.Limits(), label=cgroups.STEP_LABEL + os.urandom(6).hex())
         started = launch(lower, upper, work, spec, stdin=in_r if in_r is not None else subprocess.DEVNULL,
                          stdout=out_w, stderr=out_w, rootfs=rootfs, cgroup=cgroup)
     except BaseException:

@@ -4,6 +4,7 @@ allow-list, no CAP_MKNOD without a device controller, leftovers of a dead proces
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from layerbuild.errors import UsageError
 from layerbuild.runtime import ProcessSpec, cgroups, launch, run_step
 from layerbuild.runtime.cgroups import Cgroup, Hierarchy, Limits, parse_limits, parse_memory
+from layerbuild.runtime.containers import proc_start_time
 from tests.conftest import REPO
 
 # -- parsing and the files limits become (pure) --------------------------------------------------
@@ -258,6 +260,47 @@ def test_a_dead_process_leftover_cgroups_are_removed_by_the_next(tmp_path: Path)
     finally:
         cg.remove()
     assert not any(d.exists() for d in cg.dirs.values())
+
+
+LEFT_BEHIND = """
+import json, os, subprocess, sys
+from layerbuild.runtime import cgroups
+cg = cgroups.create(cgroups.Limits(pids=5), label=sys.argv[1])
+join = "; ".join(f"echo $$ > {f}" for f in cg.procs_files())
+sleeper = subprocess.Popen(["sh", "-c", f"{join}; exec sleep 1000"], start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+while len(cg.pids()) < 1:
+    pass
+print(sleeper.pid, json.dumps(cg.to_json()), flush=True)
+os._exit(0)  # as a SIGKILLed build (or a detached run's CLI) does: the process goes on in its cgroup
+"""
+
+
+def _left_behind(label: str) -> tuple[int, Cgroup]:
+    proc = subprocess.run([sys.executable, "-c", LEFT_BEHIND, label], capture_output=True, text=True, check=True,
+                          cwd=REPO, timeout=60)
+    pid, data = proc.stdout.split(" ", 1)
+    cg = Cgroup.from_json(json.loads(data))
+    assert cg is not None and proc_start_time(int(pid)) is not None
+    return int(pid), cg
+
+
+@pytest.mark.integration
+@needs_cgroups
+def test_a_killed_build_steps_processes_are_killed_by_the_next() -> None:
+    step_pid, step = _left_behind(cgroups.STEP_LABEL + "0123")
+    other_pid, other = _left_behind("0123456789ab")  # a detached container's: it may well run on
+    try:
+        cg = cgroups.create(Limits())  # the next step or run cleans up first
+        assert cg is not None
+        cg.remove()
+        assert not any(d.exists() for d in step.dirs.values())
+        assert proc_start_time(step_pid) is None  # killed (gone, or a zombie until init reaps it)
+        assert proc_start_time(other_pid) is not None and all(d.is_dir() for d in other.dirs.values())
+    finally:
+        step.remove()
+        other.remove()
+    assert proc_start_time(other_pid) is None and not any(d.exists() for d in other.dirs.values())
 
 
 @pytest.mark.integration
