@@ -323,3 +323,49 @@ def test_kill_reaches_a_double_fork(tmp_path: Path) -> None:
                     in Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ")]
     finally:
         cg.remove()
+
+
+def _unified() -> Hierarchy | None:
+    """The real cgroup v2 hierarchy this process is in (even with no controllers, as beside v1)."""
+    detected = Hierarchy.detect()
+    if detected.version == 2:
+        return detected
+    mount = next((Path(line.split()[4]) for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                  if line.split(" - ")[1].startswith("cgroup2 ")), None)
+    path = next((line[3:].lstrip("/") for line in Path("/proc/self/cgroup").read_text().splitlines()
+                 if line.startswith("0::")), None)
+    if mount is None or path is None:
+        return None
+    return Hierarchy(2, {"": mount / path}, mount)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0 or _unified() is None, reason="needs root and a cgroup2 mount")
+def test_v2_cgroup_on_the_real_unified_hierarchy(lowers: list[Path], scratch: Path) -> None:
+    """The v2 path for real: join before exec, cgroup.kill after a double fork, removal. Beside v1
+    the unified hierarchy has no controllers, so a limit there is a clear error instead."""
+    hierarchy = _unified()
+    assert hierarchy is not None
+    controllers = set((hierarchy.parents[""] / "cgroup.controllers").read_text().split())
+    if "memory" not in controllers:
+        with pytest.raises(cgroups.SandboxError, match="cannot apply the resource limits"):
+            cgroups.create(Limits(memory=64 << 20), hierarchy=hierarchy)
+    cg = cgroups.create(Limits(), hierarchy=hierarchy)
+    assert cg is not None and cg.version == 2
+    marker = f"sleep {7000 + os.getpid() % 1000}"
+    script = f"grep ^0:: /proc/self/cgroup; mknod /tmp/h c 1 3 2>/dev/null || echo no-mknod; ({marker} &); exec {marker}"
+    try:
+        started = launch(lowers, scratch / "upper", scratch / "work", ProcessSpec(argv=("/bin/sh", "-c", script)),
+                         stdout=subprocess.PIPE, cgroup=cg)
+        assert started.helper.stdout is not None
+        assert started.helper.stdout.readline().decode().strip() == f"0::/{cg.dirs[''].relative_to(hierarchy.mount or '/')}"
+        assert started.helper.stdout.readline() == (b"no-mknod\n" if not cg.devices else b"")
+        while len(cg.pids()) < 2:
+            time.sleep(0.01)
+        assert started.helper.pid not in cg.pids()  # the helper stays outside: it outlives the kill
+        cg.kill()
+        assert started.wait() == 137 and cg.pids() == []
+        started.release()
+    finally:
+        cg.remove()
+    assert not cg.dirs[""].exists()
