@@ -124,7 +124,7 @@ def _request(
 def _with_limits(request: BuildRequest, memory: str | int | None, memory_swap: str | int | None,
                  cpus: str | float | None, pids_limit: str | int | None) -> BuildRequest:
     """The RUN steps' resource limits checked as `run` checks them; UsageError if one is wrong."""
-    from layerbuild.runtime.cgroups import parse_limits  # only for builds that set limits: not light
+    from layerbuild.runtime.limits import parse_limits  # only for builds that set limits: not light
 
     def text(value: str | int | None) -> str | None:
         return None if value is None else str(value)

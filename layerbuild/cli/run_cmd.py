@@ -36,7 +36,7 @@ def register(sub: Any) -> tuple[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from layerbuild.runtime.cgroups import parse_limits
+    from layerbuild.runtime.limits import parse_limits
     from layerbuild.runtime.runner import RunOptions
     from layerbuild.runtime.runner import run as run_container
 

@@ -297,9 +297,10 @@ def run_step(
     rootfs: RootfsMode | None = None,
     limits: cgroups.Limits | None = None,
 ) -> StepResult:
-    """Run a RUN step to completion, in a cgroup with `limits` (default: the default pids limit). stdout and stderr are merged, copied to `stdout` as they come and
+    """Run a RUN step to completion. stdout and stderr are merged, copied to `stdout` as they come and
     their last bytes returned. Afterwards `upper` holds exactly the process's changes in overlay form
-    (nothing the sandbox mounted), ready for `layer.write_overlay_upper`."""
+    (nothing the sandbox mounted), ready for `layer.write_overlay_upper`. The step runs in a cgroup
+    with `limits` (default: the default pids limit); an OOM kill makes it 137, "killed: out of memory"."""
     upper.mkdir(parents=True, exist_ok=True)
     out_r, out_w = os.pipe()
     in_r = None

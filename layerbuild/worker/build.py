@@ -20,7 +20,7 @@ from layerbuild.plan import BaseImage, BuildPlan, plan_build
 from layerbuild.plan.opmake import Network, network_mode
 from layerbuild.platforms import host_arch
 from layerbuild.reference import normalize_tag
-from layerbuild.runtime.cgroups import Limits
+from layerbuild.runtime.limits import Limits
 from layerbuild.solve import (
     BuildEvent,
     BuildResult,

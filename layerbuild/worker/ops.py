@@ -20,7 +20,7 @@ from layerbuild.store import MEDIA_LAYER_ZSTD, Store
 from layerbuild.worker.rootfs import RootfsCache
 
 if TYPE_CHECKING:
-    from layerbuild.runtime.cgroups import Limits
+    from layerbuild.runtime.limits import Limits
 
 
 class BuildServices:

@@ -15,8 +15,16 @@ import pytest
 
 from layerbuild.errors import UsageError
 from layerbuild.runtime import ProcessSpec, cgroups, launch, run_step
-from layerbuild.runtime.cgroups import Cgroup, Hierarchy, Limits, parse_limits, parse_memory
+from layerbuild.runtime.cgroups import Cgroup, Hierarchy
 from layerbuild.runtime.containers import proc_start_time
+from layerbuild.runtime.limits import (
+    DEFAULT_PIDS_LIMIT,
+    Limits,
+    parse_limits,
+    parse_memory,
+    v1_files,
+    v2_files,
+)
 from tests.conftest import REPO
 
 # -- parsing and the files limits become (pure) --------------------------------------------------
@@ -37,7 +45,7 @@ def test_limits_are_checked_as_docker_checks_them() -> None:
     assert parse_limits("64m", "-1", "1.5", "100") == Limits(64 << 20, -1, 1.5, 100)
     assert parse_limits(pids="0").pids == parse_limits(pids="-1").pids == -1
     assert parse_limits(pids="-1").pids_max() is None
-    assert Limits().pids_max() == cgroups.DEFAULT_PIDS_LIMIT and not Limits().requested()
+    assert Limits().pids_max() == DEFAULT_PIDS_LIMIT and not Limits().requested()
     with pytest.raises(UsageError, match="too small"):
         parse_limits("1m")
     with pytest.raises(UsageError, match="--memory-swap needs --memory"):
@@ -53,17 +61,17 @@ def test_limits_are_checked_as_docker_checks_them() -> None:
 
 
 def test_v2_files() -> None:
-    assert cgroups.v2_files(Limits(64 << 20, None, 1.5, 100)) == [
+    assert v2_files(Limits(64 << 20, None, 1.5, 100)) == [
         ("memory.max", str(64 << 20)), ("memory.swap.max", str(64 << 20)),  # docker: swap as much as memory
         ("cpu.max", "150000 100000"), ("pids.max", "100")]
-    assert cgroups.v2_files(Limits(64 << 20, -1)) == [
+    assert v2_files(Limits(64 << 20, -1)) == [
         ("memory.max", str(64 << 20)), ("memory.swap.max", "max"), ("pids.max", "2048")]
-    assert cgroups.v2_files(Limits(64 << 20, 100 << 20, pids=-1))[1:] == [
+    assert v2_files(Limits(64 << 20, 100 << 20, pids=-1))[1:] == [
         ("memory.swap.max", str(36 << 20)), ("pids.max", "max")]
 
 
 def test_v1_files_and_docker_device_policy() -> None:
-    files = cgroups.v1_files(Limits(64 << 20, None, 0.5, 10))
+    files = v1_files(Limits(64 << 20, None, 0.5, 10))
     assert files[:5] == [("memory", "memory.limit_in_bytes", str(64 << 20)),
                          ("memory", "memory.memsw.limit_in_bytes", str(128 << 20)),
                          ("cpu", "cpu.cfs_period_us", "100000"), ("cpu", "cpu.cfs_quota_us", "50000"),
