@@ -245,8 +245,8 @@ def create(limits: Limits, label: str = "", hierarchy: Hierarchy | None = None) 
 
 def _hint(exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "cgroups are not writable for this user (rootless): run without --memory/--cpus/--pids-limit, " \
-               "or with a delegated cgroup v2 subtree"
+        return "cgroups are not writable here (rootless, or a read-only /sys/fs/cgroup): run without " \
+               "--memory/--cpus/--pids-limit, or with a delegated cgroup v2 subtree"
     return "the cgroup controller for this limit is not available on this host"
 
 

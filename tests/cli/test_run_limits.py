@@ -81,10 +81,10 @@ def _processes(needle: str) -> list[int]:
 
 def test_run_memory_hog_exits_137_out_of_memory(root: Path, capfd: pytest.CaptureFixture[str]) -> None:
     code, _, err = lb(root, capfd, "run", "--rm", "--memory", "32m", "busybox",
-                      "dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1")
+                      "dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=1")
     assert code == 137
     assert "killed: out of memory" in err
-    assert lb(root, capfd, "run", "--rm", "busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=200M",
+    assert lb(root, capfd, "run", "--rm", "busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=100M",
               "count=1")[0] == 0
 
 
@@ -174,7 +174,7 @@ def test_concurrent_runs_with_one_name_have_one_winner(root: Path) -> None:
 
 
 def test_build_run_step_out_of_memory(bb_ctx: Path, tmp_path: Path) -> None:
-    (bb_ctx / "Dockerfile").write_text(BUSYBOX_BASE + "RUN dd if=/dev/zero of=/dev/null bs=200M count=1\n")
+    (bb_ctx / "Dockerfile").write_text(BUSYBOX_BASE + "RUN dd if=/dev/zero of=/dev/null bs=100M count=1\n")
     with pytest.raises(BuildError, match=r"exit code 137 \(killed: out of memory\)"):
         layerbuild.build(bb_ctx, root=tmp_path / "store", memory="32m")
 
@@ -195,7 +195,7 @@ def test_build_limits_are_not_part_of_cache_keys(bb_ctx: Path, tmp_path: Path) -
 
 
 def test_build_cli_limits(bb_ctx: Path, tmp_path: Path) -> None:
-    (bb_ctx / "Dockerfile").write_text(BUSYBOX_BASE + "RUN dd if=/dev/zero of=/dev/null bs=200M count=1\n")
+    (bb_ctx / "Dockerfile").write_text(BUSYBOX_BASE + "RUN dd if=/dev/zero of=/dev/null bs=100M count=1\n")
     base = [str(LAYERBUILD), "--root", str(tmp_path / "store"), "build", "--progress", "plain"]
     proc = subprocess.run([*base, "-m", "32m", str(bb_ctx)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "killed: out of memory" in proc.stderr

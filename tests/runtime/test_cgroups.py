@@ -186,14 +186,14 @@ def _our_cgroups() -> list[Path]:
 @pytest.mark.integration
 @needs_cgroups
 def test_memory_hog_is_killed_137_out_of_memory(lowers: list[Path], scratch: Path) -> None:
-    code, out, error = _step(lowers, scratch, "echo start; dd if=/dev/zero of=/dev/null bs=200M count=1",
+    code, out, error = _step(lowers, scratch, "echo start; dd if=/dev/zero of=/dev/null bs=100M count=1",
                              parse_limits(memory="32m"))
     assert code == 137
     assert error == "killed: out of memory"
     assert "start" in out and "layerbuild: killed: out of memory" in out
     assert not _our_cgroups()  # removed when the step ended
     # The same step without a memory limit runs (the hog is not a hog without one).
-    assert _step(lowers, scratch, "dd if=/dev/zero of=/dev/null bs=200M count=1 2>/dev/null; echo ok")[:2] == (0, "ok\n")
+    assert _step(lowers, scratch, "dd if=/dev/zero of=/dev/null bs=100M count=1 2>/dev/null; echo ok")[:2] == (0, "ok\n")
 
 
 @pytest.mark.integration
