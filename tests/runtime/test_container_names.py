@@ -6,9 +6,12 @@ import multiprocessing
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from layerbuild.errors import UsageError
 from layerbuild.runtime import containers
 
+pytestmark = pytest.mark.integration  # real processes, all at once
 RACERS = 12
 
 
