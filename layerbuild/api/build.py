@@ -57,9 +57,8 @@ def build(
     or `docker`; `source_date_epoch` clamps the image's timestamps. `memory` (bytes, or docker's
     `64m`), `memory_swap` (memory plus swap, -1 unlimited), `cpus` and `pids_limit` (default 2048,
     -1 unlimited) limit every RUN step's cgroup; they are not part of any cache key, as in BuildKit.
-    `on_event` receives every
-    progress event, one at a time (RUN output and parallel stages may call it from the build's
-    threads). Returns the report as typed values. Raises a LayerbuildError: UsageError for bad
+    `on_event` receives every progress event, one at a time (RUN output and parallel stages may call
+    it from the build's threads). Returns the report as typed values. Raises a LayerbuildError: UsageError for bad
     arguments (before anything is built), DockerfileError for a bad Dockerfile, BuildError when a
     step fails.
     """
