@@ -2,7 +2,8 @@
 
 cgroup v2 (one unified hierarchy: memory.max, memory.swap.max, cpu.max, pids.max, cgroup.kill) is used
 when the unified hierarchy has the controllers; otherwise the v1 hierarchies (memory, cpu, pids,
-devices, freezer), each under the caller's own cgroup of that controller. A cgroup is named
+devices, freezer), each under the caller's own cgroup of that controller. Docker's device allow-list
+is the v1 devices controller's, or on v2 a BPF program (`devicefilter`). A cgroup is named
 `layerbuild-<pid>-<token>` after the process that made it, so that the next one can remove what a
 dead process left (`remove_leftovers`): rmdir only ever removes an empty cgroup.
 """
@@ -19,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from layerbuild.runtime.limits import Limits, needed, parse_limits, v1_files, v2_files
+from layerbuild.runtime.limits import ALLOWED_DEVICES, Limits, needed, parse_limits, v1_files, v2_files
 from layerbuild.runtime.spec import SandboxError
 
 __all__ = ["OOM_MESSAGE", "Cgroup", "Hierarchy", "Limits", "create", "parse_limits", "remove_leftovers"]
@@ -72,23 +73,26 @@ class Hierarchy:
 class Cgroup:
     """One container's cgroup: its directories (one per v1 controller, or the v2 one)."""
 
-    def __init__(self, version: int, dirs: dict[str, Path]) -> None:
+    def __init__(self, version: int, dirs: dict[str, Path], device_filter: bool = False) -> None:
         self.version = version
         self.dirs = dirs
+        self.device_filter = device_filter  # v2: the allow-list's BPF program is attached
 
     def to_json(self) -> dict[str, object]:
-        return {"version": self.version, "dirs": {k: str(v) for k, v in self.dirs.items()}}
+        return {"version": self.version, "dirs": {k: str(v) for k, v in self.dirs.items()},
+                "device_filter": self.device_filter}
 
     @classmethod
     def from_json(cls, data: object) -> Cgroup | None:
         if not isinstance(data, dict) or not isinstance(data.get("dirs"), dict):
             return None
-        return cls(int(data.get("version", 1)), {str(k): Path(v) for k, v in data["dirs"].items()})
+        return cls(int(data.get("version", 1)), {str(k): Path(v) for k, v in data["dirs"].items()},
+                   bool(data.get("device_filter")))
 
     @property
     def devices(self) -> bool:
-        """Whether the device allow-list is enforced (the v1 devices controller)."""
-        return "devices" in self.dirs
+        """Whether the device allow-list is enforced (the v1 devices controller, or v2's BPF filter)."""
+        return "devices" in self.dirs or self.device_filter
 
     def procs_files(self) -> list[str]:
         """The `cgroup.procs` files a process writes itself into to join."""
@@ -293,6 +297,13 @@ def _create_v2(parent: Path, name: str, limits: Limits, need: set[str]) -> Cgrou
     except OSError:
         cg.remove()
         raise
+    from layerbuild.runtime import devicefilter  # ctypes: only where there is a v2 cgroup
+
+    try:
+        devicefilter.attach(str(path), ALLOWED_DEVICES)
+        cg.device_filter = True
+    except OSError:
+        pass  # no BPF here: the sandbox drops CAP_MKNOD instead
     return cg
 
 

@@ -350,8 +350,8 @@ def _unified() -> Hierarchy | None:
 @pytest.mark.integration
 @pytest.mark.skipif(os.geteuid() != 0 or _unified() is None, reason="needs root and a cgroup2 mount")
 def test_v2_cgroup_on_the_real_unified_hierarchy(lowers: list[Path], scratch: Path) -> None:
-    """The v2 path for real: join before exec, cgroup.kill after a double fork, removal. Beside v1
-    the unified hierarchy has no controllers, so a limit there is a clear error instead."""
+    """The v2 path for real: join before exec, the device filter, cgroup.kill after a double fork,
+    removal. Beside v1 the unified hierarchy has no controllers, so a limit there is a clear error."""
     hierarchy = _unified()
     assert hierarchy is not None
     controllers = set((hierarchy.parents[""] / "cgroup.controllers").read_text().split())
@@ -360,14 +360,17 @@ def test_v2_cgroup_on_the_real_unified_hierarchy(lowers: list[Path], scratch: Pa
             cgroups.create(Limits(memory=64 << 20), hierarchy=hierarchy)
     cg = cgroups.create(Limits(), hierarchy=hierarchy)
     assert cg is not None and cg.version == 2
+    assert cg.device_filter  # the allow-list as a BPF program: v2 has no devices controller
     marker = f"sleep {7000 + os.getpid() % 1000}"
-    script = f"grep ^0:: /proc/self/cgroup; mknod /tmp/h c 1 3 2>/dev/null || echo no-mknod; ({marker} &); exec {marker}"
+    script = (f"grep ^0:: /proc/self/cgroup; mknod /tmp/h c 10 183 && head -c1 /tmp/h 2>&1; head -c1 /dev/zero | wc -c;"
+              f"({marker} &); exec {marker}")
     try:
         started = launch(lowers, scratch / "upper", scratch / "work", ProcessSpec(argv=("/bin/sh", "-c", script)),
                          stdout=subprocess.PIPE, cgroup=cg)
         assert started.helper.stdout is not None
         assert started.helper.stdout.readline().decode().strip() == f"0::/{cg.dirs[''].relative_to(hierarchy.mount or '/')}"
-        assert started.helper.stdout.readline() == (b"no-mknod\n" if not cg.devices else b"")
+        assert b"Operation not permitted" in started.helper.stdout.readline()  # made, but it does not open
+        assert started.helper.stdout.readline() == b"1\n"
         while len(cg.pids()) < 2:
             time.sleep(0.01)
         assert started.helper.pid not in cg.pids()  # the helper stays outside: it outlives the kill
@@ -377,3 +380,57 @@ def test_v2_cgroup_on_the_real_unified_hierarchy(lowers: list[Path], scratch: Pa
     finally:
         cg.remove()
     assert not cg.dirs[""].exists()
+
+
+def _interpret(code: bytes, access_type: int, major: int, minor: int) -> int:
+    """Run a device filter the way the kernel would, for the few instructions it uses."""
+    import struct
+
+    regs = [0] * 11
+    ctx = (access_type, major, minor)
+    insns = [struct.unpack("<BBhi", code[i:i + 8]) for i in range(0, len(code), 8)]
+    pc = 0
+    while True:
+        op, regbyte, off, imm = insns[pc]
+        dst, src = regbyte & 0xF, regbyte >> 4
+        pc += 1
+        if op == 0x61:
+            assert src == 1
+            regs[dst] = ctx[off // 4]
+        elif op == 0xBF:
+            regs[dst] = regs[src]
+        elif op == 0xB7:
+            regs[dst] = imm
+        elif op == 0x57:
+            regs[dst] &= imm & 0xFFFFFFFFFFFFFFFF
+        elif op == 0x77:
+            regs[dst] >>= imm
+        elif op == 0x55:
+            if regs[dst] != imm:
+                pc += off
+        elif op == 0x95:
+            return regs[0]
+        else:
+            raise AssertionError(f"unexpected opcode {op:#x}")
+
+
+def test_device_filter_program_is_dockers_policy() -> None:
+    from layerbuild.runtime.devicefilter import program
+    from layerbuild.runtime.limits import ALLOWED_DEVICES
+
+    code = program(ALLOWED_DEVICES)
+
+    def allowed(kind: str, major: int, minor: int, access: str) -> bool:
+        for t, ma, mi, acc in ALLOWED_DEVICES:
+            if t == kind and ma in ("*", str(major)) and mi in ("*", str(minor)) and set(access) <= set(acc):
+                return True
+        return False
+
+    cases = [(kind, major, minor, access) for kind in "cb" for major, minor in
+             ((1, 3), (1, 5), (1, 9), (1, 4), (5, 0), (5, 2), (10, 183), (10, 200), (136, 7), (8, 0), (7, 0))
+             for access in ("m", "r", "w", "rw", "rwm", "mr")]
+    for kind, major, minor, access in cases:
+        access_type = sum({"m": 1, "r": 2, "w": 4}[a] for a in access) << 16 | {"c": 2, "b": 1}[kind]
+        assert _interpret(code, access_type, major, minor) == allowed(kind, major, minor, access), \
+            (kind, major, minor, access)
+    assert allowed("c", 10, 183, "m") and not allowed("c", 10, 183, "r")  # the cases do test both ways
