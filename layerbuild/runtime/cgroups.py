@@ -96,7 +96,7 @@ class Cgroup:
 
     def procs_files(self) -> list[str]:
         """The `cgroup.procs` files a process writes itself into to join."""
-        return [str(d / "cgroup.procs") for d in self.dirs.values()]
+        return list(dict.fromkeys(str(d / "cgroup.procs") for d in self.dirs.values()))
 
     def _main(self) -> Path:
         return self.dirs.get("") or self.dirs.get("freezer") or self.dirs.get("pids") or next(iter(self.dirs.values()))
@@ -269,7 +269,8 @@ def _create_v1(parents: dict[str, Path], name: str, limits: Limits, need: set[st
     try:
         for ctrl, parent in parents.items():
             path = parent / name
-            path.mkdir()
+            if path not in dirs.values():  # controllers mounted together share one directory
+                path.mkdir()
             dirs[ctrl] = path
         for ctrl, file, value in v1_files(limits):
             if ctrl not in dirs:
