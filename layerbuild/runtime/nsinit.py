@@ -37,6 +37,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
 MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP = 1, 24
+CAP_MKNOD = 27
 # statvfs flag bits that a remount must keep: in a user namespace they are locked, and dropping
 # one makes the remount fail with EPERM.
 _LOCKED = ((0x2, MS_NOSUID), (0x4, MS_NODEV), (0x8, MS_NOEXEC), (0x1, MS_RDONLY))
@@ -424,6 +425,18 @@ class Network:
             pass
 
 
+def enter_cgroup(spec: Spec, status: int) -> None:
+    """Join the container's cgroup before anything else runs, so that every later process is counted
+    and killed with it; without a device controller, CAP_MKNOD leaves the bounding set instead."""
+    try:
+        for path in spec.get("cgroup_procs", ()):
+            write_file(path, "0")
+        if spec.get("drop_mknod"):
+            _check(_libc.prctl(PR_CAPBSET_DROP, CAP_MKNOD, 0, 0, 0), "drop CAP_MKNOD")
+    except Exception as exc:
+        fail(status, exc)
+
+
 def enter_namespaces(spec: Spec) -> None:
     flags = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
     if spec["netns"]:
@@ -519,6 +532,7 @@ def main() -> int:
         console = keep_console()
     pid = os.fork()
     if pid == 0:
+        enter_cgroup(spec, status)
         child(spec, status)
     os.write(status, f"pid {pid}\n".encode())
     forward = lambda signum, frame: os.kill(pid, signum)  # noqa: E731

@@ -164,7 +164,7 @@ class RunTask:
                                user=op.user, hostname=op.hostname, network=op.network,
                                mounts=tuple(self._mounts(stack, tmp)))
             lines = _LineWriter(self.inputs.log) if self.inputs.log is not None else None
-            result = run_step(lower, upper, work, spec, stdout=lines)  # type: ignore[arg-type]
+            result = run_step(lower, upper, work, spec, stdout=lines, limits=services.limits)  # type: ignore[arg-type]
             if lines is not None:
                 lines.close()
             if result.exit_code != 0:
