@@ -99,6 +99,64 @@ def random_name(prefix: str, suffix: str = "") -> str:
     return f"{prefix}{os.getpid()}-{secrets.token_hex(8)}{suffix}"
 
 
+# Scratch directories under the root's tmp/ carry their owner in the name, `<prefix><owner>-<random>`
+# with owner `<pid>.<start time>.<pid namespace>`: the start time tells a live owner from a new
+# process that got the same pid, and the namespace keeps a command from judging pids it cannot see.
+SCRATCH_PREFIXES = ("run-", "rootfs-", "workdir-", "unpack-")
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def _pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "0"
+
+
+_OWNER: tuple[int, str] | None = None
+
+
+def scratch_owner() -> str:
+    """This process as a scratch directory's owner: `<pid>.<start time>.<pid namespace>`."""
+    global _OWNER
+    pid = os.getpid()
+    if _OWNER is None or _OWNER[0] != pid:
+        _OWNER = (pid, f"{pid}.{_start_time(pid) or 0}.{_pid_namespace()}")
+    return _OWNER[1]
+
+
+def make_scratch(directory: Path, prefix: str) -> Path:
+    """A new private directory `<prefix><owner>-<random>` in `directory` (see `scratch_owner`)."""
+    import tempfile
+
+    directory.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{scratch_owner()}-", dir=directory))
+
+
+def scratch_owner_dead(name: str) -> bool:
+    """True if `name` is a scratch directory's name whose owner is known to be gone.
+
+    Names without an owner (older versions made them) and owners in another pid namespace are
+    never judged dead: their directory is left alone."""
+    prefix = next((p for p in SCRATCH_PREFIXES if name.startswith(p)), None)
+    if prefix is None:
+        return False
+    owner = name[len(prefix) :].split("-", 1)[0]
+    parts = owner.split(".")
+    if len(parts) != 3 or not parts[0].isdigit() or parts[2] != _pid_namespace():
+        return False
+    return _start_time(int(parts[0])) != parts[1]
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename or unlink in `path` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -18,6 +18,7 @@ from layerbuild.store.snapshots import Snapshots, Unpack
 if TYPE_CHECKING:
     from layerbuild.store.fsck import FsckReport
     from layerbuild.store.maintenance import DfReport, PruneReport
+    from layerbuild.store.records import CacheRecord
 
 DEFAULT_LEASE_TTL_S = 6 * 3600.0
 
@@ -37,6 +38,10 @@ class Lease:
 
     def add(self, *subjects: str) -> None:
         self._index.add_to_lease(self.id, subjects)
+
+    def hold_cache(self, key: str) -> CacheRecord | None:
+        """The cache record `key` with its result held by this lease (see Index.hold_cache)."""
+        return self._index.hold_cache(key, self.id)
 
     def renew(self) -> None:
         self._index.renew_lease(self.id, self._ttl)

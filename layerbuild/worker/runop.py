@@ -29,6 +29,7 @@ from layerbuild.runtime import ProcessSpec, lower_dirs_for, run_step
 from layerbuild.runtime import SecretMount as RtSecret
 from layerbuild.runtime import TmpfsMount as RtTmpfs
 from layerbuild.solve import Content, Inputs, Output
+from layerbuild.store.layout import make_scratch
 from layerbuild.store.snapshots import remove_tree
 from layerbuild.worker.copy import not_found
 from layerbuild.worker.ops import BuildServices
@@ -76,7 +77,9 @@ class RunTask:
             if entry is None:
                 raise not_found(rel, tree, label=f"--mount=type=bind,source={mount.source}")
             # A mount that would show what the tree hides (.dockerignore), or that is writable, is a copy.
-            copy = not mount.readonly
+            # So is one of a view in the build's own mount namespace (see rootfs.py): a bind mount
+            # cannot take its source from another namespace.
+            copy = not mount.readonly or entry.path.startswith("/proc/")
             for item in [entry, *tree.walk(entry.rel)] if entry.is_dir else [entry]:
                 copy = copy or (item.is_dir and tree.hides(item.rel))
                 fp = _bind_fingerprint(tree, item)
@@ -149,7 +152,7 @@ class RunTask:
         tmp_root = services.store.root / "tmp"
         tmp_root.mkdir(parents=True, exist_ok=True)
         with ExitStack() as stack:
-            tmp = Path(tempfile.mkdtemp(prefix="run-", dir=tmp_root))
+            tmp = make_scratch(tmp_root, "run-")
             stack.callback(_discard, tmp)
             upper, work = tmp / "upper", tmp / "work"
             upper.mkdir()
