@@ -94,6 +94,47 @@ class Layout:
     def gc_lock(self) -> Path:
         return self.locks / "gc.lock"
 
+    @property
+    def reserve(self) -> Path:
+        """Space set aside (RESERVE_BYTES) for prune to give back on a full disk, so that its index
+        transaction can be written and it can free the rest."""
+        return self.locks / "space.reserve"
+
+
+RESERVE_BYTES = 1 << 20
+# The reserve is only (re)made while more than this is free: it must not take a nearly full disk's last bytes.
+_RESERVE_ONLY_ABOVE = 8 * RESERVE_BYTES
+
+
+def keep_reserve(layout: Layout) -> None:
+    """Make the space reserve if it is missing and the disk has room to spare; never fails."""
+    path = layout.reserve
+    if path.exists():
+        return
+    try:
+        st = os.statvfs(layout.locks)
+        if st.f_bavail * st.f_frsize < _RESERVE_ONLY_ABOVE:
+            return
+        tmp = layout.locks / random_name(".reserve-")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError, UnboundLocalError):
+            os.unlink(tmp)
+
+
+def release_reserve(layout: Layout) -> bool:
+    """Give the space reserve back to the filesystem; True if there was one."""
+    try:
+        os.unlink(layout.reserve)
+    except FileNotFoundError:
+        return False
+    return True
+
 
 def random_name(prefix: str, suffix: str = "") -> str:
     return f"{prefix}{os.getpid()}-{secrets.token_hex(8)}{suffix}"

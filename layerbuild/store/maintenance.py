@@ -12,8 +12,16 @@ from typing import TYPE_CHECKING
 
 from layerbuild.errors import StoreError
 from layerbuild.store import caches
+from layerbuild.store.db import LOW_SPACE, free_space, no_space_error
 from layerbuild.store.graph import Graph, Plan, plan_eviction
-from layerbuild.store.layout import flocked, fsync_dir, scratch_owner_dead, try_remove_orphan
+from layerbuild.store.layout import (
+    flocked,
+    fsync_dir,
+    keep_reserve,
+    release_reserve,
+    scratch_owner_dead,
+    try_remove_orphan,
+)
 from layerbuild.store.snapshots import remove_tree
 
 if TYPE_CHECKING:
@@ -197,14 +205,28 @@ def prune(
     """
     grace = default_grace() if grace is None else grace
     temp = clean_temp(store)
+    full = store.db.full or free_space(store.layout.root) < LOW_SPACE
+    # A full disk: give the reserve back so that this transaction can be written.
+    if full and (release_reserve(store.layout) or store.db.full):
+        store.db.reopen()
     snaps = _snapshot_sizes(store)  # walked before taking locks: it can be slow
     removed_blobs: list[str] = []
     reclaimed = 0
+    if store.db.full:
+        # Still no room to write the index: fine if there is nothing to remove, else say so.
+        with store.db.read() as conn:
+            now = time.time()
+            graph = Graph.load(conn, now)
+            plan, stats, _ = _plan(store, graph, snaps, now, grace, all_records=all, keep_storage=keep_storage)
+        if plan.cache_keys or plan.nodes:
+            raise no_space_error(store.layout.index_db)
+        remaining = sum(s for s, _ in stats.values()) + sum(snaps.values())
+        return PruneReport(0, (), (), len(temp), 0, remaining + sum(u.size for u in caches.usage(store.layout)))
     with store.db.write() as conn, flocked(store.layout.gc_lock):
         now = time.time()
         graph = Graph.load(conn, now)
         plan, stats, _ = _plan(store, graph, snaps, now, grace, all_records=all, keep_storage=keep_storage)
-        conn.executemany("DELETE FROM cache WHERE key = ?", [(k,) for k in plan.cache_keys])
+        # Files first: on a full disk, the space they free is what lets the row deletions be written.
         for node in sorted(plan.nodes):
             if node in stats:
                 try:
@@ -214,6 +236,8 @@ def prune(
                     reclaimed += stats[node][0]
                 except FileNotFoundError:
                     pass
+        conn.executemany("DELETE FROM cache WHERE key = ?", [(k,) for k in plan.cache_keys])
+        for node in sorted(plan.nodes):
             for sql in (
                 "DELETE FROM layers WHERE digest = ?",
                 "DELETE FROM images WHERE digest = ?",
@@ -236,6 +260,7 @@ def prune(
         remove_tree(doomed)
         removed_snaps.append(diff_id)
         reclaimed += snaps[diff_id]
+    keep_reserve(store.layout)
     cache_files = 0
     if all:
         cache_files, cache_bytes = caches.clear(store.layout)

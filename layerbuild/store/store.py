@@ -12,7 +12,7 @@ from layerbuild.errors import StoreError
 from layerbuild.store.blobs import FileBlobStore
 from layerbuild.store.db import Database
 from layerbuild.store.index import Index
-from layerbuild.store.layout import Layout, resolve_root
+from layerbuild.store.layout import Layout, keep_reserve, resolve_root
 from layerbuild.store.snapshots import Snapshots, Unpack
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ class Store:
         self.root = Path(root)
         self.layout = Layout(self.root)
         self.layout.create()
+        keep_reserve(self.layout)
         self.blobs = FileBlobStore(self.layout)
         self.db = Database(self.layout.index_db)
         self.db.schema_version()  # open now, so a damaged or too-new index fails here, not mid-build

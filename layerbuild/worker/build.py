@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import os
 import threading
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from layerbuild import __version__
 from layerbuild.digest import xxh3
-from layerbuild.errors import UsageError
+from layerbuild.errors import StoreError, UsageError
 from layerbuild.image.config import HistoryEntry, ImageConfig, format_created
 from layerbuild.image.store_io import StoredImage, resolve_image, write_image
 from layerbuild.parser import Dockerfile
@@ -156,8 +158,15 @@ class Build:
         self.lease = self.store.lease()
         try:
             return self._run(started, fp, path, df)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise StoreError(f"no space left on device: {exc.filename or self.store.root}",
+                             hint="free space on that filesystem; `layerbuild prune` frees what the store "
+                                  "no longer needs") from exc
         finally:
-            self.lease.release()
+            with contextlib.suppress(StoreError):  # on a full disk, an expired lease does no harm
+                self.lease.release()
 
     def _run(self, started: float, fp: str | None, path: Path, df: Dockerfile) -> BuildResult:
         plan = plan_build(

@@ -29,6 +29,7 @@ from layerbuild.runtime import ProcessSpec, lower_dirs_for, run_step
 from layerbuild.runtime import SecretMount as RtSecret
 from layerbuild.runtime import TmpfsMount as RtTmpfs
 from layerbuild.solve import Content, Inputs, Output
+from layerbuild.store.db import LOW_SPACE, free_space
 from layerbuild.store.layout import make_scratch
 from layerbuild.store.snapshots import remove_tree
 from layerbuild.worker.copy import not_found
@@ -168,6 +169,12 @@ class RunTask:
                 tail = result.output_tail.decode("utf-8", "replace").rstrip("\n").splitlines()[-TAIL_LINES:]
                 shown = "\n".join(f"  | {line}" for line in tail)
                 detail = f" ({result.error})" if result.error else ""
+                if free_space(tmp) < LOW_SPACE:  # the likely reason, which the command may not have said
+                    raise BuildError(
+                        f"the command failed with exit code {result.exit_code}{detail}: no space left on device "
+                        f"for the store at {services.store.root}" + (f"\n{shown}" if shown else ""),
+                        hint="free space on that filesystem; `layerbuild prune` frees what the store no longer needs",
+                    )
                 raise BuildError(
                     f"the command failed with exit code {result.exit_code}{detail}" + (f"\n{shown}" if shown else ""),
                     hint="the last lines of its output are above" if shown else None,
