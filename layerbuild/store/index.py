@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from layerbuild.errors import StoreError
 from layerbuild.store.db import Database
+from layerbuild.store.layout import scratch_owner
 from layerbuild.store.records import (
     NO_RESULT,
     CacheRecord,
@@ -247,7 +248,8 @@ class Index:
     # leases --------------------------------------------------------------------------------------------
 
     def create_lease(self, ttl: float) -> str:
-        lease_id = secrets.token_hex(16)
+        # The owner in the id lets prune end the lease of a process that died before its ttl did.
+        lease_id = f"{scratch_owner()}-{secrets.token_hex(16)}"
         with self.db.write() as conn:
             conn.execute("INSERT INTO leases (id, expires) VALUES (?, ?)", (lease_id, time.time() + ttl))
         return lease_id

@@ -191,7 +191,11 @@ def scratch_owner_dead(name: str) -> bool:
     prefix = next((p for p in SCRATCH_PREFIXES if name.startswith(p)), None)
     if prefix is None:
         return False
-    owner = name[len(prefix) :].split("-", 1)[0]
+    return owner_dead(name[len(prefix) :].split("-", 1)[0])
+
+
+def owner_dead(owner: str) -> bool:
+    """True if `owner` (as `scratch_owner` spells one) is a process of this pid namespace that is gone."""
     parts = owner.split(".")
     if len(parts) != 3 or not parts[0].isdigit() or parts[2] != _pid_namespace():
         return False
