@@ -284,7 +284,7 @@ def prune_race(work: Path, base_ctx: Path, job_ctx: Path, concurrent: int) -> di
     unmount_all(mounts_under(root))
     shutil.rmtree(root, ignore_errors=True)
     return {"builds": concurrent, "failed_builds": len(errors), "errors": sorted(set(errors))[:5],
-            "fsck_problems_after": len(problems)}
+            "fsck_problems_after": len(problems), "fsck_problems": problems[:5]}
 
 
 # --- a full disk -------------------------------------------------------------------------------------
