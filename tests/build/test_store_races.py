@@ -251,3 +251,26 @@ def test_a_build_that_runs_out_of_space_says_so_and_the_store_stays_consistent(s
     assert "disk I/O error" not in done.stderr and "internal error" not in done.stderr
     filler.unlink()
     assert cli(root, "build", "--progress", "quiet", "-t", "small:1", str(ctx)).returncode == 0
+
+
+# --- the torture script, short ------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_short_torture_run_finds_nothing(tmp_path: Path) -> None:
+    need_root()
+    import json
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "torture.py"
+    out = tmp_path / "figures.json"
+    done = subprocess.run(
+        [sys.executable, str(script), "--kills", "4", "--concurrent", "4", "--disk-rounds", "2",
+         "--work", str(tmp_path / "work"), "--json", str(out)],
+        capture_output=True, text=True, check=False, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    kill, race, disk = figures["kill"], figures["prune"], figures["disk"]
+    assert kill["kills"] == 4 and kill["mounts_left"] == 0 and kill["corrupt_stores"] == 0
+    assert kill["scratch_entries_after_next_command"] == 0
+    assert race["failed_builds"] == 0 and race["fsck_problems_after"] == 0, race
+    assert disk["unrecoverable_rounds"] == 0 and not disk["verb_failures"], disk
