@@ -154,7 +154,7 @@ class Build:
         # What killed builds left under tmp/ (scratch dirs, temp blobs) goes before this one adds its own.
         clean_temp(self.store)
         # Held from the moment the build decides to use something (a base, a cache hit) until its
-        # image and cache records point at what it made; a killed build's lease expires.
+        # image and cache records point at what it made; prune ends the lease of a killed build.
         self.lease = self.store.lease()
         try:
             return self._run(started, fp, path, df)
