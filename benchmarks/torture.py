@@ -9,8 +9,9 @@ Usage (as root, from the repository; PYTHONPATH picks the layerbuild under test)
   namespace under the store root, the scratch entries left in the root's `tmp/` (and their bytes),
   and whether a read-only fsck finds problems; then it runs one next command (`prune`) and counts
   what is still left. Mounts left behind are unmounted afterwards.
-- prune: `--concurrent` builds at once (cache hits on records and layers that no tag holds, older
-  than prune's grace period) while `prune --all` runs in a loop; counts failed builds.
+- prune: `--concurrent` builds at once (cache hits on records and layers that no tag holds, kept
+  older than prune's grace period all along) while `prune --all` runs in a loop; counts failed
+  builds.
 - disk: a small tmpfs (mounted here, unmounted at the end) holding a store; every round fills the
   disk (to the last byte, or nearly), runs `images`, `df`, `fsck` and `prune`, runs a build that
   writes more than fits, frees the filler and checks that fsck is clean and a build works again
@@ -30,6 +31,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -273,11 +275,29 @@ def prune_race(work: Path, base_ctx: Path, job_ctx: Path, concurrent: int) -> di
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         for n in range(concurrent)
     ]
+    # Keep the whole store past the grace period while the builds run, also for a layerbuild that
+    # has no knob for it: what they write is made to look old as soon as it is there.
+    done = threading.Event()
+
+    def ager() -> None:
+        while not done.is_set():
+            try:
+                age_store(root)
+            except (OSError, sqlite3.Error):
+                pass
+            done.wait(0.2)
+
+    aging = threading.Thread(target=ager)
+    aging.start()
     errors = []
-    for proc in procs:
-        _, err = proc.communicate()
-        if proc.returncode != 0:
-            errors.append(err.strip().splitlines()[0] if err.strip() else f"exit {proc.returncode}")
+    try:
+        for proc in procs:
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                errors.append(err.strip().splitlines()[0] if err.strip() else f"exit {proc.returncode}")
+    finally:
+        done.set()
+        aging.join()
     stop.touch()
     pruner.wait()
     problems = fsck_problems(root)
