@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from layerbuild.errors import StoreError
 from layerbuild.store import Store
 
 _HOLD_AND_DIE = """
@@ -34,3 +37,40 @@ def test_a_killed_owners_lease_no_longer_pins_and_a_live_one_does(tmp_path: Path
             assert store.blobs.stat(live_blob) is not None
         with store.db.read() as conn:
             assert conn.execute("SELECT count(*) FROM leases").fetchone()[0] == 0
+
+
+def test_the_grace_period_can_be_set_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store(tmp_path / "root") as store:
+        fresh = store.blobs.put(b"just put, referenced by nothing\n").digest
+        assert fresh not in store.prune().blobs  # inside the default hour
+        monkeypatch.setenv("LAYERBUILD_PRUNE_GRACE", "soon")
+        with pytest.raises(StoreError, match="LAYERBUILD_PRUNE_GRACE"):
+            store.prune()
+        monkeypatch.setenv("LAYERBUILD_PRUNE_GRACE", "0")
+        assert fresh in store.prune().blobs
+
+
+_MAKE_SCRATCH = """
+import sys
+from pathlib import Path
+from layerbuild.store.layout import make_scratch
+print(make_scratch(Path(sys.argv[1]), "run-"))
+"""
+
+
+def test_scratch_of_a_dead_owner_goes_and_a_live_or_unknown_owners_stays(tmp_path: Path) -> None:
+    from layerbuild.store.layout import make_scratch
+    from layerbuild.store.maintenance import clean_scratch
+
+    tmp = tmp_path / "tmp"
+    mine = make_scratch(tmp, "rootfs-")
+    (mine / "f").write_text("in use")
+    done = subprocess.run([sys.executable, "-c", _MAKE_SCRATCH, str(tmp)], capture_output=True, text=True,
+                          check=True)
+    dead = Path(done.stdout.strip())
+    (dead / "upper").mkdir()
+    (dead / "upper" / "ro").mkdir(mode=0o500)
+    unknown = tmp / "run-abcd1234"  # an older version's name: no owner to ask
+    unknown.mkdir()
+    assert clean_scratch(tmp) == [dead]
+    assert mine.is_dir() and unknown.is_dir() and not dead.exists()
