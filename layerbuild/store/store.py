@@ -26,9 +26,10 @@ DEFAULT_LEASE_TTL_S = 6 * 3600.0
 class Lease:
     """Protects what it holds (blob digests, diff_ids and what they reference) from prune until released.
 
-    A build takes one for its whole run and adds every blob it puts or reuses, so a concurrent
-    `prune` cannot delete them before the build's cache records and tags point at them. A lease of a
-    crashed process expires after its ttl.
+    A build takes one before it plans and adds every base, cache hit and blob it puts the moment it
+    decides to use it, so a concurrent `prune` cannot delete them before the build's cache records
+    and tags point at them. A lease ends when prune finds its owner process gone (the id names it),
+    else after its ttl.
     """
 
     def __init__(self, index: Index, ttl: float) -> None:
