@@ -20,6 +20,9 @@ def run(args: argparse.Namespace) -> int:
         report = store.fsck(repair=not args.dry_run)
     for problem in report.problems:
         print(f"{problem.kind}: {problem.subject}: {problem.detail} ({problem.action})", file=sys.stderr)
+    if report.read_only:
+        print("fsck: the disk is full: checked only, nothing repaired "
+              "(free space, e.g. with `layerbuild prune`, then run fsck again)", file=sys.stderr)
     status = "ok" if report.ok else f"{len(report.problems)} problem(s)"
     print(f"fsck: {report.blobs_checked} blob(s) and {report.cache_files_checked} cache file(s) checked, {status}")
     return 0 if report.ok else 1

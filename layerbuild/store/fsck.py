@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from layerbuild.store import caches
+from layerbuild.store.db import LOW_SPACE, free_space
 from layerbuild.store.layout import flocked, fsync_dir
 from layerbuild.store.maintenance import clean_temp
 from layerbuild.store.records import NO_RESULT
@@ -42,6 +43,8 @@ class FsckReport:
     blobs_checked: int
     temp_removed: tuple[str, ...]
     cache_files_checked: int = 0
+    # True when the disk was full: the store was checked and nothing was repaired.
+    read_only: bool = False
 
     @property
     def ok(self) -> bool:
@@ -54,6 +57,10 @@ def fsck(store: Store, *, repair: bool = True) -> FsckReport:
     files of the parse and no-op caches, so the next build simply rebuilds what was lost."""
     problems: list[FsckProblem] = []
     temp = clean_temp(store) if repair else []
+    if repair and store.db.full and free_space(store.layout.root) >= LOW_SPACE:
+        store.db.reopen()  # what clean_temp freed may be enough to write again
+    read_only = repair and store.db.full
+    repair = repair and not read_only
     with store.db.read() as conn:
         check = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
     if check != ["ok"]:
@@ -66,7 +73,7 @@ def fsck(store: Store, *, repair: bool = True) -> FsckReport:
         subject = str(item.path.relative_to(store.root))
         problems.append(FsckProblem("corrupt cache file", subject, item.detail, action))
     temp.extend(stale)
-    return FsckReport(tuple(problems), checked, tuple(str(p) for p in temp), cache_files)
+    return FsckReport(tuple(problems), checked, tuple(str(p) for p in temp), cache_files, read_only)
 
 
 def _check_blobs(store: Store, problems: list[FsckProblem], repair: bool) -> int:
