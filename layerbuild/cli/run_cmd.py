@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Any
 
 from layerbuild.cli.common import open_store
-from layerbuild.errors import LayerbuildError
+from layerbuild.errors import LayerbuildError, UsageError
 
 # Exit code when layerbuild itself failed, so it is not mistaken for the container's own status.
 FAILED = 125
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from layerbuild.runtime.runner import RunOptions
     from layerbuild.runtime.runner import run as run_container
 
+    check_options(args)
     opts = RunOptions(
         image=args.image, command=tuple(args.command), name=args.name, env=tuple(args.env),
         workdir=args.workdir, user=args.user, network=args.network, volumes=tuple(args.volume),
@@ -51,3 +53,16 @@ def run(args: argparse.Namespace) -> int:
         print(container.id)
         return 0
     return code
+
+
+# docker's rule for container names (a leading "/" aside, which docker strips).
+_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse what docker refuses before it starts anything: a bad --name, a relative -w."""
+    if args.name is not None and not _NAME_RE.fullmatch(args.name):
+        raise UsageError(f"invalid container name ({args.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+                         hint="a name is two or more of these characters, starting with a letter or digit")
+    if args.workdir is not None and not args.workdir.startswith("/"):
+        raise UsageError(f"the working directory {args.workdir!r} is invalid, it needs to be an absolute path")
