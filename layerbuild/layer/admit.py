@@ -5,8 +5,9 @@ naming the entry, instead of being stored and refused later when an image is use
 safe extractor's (`apply`) plus Docker's for what it refuses on arrival, made strict:
 - member names are relative: an absolute name or a `..` that climbs above the root is refused;
 - only a directory may stand for the root itself;
-- a symlink's relative target may not climb above the root (Docker refuses these as breakouts);
-  absolute targets are fine, they resolve inside the root as they will in the container;
+- no entry is written through a symlink of the same archive (writers never make such archives; a
+  crafted one uses them to climb out), while symlink targets themselves are left alone: they are
+  resolved inside the root, where they are used;
 - a hardlink names an earlier entry of the same archive (each layer is unpacked on its own);
 - no entry may declare more content than the budget left (free disk space, or a caller's limit), so
   a lying header fails before anything is inflated.
@@ -15,7 +16,6 @@ safe extractor's (`apply`) plus Docker's for what it refuses on arrival, made st
 from __future__ import annotations
 
 import os
-import posixpath
 from typing import BinaryIO
 
 from layerbuild.errors import UnsafeArchiveError
@@ -39,6 +39,7 @@ class EntryCheck:
         self.what = what
         self.budget = max_bytes
         self._linkable: set[Parts] = set()
+        self._symlinks: set[Parts] = set()
 
     def _refuse(self, h: Header, why: str) -> UnsafeArchiveError:
         return UnsafeArchiveError(f"{self.what}: entry {_show(h.path)} {why}", hint=_HINT)
@@ -60,17 +61,18 @@ class EntryCheck:
                 f"{self.what}: entry {_show(h.path)} declares {h.size} bytes, more than the {self.budget} "
                 "bytes that may still be unpacked", hint="free disk space in the store, or the archive lies")
         self.budget -= h.size
-        if h.kind is Kind.SYMLINK and not h.linkname.startswith(b"/"):
-            joined = posixpath.join(b"/".join(parts[:-1]), h.linkname)
-            try:
-                split_entry_path(joined, h.path)
-            except UnsafeArchiveError:
-                raise self._refuse(h, f"is a symlink to {_show(h.linkname)}, outside the root") from None
-        elif h.kind is Kind.HARDLINK:
+        for end in range(1, len(parts)):
+            if parts[:end] in self._symlinks:
+                raise self._refuse(h, f"is written through {_show(b'/'.join(parts[:end]))}, a symlink of the "
+                                      "same archive")
+        if h.kind is Kind.HARDLINK:
             target = self._parts(h, h.linkname)
             if target not in self._linkable:
                 raise self._refuse(h, f"is a hardlink to {_show(h.linkname)}, which is no earlier entry "
                                       "of the archive")
+        self._symlinks.discard(parts)  # whatever comes next at this path replaces the symlink
+        if h.kind is Kind.SYMLINK:
+            self._symlinks.add(parts)
         if h.kind is Kind.DIR:
             self._linkable.discard(parts)  # a directory replaces a file of that name
         else:
