@@ -26,6 +26,7 @@ from layerbuild.errors import LayerbuildError, UsageError
 from layerbuild.image.config import ImageConfig
 from layerbuild.image.manifest import DOCKER_CONFIG, INDEX_TYPES, MANIFEST_TYPES, Descriptor, Manifest
 from layerbuild.image.store_io import StoredImage, write_image
+from layerbuild.layer.compression import SNIFF_BYTES, sniff_compression
 from layerbuild.layer.ingest import ingest_layer
 from layerbuild.reference import familiar, normalize_tag
 from layerbuild.store import MEDIA_CONFIG, LayerRecord, Store
@@ -41,6 +42,7 @@ LAYER_TYPES = (
     "application/vnd.docker.image.rootfs.diff.tar",
 )
 CONFIG_TYPES = (MEDIA_CONFIG, DOCKER_CONFIG)
+_TAR_MODES = {"tar": "r:", "gzip": "r:gz", "bzip2": "r:bz2", "xz": "r:xz"}
 
 
 class ArchiveError(LayerbuildError):
@@ -209,13 +211,20 @@ def load_archive(store: Store, path: str | os.PathLike[str]) -> list[Loaded]:
     if os.path.isdir(shown):
         raise UsageError(f"{shown!r} is a directory, not an image archive", hint="give the file docker save wrote")
     try:
-        tar = tarfile.open(path)  # noqa: SIM115 - closed by the `with` below
+        with open(path, "rb") as f:
+            fmt = sniff_compression(f.read(SNIFF_BYTES))
+        if fmt not in _TAR_MODES:
+            raise UsageError(f"cannot read {shown!r}: {fmt}-compressed archives are not supported",
+                             hint="decompress it first, or give a plain, gzip, bzip2 or xz tar")
+        # The format told by its magic, not tarfile's "r:*": trying every decompressor in turn can
+        # read forever (xz on an endless stream of zeros).
+        tar = tarfile.open(path, _TAR_MODES[fmt])  # noqa: SIM115 - closed by the `with` below
     except OSError as exc:
         raise UsageError(f"cannot read {shown!r}: {exc.strerror or exc}") from None
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError):
         empty = os.path.getsize(shown) == 0
         raise UsageError(f"cannot read {shown!r} as an image archive: "
-                         + ("it is empty" if empty else "it is no tar (plain, gzip, bzip2 or xz), or a damaged one"),
+                         + ("it is empty" if empty else f"it is no {fmt} tar, or a damaged one"),
                          hint="give the file `docker save` or `layerbuild save` wrote") from None
     with tar, _reading(shown):
         names = set(tar.getnames())
