@@ -14,6 +14,7 @@ import hashlib
 import json
 import lzma
 import os
+import re
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ LAYER_TYPES = (
     "application/vnd.docker.image.rootfs.diff.tar",
 )
 CONFIG_TYPES = (MEDIA_CONFIG, DOCKER_CONFIG)
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _TAR_MODES = {"tar": "r:", "gzip": "r:gz", "bzip2": "r:bz2", "xz": "r:xz"}
 
 
@@ -139,6 +141,9 @@ def _docker(store: Store, tar: tarfile.TarFile) -> list[Loaded]:
             raise ArchiveError(f"{where}: RepoTags must be a list of image names")
         tags = _tags(repo_tags, where)
         raw = _bytes(tar, config_name)
+        named = os.path.basename(config_name).removesuffix(".json")
+        if _HEX64.fullmatch(named) and hashlib.sha256(raw).hexdigest() != named:  # docker names it by digest
+            raise ArchiveError(f"{config_name!r} hashes to sha256:{hashlib.sha256(raw).hexdigest()}, not to its name")
         config = _config(raw, config_name, len(layer_names))
         layers = (ingest_layer(store, _member(tar, name)[1], what=f"layer {name!r}", expected_diff_id=diff_id)
                   for name, diff_id in zip(layer_names, config.diff_ids, strict=True))

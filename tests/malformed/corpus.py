@@ -316,6 +316,10 @@ def archive_cases(world: World) -> list[Case]:
                                     b'"diff_ids": ["sha256:' + b"0" * 64 + b'"]}}',
     }.items():
         load(f"docker-{name}", _docker_with(world, config_raw=raw))
+    members = _read_tar(world.docker_tar)
+    config_name = json.loads(dict((i.name, d) for i, d in members)["manifest.json"])[0]["Config"]
+    config_data = dict((i.name, d) for i, d in members)[config_name]
+    load("docker-config-not-its-digest", _tar(_replace(members, config_name, config_data.replace(b"linux", b"Linux"))))
     good_layer = _tar([_file("a.txt", b"a\n")])
     load("docker-layer-bad-gzip", _docker_with(world, layer=b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + b"\x13" * 300))
     load("docker-layer-truncated-gzip", _docker_with(world, layer=gzip.compress(good_layer, mtime=0)[:60],
