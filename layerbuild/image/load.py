@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, Literal, cast
 
 from layerbuild.digest import is_sha256_digest
 from layerbuild.errors import LayerbuildError, UsageError
@@ -29,6 +29,7 @@ from layerbuild.image.manifest import DOCKER_CONFIG, INDEX_TYPES, MANIFEST_TYPES
 from layerbuild.image.store_io import StoredImage, write_image
 from layerbuild.layer.compression import SNIFF_BYTES, sniff_compression
 from layerbuild.layer.ingest import ingest_layer
+from layerbuild.platforms import host_arch
 from layerbuild.reference import familiar, normalize_tag
 from layerbuild.store import MEDIA_CONFIG, LayerRecord, Store
 
@@ -44,7 +45,8 @@ LAYER_TYPES = (
 )
 CONFIG_TYPES = (MEDIA_CONFIG, DOCKER_CONFIG)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_TAR_MODES = {"tar": "r:", "gzip": "r:gz", "bzip2": "r:bz2", "xz": "r:xz"}
+_TAR_MODES: dict[str, Literal["r:", "r:gz", "r:bz2", "r:xz"]] = {"tar": "r:", "gzip": "r:gz", "bzip2": "r:bz2",
+                                                                  "xz": "r:xz"}
 
 
 class ArchiveError(LayerbuildError):
@@ -169,6 +171,31 @@ def _layer(store: Store, tar: tarfile.TarFile, desc: Descriptor, diff_id: str) -
                         expected_size=desc.size, expected_diff_id=diff_id)
 
 
+def _platform_manifest(tar: tarfile.TarFile, desc: Descriptor, where: str) -> Descriptor:
+    """The manifest of this machine's platform in the image index `desc` (BuildKit's exporter nests one
+    in index.json when it adds attestations); attestation manifests are skipped."""
+    doc = _bytes(tar, _blob_name(desc), desc)
+    try:
+        index = json.loads(doc)
+    except ValueError as exc:
+        raise ArchiveError(f"image index {desc.digest} is not valid JSON: {exc}") from None
+    items = index.get("manifests") if isinstance(index, dict) else None
+    if not isinstance(items, list):
+        raise ArchiveError(f"image index {desc.digest} must be an object with a list of manifests")
+    arch, found = host_arch(), []
+    for j, item in enumerate(items):
+        child = Descriptor.from_dict(item, f"{where} manifests[{j}]")
+        platform = item.get("platform")
+        if child.media_type in MANIFEST_TYPES and isinstance(platform, dict) \
+                and (platform.get("os"), platform.get("architecture")) == ("linux", arch):
+            found.append(child)
+    if len(found) != 1:
+        raise ArchiveError(f"{where} is an image index with {len(found) or 'no'} manifests for linux/{arch}",
+                           hint="save a single-platform image (e.g. docker buildx --platform, skopeo "
+                                "--override-arch)")
+    return found[0]
+
+
 def _oci(store: Store, tar: tarfile.TarFile) -> list[Loaded]:
     index = _json(tar, "index.json")
     manifests = index.get("manifests") if isinstance(index, dict) else None
@@ -176,16 +203,15 @@ def _oci(store: Store, tar: tarfile.TarFile) -> list[Loaded]:
         raise ArchiveError("index.json must be an object with a list of manifests")
     out = []
     for i, item in enumerate(manifests):
-        desc = Descriptor.from_dict(item, f"index.json manifests[{i}]")
-        if desc.media_type in INDEX_TYPES:
-            raise ArchiveError(f"index.json manifests[{i}] is a nested image index, which layerbuild cannot load",
-                               hint="save a single-platform image (e.g. skopeo copy --override-arch)")
-        if desc.media_type not in MANIFEST_TYPES:
-            raise ArchiveError(f"index.json manifests[{i}] has media type {desc.media_type!r}, not an image "
-                               "manifest's")
+        where = f"index.json manifests[{i}]"
+        desc = Descriptor.from_dict(item, where)
         annotations = dict(desc.annotations)
         name = annotations.get("io.containerd.image.name") or annotations.get("org.opencontainers.image.ref.name")
-        tags = _tags([name], f"index.json manifests[{i}]") if name and (":" in name or "/" in name) else ()
+        tags = _tags([name], where) if name and (":" in name or "/" in name) else ()
+        if desc.media_type in INDEX_TYPES:
+            desc = _platform_manifest(tar, desc, where)
+        if desc.media_type not in MANIFEST_TYPES:
+            raise ArchiveError(f"{where} has media type {desc.media_type!r}, not an image manifest's")
         manifest = Manifest.from_json(_bytes(tar, _blob_name(desc), desc))
         if manifest.config.media_type not in CONFIG_TYPES:
             raise ArchiveError(f"manifest {desc.digest} has a config of media type {manifest.config.media_type!r}")
