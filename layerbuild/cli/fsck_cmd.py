@@ -20,7 +20,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = open_store(args)
     except StoreError as exc:  # a store that cannot even be opened is fsck's to diagnose, not to crash on
-        print(f"index: {exc.render()}", file=sys.stderr)
+        print(f"index: {exc.message} (none)", file=sys.stderr)
+        print("hint: fsck cannot repair this; move the store root aside (keep it to recover from) and use a "
+              "new one", file=sys.stderr)
         print("fsck: the store cannot be opened, 1 problem(s)")
         return 1
     with store:
