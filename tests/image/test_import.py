@@ -160,3 +160,23 @@ def test_bad_tag(ref: str) -> None:
 )
 def test_familiar_names(name: str, shown: str) -> None:
     assert familiar(name) == shown
+
+
+@pytest.mark.parametrize(("ref", "message"), [
+    ("UPPER:1", "repository name must be lowercase"),
+    ("team/App", "repository name must be lowercase"),
+    ("a:b:c", "invalid reference format"),
+    ("a//b", "invalid reference format"),
+    ("-a", "invalid reference format"),
+    ("a:.tag", "tag '.tag'"),
+    ("a:" + "t" * 129, "invalid reference format"),
+    ("bad_host!:5000/a", "invalid reference format"),
+])
+def test_names_docker_refuses_are_refused(ref: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        normalize_tag(ref)
+
+
+@pytest.mark.parametrize("ref", ["localhost/x:1", "Registry.Example:5000/team/app:v1.0-rc_1", "a__b.c-d/e:1"])
+def test_names_docker_takes_are_taken(ref: str) -> None:
+    assert normalize_tag(ref) == ref
