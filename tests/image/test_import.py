@@ -177,6 +177,6 @@ def test_names_docker_refuses_are_refused(ref: str, message: str) -> None:
         normalize_tag(ref)
 
 
-@pytest.mark.parametrize("ref", ["localhost/x:1", "Registry.Example:5000/team/app:v1.0-rc_1", "a__b.c-d/e:1"])
+@pytest.mark.parametrize("ref", ["localhost/x:1", "Registry.Example:5000/team/app:v1.0-rc_1", "a__b-c/d.e:1"])
 def test_names_docker_takes_are_taken(ref: str) -> None:
     assert normalize_tag(ref) == ref
