@@ -115,7 +115,9 @@ def atomic_file(dest: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
-        raise LayerbuildError(f"cannot write {os.fspath(dest)!r}: {exc}") from exc
+        parent = next((p for p in target.parents if p.exists()), None)
+        why = f"{str(parent)!r} is not a directory" if parent is not None and not parent.is_dir() else exc.strerror
+        raise LayerbuildError(f"cannot write {os.fspath(dest)!r}: {why or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as out:
             yield out

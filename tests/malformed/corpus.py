@@ -493,6 +493,7 @@ def flag_cases(world: World) -> list[Case]:
         ("report-in-missing-dir", ("build", *q, "--report", str(f / "no" / "such" / "r.json"), str(ctx))),
         ("save-o-slash", ("save", "base:1", "-o", "/")),
         ("save-o-dir", ("save", "base:1", "-o", str(f))),
+        ("save-o-under-a-file", ("save", "base:1", "-o", str(existing / "x.tar"))),
         ("save-o-missing-dir", ("save", "base:1", "-o", str(f / "no" / "such" / "x.tar"))),
         ("save-unknown-image", ("save", "nothere:1", "-o", str(f / "x.tar"))),
         ("save-bad-ref", ("save", "Bad Ref", "-o", str(f / "x.tar"))),
