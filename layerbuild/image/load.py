@@ -25,25 +25,17 @@ from typing import Any, BinaryIO, Literal, cast
 from layerbuild.digest import is_sha256_digest
 from layerbuild.errors import LayerbuildError, UsageError
 from layerbuild.image.config import ImageConfig
-from layerbuild.image.manifest import DOCKER_CONFIG, INDEX_TYPES, MANIFEST_TYPES, Descriptor, Manifest
+from layerbuild.image.manifest import INDEX_TYPES, MANIFEST_TYPES, Descriptor, Manifest
+from layerbuild.image.receive import CONFIG_TYPES, check_blob, receive_layer
 from layerbuild.image.store_io import StoredImage, write_image
 from layerbuild.layer.compression import SNIFF_BYTES, sniff_compression
 from layerbuild.layer.ingest import ingest_layer
 from layerbuild.platforms import host_arch
 from layerbuild.reference import familiar, normalize_tag
-from layerbuild.store import MEDIA_CONFIG, LayerRecord, Store
+from layerbuild.store import LayerRecord, Store
 
 MAX_JSON = 16 << 20
 _DAMAGED = "the archive is damaged, truncated or was edited"
-# Layers we can read: OCI's and Docker's tar, tar+gzip and tar+zstd.
-LAYER_TYPES = (
-    "application/vnd.oci.image.layer.v1.tar",
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.oci.image.layer.v1.tar+zstd",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    "application/vnd.docker.image.rootfs.diff.tar",
-)
-CONFIG_TYPES = (MEDIA_CONFIG, DOCKER_CONFIG)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TAR_MODES: dict[str, Literal["r:", "r:gz", "r:bz2", "r:xz"]] = {"tar": "r:", "gzip": "r:gz", "bzip2": "r:bz2",
                                                                   "xz": "r:xz"}
@@ -83,13 +75,7 @@ def _bytes(tar: tarfile.TarFile, name: str, desc: Descriptor | None = None) -> b
     data = src.read()
     if len(data) != member.size:
         raise ArchiveError(f"{name!r} in the archive is truncated")
-    if desc is not None:
-        if len(data) != desc.size:
-            raise ArchiveError(f"{name!r} has {len(data)} bytes, not the {desc.size} its descriptor declares")
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        if digest != desc.digest:
-            raise ArchiveError(f"{name!r} hashes to {digest}, not to its name")
-    return data
+    return data if desc is None else check_blob(data, desc, repr(name))
 
 
 def _json(tar: tarfile.TarFile, name: str) -> Any:
@@ -161,14 +147,10 @@ def _blob_name(desc: Descriptor) -> str:
 
 def _layer(store: Store, tar: tarfile.TarFile, desc: Descriptor, diff_id: str) -> LayerRecord:
     name = _blob_name(desc)
-    if desc.media_type not in LAYER_TYPES:
-        raise ArchiveError(f"layer {desc.digest} has media type {desc.media_type!r}, which layerbuild cannot "
-                           "load", hint=f"layers must be one of {', '.join(LAYER_TYPES)}")
     member, src = _member(tar, name)
     if member.size != desc.size:  # before reading a byte of it
         raise ArchiveError(f"{name!r} has {member.size} bytes, not the {desc.size} its descriptor declares")
-    return ingest_layer(store, src, what=f"layer {desc.digest}", expected_digest=desc.digest,
-                        expected_size=desc.size, expected_diff_id=diff_id)
+    return receive_layer(store, src, desc, diff_id)
 
 
 def _platform_manifest(tar: tarfile.TarFile, desc: Descriptor, where: str) -> Descriptor:

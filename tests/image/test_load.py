@@ -61,3 +61,33 @@ def test_an_index_without_this_platform_is_refused_clearly(
     assert main(["--root", str(tmp_path / "dst"), "load", "-i", str(nested)]) == 1
     err = capsys.readouterr().err
     assert f"is an image index with no manifests for linux/{host_arch()}" in err and "hint:" in err, err
+
+
+def test_a_pulled_layer_is_recorded_only_when_every_promise_holds(tmp_path: Path) -> None:
+    """The seam a registry client uses: `receive_layer` checks digest, size, diff_id and entries."""
+    import gzip
+    import hashlib
+    import io
+
+    from layerbuild.errors import DigestMismatchError, UnsafeArchiveError
+    from layerbuild.image import Descriptor, receive_layer
+    from layerbuild.store import Store
+
+    tar = _tar([_file("etc/motd", b"hi\n")])
+    blob = gzip.compress(tar, mtime=0)
+    gz = "application/vnd.oci.image.layer.v1.tar+gzip"
+    good = Descriptor(gz, "sha256:" + _sha(blob), len(blob))
+    diff_id = "sha256:" + hashlib.sha256(tar).hexdigest()
+    evil = gzip.compress(_tar([_file("../x", b"x")]), mtime=0)
+    with Store(tmp_path / "store") as store:
+        for desc, data, expected, error in [
+            (Descriptor(gz, "sha256:" + _sha(b"other"), len(blob)), blob, diff_id, DigestMismatchError),
+            (Descriptor(gz, good.digest, len(blob) - 1), blob, diff_id, UnsafeArchiveError),
+            (good, blob, "sha256:" + "0" * 64, DigestMismatchError),
+            (Descriptor(gz, "sha256:" + _sha(evil), len(evil)), evil, diff_id, UnsafeArchiveError),
+        ]:
+            with pytest.raises(error):
+                receive_layer(store, io.BytesIO(data), desc, expected)
+            assert store.index.list_layers() == () and list(store.blobs.list()) == []
+        record = receive_layer(store, io.BytesIO(blob), good, diff_id)
+        assert record.diff_id == diff_id and store.index.layers_by_diff_id(diff_id) == (record,)
