@@ -25,11 +25,11 @@ MAX_LAYER_BYTES = 1 << 42  # unpacked, on top of the free-space bound
 class _Counted:
     """`src` read through a sha256 and a byte count, refusing to read past `limit` bytes."""
 
-    def __init__(self, src: BinaryIO, limit: int | None, what: str) -> None:
+    def __init__(self, src: BinaryIO, limit: int | None, what: str, *, hashing: bool) -> None:
         self._src = src
         self._limit = limit
         self._what = what
-        self.hash = hashlib.sha256()
+        self.hash = hashlib.sha256() if hashing else None
         self.size = 0
 
     def read(self, n: int = -1) -> bytes:
@@ -39,7 +39,8 @@ class _Counted:
         self.size += len(data)
         if self._limit is not None and self.size > self._limit:
             raise UnsafeArchiveError(f"{self._what} is larger than its declared {self._limit} bytes")
-        self.hash.update(data)
+        if self.hash is not None:
+            self.hash.update(data)
         return data
 
 
@@ -75,7 +76,7 @@ def ingest_layer(store: Store, src: BinaryIO, *, level: int = 3, what: str = "th
     Unpacked bytes are bounded by `max_bytes` and by the free space of the store's filesystem.
     """
     budget = min(MAX_LAYER_BYTES if max_bytes is None else max_bytes, free_bytes(store))
-    counted = _Counted(src, expected_size, what)
+    counted = _Counted(src, expected_size, what, hashing=expected_digest is not None)
     cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
     with store.blobs.writer() as w:
         compressor = cctx.compressobj()
@@ -90,7 +91,7 @@ def ingest_layer(store: Store, src: BinaryIO, *, level: int = 3, what: str = "th
         if expected_size is not None and counted.size != expected_size:
             raise UnsafeArchiveError(f"{what} has {counted.size} bytes, not the {expected_size} it declares",
                                      hint="the archive is damaged or was edited")
-        digest = "sha256:" + counted.hash.hexdigest()
+        digest = "sha256:" + counted.hash.hexdigest() if counted.hash is not None else None
         if expected_digest is not None and digest != expected_digest:
             raise DigestMismatchError(f"{what} hashes to {digest}, not to {expected_digest}",
                                       hint="the archive is damaged or was edited")
