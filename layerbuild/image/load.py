@@ -14,6 +14,7 @@ import hashlib
 import json
 import lzma
 import os
+import posixpath
 import re
 import tarfile
 import zlib
@@ -36,6 +37,7 @@ from layerbuild.store import LayerRecord, Store
 
 MAX_JSON = 16 << 20
 _DAMAGED = "the archive is damaged, truncated or was edited"
+_MAX_LINKS = 8
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TAR_MODES: dict[str, Literal["r:", "r:gz", "r:bz2", "r:xz"]] = {"tar": "r:", "gzip": "r:gz", "bzip2": "r:bz2",
                                                                   "xz": "r:xz"}
@@ -55,16 +57,26 @@ class Loaded:
 
 
 def _member(tar: tarfile.TarFile, name: str) -> tuple[tarfile.TarInfo, BinaryIO]:
-    try:
-        member = tar.getmember(name)
-    except KeyError:
-        raise ArchiveError(f"the archive has no {name!r}", hint="is it a docker save or OCI archive, and whole?")\
-            from None
-    if not member.isfile():
-        raise ArchiveError(f"{name!r} in the archive is not a regular file")
-    data = tar.extractfile(member)
-    assert data is not None
-    return member, cast(BinaryIO, data)
+    """The regular file `name` of the archive. A link to another member is followed (`docker save`
+    links a layer that two images share), inside the archive only and a few times at most."""
+    shown = name
+    for _ in range(_MAX_LINKS):
+        try:
+            member = tar.getmember(name)
+        except KeyError:
+            raise ArchiveError(f"the archive has no {name!r}" + (f" (linked from {shown!r})" if name != shown else ""),
+                               hint="is it a docker save or OCI archive, and whole?") from None
+        if member.isfile():
+            data = tar.extractfile(member)
+            assert data is not None
+            return member, cast(BinaryIO, data)
+        if not (member.issym() or member.islnk()):
+            break
+        target = posixpath.join(posixpath.dirname(name), member.linkname) if member.issym() else member.linkname
+        name = posixpath.normpath(target)
+        if name.startswith(("/", "../")) or name == "..":
+            raise ArchiveError(f"{shown!r} in the archive links to {member.linkname!r}, outside the archive")
+    raise ArchiveError(f"{shown!r} in the archive is not a regular file")
 
 
 def _bytes(tar: tarfile.TarFile, name: str, desc: Descriptor | None = None) -> bytes:

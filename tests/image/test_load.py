@@ -91,3 +91,29 @@ def test_a_pulled_layer_is_recorded_only_when_every_promise_holds(tmp_path: Path
             assert store.index.list_layers() == () and list(store.blobs.list()) == []
         record = receive_layer(store, io.BytesIO(blob), good, diff_id)
         assert record.diff_id == diff_id and store.index.layers_by_diff_id(diff_id) == (record,)
+
+
+def test_a_layer_linked_to_another_member_is_followed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`docker save` of two images that share a layer stores it once and links the second to it."""
+    import tarfile
+
+    from tests.malformed.corpus import _link
+
+    rootfs = tmp_path / "rootfs.tar"
+    rootfs.write_bytes(_tar([_file("hello.txt", b"hello\n")]))
+    root, archive = tmp_path / "src", tmp_path / "docker.tar"
+    assert main(["--root", str(root), "import", str(rootfs), "src:1"]) == 0
+    assert main(["--root", str(root), "save", "src:1", "-o", str(archive)]) == 0
+    members = _read_tar(archive)
+    manifest = json.loads(dict((i.name, d) for i, d in members)["manifest.json"])
+    layer = manifest[0]["Layers"][0]
+    second = {**manifest[0], "RepoTags": ["twin:1"], "Layers": ["twin/layer.tar"]}
+    extra = [_link("twin/layer.tar", "../" + layer), _link("twin/hard.tar", layer, tarfile.LNKTYPE)]
+    members = [(i, d) for i, d in members if i.name != "manifest.json"] + extra
+    members.append(_file("manifest.json", json.dumps([manifest[0], second]).encode()))
+    linked = tmp_path / "linked.tar"
+    linked.write_bytes(_tar(members))
+    capsys.readouterr()
+    assert main(["--root", str(tmp_path / "dst"), "load", "-i", str(linked)]) == 0
+    out = capsys.readouterr().out
+    assert "Loaded image: src:1 " in out and "Loaded image: twin:1 " in out

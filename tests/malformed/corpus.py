@@ -381,6 +381,10 @@ def archive_cases(world: World) -> list[Case]:
                                       for i, d in members]))
     load("oci-blob-is-hardlink", _tar([(i, d) if i.name != layer_name else
                                        _link(layer_name, "index.json", tarfile.LNKTYPE) for i, d in members]))
+    load("oci-blob-links-out", _tar([(i, d) if i.name != layer_name else _link(layer_name, "../../../x")
+                                     for i, d in members]))
+    load("oci-blob-link-loop", _tar([(i, d) if i.name != layer_name else _link(layer_name, os.path.basename(layer_name))
+                                     for i, d in members]))
     load("oci-blob-is-dir", _tar([(i, d) if i.name != layer_name else _dir(layer_name) for i, d in members]))
 
     # import: rootfs tarballs that are not usable ones.
