@@ -71,6 +71,9 @@ def _secrets(items: list[str]) -> dict[str, str]:
     secrets = {}
     for item in items:
         fields = _kv_list(item, "--secret")
+        if "env" in fields or fields.get("type") == "env":
+            raise UsageError(f"--secret {item!r}: secrets from environment variables are not supported yet",
+                             hint="write the value to a file and give --secret id=ID,src=FILE")
         unknown = sorted(set(fields) - _SECRET_KEYS)
         if unknown:
             raise UsageError(f"--secret {item!r}: unknown key {unknown[0]!r}",

@@ -508,6 +508,8 @@ def flag_cases(world: World) -> list[Case]:
         ("secret-missing-file", ("build", *q, "--secret", f"id=x,src={f}/nowhere", str(secret_ctx))),
         ("secret-directory", ("build", *q, "--secret", f"id=x,src={f}", str(secret_ctx))),
         ("secret-unknown-key", ("build", *q, "--secret", f"id=x,src={existing},color=red", str(secret_ctx))),
+        ("secret-env", ("build", *q, "--secret", "id=x,env=HOME", str(secret_ctx))),
+        ("secret-type-bogus", ("build", *q, "--secret", f"id=x,src={existing},type=ssh", str(secret_ctx))),
         ("secret-no-id", ("build", *q, "--secret", f"src={existing}", str(secret_ctx))),
         ("secret-empty-id", ("build", *q, "--secret", f"id=,src={existing}", str(secret_ctx))),
         ("secret-no-equals", ("build", *q, "--secret", "justtext", str(secret_ctx))),
