@@ -6,6 +6,10 @@ modules): the spec arrives as a marshal'd dict on SPEC_FD, and progress goes bac
 STATUS_FD: `pid N` once the process exists, `error STAGE CODE MESSAGE` if it could not start,
 `exit CODE` when it ended. The process itself is PID 1 of a new PID namespace; this helper stays
 outside it, forwards signals to it, and reports its status (128+N for a signal, like a shell).
+With `tty` (`run -t`), stdin is the console socket: the process makes its own pty and sends the
+master there before it reports `ready` (`setup_terminal`).
+Rootless with subordinate ids (spec "idmap"), a process forked before the user namespace is made
+runs newuidmap/newgidmap on this helper once it has unshared, and the helper waits for it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
 MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP = 1, 24
+CAP_MKNOD = 27
 # statvfs flag bits that a remount must keep: in a user namespace they are locked, and dropping
 # one makes the remount fail with EPERM.
 _LOCKED = ((0x2, MS_NOSUID), (0x4, MS_NODEV), (0x8, MS_NOEXEC), (0x1, MS_RDONLY))
@@ -177,6 +182,8 @@ def child(spec: Spec, status: int) -> None:
     try:
         if spec["die_with_parent"]:
             _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+        if not spec["tty"]:  # (with a tty, setup_terminal does it) a session of its own, without a
+            os.setsid()  # controlling terminal: the caller's terminal is no /dev/tty and takes no TIOCSTI
         _check(_libc.unshare(CLONE_NEWNS), "unshare the mount namespace")
         mount(None, "/", None, MS_REC | MS_PRIVATE)
         target = spec["target"]
@@ -195,10 +202,14 @@ def child(spec: Spec, status: int) -> None:
             loopback_up()
         name = spec["hostname"].encode()
         _check(_libc.sethostname(name, len(name)), "set the hostname")
+        if spec["tty"]:
+            import_terminal_modules()  # after pivot_root nothing can be imported
         pivot(target)
+        if spec["tty"]:
+            setup_terminal(spec["process"]["uid"])
         drop_capabilities()
         proc = spec["process"]
-        if not spec["userns"]:  # setgroups is denied in an unprivileged user namespace
+        if not spec["userns"] or spec.get("idmap"):  # denied with the single-id mapping
             os.setgroups(proc["groups"])
         os.setresgid(proc["gid"], proc["gid"], proc["gid"])
         os.setresuid(proc["uid"], proc["uid"], proc["uid"])
@@ -221,6 +232,96 @@ def child(spec: Spec, status: int) -> None:
         fail(status, SetupError("exec", 127, f'exec: "{argv[0]}": executable file not found in $PATH'))
     except OSError as exc:
         fail(status, SetupError("exec", 126, f'exec: "{argv[0]}": {exc.strerror}'))
+
+
+def import_terminal_modules() -> None:
+    import _socket  # noqa: F401
+    import fcntl  # noqa: F401
+    import termios  # noqa: F401
+
+
+def setup_terminal(uid: int) -> None:
+    """`run -t`: a new pty of the container's devpts becomes this process's controlling terminal and
+    stdio (and /dev/console), and its master goes to the caller over the console socket on fd 0."""
+    import _socket
+    import fcntl
+    import termios
+
+    master, slave = os.openpty()  # /dev/ptmx is the container's own devpts instance by now
+    for fd in (1, 2):  # the caller's size (stdout's first, as docker), so the first `stty size` is right
+        try:
+            size = fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
+        except OSError:
+            continue
+        fcntl.ioctl(master, termios.TIOCSWINSZ, size)
+        break
+    sock = _socket.socket(fileno=0)
+    try:
+        fds = master.to_bytes(4, sys.byteorder)
+        sock.sendmsg([b"m"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
+    finally:
+        sock.detach()
+    os.close(master)
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    try:
+        os.fchown(slave, uid, -1)  # as runc does, so that a non-root user can reopen /dev/tty
+    except OSError:
+        pass
+    try:
+        os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        mount(os.ttyname(slave), "/dev/console", None, MS_BIND)
+    except (OSError, SetupError):
+        pass  # nice to have: the terminal itself works without it
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def is_socket(fd: int) -> bool:
+    try:
+        return os.fstat(fd).st_mode & 0o170000 == 0o140000  # S_IFSOCK, without importing stat
+    except OSError:
+        return False
+
+
+def keep_console() -> Any:
+    """Detached `run -t`: nobody is there to relay the pty, so this helper keeps its master (the
+    container's terminal stays open, as with `docker run -dit`) and copies its output to stdout,
+    the container's log. Returns our end of a console socket whose other end is now fd 0."""
+    import _socket
+
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    os.dup2(theirs.fileno(), 0)
+    theirs.close()
+    return ours
+
+
+def log_terminal(console: Any) -> None:
+    """Receive the master from the child, then copy what the container writes to stdout until every
+    process holding the pty has ended (EIO)."""
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)  # our copy of the child's end: without it, a child that fails gives EOF here
+    os.close(null)
+    _, ancdata, _, _ = console.recvmsg(1, 64)
+    console.close()
+    masters = [int.from_bytes(data[i:i + 4], sys.byteorder) for _, _, data in ancdata
+               for i in range(0, len(data) - 3, 4)]
+    for master in masters:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            try:
+                while data:
+                    data = data[os.write(1, data):]
+            except OSError:
+                pass
+        os.close(master)
 
 
 def execute(argv: list[str], env: dict[str, str]) -> None:
@@ -250,11 +351,33 @@ def fail(status: int, exc: Exception) -> None:
     os._exit(exc.code)
 
 
+def enter_cgroup(spec: Spec, status: int) -> None:
+    """Join the container's cgroup before anything else runs, so that every later process is counted
+    and killed with it; without a device controller, CAP_MKNOD leaves the bounding set instead."""
+    try:
+        for path in spec.get("cgroup_procs", ()):
+            write_file(path, "0")
+        if spec.get("drop_mknod"):
+            _check(_libc.prctl(PR_CAPBSET_DROP, CAP_MKNOD, 0, 0, 0), "drop CAP_MKNOD")
+    except Exception as exc:
+        fail(status, exc)
+
+
 def enter_namespaces(spec: Spec) -> None:
     flags = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
     if spec["netns"]:
         flags |= CLONE_NEWNET
-    if spec["userns"]:
+    if spec["userns"] and spec.get("idmap"):
+        # Subordinate ids: newuidmap/newgidmap must map us from outside the new namespace, so a
+        # process forked before unshare does it once we are in, and we go on when it is done.
+        mapper = start_mapper(spec["idmap"])
+        result = _libc.unshare(flags | CLONE_NEWUSER)
+        if result == 0:
+            os.write(mapper[1], b"g")
+        os.close(mapper[1])  # without "g" the mapper exits at once
+        _check(result, "unshare the namespaces")
+        finish_mapper(mapper)
+    elif spec["userns"]:
         uid, gid = os.geteuid(), os.getegid()
         _check(_libc.unshare(flags | CLONE_NEWUSER), "unshare the namespaces")
         # Map the caller to root inside; setgroups must be denied before an unprivileged gid_map.
@@ -263,6 +386,54 @@ def enter_namespaces(spec: Spec) -> None:
         write_file("/proc/self/gid_map", f"0 {gid} 1")
     else:
         _check(_libc.unshare(flags), "unshare the namespaces")
+
+
+def start_mapper(idmap: dict[str, Any]) -> tuple[int, int, int]:
+    """Fork the process that runs newuidmap/newgidmap for us: (its pid, the go fd, the report fd)."""
+    go_r, go_w = os.pipe()
+    rep_r, rep_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(go_w)
+            os.close(rep_r)
+            if os.read(go_r, 1) == b"g":
+                target = str(os.getppid())
+                code = 0
+                tools: list[tuple[str, list[str]]] = [(idmap["newuidmap"], idmap["uid"]),
+                                                      (idmap["newgidmap"], idmap["gid"])]
+                started = []
+                for tool, args in tools:  # both at once: neither depends on the other
+                    name = tool.rsplit("/", 1)[-1]
+                    started.append((os.posix_spawn(tool, [name, target, *args], {"PATH": "/usr/bin:/bin"},
+                                                   file_actions=[(os.POSIX_SPAWN_DUP2, rep_w, 1),
+                                                                 (os.POSIX_SPAWN_DUP2, rep_w, 2)]),
+                                    f"{name} {target} {' '.join(args)}"))
+                for child_pid, what in started:
+                    _, wstatus = os.waitpid(child_pid, 0)
+                    if wstatus != 0:
+                        os.write(rep_w, f"{what} failed\n".encode())
+                        code = 1
+        except BaseException as exc:
+            code = 1
+            os.write(rep_w, f"{exc}\n".encode())
+        os._exit(code)
+    os.close(go_r)
+    os.close(rep_w)
+    return pid, go_w, rep_r
+
+
+def finish_mapper(mapper: tuple[int, int, int]) -> None:
+    pid, _, rep_r = mapper
+    report = b""
+    while chunk := os.read(rep_r, 4096):
+        report += chunk
+    os.close(rep_r)
+    _, wstatus = os.waitpid(pid, 0)
+    if wstatus != 0:
+        text = report.decode("utf-8", "replace").strip().replace("\n", "; ")
+        raise SetupError("userns", 125, f"cannot map the subordinate ids: {text}")
 
 
 def main() -> int:
@@ -274,16 +445,19 @@ def main() -> int:
         enter_namespaces(spec)
     except (SetupError, OSError) as exc:
         fail(status, exc)
+    console = None
+    if spec["tty"] and not is_socket(0):  # no console socket: detached
+        console = keep_console()
     pid = os.fork()
     if pid == 0:
+        enter_cgroup(spec, status)
         child(spec, status)
     os.write(status, f"pid {pid}\n".encode())
     forward = lambda signum, frame: os.kill(pid, signum)  # noqa: E731
-    for name in FORWARDED:
-        if spec["tty"] and name in ("SIGINT", "SIGQUIT", "SIGWINCH"):
-            _signal.signal(getattr(_signal, name), _signal.SIG_IGN)  # the tty sends these to the child too
-        else:
-            _signal.signal(getattr(_signal, name), forward)
+    for name in FORWARDED:  # the container's own terminal (-t) is not ours: its keys do not reach us
+        _signal.signal(getattr(_signal, name), forward)
+    if console is not None:
+        log_terminal(console)
     _, wstatus = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(wstatus)
     code = 128 - code if code < 0 else code

@@ -14,12 +14,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from layerbuild.platforms import DEFAULT_PATH
-from layerbuild.runtime import copyfs
+from layerbuild.runtime import cgroups, copyfs
 from layerbuild.runtime.merged import MergedView, MountPoint, place_mounts
 from layerbuild.runtime.spec import (
     BindMount,
@@ -31,7 +31,7 @@ from layerbuild.runtime.spec import (
     TmpfsMount,
 )
 from layerbuild.runtime.users import resolve_user
-from layerbuild.store import Store
+from layerbuild.store import Store, idmap
 from layerbuild.store.snapshots import remove_tree
 
 NSINIT = Path(__file__).with_name("nsinit.py")
@@ -53,10 +53,17 @@ def lower_dirs_for(store: Store, diff_ids: Sequence[str]) -> list[Path]:
             from layerbuild.layer import apply_layer  # only when a snapshot is missing: slow to import
 
             with store.open_blob(digest) as blob:
-                apply_layer(blob, dest, whiteouts="overlay")
+                if os.geteuid() == 0:
+                    apply_layer(blob, dest, whiteouts="overlay")
+                else:  # with owners, as the rootless containers' user namespace shows them
+                    idmap.call_in_userns(_apply_owned, apply_layer, blob, dest)
 
         out.append(store.ensure_snapshot(diff_id, unpack))
     return out
+
+
+def _apply_owned(apply: Any, blob: BinaryIO, dest: Path) -> None:
+    apply(blob, dest, whiteouts="overlay", privileged=True)
 
 
 def _etc_files(work: Path, spec: ProcessSpec) -> dict[str, Path]:
@@ -183,16 +190,19 @@ def launch(
     detached: bool = False,
     tty: bool = False,
     exit_file: Path | None = None,
+    cgroup: cgroups.Cgroup | None = None,
 ) -> Launched:
     """Start `spec` and return once it is running (or failed to start). `rootfs` is "overlay", "copy"
-    or "auto" (default: $LAYERBUILD_ROOTFS, else auto: overlay, and copy if overlay cannot be mounted)."""
+    or "auto" (default: $LAYERBUILD_ROOTFS, else auto: overlay, and copy if overlay cannot be mounted).
+    The process joins `cgroup` before it starts (see `cgroups.create`)."""
     global _overlay_broken
     mode = rootfs or os.environ.get("LAYERBUILD_ROOTFS") or "auto"
     if mode not in ("auto", "overlay", "copy"):
         raise SandboxError(f"unknown rootfs mode {mode!r}", hint="use auto, overlay or copy")
     if mode == "auto" and _overlay_broken:
         mode = "copy"
-    args = dict(stdin=stdin, stdout=stdout, stderr=stderr, detached=detached, tty=tty, exit_file=exit_file)
+    args = dict(stdin=stdin, stdout=stdout, stderr=stderr, detached=detached, tty=tty, exit_file=exit_file,
+                cgroup=cgroup)
     started = _start(lower, upper, work, spec, copy=mode == "copy", **args)  # type: ignore[arg-type]
     if started.error_stage == "overlay" and mode == "auto":
         started.wait()
@@ -207,6 +217,7 @@ def launch(
 def _start(
     lower: Sequence[Path], upper: Path, work: Path, spec: ProcessSpec, *, copy: bool, stdin: Stdio,
     stdout: Stdio, stderr: Stdio, detached: bool, tty: bool, exit_file: Path | None,
+    cgroup: cgroups.Cgroup | None = None,
 ) -> Launched:
     work.mkdir(parents=True, exist_ok=True)
     upper.mkdir(parents=True, exist_ok=True)
@@ -221,16 +232,19 @@ def _start(
     if copy:
         rootfs_dir = work / "rootfs"
         rootfs_dir.mkdir()
-        copyfs.merge_lowers(list(lower), rootfs_dir)
+        if rootless:  # owners kept, and subordinate ids' files readable, inside the user namespace
+            idmap.call_in_userns(copyfs.merge_lowers, list(lower), rootfs_dir)
+        else:
+            copyfs.merge_lowers(list(lower), rootfs_dir)
         view = MergedView([rootfs_dir])
-        points = place_mounts(view, wanted, None)
-        before = copyfs.baseline(rootfs_dir)
+        points = _place(view, wanted, None, rootless)
+        before = idmap.call_in_userns(copyfs.baseline, rootfs_dir) if rootless else copyfs.baseline(rootfs_dir)
         root: dict[str, Any] = {"mode": "bind", "dir": os.fspath(rootfs_dir)}
     else:
         view = MergedView(lower)
         stubs = work / "stubs"
         stubs.mkdir()
-        points = place_mounts(view, wanted, stubs)
+        points = _place(view, wanted, stubs, rootless)
         layers = [*lower, stubs] if any(stubs.iterdir()) else list(lower)
         (work / "ovl").mkdir()
         base = os.path.commonpath([*(os.fspath(p) for p in layers), os.fspath(upper), os.fspath(work)])
@@ -238,6 +252,12 @@ def _start(
                 "lowers": [os.path.relpath(p, base) for p in reversed(layers)],
                 "upper": os.path.relpath(upper, base), "work": os.path.relpath(work / "ovl", base)}
     user = resolve_user(view, spec.user)
+    ids = idmap.current() if rootless else None
+    if ids is not None:
+        if not ids.has(user.uid, user.gid):
+            err = idmap.unmapped(f"user {spec.user!r}", user.uid, user.gid)
+            raise SandboxError(err.message, hint=err.hint)
+        user = replace(user, groups=tuple(g for g in user.groups if ids.has(0, g)))  # only mapped groups
     env = list(spec.env)
     keys = {e.partition("=")[0] for e in env}
     if "PATH" not in keys:
@@ -253,17 +273,20 @@ def _start(
         "exit_file": os.fspath(exit_file) if exit_file else None,
         "hostname": os.uname().nodename if spec.network == "host" else spec.hostname,
         "target": os.fspath(target), "rootfs": root,
+        "cgroup_procs": cgroup.procs_files() if cgroup else [],
+        "drop_mknod": not rootless and not (cgroup and cgroup.devices),
         "mounts": [_placed(op, point) for op, point in zip(ops, points, strict=True)],
         "process": {"argv": list(spec.argv), "env": env, "cwd": spec.cwd or "/", "uid": user.uid,
                     "gid": user.gid, "groups": list(user.groups)},
     }
+    payload["idmap"] = _idmap_spec(ids)
     spec_r, spec_w = os.pipe()
     status_r, status_w = os.pipe()
     try:
         helper = subprocess.Popen(
             [sys.executable, "-I", "-S", os.fspath(NSINIT), str(spec_r), str(status_w)],
             pass_fds=(spec_r, status_w), stdin=stdin, stdout=stdout, stderr=stderr,
-            start_new_session=detached, process_group=None if detached or tty else 0,
+            start_new_session=detached, process_group=None if detached else 0,
         )
     finally:
         os.close(spec_r)
@@ -274,6 +297,21 @@ def _start(
                        rootfs=rootfs_dir, baseline=before)
     started.read_status("ready")
     return started
+
+
+def _place(view: MergedView, wanted: list[tuple[str, bool]], stubs: Path | None, rootless: bool) -> list[MountPoint]:
+    if not rootless:
+        return place_mounts(view, wanted, stubs)
+    # In the user namespace: mount points inside directories of subordinate ids (a cache mount in
+    # /home/app) are reachable there, and stub directories get the owners of those they stand over.
+    return idmap.call_in_userns(place_mounts, view, wanted, stubs)
+
+
+def _idmap_spec(ids: idmap.IdMap | None) -> dict[str, Any] | None:
+    """What nsinit needs to have newuidmap/newgidmap map it (None: no mapping, or the single id)."""
+    if ids is None or ids.single:
+        return None
+    return {"uid": ids.uid_args(), "gid": ids.gid_args(), "newuidmap": ids.newuidmap, "newgidmap": ids.newgidmap}
 
 
 def _placed(op: tuple[Any, ...], point: MountPoint) -> tuple[Any, ...]:
@@ -289,20 +327,26 @@ def run_step(
     stdout: BinaryIO | None = None,
     stdin: bytes | None = None,
     rootfs: RootfsMode | None = None,
+    limits: cgroups.Limits | None = None,
 ) -> StepResult:
     """Run a RUN step to completion. stdout and stderr are merged, copied to `stdout` as they come and
     their last bytes returned. Afterwards `upper` holds exactly the process's changes in overlay form
-    (nothing the sandbox mounted), ready for `layer.write_overlay_upper`."""
+    (nothing the sandbox mounted), ready for `layer.write_overlay_upper`. The step runs in a cgroup
+    with `limits` (default: the default pids limit); an OOM kill makes it 137, "killed: out of memory"."""
     upper.mkdir(parents=True, exist_ok=True)
     out_r, out_w = os.pipe()
     in_r = None
     if stdin is not None:
         in_r, in_w = os.pipe()
+    cgroup = None
     try:
+        cgroup = cgroups.create(limits or cgroups.Limits(), label=cgroups.STEP_LABEL + os.urandom(6).hex())
         started = launch(lower, upper, work, spec, stdin=in_r if in_r is not None else subprocess.DEVNULL,
-                         stdout=out_w, stderr=out_w, rootfs=rootfs)
+                         stdout=out_w, stderr=out_w, rootfs=rootfs, cgroup=cgroup)
     except BaseException:
         os.close(out_r)
+        if cgroup is not None:
+            cgroup.remove()
         raise
     finally:
         os.close(out_w)
@@ -313,14 +357,26 @@ def run_step(
             threading.Thread(target=_feed, args=(in_w, stdin), daemon=True).start()
         tail = _pump(out_r, stdout)
         code = started.wait()
+        reason = cgroup.diagnosis(code) if cgroup is not None else None
         if started.rootfs is not None and started.baseline is not None:
-            copyfs.diff_into_upper(started.rootfs, started.baseline, upper)
+            if os.geteuid() != 0:
+                idmap.call_in_userns(copyfs.diff_into_upper, started.rootfs, started.baseline, upper)
+            else:
+                copyfs.diff_into_upper(started.rootfs, started.baseline, upper)
     finally:
         os.close(out_r)
         started.release()
+        if cgroup is not None:
+            cgroup.remove()
     if started.error and started.error_stage != "exec":
         tail += f"layerbuild: {started.error}\n".encode()
-    return StepResult(code, tail[-TAIL_BYTES:], started.error)
+    if code != 0 and b"Invalid argument" in tail[-4096:] and os.geteuid() != 0 and idmap.current().single:
+        # e.g. `chown 1000 f`: an id the single-id mapping does not have
+        tail += f"layerbuild: note: {idmap.missing_hint()}\n".encode()
+    if reason is not None:
+        code = 137 if reason == cgroups.OOM_MESSAGE else code
+        tail += f"layerbuild: {reason}\n".encode()
+    return StepResult(code, tail[-TAIL_BYTES:], started.error or reason)
 
 
 def _pump(fd: int, sink: BinaryIO | None) -> bytes:

@@ -155,7 +155,8 @@ def archive_format(path: str) -> str | None:
 
 def unpack_archive(path: str, fmt: str, dest: Path) -> ApplyResult:
     """Extract the archive into the empty directory `dest` with the layer extractor's safety rules:
-    nothing lands outside `dest`, `..` and links leading out are refused (UnsafeArchiveError)."""
+    nothing lands outside `dest`, `..` and links leading out are refused (UnsafeArchiveError).
+    Rootless, the entries' owners are recorded in an xattr instead of set (see `StageTree.owner`)."""
     from layerbuild.layer import apply_layer
     from layerbuild.layer.admit import check_layer
 
@@ -165,4 +166,4 @@ def unpack_archive(path: str, fmt: str, dest: Path) -> ApplyResult:
     with _open_decompressed(path, fmt) as stream:
         check_layer(cast(BinaryIO, stream), f"archive {os.path.basename(path)!r}", max_bytes=free)
     with _open_decompressed(path, fmt) as stream:
-        return apply_layer(cast(BinaryIO, stream), dest)
+        return apply_layer(cast(BinaryIO, stream), dest, record_owners=os.geteuid() != 0)
