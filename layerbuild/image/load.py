@@ -4,8 +4,9 @@ Nothing from the archive is trusted before it is checked: the JSON documents mus
 their formats define, every blob of an OCI layout must hash to its name and have its declared size,
 every layer must unpack to its config's diff_id, and each layer's entries are checked at the door
 (see `layer.admit`) while it is stored. A damaged, truncated or lying archive fails with a message
-that names what is wrong and leaves no image behind (a layer stored before the failure is only an
-unreferenced blob that `prune` removes).
+that names what is wrong, and the image it fails on is not stored (a layer stored before the failure
+is only an unreferenced blob that `prune` removes; images before it in the same archive stay loaded,
+as with `docker load`).
 """
 
 from __future__ import annotations
