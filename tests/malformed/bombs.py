@@ -66,19 +66,26 @@ def docker_archive(path: Path, layer: Path, diff_id: str, tag: str = "bomb:1") -
             tar.addfile(info, io.BytesIO(data))
 
 
-def load_in_child(root: Path, archive: Path, env: dict[str, str] | None = None) -> tuple[int, str, int]:
-    """`layerbuild load` in a child process: (exit code, stderr, the child's peak RSS in bytes).
+# Run in a fresh process of its own, so RUSAGE_CHILDREN (a maximum over every child ever waited for)
+# sees only the one `load`, whatever else the calling process has started.
+_MEASURE = """
+import resource, subprocess, sys
+proc = subprocess.run(sys.argv[1:], capture_output=True)
+sys.stderr.buffer.write(proc.stderr)
+print(proc.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
 
-    Run from a process that has started no other children, since RUSAGE_CHILDREN is a maximum over
-    all of them."""
+
+def load_in_child(root: Path, archive: Path, env: dict[str, str] | None = None) -> tuple[int, str, int]:
+    """`layerbuild load` in a child process: (exit code, stderr, the child's peak RSS in bytes)."""
     import os
-    import resource
     import subprocess
 
-    proc = subprocess.run([sys.executable, "-m", "layerbuild", "--root", str(root), "load", "-i", str(archive)],
-                          capture_output=True, env={**os.environ, **(env or {})})
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return proc.returncode, proc.stderr.decode(errors="replace"), peak_kib * 1024
+    argv = [sys.executable, "-m", "layerbuild", "--root", str(root), "load", "-i", str(archive)]
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, *argv], capture_output=True,
+                          env={**os.environ, **(env or {})}, check=True)
+    code, peak_kib = (int(x) for x in proc.stdout.split())
+    return code, proc.stderr.decode(errors="replace"), peak_kib * 1024
 
 
 if __name__ == "__main__":
