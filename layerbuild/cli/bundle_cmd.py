@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from layerbuild.cli.common import open_store
+from layerbuild.errors import UsageError
 
 
 def register(sub: Any) -> tuple[str, Any]:
@@ -21,8 +22,23 @@ def run(args: argparse.Namespace) -> int:
     from layerbuild.image import resolve_image
     from layerbuild.runtime.bundle import write_bundle
 
+    dest = Path(args.dir)
+    _check_dest(dest)
     with open_store(args) as store:
         image = resolve_image(store, args.image)
-        path = write_bundle(store, image, Path(args.dir), args.command)
+        path = write_bundle(store, image, dest, args.command)
     print(path)
     return 0
+
+
+def _check_dest(dest: Path) -> None:
+    """A bundle goes into a new or empty directory, or one that holds nothing but an empty rootfs/."""
+    if not dest.exists():
+        if dest.parent.exists() and not dest.parent.is_dir():
+            raise UsageError(f"cannot make the bundle directory {str(dest)!r}: {str(dest.parent)!r} is not a "
+                             "directory")
+        return
+    if not dest.is_dir():
+        raise UsageError(f"{str(dest)!r} exists and is not a directory", hint="give a new or empty directory")
+    if (dest / "config.json").exists():
+        raise UsageError(f"{str(dest)!r} already holds a bundle (config.json)", hint="give a new or empty directory")

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from layerbuild.cli.common import open_store
+from layerbuild.errors import StoreError
 
 
 def register(sub: Any) -> tuple[str, Any]:
@@ -16,7 +17,15 @@ def register(sub: Any) -> tuple[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_store(args) as store:
+    try:
+        store = open_store(args)
+    except StoreError as exc:  # a store that cannot even be opened is fsck's to diagnose, not to crash on
+        print(f"index: {exc.message} (none)", file=sys.stderr)
+        print("hint: fsck cannot repair this; move the store root aside (keep it to recover from) and use a "
+              "new one", file=sys.stderr)
+        print("fsck: the store cannot be opened, 1 problem(s)")
+        return 1
+    with store:
         report = store.fsck(repair=not args.dry_run)
     for problem in report.problems:
         print(f"{problem.kind}: {problem.subject}: {problem.detail} ({problem.action})", file=sys.stderr)

@@ -210,9 +210,12 @@ class Database:
         _ = self.conn
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.DatabaseError as exc:  # e.g. index.db is a directory, or unreadable
+            raise self.damaged(exc) from exc
         try:
             _retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             # NORMAL in WAL mode keeps the database consistent through any crash; a power cut may
@@ -223,12 +226,17 @@ class Database:
         except BaseException as exc:
             conn.close()
             if isinstance(exc, sqlite3.DatabaseError):  # not a database at all, or damaged past reading
-                raise StoreError(
-                    f"the store index at {self.path} cannot be read: {exc}",
-                    hint="move the store root aside, or use another --root",
-                ) from exc
+                raise self.damaged(exc) from exc
             raise
         return conn
+
+    def damaged(self, exc: sqlite3.Error) -> StoreError:
+        """The error for an index that cannot be opened or queried (see `is_damage`)."""
+        return StoreError(
+            f"the store index at {self.path} cannot be read: {exc}",
+            hint="the store is damaged: `layerbuild fsck` says what it finds; move the store root aside, "
+                 "or use another --root",
+        )
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -249,7 +257,7 @@ class Database:
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
-        with self._lock:
+        with self._lock, self._damage_is_store_error():
             conn = self.conn
             if self.full:
                 raise no_space_error(self.path)
@@ -264,7 +272,7 @@ class Database:
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A consistent read snapshot across several queries."""
-        with self._lock:
+        with self._lock, self._damage_is_store_error():
             conn = self.conn
             if conn.in_transaction:  # nested inside write(): already consistent
                 yield conn
@@ -275,6 +283,15 @@ class Database:
             finally:
                 conn.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def _damage_is_store_error(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise self.damaged(exc) from exc
+            raise
+
     def schema_version(self) -> int:
         with self._lock:
             return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
@@ -284,6 +301,18 @@ class Database:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+
+
+# What SQLite says of an index that is damaged (as opposed to busy, full or merely constrained).
+_DAMAGE = ("malformed", "not a database", "no such table", "no such column", "unable to open", "corrupt")
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """Whether `exc` says the index file is damaged or is not the schema it should be."""
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError):
+        return False
+    text = str(exc).lower()
+    return type(exc) is sqlite3.DatabaseError or any(word in text for word in _DAMAGE)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from layerbuild.errors import StoreError
 from layerbuild.store import caches
 from layerbuild.store.db import LOW_SPACE, free_space
 from layerbuild.store.layout import flocked, fsync_dir
@@ -61,12 +62,19 @@ def fsck(store: Store, *, repair: bool = True) -> FsckReport:
         store.db.reopen()  # what clean_temp freed may be enough to write again
     read_only = repair and store.db.full
     repair = repair and not read_only
-    with store.db.read() as conn:
-        check = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+    try:
+        with store.db.read() as conn:
+            check = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+    except StoreError as exc:
+        check = [exc.message]
     if check != ["ok"]:
         problems.append(FsckProblem("index", str(store.layout.index_db), "; ".join(check[:5]), "none"))
     checked = _check_blobs(store, problems, repair)
-    _check_index(store, problems, repair)
+    try:
+        _check_index(store, problems, repair)
+    except StoreError as exc:  # a damaged index: say so, and leave it as it is for the user to save
+        if check == ["ok"]:
+            problems.append(FsckProblem("index", str(store.layout.index_db), exc.message, "none"))
     cache_files, bad, stale = caches.check(store.layout, repair=repair)
     for item in bad:
         action = "removed" if item.removed else "none"

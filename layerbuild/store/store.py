@@ -65,7 +65,12 @@ class Store:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.layout = Layout(self.root)
-        self.layout.create()
+        try:
+            self.layout.create()
+        except OSError as exc:  # a file where the root or one of its directories should be, or no access
+            raise StoreError(f"cannot use {self.root} as the store root: {exc.strerror or exc}",
+                             hint="--root (or $LAYERBUILD_ROOT) must name a directory, or a path where one "
+                                  "can be made") from None
         keep_reserve(self.layout)
         self.blobs = FileBlobStore(self.layout)
         self.db = Database(self.layout.index_db)
