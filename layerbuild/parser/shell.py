@@ -25,10 +25,14 @@ class _Failure(Exception):
 
 
 class _Words:
-    """Accumulates the result of ProcessWords: splits on unquoted whitespace, keeps quoted text whole."""
+    """Accumulates the result of ProcessWords: splits on unquoted whitespace, keeps quoted text whole.
+
+    The current word is a list of pieces joined once it ends: growing a string held in an
+    attribute copies it on every character, which made long words quadratic.
+    """
 
     def __init__(self) -> None:
-        self.word = ""
+        self.word: list[str] = []
         self.words: list[str] = []
         self.in_word = False
 
@@ -36,14 +40,12 @@ class _Words:
         if ch in _SPACE:
             # An empty quoted string sets in_word without text; BuildKit then drops it, and so do we.
             if self.in_word and self.word:
-                self.words.append(self.word)
-                self.word = ""
-                self.in_word = False
+                self._end_word()
         else:
             self.add_raw_char(ch)
 
     def add_raw_char(self, ch: str) -> None:
-        self.word += ch
+        self.word.append(ch)
         self.in_word = True
 
     def add_string(self, text: str) -> None:
@@ -51,14 +53,18 @@ class _Words:
             self.add_char(ch)
 
     def add_raw_string(self, text: str) -> None:
-        self.word += text
+        if text:
+            self.word.append(text)
         self.in_word = True
+
+    def _end_word(self) -> None:
+        self.words.append("".join(self.word))
+        self.word = []
+        self.in_word = False
 
     def result(self) -> list[str]:
         if self.word:
-            self.words.append(self.word)
-            self.word = ""
-            self.in_word = False
+            self._end_word()
         return self.words
 
 
