@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -199,7 +200,15 @@ class StageExpander:
             args = tuple(c.ArgDef(key=ex.word(a.key), default=ex.optional(a.default)) for a in command.args)
             return replace(command, args=args)
         if isinstance(command, c.Expose):
-            return replace(command, ports=tuple(p for word in command.ports for p in ex.words(word)))
+            ports: list[str] = []
+            for word in command.ports:
+                for port in ex.words(word):
+                    problem = _port_problem(port)
+                    if problem is not None:
+                        raise syntax_error(self._df, command.node, f"{problem} {port!r}", near=word,
+                                           hint="write PORT[/tcp|udp|sctp] or START-END[/PROTO], ports 1 to 65535")
+                    ports.append(port)
+            return replace(command, ports=tuple(ports))
         if isinstance(command, c.Volume):
             paths = tuple(ex.word(p) for p in command.paths)
             if any(not p for p in paths):
@@ -248,3 +257,20 @@ class StageExpander:
                     near=exc.near or mount.spec,
                 ) from None
         return dataclasses.replace(command, mounts=tuple(mounts))
+
+
+_PORT_RE = re.compile(r"^(\d+)(?:-(\d+))?$")
+
+
+def _port_problem(spec: str) -> str | None:
+    """What is wrong with one EXPOSE port (Docker's `[ip:[host:]]port[-end][/proto]`), or None."""
+    text = spec.strip()
+    port, sep, proto = text.rpartition("/") if "/" in text else (text, "", "tcp")
+    match = _PORT_RE.match(port.rsplit(":", 1)[-1])
+    if (proto.lower() if sep else "tcp") not in ("tcp", "udp", "sctp") or match is None:
+        return "invalid port"
+    first = int(match.group(1))
+    if not 0 < first <= int(match.group(2) or first) <= 65535:
+        return "invalid port range"
+    return None
+

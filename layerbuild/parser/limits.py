@@ -76,6 +76,13 @@ _KINDS = {
 }
 
 
+def _check_regular(st: os.stat_result, name: str, hint: str) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        raise UsageError(f"cannot read {name}: it is {kind}, not a regular file",
+                         hint="a Dockerfile must be a regular file; " + hint)
+
+
 def read_dockerfile(path: str | os.PathLike[str], filename: str | None = None) -> bytes:
     """The bytes of the Dockerfile at `path`, which must be a regular file (or a link to one).
 
@@ -86,15 +93,12 @@ def read_dockerfile(path: str | os.PathLike[str], filename: str | None = None) -
     name = filename if filename is not None else os.fspath(path)
     hint = "name the Dockerfile with -f, or add one to the context"
     try:
+        _check_regular(os.stat(path), name, hint)  # a socket cannot even be opened
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         raise UsageError(f"cannot read {name}: {exc.strerror}", hint=hint) from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
-            raise UsageError(f"cannot read {name}: it is {kind}, not a regular file",
-                             hint="a Dockerfile must be a regular file; " + hint)
+        _check_regular(os.fstat(fd), name, hint)  # what was opened, if the path changed meanwhile
         chunks: list[bytes] = []
         total = 0
         while total <= MAX_FILE_BYTES:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import functools
 import posixpath
+import re
 from collections.abc import Callable, Mapping
 
 from layerbuild.errors import DockerfileError, LayerbuildError, UsageError
@@ -97,7 +98,8 @@ def _order(df: Dockerfile, stages: tuple[c.Stage, ...], target: int) -> list[int
             return
         if state.get(index) == "visiting":
             assert via is not None
-            raise syntax_error(df, via.from_.node, f"circular dependency between stages at stage {index}")
+            raise syntax_error(df, via.from_.node, f"circular dependency between stages at stage {index}",
+                               hint="a stage can use only stages that do not use it (FROM, COPY --from, RUN --mount from=)")
         state[index] = "visiting"
         for dep in sorted(_dependencies(stages[index], names)):
             visit(dep, stages[index])
@@ -144,6 +146,41 @@ def _triggers(df: Dockerfile, expressions: tuple[str, ...], origin: str) -> list
     return out
 
 
+# Bytes that are not UTF-8 survive parsing as surrogate escapes (`layerbuild parse` shows them).
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+
+
+def _check_utf8(df: Dockerfile) -> None:
+    """Refuse instructions holding bytes that are not UTF-8, at the first such byte.
+
+    What a step does ends up in UTF-8 JSON (image config, cache keys, build records), where such
+    bytes cannot be written as they are; BuildKit would replace them with U+FFFD and build
+    something other than what was written. Comments may hold anything.
+    """
+    for node in df.instructions:
+        texts = [node.original, *(doc.content for doc in node.heredocs)]
+        if node.inner is not None:
+            texts += [doc.content for doc in node.inner.heredocs]
+        for text in texts:
+            bad = _NOT_UTF8.search(text)
+            if bad is not None:
+                byte = ord(bad.group()) - 0xDC00
+                raise syntax_error(
+                    df, node, f"invalid UTF-8 in {node.keyword or node.cmd.upper()}: byte 0x{byte:02x}",
+                    near=bad.group(), hint="save the Dockerfile as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+                )
+
+
+_SYMBOLIC_MODE = re.compile(r"^[ugoa]*(?:[-+=](?:[rwxXst]*|[ugo]))+$")
+
+
+def _valid_chmod(spec: str) -> bool:
+    """`--chmod` as COPY applies it: octal up to 07777, or comma-separated symbolic clauses."""
+    if spec.isdigit():
+        return re.fullmatch(r"[0-7]+", spec) is not None and int(spec, 8) <= 0o7777
+    return bool(spec) and all(_SYMBOLIC_MODE.match(clause) for clause in spec.split(","))
+
+
 def plan_build(
     df: Dockerfile,
     *,
@@ -158,6 +195,7 @@ def plan_build(
     files that steps write (so it is part of their ops)."""
     build_args = dict(build_args or {})
     meta_cmds, stages = parse_stages(df)
+    _check_utf8(df)
     predefined = host_platform_args()
     platform = predefined["TARGETPLATFORM"]
     meta = resolve_meta_args(df, meta_cmds, build_args, predefined)
@@ -223,6 +261,9 @@ def plan_build(
                 declared.update(a.key for a in command.args)
             result = expander.step(command)
             cmd = result.command
+            if isinstance(cmd, c.SourcesAndDest) and cmd.chmod is not None and not _valid_chmod(cmd.chmod):
+                raise syntax_error(df, cmd.node, f"invalid --chmod value {cmd.chmod!r}", near="--chmod",
+                                   hint="use octal between 0 and 07777 (0755) or a symbolic mode (u+x,go-w)")
             if isinstance(cmd, c.Onbuild):
                 own_onbuild.append(cmd.expression)
             variables = dict(result.variables)
