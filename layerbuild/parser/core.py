@@ -280,7 +280,8 @@ def parse(text: str | bytes, filename: str = "Dockerfile") -> Dockerfile:
                 f"{filename}:{logical.start_line}: empty continuation line found in: {logical.text}"
             )
         if len(instructions) >= MAX_INSTRUCTIONS:
-            raise too_many_instructions(filename, logical.start_line, physical[logical.start_line - 1])
+            raise too_many_instructions(filename, logical.start_line, physical[logical.start_line - 1],
+                                        MAX_INSTRUCTIONS)
         inner = node.inner
         if inner is not None and heredocs:
             # The bodies belong to the trigger; the ONBUILD node itself reports none, as the

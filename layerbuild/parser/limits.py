@@ -58,9 +58,11 @@ def check_size(data: bytes, filename: str) -> None:
         number += 1
 
 
-def too_many_instructions(filename: str, line: int, source_line: str | None) -> DockerfileSyntaxError:
+def too_many_instructions(
+    filename: str, line: int, source_line: str | None, limit: int = MAX_INSTRUCTIONS
+) -> DockerfileSyntaxError:
     return DockerfileSyntaxError(
-        f"dockerfile has more than the max allowed {MAX_INSTRUCTIONS} instructions",
+        f"dockerfile has more than the max allowed {limit} instructions",
         filename=filename, line=line, column=1,
         source_line=source_line[:_SHOWN] if source_line is not None else None,
         hint="split the build into several Dockerfiles, or join RUN commands with &&",

@@ -1,0 +1,141 @@
+"""The parser's input limits (line, file, instruction count) and reading a Dockerfile from disk."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from layerbuild.errors import DockerfileSyntaxError, UsageError
+from layerbuild.parser import core, limits, parse
+from layerbuild.parser.limits import MAX_FILE_BYTES, MAX_LINE_BYTES, read_dockerfile
+from layerbuild.parser.shell import ShellLex
+
+
+def test_a_line_of_the_maximum_size_is_accepted() -> None:
+    line = b"LABEL a=" + b"x" * (MAX_LINE_BYTES - 8)
+    assert len(line) == MAX_LINE_BYTES
+    df = parse(b"FROM scratch\n" + line + b"\n")
+    assert df.instructions[1].value == ("a", "x" * (MAX_LINE_BYTES - 8))
+
+
+@pytest.mark.parametrize("end", [b"\n", b"\r\n", b""])
+def test_a_longer_line_is_refused_where_it_is(end: bytes) -> None:
+    line = b"LABEL a=" + b"x" * (MAX_LINE_BYTES - 7)
+    with pytest.raises(DockerfileSyntaxError) as info:
+        parse(b"FROM scratch\nRUN true\n" + line + end + b"RUN true\n" * bool(end))
+    err = info.value
+    assert (err.line, err.column) == (3, 1)
+    assert err.message == "dockerfile line greater than max allowed size of 65535"
+    assert err.hint and "\\" in err.hint
+    assert err.source_line is not None and err.source_line.startswith("LABEL a=xxx") and len(err.source_line) < 200
+
+
+def test_the_line_limit_counts_bytes_not_characters() -> None:
+    value = "é" * (MAX_LINE_BYTES // 2)  # two bytes each: over the limit in bytes, not in characters
+    with pytest.raises(DockerfileSyntaxError, match="max allowed size of 65535"):
+        parse("FROM scratch\nLABEL a=" + value + "\n")
+
+
+def test_continuation_lines_make_logical_lines_of_any_length() -> None:
+    chunk = "y" * 1000
+    text = "FROM scratch\nLABEL big=" + "\\\n".join([chunk] * 1024) + "\n"
+    df = parse(text)
+    assert df.instructions[1].value == ("big", chunk * 1024)
+    assert df.instructions[1].end_line == 1025
+
+
+def test_a_file_over_the_size_limit_is_refused_at_the_line_it_crosses() -> None:
+    line = b"RUN " + b"z" * 1019 + b"\n"  # 1 KiB lines
+    data = b"FROM scratch\n" + line * (MAX_FILE_BYTES // len(line) + 1)
+    with pytest.raises(DockerfileSyntaxError) as info:
+        parse(data)
+    err = info.value
+    assert err.message.startswith(f"dockerfile larger than max allowed size of {MAX_FILE_BYTES} bytes")
+    assert err.line == MAX_FILE_BYTES // len(line) + 1 and err.column == 1 and err.hint
+    with pytest.raises(DockerfileSyntaxError, match="larger than max allowed size"):
+        parse(data.decode())
+
+
+def test_too_many_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(core, "MAX_INSTRUCTIONS", 5)
+    assert len(parse("FROM scratch\n" + "RUN a\n" * 4).instructions) == 5
+    with pytest.raises(DockerfileSyntaxError) as info:
+        parse("FROM scratch\n# c\n" + "RUN a\n" * 5)
+    assert (info.value.line, info.value.column) == (7, 1)
+    assert "more than the max allowed 5 instructions" in info.value.message and info.value.hint
+
+
+def test_the_default_limits_are_above_what_real_dockerfiles_use() -> None:
+    assert limits.MAX_LINE_BYTES == 65535  # BuildKit's
+    assert limits.MAX_FILE_BYTES >= 8 * 2**20
+    assert limits.MAX_INSTRUCTIONS >= 400_000
+
+
+def test_a_long_word_through_the_shell_lexer() -> None:
+    word = "a" * 300_000 + "' q '" + "b" * 300_000 + " c"
+    assert ShellLex().process_words(word, {}) == ["a" * 300_000 + " q " + "b" * 300_000, "c"]
+    assert ShellLex().process_word("$X$X", {"X": "v" * 200_000}) == "v" * 400_000
+
+
+# -- reading from disk --------------------------------------------------------------------------
+
+
+def test_read_a_regular_file_and_a_link_to_one(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_bytes(b"FROM scratch\n")
+    (tmp_path / "link").symlink_to("Dockerfile")
+    assert read_dockerfile(tmp_path / "Dockerfile") == b"FROM scratch\n"
+    assert read_dockerfile(tmp_path / "link") == b"FROM scratch\n"
+    assert core.parse_file(str(tmp_path / "link")).instructions[0].cmd == "from"
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link").symlink_to("fifo")
+    for name in ("fifo", "link"):
+        with pytest.raises(UsageError, match=r"it is a FIFO \(named pipe\), not a regular file"):
+            read_dockerfile(tmp_path / name)
+
+
+def test_a_fifo_with_a_writer_is_refused_too(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    writer = os.open(tmp_path / "fifo", os.O_RDWR)  # holds the FIFO open as a writer would
+    try:
+        with pytest.raises(UsageError, match="FIFO"):
+            read_dockerfile(tmp_path / "fifo")
+    finally:
+        os.close(writer)
+
+
+@pytest.mark.parametrize("kind", ["directory", "socket", "character device", "missing"])
+def test_other_non_files(kind: str, tmp_path: Path) -> None:
+    path = tmp_path / "x"
+    sock = None
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+    elif kind == "character device":
+        path = Path("/dev/zero")
+    try:
+        with pytest.raises(UsageError) as info:
+            read_dockerfile(path, "Dockerfile")
+    finally:
+        if sock is not None:
+            sock.close()
+    expected = "No such file or directory" if kind == "missing" else f"it is a {kind}, not a regular file"
+    assert info.value.message.startswith("cannot read Dockerfile: ") and expected in info.value.message
+    assert info.value.hint
+
+
+def test_reading_stops_past_the_size_limit(tmp_path: Path) -> None:
+    path = tmp_path / "Dockerfile"
+    with path.open("wb") as f:
+        f.truncate(MAX_FILE_BYTES * 3)  # sparse: large on paper, no disk used
+    data = read_dockerfile(path)
+    assert len(data) == MAX_FILE_BYTES + 1
+    with pytest.raises(DockerfileSyntaxError, match="larger than max allowed size"):
+        core.parse_file(str(path))
