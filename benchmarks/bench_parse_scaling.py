@@ -26,6 +26,7 @@ SIZES = {
     "run_words": (1 * MB, 2 * MB, 4 * MB),
     "heredoc_body": (1 * MB, 2 * MB, 4 * MB),
     "comments": (1 * MB, 2 * MB, 4 * MB),
+    "directive_line": (16_000, 32_000, 64_000),
     "instructions": (100_000, 200_000, 400_000),
 }
 CASES = [(kind, size) for kind, sizes in SIZES.items() for size in sizes]

@@ -47,6 +47,12 @@ def comments(size: int) -> bytes:
     return ("FROM scratch\n" + line * max(size // len(line), 1) + "LABEL a=b\n").encode()
 
 
+def directive_line(size: int) -> bytes:
+    """A first line of `size` bytes that reads as a parser directive with blanks inside its value
+    (one physical line, so at most 64 KiB)."""
+    return ("# syntax=a" + " " * (size - 12) + "b\nFROM scratch\n").encode()
+
+
 def instructions(count: int) -> bytes:
     """`count` small instructions in one stage (a mix of RUN, ENV, LABEL, WORKDIR, COPY)."""
     kinds = ["RUN echo {i}", "LABEL n{m}={i}", "ENV V{m}=x{i}", "WORKDIR /w{m}", "COPY a{i} /d/"]
@@ -61,5 +67,6 @@ GENERATORS: dict[str, Callable[[int], bytes]] = {
     "env_expansion": env_expansion,
     "heredoc_body": heredoc_body,
     "comments": comments,
+    "directive_line": directive_line,
     "instructions": instructions,
 }

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from layerbuild.errors import DockerfileSyntaxError, UsageError
 from layerbuild.parser import core, limits, parse
 from layerbuild.parser.limits import MAX_FILE_BYTES, MAX_LINE_BYTES, read_dockerfile
+from layerbuild.parser.scanner import match_directive
 from layerbuild.parser.shell import ShellLex
 
 
@@ -139,3 +143,21 @@ def test_reading_stops_past_the_size_limit(tmp_path: Path) -> None:
     assert len(data) == MAX_FILE_BYTES + 1
     with pytest.raises(DockerfileSyntaxError, match="larger than max allowed size"):
         core.parse_file(str(path))
+
+
+# -- linear rewrites agree with the regular expression they replace ---------------------------------
+
+_BUILDKIT_DIRECTIVE = re.compile(r"^#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*$")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet="#= \t\r\n\fab1`\\x\u00a0", max_size=14))
+def test_directive_matching_agrees_with_buildkits_regexp(line: str) -> None:
+    full = _BUILDKIT_DIRECTIVE.match(line)
+    assert match_directive(line) == ((full.group(1), full.group(2)) if full else None)
+
+
+def test_a_long_first_line_is_not_quadratic_to_read_as_a_directive() -> None:
+    line = "# syntax=a" + " " * 60_000 + "b   "
+    assert match_directive(line) == ("syntax", "a" + " " * 60_000 + "b")
+    assert parse(line + "\nFROM scratch\n").directives == {"syntax": "a" + " " * 60_000 + "b"}
