@@ -23,6 +23,7 @@ MB = 1_000_000
 SIZES = {
     "label_value": (1 * MB, 2 * MB, 4 * MB),
     "env_expansion": (1 * MB, 2 * MB, 4 * MB),
+    "env_trim": (1 * MB, 2 * MB, 4 * MB),
     "run_words": (1 * MB, 2 * MB, 4 * MB),
     "heredoc_body": (1 * MB, 2 * MB, 4 * MB),
     "comments": (1 * MB, 2 * MB, 4 * MB),

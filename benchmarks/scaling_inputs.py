@@ -34,6 +34,11 @@ def env_expansion(size: int) -> bytes:
     return ("FROM scratch\n" + _continued("ENV BIG=", size) + "LABEL copy=$BIG\n").encode()
 
 
+def env_trim(size: int) -> bytes:
+    """An ENV value of `size` bytes, then `${BIG#*y}` and `${BIG%%x*y}`, patterns that match nowhere."""
+    return ("FROM scratch\n" + _continued("ENV BIG=", size) + "LABEL a=${BIG#*y} b=${BIG%%x*y}\n").encode()
+
+
 def heredoc_body(size: int) -> bytes:
     """A RUN heredoc whose body is `size` bytes of short lines."""
     lines = max(size // 40, 1)
@@ -65,6 +70,7 @@ GENERATORS: dict[str, Callable[[int], bytes]] = {
     "label_value": label_value,
     "run_words": run_words,
     "env_expansion": env_expansion,
+    "env_trim": env_trim,
     "heredoc_body": heredoc_body,
     "comments": comments,
     "directive_line": directive_line,

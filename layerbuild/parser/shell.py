@@ -334,50 +334,117 @@ class ShellLex:
         return result, words, run.matches
 
 
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """A shell pattern (`*`, `?`, `[...]`, backslash escapes) as a regular expression."""
-    out: list[str] = []
+_STAR, _ANY, _CHAR, _CLASS = range(4)
+_Token = tuple[int, "str | re.Pattern[str] | None"]
+
+
+def _glob_tokens(pattern: str) -> list[_Token]:
+    """A shell pattern (`*`, `?`, `[...]`, backslash escapes) as a list of tokens, each matching
+    one character except `*`. A pattern with a bracket expression that is not a valid character
+    class is taken literally, character by character."""
+    out: list[_Token] = []
     i, n = 0, len(pattern)
     while i < n:
         ch = pattern[i]
         i += 1
         if ch == "*":
-            out.append(".*")
+            out.append((_STAR, None))
         elif ch == "?":
-            out.append(".")
+            out.append((_ANY, None))
         elif ch == "\\" and i < n:
-            out.append(re.escape(pattern[i]))
+            out.append((_CHAR, pattern[i]))
             i += 1
         elif ch == "[":
             end = pattern.find("]", i + 1 if i < n and pattern[i] in "!^" else i)
             if end < 0:
-                out.append(re.escape(ch))
+                out.append((_CHAR, ch))
                 continue
             body = pattern[i:end]
             i = end + 1
             negate = body[:1] in ("!", "^")
             if negate:
                 body = body[1:]
-            out.append("[" + ("^" if negate else "") + body.replace("\\", "\\\\") + "]")
+            try:
+                cls = re.compile("[" + ("^" if negate else "") + body.replace("\\", "\\\\") + "]", re.DOTALL)
+            except re.error:
+                return [(_CHAR, c) for c in pattern]
+            out.append((_CLASS, cls))
         else:
-            out.append(re.escape(ch))
-    try:
-        return re.compile("".join(out), re.DOTALL)
-    except re.error:
-        return re.compile(re.escape(pattern), re.DOTALL)
+            out.append((_CHAR, ch))
+    return out
+
+
+class _Glob:
+    """A shell pattern run as a set of positions in it, one character at a time: whether a
+    prefix of the text matches is known after each character, so finding the shortest or the
+    longest matching prefix takes one pass (testing each prefix anew was quadratic, and the
+    regular expressions behind it backtracked without bound on patterns with many `*`)."""
+
+    def __init__(self, tokens: list[_Token]) -> None:
+        self.tokens = tokens
+        self.end = len(tokens)
+        self.start = self._closure({0})
+        self._steps: dict[tuple[frozenset[int], str], frozenset[int]] = {}
+
+    def _closure(self, states: set[int]) -> frozenset[int]:
+        """`states` plus every position reached by letting a `*` match nothing."""
+        out: set[int] = set()
+        pending = list(states)
+        while pending:
+            pos = pending.pop()
+            if pos in out:
+                continue
+            out.add(pos)
+            if pos < self.end and self.tokens[pos][0] == _STAR:
+                pending.append(pos + 1)
+        return frozenset(out)
+
+    def step(self, states: frozenset[int], ch: str) -> frozenset[int]:
+        key = (states, ch)
+        cached = self._steps.get(key)
+        if cached is not None:
+            return cached
+        following: set[int] = set()
+        for pos in states:
+            if pos == self.end:
+                continue
+            kind, arg = self.tokens[pos]
+            if kind == _STAR:
+                following.add(pos)
+            elif kind == _ANY or (kind == _CHAR and arg == ch) or _in_class(arg, ch):
+                following.add(pos + 1)
+        result = self._closure(following)
+        if len(self._steps) > 4096:  # a memo of the transitions seen, kept small
+            self._steps.clear()
+        self._steps[key] = result
+        return result
+
+
+def _in_class(arg: str | re.Pattern[str] | None, ch: str) -> bool:
+    return isinstance(arg, re.Pattern) and arg.match(ch) is not None
 
 
 def _trim(value: str, pattern: str, *, prefix: bool, longest: bool) -> str:
-    """`${v#p}` / `${v##p}` / `${v%p}` / `${v%%p}`: drop the shortest or longest matching end."""
-    regex = _glob_regex(pattern)
-    n = len(value)
-    cuts = range(n, -1, -1) if longest else range(n + 1)
-    for size in cuts:
-        if prefix and regex.fullmatch(value[:size]):
-            return value[size:]
-        if not prefix and regex.fullmatch(value[n - size :]):
-            return value[: n - size]
-    return value
+    """`${v#p}` / `${v##p}` / `${v%p}` / `${v%%p}`: drop the shortest or longest matching end.
+
+    A suffix is matched as the reversed pattern against the reversed value.
+    """
+    tokens = _glob_tokens(pattern)
+    glob = _Glob(tokens if prefix else tokens[::-1])
+    states = glob.start
+    best = 0 if glob.end in states else -1
+    if best < 0 or longest:
+        for count, ch in enumerate(value if prefix else reversed(value), 1):
+            states = glob.step(states, ch)
+            if not states:
+                break
+            if glob.end in states:
+                best = count
+                if not longest:
+                    break
+    if best < 0:
+        return value
+    return value[best:] if prefix else value[: len(value) - best]
 
 
 def _quote(text: str) -> str:

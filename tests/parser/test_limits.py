@@ -15,7 +15,7 @@ from layerbuild.errors import DockerfileSyntaxError, UsageError
 from layerbuild.parser import core, limits, parse
 from layerbuild.parser.limits import MAX_FILE_BYTES, MAX_LINE_BYTES, read_dockerfile
 from layerbuild.parser.scanner import match_directive
-from layerbuild.parser.shell import ShellLex
+from layerbuild.parser.shell import ShellLex, _trim
 
 
 def test_a_line_of_the_maximum_size_is_accepted() -> None:
@@ -161,3 +161,62 @@ def test_a_long_first_line_is_not_quadratic_to_read_as_a_directive() -> None:
     line = "# syntax=a" + " " * 60_000 + "b   "
     assert match_directive(line) == ("syntax", "a" + " " * 60_000 + "b")
     assert parse(line + "\nFROM scratch\n").directives == {"syntax": "a" + " " * 60_000 + "b"}
+
+
+def _regex_trim(value: str, pattern: str, *, prefix: bool, longest: bool) -> str:
+    """The earlier `${v#p}` family: every prefix (or suffix) tested against a regular expression."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        i += 1
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch == "\\" and i < n:
+            out.append(re.escape(pattern[i]))
+            i += 1
+        elif ch == "[":
+            end = pattern.find("]", i + 1 if i < n and pattern[i] in "!^" else i)
+            if end < 0:
+                out.append(re.escape(ch))
+                continue
+            body = pattern[i:end]
+            i = end + 1
+            negate = body[:1] in ("!", "^")
+            if negate:
+                body = body[1:]
+            out.append("[" + ("^" if negate else "") + body.replace("\\", "\\\\") + "]")
+        else:
+            out.append(re.escape(ch))
+    try:
+        regex = re.compile("".join(out), re.DOTALL)
+    except re.error:
+        regex = re.compile(re.escape(pattern), re.DOTALL)
+    size = len(value)
+    for cut in range(size, -1, -1) if longest else range(size + 1):
+        if prefix and regex.fullmatch(value[:cut]):
+            return value[cut:]
+        if not prefix and regex.fullmatch(value[size - cut :]):
+            return value[: size - cut]
+    return value
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # `[[` in a pattern: "possible nested set"
+@settings(max_examples=1500, deadline=None)
+@given(st.text(alphabet="ab\n.", max_size=10), st.text(alphabet="ab*?[]!^\\-.\n", max_size=8),
+       st.booleans(), st.booleans())
+def test_trimming_agrees_with_the_regex_form(value: str, pattern: str, prefix: bool, longest: bool) -> None:
+    assert _trim(value, pattern, prefix=prefix, longest=longest) == _regex_trim(
+        value, pattern, prefix=prefix, longest=longest
+    )
+
+
+def test_trimming_a_long_value_is_linear() -> None:
+    value = "a" * 200_000
+    lex = ShellLex()
+    assert lex.process_word("${A#*x}", {"A": value}) == value  # no match: every prefix was tried before
+    assert lex.process_word("${A%%a*a*a*b}", {"A": value}) == value  # backtracked without bound before
+    assert lex.process_word("${A##*a}", {"A": value + "b"}) == "b"
+    assert lex.process_word("${A%a}", {"A": value}) == value[:-1]
