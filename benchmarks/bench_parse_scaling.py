@@ -29,6 +29,7 @@ SIZES = {
     "comments": (1 * MB, 2 * MB, 4 * MB),
     "directive_line": (16_000, 32_000, 64_000),
     "instructions": (100_000, 200_000, 400_000),
+    "env_names": (25_000, 50_000, 100_000),
 }
 CASES = [(kind, size) for kind, sizes in SIZES.items() for size in sizes]
 

@@ -66,6 +66,12 @@ def instructions(count: int) -> bytes:
     return ("\n".join(out) + "\n").encode()
 
 
+def env_names(count: int) -> bytes:
+    """`count` ENV instructions, each setting a new name, then a RUN that sees them all."""
+    out = ["FROM scratch"] + [f"ENV NAME{i}=value{i}" for i in range(count)] + ["RUN env"]
+    return ("\n".join(out) + "\n").encode()
+
+
 GENERATORS: dict[str, Callable[[int], bytes]] = {
     "label_value": label_value,
     "run_words": run_words,
@@ -75,4 +81,5 @@ GENERATORS: dict[str, Callable[[int], bytes]] = {
     "comments": comments,
     "directive_line": directive_line,
     "instructions": instructions,
+    "env_names": env_names,
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -14,7 +15,7 @@ from layerbuild.instructions.mounts import MountError, parse_mount
 from layerbuild.parser.ast import Dockerfile, Instruction
 from layerbuild.parser.shell import ShellLex
 
-__all__ = ["ExpandedFrom", "ExpandedStep", "StageExpander", "expand_from", "resolve_meta_args"]
+__all__ = ["ExpandedFrom", "ExpandedStep", "Scope", "StageExpander", "expand_from", "resolve_meta_args"]
 
 MetaArgs = Mapping[str, "str | None"]
 
@@ -27,18 +28,82 @@ class ExpandedFrom:
     used_args: frozenset[str]
 
 
+class _ScopeHistory:
+    """Every value each variable of one stage has had, so that the scope at any step can be read
+    later without a copy per step (copying it at each step was quadratic in the number of names).
+
+    Names keep the position of their first assignment, as a dict's keys do; `version` counts the
+    assignments so far, and the scope at version v is every name's last value set before it.
+    """
+
+    def __init__(self, start: Mapping[str, str]) -> None:
+        self.version = 0
+        self._names: list[str] = []
+        self._born: list[int] = []  # the version at which each name of `_names` first got a value
+        self._values: dict[str, list[tuple[int, str]]] = {}
+        self._items: tuple[int, tuple[tuple[str, str], ...]] | None = None
+        for name, value in start.items():
+            self.set(name, value)
+
+    def set(self, name: str, value: str) -> None:
+        self.version += 1
+        history = self._values.get(name)
+        if history is None:
+            self._values[name] = [(self.version, value)]
+            self._names.append(name)
+            self._born.append(self.version)
+        else:
+            history.append((self.version, value))
+
+    def get(self, name: str, version: int) -> str | None:
+        history = self._values.get(name)
+        if not history or history[0][0] > version:
+            return None
+        if history[-1][0] <= version:
+            return history[-1][1]
+        return history[bisect.bisect_right(history, version, key=lambda entry: entry[0]) - 1][1]
+
+    def items(self, version: int) -> tuple[tuple[str, str], ...]:
+        if self._items is not None and self._items[0] == version:
+            return self._items[1]  # steps with no assignment between them share one tuple
+        count = bisect.bisect_right(self._born, version)
+        items = tuple((name, self.get(name, version) or "") for name in self._names[:count])
+        self._items = (version, items)
+        return items
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The variables one step sees, read from its stage's history on demand."""
+
+    history: _ScopeHistory
+    version: int
+
+    def items(self) -> tuple[tuple[str, str], ...]:
+        return self.history.items(self.version)
+
+    def get(self, name: str, default: str = "") -> str:
+        value = self.history.get(name, self.version)
+        return default if value is None else value
+
+
 @dataclass(frozen=True)
 class ExpandedStep:
     """One command after expansion.
 
     `used_args` names the ARGs whose values this step depends on: those its words referenced,
     and for RUN every ARG in scope (BuildKit puts them all in the command's environment).
-    `variables` is what the step sees: base env, ENV and ARG values, the last assignment winning.
+    `variables` is what the step sees: base env, ENV and ARG values, the last assignment winning;
+    `scope` gives single values without building that tuple.
     """
 
     command: c.Command
     used_args: frozenset[str]
-    variables: tuple[tuple[str, str], ...]
+    scope: Scope
+
+    @property
+    def variables(self) -> tuple[tuple[str, str], ...]:
+        return self.scope.items()
 
 
 class _Expander:
@@ -149,6 +214,7 @@ class StageExpander:
         self._build_args = dict(build_args or {})
         start = dict(base_env.items() if isinstance(base_env, Mapping) else base_env)
         self._vars: dict[str, str] = dict(start)
+        self._history = _ScopeHistory(start)
         self._env: dict[str, str] = dict(start)
         self._from_arg: dict[str, str] = {}
 
@@ -169,8 +235,9 @@ class StageExpander:
 
     def step(self, command: c.Command) -> ExpandedStep:
         """Expand one command with the current scope, then apply its ARG/ENV effects."""
-        seen = tuple(self._vars.items())
-        ex = _Expander(self._df, command.node, dict(self._vars))
+        seen = Scope(self._history, self._history.version)
+        # The expander only reads the variables, and they change only after it is done.
+        ex = _Expander(self._df, command.node, self._vars)
         expanded = self._expand(command, ex)
         used = {name for name in ex.matches if name in self._from_arg}
         if isinstance(command, c.Run):
@@ -178,10 +245,11 @@ class StageExpander:
         if isinstance(expanded, c.Env):
             for pair in expanded.pairs:
                 self._vars[pair.key] = self._env[pair.key] = pair.value
+                self._history.set(pair.key, pair.value)
                 self._from_arg.pop(pair.key, None)
         elif isinstance(expanded, c.Arg):
             self._declare(expanded)
-        return ExpandedStep(command=expanded, used_args=frozenset(used), variables=seen)
+        return ExpandedStep(command=expanded, used_args=frozenset(used), scope=seen)
 
     def _declare(self, command: c.Arg) -> None:
         for arg in command.args:
@@ -190,6 +258,7 @@ class StageExpander:
                 value = self._meta[arg.key]
             if value is not None:
                 self._vars[arg.key] = self._from_arg[arg.key] = value
+                self._history.set(arg.key, value)
 
     def _expand(self, command: c.Command, ex: _Expander) -> c.Command:
         replace = dataclasses.replace

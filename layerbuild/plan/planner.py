@@ -266,15 +266,16 @@ def plan_build(
                                    hint="use octal between 0 and 07777 (0755) or a symbolic mode (u+x,go-w)")
             if isinstance(cmd, c.Onbuild):
                 own_onbuild.append(cmd.expression)
-            variables = dict(result.variables)
-            args = tuple(sorted((k, variables.get(k, "")) for k in result.used_args))
+            # Single values from the scope; the whole environment only where an op keeps it (RUN).
+            scope = result.scope
+            args = tuple(sorted((k, scope.get(k)) for k in result.used_args))
             sources: list[Base] = []
             resolve_source = functools.partial(_image_at, image, cmd.node)
 
             source_index = _indexer(sources, names, index, resolve_source)
             if isinstance(cmd, c.Workdir):
                 workdir = posixpath.normpath(posixpath.join(workdir, cmd.path))
-            op = make_op(cmd, variables=tuple(variables.items()), workdir=workdir, user=user, shell=shell,
+            op = make_op(cmd, variables=scope.items() if isinstance(cmd, c.Run) else (), workdir=workdir, user=user, shell=shell,
                          network=network, platform=frm.platform or platform,
                          source_index=source_index, source_date_epoch=source_date_epoch)
             steps.append(
