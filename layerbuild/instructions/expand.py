@@ -13,7 +13,7 @@ from layerbuild.instructions import commands as c
 from layerbuild.instructions.locate import expansion_error, syntax_error
 from layerbuild.instructions.mounts import MountError, parse_mount
 from layerbuild.parser.ast import Dockerfile, Instruction
-from layerbuild.parser.shell import ShellLex
+from layerbuild.parser.shell import MAX_EXPANSION_BYTES, ExpansionBudget, ShellLex
 
 __all__ = ["ExpandedFrom", "ExpandedStep", "Scope", "StageExpander", "expand_from", "resolve_meta_args"]
 
@@ -109,11 +109,17 @@ class ExpandedStep:
 class _Expander:
     """Expands words of one instruction against a variable mapping, collecting the names found."""
 
-    def __init__(self, dockerfile: Dockerfile, node: Instruction, variables: Mapping[str, str]) -> None:
+    def __init__(
+        self, dockerfile: Dockerfile, node: Instruction, variables: Mapping[str, str],
+        budget: ExpansionBudget | None = None,
+    ) -> None:
         self.df = dockerfile
         self.node = node
         self.vars = variables
-        self.lex = ShellLex(dockerfile.escape)
+        # One instruction may substitute up to MAX_EXPANSION_BYTES, and all of a build's share
+        # `budget` when the planner gives one.
+        self.budget = budget if budget is not None else ExpansionBudget(MAX_EXPANSION_BYTES)
+        self.lex = ShellLex(dockerfile.escape, budget=self.budget)
         self.matches: set[str] = set()
 
     def word(self, word: str) -> str:
@@ -139,7 +145,7 @@ class _Expander:
 
     def heredoc(self, data: str) -> str:
         # BuildKit expands heredoc bodies with a fixed `\` escape and leaves quotes alone.
-        lex = ShellLex("\\", skip_process_quotes=True)
+        lex = ShellLex("\\", skip_process_quotes=True, budget=self.budget)
         try:
             result, found = lex.process_word_with_matches(data, self.vars)
         except ExpansionError as exc:
@@ -158,6 +164,7 @@ def resolve_meta_args(
     meta_args: Sequence[c.Arg],
     build_args: Mapping[str, str] | None = None,
     predefined: Mapping[str, str] | None = None,
+    budget: ExpansionBudget | None = None,
 ) -> dict[str, str | None]:
     """The values of the global ARGs: defaults expanded with the earlier ones, `--build-arg` overriding.
 
@@ -171,15 +178,17 @@ def resolve_meta_args(
             default = arg.default
             if default is not None:
                 scope = {k: v or "" for k, v in values.items()}
-                default = _Expander(dockerfile, command.node, scope).word(default)
+                default = _Expander(dockerfile, command.node, scope, budget).word(default)
             values[arg.key] = build_args.get(arg.key, default)
     return values
 
 
-def expand_from(dockerfile: Dockerfile, command: c.From, meta_args: MetaArgs) -> ExpandedFrom:
+def expand_from(
+    dockerfile: Dockerfile, command: c.From, meta_args: MetaArgs, budget: ExpansionBudget | None = None
+) -> ExpandedFrom:
     """FROM's image and `--platform` expanded with the global ARGs only (a declared ARG without value is "")."""
     scope = {k: v or "" for k, v in meta_args.items()}
-    expander = _Expander(dockerfile, command.node, scope)
+    expander = _Expander(dockerfile, command.node, scope, budget)
     base = expander.word(command.base_name)
     if not base:
         raise syntax_error(
@@ -208,8 +217,10 @@ class StageExpander:
         meta_args: MetaArgs | None = None,
         build_args: Mapping[str, str] | None = None,
         base_env: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        budget: ExpansionBudget | None = None,
     ) -> None:
         self._df = dockerfile
+        self._budget = budget
         self._meta = dict(meta_args or {})
         self._build_args = dict(build_args or {})
         start = dict(base_env.items() if isinstance(base_env, Mapping) else base_env)
@@ -237,7 +248,7 @@ class StageExpander:
         """Expand one command with the current scope, then apply its ARG/ENV effects."""
         seen = Scope(self._history, self._history.version)
         # The expander only reads the variables, and they change only after it is done.
-        ex = _Expander(self._df, command.node, self._vars)
+        ex = _Expander(self._df, command.node, self._vars, self._budget)
         expanded = self._expand(command, ex)
         used = {name for name in ex.matches if name in self._from_arg}
         if isinstance(command, c.Run):

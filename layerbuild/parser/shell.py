@@ -8,7 +8,11 @@ from collections.abc import Mapping
 
 from layerbuild.errors import ExpansionError
 
-__all__ = ["ShellLex"]
+__all__ = ["MAX_EXPANSION_BYTES", "ExpansionBudget", "ShellLex"]
+
+# What one word, or one build, may substitute in all: as much as a Dockerfile may hold, and 4×.
+MAX_EXPANSION_BYTES = 16 * 1024 * 1024
+MAX_BUILD_EXPANSION_BYTES = 4 * MAX_EXPANSION_BYTES
 
 # Go's unicode.IsSpace: the Unicode White_Space property (Python's str.isspace also counts U+001C..U+001F).
 _SPACE = frozenset(
@@ -22,6 +26,10 @@ _EOF = ""  # what peek()/next() return at the end of the input
 
 class _Failure(Exception):
     """An expansion failure inside the lexer; `ShellLex` turns it into an ExpansionError."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class _Words:
@@ -68,16 +76,55 @@ class _Words:
         return self.words
 
 
+class _NoWords(_Words):
+    """For callers that want only the expanded string: the word splitting is skipped."""
+
+    def add_char(self, ch: str) -> None:
+        pass
+
+    def add_raw_char(self, ch: str) -> None:
+        pass
+
+    def add_string(self, text: str) -> None:
+        pass
+
+    def add_raw_string(self, text: str) -> None:
+        pass
+
+
+class ExpansionBudget:
+    """How many bytes of variable values substitution may still copy into words.
+
+    Substitution can double a value with every instruction (`ENV B=$A$A`, `ENV C=$B$B`, ...), so
+    without a bound a Dockerfile of a few lines exhausts memory. One budget can be shared by all
+    the lexers of a build; a lexer without one gets `limit` for each call.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def spend(self, size: int) -> None:
+        if size > self.left:
+            raise _Failure(
+                f"variable expansion larger than the max allowed {self.limit} bytes",
+                hint="variables are copied into every word that names them; keep large data in files of the context",
+            )
+        self.left -= size
+
+
 class _Run:
     """The state of one call: the input, a cursor, the environment and the names that matched."""
 
-    def __init__(self, lex: ShellLex, text: str, env: Mapping[str, str]) -> None:
+    def __init__(self, lex: ShellLex, text: str, env: Mapping[str, str], *, words: bool = True) -> None:
         # Go's text/scanner skips a byte-order mark at the very start of its input.
         self.text = text[1:] if text.startswith("\ufeff") else text
         self.pos = 0
         self.lex = lex
         self.env = env
         self.matches: set[str] = set()
+        self.split = words
+        self.budget = lex.budget if lex.budget is not None else ExpansionBudget(MAX_EXPANSION_BYTES)
 
     def peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else _EOF
@@ -91,14 +138,16 @@ class _Run:
     def get_env(self, name: str) -> tuple[str, bool]:
         if name in self.env:
             self.matches.add(name)
-            return self.env[name], True
+            value = self.env[name]
+            self.budget.spend(len(value))
+            return value, True
         return "", False
 
     def stop_on(self, stop: str) -> tuple[str, list[str]]:
         """Process up to (and consuming) `stop`, or to the end of input when `stop` is _EOF."""
         lex = self.lex
         result: list[str] = []
-        words = _Words()
+        words = _Words() if self.split else _NoWords()
         while (ch := self.peek()) != _EOF:
             if stop and ch == stop:
                 self.next()
@@ -299,6 +348,7 @@ class ShellLex:
         raw_escapes: bool = False,
         skip_unset_env: bool = False,
         skip_process_quotes: bool = False,
+        budget: ExpansionBudget | None = None,
     ) -> None:
         if len(escape) != 1:
             raise ValueError(f"the escape token must be one character, not {escape!r}")
@@ -307,10 +357,11 @@ class ShellLex:
         self.raw_escapes = raw_escapes
         self.skip_unset_env = skip_unset_env
         self.skip_process_quotes = skip_process_quotes
+        self.budget = budget
 
     def process_word(self, word: str, env: Mapping[str, str]) -> str:
         """`word` expanded and unquoted, as one string (inner whitespace kept)."""
-        return self._process(word, env)[0]
+        return self._process(word, env, split=False)[0]
 
     def process_words(self, word: str, env: Mapping[str, str]) -> list[str]:
         """`word` expanded, then split into words on whitespace that was neither quoted nor escaped."""
@@ -318,18 +369,18 @@ class ShellLex:
 
     def process_word_with_matches(self, word: str, env: Mapping[str, str]) -> tuple[str, set[str]]:
         """Like `process_word`, plus the names of the variables it referenced that `env` defines."""
-        result, _, matches = self._process(word, env)
+        result, _, matches = self._process(word, env, split=False)
         return result, matches
 
-    def _process(self, word: str, env: Mapping[str, str]) -> tuple[str, list[str], set[str]]:
-        run = _Run(self, word, env)
+    def _process(self, word: str, env: Mapping[str, str], *, split: bool = True) -> tuple[str, list[str], set[str]]:
+        run = _Run(self, word, env, words=split)
         try:
             result, words = run.stop_on(_EOF)
         except _Failure as exc:
-            raise ExpansionError(f"failed to process {_quote(word)}: {exc}") from None
+            raise ExpansionError(f"failed to process {_quote(_short(word))}: {exc}", hint=exc.hint) from None
         except RecursionError:
             raise ExpansionError(
-                f"failed to process {_quote(word)}: substitutions nested too deeply"
+                f"failed to process {_quote(_short(word))}: substitutions nested too deeply"
             ) from None
         return result, words, run.matches
 
@@ -445,6 +496,11 @@ def _trim(value: str, pattern: str, *, prefix: bool, longest: bool) -> str:
     if best < 0:
         return value
     return value[best:] if prefix else value[: len(value) - best]
+
+
+def _short(text: str) -> str:
+    """`text` for a message: long words are cut."""
+    return text if len(text) <= 200 else text[:200] + "…"
 
 
 def _quote(text: str) -> str:

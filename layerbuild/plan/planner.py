@@ -16,6 +16,7 @@ from layerbuild.instructions import StageExpander, expand_from, parse_command, p
 from layerbuild.instructions import commands as c
 from layerbuild.instructions.locate import syntax_error
 from layerbuild.parser import Dockerfile, Instruction
+from layerbuild.parser.shell import MAX_BUILD_EXPANSION_BYTES, ExpansionBudget
 from layerbuild.plan.model import Base, BaseImage, BuildPlan, PlannedStage, Scratch, StageRef, Step, StepKind
 from layerbuild.plan.opmake import Network, make_op
 from layerbuild.plan.ops import Source
@@ -198,7 +199,10 @@ def plan_build(
     _check_utf8(df)
     predefined = host_platform_args()
     platform = predefined["TARGETPLATFORM"]
-    meta = resolve_meta_args(df, meta_cmds, build_args, predefined)
+    # All the substitutions of one build share a bound, so that doubling a value with every
+    # instruction (`ENV B=$A$A`) ends in a located error instead of exhausting memory.
+    budget = ExpansionBudget(MAX_BUILD_EXPANSION_BYTES)
+    meta = resolve_meta_args(df, meta_cmds, build_args, predefined, budget)
     target_index = _target_index(stages, target)
     names = _stage_lookup(stages)
     declared = {a.key for cmd in meta_cmds for a in cmd.args} | set(predefined)
@@ -227,7 +231,7 @@ def plan_build(
 
     for index in _order(df, stages, target_index):
         stage = stages[index]
-        expanded_from = expand_from(df, stage.from_, meta)
+        expanded_from = expand_from(df, stage.from_, meta, budget)
         frm = expanded_from.command
         base: Base
         base_env: tuple[tuple[str, str], ...] = ()
@@ -252,7 +256,7 @@ def plan_build(
         from_args = tuple(sorted((k, meta[k] or "") for k in expanded_from.used_args))
         source_op = Source(ref=frm.base_name, identity=base.identity if isinstance(base, BaseImage) else "")
         steps: list[Step] = [Step(index, 0, "base", frm.node.original, frm, args=from_args, op=source_op)]
-        expander = StageExpander(df, meta_args=meta, build_args=build_args, base_env=base_env)
+        expander = StageExpander(df, meta_args=meta, build_args=build_args, base_env=base_env, budget=budget)
         commands = [*_triggers(df, triggers, origin), *stage.commands]
         trigger_count = len(commands) - len(stage.commands)
         own_onbuild: list[str] = []

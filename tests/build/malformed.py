@@ -66,6 +66,10 @@ HANDWRITTEN: dict[str, bytes] = {
     "deep JSON": b"FROM scratch\nCMD " + b"[" * 5000 + b"]" * 5000 + b"\n",
     "deep substitution": b"FROM scratch\nENV A=" + b"${A:-" * 3000 + b"}" * 3000 + b"\n",
     "line over 64 KiB": b"FROM scratch\nLABEL a=" + b"x" * 70000 + b"\n",
+    "doubling expansion": b"FROM scratch\nENV A=" + b"x" * 1000 + b"\nENV B=" + b"$A" * 30000
+                          + b"\nENV C=" + b"$B" * 30000 + b"\n",
+    "many large expansions": b"FROM scratch\nENV A=" + b"x" * 1000 + b"\n"
+                             + b"".join(b"ENV A%d=" % i + b"$A" * 15000 + b"\n" for i in range(6)),
     "unknown --from stage": b"FROM scratch\nCOPY --from=nowhere /a /b\n",
     "circular stages": b"FROM b AS a\nFROM a AS b\n",
     "stage index too big": b"FROM scratch\nCOPY --from=7 /a /b\n",

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from layerbuild.errors import DockerfileSyntaxError, UsageError
+from layerbuild.errors import DockerfileSyntaxError, ExpansionError, UsageError
 from layerbuild.parser import core, limits, parse
 from layerbuild.parser.limits import MAX_FILE_BYTES, MAX_LINE_BYTES, read_dockerfile
 from layerbuild.parser.scanner import match_directive
-from layerbuild.parser.shell import ShellLex, _trim
+from layerbuild.parser.shell import ExpansionBudget, ShellLex, _trim
 
 
 def test_a_line_of_the_maximum_size_is_accepted() -> None:
@@ -220,3 +220,28 @@ def test_trimming_a_long_value_is_linear() -> None:
     assert lex.process_word("${A%%a*a*a*b}", {"A": value}) == value  # backtracked without bound before
     assert lex.process_word("${A##*a}", {"A": value + "b"}) == "b"
     assert lex.process_word("${A%a}", {"A": value}) == value[:-1]
+
+
+def test_expansion_is_bounded_per_call_and_per_shared_budget() -> None:
+    big = {"A": "x" * 1_000_000}
+    assert len(ShellLex().process_word("$A" * 16, big)) == 16_000_000
+    with pytest.raises(ExpansionError) as info:
+        ShellLex().process_word("$A" * 17, big)
+    assert "variable expansion larger than the max allowed 16777216 bytes" in info.value.message
+    assert info.value.hint and len(info.value.message) < 400  # the word is cut in the message
+    budget = ExpansionBudget(2_500_000)
+    lex = ShellLex(budget=budget)
+    lex.process_word("$A", big)
+    lex.process_word("${A}", big)
+    with pytest.raises(ExpansionError, match="max allowed 2500000 bytes"):
+        ShellLex(budget=budget).process_words("$A", big)
+
+
+def test_the_snippet_of_a_long_line_is_a_window_around_the_column() -> None:
+    line = "a" * 500 + "^here" + "b" * 500
+    err = DockerfileSyntaxError("boom", line=3, column=501, source_line=line, hint="h")
+    snippet, caret = err.render().splitlines()[1:3]
+    assert len(snippet) < 200 and snippet.startswith("    3 | …") and snippet.endswith("…")
+    assert snippet[caret.index("^")] == "^" and snippet[caret.index("^") :].startswith("^here")
+    short = DockerfileSyntaxError("boom", line=1, column=5, source_line="RUN \udcff x").render()
+    assert short.splitlines()[1] == "    1 | RUN \\xff x" and short.splitlines()[2].index("^") == 12
