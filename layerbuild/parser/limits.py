@@ -18,7 +18,7 @@ from layerbuild.errors import DockerfileSyntaxError, UsageError
 
 MAX_LINE_BYTES = 65535  # BuildKit: bufio.MaxScanTokenSize - 1, line end not counted
 MAX_FILE_BYTES = 16 * 1024 * 1024
-MAX_INSTRUCTIONS = 500_000
+MAX_INSTRUCTIONS = 100_000
 
 _SHOWN = 120  # characters of an over-long line shown in the error
 
