@@ -116,9 +116,9 @@ class _Expander:
         self.df = dockerfile
         self.node = node
         self.vars = variables
-        # One instruction may substitute up to MAX_EXPANSION_BYTES, and all of a build's share
+        # One instruction may substitute up to MAX_EXPANSION_BYTES, charged also to the build's
         # `budget` when the planner gives one.
-        self.budget = budget if budget is not None else ExpansionBudget(MAX_EXPANSION_BYTES)
+        self.budget = ExpansionBudget(MAX_EXPANSION_BYTES, parent=budget)
         self.lex = ShellLex(dockerfile.escape, budget=self.budget)
         self.matches: set[str] = set()
 

@@ -100,17 +100,24 @@ class ExpansionBudget:
     the lexers of a build; a lexer without one gets `limit` for each call.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, parent: ExpansionBudget | None = None) -> None:
         self.limit = limit
         self.left = limit
+        self.parent = parent  # a wider budget that every spending is also charged to
 
     def spend(self, size: int) -> None:
-        if size > self.left:
-            raise _Failure(
-                f"variable expansion larger than the max allowed {self.limit} bytes",
-                hint="variables are copied into every word that names them; keep large data in files of the context",
-            )
-        self.left -= size
+        budget: ExpansionBudget | None = self
+        while budget is not None:
+            if size > budget.left:
+                raise _Failure(
+                    f"variable expansion larger than the max allowed {budget.limit} bytes",
+                    hint="variables are copied into every word that names them; keep large data in files of the context",
+                )
+            budget = budget.parent
+        budget = self
+        while budget is not None:
+            budget.left -= size
+            budget = budget.parent
 
 
 class _Run:

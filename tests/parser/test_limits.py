@@ -235,6 +235,14 @@ def test_expansion_is_bounded_per_call_and_per_shared_budget() -> None:
     lex.process_word("${A}", big)
     with pytest.raises(ExpansionError, match="max allowed 2500000 bytes"):
         ShellLex(budget=budget).process_words("$A", big)
+    build = ExpansionBudget(13_000_000)
+    one = ShellLex(budget=ExpansionBudget(3_000_000, parent=build))
+    with pytest.raises(ExpansionError, match="max allowed 3000000 bytes"):
+        one.process_word("$A" * 4, big)  # the instruction's own bound
+    for _ in range(3):
+        ShellLex(budget=ExpansionBudget(3_000_000, parent=build)).process_word("$A$A$A", big)
+    with pytest.raises(ExpansionError, match="max allowed 13000000 bytes"):
+        ShellLex(budget=ExpansionBudget(3_000_000, parent=build)).process_word("$A$A", big)  # the build's
 
 
 def test_the_snippet_of_a_long_line_is_a_window_around_the_column() -> None:
