@@ -55,7 +55,7 @@ def comments(size: int) -> bytes:
 def directive_line(size: int) -> bytes:
     """A first line of `size` bytes that reads as a parser directive with blanks inside its value
     (one physical line, so at most 64 KiB)."""
-    return ("# syntax=a" + " " * (size - 12) + "b\nFROM scratch\n").encode()
+    return ("# syntax=a" + " " * (size - 12) + "b\nFROM scratch\nLABEL a=b\n").encode()
 
 
 def instructions(count: int) -> bytes:
