@@ -248,6 +248,8 @@ def parse(text: str | bytes, filename: str = "Dockerfile") -> Dockerfile:
 
     def fail(message: str, line: int, column: int | None = None, hint: str | None = None) -> DockerfileSyntaxError:
         source = physical[line - 1] if 1 <= line <= len(physical) else None
+        if source is None and not physical:
+            source = ""  # an empty file: its one empty line
         return DockerfileSyntaxError(message, filename=filename, line=line, column=column or 1,
                                      source_line=source, hint=hint)
 
