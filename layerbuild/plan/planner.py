@@ -9,7 +9,7 @@ import difflib
 import functools
 import posixpath
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from layerbuild.errors import DockerfileError, LayerbuildError, UsageError
 from layerbuild.instructions import StageExpander, expand_from, parse_command, parse_stages, resolve_meta_args
@@ -151,14 +151,15 @@ def _triggers(df: Dockerfile, expressions: tuple[str, ...], origin: str) -> list
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")
 
 
-def _check_utf8(df: Dockerfile) -> None:
+def _check_utf8(df: Dockerfile, nodes: Iterable[Instruction]) -> None:
     """Refuse instructions holding bytes that are not UTF-8, at the first such byte.
 
     What a step does ends up in UTF-8 JSON (image config, cache keys, build records), where such
     bytes cannot be written as they are; BuildKit would replace them with U+FFFD and build
-    something other than what was written. Comments may hold anything.
+    something other than what was written. Comments, and stages the target does not need, may
+    hold anything.
     """
-    for node in df.instructions:
+    for node in nodes:
         texts = [node.original, *(doc.content for doc in node.heredocs)]
         if node.inner is not None:
             texts += [doc.content for doc in node.inner.heredocs]
@@ -196,7 +197,7 @@ def plan_build(
     files that steps write (so it is part of their ops)."""
     build_args = dict(build_args or {})
     meta_cmds, stages = parse_stages(df)
-    _check_utf8(df)
+    _check_utf8(df, (cmd.node for cmd in meta_cmds))
     predefined = host_platform_args()
     platform = predefined["TARGETPLATFORM"]
     # All the substitutions of one build share a bound, so that doubling a value with every
@@ -231,6 +232,7 @@ def plan_build(
 
     for index in _order(df, stages, target_index):
         stage = stages[index]
+        _check_utf8(df, [stage.from_.node, *(cmd.node for cmd in stage.commands)])
         expanded_from = expand_from(df, stage.from_, meta, budget)
         frm = expanded_from.command
         base: Base

@@ -195,3 +195,12 @@ def test_dockerfile_through_a_symlink(ctx: Path, root: Path, tmp_path: Path,
     (ctx / "Dockerfile").symlink_to(tmp_path / "real")
     code, err = run(ctx, root, capsys)
     assert code == 0, err
+
+
+def test_invalid_utf8_in_a_stage_the_target_does_not_need(ctx: Path, root: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    (ctx / "Dockerfile").write_bytes(b"FROM scratch AS other\nLABEL a=\xff\nFROM scratch AS app\nLABEL a=b\n")
+    code, err = run(ctx, root, capsys, "--target", "app")
+    assert code == 0, err
+    code, err = run(ctx, root, capsys, "--target", "other")
+    assert code == 2 and "Dockerfile:2:9: invalid UTF-8 in LABEL: byte 0xff" in err, err
