@@ -320,5 +320,6 @@ def _utf8(text: str) -> bytes:
 
 
 def parse_file(path: str) -> Dockerfile:
-    """Parse the Dockerfile at `path` (a regular file, within the size limits); errors name the file as given."""
-    return parse(read_dockerfile(path), filename=path)
+    """Parse the Dockerfile at `path` (a regular file, or a pipe such as /dev/stdin, within the size
+    limits); errors name the file as given."""
+    return parse(read_dockerfile(path, streams=True), filename=path)

@@ -78,29 +78,40 @@ _KINDS = {
 }
 
 
-def _check_regular(st: os.stat_result, name: str, hint: str) -> None:
-    if not stat.S_ISREG(st.st_mode):
-        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
-        raise UsageError(f"cannot read {name}: it is {kind}, not a regular file",
-                         hint="a Dockerfile must be a regular file; " + hint)
+def _check_kind(st: os.stat_result, name: str, hint: str, streams: bool) -> None:
+    mode = st.st_mode
+    if stat.S_ISREG(mode) or (streams and (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode))):
+        return
+    kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    if streams:
+        raise UsageError(f"cannot read {name}: it is {kind}", hint="give a regular file, or a pipe such as /dev/stdin")
+    extra = "; to build from a pipe, save it to a file first" if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) else ""
+    raise UsageError(f"cannot read {name}: it is {kind}, not a regular file",
+                     hint="a Dockerfile must be a regular file" + extra + "; " + hint)
 
 
-def read_dockerfile(path: str | os.PathLike[str], filename: str | None = None) -> bytes:
-    """The bytes of the Dockerfile at `path`, which must be a regular file (or a link to one).
+def read_dockerfile(path: str | os.PathLike[str], filename: str | None = None, *, streams: bool = False) -> bytes:
+    """The bytes of the Dockerfile at `path`: a regular file (or a link to one).
 
-    It is opened without blocking, so a FIFO is refused instead of waiting for a writer, and read
-    only up to the size limit, so a growing file or a device cannot exhaust memory. Raises
-    UsageError for what cannot be read as a Dockerfile and DockerfileSyntaxError past a limit.
+    A build reads its Dockerfile more than once, so it must be a regular file. With `streams`
+    (`layerbuild parse /dev/stdin`), a pipe or a terminal is read once, to its end. Opening never
+    waits: a FIFO that no one writes to is refused instead of blocking for a writer. Reading
+    stops past the size limit, so a growing file or an endless device cannot exhaust memory.
+    Raises UsageError for what cannot be read as a Dockerfile and DockerfileSyntaxError past a limit.
     """
     name = filename if filename is not None else os.fspath(path)
     hint = "name the Dockerfile with -f, or add one to the context"
     try:
-        _check_regular(os.stat(path), name, hint)  # a socket cannot even be opened
+        _check_kind(os.stat(path), name, hint, streams)  # a socket cannot even be opened
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         raise UsageError(f"cannot read {name}: {exc.strerror}", hint=hint) from None
     try:
-        _check_regular(os.fstat(fd), name, hint)  # what was opened, if the path changed meanwhile
+        st = os.fstat(fd)
+        _check_kind(st, name, hint, streams)  # what was opened, if the path changed meanwhile
+        if not stat.S_ISREG(st.st_mode):
+            # A FIFO without a writer reads as its end; one with a writer waits for its data.
+            os.set_blocking(fd, True)
         chunks: list[bytes] = []
         total = 0
         while total <= MAX_FILE_BYTES:
@@ -113,4 +124,7 @@ def read_dockerfile(path: str | os.PathLike[str], filename: str | None = None) -
         raise UsageError(f"cannot read {name}: {exc.strerror}", hint=hint) from None
     finally:
         os.close(fd)
+    if not chunks and stat.S_ISFIFO(st.st_mode):
+        raise UsageError(f"cannot read {name}: it is a FIFO (named pipe) and nothing was written to it",
+                         hint="start what writes to it first, or give a regular file")
     return b"".join(chunks)

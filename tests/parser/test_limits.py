@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -111,6 +113,53 @@ def test_a_fifo_with_a_writer_is_refused_too(tmp_path: Path) -> None:
             read_dockerfile(tmp_path / "fifo")
     finally:
         os.close(writer)
+
+
+def test_streams_read_a_pipe_once_to_its_end(tmp_path: Path) -> None:
+    read, write_end = os.pipe()
+    os.write(write_end, b"FROM scratch\n")
+    os.close(write_end)
+    try:
+        with pytest.raises(UsageError, match="not a regular file"):
+            read_dockerfile(f"/proc/self/fd/{read}")  # a build reads its Dockerfile more than once
+        assert read_dockerfile(f"/proc/self/fd/{read}", streams=True) == b"FROM scratch\n"
+    finally:
+        os.close(read)
+
+
+def _open_on(path: Path) -> int:
+    """How many descriptors of this process are open on `path`."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+        except OSError:
+            pass
+    return count
+
+
+def test_streams_read_a_fifo_from_its_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError, match="nothing was written to it"):
+        read_dockerfile(fifo, streams=True)  # no writer: an answer at once, not a wait
+    writer = os.open(fifo, os.O_RDWR)  # a writer that is there before the reader, as a pipeline's is
+    os.write(writer, b"FROM scratch\n")
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(read_dockerfile(fifo, streams=True)))
+    reader.start()
+    while _open_on(fifo) < 2 and reader.is_alive():  # until the reader has it open; closing then ends it
+        time.sleep(0.01)
+    os.close(writer)
+    reader.join()
+    assert got == [b"FROM scratch\n"]
+
+
+def test_streams_from_an_endless_device_stop_at_the_size_limit() -> None:
+    with pytest.raises(UsageError, match="it is a directory"):
+        read_dockerfile("/", streams=True)
+    data = read_dockerfile("/dev/zero", streams=True)
+    assert len(data) == MAX_FILE_BYTES + 1
 
 
 @pytest.mark.parametrize("kind", ["directory", "socket", "character device", "missing"])
