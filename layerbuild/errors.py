@@ -76,14 +76,30 @@ class DockerfileError(LayerbuildError):
         return f"{self.location}: {self.message}"
 
     def render(self) -> str:
-        text = f"{self.location}: {self.message}"
+        text = _printable(f"{self.location}: {self.message}")
         if self.source_line is not None and self.line > 0:
-            shown = self.source_line.replace("\t", " ")
+            shown = _printable(self.source_line.replace("\t", " "))
+            before = len(_printable(self.source_line[: self.column - 1]))
+            if len(shown) > _SNIPPET:  # a window around the column of a long line
+                start = max(0, min(before - _SNIPPET // 2, len(shown) - _SNIPPET))
+                end = start + _SNIPPET
+                shown = ("…" if start else "") + shown[start:end] + ("…" if end < len(shown) else "")
+                before = before - start + (1 if start else 0)
             prefix = f"{self.line:>5} | "
-            text += f"\n{prefix}{shown}\n{' ' * len(prefix)}{' ' * (self.column - 1)}^"
+            text += f"\n{prefix}{shown}\n{' ' * len(prefix)}{' ' * before}^"
         if self.hint:
             text += f"\nhint: {self.hint}"
         return text
+
+
+_SNIPPET = 160  # characters of a source line shown under an error
+
+
+def _printable(text: str) -> str:
+    """`text` with the bytes that were not UTF-8 (kept as surrogate escapes) shown as `\\xNN`."""
+    if text.isascii() or not any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class DockerfileSyntaxError(DockerfileError):

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from layerbuild.parser import Dockerfile, Instruction
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _shown(text: str) -> str:
+    """`text` for the terminal: bytes that are not UTF-8 as `\\xNN`."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def register(sub: Any) -> tuple[str, Any]:
@@ -26,8 +35,10 @@ def run(args: argparse.Namespace) -> int:
     dockerfile = parse_file(args.dockerfile)
     if args.json:
         # The parser's answer only, as the official parser gives it (DESIGN.md contract).
-        json.dump(dockerfile.to_json(), sys.stdout, ensure_ascii=False, indent=2)
-        sys.stdout.write("\n")
+        text = json.dumps(dockerfile.to_json(), ensure_ascii=False, indent=2)
+        # Bytes that are not UTF-8 are kept as lone surrogates, which no UTF-8 stream can write;
+        # as JSON escapes (`\udcff`) they print anywhere and read back as the same strings.
+        sys.stdout.write(_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
         return 0
     render(dockerfile)
     # The table shows what was written; a build also needs the instructions to make sense
@@ -63,13 +74,13 @@ def render(dockerfile: Dockerfile) -> None:
         lines = str(node.start_line) if node.start_line == node.end_line else f"{node.start_line}-{node.end_line}"
         keyword = node.cmd.upper() + (f" {node.inner.cmd.upper()}" if node.inner is not None else "")
         flags = list(node.flags) + (list(node.inner.flags) if node.inner is not None else [])
-        arguments = Text(_args_text(node))
+        arguments = Text(_shown(_args_text(node)))
         heredocs = node.heredocs or (node.inner.heredocs if node.inner is not None else ())
         for doc in heredocs:
-            arguments.append("\n" + doc.content + doc.name, style="green")
-        table.add_row(lines, keyword, " ".join(flags), arguments)
+            arguments.append(_shown("\n" + doc.content + doc.name), style="green")
+        table.add_row(lines, _shown(keyword), _shown(" ".join(flags)), arguments)
     console.print(table)
     for warning in dockerfile.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {_shown(warning)}")
     stages = sum(1 for n in dockerfile.instructions if n.cmd == "from")
     console.print(f"[dim]{len(dockerfile.instructions)} instructions, {stages} stage(s)[/]")

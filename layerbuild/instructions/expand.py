@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -11,9 +13,9 @@ from layerbuild.instructions import commands as c
 from layerbuild.instructions.locate import expansion_error, syntax_error
 from layerbuild.instructions.mounts import MountError, parse_mount
 from layerbuild.parser.ast import Dockerfile, Instruction
-from layerbuild.parser.shell import ShellLex
+from layerbuild.parser.shell import MAX_EXPANSION_BYTES, ExpansionBudget, ShellLex
 
-__all__ = ["ExpandedFrom", "ExpandedStep", "StageExpander", "expand_from", "resolve_meta_args"]
+__all__ = ["ExpandedFrom", "ExpandedStep", "Scope", "StageExpander", "expand_from", "resolve_meta_args"]
 
 MetaArgs = Mapping[str, "str | None"]
 
@@ -26,28 +28,98 @@ class ExpandedFrom:
     used_args: frozenset[str]
 
 
+class _ScopeHistory:
+    """Every value each variable of one stage has had, so that the scope at any step can be read
+    later without a copy per step (copying it at each step was quadratic in the number of names).
+
+    Names keep the position of their first assignment, as a dict's keys do; `version` counts the
+    assignments so far, and the scope at version v is every name's last value set before it.
+    """
+
+    def __init__(self, start: Mapping[str, str]) -> None:
+        self.version = 0
+        self._names: list[str] = []
+        self._born: list[int] = []  # the version at which each name of `_names` first got a value
+        self._values: dict[str, list[tuple[int, str]]] = {}
+        self._items: tuple[int, tuple[tuple[str, str], ...]] | None = None
+        for name, value in start.items():
+            self.set(name, value)
+
+    def set(self, name: str, value: str) -> None:
+        self.version += 1
+        history = self._values.get(name)
+        if history is None:
+            self._values[name] = [(self.version, value)]
+            self._names.append(name)
+            self._born.append(self.version)
+        else:
+            history.append((self.version, value))
+
+    def get(self, name: str, version: int) -> str | None:
+        history = self._values.get(name)
+        if not history or history[0][0] > version:
+            return None
+        if history[-1][0] <= version:
+            return history[-1][1]
+        return history[bisect.bisect_right(history, version, key=lambda entry: entry[0]) - 1][1]
+
+    def items(self, version: int) -> tuple[tuple[str, str], ...]:
+        if self._items is not None and self._items[0] == version:
+            return self._items[1]  # steps with no assignment between them share one tuple
+        count = bisect.bisect_right(self._born, version)
+        items = tuple((name, self.get(name, version) or "") for name in self._names[:count])
+        self._items = (version, items)
+        return items
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The variables one step sees, read from its stage's history on demand."""
+
+    history: _ScopeHistory
+    version: int
+
+    def items(self) -> tuple[tuple[str, str], ...]:
+        return self.history.items(self.version)
+
+    def get(self, name: str, default: str = "") -> str:
+        value = self.history.get(name, self.version)
+        return default if value is None else value
+
+
 @dataclass(frozen=True)
 class ExpandedStep:
     """One command after expansion.
 
     `used_args` names the ARGs whose values this step depends on: those its words referenced,
     and for RUN every ARG in scope (BuildKit puts them all in the command's environment).
-    `variables` is what the step sees: base env, ENV and ARG values, the last assignment winning.
+    `variables` is what the step sees: base env, ENV and ARG values, the last assignment winning;
+    `scope` gives single values without building that tuple.
     """
 
     command: c.Command
     used_args: frozenset[str]
-    variables: tuple[tuple[str, str], ...]
+    scope: Scope
+
+    @property
+    def variables(self) -> tuple[tuple[str, str], ...]:
+        return self.scope.items()
 
 
 class _Expander:
     """Expands words of one instruction against a variable mapping, collecting the names found."""
 
-    def __init__(self, dockerfile: Dockerfile, node: Instruction, variables: Mapping[str, str]) -> None:
+    def __init__(
+        self, dockerfile: Dockerfile, node: Instruction, variables: Mapping[str, str],
+        budget: ExpansionBudget | None = None,
+    ) -> None:
         self.df = dockerfile
         self.node = node
         self.vars = variables
-        self.lex = ShellLex(dockerfile.escape)
+        # One instruction may substitute up to MAX_EXPANSION_BYTES, charged also to the build's
+        # `budget` when the planner gives one.
+        self.budget = ExpansionBudget(MAX_EXPANSION_BYTES, parent=budget)
+        self.lex = ShellLex(dockerfile.escape, budget=self.budget)
         self.matches: set[str] = set()
 
     def word(self, word: str) -> str:
@@ -73,7 +145,7 @@ class _Expander:
 
     def heredoc(self, data: str) -> str:
         # BuildKit expands heredoc bodies with a fixed `\` escape and leaves quotes alone.
-        lex = ShellLex("\\", skip_process_quotes=True)
+        lex = ShellLex("\\", skip_process_quotes=True, budget=self.budget)
         try:
             result, found = lex.process_word_with_matches(data, self.vars)
         except ExpansionError as exc:
@@ -92,6 +164,7 @@ def resolve_meta_args(
     meta_args: Sequence[c.Arg],
     build_args: Mapping[str, str] | None = None,
     predefined: Mapping[str, str] | None = None,
+    budget: ExpansionBudget | None = None,
 ) -> dict[str, str | None]:
     """The values of the global ARGs: defaults expanded with the earlier ones, `--build-arg` overriding.
 
@@ -105,15 +178,17 @@ def resolve_meta_args(
             default = arg.default
             if default is not None:
                 scope = {k: v or "" for k, v in values.items()}
-                default = _Expander(dockerfile, command.node, scope).word(default)
+                default = _Expander(dockerfile, command.node, scope, budget).word(default)
             values[arg.key] = build_args.get(arg.key, default)
     return values
 
 
-def expand_from(dockerfile: Dockerfile, command: c.From, meta_args: MetaArgs) -> ExpandedFrom:
+def expand_from(
+    dockerfile: Dockerfile, command: c.From, meta_args: MetaArgs, budget: ExpansionBudget | None = None
+) -> ExpandedFrom:
     """FROM's image and `--platform` expanded with the global ARGs only (a declared ARG without value is "")."""
     scope = {k: v or "" for k, v in meta_args.items()}
-    expander = _Expander(dockerfile, command.node, scope)
+    expander = _Expander(dockerfile, command.node, scope, budget)
     base = expander.word(command.base_name)
     if not base:
         raise syntax_error(
@@ -142,12 +217,15 @@ class StageExpander:
         meta_args: MetaArgs | None = None,
         build_args: Mapping[str, str] | None = None,
         base_env: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        budget: ExpansionBudget | None = None,
     ) -> None:
         self._df = dockerfile
+        self._budget = budget
         self._meta = dict(meta_args or {})
         self._build_args = dict(build_args or {})
         start = dict(base_env.items() if isinstance(base_env, Mapping) else base_env)
         self._vars: dict[str, str] = dict(start)
+        self._history = _ScopeHistory(start)
         self._env: dict[str, str] = dict(start)
         self._from_arg: dict[str, str] = {}
 
@@ -168,8 +246,9 @@ class StageExpander:
 
     def step(self, command: c.Command) -> ExpandedStep:
         """Expand one command with the current scope, then apply its ARG/ENV effects."""
-        seen = tuple(self._vars.items())
-        ex = _Expander(self._df, command.node, dict(self._vars))
+        seen = Scope(self._history, self._history.version)
+        # The expander only reads the variables, and they change only after it is done.
+        ex = _Expander(self._df, command.node, self._vars, self._budget)
         expanded = self._expand(command, ex)
         used = {name for name in ex.matches if name in self._from_arg}
         if isinstance(command, c.Run):
@@ -177,10 +256,11 @@ class StageExpander:
         if isinstance(expanded, c.Env):
             for pair in expanded.pairs:
                 self._vars[pair.key] = self._env[pair.key] = pair.value
+                self._history.set(pair.key, pair.value)
                 self._from_arg.pop(pair.key, None)
         elif isinstance(expanded, c.Arg):
             self._declare(expanded)
-        return ExpandedStep(command=expanded, used_args=frozenset(used), variables=seen)
+        return ExpandedStep(command=expanded, used_args=frozenset(used), scope=seen)
 
     def _declare(self, command: c.Arg) -> None:
         for arg in command.args:
@@ -189,6 +269,7 @@ class StageExpander:
                 value = self._meta[arg.key]
             if value is not None:
                 self._vars[arg.key] = self._from_arg[arg.key] = value
+                self._history.set(arg.key, value)
 
     def _expand(self, command: c.Command, ex: _Expander) -> c.Command:
         replace = dataclasses.replace
@@ -199,7 +280,15 @@ class StageExpander:
             args = tuple(c.ArgDef(key=ex.word(a.key), default=ex.optional(a.default)) for a in command.args)
             return replace(command, args=args)
         if isinstance(command, c.Expose):
-            return replace(command, ports=tuple(p for word in command.ports for p in ex.words(word)))
+            ports: list[str] = []
+            for word in command.ports:
+                for port in ex.words(word):
+                    problem = _port_problem(port)
+                    if problem is not None:
+                        raise syntax_error(self._df, command.node, f"{problem} {port!r}", near=word,
+                                           hint="write PORT[/tcp|udp|sctp] or START-END[/PROTO], ports 1 to 65535")
+                    ports.append(port)
+            return replace(command, ports=tuple(ports))
         if isinstance(command, c.Volume):
             paths = tuple(ex.word(p) for p in command.paths)
             if any(not p for p in paths):
@@ -248,3 +337,20 @@ class StageExpander:
                     near=exc.near or mount.spec,
                 ) from None
         return dataclasses.replace(command, mounts=tuple(mounts))
+
+
+_PORT_RE = re.compile(r"^(\d+)(?:-(\d+))?$")
+
+
+def _port_problem(spec: str) -> str | None:
+    """What is wrong with one EXPOSE port (Docker's `[ip:[host:]]port[-end][/proto]`), or None."""
+    text = spec.strip()
+    port, sep, proto = text.rpartition("/") if "/" in text else (text, "", "tcp")
+    match = _PORT_RE.match(port.rsplit(":", 1)[-1])
+    if (proto.lower() if sep else "tcp") not in ("tcp", "udp", "sctp") or match is None:
+        return "invalid port"
+    first = int(match.group(1))
+    if not 0 < first <= int(match.group(2) or first) <= 65535:
+        return "invalid port range"
+    return None
+

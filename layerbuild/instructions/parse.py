@@ -217,7 +217,8 @@ class _Parser:
         trigger = inner.cmd.upper()
         if trigger == "ONBUILD":
             raise self.error(
-                node, "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed", near=inner.keyword or None
+                node, "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed", near=inner.keyword or None,
+                hint="write the trigger once: ONBUILD RUN ...",
             )
         if trigger in ("FROM", "MAINTAINER"):
             raise self.error(
@@ -330,7 +331,8 @@ class _Parser:
         *srcs, dest = node.value
         by_name = {doc.name: doc for doc in node.heredocs}
         if not node.json and _HEREDOC_WORD.match(dest):
-            raise self.error(node, f"{name} cannot accept a heredoc as a destination", near=dest)
+            raise self.error(node, f"{name} cannot accept a heredoc as a destination", near=dest,
+                             hint=f"a heredoc is a source: {name} <<EOF /path/in/image")
         paths: list[str] = []
         contents: list[c.SourceContent] = []
         for src in srcs:

@@ -18,6 +18,7 @@ from layerbuild.errors import DockerfileSyntaxError, ExpansionError
 from layerbuild.parser import args as line_parsers
 from layerbuild.parser import gotext
 from layerbuild.parser.ast import Dockerfile, Heredoc, Instruction
+from layerbuild.parser.limits import MAX_INSTRUCTIONS, check_size, read_dockerfile, too_many_instructions
 from layerbuild.parser.scanner import DirectiveError, LineScanner, LogicalLine, split_physical_lines
 
 HEREDOC_INSTRUCTIONS = frozenset({"run", "copy", "add"})
@@ -238,12 +239,17 @@ def parse(text: str | bytes, filename: str = "Dockerfile") -> Dockerfile:
     Raises DockerfileSyntaxError, and nothing else, for any input.
     """
     if isinstance(text, bytes):
+        check_size(text, filename)
         text = text.decode("utf-8", "surrogateescape")
+    else:
+        check_size(_utf8(text), filename)
     scanner = LineScanner(text)
     physical = tuple(line.rstrip("\r\n") for line in split_physical_lines(text.removeprefix("\ufeff")))
 
     def fail(message: str, line: int, column: int | None = None, hint: str | None = None) -> DockerfileSyntaxError:
         source = physical[line - 1] if 1 <= line <= len(physical) else None
+        if source is None and not physical:
+            source = ""  # an empty file: its one empty line
         return DockerfileSyntaxError(message, filename=filename, line=line, column=column or 1,
                                      source_line=source, hint=hint)
 
@@ -275,6 +281,9 @@ def parse(text: str | bytes, filename: str = "Dockerfile") -> Dockerfile:
             warnings.append(
                 f"{filename}:{logical.start_line}: empty continuation line found in: {logical.text}"
             )
+        if len(instructions) >= MAX_INSTRUCTIONS:
+            raise too_many_instructions(filename, logical.start_line, physical[logical.start_line - 1],
+                                        MAX_INSTRUCTIONS)
         inner = node.inner
         if inner is not None and heredocs:
             # The bodies belong to the trigger; the ONBUILD node itself reports none, as the
@@ -302,14 +311,15 @@ def parse(text: str | bytes, filename: str = "Dockerfile") -> Dockerfile:
     )
 
 
-def parse_file(path: str) -> Dockerfile:
-    """Parse the Dockerfile at `path`; errors name the file as given."""
-    from pathlib import Path
-
-    from layerbuild.errors import UsageError
-
+def _utf8(text: str) -> bytes:
+    """`text` as the bytes it was read from (undecodable bytes are kept as surrogate escapes)."""
     try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    return parse(data, filename=path)
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        return text.encode("utf-8", "surrogatepass")
+
+
+def parse_file(path: str) -> Dockerfile:
+    """Parse the Dockerfile at `path` (a regular file, or a pipe such as /dev/stdin, within the size
+    limits); errors name the file as given."""
+    return parse(read_dockerfile(path, streams=True), filename=path)

@@ -16,7 +16,30 @@ from layerbuild.parser import gotext
 BOM = "\ufeff"
 VALID_DIRECTIVES = ("escape", "syntax")
 # Go's regexp `\s` is [\t\n\f\r ]; Python's is Unicode-wide, so spell it out.
+# BuildKit's directive regexp is `^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$`. Its lazy value
+# followed by `\s*$` backtracks over every run of blanks inside the value (quadratic on a long
+# first line), so only the part up to `=` is a regexp; `match_directive` takes the value apart.
+_DIRECTIVE_KEY_RE = re.compile(r"#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=")
+_GO_REGEXP_SPACE = "\t\n\f\r "
 _DIRECTIVE_RE = re.compile(r"^#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*$")
+
+
+def match_directive(line: str) -> tuple[str, str] | None:
+    """(key, value) if `line` is a parser directive by BuildKit's regexp, else None; linear time."""
+    match = _DIRECTIVE_KEY_RE.match(line)
+    if match is None:
+        return None
+    rest = line[match.end() :]
+    if "\n" in rest:  # never from the scanner, which splits at line ends; the regexp decides
+        full = _DIRECTIVE_RE.match(line)
+        return (full.group(1), full.group(2)) if full is not None else None
+    if rest == "":
+        return None
+    value = rest.lstrip(_GO_REGEXP_SPACE).rstrip(_GO_REGEXP_SPACE)
+    if value == "":
+        # Only blanks after `=`: the lazy group must still take one character, the last blank.
+        value = rest[-1]
+    return match.group(1), value
 
 
 class DirectiveError(Exception):
@@ -68,16 +91,16 @@ class Directives:
         """Look at a line (already left-trimmed) for a directive; True if it was one."""
         if self.done:
             return False
-        match = _DIRECTIVE_RE.match(line)
+        match = match_directive(line)
         if match is None:
             self.done = True
             return False
-        key = match.group(1).lower()
+        key = match[0].lower()
         if key not in VALID_DIRECTIVES:
             # `# check=...` and other keys end the block, as in BuildKit v0.12.5; a `check`
             # seen there is still kept for later stages.
             if key == "check":
-                self.values.setdefault(key, match.group(2))
+                self.values.setdefault(key, match[1])
             self.done = True
             return False
         if key in self.values:
@@ -86,15 +109,15 @@ class Directives:
                 number,
                 f"remove the second `# {key}=` line",
             )
-        self.values[key] = match.group(2)
+        self.values[key] = match[1]
         if key == "escape":
-            if match.group(2) not in ("\\", "`"):
+            if match[1] not in ("\\", "`"):
                 raise DirectiveError(
-                    f"invalid escape token '{match.group(2)}' does not match ` or \\",
+                    f"invalid escape token '{match[1]}' does not match ` or \\",
                     number,
                     "the escape character can only be a backslash or a backtick",
                 )
-            self._set_escape(match.group(2))
+            self._set_escape(match[1])
         return True
 
     def trim_continuation(self, line: str) -> tuple[str, bool]:

@@ -8,7 +8,11 @@ from collections.abc import Mapping
 
 from layerbuild.errors import ExpansionError
 
-__all__ = ["ShellLex"]
+__all__ = ["MAX_EXPANSION_BYTES", "ExpansionBudget", "ShellLex"]
+
+# What one word, or one build, may substitute in all: as much as a Dockerfile may hold, and 4×.
+MAX_EXPANSION_BYTES = 16 * 1024 * 1024
+MAX_BUILD_EXPANSION_BYTES = 4 * MAX_EXPANSION_BYTES
 
 # Go's unicode.IsSpace: the Unicode White_Space property (Python's str.isspace also counts U+001C..U+001F).
 _SPACE = frozenset(
@@ -23,12 +27,20 @@ _EOF = ""  # what peek()/next() return at the end of the input
 class _Failure(Exception):
     """An expansion failure inside the lexer; `ShellLex` turns it into an ExpansionError."""
 
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
 
 class _Words:
-    """Accumulates the result of ProcessWords: splits on unquoted whitespace, keeps quoted text whole."""
+    """Accumulates the result of ProcessWords: splits on unquoted whitespace, keeps quoted text whole.
+
+    The current word is a list of pieces joined once it ends: growing a string held in an
+    attribute copies it on every character, which made long words quadratic.
+    """
 
     def __init__(self) -> None:
-        self.word = ""
+        self.word: list[str] = []
         self.words: list[str] = []
         self.in_word = False
 
@@ -36,14 +48,12 @@ class _Words:
         if ch in _SPACE:
             # An empty quoted string sets in_word without text; BuildKit then drops it, and so do we.
             if self.in_word and self.word:
-                self.words.append(self.word)
-                self.word = ""
-                self.in_word = False
+                self._end_word()
         else:
             self.add_raw_char(ch)
 
     def add_raw_char(self, ch: str) -> None:
-        self.word += ch
+        self.word.append(ch)
         self.in_word = True
 
     def add_string(self, text: str) -> None:
@@ -51,27 +61,77 @@ class _Words:
             self.add_char(ch)
 
     def add_raw_string(self, text: str) -> None:
-        self.word += text
+        if text:
+            self.word.append(text)
         self.in_word = True
+
+    def _end_word(self) -> None:
+        self.words.append("".join(self.word))
+        self.word = []
+        self.in_word = False
 
     def result(self) -> list[str]:
         if self.word:
-            self.words.append(self.word)
-            self.word = ""
-            self.in_word = False
+            self._end_word()
         return self.words
+
+
+class _NoWords(_Words):
+    """For callers that want only the expanded string: the word splitting is skipped."""
+
+    def add_char(self, ch: str) -> None:
+        pass
+
+    def add_raw_char(self, ch: str) -> None:
+        pass
+
+    def add_string(self, text: str) -> None:
+        pass
+
+    def add_raw_string(self, text: str) -> None:
+        pass
+
+
+class ExpansionBudget:
+    """How many bytes of variable values substitution may still copy into words.
+
+    Substitution can double a value with every instruction (`ENV B=$A$A`, `ENV C=$B$B`, ...), so
+    without a bound a Dockerfile of a few lines exhausts memory. One budget can be shared by all
+    the lexers of a build; a lexer without one gets `limit` for each call.
+    """
+
+    def __init__(self, limit: int, parent: ExpansionBudget | None = None) -> None:
+        self.limit = limit
+        self.left = limit
+        self.parent = parent  # a wider budget that every spending is also charged to
+
+    def spend(self, size: int) -> None:
+        budget: ExpansionBudget | None = self
+        while budget is not None:
+            if size > budget.left:
+                raise _Failure(
+                    f"variable expansion larger than the max allowed {budget.limit} bytes",
+                    hint="variables are copied into every word that names them; keep large data in files of the context",
+                )
+            budget = budget.parent
+        budget = self
+        while budget is not None:
+            budget.left -= size
+            budget = budget.parent
 
 
 class _Run:
     """The state of one call: the input, a cursor, the environment and the names that matched."""
 
-    def __init__(self, lex: ShellLex, text: str, env: Mapping[str, str]) -> None:
+    def __init__(self, lex: ShellLex, text: str, env: Mapping[str, str], *, words: bool = True) -> None:
         # Go's text/scanner skips a byte-order mark at the very start of its input.
         self.text = text[1:] if text.startswith("\ufeff") else text
         self.pos = 0
         self.lex = lex
         self.env = env
         self.matches: set[str] = set()
+        self.split = words
+        self.budget = lex.budget if lex.budget is not None else ExpansionBudget(MAX_EXPANSION_BYTES)
 
     def peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else _EOF
@@ -85,14 +145,16 @@ class _Run:
     def get_env(self, name: str) -> tuple[str, bool]:
         if name in self.env:
             self.matches.add(name)
-            return self.env[name], True
+            value = self.env[name]
+            self.budget.spend(len(value))
+            return value, True
         return "", False
 
     def stop_on(self, stop: str) -> tuple[str, list[str]]:
         """Process up to (and consuming) `stop`, or to the end of input when `stop` is _EOF."""
         lex = self.lex
         result: list[str] = []
-        words = _Words()
+        words = _Words() if self.split else _NoWords()
         while (ch := self.peek()) != _EOF:
             if stop and ch == stop:
                 self.next()
@@ -293,6 +355,7 @@ class ShellLex:
         raw_escapes: bool = False,
         skip_unset_env: bool = False,
         skip_process_quotes: bool = False,
+        budget: ExpansionBudget | None = None,
     ) -> None:
         if len(escape) != 1:
             raise ValueError(f"the escape token must be one character, not {escape!r}")
@@ -301,10 +364,11 @@ class ShellLex:
         self.raw_escapes = raw_escapes
         self.skip_unset_env = skip_unset_env
         self.skip_process_quotes = skip_process_quotes
+        self.budget = budget
 
     def process_word(self, word: str, env: Mapping[str, str]) -> str:
         """`word` expanded and unquoted, as one string (inner whitespace kept)."""
-        return self._process(word, env)[0]
+        return self._process(word, env, split=False)[0]
 
     def process_words(self, word: str, env: Mapping[str, str]) -> list[str]:
         """`word` expanded, then split into words on whitespace that was neither quoted nor escaped."""
@@ -312,66 +376,138 @@ class ShellLex:
 
     def process_word_with_matches(self, word: str, env: Mapping[str, str]) -> tuple[str, set[str]]:
         """Like `process_word`, plus the names of the variables it referenced that `env` defines."""
-        result, _, matches = self._process(word, env)
+        result, _, matches = self._process(word, env, split=False)
         return result, matches
 
-    def _process(self, word: str, env: Mapping[str, str]) -> tuple[str, list[str], set[str]]:
-        run = _Run(self, word, env)
+    def _process(self, word: str, env: Mapping[str, str], *, split: bool = True) -> tuple[str, list[str], set[str]]:
+        run = _Run(self, word, env, words=split)
         try:
             result, words = run.stop_on(_EOF)
         except _Failure as exc:
-            raise ExpansionError(f"failed to process {_quote(word)}: {exc}") from None
+            raise ExpansionError(f"failed to process {_quote(_short(word))}: {exc}", hint=exc.hint) from None
         except RecursionError:
             raise ExpansionError(
-                f"failed to process {_quote(word)}: substitutions nested too deeply"
+                f"failed to process {_quote(_short(word))}: substitutions nested too deeply"
             ) from None
         return result, words, run.matches
 
 
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """A shell pattern (`*`, `?`, `[...]`, backslash escapes) as a regular expression."""
-    out: list[str] = []
+_STAR, _ANY, _CHAR, _CLASS = range(4)
+_Token = tuple[int, "str | re.Pattern[str] | None"]
+
+
+def _glob_tokens(pattern: str) -> list[_Token]:
+    """A shell pattern (`*`, `?`, `[...]`, backslash escapes) as a list of tokens, each matching
+    one character except `*`. A pattern with a bracket expression that is not a valid character
+    class is taken literally, character by character."""
+    out: list[_Token] = []
     i, n = 0, len(pattern)
     while i < n:
         ch = pattern[i]
         i += 1
         if ch == "*":
-            out.append(".*")
+            out.append((_STAR, None))
         elif ch == "?":
-            out.append(".")
+            out.append((_ANY, None))
         elif ch == "\\" and i < n:
-            out.append(re.escape(pattern[i]))
+            out.append((_CHAR, pattern[i]))
             i += 1
         elif ch == "[":
             end = pattern.find("]", i + 1 if i < n and pattern[i] in "!^" else i)
             if end < 0:
-                out.append(re.escape(ch))
+                out.append((_CHAR, ch))
                 continue
             body = pattern[i:end]
             i = end + 1
             negate = body[:1] in ("!", "^")
             if negate:
                 body = body[1:]
-            out.append("[" + ("^" if negate else "") + body.replace("\\", "\\\\") + "]")
+            try:
+                cls = re.compile("[" + ("^" if negate else "") + body.replace("\\", "\\\\") + "]", re.DOTALL)
+            except re.error:
+                return [(_CHAR, c) for c in pattern]
+            out.append((_CLASS, cls))
         else:
-            out.append(re.escape(ch))
-    try:
-        return re.compile("".join(out), re.DOTALL)
-    except re.error:
-        return re.compile(re.escape(pattern), re.DOTALL)
+            out.append((_CHAR, ch))
+    return out
+
+
+class _Glob:
+    """A shell pattern run as a set of positions in it, one character at a time: whether a
+    prefix of the text matches is known after each character, so finding the shortest or the
+    longest matching prefix takes one pass (testing each prefix anew was quadratic, and the
+    regular expressions behind it backtracked without bound on patterns with many `*`)."""
+
+    def __init__(self, tokens: list[_Token]) -> None:
+        self.tokens = tokens
+        self.end = len(tokens)
+        self.start = self._closure({0})
+        self._steps: dict[tuple[frozenset[int], str], frozenset[int]] = {}
+
+    def _closure(self, states: set[int]) -> frozenset[int]:
+        """`states` plus every position reached by letting a `*` match nothing."""
+        out: set[int] = set()
+        pending = list(states)
+        while pending:
+            pos = pending.pop()
+            if pos in out:
+                continue
+            out.add(pos)
+            if pos < self.end and self.tokens[pos][0] == _STAR:
+                pending.append(pos + 1)
+        return frozenset(out)
+
+    def step(self, states: frozenset[int], ch: str) -> frozenset[int]:
+        key = (states, ch)
+        cached = self._steps.get(key)
+        if cached is not None:
+            return cached
+        following: set[int] = set()
+        for pos in states:
+            if pos == self.end:
+                continue
+            kind, arg = self.tokens[pos]
+            if kind == _STAR:
+                following.add(pos)
+            elif kind == _ANY or (kind == _CHAR and arg == ch) or _in_class(arg, ch):
+                following.add(pos + 1)
+        result = self._closure(following)
+        if len(self._steps) > 4096:  # a memo of the transitions seen, kept small
+            self._steps.clear()
+        self._steps[key] = result
+        return result
+
+
+def _in_class(arg: str | re.Pattern[str] | None, ch: str) -> bool:
+    return isinstance(arg, re.Pattern) and arg.match(ch) is not None
 
 
 def _trim(value: str, pattern: str, *, prefix: bool, longest: bool) -> str:
-    """`${v#p}` / `${v##p}` / `${v%p}` / `${v%%p}`: drop the shortest or longest matching end."""
-    regex = _glob_regex(pattern)
-    n = len(value)
-    cuts = range(n, -1, -1) if longest else range(n + 1)
-    for size in cuts:
-        if prefix and regex.fullmatch(value[:size]):
-            return value[size:]
-        if not prefix and regex.fullmatch(value[n - size :]):
-            return value[: n - size]
-    return value
+    """`${v#p}` / `${v##p}` / `${v%p}` / `${v%%p}`: drop the shortest or longest matching end.
+
+    A suffix is matched as the reversed pattern against the reversed value.
+    """
+    tokens = _glob_tokens(pattern)
+    glob = _Glob(tokens if prefix else tokens[::-1])
+    states = glob.start
+    best = 0 if glob.end in states else -1
+    if best < 0 or longest:
+        for count, ch in enumerate(value if prefix else reversed(value), 1):
+            states = glob.step(states, ch)
+            if not states:
+                break
+            if glob.end in states:
+                best = count
+                if not longest:
+                    break
+    if best < 0:
+        return value
+    return value[best:] if prefix else value[: len(value) - best]
+
+
+def _short(text: str) -> str:
+    """`text` for a message: long words are cut."""
+    return text if len(text) <= 200 else text[:200] + "…"
 
 
 def _quote(text: str) -> str:

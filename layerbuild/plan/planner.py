@@ -8,13 +8,15 @@ from __future__ import annotations
 import difflib
 import functools
 import posixpath
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 
 from layerbuild.errors import DockerfileError, LayerbuildError, UsageError
 from layerbuild.instructions import StageExpander, expand_from, parse_command, parse_stages, resolve_meta_args
 from layerbuild.instructions import commands as c
 from layerbuild.instructions.locate import syntax_error
 from layerbuild.parser import Dockerfile, Instruction
+from layerbuild.parser.shell import MAX_BUILD_EXPANSION_BYTES, ExpansionBudget
 from layerbuild.plan.model import Base, BaseImage, BuildPlan, PlannedStage, Scratch, StageRef, Step, StepKind
 from layerbuild.plan.opmake import Network, make_op
 from layerbuild.plan.ops import Source
@@ -97,7 +99,8 @@ def _order(df: Dockerfile, stages: tuple[c.Stage, ...], target: int) -> list[int
             return
         if state.get(index) == "visiting":
             assert via is not None
-            raise syntax_error(df, via.from_.node, f"circular dependency between stages at stage {index}")
+            raise syntax_error(df, via.from_.node, f"circular dependency between stages at stage {index}",
+                               hint="a stage can use only stages that do not use it (FROM, COPY --from, RUN --mount from=)")
         state[index] = "visiting"
         for dep in sorted(_dependencies(stages[index], names)):
             visit(dep, stages[index])
@@ -144,6 +147,42 @@ def _triggers(df: Dockerfile, expressions: tuple[str, ...], origin: str) -> list
     return out
 
 
+# Bytes that are not UTF-8 survive parsing as surrogate escapes (`layerbuild parse` shows them).
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+
+
+def _check_utf8(df: Dockerfile, nodes: Iterable[Instruction]) -> None:
+    """Refuse instructions holding bytes that are not UTF-8, at the first such byte.
+
+    What a step does ends up in UTF-8 JSON (image config, cache keys, build records), where such
+    bytes cannot be written as they are; BuildKit would replace them with U+FFFD and build
+    something other than what was written. Comments, and stages the target does not need, may
+    hold anything.
+    """
+    for node in nodes:
+        texts = [node.original, *(doc.content for doc in node.heredocs)]
+        if node.inner is not None:
+            texts += [doc.content for doc in node.inner.heredocs]
+        for text in texts:
+            bad = _NOT_UTF8.search(text)
+            if bad is not None:
+                byte = ord(bad.group()) - 0xDC00
+                raise syntax_error(
+                    df, node, f"invalid UTF-8 in {node.keyword or node.cmd.upper()}: byte 0x{byte:02x}",
+                    near=bad.group(), hint="save the Dockerfile as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+                )
+
+
+_SYMBOLIC_MODE = re.compile(r"^[ugoa]*(?:[-+=](?:[rwxXst]*|[ugo]))+$")
+
+
+def _valid_chmod(spec: str) -> bool:
+    """`--chmod` as COPY applies it: octal up to 07777, or comma-separated symbolic clauses."""
+    if spec.isdigit():
+        return re.fullmatch(r"[0-7]+", spec) is not None and int(spec, 8) <= 0o7777
+    return bool(spec) and all(_SYMBOLIC_MODE.match(clause) for clause in spec.split(","))
+
+
 def plan_build(
     df: Dockerfile,
     *,
@@ -158,9 +197,13 @@ def plan_build(
     files that steps write (so it is part of their ops)."""
     build_args = dict(build_args or {})
     meta_cmds, stages = parse_stages(df)
+    _check_utf8(df, (cmd.node for cmd in meta_cmds))
     predefined = host_platform_args()
     platform = predefined["TARGETPLATFORM"]
-    meta = resolve_meta_args(df, meta_cmds, build_args, predefined)
+    # All the substitutions of one build share a bound, so that doubling a value with every
+    # instruction (`ENV B=$A$A`) ends in a located error instead of exhausting memory.
+    budget = ExpansionBudget(MAX_BUILD_EXPANSION_BYTES)
+    meta = resolve_meta_args(df, meta_cmds, build_args, predefined, budget)
     target_index = _target_index(stages, target)
     names = _stage_lookup(stages)
     declared = {a.key for cmd in meta_cmds for a in cmd.args} | set(predefined)
@@ -189,7 +232,8 @@ def plan_build(
 
     for index in _order(df, stages, target_index):
         stage = stages[index]
-        expanded_from = expand_from(df, stage.from_, meta)
+        _check_utf8(df, [stage.from_.node, *(cmd.node for cmd in stage.commands)])
+        expanded_from = expand_from(df, stage.from_, meta, budget)
         frm = expanded_from.command
         base: Base
         base_env: tuple[tuple[str, str], ...] = ()
@@ -214,7 +258,7 @@ def plan_build(
         from_args = tuple(sorted((k, meta[k] or "") for k in expanded_from.used_args))
         source_op = Source(ref=frm.base_name, identity=base.identity if isinstance(base, BaseImage) else "")
         steps: list[Step] = [Step(index, 0, "base", frm.node.original, frm, args=from_args, op=source_op)]
-        expander = StageExpander(df, meta_args=meta, build_args=build_args, base_env=base_env)
+        expander = StageExpander(df, meta_args=meta, build_args=build_args, base_env=base_env, budget=budget)
         commands = [*_triggers(df, triggers, origin), *stage.commands]
         trigger_count = len(commands) - len(stage.commands)
         own_onbuild: list[str] = []
@@ -223,17 +267,21 @@ def plan_build(
                 declared.update(a.key for a in command.args)
             result = expander.step(command)
             cmd = result.command
+            if isinstance(cmd, c.SourcesAndDest) and cmd.chmod is not None and not _valid_chmod(cmd.chmod):
+                raise syntax_error(df, cmd.node, f"invalid --chmod value {cmd.chmod!r}", near="--chmod",
+                                   hint="use octal between 0 and 07777 (0755) or a symbolic mode (u+x,go-w)")
             if isinstance(cmd, c.Onbuild):
                 own_onbuild.append(cmd.expression)
-            variables = dict(result.variables)
-            args = tuple(sorted((k, variables.get(k, "")) for k in result.used_args))
+            # Single values from the scope; the whole environment only where an op keeps it (RUN).
+            scope = result.scope
+            args = tuple(sorted((k, scope.get(k)) for k in result.used_args))
             sources: list[Base] = []
             resolve_source = functools.partial(_image_at, image, cmd.node)
 
             source_index = _indexer(sources, names, index, resolve_source)
             if isinstance(cmd, c.Workdir):
                 workdir = posixpath.normpath(posixpath.join(workdir, cmd.path))
-            op = make_op(cmd, variables=tuple(variables.items()), workdir=workdir, user=user, shell=shell,
+            op = make_op(cmd, variables=scope.items() if isinstance(cmd, c.Run) else (), workdir=workdir, user=user, shell=shell,
                          network=network, platform=frm.platform or platform,
                          source_index=source_index, source_date_epoch=source_date_epoch)
             steps.append(

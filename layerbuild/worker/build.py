@@ -18,6 +18,7 @@ from layerbuild.errors import StoreError, UsageError
 from layerbuild.image.config import HistoryEntry, ImageConfig, format_created
 from layerbuild.image.store_io import StoredImage, resolve_image, write_image
 from layerbuild.parser import Dockerfile
+from layerbuild.parser.limits import read_dockerfile
 from layerbuild.plan import BaseImage, BuildPlan, plan_build
 from layerbuild.plan.opmake import Network, network_mode
 from layerbuild.platforms import host_arch
@@ -50,11 +51,8 @@ def _read_dockerfile(request: BuildRequest, root: Path) -> tuple[Path, Dockerfil
     if not request.context.is_dir():
         raise UsageError(f"build context {str(request.context)!r} is not a directory")
     path = request.dockerfile or request.context / "Dockerfile"
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}",
-                         hint="name the Dockerfile with -f, or add one to the context") from None
+    # A regular file only (a FIFO would block), read no further than the parser's size limit.
+    data = read_dockerfile(path)
     name = os.path.relpath(path) if not path.is_absolute() else str(path)
     return path, parsed(data, name, root)
 

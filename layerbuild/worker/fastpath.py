@@ -24,6 +24,7 @@ import xxhash
 
 from layerbuild.context.ignore import load_matcher
 from layerbuild.errors import UsageError
+from layerbuild.parser.limits import read_dockerfile
 from layerbuild.reference import normalize_tag
 from layerbuild.solve.report import BuildEvent, BuildResult
 from layerbuild.store.layout import Layout, resolve_root
@@ -48,7 +49,7 @@ def fingerprint(
     h.update(f"{VERSION}\0{version}\0".encode())
     h.update(json.dumps(options, sort_keys=True, default=str).encode())
     try:
-        text = dockerfile.read_bytes()
+        text = read_dockerfile(dockerfile)  # not a blocking read of a FIFO, nor an unbounded one
         if _REMOTE.search(text):
             return None  # ADD of a URL or a git repository reads something no stat can vouch for
         h.update(b"\0dockerfile\0" + text)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
+import re
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +16,7 @@ import pytest
 from layerbuild.cli.main import main
 from layerbuild.store import Store
 from tests.build.conftest import write
+from tests.build.malformed import HANDWRITTEN, mutations
 
 
 @pytest.fixture
@@ -84,3 +88,134 @@ def test_add_checksum(ctx: Path, root: Path, capsys: pytest.CaptureFixture[str],
     code, err = run(ctx, root, capsys)
     assert code == 1 and "Dockerfile:2: ADD --checksum" in err and "checksum" in err.lower()
     fsck_clean(root)
+
+
+# -- the malformed-input corpus: `parse` and `build` give a located error with a hint, never a crash --
+
+
+def _check_clean_failure(code: int, err: str) -> None:
+    assert "internal error" not in err and "Traceback" not in err, err
+    assert code in (0, 1, 2), err
+    if code == 2:  # a Dockerfile error (1 is a step that ran and failed, e.g. RUN without a shell)
+        # `Dockerfile:L:C: message`, the offending line under it (`  L | ...`), then the hint.
+        found = re.search(r"Dockerfile:(\d+):\d+: .*\n +(\d+) \| ", err)
+        assert found and found.group(1) == found.group(2), err
+        assert "\nhint: " in err, err
+
+
+def _parse_and_build(data: bytes, ctx: Path, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (ctx / "Dockerfile").write_bytes(data)
+    code = main(["parse", str(ctx / "Dockerfile")])
+    _check_clean_failure(code, capsys.readouterr().err)
+    code, err = run(ctx, root, capsys)
+    _check_clean_failure(code, err)
+
+
+@pytest.mark.parametrize("case", sorted(HANDWRITTEN))
+def test_malformed_corpus(case: str, ctx: Path, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _parse_and_build(HANDWRITTEN[case], ctx, root, capsys)
+    fsck_clean(root)
+
+
+def test_malformed_mutations(ctx: Path, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cases = mutations()
+    assert len(cases) > 100
+    for data in cases.values():
+        _parse_and_build(data, ctx, root, capsys)
+    fsck_clean(root)
+
+
+LOCATED = {
+    "LABEL with invalid UTF-8": (b"FROM scratch\nLABEL a=\xff\xfe\n", "Dockerfile:2:9: invalid UTF-8 in LABEL: byte 0xff"),
+    "RUN with invalid UTF-8": (b"FROM scratch\nRUN echo \xc3(\n", "Dockerfile:2:10: invalid UTF-8 in RUN: byte 0xc3"),
+    "EXPOSE abc/xyz": (b"FROM scratch\nEXPOSE 80 abc/xyz\n", "Dockerfile:2:11: invalid port 'abc/xyz'"),
+    "EXPOSE out of range": (b"FROM scratch\nARG P=70000\nEXPOSE $P\n", "Dockerfile:3:8: invalid port range '70000'"),
+    "bad --chmod": (b"FROM scratch\nCOPY --chmod=999 a.txt /b\n", "Dockerfile:2:6: invalid --chmod value '999'"),
+    "line over 64 KiB": (b"FROM scratch\nLABEL a=" + b"x" * 65536 + b"\n",
+                         "Dockerfile:2:1: dockerfile line greater than max allowed size of 65535"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LOCATED))
+def test_located_errors(case: str, ctx: Path, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data, text = LOCATED[case]
+    write(ctx, {"a.txt": "a"})
+    (ctx / "Dockerfile").write_bytes(data)
+    code, err = run(ctx, root, capsys)
+    assert code == 2 and text in err and "hint: " in err, err
+    fsck_clean(root)
+
+
+def test_invalid_utf8_in_a_comment_is_fine(ctx: Path, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (ctx / "Dockerfile").write_bytes(b"FROM scratch\n# caf\xe9\nLABEL a=b\n")
+    code, err = run(ctx, root, capsys)
+    assert code == 0, err
+
+
+# -- a Dockerfile that is not a regular file: refused at once (a FIFO would block a plain read) ------
+
+
+def _special(kind: str, path: Path) -> Iterator[None]:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        yield
+        sock.close()
+        return
+    elif kind == "device":
+        path.symlink_to("/dev/zero")  # endless: a read without the check never ends
+    yield
+
+
+PARSE_SPECIAL = {"fifo": "it is a FIFO (named pipe) and nothing was written to it",
+                 "directory": "it is a directory", "socket": "it is a socket",
+                 "device": "dockerfile larger than max allowed size"}
+SPECIAL = {"fifo": "a FIFO (named pipe)", "directory": "a directory", "socket": "a socket", "device": "a character device"}
+
+
+@pytest.mark.parametrize("kind", sorted(SPECIAL))
+@pytest.mark.parametrize("where", ["context", "-f"])
+def test_dockerfile_not_a_regular_file(kind: str, where: str, ctx: Path, root: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    path = ctx / "Dockerfile" if where == "context" else tmp_path / "special"
+    extra = () if where == "context" else ("-f", str(path))
+    for _ in _special(kind, path):
+        code, err = run(ctx, root, capsys, *extra)
+        assert code == 2, err
+        assert f"it is {SPECIAL[kind]}, not a regular file" in err and "hint: " in err, err
+        # `parse` reads pipes and terminals too (`parse /dev/stdin`), once and within the limits.
+        assert main(["parse", str(path)]) == 2
+        assert PARSE_SPECIAL[kind] in capsys.readouterr().err
+    fsck_clean(root)
+
+
+def test_dockerfile_through_a_symlink(ctx: Path, root: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "real").write_text("FROM scratch\nLABEL a=b\n")
+    (ctx / "Dockerfile").symlink_to(tmp_path / "real")
+    code, err = run(ctx, root, capsys)
+    assert code == 0, err
+
+
+def test_invalid_utf8_in_a_stage_the_target_does_not_need(ctx: Path, root: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    (ctx / "Dockerfile").write_bytes(b"FROM scratch AS other\nLABEL a=\xff\nFROM scratch AS app\nLABEL a=b\n")
+    code, err = run(ctx, root, capsys, "--target", "app")
+    assert code == 0, err
+    code, err = run(ctx, root, capsys, "--target", "other")
+    assert code == 2 and "Dockerfile:2:9: invalid UTF-8 in LABEL: byte 0xff" in err, err
+
+
+def test_parse_reads_a_pipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    read, write_end = os.pipe()
+    os.write(write_end, b"FROM scratch\nLABEL a=b\n")
+    os.close(write_end)
+    try:
+        assert main(["parse", "--json", f"/proc/self/fd/{read}"]) == 0
+    finally:
+        os.close(read)
+    assert '"cmd": "label"' in capsys.readouterr().out
