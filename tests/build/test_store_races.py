@@ -31,7 +31,8 @@ FROM base:1
 RUN echo two > /two
 ARG N=0
 COPY --from=gen /data /data
-RUN cat /data/n > /out/n && touch /started && sleep ${PAUSE:-0}
+ARG PAUSE=0
+RUN cat /data/n > /out/n && touch /started && sleep $PAUSE
 """
 
 
