@@ -22,6 +22,7 @@ from layerbuild.platforms import DEFAULT_PATH
 from layerbuild.runtime import copyfs
 from layerbuild.runtime.merged import MergedView, MountPoint, place_mounts
 from layerbuild.runtime.spec import (
+    DEFAULT_CAPABILITIES,
     BindMount,
     ProcessSpec,
     RootfsMode,
@@ -146,8 +147,8 @@ class Launched:
 
 
 def _mounts(spec: ProcessSpec, etc: dict[str, Path]) -> tuple[list[tuple[str, bool]], list[tuple[Any, ...]]]:
-    wanted: list[tuple[str, bool]] = [("/proc", False), ("/dev", False)]
-    ops: list[tuple[Any, ...]] = [("proc",), ("dev",)]
+    wanted: list[tuple[str, bool]] = [("/proc", False), ("/dev", False), ("/sys", False)]
+    ops: list[tuple[Any, ...]] = [("proc",), ("dev",), ("sys",)]
     for target, path in etc.items():
         wanted.append((target, True))
         ops.append(("bind", os.fspath(path), False))
@@ -248,7 +249,7 @@ def _start(
         env.append(f"HOME={user.home}")
     target = work / "merged"
     target.mkdir()
-    payload = {
+    payload = {**_security(spec),
         "userns": rootless, "netns": spec.network == "none", "tty": tty, "die_with_parent": not detached,
         "exit_file": os.fspath(exit_file) if exit_file else None,
         "hostname": os.uname().nodename if spec.network == "host" else spec.hostname,
@@ -274,6 +275,20 @@ def _start(
                        rootfs=rootfs_dir, baseline=before)
     started.read_status("ready")
     return started
+
+
+def _security(spec: ProcessSpec) -> dict[str, Any]:
+    """What nsinit needs to confine the process: capabilities kept, no_new_privs, the compiled filter."""
+    if spec.privileged:
+        return {"privileged": True, "capabilities": None, "no_new_privs": False, "seccomp": None}
+    program = None
+    if spec.seccomp != "unconfined":
+        from layerbuild.runtime import seccomp
+
+        profile = None if spec.seccomp == "default" else seccomp.load_profile(spec.seccomp)
+        program = seccomp.compile_profile(profile, DEFAULT_CAPABILITIES)
+    return {"privileged": False, "capabilities": list(DEFAULT_CAPABILITIES), "no_new_privs": True,
+            "seccomp": program}
 
 
 def _placed(op: tuple[Any, ...], point: MountPoint) -> tuple[Any, ...]:
