@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from layerbuild.solve.report import BuildEvent, BuildResult
 
 OUTPUT_TYPES = ("local", "tar", "oci", "docker")
+# BuildKit's entitlements. network.host is accepted for docker's spelling; host networking needs none here.
+ENTITLEMENTS = ("security.insecure", "network.host")
 NETWORK_MODES = ("default", "none", "host")
 # An output: (type, dest), or {"type": ..., "dest": ...} as `--output type=...,dest=...` spells it.
 Output = tuple[str, str | os.PathLike[str]] | Mapping[str, str]
@@ -43,6 +45,7 @@ def build(
     secrets: Mapping[str, str | os.PathLike[str]] | None = None,
     outputs: Iterable[Output] = (),
     source_date_epoch: int | None = None,
+    allow: Iterable[str] = (),
 ) -> BuildResult:
     """Build the Dockerfile in `context` (or `dockerfile`) into the store at `root`.
 
@@ -50,7 +53,8 @@ def build(
     the stages built at once (0: one per CPU); `network` is `default`, `none` or `host` for RUN steps;
     `secrets` maps a secret id to the file `RUN --mount=type=secret,id=ID` reads (never stored);
     `outputs` are `(type, dest)` pairs or `{"type", "dest"}` mappings, of type `local`, `tar`, `oci`
-    or `docker`; `source_date_epoch` clamps the image's timestamps. `on_event` receives every
+    or `docker`; `source_date_epoch` clamps the image's timestamps; `allow` grants entitlements
+    (`security.insecure` lets `RUN --security=insecure` run with every capability and no seccomp). `on_event` receives every
     progress event, one at a time (RUN output and parallel stages may call it from the build's
     threads). Returns the report as typed values. Raises a LayerbuildError: UsageError for bad
     arguments (before anything is built), DockerfileError for a bad Dockerfile, BuildError when a
@@ -60,6 +64,7 @@ def build(
         context, dockerfile, tags, build_args, target, no_cache, no_cache_filter=no_cache_filter, jobs=jobs,
         network=network, secrets=secrets, outputs=outputs, source_date_epoch=source_date_epoch,
     )  # fmt: skip
+    request = dataclasses.replace(request, allow=_entitlements(allow))
     started = time.monotonic()
     store_root = resolve_root(root)
     result, fp = fastpath.answer(request, store_root, started, on_event)
@@ -127,6 +132,13 @@ def _outputs(items: Iterable[Output]) -> tuple[OutputSpec, ...]:
             raise UsageError(f"--output type={kind} needs dest=PATH")
         specs.append(OutputSpec(kind, str(dest)))
     return tuple(specs)
+
+
+def _entitlements(items: Iterable[str]) -> frozenset[str]:
+    names = frozenset(_names(items))
+    for name in sorted(names - set(ENTITLEMENTS)):
+        raise UsageError(f"unknown entitlement {name!r} for --allow", hint=f"use {' or '.join(ENTITLEMENTS)}")
+    return names
 
 
 def _secrets(items: Mapping[str, str | os.PathLike[str]]) -> dict[str, Path]:

@@ -25,6 +25,8 @@ def register(sub: Any) -> tuple[str, Any]:
     p.add_argument("--network", choices=("default", "none", "host"), default="default")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH")
     p.add_argument("--output", "-o", action="append", default=[], metavar="type=TYPE,dest=PATH")
+    p.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
+                   help="grant an entitlement: security.insecure (RUN --security=insecure)")
     p.add_argument("--cache-from", action="append", default=[], metavar="REF")
     p.add_argument("--cache-to", action="append", default=[], metavar="REF")
     return "build", run
@@ -97,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             args.context, args.file or None, args.tag, _build_args(args.build_arg), args.target, args.no_cache, progress,
             args.root, no_cache_filter=args.no_cache_filter, jobs=args.jobs, network=args.network,
             secrets=_secrets(args.secret), outputs=_outputs(args.output), source_date_epoch=_source_date_epoch(),
+            allow=[a.strip() for item in args.allow for a in item.split(",") if a.strip()],
         )  # fmt: skip
     finally:
         progress.close()

@@ -137,6 +137,9 @@ class Build:
             df, resolve_image=self._resolve, build_args=self.request.build_args, target=self.request.target,
             network=_network(self.request.network), source_date_epoch=self.request.source_date_epoch,
         )
+        from layerbuild.worker.runop import check_plan_entitled
+
+        check_plan_entitled(plan, self.request.allow)  # before any step runs, as BuildKit does
         if self.on_event is not None:
             self.on_event(BuildEvent("build.planned", message=plan.render()))
         history_id = xxh3(str(path.resolve()).encode())
@@ -150,7 +153,8 @@ class Build:
         from layerbuild.context.tree import BuildContext
 
         self.context = BuildContext.open(self.request.context, dockerfile=path, store=self.store)
-        executor: Executor = WorkerExecutor(services, self.context, secrets=self.request.secrets)
+        executor: Executor = WorkerExecutor(services, self.context, secrets=self.request.secrets,
+                                            allow=self.request.allow)
         if self.wrap_executor is not None:
             executor = self.wrap_executor(executor)
         try:

@@ -32,13 +32,15 @@ class BuildRequest:
     outputs: tuple[OutputSpec, ...] = ()
     source_date_epoch: int | None = None
     fingerprint: str | None = None  # of the inputs, if the caller already took it (fastpath.fingerprint)
+    allow: frozenset[str] = frozenset()  # entitlements (`--allow security.insecure`)
 
     def fastpath_options(self) -> dict[str, object] | None:
         """What, besides files, decides the build's outputs; None when the fast path may not answer."""
         if self.no_cache or self.outputs or self.secrets or self.no_cache_filter:
             return None
         return {"context": str(self.context.resolve()), "args": dict(self.build_args), "target": self.target,
-                "network": self.network, "sde": self.source_date_epoch, "platform": host_platform_args()}
+                "network": self.network, "sde": self.source_date_epoch, "platform": host_platform_args(),
+                **({"allow": sorted(self.allow)} if self.allow else {})}
 
     def dockerfile_path(self) -> Path:
         return self.dockerfile or self.context / "Dockerfile"
