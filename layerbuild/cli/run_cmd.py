@@ -26,6 +26,8 @@ def register(sub: Any) -> tuple[str, Any]:
     p.add_argument("--network", choices=("default", "none", "host"), default="default")
     p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]", help="bind mount")
     p.add_argument("--entrypoint", help="override the image's entrypoint")
+    p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
+                   help="seccomp=unconfined|PROFILE.json, no-new-privileges[=true|false]")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
     return "run", run
@@ -40,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         workdir=args.workdir, user=args.user, network=args.network, volumes=tuple(args.volume),
         detach=args.detach, interactive=args.interactive, tty=args.tty, remove=args.remove,
         entrypoint=None if args.entrypoint is None else ((args.entrypoint,) if args.entrypoint else ()),
+        security_opt=tuple(args.security_opt),
     )
     try:
         with open_store(args) as store:

@@ -261,6 +261,8 @@ def child(spec: Spec, status: int) -> None:
         if caps is not None:
             drop_capabilities(caps)
         proc = spec["process"]
+        if spec["seccomp"] and not spec["no_new_privs"]:  # still privileged enough to load it unflagged
+            load_seccomp(spec["seccomp"])
         if not spec["userns"]:  # setgroups is denied in an unprivileged user namespace
             os.setgroups(proc["groups"])
         os.setresgid(proc["gid"], proc["gid"], proc["gid"])
@@ -273,7 +275,7 @@ def child(spec: Spec, status: int) -> None:
             os.chdir(cwd)
         if spec["no_new_privs"]:  # setuid binaries and file capabilities grant nothing from here on
             _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
-        if spec["seccomp"]:  # last: the filter need not allow what the setup above does
+        if spec["seccomp"] and spec["no_new_privs"]:  # last: the filter need not allow the setup above
             load_seccomp(spec["seccomp"])
     except Exception as exc:  # after pivot_root nothing can be imported: report, never raise
         fail(status, exc)

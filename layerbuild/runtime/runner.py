@@ -45,6 +45,7 @@ class RunOptions:
     remove: bool = False
     entrypoint: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    security_opt: tuple[str, ...] = ()
 
 
 def command_for(entrypoint: Sequence[str] | None, cmd: Sequence[str] | None, args: Sequence[str]) -> list[str]:
@@ -80,10 +81,40 @@ def parse_volume(spec: str) -> BindMount:
     return BindMount(Path(src), dst, readonly=len(parts) == 3 and parts[2] == "ro")
 
 
+def parse_security_opts(items: Sequence[str]) -> dict[str, Any]:
+    """docker's `--security-opt`: `seccomp=unconfined|default|PROFILE.json` and
+    `no-new-privileges[=true|false]` (`:` works as the separator too), as ProcessSpec fields."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep and ":" in item:
+            key, sep, value = item.partition(":")
+        if key == "seccomp" and value:
+            if value in ("unconfined", "default", "builtin"):
+                out["seccomp"] = "default" if value == "builtin" else value
+                continue
+            try:
+                text = Path(value).read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UsageError(f"--security-opt seccomp={value}: cannot read the profile: {exc}",
+                                 hint="give a JSON profile file in Docker's format, or seccomp=unconfined") from None
+            from layerbuild.runtime.seccomp import load_profile
+
+            load_profile(text, f"seccomp profile {value}")
+            out["seccomp"] = text
+        elif key == "no-new-privileges" and value.lower() in ("", "true", "false", "1", "0"):
+            out["no_new_privs"] = value.lower() not in ("false", "0")
+        else:
+            raise UsageError(f"unsupported --security-opt {item!r}",
+                             hint="use seccomp=unconfined, seccomp=PROFILE.json or no-new-privileges=true|false")
+    return out
+
+
 def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list[Path]]:
     """Make the container record and everything needed to start it."""
     from layerbuild.image import resolve_image  # the image package is slow to import; ps/stop/rm skip it
 
+    security = parse_security_opts(opts.security_opt)
     image = resolve_image(store, opts.image)
     cfg = image.config.config
     argv = command_for(opts.entrypoint if opts.entrypoint is not None else cfg.entrypoint, cfg.cmd, opts.command)
@@ -94,11 +125,11 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
     user = opts.user if opts.user is not None else cfg.user
     record = {"env": env, "workdir": workdir, "user": user, "network": opts.network,
               "stop_signal": cfg.stop_signal or "SIGTERM", "auto_remove": opts.remove,
-              "detached": opts.detach, "volumes": list(opts.volumes)}
+              "detached": opts.detach, "volumes": list(opts.volumes), "security_opt": list(opts.security_opt)}
     c = containers.create(store.root, name=opts.name, image=opts.image, image_id=image.id, argv=argv,
                           config=record)
     spec = ProcessSpec(argv=tuple(argv), env=tuple(env), cwd=workdir, user=user,
-                       hostname=c.short_id, network=opts.network, mounts=mounts)
+                       hostname=c.short_id, network=opts.network, mounts=mounts, **security)
     return c, spec, lowers
 
 

@@ -287,7 +287,7 @@ def _security(spec: ProcessSpec) -> dict[str, Any]:
 
         profile = None if spec.seccomp == "default" else seccomp.load_profile(spec.seccomp)
         program = seccomp.compile_profile(profile, DEFAULT_CAPABILITIES)
-    return {"privileged": False, "capabilities": list(DEFAULT_CAPABILITIES), "no_new_privs": True,
+    return {"privileged": False, "capabilities": list(DEFAULT_CAPABILITIES), "no_new_privs": spec.no_new_privs,
             "seccomp": program}
 
 

@@ -65,6 +65,8 @@ class ProcessSpec:
     `seccomp` is "default" (our profile, Docker's in effect), "unconfined", or a profile in Docker's
     JSON format (its text). `privileged` (RUN --security=insecure) keeps every capability and runs
     without seccomp, no_new_privs, masked paths or nodev, as BuildKit's insecure mode does.
+    `no_new_privs` False lets setuid programs gain privileges again (the filter then loads before
+    the process drops root, as runc does).
     """
 
     argv: tuple[str, ...]
@@ -76,6 +78,7 @@ class ProcessSpec:
     mounts: tuple[Mount, ...] = field(default=())
     seccomp: str = "default"
     privileged: bool = False
+    no_new_privs: bool = True
 
     def __post_init__(self) -> None:
         if not self.argv:
