@@ -130,7 +130,8 @@ def _outputs(items: Iterable[Output]) -> tuple[OutputSpec, ...]:
             raise UsageError(f"unknown --output type={kind}", hint="use type=local, tar, oci or docker")
         if not str(dest):
             raise UsageError(f"--output type={kind} needs dest=PATH")
-        specs.append(OutputSpec(kind, str(dest)))
+        devices = _devices(item.get("devices", False) if isinstance(item, Mapping) else False, kind)
+        specs.append(OutputSpec(kind, str(dest), devices))
     return tuple(specs)
 
 
@@ -139,6 +140,17 @@ def _entitlements(items: Iterable[str]) -> frozenset[str]:
     for name in sorted(names - set(ENTITLEMENTS)):
         raise UsageError(f"unknown entitlement {name!r} for --allow", hint=f"use {' or '.join(ENTITLEMENTS)}")
     return names
+
+
+def _devices(value: object, kind: str) -> bool:
+    """`devices=true|false` of an output: whether a local export writes the image's device nodes."""
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        value = value.lower() in ("true", "1")
+    if not isinstance(value, bool):
+        raise UsageError(f"invalid --output devices={value!r}", hint="write devices=true or devices=false")
+    if value and kind != "local":
+        raise UsageError(f"--output type={kind} does not take devices=", hint="devices=true is for type=local")
+    return value
 
 
 def _secrets(items: Mapping[str, str | os.PathLike[str]]) -> dict[str, Path]:

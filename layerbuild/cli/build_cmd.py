@@ -54,14 +54,18 @@ def _build_args(items: list[str]) -> dict[str, str]:
     return args
 
 
-def _outputs(items: list[str]) -> list[tuple[str, str]]:
-    """`type=TYPE,dest=PATH` (or a bare PATH: type=local) as (type, dest); the library checks them."""
-    specs = []
+def _outputs(items: list[str]) -> list[tuple[str, str] | dict[str, str]]:
+    """`type=TYPE,dest=PATH[,devices=true]` (or a bare PATH: type=local) as (type, dest), or a mapping
+    when devices= is given; the library checks them."""
+    specs: list[tuple[str, str] | dict[str, str]] = []
     for item in items:
         fields = _kv_list(item, "--output") if "=" in item else {"type": "local", "dest": item}
         if "dest" not in fields:
             raise UsageError(f"--output {item!r} needs dest=PATH")
-        specs.append((fields.get("type", "local"), fields["dest"]))
+        if "devices" in fields:
+            specs.append({"type": fields.get("type", "local"), "dest": fields["dest"], "devices": fields["devices"]})
+        else:
+            specs.append((fields.get("type", "local"), fields["dest"]))
     return specs
 
 

@@ -101,6 +101,7 @@ class Build:
         self.request = request
         self.store = store
         self.wrap_executor = wrap_executor
+        self.warnings: list[str] = []  # what the exports left out, for the report
         # Events come from every stage's thread (steps, RUN output): one lock serialises them.
         self.on_event = _serialised(on_event) if on_event is not None else None
         self.images: dict[str, StoredImage] = {}
@@ -179,6 +180,7 @@ class Build:
         finally:
             self.rootfs.close()
         warnings = tuple(f"build-arg {name} was not consumed by any ARG" for name in plan.unused_build_args)
+        warnings += tuple(self.warnings)
         result = BuildResult(
             image=ImageRef(stored.id, stored.tags), steps=solved.reports,
             summary=Summary.of(solved.reports, time.monotonic() - started), warnings=warnings,
@@ -235,7 +237,13 @@ class Build:
 
         for spec in self.request.outputs:
             if spec.type == "local":
-                export_local(self.store, stored, spec.dest)
+                written = export_local(self.store, stored, spec.dest, devices=spec.devices)
+                if written.devices_skipped:
+                    shown = ", ".join(written.devices_skipped[:5])
+                    more = len(written.devices_skipped) - 5
+                    self.warnings.append(
+                        f"--output type=local,dest={spec.dest}: left out {len(written.devices_skipped)} device "
+                        f"node(s): {shown}{f' and {more} more' if more > 0 else ''} (devices=true writes them)")
             elif spec.type == "tar":
                 export_tar(self.store, stored, spec.dest)
             elif spec.type in ("oci", "docker"):

@@ -11,10 +11,11 @@ from layerbuild.platforms import host_platform_args
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """`--output type=local|tar,dest=PATH`."""
+    """`--output type=local|tar,dest=PATH[,devices=true]` (devices: write device nodes, local only)."""
 
     type: str
     dest: str
+    devices: bool = False
 
 
 @dataclass(frozen=True)
