@@ -17,6 +17,7 @@ from layerbuild.layer import apply_layer
 from layerbuild.platforms import DEFAULT_PATH
 from layerbuild.runtime.merged import MergedView
 from layerbuild.runtime.runner import command_for
+from layerbuild.runtime.seccomp import runtime_spec
 from layerbuild.runtime.users import resolve_user
 from layerbuild.store import Store
 
@@ -25,8 +26,9 @@ OCI_VERSION = "1.0.2"
 CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
         "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
         "CAP_KILL", "CAP_AUDIT_WRITE"]
-MASKED = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-          "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"]
+MASKED = ["/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+          "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+          "/sys/devices/virtual/powercap"]
 READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
 
@@ -66,6 +68,7 @@ def bundle_config(image: StoredImage, rootfs: Path, args: Sequence[str] = (), *,
         "namespaces": namespaces,
         "maskedPaths": MASKED,
         "readonlyPaths": READONLY,
+        "seccomp": runtime_spec(None, CAPS),  # the profile `layerbuild run` applies
     }
     if rootless:
         namespaces.append({"type": "user"})

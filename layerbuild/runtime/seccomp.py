@@ -170,9 +170,13 @@ class _ArgCmp(ctypes.Structure):
 
 @functools.cache
 def _lib() -> ctypes.CDLL:
-    name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
+    try:  # the soname first: find_library runs ldconfig, which costs more than the compile
+        lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+    except OSError:
+        lib = None
+    name = None if lib is not None else ctypes.util.find_library("seccomp")
     try:
-        lib = ctypes.CDLL(name, use_errno=True)
+        lib = lib or ctypes.CDLL(name or "libseccomp.so.2", use_errno=True)
     except OSError:
         raise SandboxError("libseccomp is not installed: the seccomp profile cannot be compiled",
                            hint="install Debian's libseccomp2, or run with --security-opt seccomp=unconfined") from None
@@ -274,6 +278,28 @@ def _compile(text: str, capabilities: frozenset[int]) -> bytes:
             os.close(fd)
     finally:
         lib.seccomp_release(ctx)
+
+
+def runtime_spec(profile: Mapping[str, Any] | None, capabilities: Iterable[str]) -> dict[str, Any]:
+    """`profile` (default: ours) as an OCI runtime-spec `linux.seccomp` for a process holding
+    `capabilities` (names): the conditions on capabilities, architectures and kernel resolved here."""
+    profile = profile if profile is not None else DEFAULT_PROFILE
+    caps, arches, kernel = set(capabilities), _arches(profile), _kernel_version()
+    syscalls = []
+    for rule in profile.get("syscalls") or []:
+        if not _applies(rule, caps, arches, kernel):
+            continue
+        entry: dict[str, Any] = {"names": list(rule.get("names") or [rule["name"]]), "action": rule["action"]}
+        if "errnoRet" in rule:
+            entry["errnoRet"] = rule["errnoRet"]
+        if rule.get("args"):
+            entry["args"] = [{"index": a["index"], "value": a.get("value", 0), "valueTwo": a.get("valueTwo", 0),
+                              "op": a["op"]} for a in rule["args"]]
+        syscalls.append(entry)
+    out: dict[str, Any] = {"defaultAction": profile["defaultAction"], "architectures": arches, "syscalls": syscalls}
+    if "defaultErrnoRet" in profile:
+        out["defaultErrnoRet"] = profile["defaultErrnoRet"]
+    return out
 
 
 def _add(lib: ctypes.CDLL, ctx: int, action: int, number: int, args: list[dict[str, Any]], name: str) -> None:
