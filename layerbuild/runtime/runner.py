@@ -24,6 +24,7 @@ from layerbuild.runtime.spec import BindMount, Network, ProcessSpec, SandboxErro
 from layerbuild.store import Store
 from layerbuild.store.snapshots import remove_tree
 
+SECCOMP_CACHE = "seccomp"  # compiled seccomp programs, under the store root
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -134,7 +135,7 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
 
 
 def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool = False,
-          tty: bool = False) -> int | None:
+          tty: bool = False, seccomp_cache: Path | None = None) -> int | None:
     """Start the container; in the foreground wait and return its exit code, detached return None."""
     if detach:
         log = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
@@ -143,7 +144,7 @@ def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, 
         stdio = {"stdin": None if interactive or tty else subprocess.DEVNULL, "stdout": None, "stderr": None}
     try:
         started = launch(lowers, c.dir / "upper", c.dir / "work", spec, detached=detach, tty=tty,
-                         exit_file=c.exit_path, **stdio)
+                         exit_file=c.exit_path, seccomp_cache=seccomp_cache, **stdio)
     finally:
         if detach:
             os.close(log)
@@ -243,7 +244,8 @@ def run(store: Store, opts: RunOptions) -> tuple[Container, int | None]:
         raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")
     c, spec, lowers = create(store, opts)
     try:
-        code = start(c, spec, lowers, detach=opts.detach, interactive=opts.interactive, tty=opts.tty)
+        code = start(c, spec, lowers, detach=opts.detach, interactive=opts.interactive, tty=opts.tty,
+                     seccomp_cache=store.root / SECCOMP_CACHE)
     except BaseException:
         if opts.remove and c.dir.exists():
             containers.remove(c)

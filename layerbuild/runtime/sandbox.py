@@ -184,16 +184,19 @@ def launch(
     detached: bool = False,
     tty: bool = False,
     exit_file: Path | None = None,
+    seccomp_cache: Path | None = None,
 ) -> Launched:
     """Start `spec` and return once it is running (or failed to start). `rootfs` is "overlay", "copy"
-    or "auto" (default: $LAYERBUILD_ROOTFS, else auto: overlay, and copy if overlay cannot be mounted)."""
+    or "auto" (default: $LAYERBUILD_ROOTFS, else auto: overlay, and copy if overlay cannot be mounted).
+    `seccomp_cache` is a directory where compiled seccomp programs are kept between processes."""
     global _overlay_broken
     mode = rootfs or os.environ.get("LAYERBUILD_ROOTFS") or "auto"
     if mode not in ("auto", "overlay", "copy"):
         raise SandboxError(f"unknown rootfs mode {mode!r}", hint="use auto, overlay or copy")
     if mode == "auto" and _overlay_broken:
         mode = "copy"
-    args = dict(stdin=stdin, stdout=stdout, stderr=stderr, detached=detached, tty=tty, exit_file=exit_file)
+    args = dict(stdin=stdin, stdout=stdout, stderr=stderr, detached=detached, tty=tty, exit_file=exit_file,
+                seccomp_cache=seccomp_cache)
     started = _start(lower, upper, work, spec, copy=mode == "copy", **args)  # type: ignore[arg-type]
     if started.error_stage == "overlay" and mode == "auto":
         started.wait()
@@ -207,7 +210,7 @@ def launch(
 
 def _start(
     lower: Sequence[Path], upper: Path, work: Path, spec: ProcessSpec, *, copy: bool, stdin: Stdio,
-    stdout: Stdio, stderr: Stdio, detached: bool, tty: bool, exit_file: Path | None,
+    stdout: Stdio, stderr: Stdio, detached: bool, tty: bool, exit_file: Path | None, seccomp_cache: Path | None,
 ) -> Launched:
     work.mkdir(parents=True, exist_ok=True)
     upper.mkdir(parents=True, exist_ok=True)
@@ -249,7 +252,7 @@ def _start(
         env.append(f"HOME={user.home}")
     target = work / "merged"
     target.mkdir()
-    payload = {**_security(spec),
+    payload = {**_security(spec, seccomp_cache),
         "userns": rootless, "netns": spec.network == "none", "tty": tty, "die_with_parent": not detached,
         "exit_file": os.fspath(exit_file) if exit_file else None,
         "hostname": os.uname().nodename if spec.network == "host" else spec.hostname,
@@ -277,7 +280,7 @@ def _start(
     return started
 
 
-def _security(spec: ProcessSpec) -> dict[str, Any]:
+def _security(spec: ProcessSpec, cache: Path | None) -> dict[str, Any]:
     """What nsinit needs to confine the process: capabilities kept, no_new_privs, the compiled filter."""
     if spec.privileged:
         return {"privileged": True, "capabilities": None, "no_new_privs": False, "seccomp": None}
@@ -286,7 +289,7 @@ def _security(spec: ProcessSpec) -> dict[str, Any]:
         from layerbuild.runtime import seccomp
 
         profile = None if spec.seccomp == "default" else seccomp.load_profile(spec.seccomp)
-        program = seccomp.compile_profile(profile, DEFAULT_CAPABILITIES)
+        program = seccomp.compile_profile(profile, DEFAULT_CAPABILITIES, cache)
     return {"privileged": False, "capabilities": list(DEFAULT_CAPABILITIES), "no_new_privs": spec.no_new_privs,
             "seccomp": program}
 
@@ -304,6 +307,7 @@ def run_step(
     stdout: BinaryIO | None = None,
     stdin: bytes | None = None,
     rootfs: RootfsMode | None = None,
+    seccomp_cache: Path | None = None,
 ) -> StepResult:
     """Run a RUN step to completion. stdout and stderr are merged, copied to `stdout` as they come and
     their last bytes returned. Afterwards `upper` holds exactly the process's changes in overlay form
@@ -315,7 +319,7 @@ def run_step(
         in_r, in_w = os.pipe()
     try:
         started = launch(lower, upper, work, spec, stdin=in_r if in_r is not None else subprocess.DEVNULL,
-                         stdout=out_w, stderr=out_w, rootfs=rootfs)
+                         stdout=out_w, stderr=out_w, rootfs=rootfs, seccomp_cache=seccomp_cache)
     except BaseException:
         os.close(out_r)
         raise

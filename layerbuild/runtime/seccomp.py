@@ -11,12 +11,15 @@ and the capability set.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from layerbuild.runtime.spec import SandboxError
@@ -163,6 +166,10 @@ _ARCH_ALIASES = {"SCMP_ARCH_ARM64": "SCMP_ARCH_AARCH64"}
 _HINT = "give a profile in Docker's format (defaultAction, syscalls[].names/action/args), or seccomp=unconfined"
 
 
+class _Version(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+
+
 class _ArgCmp(ctypes.Structure):
     _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
                 ("datum_b", ctypes.c_uint64)]
@@ -180,6 +187,7 @@ def _lib() -> ctypes.CDLL:
     except OSError:
         raise SandboxError("libseccomp is not installed: the seccomp profile cannot be compiled",
                            hint="install Debian's libseccomp2, or run with --security-opt seccomp=unconfined") from None
+    lib.seccomp_version.restype = ctypes.POINTER(_Version)
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
@@ -232,11 +240,36 @@ def _action(name: str, errno_ret: Any, where: str) -> int:
     return value
 
 
-def compile_profile(profile: Mapping[str, Any] | None, capabilities: Iterable[int]) -> bytes:
+def compile_profile(profile: Mapping[str, Any] | None, capabilities: Iterable[int],
+                    cache_dir: Path | None = None) -> bytes:
     """The BPF program (struct sock_filter[] bytes) of `profile` (default: ours) for a process holding
-    `capabilities` (numbers)."""
+    `capabilities` (numbers). With `cache_dir`, programs are kept there by what decides them (the
+    profile, the capabilities, libseccomp's version, the kernel and the machine), so a new process
+    reads the file instead of compiling again."""
     text = json.dumps(profile if profile is not None else DEFAULT_PROFILE, sort_keys=True)
-    return _compile(text, frozenset(capabilities))
+    caps = frozenset(capabilities)
+    if cache_dir is None:
+        return _compile(text, caps)
+    uname = os.uname()
+    key = hashlib.sha256(f"{text}\0{sorted(caps)}\0{_lib_version()}\0{uname.release}\0{uname.machine}".encode())
+    path = cache_dir / f"{key.hexdigest()[:32]}.bpf"
+    with contextlib.suppress(OSError):
+        data = path.read_bytes()
+        if data and len(data) % 8 == 0:
+            return data
+    program = _compile(text, caps)
+    with contextlib.suppress(OSError):  # a cache that cannot be written only costs the next compile
+        cache_dir.mkdir(mode=0o700, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(program)
+        os.replace(tmp, path)
+    return program
+
+
+def _lib_version() -> str:
+    lib = _lib()
+    version = lib.seccomp_version().contents
+    return f"{version.major}.{version.minor}.{version.micro}"
 
 
 @functools.cache

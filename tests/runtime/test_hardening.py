@@ -262,3 +262,15 @@ def test_rootless_confinement(rootless_home: Path, busybox_rootfs_tar: bytes) ->
     _check_masks(masks[1])
     _check_masks(masks_netns[1])
     assert "MADE" not in devices[1] and devices[1].split()[-1] == "4" and not (rootless_home / "root").stat().st_mode & 0o077, devices
+
+
+def test_compiled_programs_are_kept_in_the_cache_dir(tmp_path: Path) -> None:
+    cache = tmp_path / "seccomp"
+    program = seccomp_mod.compile_profile(None, (0, 1), cache)
+    (path,) = cache.iterdir()
+    assert path.read_bytes() == program and not cache.stat().st_mode & 0o077
+    path.write_bytes(b"\0" * 16)  # what a later process reads, not compiles
+    assert seccomp_mod.compile_profile(None, (0, 1), cache) == b"\0" * 16
+    path.write_bytes(b"torn")  # not a whole program: compiled and written again
+    assert seccomp_mod.compile_profile(None, (0, 1), cache) == program == path.read_bytes()
+    assert seccomp_mod.compile_profile(None, (0, 1, 21), cache) != program and len(list(cache.iterdir())) == 2
