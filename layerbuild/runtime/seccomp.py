@@ -64,7 +64,7 @@ sendmmsg sendmsg sendto setfsgid setfsgid32 setfsuid setfsuid32 setgid setgid32 
 setitimer setpgid setpriority setregid setregid32 setresgid setresgid32 setresuid setresuid32 setreuid
 setreuid32 setrlimit set_robust_list setsid setsockopt set_thread_area set_tid_address setuid setuid32
 setxattr shmat shmctl shmdt shmget shutdown sigaltstack signalfd signalfd4 sigprocmask sigreturn
-socket socketcall socketpair splice stat stat64 statfs statfs64 statx symlink symlinkat sync
+socketcall socketpair splice stat stat64 statfs statfs64 statx symlink symlinkat sync
 sync_file_range syncfs sysinfo tee tgkill time timer_create timer_delete timer_getoverrun
 timer_gettime timer_gettime64 timer_settime timer_settime64 timerfd_create timerfd_gettime
 timerfd_gettime64 timerfd_settime timerfd_settime64 times tkill truncate truncate64 ugetrlimit umask
@@ -90,15 +90,16 @@ _BY_CAPABILITY = {
     "CAP_BPF": "bpf",
     "CAP_PERFMON": "perf_event_open",
 }
-# Per-architecture calls (Docker's `includes.arches`).
+# Per-architecture calls (Docker's `includes.arches`: the machine's own architecture, Go's names).
 _BY_ARCH = {
-    ("SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_X86"): "modify_ldt",
-    ("SCMP_ARCH_X86_64", "SCMP_ARCH_X32"): "arch_prctl",
-    ("SCMP_ARCH_ARM",): "arm_fadvise64_64 arm_sync_file_range sync_file_range2 breakpoint cacheflush set_tls",
-    ("SCMP_ARCH_ARM64",): "arm_fadvise64_64 arm_sync_file_range sync_file_range2 breakpoint cacheflush set_tls",
-    ("SCMP_ARCH_RISCV64",): "riscv_flush_icache",
-    ("SCMP_ARCH_S390", "SCMP_ARCH_S390X"): "s390_pci_mmio_read s390_pci_mmio_write s390_runtime_instr",
+    ("amd64", "x32", "x86"): "modify_ldt",
+    ("amd64", "x32"): "arch_prctl",
+    ("arm", "arm64"): "arm_fadvise64_64 arm_sync_file_range sync_file_range2 breakpoint cacheflush set_tls",
+    ("ppc64le",): "sync_file_range2 swapcontext",
+    ("riscv64",): "riscv_flush_icache",
+    ("s390", "s390x"): "s390_pci_mmio_read s390_pci_mmio_write s390_runtime_instr",
 }
+_AF_VSOCK = 40  # sockets to the hypervisor: refused, as Docker does
 # clone's namespace flags (CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET): a new user
 # namespace is the way around every other restriction, so clone may set none of them.
 _CLONE_NS_FLAGS = 0x7E020000
@@ -112,17 +113,21 @@ def _default_profile() -> dict[str, Any]:
     syscalls: list[dict[str, Any]] = [{"names": list(_ALLOWED), "action": "SCMP_ACT_ALLOW"}]
     syscalls += [{"names": ["personality"], "action": "SCMP_ACT_ALLOW",
                   "args": [{"index": 0, "value": v, "op": "SCMP_CMP_EQ"}]} for v in _PERSONAS]
-    syscalls.append({"names": ["ptrace"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "4.8"}})
+    syscalls.append({"names": ["socket"], "action": "SCMP_ACT_ALLOW",
+                     "args": [{"index": 0, "value": _AF_VSOCK, "op": "SCMP_CMP_NE"}]})
+    # Before 4.8 a ptraced process could get around the filter.
+    syscalls.append({"names": ["process_vm_readv", "process_vm_writev", "ptrace"], "action": "SCMP_ACT_ALLOW",
+                     "includes": {"minKernel": "4.8"}})
     for arches, names in _BY_ARCH.items():
         syscalls.append({"names": names.split(), "action": "SCMP_ACT_ALLOW", "includes": {"arches": list(arches)}})
     for cap, names in _BY_CAPABILITY.items():
         syscalls.append({"names": names.split(), "action": "SCMP_ACT_ALLOW", "includes": {"caps": [cap]}})
     syscalls.append({"names": ["clone"], "action": "SCMP_ACT_ALLOW",
                      "args": [{"index": 0, "value": _CLONE_NS_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
-                     "excludes": {"caps": ["CAP_SYS_ADMIN"], "arches": ["SCMP_ARCH_S390", "SCMP_ARCH_S390X"]}})
+                     "excludes": {"caps": ["CAP_SYS_ADMIN"], "arches": ["s390", "s390x"]}})
     syscalls.append({"names": ["clone"], "action": "SCMP_ACT_ALLOW",
                      "args": [{"index": 1, "value": _CLONE_NS_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
-                     "includes": {"arches": ["SCMP_ARCH_S390", "SCMP_ARCH_S390X"]},
+                     "includes": {"arches": ["s390", "s390x"]},
                      "excludes": {"caps": ["CAP_SYS_ADMIN"]}})
     # clone3 passes its flags in memory, out of a filter's reach: ENOSYS makes libc fall back to clone.
     syscalls.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": _ENOSYS,
@@ -161,8 +166,11 @@ _OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4, 
 _NATIVE = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64", "riscv64": "SCMP_ARCH_RISCV64",
            "ppc64le": "SCMP_ARCH_PPC64LE", "s390x": "SCMP_ARCH_S390X", "armv7l": "SCMP_ARCH_ARM",
            "i686": "SCMP_ARCH_X86"}
-# Docker spells aarch64 both ways.
-_ARCH_ALIASES = {"SCMP_ARCH_ARM64": "SCMP_ARCH_AARCH64"}
+# Docker spells aarch64 both ways; `includes.arches` uses Go's names for the machine.
+_ARCH_ALIASES = {"SCMP_ARCH_ARM64": "SCMP_ARCH_AARCH64", "amd64": "SCMP_ARCH_X86_64", "x86": "SCMP_ARCH_X86",
+                 "386": "SCMP_ARCH_X86", "x32": "SCMP_ARCH_X32", "arm": "SCMP_ARCH_ARM", "arm64": "SCMP_ARCH_AARCH64",
+                 "ppc64le": "SCMP_ARCH_PPC64LE", "s390": "SCMP_ARCH_S390", "s390x": "SCMP_ARCH_S390X",
+                 "riscv64": "SCMP_ARCH_RISCV64"}
 _HINT = "give a profile in Docker's format (defaultAction, syscalls[].names/action/args), or seccomp=unconfined"
 
 
@@ -356,22 +364,23 @@ def _arches(profile: Mapping[str, Any]) -> list[str]:
     if arch_map:
         for entry in arch_map:
             if _ARCH_ALIASES.get(entry.get("architecture"), entry.get("architecture")) == native:
-                return [native, *entry.get("subArchitectures", [])]
+                return [native, *(entry.get("subArchitectures") or [])]
         return [native]
     listed = [_ARCH_ALIASES.get(a, a) for a in profile.get("architectures") or []]
-    return listed or [native]
+    return [native, *(a for a in listed if a != native)]  # the machine's own first
 
 
 def _applies(rule: Mapping[str, Any], caps: set[str], arches: list[str], kernel: tuple[int, ...]) -> bool:
     inc, exc = rule.get("includes") or {}, rule.get("excludes") or {}
+    native = arches[:1]  # as Docker reads them, arch conditions name the machine's own architecture
     wanted = [_ARCH_ALIASES.get(a, a) for a in inc.get("arches") or []]
-    if wanted and not set(wanted) & set(arches):
+    if wanted and not set(wanted) & set(native):
         return False
     if inc.get("caps") and not set(inc["caps"]) <= caps:
         return False
     if inc.get("minKernel") and kernel < _version(inc["minKernel"]):
         return False
-    if exc.get("arches") and set(_ARCH_ALIASES.get(a, a) for a in exc["arches"]) & set(arches[:1]):
+    if exc.get("arches") and set(_ARCH_ALIASES.get(a, a) for a in exc["arches"]) & set(native):
         return False
     return not (exc.get("caps") and set(exc["caps"]) & caps)
 

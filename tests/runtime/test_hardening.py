@@ -274,3 +274,26 @@ def test_compiled_programs_are_kept_in_the_cache_dir(tmp_path: Path) -> None:
     path.write_bytes(b"torn")  # not a whole program: compiled and written again
     assert seccomp_mod.compile_profile(None, (0, 1), cache) == program == path.read_bytes()
     assert seccomp_mod.compile_profile(None, (0, 1, 21), cache) != program and len(list(cache.iterdir())) == 2
+
+
+GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
+
+
+def test_profile_rules_by_architecture_and_capability(lowers: list[Path], scratch: Path) -> None:
+    # Docker's `includes`/`excludes`: arches in Go's names (the machine's own), caps of the container.
+    machine = GO_ARCH.get(os.uname().machine)
+    if machine is None:
+        pytest.skip("an architecture without a Go name here")
+    other = "s390x" if machine != "s390x" else "amd64"
+    deny = {"action": "SCMP_ACT_ERRNO", "errnoRet": 13}
+    profile = json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "archMap": [], "syscalls": [
+        {"names": ["mkdir", "mkdirat"], **deny, "includes": {"arches": [machine]}},
+        {"names": ["rmdir"], **deny, "includes": {"arches": [other]}},
+        {"names": ["symlink", "symlinkat"], **deny, "excludes": {"caps": ["CAP_SYS_ADMIN"]}},
+        {"names": ["link", "linkat"], **deny, "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+    ]})
+    script = ("mkdir /a && echo MKDIR; rmdir /tmp && echo RMDIR; ln -s x /s && echo SYMLINK;"
+              "touch /f; ln /f /h && echo LINK; true")
+    _, out = run(lowers, scratch, sh(script, seccomp=profile))
+    assert out.split().count("Permission") == 2, out
+    assert set(out.split()) & {"MKDIR", "RMDIR", "SYMLINK", "LINK"} == {"RMDIR", "LINK"}, out
