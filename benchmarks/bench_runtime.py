@@ -66,6 +66,26 @@ def test_cli_run_true(benchmark: Any, root: Path) -> None:
     benchmark(subprocess.run, argv, check=True, cwd=REPO)
 
 
+def test_cli_run_tty_true(benchmark: Any, root: Path) -> None:
+    """`run -t`: the same start with the container's own pty made and relayed (compare with the above)."""
+    argv = [sys.executable, "-m", "layerbuild", "--root", str(root), "run", "--rm", "-t", "busybox", "true"]
+    benchmark(subprocess.run, argv, check=True, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
+def test_cli_run_tty_throughput(benchmark: Any, root: Path) -> None:
+    """64 MiB written through `run -t`'s pty and relay (with its copy to the log), against the same
+    without -t, where the container writes to /dev/null itself: the relay's cost per byte."""
+    script = "head -c 67108864 /dev/zero"
+    argv = [sys.executable, "-m", "layerbuild", "--root", str(root), "run", "--rm", "-t", "busybox", "sh", "-c", script]
+    benchmark(subprocess.run, argv, check=True, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
+def test_cli_run_plain_throughput(benchmark: Any, root: Path) -> None:
+    script = "head -c 67108864 /dev/zero"
+    argv = [sys.executable, "-m", "layerbuild", "--root", str(root), "run", "--rm", "busybox", "sh", "-c", script]
+    benchmark(subprocess.run, argv, check=True, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
 @pytest.mark.parametrize("seccomp", ["default", "unconfined"])
 def test_run_step_true_by_seccomp(benchmark: Any, root: Path, seccomp: str) -> None:
     """The primitive with the default profile (compiled once per process) and without a filter."""

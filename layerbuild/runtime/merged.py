@@ -40,13 +40,17 @@ class MergedView:
         self.top_first = [os.fspath(p) for p in reversed(lowers)]
 
     def entry(self, parts: Sequence[str]) -> str | None:
-        """The host path of the visible entry at `parts` (no symlinks followed), or None."""
+        """The host path of the visible entry at `parts` (no symlinks followed), or None.
+
+        Each returned path runs through real directories of one layer only: a lower layer's symlink
+        under an upper directory is hidden, never followed on the host."""
         if not parts:
             return self.top_first[0] if self.top_first else None
         live = self.top_first
         for depth in range(len(parts)):
             rel = os.path.join(*parts[: depth + 1])
             nxt: list[str] = []
+            top_is_dir = False
             for layer in live:
                 path = os.path.join(layer, rel)
                 try:
@@ -55,13 +59,17 @@ class MergedView:
                     continue
                 if _is_whiteout(st):
                     break
+                if nxt and not stat.S_ISDIR(st.st_mode):
+                    break  # an upper directory hides what the lower layers have at its path
+                if not nxt:
+                    top_is_dir = stat.S_ISDIR(st.st_mode)
                 nxt.append(layer)
                 if not stat.S_ISDIR(st.st_mode) or _opaque(path):
                     break  # a file, or an opaque dir, hides everything below it
             if not nxt:
                 return None
-            if depth < len(parts) - 1 and not os.path.isdir(os.path.join(nxt[0], rel)):
-                return None
+            if depth < len(parts) - 1 and not top_is_dir:
+                return None  # a file or a symlink cannot have children here (resolve follows links)
             live = nxt
         return os.path.join(live[0], *parts)
 
@@ -94,9 +102,15 @@ class MergedView:
     def read(self, path: str, limit: int = 1 << 20) -> bytes | None:
         """The contents of a regular file in the image, or None if there is none."""
         _, found = self.resolve(path)
-        if found is None or not os.path.isfile(found):
+        if found is None:
             return None
-        with open(found, "rb") as f:
+        try:  # O_NOFOLLOW: what resolve found is never a symlink, and must not become one
+            fd = os.open(found, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
             return f.read(limit)
 
 

@@ -6,6 +6,8 @@ modules): the spec arrives as a marshal'd dict on SPEC_FD, and progress goes bac
 STATUS_FD: `pid N` once the process exists, `error STAGE CODE MESSAGE` if it could not start,
 `exit CODE` when it ended. The process itself is PID 1 of a new PID namespace; this helper stays
 outside it, forwards signals to it, and reports its status (128+N for a signal, like a shell).
+With `tty` (`run -t`), stdin is the console socket: the process makes its own pty and sends the
+master there before it reports `ready` (`setup_terminal`).
 """
 
 from __future__ import annotations
@@ -234,6 +236,8 @@ def child(spec: Spec, status: int) -> None:
     try:
         if spec["die_with_parent"]:
             _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+        if not spec["tty"]:  # (with a tty, setup_terminal does it) a session of its own, without a
+            os.setsid()  # controlling terminal: the caller's terminal is no /dev/tty and takes no TIOCSTI
         _check(_libc.unshare(CLONE_NEWNS), "unshare the mount namespace")
         mount(None, "/", None, MS_REC | MS_PRIVATE)
         target = spec["target"]
@@ -256,7 +260,11 @@ def child(spec: Spec, status: int) -> None:
             loopback_up()
         name = spec["hostname"].encode()
         _check(_libc.sethostname(name, len(name)), "set the hostname")
+        if spec["tty"]:
+            import_terminal_modules()  # after pivot_root nothing can be imported
         pivot(target)
+        if spec["tty"]:
+            setup_terminal(spec["process"]["uid"])
         caps = spec["capabilities"]
         if caps is not None:
             drop_capabilities(caps)
@@ -290,6 +298,96 @@ def child(spec: Spec, status: int) -> None:
         fail(status, SetupError("exec", 127, f'exec: "{argv[0]}": executable file not found in $PATH'))
     except OSError as exc:
         fail(status, SetupError("exec", 126, f'exec: "{argv[0]}": {exc.strerror}'))
+
+
+def import_terminal_modules() -> None:
+    import _socket  # noqa: F401
+    import fcntl  # noqa: F401
+    import termios  # noqa: F401
+
+
+def setup_terminal(uid: int) -> None:
+    """`run -t`: a new pty of the container's devpts becomes this process's controlling terminal and
+    stdio (and /dev/console), and its master goes to the caller over the console socket on fd 0."""
+    import _socket
+    import fcntl
+    import termios
+
+    master, slave = os.openpty()  # /dev/ptmx is the container's own devpts instance by now
+    for fd in (1, 2):  # the caller's size (stdout's first, as docker), so the first `stty size` is right
+        try:
+            size = fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
+        except OSError:
+            continue
+        fcntl.ioctl(master, termios.TIOCSWINSZ, size)
+        break
+    sock = _socket.socket(fileno=0)
+    try:
+        fds = master.to_bytes(4, sys.byteorder)
+        sock.sendmsg([b"m"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
+    finally:
+        sock.detach()
+    os.close(master)
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    try:
+        os.fchown(slave, uid, -1)  # as runc does, so that a non-root user can reopen /dev/tty
+    except OSError:
+        pass
+    try:
+        os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        mount(os.ttyname(slave), "/dev/console", None, MS_BIND)
+    except (OSError, SetupError):
+        pass  # nice to have: the terminal itself works without it
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def is_socket(fd: int) -> bool:
+    try:
+        return os.fstat(fd).st_mode & 0o170000 == 0o140000  # S_IFSOCK, without importing stat
+    except OSError:
+        return False
+
+
+def keep_console() -> Any:
+    """Detached `run -t`: nobody is there to relay the pty, so this helper keeps its master (the
+    container's terminal stays open, as with `docker run -dit`) and copies its output to stdout,
+    the container's log. Returns our end of a console socket whose other end is now fd 0."""
+    import _socket
+
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    os.dup2(theirs.fileno(), 0)
+    theirs.close()
+    return ours
+
+
+def log_terminal(console: Any) -> None:
+    """Receive the master from the child, then copy what the container writes to stdout until every
+    process holding the pty has ended (EIO)."""
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)  # our copy of the child's end: without it, a child that fails gives EOF here
+    os.close(null)
+    _, ancdata, _, _ = console.recvmsg(1, 64)
+    console.close()
+    masters = [int.from_bytes(data[i:i + 4], sys.byteorder) for _, _, data in ancdata
+               for i in range(0, len(data) - 3, 4)]
+    for master in masters:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            try:
+                while data:
+                    data = data[os.write(1, data):]
+            except OSError:
+                pass
+        os.close(master)
 
 
 def execute(argv: list[str], env: dict[str, str]) -> None:
@@ -343,16 +441,18 @@ def main() -> int:
         enter_namespaces(spec)
     except (SetupError, OSError) as exc:
         fail(status, exc)
+    console = None
+    if spec["tty"] and not is_socket(0):  # no console socket: detached
+        console = keep_console()
     pid = os.fork()
     if pid == 0:
         child(spec, status)
     os.write(status, f"pid {pid}\n".encode())
     forward = lambda signum, frame: os.kill(pid, signum)  # noqa: E731
-    for name in FORWARDED:
-        if spec["tty"] and name in ("SIGINT", "SIGQUIT", "SIGWINCH"):
-            _signal.signal(getattr(_signal, name), _signal.SIG_IGN)  # the tty sends these to the child too
-        else:
-            _signal.signal(getattr(_signal, name), forward)
+    for name in FORWARDED:  # the container's own terminal (-t) is not ours: its keys do not reach us
+        _signal.signal(getattr(_signal, name), forward)
+    if console is not None:
+        log_terminal(console)
     _, wstatus = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(wstatus)
     code = 128 - code if code < 0 else code

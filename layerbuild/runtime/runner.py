@@ -1,11 +1,13 @@
 """`layerbuild run` and friends: containers from stored images, in the foreground or detached.
 
 A detached container outlives the CLI: its helper (`nsinit.py`, in its own session) is the monitor
-that waits for it and writes the exit code. A foreground run forwards the signals the CLI gets.
+that waits for it and writes the exit code. A foreground run forwards the signals the CLI gets;
+with `-t` it relays the container's own pty (`terminal.py`).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -17,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from layerbuild.errors import UsageError
-from layerbuild.runtime import containers
+from layerbuild.runtime import containers, terminal
 from layerbuild.runtime.containers import Container, format_created, proc_start_time
-from layerbuild.runtime.sandbox import launch, lower_dirs_for
+from layerbuild.runtime.sandbox import Launched, launch, lower_dirs_for
 from layerbuild.runtime.spec import BindMount, Network, ProcessSpec, SandboxError
 from layerbuild.store import Store
 from layerbuild.store.snapshots import remove_tree
@@ -122,6 +124,8 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
     lowers = lower_dirs_for(store, image.config.diff_ids)
     mounts = tuple(parse_volume(v) for v in opts.volumes)
     env = merge_env(cfg.env, opts.env)
+    if opts.tty and not any(e.startswith("TERM=") for e in env):
+        env.append("TERM=xterm")  # as docker does for a container with a terminal
     workdir = opts.workdir or cfg.working_dir or "/"
     user = opts.user if opts.user is not None else cfg.user
     record = {"env": env, "workdir": workdir, "user": user, "network": opts.network,
@@ -137,17 +141,44 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
 def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool = False,
           tty: bool = False, seccomp_cache: Path | None = None) -> int | None:
     """Start the container; in the foreground wait and return its exit code, detached return None."""
+    console = terminal.console_pair() if tty and not detach else None
     if detach:
         log = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         stdio: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": log, "stderr": log}
+    elif console is not None:  # the container makes its own pty and sends us its master
+        stdio = {"stdin": console[1].fileno(), "stdout": None, "stderr": None}
     else:
-        stdio = {"stdin": None if interactive or tty else subprocess.DEVNULL, "stdout": None, "stderr": None}
+        stdio = {"stdin": None if interactive else subprocess.DEVNULL, "stdout": None, "stderr": None}
+    master = None
     try:
         started = launch(lowers, c.dir / "upper", c.dir / "work", spec, detached=detach, tty=tty,
                          exit_file=c.exit_path, seccomp_cache=seccomp_cache, **stdio)
+        if console is not None:
+            fd = terminal.receive_master(console[0])
+            master = None if fd is None else io.FileIO(fd, "r+")  # closing it twice is harmless
     finally:
         if detach:
             os.close(log)
+        for sock in console or ():
+            sock.close()
+    try:
+        return _run_started(c, started, detach=detach, interactive=interactive, master=master)
+    finally:
+        if master is not None:
+            master.close()
+
+
+def _start_keeping_modes(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool,
+                          tty: bool, seccomp_cache: Path | None = None) -> int | None:
+    """`start`, with the caller's terminal modes kept when a foreground container without -t writes
+    to it (saved before the container starts, restored once it ended)."""
+    fd = None if tty or detach else terminal.terminal_fd(0, 1, 2)
+    with terminal.modes_kept(fd):
+        return start(c, spec, lowers, detach=detach, interactive=interactive, tty=tty, seccomp_cache=seccomp_cache)
+
+
+def _run_started(c: Container, started: Launched, *, detach: bool, interactive: bool,
+                 master: io.FileIO | None) -> int | None:
     c.pid, c.pid_start = started.pid, proc_start_time(started.pid) if started.pid else None
     c.helper_pid, c.helper_start = started.helper.pid, proc_start_time(started.helper.pid)
     c.started, c.recorded_status = format_created(time.time()), "running"
@@ -160,12 +191,29 @@ def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, 
         return None
     previous = {sig: signal.signal(sig, lambda signum, _f: started.helper.send_signal(signum)) for sig in _FORWARDED}
     try:
+        if master is not None:
+            _attach_terminal(c, master, interactive)
         code = started.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     _finish(c)
     return code
+
+
+def _attach_terminal(c: Container, master: io.FileIO, interactive: bool) -> None:
+    """Relay the container's pty until it ends, as `docker run -t[i]` does; the log gets its output.
+    Closes the master: if our stdout went away first, the container sees its terminal hang up."""
+    sys.stdout.flush()
+    stdin = 0 if interactive else None
+    log = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    try:
+        with terminal.follow_size(terminal.terminal_fd(1, 0), master.fileno()), \
+                terminal.raw_mode(terminal.terminal_fd(0) if interactive else None):
+            terminal.relay(master.fileno(), stdin, 1, log)
+    finally:
+        os.close(log)
+        master.close()
 
 
 def _finish(c: Container) -> None:
@@ -240,12 +288,12 @@ def follow_log(c: Container, follow: bool) -> Iterator[bytes]:
 
 def run(store: Store, opts: RunOptions) -> tuple[Container, int | None]:
     """Create and start a container (`layerbuild run`)."""
-    if opts.tty and opts.interactive and not sys.stdin.isatty():
+    if opts.tty and opts.interactive and not opts.detach and not sys.stdin.isatty():
         raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")
     c, spec, lowers = create(store, opts)
     try:
-        code = start(c, spec, lowers, detach=opts.detach, interactive=opts.interactive, tty=opts.tty,
-                     seccomp_cache=store.root / SECCOMP_CACHE)
+        code = _start_keeping_modes(c, spec, lowers, detach=opts.detach, interactive=opts.interactive, tty=opts.tty,
+                                    seccomp_cache=store.root / SECCOMP_CACHE)
     except BaseException:
         if opts.remove and c.dir.exists():
             containers.remove(c)

@@ -267,7 +267,7 @@ def _start(
         helper = subprocess.Popen(
             [sys.executable, "-I", "-S", os.fspath(NSINIT), str(spec_r), str(status_w)],
             pass_fds=(spec_r, status_w), stdin=stdin, stdout=stdout, stderr=stderr,
-            start_new_session=detached, process_group=None if detached or tty else 0,
+            start_new_session=detached, process_group=None if detached else 0,
         )
     finally:
         os.close(spec_r)
