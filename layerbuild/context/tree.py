@@ -22,6 +22,7 @@ import xxhash
 from layerbuild.context.contenthash import fingerprint, hash_file, read_capability
 from layerbuild.context.ignore import Matcher, MatchInfo, load_matcher
 from layerbuild.errors import BuildError
+from layerbuild.store.idmap import view_owner
 
 if TYPE_CHECKING:
     from layerbuild.store import Store
@@ -209,6 +210,10 @@ class SourceTree:
 
     # --- fingerprints ---------------------------------------------------------------------------------
 
+    def owner(self, entry: Entry) -> tuple[int, int] | None:
+        """The (uid, gid) a COPY of `entry` keeps; None where owners are reset to 0:0."""
+        return (entry.st.st_uid, entry.st.st_gid) if self.keep_owner else None
+
     def fingerprint(self, entry: Entry) -> str:
         """The entry's fingerprint (see contenthash), from the stat cache when its stat is unchanged."""
         known = self._fps.get(entry.rel)
@@ -223,7 +228,7 @@ class SourceTree:
                 self.stats.cache_hits += 1
                 self._fps[entry.rel] = row[7]
                 return row[7]
-        owner = (st.st_uid, st.st_gid) if self.keep_owner else None
+        owner = self.owner(entry)
         relb = entry.rel.encode("utf-8", "surrogateescape")
         if stat.S_ISDIR(st.st_mode) or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
             dev = b"%d,%d" % (os.major(st.st_rdev), os.minor(st.st_rdev)) if st.st_rdev else b""
@@ -326,3 +331,11 @@ class StageTree(SourceTree):
 
     def excluded(self, rel: str) -> bool:
         return False
+
+    def owner(self, entry: Entry) -> tuple[int, int] | None:
+        if not self.keep_owner:
+            return None
+        if os.geteuid() == 0:
+            return entry.st.st_uid, entry.st.st_gid
+        # Rootless, the view was unpacked without chown: the layer's owners are kept in an xattr.
+        return view_owner(entry.path, entry.st)

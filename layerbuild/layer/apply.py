@@ -8,8 +8,9 @@ Rules (what other runtimes do, made strict where they are loose):
 - hardlink targets are paths inside the destination, so `/etc/passwd` means `<dest>/etc/passwd`;
 - `.wh.<name>` deletes `<name>` from lower layers and `.wh..wh..opq` empties its directory of lower
   content; neither touches entries of the same layer;
-- owners and device nodes are restored when privileged (root), skipped otherwise unless
-  `require_privileges`; overlayfs's own xattrs in an archive are never applied, since they steer overlayfs.
+- owners and device nodes are restored when privileged (root, or root of a rootless user namespace
+  with subordinate ids), skipped otherwise unless `require_privileges`; overlayfs's own xattrs in an
+  archive are never applied, since they steer overlayfs (nor layerbuild's owner record).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from layerbuild.layer.reader import ChunkStream, iter_members
 from layerbuild.layer.rootfs import Parts, RootFS, split_entry_path
 from layerbuild.layer.sources import OPAQUE_MARKER, WHITEOUT_PREFIX
 from layerbuild.layer.tarformat import Header, Kind
+from layerbuild.store.idmap import OWNER_XATTR, in_initial_userns, unmapped
 
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_IGNORED_XATTRS = (b"trusted.overlay.", b"user.overlay.")
+_IGNORED_XATTRS = (b"trusted.overlay.", b"user.overlay.", OWNER_XATTR.encode())  # the last is ours
 _XATTR_SKIPPABLE = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES)
 _DEVICE_MODES = {Kind.CHAR: stat.S_IFCHR, Kind.BLOCK: stat.S_IFBLK}
 
@@ -46,14 +48,16 @@ class ApplyResult:
 
 
 class _Applier:
-    def __init__(self, root: RootFS, privileged: bool, require: bool, overlay: bool) -> None:
+    def __init__(self, root: RootFS, privileged: bool, require: bool, overlay: bool, record: bool = False) -> None:
         self.root = root
+        self.record = record
         self.privileged = privileged
         self.require = require
         self.overlay = overlay
         self.created: set[Parts] = set()  # entries of this layer (and their parents): whiteouts spare them
         self.dirs: list[tuple[Parts, int, int]] = []  # directory modes/mtimes, set once children are in
         self.skipped: list[str] = []
+        self.trusted: bool | None = None  # whether trusted.* xattrs are ours to set (root of the host)
 
     # --- entry points -------------------------------------------------------------------------------
 
@@ -145,7 +149,9 @@ class _Applier:
 
     def _overlay_xattr(self) -> str:
         # Rootless overlayfs (userxattr) reads the user namespace; privileged overlayfs the trusted one.
-        return "trusted.overlay.opaque" if self.privileged else "user.overlay.opaque"
+        if self.trusted is None:
+            self.trusted = self.privileged and in_initial_userns()
+        return "trusted.overlay.opaque" if self.trusted else "user.overlay.opaque"
 
     # --- creating entries ---------------------------------------------------------------------------
 
@@ -258,6 +264,8 @@ class _Applier:
 
     def _chown(self, fd: int | None, name: bytes | None, h: Header) -> None:
         if not self.privileged:
+            if self.record:
+                self._record_owner(fd, name, h)
             return
         try:
             if name is None:
@@ -270,6 +278,25 @@ class _Applier:
         except PermissionError:
             if self.require:
                 raise UnsafeArchiveError(f"entry {_show(h.path)}: cannot set owner {h.uid}:{h.gid}") from None
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            # In a user namespace: the owner is not mapped (rootless without enough subordinate ids).
+            raise unmapped(f"entry {_show(h.path)} of a layer", h.uid, h.gid) from None
+
+    def _record_owner(self, fd: int | None, name: bytes | None, h: Header) -> None:
+        value = b"%d:%d" % (h.uid, h.gid)
+        try:
+            if name is None:
+                assert fd is not None
+                os.setxattr(fd, OWNER_XATTR, value)
+            elif fd is None:
+                os.setxattr(self.root.root_fd, OWNER_XATTR, value)
+            else:  # a symlink cannot carry a user xattr: its owner is lost, as before
+                os.setxattr(f"/proc/self/fd/{fd}/".encode() + name, OWNER_XATTR, value, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in _XATTR_SKIPPABLE:
+                raise
 
     def _xattrs(self, target: int | bytes, h: Header) -> None:
         for key, value in h.xattrs:
@@ -307,6 +334,7 @@ def apply_layer(
     privileged: bool | None = None,
     require_privileges: bool = False,
     whiteouts: Literal["apply", "overlay"] = "apply",
+    record_owners: bool = False,
     max_entries: int = 10_000_000,
     max_bytes: int = 1 << 42,
 ) -> ApplyResult:
@@ -315,7 +343,9 @@ def apply_layer(
     `privileged` (default: running as root) restores owners and device nodes; otherwise they are
     skipped, or refused with `require_privileges`. `whiteouts="overlay"` writes whiteouts in overlayfs
     form (0/0 char devices, opaque xattrs) instead of applying them, for unpacking one layer into an
-    empty dir used as an overlay lowerdir. Limits bound entry count and unpacked bytes (tar bombs).
+    empty dir used as an overlay lowerdir. `record_owners`, when owners cannot be set, keeps each entry's
+    in the `user.layerbuild.owner` xattr instead (a rootless build's view of a stage). Limits bound
+    entry count and unpacked bytes (tar bombs).
     Raises UnsafeArchiveError, naming the entry, for anything that would escape `dest`; what was applied
     before the error stays. The caller owns `blob`.
     """
@@ -324,7 +354,7 @@ def apply_layer(
     root = RootFS(dest)
     stream = ChunkStream(blob, max_bytes=max_bytes)
     try:
-        applier = _Applier(root, privileged, require_privileges, whiteouts == "overlay")
+        applier = _Applier(root, privileged, require_privileges, whiteouts == "overlay", record_owners)
         entries = 0
         for header in iter_members(stream, max_entries=max_entries):
             try:

@@ -8,6 +8,8 @@ STATUS_FD: `pid N` once the process exists, `error STAGE CODE MESSAGE` if it cou
 outside it, forwards signals to it, and reports its status (128+N for a signal, like a shell).
 With `tty` (`run -t`), stdin is the console socket: the process makes its own pty and sends the
 master there before it reports `ready` (`setup_terminal`).
+Rootless with subordinate ids (spec "idmap"), a process forked before the user namespace is made
+runs newuidmap/newgidmap on this helper once it has unshared, and the helper waits for it.
 """
 
 from __future__ import annotations
@@ -271,7 +273,7 @@ def child(spec: Spec, status: int) -> None:
         proc = spec["process"]
         if spec["seccomp"] and not spec["no_new_privs"]:  # still privileged enough to load it unflagged
             load_seccomp(spec["seccomp"])
-        if not spec["userns"]:  # setgroups is denied in an unprivileged user namespace
+        if not spec["userns"] or spec.get("idmap"):  # denied with the single-id mapping
             os.setgroups(proc["groups"])
         os.setresgid(proc["gid"], proc["gid"], proc["gid"])
         os.setresuid(proc["uid"], proc["uid"], proc["uid"])
@@ -421,7 +423,17 @@ def enter_namespaces(spec: Spec) -> None:
     flags = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
     if spec["netns"]:
         flags |= CLONE_NEWNET
-    if spec["userns"]:
+    if spec["userns"] and spec.get("idmap"):
+        # Subordinate ids: newuidmap/newgidmap must map us from outside the new namespace, so a
+        # process forked before unshare does it once we are in, and we go on when it is done.
+        mapper = start_mapper(spec["idmap"])
+        result = _libc.unshare(flags | CLONE_NEWUSER)
+        if result == 0:
+            os.write(mapper[1], b"g")
+        os.close(mapper[1])  # without "g" the mapper exits at once
+        _check(result, "unshare the namespaces")
+        finish_mapper(mapper)
+    elif spec["userns"]:
         uid, gid = os.geteuid(), os.getegid()
         _check(_libc.unshare(flags | CLONE_NEWUSER), "unshare the namespaces")
         # Map the caller to root inside; setgroups must be denied before an unprivileged gid_map.
@@ -430,6 +442,54 @@ def enter_namespaces(spec: Spec) -> None:
         write_file("/proc/self/gid_map", f"0 {gid} 1")
     else:
         _check(_libc.unshare(flags), "unshare the namespaces")
+
+
+def start_mapper(idmap: dict[str, Any]) -> tuple[int, int, int]:
+    """Fork the process that runs newuidmap/newgidmap for us: (its pid, the go fd, the report fd)."""
+    go_r, go_w = os.pipe()
+    rep_r, rep_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(go_w)
+            os.close(rep_r)
+            if os.read(go_r, 1) == b"g":
+                target = str(os.getppid())
+                code = 0
+                tools: list[tuple[str, list[str]]] = [(idmap["newuidmap"], idmap["uid"]),
+                                                      (idmap["newgidmap"], idmap["gid"])]
+                started = []
+                for tool, args in tools:  # both at once: neither depends on the other
+                    name = tool.rsplit("/", 1)[-1]
+                    started.append((os.posix_spawn(tool, [name, target, *args], {"PATH": "/usr/bin:/bin"},
+                                                   file_actions=[(os.POSIX_SPAWN_DUP2, rep_w, 1),
+                                                                 (os.POSIX_SPAWN_DUP2, rep_w, 2)]),
+                                    f"{name} {target} {' '.join(args)}"))
+                for child_pid, what in started:
+                    _, wstatus = os.waitpid(child_pid, 0)
+                    if wstatus != 0:
+                        os.write(rep_w, f"{what} failed\n".encode())
+                        code = 1
+        except BaseException as exc:
+            code = 1
+            os.write(rep_w, f"{exc}\n".encode())
+        os._exit(code)
+    os.close(go_r)
+    os.close(rep_w)
+    return pid, go_w, rep_r
+
+
+def finish_mapper(mapper: tuple[int, int, int]) -> None:
+    pid, _, rep_r = mapper
+    report = b""
+    while chunk := os.read(rep_r, 4096):
+        report += chunk
+    os.close(rep_r)
+    _, wstatus = os.waitpid(pid, 0)
+    if wstatus != 0:
+        text = report.decode("utf-8", "replace").strip().replace("\n", "; ")
+        raise SetupError("userns", 125, f"cannot map the subordinate ids: {text}")
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -32,7 +32,7 @@ from layerbuild.runtime.spec import (
     TmpfsMount,
 )
 from layerbuild.runtime.users import resolve_user
-from layerbuild.store import Store
+from layerbuild.store import Store, idmap
 from layerbuild.store.snapshots import remove_tree
 
 NSINIT = Path(__file__).with_name("nsinit.py")
@@ -54,10 +54,17 @@ def lower_dirs_for(store: Store, diff_ids: Sequence[str]) -> list[Path]:
             from layerbuild.layer import apply_layer  # only when a snapshot is missing: slow to import
 
             with store.open_blob(digest) as blob:
-                apply_layer(blob, dest, whiteouts="overlay")
+                if os.geteuid() == 0:
+                    apply_layer(blob, dest, whiteouts="overlay")
+                else:  # with owners, as the rootless containers' user namespace shows them
+                    idmap.call_in_userns(_apply_owned, apply_layer, blob, dest)
 
         out.append(store.ensure_snapshot(diff_id, unpack))
     return out
+
+
+def _apply_owned(apply: Any, blob: BinaryIO, dest: Path) -> None:
+    apply(blob, dest, whiteouts="overlay", privileged=True)
 
 
 def _etc_files(work: Path, spec: ProcessSpec) -> dict[str, Path]:
@@ -225,16 +232,19 @@ def _start(
     if copy:
         rootfs_dir = work / "rootfs"
         rootfs_dir.mkdir()
-        copyfs.merge_lowers(list(lower), rootfs_dir)
+        if rootless:  # owners kept, and subordinate ids' files readable, inside the user namespace
+            idmap.call_in_userns(copyfs.merge_lowers, list(lower), rootfs_dir)
+        else:
+            copyfs.merge_lowers(list(lower), rootfs_dir)
         view = MergedView([rootfs_dir])
-        points = place_mounts(view, wanted, None)
-        before = copyfs.baseline(rootfs_dir)
+        points = _place(view, wanted, None, rootless)
+        before = idmap.call_in_userns(copyfs.baseline, rootfs_dir) if rootless else copyfs.baseline(rootfs_dir)
         root: dict[str, Any] = {"mode": "bind", "dir": os.fspath(rootfs_dir)}
     else:
         view = MergedView(lower)
         stubs = work / "stubs"
         stubs.mkdir()
-        points = place_mounts(view, wanted, stubs)
+        points = _place(view, wanted, stubs, rootless)
         layers = [*lower, stubs] if any(stubs.iterdir()) else list(lower)
         (work / "ovl").mkdir()
         base = os.path.commonpath([*(os.fspath(p) for p in layers), os.fspath(upper), os.fspath(work)])
@@ -242,6 +252,12 @@ def _start(
                 "lowers": [os.path.relpath(p, base) for p in reversed(layers)],
                 "upper": os.path.relpath(upper, base), "work": os.path.relpath(work / "ovl", base)}
     user = resolve_user(view, spec.user)
+    ids = idmap.current() if rootless else None
+    if ids is not None:
+        if not ids.has(user.uid, user.gid):
+            err = idmap.unmapped(f"user {spec.user!r}", user.uid, user.gid)
+            raise SandboxError(err.message, hint=err.hint)
+        user = replace(user, groups=tuple(g for g in user.groups if ids.has(0, g)))  # only mapped groups
     env = list(spec.env)
     keys = {e.partition("=")[0] for e in env}
     if "PATH" not in keys:
@@ -261,6 +277,7 @@ def _start(
         "process": {"argv": list(spec.argv), "env": env, "cwd": spec.cwd or "/", "uid": user.uid,
                     "gid": user.gid, "groups": list(user.groups)},
     }
+    payload["idmap"] = _idmap_spec(ids)
     spec_r, spec_w = os.pipe()
     status_r, status_w = os.pipe()
     try:
@@ -292,6 +309,21 @@ def _security(spec: ProcessSpec, cache: Path | None) -> dict[str, Any]:
         program = seccomp.compile_profile(profile, DEFAULT_CAPABILITIES, cache)
     return {"privileged": False, "capabilities": list(DEFAULT_CAPABILITIES), "no_new_privs": spec.no_new_privs,
             "seccomp": program}
+
+
+def _place(view: MergedView, wanted: list[tuple[str, bool]], stubs: Path | None, rootless: bool) -> list[MountPoint]:
+    if not rootless:
+        return place_mounts(view, wanted, stubs)
+    # In the user namespace: mount points inside directories of subordinate ids (a cache mount in
+    # /home/app) are reachable there, and stub directories get the owners of those they stand over.
+    return idmap.call_in_userns(place_mounts, view, wanted, stubs)
+
+
+def _idmap_spec(ids: idmap.IdMap | None) -> dict[str, Any] | None:
+    """What nsinit needs to have newuidmap/newgidmap map it (None: no mapping, or the single id)."""
+    if ids is None or ids.single:
+        return None
+    return {"uid": ids.uid_args(), "gid": ids.gid_args(), "newuidmap": ids.newuidmap, "newgidmap": ids.newgidmap}
 
 
 def _placed(op: tuple[Any, ...], point: MountPoint) -> tuple[Any, ...]:
@@ -333,12 +365,18 @@ def run_step(
         tail = _pump(out_r, stdout)
         code = started.wait()
         if started.rootfs is not None and started.baseline is not None:
-            copyfs.diff_into_upper(started.rootfs, started.baseline, upper)
+            if os.geteuid() != 0:
+                idmap.call_in_userns(copyfs.diff_into_upper, started.rootfs, started.baseline, upper)
+            else:
+                copyfs.diff_into_upper(started.rootfs, started.baseline, upper)
     finally:
         os.close(out_r)
         started.release()
     if started.error and started.error_stage != "exec":
         tail += f"layerbuild: {started.error}\n".encode()
+    if code != 0 and b"Invalid argument" in tail[-4096:] and os.geteuid() != 0 and idmap.current().single:
+        # e.g. `chown 1000 f`: an id the single-id mapping does not have
+        tail += f"layerbuild: note: {idmap.missing_hint()}\n".encode()
     return StepResult(code, tail[-TAIL_BYTES:], started.error)
 
 

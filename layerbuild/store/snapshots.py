@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from layerbuild.errors import StoreError
+from layerbuild.store import idmap
 from layerbuild.store.layout import Layout, flocked, fsync_dir, random_name
 
 Unpack = Callable[[Path], None]
@@ -101,7 +102,8 @@ def tree_size(path: Path) -> int:
     """Bytes used by the files under `path` (hard links counted once)."""
     seen: set[tuple[int, int]] = set()
     total = 0
-    for dirpath, dirnames, filenames in os.walk(path):
+    denied: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(path, onerror=denied.append):
         for name in filenames + dirnames:
             try:
                 st = os.lstat(os.path.join(dirpath, name))
@@ -111,6 +113,8 @@ def tree_size(path: Path) -> int:
                 continue
             seen.add((st.st_dev, st.st_ino))
             total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    if any(isinstance(e, PermissionError) for e in denied) and os.geteuid() != 0 and not idmap.current().single:
+        return idmap.call_in_userns(tree_size, path)  # directories of subordinate ids (rootless)
     return total
 
 
@@ -139,4 +143,11 @@ def remove_tree(path: Path) -> None:
 
     if path.is_symlink() or not path.exists():
         return
-    shutil.rmtree(path, onerror=on_error)
+    try:
+        shutil.rmtree(path, onerror=on_error)
+    except StoreError:
+        # Rootless: a container's files owned by subordinate ids can only be removed from inside
+        # the user namespace that maps them.
+        if os.geteuid() == 0 or idmap.current().single:
+            raise
+        idmap.call_in_userns(remove_tree, path)

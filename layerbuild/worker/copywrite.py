@@ -99,8 +99,8 @@ class _Layout:
             raise BuildError(f"cannot copy {entry.rel!r}: sockets cannot go into a layer")
         if self.owner is not None:
             uid, gid = self.owner
-        elif tree.keep_owner:
-            uid, gid = st.st_uid, st.st_gid
+        elif (kept := tree.owner(entry)) is not None:
+            uid, gid = kept
         else:
             uid, gid = 0, 0
         mode = stat.S_IMODE(st.st_mode)
@@ -170,9 +170,7 @@ class _Layout:
             target = self.dir_target(None, None, from_source=False)
             where = Path(tempfile.mkdtemp(prefix="unpack-", dir=tmp()))
             unpack_archive(src.root.path, src.archive, where)
-            unpacked = StageTree(where)
-            if self.owner is None and os.geteuid() != 0:
-                unpacked.keep_owner = False  # unprivileged extraction lost the archive's owners
+            unpacked = StageTree(where)  # rootless, the archive's owners are recorded on the files
             members = list(unpacked.walk(""))
             self.add_members(target, [(e.rel, e) for e in members], unpacked)
         elif src.kind == "single":

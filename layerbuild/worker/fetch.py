@@ -143,8 +143,9 @@ def archive_format(path: str) -> str | None:
 
 def unpack_archive(path: str, fmt: str, dest: Path) -> ApplyResult:
     """Extract the archive into the empty directory `dest` with the layer extractor's safety rules:
-    nothing lands outside `dest`, `..` and links leading out are refused (UnsafeArchiveError)."""
+    nothing lands outside `dest`, `..` and links leading out are refused (UnsafeArchiveError).
+    Rootless, the entries' owners are recorded in an xattr instead of set (see `StageTree.owner`)."""
     from layerbuild.layer import apply_layer
 
     with _open_decompressed(path, fmt) as stream:
-        return apply_layer(cast(BinaryIO, stream), dest)
+        return apply_layer(cast(BinaryIO, stream), dest, record_owners=os.geteuid() != 0)

@@ -17,6 +17,7 @@ from layerbuild.layer.frames import Frame, Reuse
 from layerbuild.plan import MakeDir
 from layerbuild.solve import Content, Inputs, Output, State
 from layerbuild.store import MEDIA_LAYER_ZSTD, Store
+from layerbuild.store.idmap import call_in_userns, view_owner
 from layerbuild.worker.rootfs import RootfsCache
 
 
@@ -118,7 +119,7 @@ class MakeDirTask:
             # Parents that exist below keep their metadata in this layer (as an overlay upper dir
             # would carry them); the directories made here are 0755, root-owned, dated at the epoch.
             created: list[Path] = []
-            kept: list[tuple[Path, os.stat_result]] = []
+            kept: list[tuple[Path, os.stat_result, Path | None]] = []
             here, there = Path(tmp), lower
             for i, part in enumerate(parts):
                 here = here / part
@@ -129,22 +130,40 @@ class MakeDirTask:
                     if not stat.S_ISDIR(st.st_mode):
                         where = "/" + "/".join(parts[: i + 1])
                         raise BuildError(f"WORKDIR {self.path}: {where} exists and is not a directory")
-                    kept.append((here, st))
+                    kept.append((here, st, there))
                 else:
                     os.chmod(here, 0o755)
                     created.append(here)
-            for path, st in reversed(kept):
+            owners: list[tuple[Path, int, int]] = []  # rootless: set inside the user namespace
+            for path, st, seen in reversed(kept):
                 os.chmod(path, stat.S_IMODE(st.st_mode))
                 if os.geteuid() == 0:
                     os.chown(path, st.st_uid, st.st_gid)
+                elif seen is not None:
+                    owners.append((path, *view_owner(os.fspath(seen), st)))
                 os.utime(path, ns=(st.st_mtime_ns, st.st_mtime_ns))
             for path in reversed(created):
                 os.utime(path, ns=(0, 0))
             changes = ChangeSet(changed=tuple(str(p.relative_to(tmp)) for p in created))
             epoch = self.epoch
+            if os.geteuid() != 0:  # written in the user namespace: the caller's files are root's there
+                return self.services.store_layer(
+                    lambda out: call_in_userns(_write_dirs, Path(tmp), changes, epoch, owners, sink=out)
+                )
             return self.services.store_layer(
                 lambda out: write_changes(tmp, changes, out, source_date_epoch=epoch)
             )
+
+
+def _write_dirs(out: Any, tmp: Path, changes: ChangeSet, epoch: int | None,
+                owners: list[tuple[Path, int, int]]) -> LayerInfo:
+    try:
+        for path, uid, gid in owners:
+            os.chown(path, uid, gid)
+        return write_changes(tmp, changes, out, source_date_epoch=epoch)
+    finally:  # back to the caller, who removes the scratch dir
+        for path, _, _ in owners:
+            os.chown(path, 0, 0)
 
 
 __all__ = ["MEDIA_LAYER_ZSTD", "BuildServices", "ConfigTask", "MakeDirTask"]

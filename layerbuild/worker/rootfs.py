@@ -72,7 +72,7 @@ class RootfsCache:
         if not records:
             raise StoreError(f"layer {diff_id} is not in the store", hint="run `layerbuild fsck`")
         with self.store.open_blob(records[0].digest) as blob:
-            apply_layer(blob, target)
+            apply_layer(blob, target, record_owners=os.geteuid() != 0)
 
     def close(self) -> None:
         """Unmount the views and remove every directory made (read-only directories included).

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
+from typing import BinaryIO
 
 import xxhash
 
@@ -21,7 +22,7 @@ from layerbuild.context.ignore import go_clean
 from layerbuild.context.tree import BuildContext, Entry, SourceTree, StageTree
 from layerbuild.digest import xxh3
 from layerbuild.errors import BuildError, StepError, StoreError, UsageError
-from layerbuild.layer import write_overlay_upper
+from layerbuild.layer import LayerInfo, write_overlay_upper
 from layerbuild.plan import (
     BindMountDef,
     BuildPlan,
@@ -37,6 +38,7 @@ from layerbuild.runtime import ProcessSpec, lower_dirs_for, run_step
 from layerbuild.runtime import SecretMount as RtSecret
 from layerbuild.runtime import TmpfsMount as RtTmpfs
 from layerbuild.solve import Content, Inputs, Output
+from layerbuild.store.idmap import call_in_userns, current, unmapped
 from layerbuild.store.snapshots import remove_tree
 from layerbuild.worker.copy import not_found
 from layerbuild.worker.ops import BuildServices
@@ -136,7 +138,7 @@ class RunTask:
         path = root / xxh3(mount.id.encode())
         if mount.sharing == "private":
             path = Path(tempfile.mkdtemp(prefix="private-", dir=root if root.is_dir() else None))
-            stack.callback(shutil.rmtree, path, True)
+            stack.callback(_discard, path)  # its files may belong to subordinate ids (rootless)
         path.mkdir(parents=True, exist_ok=True, mode=mount.mode)
         if mount.sharing == "locked":
             fd = os.open(path.with_suffix(".lock"), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
@@ -144,6 +146,10 @@ class RunTask:
             fcntl.flock(fd, fcntl.LOCK_EX)
         if os.geteuid() == 0 and (mount.uid or mount.gid):
             os.chown(path, mount.uid, mount.gid)
+        elif mount.uid or mount.gid:  # rootless: the owner is a subordinate id, set from the user namespace
+            if not current().has(mount.uid, mount.gid):
+                raise unmapped(f"--mount=type=cache,target={mount.target}", mount.uid, mount.gid)
+            call_in_userns(os.chown, path, mount.uid, mount.gid)
         return path
 
     def run(self, previous: Output | None) -> Output:
@@ -177,7 +183,13 @@ class RunTask:
                     hint="the last lines of its output are above" if shown else None,
                 )
             epoch = op.source_date_epoch
+            if os.geteuid() != 0:  # read in the user namespace: container owners, every file readable
+                return services.store_layer(lambda out: call_in_userns(_write_upper, upper, epoch, sink=out))
             return services.store_layer(lambda out: write_overlay_upper(upper, out, source_date_epoch=epoch))
+
+
+def _write_upper(out: BinaryIO, upper: Path, epoch: int | None) -> LayerInfo:
+    return write_overlay_upper(upper, out, source_date_epoch=epoch)
 
 
 def check_entitled(op: Exec, allow: frozenset[str]) -> None:

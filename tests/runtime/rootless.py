@@ -29,18 +29,18 @@ def ensure_user() -> pwd.struct_passwd:
         return pwd.getpwnam(USER)
 
 
-def as_user(argv: list[str], env: dict[str, str], **kw: object) -> subprocess.CompletedProcess[str]:
-    cmd = ["setpriv", "--reuid", USER, "--regid", USER, "--init-groups", "--reset-env", "env", *(f"{k}={v}" for k, v in env.items()), *argv]
+def as_user(argv: list[str], env: dict[str, str], user: str = USER, **kw: object) -> subprocess.CompletedProcess[str]:
+    cmd = ["setpriv", "--reuid", user, "--regid", user, "--init-groups", "--reset-env", "env", *(f"{k}={v}" for k, v in env.items()), *argv]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)  # type: ignore[call-overload, no-any-return]
 
 
-def python_for_user(home: Path) -> tuple[str, dict[str, str]]:
+def python_for_user(home: Path, user: str = USER) -> tuple[str, dict[str, str]]:
     """An interpreter the user may execute, and an environment in which it imports this checkout."""
     paths = [str(REPO), *site.getsitepackages()]
     env = {"PYTHONPATH": ":".join(paths), "HOME": str(home), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     same = f"python{sys.version_info.major}.{sys.version_info.minor}"  # the venv's compiled extensions
     for candidate in (sys.executable, os.path.realpath(sys.executable), f"/usr/bin/{same}", f"/usr/local/bin/{same}"):
-        if candidate and as_user([candidate, "-c", "import layerbuild.runtime, zstandard"], env).returncode == 0:
+        if candidate and as_user([candidate, "-c", "import layerbuild.runtime, zstandard"], env, user).returncode == 0:
             return candidate, env
     pytest.skip("no Python interpreter that the unprivileged user can run with layerbuild importable")
 
