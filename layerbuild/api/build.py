@@ -46,6 +46,10 @@ def build(
     outputs: Iterable[Output] = (),
     source_date_epoch: int | None = None,
     allow: Iterable[str] = (),
+    memory: str | int | None = None,
+    memory_swap: str | int | None = None,
+    cpus: str | float | None = None,
+    pids_limit: str | int | None = None,
 ) -> BuildResult:
     """Build the Dockerfile in `context` (or `dockerfile`) into the store at `root`.
 
@@ -53,10 +57,13 @@ def build(
     the stages built at once (0: one per CPU); `network` is `default`, `none` or `host` for RUN steps;
     `secrets` maps a secret id to the file `RUN --mount=type=secret,id=ID` reads (never stored);
     `outputs` are `(type, dest)` pairs or `{"type", "dest"}` mappings, of type `local`, `tar`, `oci`
-    or `docker`; `source_date_epoch` clamps the image's timestamps; `allow` grants entitlements
-    (`security.insecure` lets `RUN --security=insecure` run with every capability and no seccomp). `on_event` receives every
-    progress event, one at a time (RUN output and parallel stages may call it from the build's
-    threads). Returns the report as typed values. Raises a LayerbuildError: UsageError for bad
+    or `docker`; `source_date_epoch` clamps the image's timestamps. `memory` (bytes, or docker's
+    `64m`), `memory_swap` (memory plus swap, -1 unlimited), `cpus` and `pids_limit` (default 2048,
+    -1 unlimited) limit every RUN step's cgroup; they are not part of any cache key, as in BuildKit.
+    `on_event` receives every progress event, one at a time (RUN output and parallel stages may call
+    it from the build's threads). `allow` grants entitlements (`security.insecure` lets
+    `RUN --security=insecure` run with every capability and no seccomp). Returns the report as typed
+    values. Raises a LayerbuildError: UsageError for bad
     arguments (before anything is built), DockerfileError for a bad Dockerfile, BuildError when a
     step fails.
     """
@@ -65,6 +72,8 @@ def build(
         network=network, secrets=secrets, outputs=outputs, source_date_epoch=source_date_epoch,
     )  # fmt: skip
     request = dataclasses.replace(request, allow=_entitlements(allow))
+    if memory is not None or memory_swap is not None or cpus is not None or pids_limit is not None:
+        request = _with_limits(request, memory, memory_swap, cpus, pids_limit)
     started = time.monotonic()
     store_root = resolve_root(root)
     result, fp = fastpath.answer(request, store_root, started, on_event)
@@ -115,6 +124,19 @@ def _request(
         outputs=_outputs(outputs),
         source_date_epoch=source_date_epoch,
     )
+
+
+def _with_limits(request: BuildRequest, memory: str | int | None, memory_swap: str | int | None,
+                 cpus: str | float | None, pids_limit: str | int | None) -> BuildRequest:
+    """The RUN steps' resource limits checked as `run` checks them; UsageError if one is wrong."""
+    from layerbuild.runtime.limits import parse_limits  # only for builds that set limits: not light
+
+    def text(value: str | int | None) -> str | None:
+        return None if value is None else str(value)
+
+    limits = parse_limits(text(memory), text(memory_swap), cpus, pids_limit)
+    return dataclasses.replace(request, memory=limits.memory, memory_swap=limits.memory_swap,
+                               cpus=limits.cpus, pids_limit=limits.pids)
 
 
 def _names(items: Iterable[str]) -> tuple[str, ...]:

@@ -29,6 +29,10 @@ def register(sub: Any) -> tuple[str, Any]:
                    help="grant an entitlement: security.insecure (RUN --security=insecure)")
     p.add_argument("--cache-from", action="append", default=[], metavar="REF")
     p.add_argument("--cache-to", action="append", default=[], metavar="REF")
+    p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit of each RUN step (e.g. 512m)")
+    p.add_argument("--memory-swap", metavar="BYTES", help="memory plus swap of each RUN step (-1: unlimited swap)")
+    p.add_argument("--cpus", metavar="N", help="CPUs of each RUN step (e.g. 1.5)")
+    p.add_argument("--pids-limit", metavar="N", help="processes of each RUN step (default 2048, -1: unlimited)")
     return "build", run
 
 
@@ -104,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
             args.root, no_cache_filter=args.no_cache_filter, jobs=args.jobs, network=args.network,
             secrets=_secrets(args.secret), outputs=_outputs(args.output), source_date_epoch=_source_date_epoch(),
             allow=[a.strip() for item in args.allow for a in item.split(",") if a.strip()],
+            memory=args.memory, memory_swap=args.memory_swap, cpus=args.cpus, pids_limit=args.pids_limit,
         )  # fmt: skip
     finally:
         progress.close()

@@ -19,6 +19,9 @@ def run(args: argparse.Namespace) -> int:
     keep = parse_size(args.keep_storage) if args.keep_storage is not None else None
     with open_store(args) as store:
         report = store.prune(all=args.all, keep_storage=keep)
+    from layerbuild.runtime.cgroups import remove_leftovers
+
+    remove_leftovers()  # the empty cgroups that killed builds and exited containers left
     print(
         f"removed {report.cache_records} cache record(s), {len(report.blobs)} blob(s), "
         f"{len(report.snapshots)} snapshot(s), {report.cache_files} cache file(s); reclaimed {human_size(report.reclaimed)}, "

@@ -28,21 +28,32 @@ def register(sub: Any) -> tuple[str, Any]:
     p.add_argument("--entrypoint", help="override the image's entrypoint")
     p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
                    help="seccomp=unconfined|PROFILE.json, no-new-privileges[=true|false]")
+    p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit (e.g. 64m, 1g)")
+    p.add_argument("--memory-swap", metavar="BYTES", help="memory plus swap limit (-1: unlimited swap)")
+    p.add_argument("--cpus", metavar="N", help="number of CPUs (e.g. 1.5)")
+    p.add_argument("--pids-limit", metavar="N", help="process limit (-1: unlimited; default 2048)")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
     return "run", run
 
 
 def run(args: argparse.Namespace) -> int:
+    from layerbuild.runtime.limits import parse_limits
     from layerbuild.runtime.runner import RunOptions
     from layerbuild.runtime.runner import run as run_container
 
+    try:
+        limits = parse_limits(args.memory, args.memory_swap, args.cpus, args.pids_limit)
+    except LayerbuildError as exc:
+        print(f"error: {exc.render()}", file=sys.stderr)
+        return FAILED
     opts = RunOptions(
         image=args.image, command=tuple(args.command), name=args.name, env=tuple(args.env),
         workdir=args.workdir, user=args.user, network=args.network, volumes=tuple(args.volume),
         detach=args.detach, interactive=args.interactive, tty=args.tty, remove=args.remove,
         entrypoint=None if args.entrypoint is None else ((args.entrypoint,) if args.entrypoint else ()),
         security_opt=tuple(args.security_opt),
+        limits=limits,
     )
     try:
         with open_store(args) as store:
@@ -53,4 +64,6 @@ def run(args: argparse.Namespace) -> int:
     if code is None:
         print(container.id)
         return 0
+    if container.end_reason:
+        print(f"layerbuild: {container.end_reason}", file=sys.stderr)
     return code

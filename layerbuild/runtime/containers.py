@@ -9,6 +9,7 @@ time /proc gives for that pid, so a dead monitor or a recycled pid never makes `
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -71,6 +72,8 @@ class Container:
     started: str | None = None
     finished: str | None = None
     recorded_status: str = "created"
+    cgroup: dict[str, Any] | None = None  # cgroups.Cgroup.to_json() of the running container
+    end_reason: str | None = None  # why it ended, when its cgroup knows (e.g. killed: out of memory)
 
     @property
     def short_id(self) -> str:
@@ -108,7 +111,7 @@ class Container:
 
     def save(self) -> None:
         state = {k: getattr(self, k) for k in ("pid", "pid_start", "helper_pid", "helper_start", "started",
-                                                "finished", "recorded_status")}
+                                                "finished", "recorded_status", "cgroup", "end_reason")}
         _write_json(self.dir / "state.json", state)
 
     def to_json(self) -> dict[str, Any]:
@@ -138,18 +141,25 @@ def create(root: Path, *, name: str | None, image: str, image_id: str, argv: lis
     """A new container record; `name` must be unused (default: a generated one)."""
     base = containers_dir(root)
     base.mkdir(parents=True, exist_ok=True)
-    taken = {c.name for c in list_all(root)}
-    if name is None:
-        name = next(n for n in (_random_name() for _ in range(100)) if n not in taken)
-    elif name in taken:
-        raise UsageError(f'the container name "{name}" is already in use', hint="remove it or pick another name")
-    cid = secrets.token_hex(32)
-    cdir = base / cid
-    cdir.mkdir()
-    c = Container(cdir, cid, name, image, image_id, argv, format_created(time.time()), config)
-    _write_json(cdir / "config.json", {"id": cid, "name": name, "image": image, "image_id": image_id,
-                                       "argv": argv, "created": c.created, "config": config})
-    c.save()
+    # Checking that the name is free and taking it is one step: under a lock that dies with its holder.
+    lock = os.open(base / ".names.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        taken = {c.name: c for c in list_all(root)}
+        if name is None:
+            name = next(n for n in (_random_name() for _ in range(100)) if n not in taken)
+        elif name in taken:
+            raise UsageError(f'the container name "{name}" is already in use by container {taken[name].short_id}',
+                             hint="remove that container (`layerbuild rm`) or pick another name")
+        cid = secrets.token_hex(32)
+        cdir = base / cid
+        cdir.mkdir()
+        c = Container(cdir, cid, name, image, image_id, argv, format_created(time.time()), config)
+        c.save()
+        _write_json(cdir / "config.json", {"id": cid, "name": name, "image": image, "image_id": image_id,
+                                           "argv": argv, "created": c.created, "config": config})
+    finally:
+        os.close(lock)
     return c
 
 
@@ -179,6 +189,8 @@ def list_all(root: Path) -> list[Container]:
     except FileNotFoundError:
         return []
     for entry in entries:
+        if entry.name.endswith(".removing"):
+            continue  # being removed: its name is free again
         if entry.is_dir() and (Path(entry.path) / "config.json").exists():
             try:
                 out.append(load(Path(entry.path)))
@@ -204,6 +216,11 @@ def find(root: Path, ref: str) -> Container:
 
 def remove(c: Container) -> None:
     """Delete the container's directory (its upper dir included). The caller checks it is not running."""
+    from layerbuild.runtime.cgroups import Cgroup
+
+    cgroup = Cgroup.from_json(c.cgroup)
+    if cgroup is not None:
+        cgroup.remove()
     doomed = c.dir.with_name(c.dir.name + ".removing")
     os.rename(c.dir, doomed)  # gone from listings at once, even if deleting the tree takes a while
     remove_tree(doomed)

@@ -40,6 +40,7 @@ SECCOMP_MODE_FILTER = 2
 # mount_setattr(2): the same number on every architecture; AT_RECURSIVE reaches every submount.
 _MOUNT_SETATTR, AT_RECURSIVE = 442, 0x8000
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NODEV = 0x1, 0x4
+CAP_MKNOD = 27
 # statvfs flag bits that a remount must keep: in a user namespace they are locked, and dropping
 # one makes the remount fail with EPERM.
 _LOCKED = ((0x2, MS_NOSUID), (0x4, MS_NODEV), (0x8, MS_NOEXEC), (0x1, MS_RDONLY))
@@ -419,6 +420,18 @@ def fail(status: int, exc: Exception) -> None:
     os._exit(exc.code)
 
 
+def enter_cgroup(spec: Spec, status: int) -> None:
+    """Join the container's cgroup before anything else runs, so that every later process is counted
+    and killed with it; without a device controller, CAP_MKNOD leaves the bounding set instead."""
+    try:
+        for path in spec.get("cgroup_procs", ()):
+            write_file(path, "0")
+        if spec.get("drop_mknod"):
+            _check(_libc.prctl(PR_CAPBSET_DROP, CAP_MKNOD, 0, 0, 0), "drop CAP_MKNOD")
+    except Exception as exc:
+        fail(status, exc)
+
+
 def enter_namespaces(spec: Spec) -> None:
     flags = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
     if spec["netns"]:
@@ -506,6 +519,7 @@ def main() -> int:
         console = keep_console()
     pid = os.fork()
     if pid == 0:
+        enter_cgroup(spec, status)
         child(spec, status)
     os.write(status, f"pid {pid}\n".encode())
     forward = lambda signum, frame: os.kill(pid, signum)  # noqa: E731

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from layerbuild.errors import UsageError
-from layerbuild.runtime import containers, terminal
-from layerbuild.runtime.containers import Container, format_created, proc_start_time
+from layerbuild.runtime import cgroups, containers, terminal
+from layerbuild.runtime.containers import Container, alive, format_created, proc_start_time
 from layerbuild.runtime.sandbox import Launched, launch, lower_dirs_for
 from layerbuild.runtime.spec import BindMount, Network, ProcessSpec, SandboxError
 from layerbuild.store import Store
@@ -49,6 +49,7 @@ class RunOptions:
     entrypoint: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     security_opt: tuple[str, ...] = ()
+    limits: cgroups.Limits = field(default_factory=cgroups.Limits)
 
 
 def command_for(entrypoint: Sequence[str] | None, cmd: Sequence[str] | None, args: Sequence[str]) -> list[str]:
@@ -139,8 +140,10 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
 
 
 def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool = False,
-          tty: bool = False, seccomp_cache: Path | None = None) -> int | None:
-    """Start the container; in the foreground wait and return its exit code, detached return None."""
+          tty: bool = False, limits: cgroups.Limits | None = None,
+          seccomp_cache: Path | None = None) -> int | None:
+    """Start the container in its own cgroup (with `limits`); in the foreground wait and return its exit
+    code (137 and `end_reason` "killed: out of memory" after an OOM kill), detached return None."""
     console = terminal.console_pair() if tty and not detach else None
     if detach:
         log = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
@@ -150,35 +153,43 @@ def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, 
     else:
         stdio = {"stdin": None if interactive else subprocess.DEVNULL, "stdout": None, "stderr": None}
     master = None
+    cgroup = None
     try:
+        cgroup = cgroups.create(limits or cgroups.Limits(), label=c.short_id)
+        c.cgroup = cgroup.to_json() if cgroup is not None else None
         started = launch(lowers, c.dir / "upper", c.dir / "work", spec, detached=detach, tty=tty,
-                         exit_file=c.exit_path, seccomp_cache=seccomp_cache, **stdio)
+                         exit_file=c.exit_path, cgroup=cgroup, seccomp_cache=seccomp_cache, **stdio)
         if console is not None:
             fd = terminal.receive_master(console[0])
             master = None if fd is None else io.FileIO(fd, "r+")  # closing it twice is harmless
+    except BaseException:
+        if cgroup is not None:
+            cgroup.remove()
+        raise
     finally:
         if detach:
             os.close(log)
         for sock in console or ():
             sock.close()
     try:
-        return _run_started(c, started, detach=detach, interactive=interactive, master=master)
+        return _run_started(c, started, detach=detach, interactive=interactive, master=master, cgroup=cgroup)
     finally:
         if master is not None:
             master.close()
 
 
 def _start_keeping_modes(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool,
-                          tty: bool, seccomp_cache: Path | None = None) -> int | None:
+                          tty: bool, limits: cgroups.Limits | None, seccomp_cache: Path | None = None) -> int | None:
     """`start`, with the caller's terminal modes kept when a foreground container without -t writes
     to it (saved before the container starts, restored once it ended)."""
     fd = None if tty or detach else terminal.terminal_fd(0, 1, 2)
     with terminal.modes_kept(fd):
-        return start(c, spec, lowers, detach=detach, interactive=interactive, tty=tty, seccomp_cache=seccomp_cache)
+        return start(c, spec, lowers, detach=detach, interactive=interactive, tty=tty, limits=limits,
+                     seccomp_cache=seccomp_cache)
 
 
 def _run_started(c: Container, started: Launched, *, detach: bool, interactive: bool,
-                 master: io.FileIO | None) -> int | None:
+                 master: io.FileIO | None, cgroup: cgroups.Cgroup | None) -> int | None:
     c.pid, c.pid_start = started.pid, proc_start_time(started.pid) if started.pid else None
     c.helper_pid, c.helper_start = started.helper.pid, proc_start_time(started.helper.pid)
     c.started, c.recorded_status = format_created(time.time()), "running"
@@ -197,6 +208,10 @@ def _run_started(c: Container, started: Launched, *, detach: bool, interactive: 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if cgroup is not None:
+        c.end_reason = cgroup.diagnosis(code)
+        if c.end_reason == cgroups.OOM_MESSAGE:
+            code = 137
     _finish(c)
     return code
 
@@ -216,7 +231,15 @@ def _attach_terminal(c: Container, master: io.FileIO, interactive: bool) -> None
         master.close()
 
 
+def _remove_cgroup(c: Container) -> None:
+    cgroup = cgroups.Cgroup.from_json(c.cgroup)
+    if cgroup is not None:
+        cgroup.remove()
+        c.cgroup = None
+
+
 def _finish(c: Container) -> None:
+    _remove_cgroup(c)
     c.finished, c.recorded_status = format_created(time.time()), "exited"
     c.save()
     if c.config.get("auto_remove"):
@@ -239,18 +262,27 @@ def parse_signal(name: str) -> int:
 
 
 def stop(c: Container, timeout: float = 10.0) -> None:
-    """The image's StopSignal (default SIGTERM), then SIGKILL once `timeout` seconds have passed."""
+    """The image's StopSignal (default SIGTERM), then SIGKILL once `timeout` seconds have passed; every
+    process of the container's cgroup is killed with it, whatever it forked."""
+    cgroup = cgroups.Cgroup.from_json(c.cgroup)
     if not c.running():
+        if cgroup is not None and not alive(c.helper_pid, c.helper_start):
+            _remove_cgroup(c)
+            c.save()
         return
     os.kill(c.pid, parse_signal(c.config.get("stop_signal") or "SIGTERM"))
     deadline = time.monotonic() + timeout
     while c.running() and time.monotonic() < deadline:
         time.sleep(0.02)
     if c.running():
-        os.kill(c.pid, signal.SIGKILL)
+        if cgroup is not None:
+            cgroup.kill()
+        else:
+            os.kill(c.pid, signal.SIGKILL)
         while c.running():
             time.sleep(0.01)
     c.status()  # waits briefly for the helper to record the exit code
+    _remove_cgroup(c)
     c.finished, c.recorded_status = format_created(time.time()), "exited"
     c.save()
 
@@ -260,9 +292,14 @@ def remove(c: Container, force: bool = False) -> None:
         if not force:
             raise UsageError(f"cannot remove container {c.name}: it is running",
                              hint="stop it first (`layerbuild stop`), or use rm -f")
-        os.kill(c.pid, signal.SIGKILL)
+        cgroup = cgroups.Cgroup.from_json(c.cgroup)
+        if cgroup is not None:
+            cgroup.kill()
+        else:
+            os.kill(c.pid, signal.SIGKILL)
         while c.running():
             time.sleep(0.01)
+    _remove_cgroup(c)
     containers.remove(c)
 
 
@@ -293,7 +330,7 @@ def run(store: Store, opts: RunOptions) -> tuple[Container, int | None]:
     c, spec, lowers = create(store, opts)
     try:
         code = _start_keeping_modes(c, spec, lowers, detach=opts.detach, interactive=opts.interactive, tty=opts.tty,
-                                    seccomp_cache=store.root / SECCOMP_CACHE)
+                                    limits=opts.limits, seccomp_cache=store.root / SECCOMP_CACHE)
     except BaseException:
         if opts.remove and c.dir.exists():
             containers.remove(c)

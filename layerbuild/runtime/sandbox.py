@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from layerbuild.platforms import DEFAULT_PATH
-from layerbuild.runtime import copyfs
+from layerbuild.runtime import cgroups, copyfs
 from layerbuild.runtime.merged import MergedView, MountPoint, place_mounts
 from layerbuild.runtime.spec import (
     DEFAULT_CAPABILITIES,
@@ -191,11 +191,13 @@ def launch(
     detached: bool = False,
     tty: bool = False,
     exit_file: Path | None = None,
+    cgroup: cgroups.Cgroup | None = None,
     seccomp_cache: Path | None = None,
 ) -> Launched:
     """Start `spec` and return once it is running (or failed to start). `rootfs` is "overlay", "copy"
     or "auto" (default: $LAYERBUILD_ROOTFS, else auto: overlay, and copy if overlay cannot be mounted).
-    `seccomp_cache` is a directory where compiled seccomp programs are kept between processes."""
+    The process joins `cgroup` before it starts (see `cgroups.create`). `seccomp_cache` is a directory
+    where compiled seccomp programs are kept between processes."""
     global _overlay_broken
     mode = rootfs or os.environ.get("LAYERBUILD_ROOTFS") or "auto"
     if mode not in ("auto", "overlay", "copy"):
@@ -203,7 +205,7 @@ def launch(
     if mode == "auto" and _overlay_broken:
         mode = "copy"
     args = dict(stdin=stdin, stdout=stdout, stderr=stderr, detached=detached, tty=tty, exit_file=exit_file,
-                seccomp_cache=seccomp_cache)
+                cgroup=cgroup, seccomp_cache=seccomp_cache)
     started = _start(lower, upper, work, spec, copy=mode == "copy", **args)  # type: ignore[arg-type]
     if started.error_stage == "overlay" and mode == "auto":
         started.wait()
@@ -217,7 +219,8 @@ def launch(
 
 def _start(
     lower: Sequence[Path], upper: Path, work: Path, spec: ProcessSpec, *, copy: bool, stdin: Stdio,
-    stdout: Stdio, stderr: Stdio, detached: bool, tty: bool, exit_file: Path | None, seccomp_cache: Path | None,
+    stdout: Stdio, stderr: Stdio, detached: bool, tty: bool, exit_file: Path | None,
+    cgroup: cgroups.Cgroup | None = None, seccomp_cache: Path | None = None,
 ) -> Launched:
     work.mkdir(parents=True, exist_ok=True)
     upper.mkdir(parents=True, exist_ok=True)
@@ -273,6 +276,8 @@ def _start(
         "exit_file": os.fspath(exit_file) if exit_file else None,
         "hostname": os.uname().nodename if spec.network == "host" else spec.hostname,
         "target": os.fspath(target), "rootfs": root,
+        "cgroup_procs": cgroup.procs_files() if cgroup else [],
+        "drop_mknod": not rootless and not (cgroup and cgroup.devices),
         "mounts": [_placed(op, point) for op, point in zip(ops, points, strict=True)],
         "process": {"argv": list(spec.argv), "env": env, "cwd": spec.cwd or "/", "uid": user.uid,
                     "gid": user.gid, "groups": list(user.groups)},
@@ -339,21 +344,27 @@ def run_step(
     stdout: BinaryIO | None = None,
     stdin: bytes | None = None,
     rootfs: RootfsMode | None = None,
+    limits: cgroups.Limits | None = None,
     seccomp_cache: Path | None = None,
 ) -> StepResult:
     """Run a RUN step to completion. stdout and stderr are merged, copied to `stdout` as they come and
     their last bytes returned. Afterwards `upper` holds exactly the process's changes in overlay form
-    (nothing the sandbox mounted), ready for `layer.write_overlay_upper`."""
+    (nothing the sandbox mounted), ready for `layer.write_overlay_upper`. The step runs in a cgroup
+    with `limits` (default: the default pids limit); an OOM kill makes it 137, "killed: out of memory"."""
     upper.mkdir(parents=True, exist_ok=True)
     out_r, out_w = os.pipe()
     in_r = None
     if stdin is not None:
         in_r, in_w = os.pipe()
+    cgroup = None
     try:
+        cgroup = cgroups.create(limits or cgroups.Limits(), label=cgroups.STEP_LABEL + os.urandom(6).hex())
         started = launch(lower, upper, work, spec, stdin=in_r if in_r is not None else subprocess.DEVNULL,
-                         stdout=out_w, stderr=out_w, rootfs=rootfs, seccomp_cache=seccomp_cache)
+                         stdout=out_w, stderr=out_w, rootfs=rootfs, cgroup=cgroup, seccomp_cache=seccomp_cache)
     except BaseException:
         os.close(out_r)
+        if cgroup is not None:
+            cgroup.remove()
         raise
     finally:
         os.close(out_w)
@@ -364,6 +375,7 @@ def run_step(
             threading.Thread(target=_feed, args=(in_w, stdin), daemon=True).start()
         tail = _pump(out_r, stdout)
         code = started.wait()
+        reason = cgroup.diagnosis(code) if cgroup is not None else None
         if started.rootfs is not None and started.baseline is not None:
             if os.geteuid() != 0:
                 idmap.call_in_userns(copyfs.diff_into_upper, started.rootfs, started.baseline, upper)
@@ -372,12 +384,17 @@ def run_step(
     finally:
         os.close(out_r)
         started.release()
+        if cgroup is not None:
+            cgroup.remove()
     if started.error and started.error_stage != "exec":
         tail += f"layerbuild: {started.error}\n".encode()
     if code != 0 and b"Invalid argument" in tail[-4096:] and os.geteuid() != 0 and idmap.current().single:
         # e.g. `chown 1000 f`: an id the single-id mapping does not have
         tail += f"layerbuild: note: {idmap.missing_hint()}\n".encode()
-    return StepResult(code, tail[-TAIL_BYTES:], started.error)
+    if reason is not None:
+        code = 137 if reason == cgroups.OOM_MESSAGE else code
+        tail += f"layerbuild: {reason}\n".encode()
+    return StepResult(code, tail[-TAIL_BYTES:], started.error or reason)
 
 
 def _pump(fd: int, sink: BinaryIO | None) -> bytes:

@@ -20,6 +20,7 @@ from layerbuild.plan import BaseImage, BuildPlan, plan_build
 from layerbuild.plan.opmake import Network, network_mode
 from layerbuild.platforms import host_arch
 from layerbuild.reference import normalize_tag
+from layerbuild.runtime.limits import Limits
 from layerbuild.solve import (
     BuildEvent,
     BuildResult,
@@ -150,7 +151,8 @@ class Build:
         history = history_from_json(previous.steps) if previous is not None else None
         self.rootfs = RootfsCache(self.store)
         cache = StoreCache(self.store)
-        services = BuildServices(self.store, self.rootfs, self.base_layers, self.request.source_date_epoch)
+        services = BuildServices(self.store, self.rootfs, self.base_layers, self.request.source_date_epoch,
+                                 limits=_limits(self.request))
         from layerbuild.context.tree import BuildContext
 
         self.context = BuildContext.open(self.request.context, dockerfile=path, store=self.store)
@@ -260,6 +262,10 @@ def _serialised(callback: Callable[[BuildEvent], None]) -> Callable[[BuildEvent]
             callback(event)
 
     return call
+
+
+def _limits(request: BuildRequest) -> Limits:
+    return Limits(request.memory, request.memory_swap, request.cpus, request.pids_limit)
 
 
 def _network(mode: str) -> Network:

@@ -9,7 +9,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from layerbuild.errors import BuildError
 from layerbuild.layer import ChangeSet, LayerInfo, write_changes
@@ -20,9 +20,13 @@ from layerbuild.store import MEDIA_LAYER_ZSTD, Store
 from layerbuild.store.idmap import call_in_userns, view_owner
 from layerbuild.worker.rootfs import RootfsCache
 
+if TYPE_CHECKING:
+    from layerbuild.runtime.limits import Limits
+
 
 class BuildServices:
-    """What ops share during one build: the store, materialised filesystems, time settings."""
+    """What ops share during one build: the store, materialised filesystems, time settings, the RUN
+    steps' resource limits."""
 
     def __init__(
         self,
@@ -30,8 +34,10 @@ class BuildServices:
         rootfs: RootfsCache,
         base_layers: Callable[[State], tuple[str, ...]],
         source_date_epoch: int | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.store = store
+        self.limits = limits  # of every RUN step's cgroup
         self.rootfs = rootfs
         self.base_layers = base_layers
         self.source_date_epoch = source_date_epoch

@@ -34,6 +34,11 @@ class BuildRequest:
     source_date_epoch: int | None = None
     fingerprint: str | None = None  # of the inputs, if the caller already took it (fastpath.fingerprint)
     allow: frozenset[str] = frozenset()  # entitlements (`--allow security.insecure`)
+    # Resource limits of every RUN step (cgroups.Limits' fields); like BuildKit, not part of any key.
+    memory: int | None = None
+    memory_swap: int | None = None
+    cpus: float | None = None
+    pids_limit: int | None = None
 
     def fastpath_options(self) -> dict[str, object] | None:
         """What, besides files, decides the build's outputs; None when the fast path may not answer."""

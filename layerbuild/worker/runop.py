@@ -170,7 +170,7 @@ class RunTask:
                                user=op.user, hostname=op.hostname, network=op.network,
                                mounts=tuple(self._mounts(stack, tmp)), privileged=op.security == "insecure")
             lines = _LineWriter(self.inputs.log) if self.inputs.log is not None else None
-            result = run_step(lower, upper, work, spec, stdout=lines,  # type: ignore[arg-type]
+            result = run_step(lower, upper, work, spec, stdout=lines, limits=services.limits,  # type: ignore[arg-type]
                               seccomp_cache=services.store.root / "seccomp")
             if lines is not None:
                 lines.close()
