@@ -1,4 +1,5 @@
-"""Sandbox start-up: whole-process `layerbuild run IMAGE true`, the primitive alone, and the floor.
+"""Sandbox start-up: whole-process `layerbuild run IMAGE true`, the primitive alone, and the floor;
+the default network (slirp4netns) against `--network none`, as a RUN step and as `run`.
 
 Run: pytest benchmarks/bench_runtime.py --benchmark-only -s   (as root; needs busybox-static)
 The floor is `unshare --fork --pid --mount true`, measured in the same run on the same machine: the
@@ -63,6 +64,28 @@ def test_run_step_true(benchmark: Any, root: Path) -> None:
 
 def test_cli_run_true(benchmark: Any, root: Path) -> None:
     argv = [sys.executable, "-m", "layerbuild", "--root", str(root), "run", "--rm", "busybox", "true"]
+    benchmark(subprocess.run, argv, check=True, cwd=REPO)
+
+
+@pytest.mark.parametrize("network", ["default", "none"])
+def test_run_step_network(benchmark: Any, root: Path, network: str) -> None:
+    """What the default network (a namespace plus slirp4netns) costs a RUN step over `none`."""
+    with Store.open(root) as store:
+        lowers = lower_dirs_for(store, resolve_image(store, "busybox").config.diff_ids)
+
+    def once() -> None:
+        scratch = Path(tempfile.mkdtemp(dir=root / "tmp"))
+        spec = ProcessSpec(argv=("true",), network=network)  # type: ignore[arg-type]
+        assert run_step(lowers, scratch / "upper", scratch / "work", spec).exit_code == 0
+        shutil.rmtree(scratch)
+
+    benchmark(once)
+
+
+@pytest.mark.parametrize("network", ["default", "none"])
+def test_cli_run_network(benchmark: Any, root: Path, network: str) -> None:
+    argv = [sys.executable, "-m", "layerbuild", "--root", str(root), "run", "--rm", "--network", network,
+            "busybox", "true"]
     benchmark(subprocess.run, argv, check=True, cwd=REPO)
 
 

@@ -22,7 +22,9 @@ def register(sub: Any) -> tuple[str, Any]:
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
     p.add_argument("--report", metavar="FILE", help="write the build report (JSON) to FILE")
     p.add_argument("--jobs", type=int, default=0, metavar="N", help="stages built at once (default: CPUs)")
-    p.add_argument("--network", choices=("default", "none", "host"), default="default")
+    p.add_argument("--network", choices=("default", "none", "host"), default="default",
+                   help="RUN steps' network (unless RUN --network says otherwise); default: own network "
+                        "with outbound access, not the host's loopback; none: loopback only; host: the host's")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH")
     p.add_argument("--output", "-o", action="append", default=[], metavar="type=TYPE,dest=PATH")
     p.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",

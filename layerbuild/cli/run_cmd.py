@@ -23,7 +23,9 @@ def register(sub: Any) -> tuple[str, Any]:
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="set an environment variable")
     p.add_argument("-w", "--workdir", help="working directory inside the container")
     p.add_argument("-u", "--user", help="user (name|uid[:group|gid])")
-    p.add_argument("--network", choices=("default", "none", "host"), default="default")
+    p.add_argument("--network", choices=("default", "none", "host"), default="default",
+                   help="default: own network with outbound access, not the host's loopback; "
+                        "none: loopback only; host: the host's network")
     p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]", help="bind mount")
     p.add_argument("--entrypoint", help="override the image's entrypoint")
     p.add_argument("--security-opt", action="append", default=[], metavar="OPT",

@@ -10,6 +10,7 @@ With `tty` (`run -t`), stdin is the console socket: the process makes its own pt
 master there before it reports `ready` (`setup_terminal`).
 Rootless with subordinate ids (spec "idmap"), a process forked before the user namespace is made
 runs newuidmap/newgidmap on this helper once it has unshared, and the helper waits for it.
+For the default network it also starts slirp4netns and reports its pid as `net N`.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ READONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trig
 FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCONT", "SIGALRM")
 
 _libc = ctypes.CDLL(None, use_errno=True)
+READY_TIMEOUT = 60  # seconds slirp4netns may take to connect the namespace; it needs a few ms
+NETWORK: Network | None = None  # the default network's helper, once main() started it
 
 
 class SetupError(Exception):
@@ -263,6 +266,8 @@ def child(spec: Spec, status: int) -> None:
             loopback_up()
         name = spec["hostname"].encode()
         _check(_libc.sethostname(name, len(name)), "set the hostname")
+        if NETWORK is not None:
+            NETWORK.wait_ready()
         if spec["tty"]:
             import_terminal_modules()  # after pivot_root nothing can be imported
         pivot(target)
@@ -420,6 +425,75 @@ def fail(status: int, exc: Exception) -> None:
     os._exit(exc.code)
 
 
+class Network:
+    """slirp4netns for the default network: forked before the namespaces exist, so that it stays in
+    the host's, and exec'd once they do. The child waits for its ready byte before it execs; it
+    ends with the helper (killed when the process ended, and `--exit-fd` if the helper is killed)."""
+
+    def __init__(self, conf: Spec, userns: bool) -> None:
+        go_r, self.go = os.pipe()
+        self.ready, ready_w = os.pipe()
+        exit_r, self.exit = os.pipe()
+        self.log = conf["log"]
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+                os.setsid()  # out of the terminal's process group: a Ctrl-C is for the container only
+                os.close(self.go)
+                target = os.read(go_r, 32).decode()
+                if not target:  # the helper could not make the namespaces
+                    os._exit(0)
+                for fd in (ready_w, exit_r):
+                    os.set_inheritable(fd, True)
+                argv = [conf["slirp4netns"], "--configure", f"--mtu={conf['mtu']}", "--disable-host-loopback",
+                        "--enable-seccomp", f"--ready-fd={ready_w}", f"--exit-fd={exit_r}"]
+                if userns:
+                    argv.append(f"--userns-path=/proc/{target}/ns/user")
+                os.makedirs(os.path.dirname(self.log), exist_ok=True)
+                log = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                null = os.open("/dev/null", os.O_RDWR)
+                os.dup2(null, 0)
+                os.dup2(log, 1)
+                os.dup2(log, 2)
+                os.execv(argv[0], [*argv, target, "tap0"])
+            finally:
+                os._exit(127)
+        for fd in (go_r, ready_w, exit_r):
+            os.close(fd)
+
+    def start(self) -> None:
+        """The namespaces exist: let slirp4netns join this process's."""
+        os.write(self.go, str(os.getpid()).encode())
+        os.close(self.go)
+
+    def wait_ready(self) -> None:
+        """In the child: block until the interface is configured (or slirp4netns failed)."""
+        import select
+
+        if not select.select([self.ready], [], [], READY_TIMEOUT)[0]:
+            raise SetupError("network", 125, f"slirp4netns did not connect the network in {READY_TIMEOUT} s")
+        if os.read(self.ready, 1):
+            os.close(self.ready)
+            return
+        try:
+            with open(self.log, "rb") as f:
+                why = f.read().decode("utf-8", "replace").strip().splitlines()[-1:]
+        except OSError:
+            why = []
+        raise SetupError("network", 125, "slirp4netns could not connect the network namespace"
+                         + (f": {why[0]}" if why else ""))
+
+    def stop(self) -> None:
+        """Kill it without waiting: its exit tears down the tap device, which takes the kernel ~20 ms
+        (an RCU grace period) that the caller need not wait for; init reaps it."""
+        os.close(self.exit)
+        try:
+            os.kill(self.pid, 9)
+        except ProcessLookupError:
+            pass
+
+
 def enter_cgroup(spec: Spec, status: int) -> None:
     """Join the container's cgroup before anything else runs, so that every later process is counted
     and killed with it; without a device controller, CAP_MKNOD leaves the bounding set instead."""
@@ -510,10 +584,18 @@ def main() -> int:
     with os.fdopen(spec_fd, "rb") as f:
         spec = marshal.loads(f.read())
     os.set_inheritable(status, False)  # closes on exec: EOF then tells the caller exec happened
+    global NETWORK
+    if spec["die_with_parent"]:  # a killed build or `run` takes its container and network along
+        _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+    if spec.get("network"):
+        NETWORK = Network(spec["network"], spec["userns"])
+        os.write(status, f"net {NETWORK.pid}\n".encode())
     try:
         enter_namespaces(spec)
     except (SetupError, OSError) as exc:
         fail(status, exc)
+    if NETWORK is not None:
+        NETWORK.start()
     console = None
     if spec["tty"] and not is_socket(0):  # no console socket: detached
         console = keep_console()
@@ -525,9 +607,13 @@ def main() -> int:
     forward = lambda signum, frame: os.kill(pid, signum)  # noqa: E731
     for name in FORWARDED:  # the container's own terminal (-t) is not ours: its keys do not reach us
         _signal.signal(getattr(_signal, name), forward)
+    if NETWORK is not None:
+        os.close(NETWORK.ready)
     if console is not None:
         log_terminal(console)
     _, wstatus = os.waitpid(pid, 0)
+    if NETWORK is not None:
+        NETWORK.stop()
     code = os.waitstatus_to_exitcode(wstatus)
     code = 128 - code if code < 0 else code
     if spec["exit_file"]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from layerbuild.platforms import DEFAULT_PATH
-from layerbuild.runtime import cgroups, copyfs
+from layerbuild.runtime import cgroups, copyfs, network
 from layerbuild.runtime.merged import MergedView, MountPoint, place_mounts
 from layerbuild.runtime.spec import (
     DEFAULT_CAPABILITIES,
@@ -71,17 +71,7 @@ def _etc_files(work: Path, spec: ProcessSpec) -> dict[str, Path]:
     etc = work / "etc"
     etc.mkdir(exist_ok=True)
     hostname = os.uname().nodename if spec.network == "host" else spec.hostname
-    hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-    if spec.network == "host":
-        with contextlib.suppress(OSError):
-            hosts = Path("/etc/hosts").read_text()
-    hosts += f"127.0.1.1\t{hostname}\n"
-    try:
-        resolv = Path("/etc/resolv.conf").read_text()
-    except OSError:
-        resolv = ""
-    if "nameserver" not in resolv or spec.network == "none":
-        resolv = "" if spec.network == "none" else "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+    hosts, resolv = network.hosts_file(spec.network, hostname), network.resolv_conf(spec.network)
     files = {"/etc/hosts": hosts, "/etc/resolv.conf": resolv, "/etc/hostname": hostname + "\n"}
     out = {}
     for target, text in files.items():
@@ -99,6 +89,7 @@ class Launched:
     helper: subprocess.Popen[bytes]
     status: BinaryIO
     pid: int = 0
+    network_pid: int = 0  # the user-mode network helper (slirp4netns) of the default network
     error: str | None = None
     error_stage: str | None = None
     exit_code: int | None = None
@@ -124,6 +115,8 @@ class Launched:
             word, _, rest = line.partition(" ")
             if word == "pid":
                 self.pid = int(rest)
+            elif word == "net":
+                self.network_pid = int(rest)
             elif word == "ready":
                 self.ready = True
             elif word == "error":
@@ -222,9 +215,10 @@ def _start(
     stdout: Stdio, stderr: Stdio, detached: bool, tty: bool, exit_file: Path | None,
     cgroup: cgroups.Cgroup | None = None, seccomp_cache: Path | None = None,
 ) -> Launched:
+    net = network.helper_spec(spec.network, work)  # first: a missing helper is refused before any work
     work.mkdir(parents=True, exist_ok=True)
     upper.mkdir(parents=True, exist_ok=True)
-    cleanup = [work / n for n in ("etc", "stubs", "merged", "ovl", "rootfs")]
+    cleanup = [work / n for n in ("etc", "stubs", "merged", "ovl", "rootfs", "net")]
     for path in cleanup:
         if path.exists():
             remove_tree(path)
@@ -272,7 +266,8 @@ def _start(
     target = work / "merged"
     target.mkdir()
     payload = {**_security(spec, seccomp_cache),
-        "userns": rootless, "netns": spec.network == "none", "tty": tty, "die_with_parent": not detached,
+        "userns": rootless, "netns": spec.network != "host", "tty": tty, "die_with_parent": not detached,
+        "network": net,
         "exit_file": os.fspath(exit_file) if exit_file else None,
         "hostname": os.uname().nodename if spec.network == "host" else spec.hostname,
         "target": os.fspath(target), "rootfs": root,

@@ -25,7 +25,7 @@ from layerbuild.runtime.containers import ContainerNotFoundError
 from layerbuild.store import Store
 from tests.conftest import REPO
 from tests.runtime.conftest import busybox_tar
-from tests.runtime.rootless import USER, as_user, python_for_user, rootless_home  # noqa: F401
+from tests.runtime.rootless import USER, as_user, python_for_user, rootless_home, with_usable_tun  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -158,7 +158,7 @@ def test_interactive_shell_rootless(pane: Pane, rootless_home: Path) -> None:  #
     assert done.returncode == 0, done.stderr
     user = ["setpriv", "--reuid", USER, "--regid", USER, "--init-groups", "--reset-env", "env",
             *(f"{k}={v}" for k, v in env.items()), python, "-m", "layerbuild", "--root", str(store)]
-    pane.line(shlex.join([*user, "run", "--rm", "-it", "busybox", "sh"]) + "; echo rc=$?")
+    pane.line(shlex.join(with_usable_tun([*user, "run", "--rm", "-it", "busybox", "sh"])) + "; echo rc=$?")
     pane.wait_for(r"^/ # $")
     pane.line("tty; id -u; stty size; echo :size1")
     assert pane.wait_for(r"^(/dev/pts/\d+\n0\n\d+ \d+)\n:size1$").group(1).split("\n")[2] == "30 100"

@@ -29,8 +29,18 @@ def ensure_user() -> pwd.struct_passwd:
         return pwd.getpwnam(USER)
 
 
+def with_usable_tun(cmd: list[str]) -> list[str]:
+    """`cmd` (run as root) in a mount namespace of its own whose /dev/net/tun everyone may open, as
+    Debian's udev rules make it, where the host's is root's only: a rootless default network needs it."""
+    if os.path.exists("/dev/net/tun") and os.stat("/dev/net/tun").st_mode & 0o006 == 0o006:
+        return cmd
+    setup = 'mount -t tmpfs -o mode=755 tmpfs /dev/net && mknod -m 666 /dev/net/tun c 10 200 && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-ec", setup, "sh", *cmd]
+
+
 def as_user(argv: list[str], env: dict[str, str], user: str = USER, **kw: object) -> subprocess.CompletedProcess[str]:
     cmd = ["setpriv", "--reuid", user, "--regid", user, "--init-groups", "--reset-env", "env", *(f"{k}={v}" for k, v in env.items()), *argv]
+    cmd = with_usable_tun(cmd)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)  # type: ignore[call-overload, no-any-return]
 
 
