@@ -2,21 +2,55 @@
 
 from __future__ import annotations
 
+import re
+
 from layerbuild.errors import UsageError
 
 DEFAULT_TAG = "latest"
 
 
+# The reference grammar Docker's and the OCI distribution spec's names follow: lowercase path
+# components joined by `.`, `_`, `__` or dashes; an optional registry host (with a port) first; a tag
+# of up to 128 word characters, dots and dashes.
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_DOMAIN = re.compile(r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+                     r"(?::[0-9]+)?")
+_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+_MAX_NAME = 255
+
+
 def normalize_tag(ref: str) -> str:
     """`name` → `name:latest`; `name:tag` and `host:port/name:tag` stay as they are.
 
-    A colon after the last slash starts the tag; one before it belongs to a registry's port.
+    A colon after the last slash starts the tag; one before it belongs to a registry's port. A name
+    that Docker would not take (uppercase, `//`, a bad tag) is refused with docker's words.
     """
     if not ref or any(c.isspace() for c in ref) or "@" in ref:
         raise UsageError(f"invalid image name {ref!r}", hint="use NAME[:TAG]")
     slash = ref.rfind("/")
     colon = ref.rfind(":")
-    return ref if colon > slash else f"{ref}:{DEFAULT_TAG}"
+    name, version = (ref[:colon], ref[colon + 1 :]) if colon > slash else (ref, DEFAULT_TAG)
+    _check_name(ref, name, version)
+    return f"{name}:{version}"
+
+
+def _check_name(ref: str, name: str, version: str) -> None:
+    parts = name.split("/")
+    first = parts[0]
+    # The first component is a registry host if it looks like one, as docker decides it.
+    if len(parts) > 1 and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
+        if not _DOMAIN.fullmatch(first):
+            raise UsageError(f"invalid reference format: {ref!r} (registry host {first!r})", hint="use NAME[:TAG]")
+        parts = parts[1:]
+    if any(p != p.lower() for p in parts):
+        raise UsageError(f"invalid reference format: repository name must be lowercase ({ref!r})",
+                         hint="use NAME[:TAG] with a lowercase NAME")
+    if not all(_COMPONENT.fullmatch(p) for p in parts) or len(name) > _MAX_NAME:
+        raise UsageError(f"invalid reference format: {ref!r}", hint="use NAME[:TAG]: lowercase letters, digits "
+                         "and separators (. _ __ -) between them, components joined by /")
+    if not _TAG.fullmatch(version):
+        raise UsageError(f"invalid reference format: {ref!r} (tag {version!r})",
+                         hint="a tag is up to 128 letters, digits, _, . and -, not starting with . or -")
 
 
 def split_tag(ref: str) -> tuple[str, str]:

@@ -75,15 +75,39 @@ def _outputs(items: list[str]) -> list[tuple[str, str] | dict[str, str]]:
     return specs
 
 
+_SECRET_KEYS = {"id", "src", "source", "type"}
+
+
 def _secrets(items: list[str]) -> dict[str, str]:
     """`id=ID,src=PATH` (src defaults to the id, as docker's does) as id → path."""
     secrets = {}
     for item in items:
         fields = _kv_list(item, "--secret")
+        if "env" in fields or fields.get("type") == "env":
+            raise UsageError(f"--secret {item!r}: secrets from environment variables are not supported yet",
+                             hint="write the value to a file and give --secret id=ID,src=FILE")
+        unknown = sorted(set(fields) - _SECRET_KEYS)
+        if unknown:
+            raise UsageError(f"--secret {item!r}: unknown key {unknown[0]!r}",
+                             hint="write --secret id=ID,src=PATH (keys: id, src or source, type=file)")
+        if fields.get("type", "file") != "file":
+            raise UsageError(f"--secret {item!r}: type={fields['type']} is not supported",
+                             hint="only file secrets are: --secret id=ID,src=PATH")
         if "id" not in fields:
             raise UsageError(f"--secret {item!r} needs id=ID")
         secrets[fields["id"]] = fields.get("src") or fields.get("source") or fields["id"]
     return secrets
+
+
+def _check_report(path: str | None) -> None:
+    """Refuse a --report destination that cannot be written before anything is built."""
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise UsageError(f"--report {path!r} is a directory", hint="give the name of the JSON file to write")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"--report {path!r}: directory {parent!r} does not exist")
 
 
 def _source_date_epoch() -> int | None:
@@ -103,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.cache_from or args.cache_to:
         raise UsageError("--cache-from/--cache-to are not supported yet", hint="the registry cache comes later")
+    _check_report(args.report)
     progress = make_progress("quiet" if args.quiet else args.progress)
     try:
         result = build(
@@ -115,7 +140,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     if args.report:
-        write_report(result, args.report)
+        try:
+            write_report(result, args.report)
+        except OSError as exc:
+            raise UsageError(f"cannot write the report to {args.report!r}: {exc.strerror or exc}") from None
     if args.quiet:
         print(result.image.id)
     return 0

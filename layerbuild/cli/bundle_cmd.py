@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from layerbuild.cli.common import open_store
+from layerbuild.errors import UsageError
 
 
 def register(sub: Any) -> tuple[str, Any]:
@@ -23,13 +24,28 @@ def run(args: argparse.Namespace) -> int:
     from layerbuild.image import resolve_image
     from layerbuild.runtime.bundle import write_bundle
 
+    dest = Path(args.dir)
+    _check_dest(dest)
     with open_store(args) as store:
         image = resolve_image(store, args.image)
         skipped: list[str] = []
-        path = write_bundle(store, image, Path(args.dir), args.command, devices=args.devices, skipped=skipped)
+        path = write_bundle(store, image, dest, args.command, devices=args.devices, skipped=skipped)
     if skipped:
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         print(f"note: left out {len(skipped)} device node(s) of the image: {shown} (--devices writes them)",
               file=sys.stderr)
     print(path)
     return 0
+
+
+def _check_dest(dest: Path) -> None:
+    """A bundle goes into a new or empty directory, or one that holds nothing but an empty rootfs/."""
+    if not dest.exists():
+        if dest.parent.exists() and not dest.parent.is_dir():
+            raise UsageError(f"cannot make the bundle directory {str(dest)!r}: {str(dest.parent)!r} is not a "
+                             "directory")
+        return
+    if not dest.is_dir():
+        raise UsageError(f"{str(dest)!r} exists and is not a directory", hint="give a new or empty directory")
+    if (dest / "config.json").exists():
+        raise UsageError(f"{str(dest)!r} already holds a bundle (config.json)", hint="give a new or empty directory")

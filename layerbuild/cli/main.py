@@ -80,6 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    except OSError as exc:  # the system said no (permissions, a full disk, a vanished file): not a bug
+        if os.environ.get("LAYERBUILD_DEBUG"):
+            raise
+        print(f"error: {_os_error(exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:  # a bug: say so plainly; the traceback only when asked for
         if os.environ.get("LAYERBUILD_DEBUG"):
             raise
@@ -87,6 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               "this is a bug in layerbuild; run again with LAYERBUILD_DEBUG=1 for the traceback",
               file=sys.stderr)
         return 1
+
+
+def _os_error(exc: OSError) -> str:
+    text = exc.strerror or str(exc)
+    names = [os.fsdecode(n) for n in (exc.filename, exc.filename2) if n is not None]
+    return f"{text}: {' -> '.join(repr(n) for n in names)}" if names else text
 
 
 def entry() -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Any
 
 from layerbuild.cli.common import open_store
-from layerbuild.errors import LayerbuildError
+from layerbuild.errors import LayerbuildError, UsageError
 
 # Exit code when layerbuild itself failed, so it is not mistaken for the container's own status.
 FAILED = 125
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from layerbuild.runtime.runner import run as run_container
 
     try:
+        check_options(args)
         limits = parse_limits(args.memory, args.memory_swap, args.cpus, args.pids_limit)
     except LayerbuildError as exc:
         print(f"error: {exc.render()}", file=sys.stderr)
@@ -69,3 +71,16 @@ def run(args: argparse.Namespace) -> int:
     if container.end_reason:
         print(f"layerbuild: {container.end_reason}", file=sys.stderr)
     return code
+
+
+# docker's rule for container names (a leading "/" aside, which docker strips).
+_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse what docker refuses before it starts anything: a bad --name, a relative -w."""
+    if args.name is not None and not _NAME_RE.fullmatch(args.name):
+        raise UsageError(f"invalid container name ({args.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+                         hint="a name is two or more of these characters, starting with a letter or digit")
+    if args.workdir is not None and not args.workdir.startswith("/"):
+        raise UsageError(f"the working directory {args.workdir!r} is invalid, it needs to be an absolute path")

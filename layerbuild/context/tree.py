@@ -10,6 +10,7 @@ as a symlink.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 from collections.abc import Iterator
@@ -77,6 +78,15 @@ def _name_key(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
 
+def _real_root(root: str) -> str:
+    """`root` with symlinks resolved, except a view in another mount namespace (a stage's filesystem
+    read through `/proc/<pid>/root/...`, see worker/rootfs.py): resolving that magic link would
+    leave the namespace, so it is only made absolute."""
+    if re.match(r"/proc/\d+/root/", root):
+        return os.path.normpath(root)
+    return os.path.realpath(root)
+
+
 class SourceTree:
     """A directory seen as a COPY source. Subclasses decide ignore rules and whether owners are kept."""
 
@@ -86,7 +96,7 @@ class SourceTree:
     def __init__(
         self, root: str | os.PathLike[str], *, matcher: Matcher | None = None, store: Store | None = None
     ) -> None:
-        real = os.path.realpath(os.fspath(root))
+        real = _real_root(os.fspath(root))
         if not os.path.isdir(real):
             raise BuildError(f"{os.fspath(root)!r} is not a directory")
         self.root = Path(real)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from layerbuild.image.flatten import TarExport, write_flat_tar
     from layerbuild.image.importer import ImportResult, import_rootfs
     from layerbuild.image.manifest import Descriptor, Manifest
+    from layerbuild.image.receive import check_blob, receive_layer
     from layerbuild.image.store_io import (
         ImageNotFoundError,
         StoredImage,
@@ -52,6 +53,7 @@ _LAZY = {
     "Manifest": "layerbuild.image.manifest",
     "StoredImage": "layerbuild.image.store_io",
     "TarExport": "layerbuild.image.flatten",
+    "check_blob": "layerbuild.image.receive",
     "export_local": "layerbuild.image.export",
     "export_tar": "layerbuild.image.export",
     "format_created": "layerbuild.image.config",
@@ -61,6 +63,7 @@ _LAZY = {
     "normalize_port": "layerbuild.image.config",
     "parse_created": "layerbuild.image.config",
     "read_blob": "layerbuild.image.store_io",
+    "receive_layer": "layerbuild.image.receive",
     "resolve_image": "layerbuild.image.store_io",
     "resolve_manifest": "layerbuild.image.store_io",
     "split_tag": "layerbuild.reference",
@@ -87,6 +90,7 @@ __all__ = [
     "Manifest",
     "StoredImage",
     "TarExport",
+    "check_blob",
     "export_local",
     "export_tar",
     "format_created",
@@ -96,6 +100,7 @@ __all__ = [
     "normalize_port",
     "parse_created",
     "read_blob",
+    "receive_layer",
     "resolve_image",
     "resolve_manifest",
     "split_tag",

@@ -132,11 +132,15 @@ def atomic_file(dest: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """A file written under a temp name beside `dest`, fsynced, made 0644 and renamed into place;
     a failure leaves nothing at `dest`."""
     target = Path(os.path.abspath(dest))
+    if target.is_dir():
+        raise UsageError(f"cannot write {os.fspath(dest)!r}: it is a directory", hint="give a file name")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
-        raise LayerbuildError(f"cannot write {os.fspath(dest)!r}: {exc}") from exc
+        parent = next((p for p in target.parents if p.exists()), None)
+        why = f"{str(parent)!r} is not a directory" if parent is not None and not parent.is_dir() else exc.strerror
+        raise LayerbuildError(f"cannot write {os.fspath(dest)!r}: {why or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as out:
             yield out
@@ -144,9 +148,11 @@ def atomic_file(dest: str | os.PathLike[str]) -> Iterator[BinaryIO]:
             os.fsync(out.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise LayerbuildError(f"cannot write {os.fspath(dest)!r}: {exc.strerror or exc}") from exc
         raise
 
 

@@ -35,7 +35,7 @@ def import_rootfs(store: Store, src: BinaryIO, ref: str, *, architecture: str | 
     """Make a one-layer image from a rootfs tarball and tag it `ref`, like `docker import`."""
     tag = normalize_tag(ref)  # refused before any blob is written
     with store.lease() as lease:
-        layer = ingest_layer(store, src)
+        layer = ingest_layer(store, src, what="the rootfs tarball")
         lease.add(layer.digest, layer.diff_id)
         created = _created()
         config = ImageConfig(

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from layerbuild.digest import sha256_digest
 from layerbuild.errors import StoreError, UsageError
 from layerbuild.image.config import ImageConfig, ImageFormatError
 from layerbuild.image.manifest import Descriptor, Manifest, config_descriptor
@@ -103,14 +104,16 @@ def write_image(
         held.add(*(r.digest for r in records), *config.diff_ids)
         # A loaded image keeps its config bytes, and so its id, exactly as the other tool wrote them.
         config_bytes = raw_config if raw_config is not None else config.to_json()
+        # Leased before they are put: nothing but the lease references them until the rows exist.
+        held.add(sha256_digest(config_bytes))
         cinfo = store.blobs.put(config_bytes)
-        held.add(cinfo.digest)
         manifest = Manifest(
             config=config_descriptor(cinfo.digest, cinfo.size),
             layers=tuple(Descriptor(r.media_type, r.digest, r.size) for r in records),
         )
-        minfo = store.blobs.put(manifest.to_json())
-        held.add(minfo.digest)
+        manifest_bytes = manifest.to_json()
+        held.add(sha256_digest(manifest_bytes))
+        minfo = store.blobs.put(manifest_bytes)
         store.index.put_image(cinfo.digest, "config", MEDIA_CONFIG, cinfo.size, config.diff_ids)
         store.index.put_image(
             minfo.digest, "manifest", MEDIA_MANIFEST, minfo.size, [cinfo.digest, *(r.digest for r in records)]

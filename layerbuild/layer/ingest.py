@@ -1,79 +1,101 @@
-"""Bringing an outside tar stream (gzip, zstd or plain) into the store as a zstd layer blob."""
+"""Bringing an outside tar stream (gzip, zstd or plain) into the store as a zstd layer blob.
+
+The stream is checked at the door as it is read (see `admit`): a hostile entry, a truncated or corrupt
+stream, a digest that does not match, or more unpacked bytes than the store's disk has free are
+refused before the layer is recorded, and the blob being written is dropped. Memory stays bounded
+whatever the compression ratio: the stream is inflated a chunk at a time.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import zlib
-from collections.abc import Iterator
-from typing import BinaryIO, cast
+import os
+from typing import BinaryIO
 
 import zstandard
 
-from layerbuild.errors import StoreError
-from layerbuild.layer.compression import sniff_compression
+from layerbuild.errors import DigestMismatchError, UnsafeArchiveError
+from layerbuild.layer.admit import check_stream
+from layerbuild.layer.reader import ChunkStream
 from layerbuild.store import MEDIA_LAYER_ZSTD, LayerRecord, Store
 
-_CHUNK = 1 << 20
+MAX_LAYER_BYTES = 1 << 42  # unpacked, on top of the free-space bound
 
 
-def _decompressed(src: BinaryIO) -> Iterator[bytes]:
-    """Chunks of the plain tar inside `src`, which may be gzip, zstd or uncompressed."""
-    head = src.read(4)
-    fmt = sniff_compression(head)
-    if fmt == "gzip":
-        inflater = zlib.decompressobj(31)
-        data = head
-        while data:
-            out = inflater.decompress(data)
-            if out:
-                yield out
-            if inflater.eof and inflater.unused_data:
-                raise StoreError("concatenated gzip members are not supported in a layer")
-            data = src.read(_CHUNK)
-        if not inflater.eof:
-            raise StoreError("truncated gzip stream")
-        return
-    if fmt == "zstd":
-        prefixed = cast(BinaryIO, _Prefixed(head, src))
-        reader = zstandard.ZstdDecompressor().stream_reader(prefixed, read_across_frames=True)
-        while chunk := reader.read(_CHUNK):
-            yield chunk
-        return
-    data = head  # anything else is taken as a plain tar, as it always was
-    while data:
-        yield data
-        data = src.read(_CHUNK)
+class _Counted:
+    """`src` read through a sha256 and a byte count, refusing to read past `limit` bytes."""
 
-
-class _Prefixed:
-    """`src` with the bytes already sniffed put back in front."""
-
-    def __init__(self, head: bytes, src: BinaryIO) -> None:
-        self._head = head
+    def __init__(self, src: BinaryIO, limit: int | None, what: str, *, hashing: bool) -> None:
         self._src = src
+        self._limit = limit
+        self._what = what
+        self.hash = hashlib.sha256() if hashing else None
+        self.size = 0
 
     def read(self, n: int = -1) -> bytes:
-        if self._head:
-            out, self._head = self._head, b""
-            return out
-        return self._src.read(n)
+        if self._limit is not None:
+            n = self._limit - self.size + 1 if n < 0 else min(n, self._limit - self.size + 1)
+        data = self._src.read(n)
+        self.size += len(data)
+        if self._limit is not None and self.size > self._limit:
+            raise UnsafeArchiveError(f"{self._what} is larger than its declared {self._limit} bytes")
+        if self.hash is not None:
+            self.hash.update(data)
+        return data
 
 
-def ingest_layer(store: Store, src: BinaryIO, *, level: int = 3) -> LayerRecord:
-    """Store the tar in `src` (gzip, zstd or plain) as a zstd layer blob and record it.
+class _Tee(ChunkStream):
+    """A ChunkStream that hands every uncompressed chunk it reads to `sink` as well."""
+
+    def __init__(self, blob: BinaryIO, *, max_bytes: int, sink: object) -> None:
+        self._sink = sink
+        super().__init__(blob, max_bytes=max_bytes)
+
+    def _next_chunk(self) -> bytes:
+        chunk = super()._next_chunk()
+        if chunk:
+            self._sink(chunk)  # type: ignore[operator]
+        return chunk
+
+
+def free_bytes(store: Store) -> int:
+    """Bytes free for unprivileged writers on the filesystem of the store."""
+    st = os.statvfs(store.layout.root)
+    return st.f_bavail * st.f_frsize
+
+
+def ingest_layer(store: Store, src: BinaryIO, *, level: int = 3, what: str = "the layer",
+                 expected_digest: str | None = None, expected_size: int | None = None,
+                 expected_diff_id: str | None = None, max_bytes: int | None = None) -> LayerRecord:
+    """Check the tar in `src` (gzip, zstd or plain) entry by entry and store it as a zstd layer blob.
 
     One pass: the plain tar is hashed into the diff_id while it is compressed into the blob writer,
     which hashes the compressed bytes into the digest. The tar is stored as given, not normalised.
+    `expected_digest`/`expected_size` are what a manifest says of the bytes of `src`, `expected_diff_id`
+    what a config says of the tar; a mismatch raises DigestMismatchError and nothing is recorded.
+    Unpacked bytes are bounded by `max_bytes` and by the free space of the store's filesystem.
     """
-    diff = hashlib.sha256()
-    diff_size = 0
+    budget = min(MAX_LAYER_BYTES if max_bytes is None else max_bytes, free_bytes(store))
+    counted = _Counted(src, expected_size, what, hashing=expected_digest is not None)
     cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
     with store.blobs.writer() as w:
         compressor = cctx.compressobj()
-        for chunk in _decompressed(src):
-            diff.update(chunk)
-            diff_size += len(chunk)
-            w.write(compressor.compress(chunk))
+        stream = _Tee(counted, max_bytes=budget,  # type: ignore[arg-type]
+                      sink=lambda chunk: w.write(compressor.compress(chunk)))
+        try:
+            diff_id = check_stream(stream, what, max_bytes=budget)
+            diff_size = stream.size
+        finally:
+            stream.close()
         w.write(compressor.flush())
-    diff_id = "sha256:" + diff.hexdigest()
+        if expected_size is not None and counted.size != expected_size:
+            raise UnsafeArchiveError(f"{what} has {counted.size} bytes, not the {expected_size} it declares",
+                                     hint="the archive is damaged or was edited")
+        digest = "sha256:" + counted.hash.hexdigest() if counted.hash is not None else None
+        if expected_digest is not None and digest != expected_digest:
+            raise DigestMismatchError(f"{what} hashes to {digest}, not to {expected_digest}",
+                                      hint="the archive is damaged or was edited")
+        if expected_diff_id is not None and diff_id != expected_diff_id:
+            raise DigestMismatchError(f"{what} unpacks to {diff_id}, not to the {expected_diff_id} its config "
+                                      "names", hint="the archive is damaged or was edited")
     return store.index.put_layer(w.info.digest, diff_id, w.info.size, diff_size, MEDIA_LAYER_ZSTD)

@@ -10,9 +10,12 @@ import base64
 import gzip
 import hashlib
 import io
+import lzma
+import os
 import queue
 import threading
 import urllib.parse
+import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any, BinaryIO, cast
@@ -136,7 +139,7 @@ class ChunkStream:
         item = self._chunks.get()
         if isinstance(item, BaseException):
             self._done = True
-            if isinstance(item, zstandard.ZstdError | OSError | EOFError):
+            if isinstance(item, zstandard.ZstdError | OSError | EOFError | zlib.error | lzma.LZMAError):
                 raise UnsafeArchiveError(f"layer blob is not a valid compressed stream: {item}") from item
             raise item
         if not item:
@@ -301,4 +304,4 @@ def iter_members(stream: ChunkStream, *, max_entries: int) -> Iterator[Header]:
         end = stream.pos + content
         yield h
         # Whatever the consumer left unread of the content is skipped, then the block padding.
-        stream.skip(end - stream.pos + padding(content), f"the content of {h.path!r}")
+        stream.skip(end - stream.pos + padding(content), f"the content of {os.fsdecode(h.path)!r}")

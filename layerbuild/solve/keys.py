@@ -20,7 +20,10 @@ import xxhash
 
 from layerbuild.plan import BaseImage, OpDef, Scratch
 
-KEY_VERSION = "layerbuild-cache-v2"
+# Bumped whenever what a step's result depends on changes outside the op's fields: v3 is the
+# hardened sandbox (its own network by default, seccomp, nodev, subordinate ids rootless, where
+# rootless layers now carry the container's owners), whose results earlier records cannot stand for.
+KEY_VERSION = "layerbuild-cache-v3"
 
 
 def plain(value: Any) -> Any:

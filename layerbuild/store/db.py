@@ -8,6 +8,7 @@ import random
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -109,6 +110,38 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _BUSY_TIMEOUT_S = 30.0
 
 
+# Below this much free space, SQLite's "disk I/O error" (it could not grow its shared-memory index
+# or its log) is taken for what it is: a full disk.
+LOW_SPACE = 1 << 20
+
+
+def out_of_space(exc: sqlite3.Error, path: Path | None) -> bool:
+    """True if `exc` is SQLite failing for want of space (SQLITE_FULL, or an I/O error on a full disk)."""
+    text = str(exc).lower()
+    if "disk is full" in text:
+        return True
+    if "disk i/o error" not in text or path is None:
+        return False
+    return free_space(path.parent) < LOW_SPACE
+
+
+def free_space(path: Path) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return LOW_SPACE
+    return st.f_bavail * st.f_frsize
+
+
+def no_space_error(path: Path | None, exc: BaseException | None = None) -> StoreError:
+    where = f" (the store index at {path})" if path is not None else ""
+    detail = f": {exc}" if exc is not None else ""
+    return StoreError(
+        f"no space left on device{where}: cannot write{detail}",
+        hint="free space on that filesystem; `layerbuild prune` frees what the store no longer needs",
+    )
+
+
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -128,19 +161,61 @@ class Database:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
+        self.full = False  # opened read-only because the disk is full: see `_open`
 
     @property
     def conn(self) -> sqlite3.Connection:
         # A connection must not cross a fork; a child opens its own.
         if self._conn is None or self._pid != os.getpid():
-            self._conn = self._connect()
+            self._conn = self._open()
             self._pid = os.getpid()
         return self._conn
 
+    def _open(self) -> sqlite3.Connection:
+        """`_connect`, or on a full disk, where opening fails (SQLite cannot make its shared-memory
+        index), a read-only connection: reading commands keep working and writes say why not."""
+        self.full = False
+        try:
+            return self._connect()
+        except StoreError as exc:
+            if not (isinstance(exc.__cause__, sqlite3.Error) and out_of_space(exc.__cause__, self.path)):
+                raise
+            conn = self._connect_readonly()
+            if conn is None:
+                raise no_space_error(self.path, exc.__cause__) from exc.__cause__
+            self.full = True
+            return conn
+
+    def _connect_readonly(self) -> sqlite3.Connection | None:
+        uri = "file:" + urllib.parse.quote(str(self.path))
+        wal = Path(f"{self.path}-wal")
+        modes = ["?mode=ro"]
+        # immutable skips the WAL: only sound when no commit waits in it (a clean last close).
+        if not wal.exists() or wal.stat().st_size == 0:
+            modes.append("?immutable=1")
+        for mode in modes:
+            conn = sqlite3.connect(uri + mode, uri=True, isolation_level=None, check_same_thread=False,
+                                   timeout=_BUSY_TIMEOUT_S)
+            try:
+                if int(conn.execute("PRAGMA user_version").fetchone()[0]) == len(self._migrations):
+                    return conn
+            except sqlite3.Error:
+                pass
+            conn.close()
+        return None
+
+    def reopen(self) -> None:
+        """Close and open again (e.g. once space was freed, to leave read-only mode)."""
+        self.close()
+        _ = self.conn
+
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.DatabaseError as exc:  # e.g. index.db is a directory, or unreadable
+            raise self.damaged(exc) from exc
         try:
             _retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             # NORMAL in WAL mode keeps the database consistent through any crash; a power cut may
@@ -151,12 +226,17 @@ class Database:
         except BaseException as exc:
             conn.close()
             if isinstance(exc, sqlite3.DatabaseError):  # not a database at all, or damaged past reading
-                raise StoreError(
-                    f"the store index at {self.path} cannot be read: {exc}",
-                    hint="move the store root aside, or use another --root",
-                ) from exc
+                raise self.damaged(exc) from exc
             raise
         return conn
+
+    def damaged(self, exc: sqlite3.Error) -> StoreError:
+        """The error for an index that cannot be opened or queried (see `is_damage`)."""
+        return StoreError(
+            f"the store index at {self.path} cannot be read: {exc}",
+            hint="the store is damaged: `layerbuild fsck` says what it finds; move the store root aside, "
+                 "or use another --root",
+        )
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -177,15 +257,22 @@ class Database:
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
-        with self._lock:
+        with self._lock, self._damage_is_store_error():
             conn = self.conn
-            with _immediate(conn):
-                yield conn
+            if self.full:
+                raise no_space_error(self.path)
+            try:
+                with _immediate(conn):
+                    yield conn
+            except sqlite3.OperationalError as exc:
+                if out_of_space(exc, self.path):
+                    raise no_space_error(self.path, exc) from exc
+                raise
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A consistent read snapshot across several queries."""
-        with self._lock:
+        with self._lock, self._damage_is_store_error():
             conn = self.conn
             if conn.in_transaction:  # nested inside write(): already consistent
                 yield conn
@@ -196,6 +283,15 @@ class Database:
             finally:
                 conn.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def _damage_is_store_error(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise self.damaged(exc) from exc
+            raise
+
     def schema_version(self) -> int:
         with self._lock:
             return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
@@ -205,6 +301,18 @@ class Database:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+
+
+# What SQLite says of an index that is damaged (as opposed to busy, full or merely constrained).
+_DAMAGE = ("malformed", "not a database", "no such table", "no such column", "unable to open", "corrupt")
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """Whether `exc` says the index file is damaged or is not the schema it should be."""
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError):
+        return False
+    text = str(exc).lower()
+    return type(exc) is sqlite3.DatabaseError or any(word in text for word in _DAMAGE)
 
 
 @contextlib.contextmanager
@@ -230,6 +338,8 @@ def _retry(op: Callable[[], object]) -> None:
             op()
             return
         except sqlite3.OperationalError as exc:
+            if out_of_space(exc, None):
+                raise no_space_error(None, exc) from exc
             if not _is_busy(exc) or time.monotonic() > deadline:
                 raise StoreError(f"store index: {exc}", hint="another layerbuild may be stuck") from exc
             time.sleep(delay * (1 + random.random()))

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from layerbuild.errors import StoreError
 from layerbuild.store import caches
+from layerbuild.store.db import LOW_SPACE, free_space
 from layerbuild.store.layout import flocked, fsync_dir
 from layerbuild.store.maintenance import clean_temp
 from layerbuild.store.records import NO_RESULT
@@ -42,6 +44,8 @@ class FsckReport:
     blobs_checked: int
     temp_removed: tuple[str, ...]
     cache_files_checked: int = 0
+    # True when the disk was full: the store was checked and nothing was repaired.
+    read_only: bool = False
 
     @property
     def ok(self) -> bool:
@@ -54,19 +58,30 @@ def fsck(store: Store, *, repair: bool = True) -> FsckReport:
     files of the parse and no-op caches, so the next build simply rebuilds what was lost."""
     problems: list[FsckProblem] = []
     temp = clean_temp(store) if repair else []
-    with store.db.read() as conn:
-        check = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+    if repair and store.db.full and free_space(store.layout.root) >= LOW_SPACE:
+        store.db.reopen()  # what clean_temp freed may be enough to write again
+    read_only = repair and store.db.full
+    repair = repair and not read_only
+    try:
+        with store.db.read() as conn:
+            check = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+    except StoreError as exc:
+        check = [exc.message]
     if check != ["ok"]:
         problems.append(FsckProblem("index", str(store.layout.index_db), "; ".join(check[:5]), "none"))
     checked = _check_blobs(store, problems, repair)
-    _check_index(store, problems, repair)
+    try:
+        _check_index(store, problems, repair)
+    except StoreError as exc:  # a damaged index: say so, and leave it as it is for the user to save
+        if check == ["ok"]:
+            problems.append(FsckProblem("index", str(store.layout.index_db), exc.message, "none"))
     cache_files, bad, stale = caches.check(store.layout, repair=repair)
     for item in bad:
         action = "removed" if item.removed else "none"
         subject = str(item.path.relative_to(store.root))
         problems.append(FsckProblem("corrupt cache file", subject, item.detail, action))
     temp.extend(stale)
-    return FsckReport(tuple(problems), checked, tuple(str(p) for p in temp), cache_files)
+    return FsckReport(tuple(problems), checked, tuple(str(p) for p in temp), cache_files, read_only)
 
 
 def _check_blobs(store: Store, problems: list[FsckProblem], repair: bool) -> int:

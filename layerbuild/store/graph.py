@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from layerbuild.store.layout import owner_dead
 from layerbuild.store.records import NO_RESULT
 
 
@@ -46,14 +47,22 @@ class Graph:
             (k, r, float(t))
             for k, r, t in conn.execute("SELECT key, result, last_used FROM cache ORDER BY last_used, key")
         ]
+        # A lease whose owner died (see store.layout.owner_dead) ends now rather than at its expiry.
+        dead = {
+            i for (i,) in conn.execute("SELECT id FROM leases WHERE expires > ?", (now,))
+            if owner_dead(i.split("-", 1)[0])
+        }
         leased = {
             s
-            for (s,) in conn.execute(
-                "SELECT subject FROM lease_refs JOIN leases ON leases.id = lease_refs.lease_id WHERE expires > ?",
+            for (i, s) in conn.execute(
+                "SELECT lease_id, subject FROM lease_refs JOIN leases ON leases.id = lease_refs.lease_id "
+                "WHERE expires > ?",
                 (now,),
             )
+            if i not in dead
         }
         expired = [i for (i,) in conn.execute("SELECT id FROM leases WHERE expires <= ?", (now,))]
+        expired.extend(sorted(dead))
         last_use = {s: float(t) for s, t in conn.execute("SELECT subject, at FROM last_use")}
         return cls(dict(tags), dict(edges), kinds, cache, leased, last_use, expired)
 

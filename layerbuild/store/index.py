@@ -11,7 +11,16 @@ from typing import Any, cast
 
 from layerbuild.errors import StoreError
 from layerbuild.store.db import Database
-from layerbuild.store.records import CacheRecord, HistoryRecord, ImageKind, ImageRecord, LayerRecord, Tag
+from layerbuild.store.layout import scratch_owner
+from layerbuild.store.records import (
+    NO_RESULT,
+    CacheRecord,
+    HistoryRecord,
+    ImageKind,
+    ImageRecord,
+    LayerRecord,
+    Tag,
+)
 
 # Reads refresh last-use times at most this often per subject, so a busy build does not turn every
 # cache hit into a write transaction that competes for the one write lock.
@@ -162,6 +171,29 @@ class Index:
                 conn.execute("UPDATE cache SET last_used = max(last_used, ?) WHERE key = ?", (now, key))
         return record
 
+    def hold_cache(self, key: str, lease_id: str) -> CacheRecord | None:
+        """The record for `key`, its result added to the lease `lease_id` in the same transaction.
+
+        A hit returned here stays usable: a concurrent prune either committed before (and the record
+        is gone: a miss) or sees the lease and keeps the result and everything it reaches."""
+        with self.db.read() as conn:
+            found = conn.execute("SELECT 1 FROM cache WHERE key = ?", (key,)).fetchone()
+        if found is None:
+            return None
+        now = time.time()
+        with self.db.write() as conn:
+            row = conn.execute(f"SELECT {_CACHE_COLS} FROM cache WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            record = CacheRecord(*row)
+            if record.result != NO_RESULT:
+                conn.execute(
+                    "INSERT OR IGNORE INTO lease_refs (lease_id, subject) VALUES (?, ?)", (lease_id, record.result)
+                )
+            if record.last_used < now - TOUCH_INTERVAL_S:
+                conn.execute("UPDATE cache SET last_used = max(last_used, ?) WHERE key = ?", (now, key))
+        return record
+
     def delete_cache(self, key: str) -> bool:
         with self.db.write() as conn:
             return conn.execute("DELETE FROM cache WHERE key = ?", (key,)).rowcount > 0
@@ -216,7 +248,8 @@ class Index:
     # leases --------------------------------------------------------------------------------------------
 
     def create_lease(self, ttl: float) -> str:
-        lease_id = secrets.token_hex(16)
+        # The owner in the id lets prune end the lease of a process that died before its ttl did.
+        lease_id = f"{scratch_owner()}-{secrets.token_hex(16)}"
         with self.db.write() as conn:
             conn.execute("INSERT INTO leases (id, expires) VALUES (?, ?)", (lease_id, time.time() + ttl))
         return lease_id

@@ -98,9 +98,112 @@ class Layout:
     def gc_lock(self) -> Path:
         return self.locks / "gc.lock"
 
+    @property
+    def reserve(self) -> Path:
+        """Space set aside (RESERVE_BYTES) for prune to give back on a full disk, so that its index
+        transaction can be written and it can free the rest."""
+        return self.locks / "space.reserve"
+
+
+RESERVE_BYTES = 1 << 20
+# The reserve is only (re)made while more than this is free: it must not take a nearly full disk's last bytes.
+_RESERVE_ONLY_ABOVE = 8 * RESERVE_BYTES
+
+
+def keep_reserve(layout: Layout) -> None:
+    """Make the space reserve if it is missing and the disk has room to spare; never fails."""
+    path = layout.reserve
+    if path.exists():
+        return
+    try:
+        st = os.statvfs(layout.locks)
+        if st.f_bavail * st.f_frsize < _RESERVE_ONLY_ABOVE:
+            return
+        tmp = layout.locks / random_name(".reserve-")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError, UnboundLocalError):
+            os.unlink(tmp)
+
+
+def release_reserve(layout: Layout) -> bool:
+    """Give the space reserve back to the filesystem; True if there was one."""
+    try:
+        os.unlink(layout.reserve)
+    except FileNotFoundError:
+        return False
+    return True
+
 
 def random_name(prefix: str, suffix: str = "") -> str:
     return f"{prefix}{os.getpid()}-{secrets.token_hex(8)}{suffix}"
+
+
+# Scratch directories under the root's tmp/ carry their owner in the name, `<prefix><owner>-<random>`
+# with owner `<pid>.<start time>.<pid namespace>`: the start time tells a live owner from a new
+# process that got the same pid, and the namespace keeps a command from judging pids it cannot see.
+SCRATCH_PREFIXES = ("run-", "rootfs-", "workdir-", "unpack-")
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def _pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "0"
+
+
+_OWNER: tuple[int, str] | None = None
+
+
+def scratch_owner() -> str:
+    """This process as a scratch directory's owner: `<pid>.<start time>.<pid namespace>`."""
+    global _OWNER
+    pid = os.getpid()
+    if _OWNER is None or _OWNER[0] != pid:
+        _OWNER = (pid, f"{pid}.{_start_time(pid) or 0}.{_pid_namespace()}")
+    return _OWNER[1]
+
+
+def make_scratch(directory: Path, prefix: str) -> Path:
+    """A new private directory `<prefix><owner>-<random>` in `directory` (see `scratch_owner`)."""
+    import tempfile
+
+    directory.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{scratch_owner()}-", dir=directory))
+
+
+def scratch_owner_dead(name: str) -> bool:
+    """True if `name` is a scratch directory's name whose owner is known to be gone.
+
+    Names without an owner (older versions made them) and owners in another pid namespace are
+    never judged dead: their directory is left alone."""
+    prefix = next((p for p in SCRATCH_PREFIXES if name.startswith(p)), None)
+    if prefix is None:
+        return False
+    return owner_dead(name[len(prefix) :].split("-", 1)[0])
+
+
+def owner_dead(owner: str) -> bool:
+    """True if `owner` (as `scratch_owner` spells one) is a process of this pid namespace that is gone."""
+    parts = owner.split(".")
+    if len(parts) != 3 or not parts[0].isdigit() or parts[2] != _pid_namespace():
+        return False
+    return _start_time(int(parts[0])) != parts[1]
 
 
 def fsync_dir(path: Path) -> None:

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from layerbuild.errors import StoreError
 from layerbuild.store import caches
+from layerbuild.store.db import LOW_SPACE, free_space, no_space_error
 from layerbuild.store.graph import Graph, Plan, plan_eviction
-from layerbuild.store.layout import flocked, fsync_dir, try_remove_orphan
+from layerbuild.store.layout import (
+    flocked,
+    fsync_dir,
+    keep_reserve,
+    release_reserve,
+    scratch_owner_dead,
+    try_remove_orphan,
+)
+from layerbuild.store.snapshots import remove_tree
 
 if TYPE_CHECKING:
     from layerbuild.store.store import Store
@@ -19,6 +31,8 @@ if TYPE_CHECKING:
 # the window between a writer's put and the index row or tag that will reference it, for writers
 # that do not hold a lease.
 DEFAULT_GRACE_S = 3600.0
+# Overrides the default grace period (seconds), e.g. to prune a store where everything is recent.
+GRACE_ENV = "LAYERBUILD_PRUNE_GRACE"
 
 _KIND_LABEL = {"layer": "layers", "config": "configs", "manifest": "manifests", "index": "manifests"}
 # The JSON caches the index does not track (see caches.py), as `df` names them.
@@ -62,6 +76,19 @@ class PruneReport:
     cache_files: int = 0
 
 
+def default_grace() -> float:
+    value = os.environ.get(GRACE_ENV)
+    if value:
+        try:
+            grace = float(value)
+        except ValueError:
+            raise StoreError(f"{GRACE_ENV}={value!r} is not a number of seconds",
+                             hint=f"unset it, or set it to e.g. {int(DEFAULT_GRACE_S)}") from None
+        if grace >= 0:
+            return grace
+    return DEFAULT_GRACE_S
+
+
 def clean_temp(store: Store) -> list[Path]:
     """Remove temp files and trees of writers that died (their locks are free); live ones stay."""
     removed: list[Path] = []
@@ -73,7 +100,52 @@ def clean_temp(store: Store) -> list[Path]:
         if entry.name.startswith("blob-") and try_remove_orphan(Path(entry.path)):
             removed.append(Path(entry.path))
     removed.extend(store.snapshots.clean_orphans())
+    removed.extend(clean_scratch(store.layout.tmp))
     return removed
+
+
+def clean_scratch(tmp: Path) -> list[Path]:
+    """Remove the scratch directories (RUN upper dirs, filesystem views, ...) of processes that died.
+
+    A directory with something still mounted below it (an older version mounted views in the
+    host's namespace) is unmounted first as root, and left alone if that fails: deleting through
+    a mount would delete what it shows."""
+    removed: list[Path] = []
+    try:
+        entries = [e for e in os.scandir(tmp) if scratch_owner_dead(e.name) and e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        path = Path(entry.path)
+        if _unmount_below(path):
+            try:
+                remove_tree(path)
+            except StoreError:
+                continue
+            removed.append(path)
+    return removed
+
+
+def _mounts_below(path: Path) -> list[str]:
+    prefix = str(path) + "/"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            points = [line.split()[4] for line in f]
+    except OSError:
+        return []
+    # mountinfo escapes space, tab, newline and backslash as octal
+    decoded = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), p) for p in points]
+    return [p for p in decoded if p.startswith(prefix) or p == str(path)]
+
+
+def _unmount_below(path: Path) -> bool:
+    """True once nothing is mounted at or below `path`."""
+    points = _mounts_below(path)
+    if points and os.geteuid() == 0:
+        for point in sorted(points, key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        points = _mounts_below(path)
+    return not points
 
 
 def _blob_stats(store: Store) -> dict[str, tuple[int, float]]:
@@ -131,16 +203,30 @@ def prune(
     the last `grace` seconds. Runs inside one index write transaction while holding the gc lock
     exclusively, so no put can commit and no reference can be added while it decides and deletes.
     """
-    grace = DEFAULT_GRACE_S if grace is None else grace
+    grace = default_grace() if grace is None else grace
     temp = clean_temp(store)
+    full = store.db.full or free_space(store.layout.root) < LOW_SPACE
+    # A full disk: give the reserve back so that this transaction can be written.
+    if full and (release_reserve(store.layout) or store.db.full):
+        store.db.reopen()
     snaps = _snapshot_sizes(store)  # walked before taking locks: it can be slow
     removed_blobs: list[str] = []
     reclaimed = 0
+    if store.db.full:
+        # Still no room to write the index: fine if there is nothing to remove, else say so.
+        with store.db.read() as conn:
+            now = time.time()
+            graph = Graph.load(conn, now)
+            plan, stats, _ = _plan(store, graph, snaps, now, grace, all_records=all, keep_storage=keep_storage)
+        if plan.cache_keys or plan.nodes:
+            raise no_space_error(store.layout.index_db)
+        remaining = sum(s for s, _ in stats.values()) + sum(snaps.values())
+        return PruneReport(0, (), (), len(temp), 0, remaining + sum(u.size for u in caches.usage(store.layout)))
     with store.db.write() as conn, flocked(store.layout.gc_lock):
         now = time.time()
         graph = Graph.load(conn, now)
         plan, stats, _ = _plan(store, graph, snaps, now, grace, all_records=all, keep_storage=keep_storage)
-        conn.executemany("DELETE FROM cache WHERE key = ?", [(k,) for k in plan.cache_keys])
+        # Files first: on a full disk, the space they free is what lets the row deletions be written.
         for node in sorted(plan.nodes):
             if node in stats:
                 try:
@@ -150,6 +236,8 @@ def prune(
                     reclaimed += stats[node][0]
                 except FileNotFoundError:
                     pass
+        conn.executemany("DELETE FROM cache WHERE key = ?", [(k,) for k in plan.cache_keys])
+        for node in sorted(plan.nodes):
             for sql in (
                 "DELETE FROM layers WHERE digest = ?",
                 "DELETE FROM images WHERE digest = ?",
@@ -158,13 +246,21 @@ def prune(
             ):
                 conn.execute(sql, (node,))
         conn.executemany("DELETE FROM leases WHERE id = ?", [(i,) for i in graph.expired_leases])
+        # Out of sight before the rows' removal commits, so no build finds a snapshot of a layer
+        # that is gone (and then loses it); the trees are deleted after the lock is released.
+        detached: list[tuple[str, Path]] = []
+        for diff_id in sorted(plan.nodes & snaps.keys()):
+            doomed = store.snapshots.detach(diff_id)
+            if doomed is not None:
+                detached.append((diff_id, doomed))
     if removed_blobs:
         fsync_dir(store.layout.blobs)
     removed_snaps: list[str] = []
-    for diff_id in sorted(plan.nodes & snaps.keys()):
-        if store.snapshots.remove(diff_id):
-            removed_snaps.append(diff_id)
-            reclaimed += snaps[diff_id]
+    for diff_id, doomed in detached:
+        remove_tree(doomed)
+        removed_snaps.append(diff_id)
+        reclaimed += snaps[diff_id]
+    keep_reserve(store.layout)
     cache_files = 0
     if all:
         cache_files, cache_bytes = caches.clear(store.layout)
@@ -186,7 +282,7 @@ def prune(
 def df(store: Store, *, grace: float | None = None) -> DfReport:
     """Space by kind (blob kinds, snapshots, cache records, the parse and no-op caches, index) and what
     a plain `prune` would free (the parse and no-op caches only go with `prune --all`)."""
-    grace = DEFAULT_GRACE_S if grace is None else grace
+    grace = default_grace() if grace is None else grace
     snaps = _snapshot_sizes(store)
     with store.db.read() as conn:
         now = time.time()

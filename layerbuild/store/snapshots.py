@@ -65,6 +65,20 @@ class Snapshots:
             remove_tree(doomed)
         return True
 
+    def detach(self, diff_id: str) -> Path | None:
+        """Move the snapshot of `diff_id` out of sight into the root's tmp/ and return where it went,
+        for the caller to delete (remove_tree) later; None if absent or being made right now.
+
+        Quick (one rename), so prune does it while it holds the index's write lock: a build that
+        looks the layer up afterwards finds neither its rows nor its snapshot."""
+        final = self.path(diff_id)
+        with flocked(self.layout.snapshot_lock(diff_id), blocking=False) as got:
+            if not got or not final.is_dir():
+                return None
+            doomed = self.layout.tmp / random_name(f"{_TMP_PREFIX}{final.name}-rm-")
+            os.rename(final, doomed)
+        return doomed
+
     def diff_ids(self) -> Iterator[str]:
         """The diff_ids that have a snapshot."""
         try:

@@ -12,12 +12,13 @@ from layerbuild.errors import StoreError
 from layerbuild.store.blobs import FileBlobStore
 from layerbuild.store.db import Database
 from layerbuild.store.index import Index
-from layerbuild.store.layout import Layout, resolve_root
+from layerbuild.store.layout import Layout, keep_reserve, resolve_root
 from layerbuild.store.snapshots import Snapshots, Unpack
 
 if TYPE_CHECKING:
     from layerbuild.store.fsck import FsckReport
     from layerbuild.store.maintenance import DfReport, PruneReport
+    from layerbuild.store.records import CacheRecord
 
 DEFAULT_LEASE_TTL_S = 6 * 3600.0
 
@@ -25,9 +26,10 @@ DEFAULT_LEASE_TTL_S = 6 * 3600.0
 class Lease:
     """Protects what it holds (blob digests, diff_ids and what they reference) from prune until released.
 
-    A build takes one for its whole run and adds every blob it puts or reuses, so a concurrent
-    `prune` cannot delete them before the build's cache records and tags point at them. A lease of a
-    crashed process expires after its ttl.
+    A build takes one before it plans and adds every base, cache hit and blob it puts the moment it
+    decides to use it, so a concurrent `prune` cannot delete them before the build's cache records
+    and tags point at them. A lease ends when prune finds its owner process gone (the id names it),
+    else after its ttl.
     """
 
     def __init__(self, index: Index, ttl: float) -> None:
@@ -37,6 +39,10 @@ class Lease:
 
     def add(self, *subjects: str) -> None:
         self._index.add_to_lease(self.id, subjects)
+
+    def hold_cache(self, key: str) -> CacheRecord | None:
+        """The cache record `key` with its result held by this lease (see Index.hold_cache)."""
+        return self._index.hold_cache(key, self.id)
 
     def renew(self) -> None:
         self._index.renew_lease(self.id, self._ttl)
@@ -59,7 +65,13 @@ class Store:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.layout = Layout(self.root)
-        self.layout.create()
+        try:
+            self.layout.create()
+        except OSError as exc:  # a file where the root or one of its directories should be, or no access
+            raise StoreError(f"cannot use {self.root} as the store root: {exc.strerror or exc}",
+                             hint="--root (or $LAYERBUILD_ROOT) must name a directory, or a path where one "
+                                  "can be made") from None
+        keep_reserve(self.layout)
         self.blobs = FileBlobStore(self.layout)
         self.db = Database(self.layout.index_db)
         self.db.schema_version()  # open now, so a damaged or too-new index fails here, not mid-build

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import os
 import threading
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from layerbuild import __version__
 from layerbuild.digest import xxh3
-from layerbuild.errors import UsageError
+from layerbuild.errors import StoreError, UsageError
 from layerbuild.image.config import HistoryEntry, ImageConfig, format_created
 from layerbuild.image.store_io import StoredImage, resolve_image, write_image
 from layerbuild.parser import Dockerfile
@@ -35,6 +37,7 @@ from layerbuild.solve.cache import StoreCache
 from layerbuild.solve.explain import history_from_json
 from layerbuild.store import Store
 from layerbuild.store.layout import Layout
+from layerbuild.store.maintenance import clean_temp
 from layerbuild.worker import fastpath
 from layerbuild.worker.executor import WorkerExecutor
 from layerbuild.worker.meta import ConfigBuilder, created_by, empty_config
@@ -112,11 +115,26 @@ class Build:
     # -- planning ----------------------------------------------------------------------------
 
     def _resolve(self, ref: str, platform: str | None) -> BaseImage:
-        stored = resolve_image(self.store, ref)
+        stored = self._hold(ref)
         self.images[stored.id] = stored
         base = _base_image(ref, stored)
         self.bases[ref] = base
         return base
+
+    def _hold(self, ref: str) -> StoredImage:
+        """The image `ref` names, held by the build's lease from now on (prune keeps it and its layers).
+
+        Leased after it is read: if a prune removed it in between (an untagged image named by
+        digest, or a tag moved and pruned), its rows are gone and it is resolved once more."""
+        for _ in range(3):
+            stored = resolve_image(self.store, ref)
+            self.lease.add(stored.manifest_digest, stored.config_digest,
+                           *(layer.digest for layer in stored.layers), *stored.config.diff_ids)
+            if self.store.index.get_image(stored.manifest_digest) is not None and all(
+                self.store.index.get_layer(layer.digest) is not None for layer in stored.layers
+            ):
+                return stored
+        return resolve_image(self.store, ref)
 
     def base_layers(self, state: State) -> tuple[str, ...]:
         if state.base is None:
@@ -135,6 +153,24 @@ class Build:
         if fast is not None:
             return fast
         path, df = _read_dockerfile(self.request, self.store.root)
+        # What killed builds left under tmp/ (scratch dirs, temp blobs) goes before this one adds its own.
+        clean_temp(self.store)
+        # Held from the moment the build decides to use something (a base, a cache hit) until its
+        # image and cache records point at what it made; prune ends the lease of a killed build.
+        self.lease = self.store.lease()
+        try:
+            return self._run(started, fp, path, df)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise StoreError(f"no space left on device: {exc.filename or self.store.root}",
+                             hint="free space on that filesystem; `layerbuild prune` frees what the store "
+                                  "no longer needs") from exc
+        finally:
+            with contextlib.suppress(StoreError):  # on a full disk, an expired lease does no harm
+                self.lease.release()
+
+    def _run(self, started: float, fp: str | None, path: Path, df: Dockerfile) -> BuildResult:
         plan = plan_build(
             df, resolve_image=self._resolve, build_args=self.request.build_args, target=self.request.target,
             network=_network(self.request.network), source_date_epoch=self.request.source_date_epoch,
@@ -150,9 +186,9 @@ class Build:
         self.plan = plan
         history = history_from_json(previous.steps) if previous is not None else None
         self.rootfs = RootfsCache(self.store)
-        cache = StoreCache(self.store)
+        cache = StoreCache(self.store, self.lease)
         services = BuildServices(self.store, self.rootfs, self.base_layers, self.request.source_date_epoch,
-                                 limits=_limits(self.request))
+                                 limits=_limits(self.request), lease=self.lease)
         from layerbuild.context.tree import BuildContext
 
         self.context = BuildContext.open(self.request.context, dockerfile=path, store=self.store)
@@ -161,24 +197,23 @@ class Build:
         if self.wrap_executor is not None:
             executor = self.wrap_executor(executor)
         try:
-            with self.store.lease() as lease:
-                solver = Solver(
-                    plan, executor, cache,
-                    options=SolveOptions(
-                        jobs=self.request.jobs or (os.cpu_count() or 1),
-                        no_cache=self.request.no_cache, no_cache_filter=self.request.no_cache_filter,
-                    ),
-                    previous=history,
-                    on_event=self.on_event,
-                )  # fmt: skip
-                solved = solver.solve()
-                final = solved.states[plan.target]
-                lease.add(*[d for d in final.layers])
-                image = self._assemble(plan, final)
-                stored = write_image(self.store, image, self.request.tags, lease=lease)
-                self.store.index.put_history(history_id, target_key, [r.to_json() for r in solved.records])
-                self.context.save()
-                self._export(stored)
+            solver = Solver(
+                plan, executor, cache,
+                options=SolveOptions(
+                    jobs=self.request.jobs or (os.cpu_count() or 1),
+                    no_cache=self.request.no_cache, no_cache_filter=self.request.no_cache_filter,
+                ),
+                previous=history,
+                on_event=self.on_event,
+            )  # fmt: skip
+            solved = solver.solve()
+            final = solved.states[plan.target]
+            self.lease.add(*[d for d in final.layers])
+            image = self._assemble(plan, final)
+            stored = write_image(self.store, image, self.request.tags, lease=self.lease)
+            self.store.index.put_history(history_id, target_key, [r.to_json() for r in solved.records])
+            self.context.save()
+            self._export(stored)
         finally:
             self.rootfs.close()
         warnings = tuple(f"build-arg {name} was not consumed by any ARG" for name in plan.unused_build_args)

@@ -35,9 +35,21 @@ class Fetched:
 HttpFetch = Callable[[str, Path], Fetched]
 
 
+def split_url(url: str) -> urllib.parse.SplitResult:
+    """`url` taken apart, or a BuildError naming what is wrong with it (a bad IPv6 host, port, no host)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number or out of range
+    except ValueError as exc:
+        raise BuildError(f"ADD {url}: invalid URL: {exc}", hint="write it as http(s)://HOST[:PORT]/PATH") from None
+    if not parts.hostname:
+        raise BuildError(f"ADD {url}: invalid URL: it names no host", hint="write it as http(s)://HOST[:PORT]/PATH")
+    return parts
+
+
 def url_filename(url: str) -> str:
     """The file name ADD gives a download: the last component of the URL path, else `__unnamed__`."""
-    base = posixpath.basename(urllib.parse.urlsplit(url).path.rstrip("/") or "/")
+    base = posixpath.basename(split_url(url).path.rstrip("/") or "/")
     return base if base not in ("", ".", "/", "..") else "__unnamed__"
 
 
@@ -46,7 +58,7 @@ def is_url(src: str) -> bool:
 
 
 def is_git_url(src: str) -> bool:
-    return src.startswith("git@") or (is_url(src) and urllib.parse.urlsplit(src).path.endswith(".git"))
+    return src.startswith("git@") or (is_url(src) and split_url(src).path.endswith(".git"))
 
 
 def http_fetch(url: str, directory: Path) -> Fetched:
@@ -146,6 +158,12 @@ def unpack_archive(path: str, fmt: str, dest: Path) -> ApplyResult:
     nothing lands outside `dest`, `..` and links leading out are refused (UnsafeArchiveError).
     Rootless, the entries' owners are recorded in an xattr instead of set (see `StageTree.owner`)."""
     from layerbuild.layer import apply_layer
+    from layerbuild.layer.admit import check_layer
 
+    # Checked at the door like any archive from outside (see layer.admit), then applied: a hostile
+    # entry is refused, named, before anything is written.
+    free = os.statvfs(dest).f_bavail * os.statvfs(dest).f_frsize
+    with _open_decompressed(path, fmt) as stream:
+        check_layer(cast(BinaryIO, stream), f"archive {os.path.basename(path)!r}", max_bytes=free)
     with _open_decompressed(path, fmt) as stream:
         return apply_layer(cast(BinaryIO, stream), dest, record_owners=os.geteuid() != 0)

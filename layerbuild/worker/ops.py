@@ -3,11 +3,12 @@ ConfigEdit (nothing to do) and MakeDir (WORKDIR)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import stat
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +17,9 @@ from layerbuild.layer import ChangeSet, LayerInfo, write_changes
 from layerbuild.layer.frames import Frame, Reuse
 from layerbuild.plan import MakeDir
 from layerbuild.solve import Content, Inputs, Output, State
-from layerbuild.store import MEDIA_LAYER_ZSTD, Store
+from layerbuild.store import MEDIA_LAYER_ZSTD, Lease, Store
 from layerbuild.store.idmap import call_in_userns, view_owner
+from layerbuild.store.layout import make_scratch
 from layerbuild.worker.rootfs import RootfsCache
 
 if TYPE_CHECKING:
@@ -35,9 +37,12 @@ class BuildServices:
         base_layers: Callable[[State], tuple[str, ...]],
         source_date_epoch: int | None = None,
         limits: Limits | None = None,
+        *,
+        lease: Lease | None = None,
     ) -> None:
         self.store = store
         self.limits = limits  # of every RUN step's cgroup
+        self.lease = lease
         self.rootfs = rootfs
         self.base_layers = base_layers
         self.source_date_epoch = source_date_epoch
@@ -61,11 +66,19 @@ class BuildServices:
 
     def store_layer(self, write: Callable[[Any], LayerInfo]) -> Output:
         """Write a layer through `write(out)` into the store and register it; the step's Output."""
-        with self.store.blobs.writer() as out:
-            info = write(out)
-        self.store.index.put_layer(
-            info.digest, info.diff_id, info.size, info.uncompressed_size, info.media_type
-        )
+        for _ in range(3):
+            with self.store.blobs.writer() as out:
+                info = write(out)
+            self.store.index.put_layer(
+                info.digest, info.diff_id, info.size, info.uncompressed_size, info.media_type
+            )
+            if self.lease is None:
+                break
+            # Held before the step's cache record points at it; a prune that came between the put
+            # and the lease (only possible with a grace period of about nothing) took it: write again.
+            self.lease.add(info.digest, info.diff_id)
+            if self.store.blobs.stat(info.digest) is not None and self.store.index.get_layer(info.digest):
+                break
         extra: dict[str, object] = {}
         if info.frames:
             extra = {"blob": info.digest, "frames": [f.to_json() for f in info.frames], "reused": info.reused}
@@ -121,7 +134,7 @@ class MakeDirTask:
             target = lower.joinpath(*parts)
             if target.is_dir() and not target.is_symlink():
                 return Output()  # already there: no layer, like `mkdir -p`
-        with tempfile.TemporaryDirectory(dir=self.services.store.root / "tmp") as tmp:
+        with _scratch(self.services.store) as tmp:
             # Parents that exist below keep their metadata in this layer (as an overlay upper dir
             # would carry them); the directories made here are 0755, root-owned, dated at the epoch.
             created: list[Path] = []
@@ -170,6 +183,16 @@ def _write_dirs(out: Any, tmp: Path, changes: ChangeSet, epoch: int | None,
     finally:  # back to the caller, who removes the scratch dir
         for path, _, _ in owners:
             os.chown(path, 0, 0)
+
+
+@contextlib.contextmanager
+def _scratch(store: Store) -> Iterator[str]:
+    """A scratch directory under the root's tmp/ that the next command removes if this one dies."""
+    path = make_scratch(store.layout.tmp, "workdir-")
+    try:
+        yield str(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 __all__ = ["MEDIA_LAYER_ZSTD", "BuildServices", "ConfigTask", "MakeDirTask"]

@@ -2,9 +2,12 @@
 
 Steps that must look at a filesystem (COPY --from reads files of another stage, --chown names are
 looked up in /etc/passwd, WORKDIR and COPY need to know which directories exist) ask for it here.
-As root it is a read-only overlay mount of the layers' snapshots (instant, nothing copied); otherwise
-the layers are applied in order into a scratch directory. Each distinct state is made at most once
-per build, and unmounted or removed when the build ends.
+As root it is a read-only overlay mount of the layers' snapshots (instant, nothing copied), made in
+a private mount namespace that a helper process owns (worker/mountns.py) and read through
+`/proc/<helper>/root`: it dies with the build, however the build ends, and takes the mounts with it.
+Otherwise the layers are applied in order into a scratch directory. Each distinct state is made at
+most once per build; the scratch directory carries its owner (store.layout.make_scratch), so the
+next command removes it when a killed build could not.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import tempfile
+import sys
 import threading
 from pathlib import Path
 
 from layerbuild.errors import StoreError
 from layerbuild.layer import apply_layer
 from layerbuild.store import Store
+from layerbuild.store.layout import make_scratch
 from layerbuild.store.snapshots import remove_tree
 
 
@@ -30,10 +34,9 @@ class RootfsCache:
         self._dirs: dict[str, Path] = {}
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
-        tmp = store.root / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        self._base = Path(tempfile.mkdtemp(prefix="rootfs-", dir=tmp))
-        self._mounts: list[Path] = []
+        self._base = make_scratch(store.layout.tmp, "rootfs-")
+        self._helper: subprocess.Popen[bytes] | None = None
+        self._helper_failed = False
 
     def get(self, identity: str, diff_ids: tuple[str, ...]) -> Path:
         """The directory holding `diff_ids` applied in order (made now if this build has not yet)."""
@@ -44,28 +47,63 @@ class RootfsCache:
                 return self._dirs[identity]
             target = self._base / identity[:32]
             target.mkdir()
-            if not self._mount(diff_ids, target):
+            view = self._mount(diff_ids, target)
+            if view is None:
                 for diff_id in diff_ids:
                     self._apply(diff_id, target)
-            self._dirs[identity] = target
-            return target
+                view = target
+            self._dirs[identity] = view
+            return view
 
-    def _mount(self, diff_ids: tuple[str, ...], target: Path) -> bool:
-        """A read-only overlay of the layer snapshots at `target`; False where that cannot be done."""
+    def _mount(self, diff_ids: tuple[str, ...], target: Path) -> Path | None:
+        """A read-only overlay of the layer snapshots at `target` in the helper's namespace, as the
+        path this process reads it by; None where that cannot be done."""
         if os.geteuid() != 0 or len(diff_ids) < 2 or os.environ.get("LAYERBUILD_ROOTFS") == "copy":
-            return False
+            return None
         from layerbuild.runtime import lower_dirs_for
 
         lowers = lower_dirs_for(self.store, diff_ids)
-        option = "ro,lowerdir=" + ":".join(str(p) for p in reversed(lowers))
-        if len(option) > 3500 or any(":" in str(p) or "," in str(p) for p in lowers):
-            return False  # the kernel takes one page of mount options
-        done = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", option, str(target)],
-                              capture_output=True, check=False)
-        if done.returncode != 0:
-            return False
-        self._mounts.append(target)
-        return True
+        option = "lowerdir=" + ":".join(str(p) for p in reversed(lowers))
+        if len(option) > 3500 or any(c in str(p) for p in lowers for c in ":,\t\n"):
+            return None  # the kernel takes one page of mount options
+        if "\t" in str(target) or "\n" in str(target):
+            return None
+        with self._lock:
+            helper = self._start_helper()
+            if helper is None:
+                return None
+            assert helper.stdin is not None and helper.stdout is not None
+            try:
+                helper.stdin.write(b"mount\t%s\t%s\n" % (os.fsencode(target), os.fsencode(option)))
+                helper.stdin.flush()
+                answer = helper.stdout.readline()
+            except OSError:
+                answer = b""
+        if answer != b"ok\n":
+            return None
+        return Path(f"/proc/{helper.pid}/root") / target.relative_to("/")
+
+    def _start_helper(self) -> subprocess.Popen[bytes] | None:
+        """The helper that owns this build's mount namespace (started on first use); None if it
+        cannot be (then views are copies)."""
+        if self._helper is not None or self._helper_failed:
+            return self._helper
+        argv = [sys.executable, "-I", "-S", str(_HELPER), str(os.getpid())]
+        if threading.current_thread() is threading.main_thread():
+            argv.append("pdeathsig")
+        try:
+            helper = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL)
+        except OSError:
+            self._helper_failed = True
+            return None
+        assert helper.stdout is not None
+        if helper.stdout.readline() != b"ready\n":
+            _stop(helper)
+            self._helper_failed = True
+            return None
+        self._helper = helper
+        return helper
 
     def _apply(self, diff_id: str, target: Path) -> None:
         records = self.store.index.layers_by_diff_id(diff_id)
@@ -75,16 +113,27 @@ class RootfsCache:
             apply_layer(blob, target, record_owners=os.geteuid() != 0)
 
     def close(self) -> None:
-        """Unmount the views and remove every directory made (read-only directories included).
-
-        A view that will not unmount is left in place rather than risk deleting through it."""
-        stuck = []
-        for target in self._mounts:
-            if subprocess.run(["umount", str(target)], capture_output=True, check=False).returncode != 0 and \
-                    subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False).returncode != 0:
-                stuck.append(target)
-        self._mounts.clear()
-        if stuck:
-            return
+        """End the helper (its namespace and mounts go with it) and remove every directory made
+        (read-only directories included)."""
+        if self._helper is not None:
+            _stop(self._helper)
+            self._helper = None
         with contextlib.suppress(StoreError):
             remove_tree(self._base)
+
+
+_HELPER = Path(__file__).with_name("mountns.py")
+
+
+def _stop(helper: subprocess.Popen[bytes]) -> None:
+    """Close the helper's stdin (it exits on EOF) and reap it."""
+    with contextlib.suppress(OSError):
+        if helper.stdin is not None:
+            helper.stdin.close()
+    try:
+        helper.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        helper.kill()
+        helper.wait()
+    if helper.stdout is not None:
+        helper.stdout.close()

@@ -38,7 +38,9 @@ from layerbuild.runtime import ProcessSpec, lower_dirs_for, run_step
 from layerbuild.runtime import SecretMount as RtSecret
 from layerbuild.runtime import TmpfsMount as RtTmpfs
 from layerbuild.solve import Content, Inputs, Output
+from layerbuild.store.db import LOW_SPACE, free_space
 from layerbuild.store.idmap import call_in_userns, current, unmapped
+from layerbuild.store.layout import make_scratch
 from layerbuild.store.snapshots import remove_tree
 from layerbuild.worker.copy import not_found
 from layerbuild.worker.ops import BuildServices
@@ -87,7 +89,9 @@ class RunTask:
             if entry is None:
                 raise not_found(rel, tree, label=f"--mount=type=bind,source={mount.source}")
             # A mount that would show what the tree hides (.dockerignore), or that is writable, is a copy.
-            copy = not mount.readonly
+            # So is one of a view in the build's own mount namespace (see rootfs.py): a bind mount
+            # cannot take its source from another namespace.
+            copy = not mount.readonly or entry.path.startswith("/proc/")
             for item in [entry, *tree.walk(entry.rel)] if entry.is_dir else [entry]:
                 copy = copy or (item.is_dir and tree.hides(item.rel))
                 fp = _bind_fingerprint(tree, item)
@@ -161,7 +165,7 @@ class RunTask:
         tmp_root = services.store.root / "tmp"
         tmp_root.mkdir(parents=True, exist_ok=True)
         with ExitStack() as stack:
-            tmp = Path(tempfile.mkdtemp(prefix="run-", dir=tmp_root))
+            tmp = make_scratch(tmp_root, "run-")
             stack.callback(_discard, tmp)
             upper, work = tmp / "upper", tmp / "work"
             upper.mkdir()
@@ -178,6 +182,12 @@ class RunTask:
                 tail = result.output_tail.decode("utf-8", "replace").rstrip("\n").splitlines()[-TAIL_LINES:]
                 shown = "\n".join(f"  | {line}" for line in tail)
                 detail = f" ({result.error})" if result.error else ""
+                if free_space(tmp) < LOW_SPACE:  # the likely reason, which the command may not have said
+                    raise BuildError(
+                        f"the command failed with exit code {result.exit_code}{detail}: no space left on device "
+                        f"for the store at {services.store.root}" + (f"\n{shown}" if shown else ""),
+                        hint="free space on that filesystem; `layerbuild prune` frees what the store no longer needs",
+                    )
                 raise BuildError(
                     f"the command failed with exit code {result.exit_code}{detail}" + (f"\n{shown}" if shown else ""),
                     hint="the last lines of its output are above" if shown else None,

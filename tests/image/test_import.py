@@ -11,7 +11,7 @@ import tarfile
 import pytest
 import zstandard
 
-from layerbuild.errors import StoreError, UsageError
+from layerbuild.errors import UnsafeArchiveError, UsageError
 from layerbuild.image import import_rootfs
 from layerbuild.layer.compression import sniff_compression
 from layerbuild.layer.ingest import ingest_layer
@@ -57,7 +57,7 @@ def test_ingest_any_compression_gives_the_same_layer(store: Store, wrap) -> None
 
 def test_truncated_gzip_is_refused_and_leaves_nothing(store: Store) -> None:
     data = gzip.compress(TAR)[:-20]
-    with pytest.raises(StoreError):
+    with pytest.raises(UnsafeArchiveError, match="compressed stream"):
         ingest_layer(store, io.BytesIO(data))
     assert list(store.blobs.list()) == []
 
@@ -122,8 +122,11 @@ def test_sniff_compression(head: bytes, fmt: str) -> None:
 
 def test_a_bzip2_looking_tar_is_still_taken_as_plain(store: Store) -> None:
     """Layers are gzip, zstd or plain; any other magic is read as a plain tar, as before."""
-    data = b"BZh" + bytes(509)
+    member = tarfile.TarInfo("BZh")  # a tar whose first name makes it look like bzip2
+    data = member.tobuf() + bytes(1024)
     assert ingest_layer(store, io.BytesIO(data)).diff_size == len(data)
+    with pytest.raises(UnsafeArchiveError, match="malformed tar header"):  # read as a tar, not as bzip2
+        ingest_layer(store, io.BytesIO(b"BZh" + bytes(509)))
 
 
 @pytest.mark.parametrize(
@@ -157,3 +160,23 @@ def test_bad_tag(ref: str) -> None:
 )
 def test_familiar_names(name: str, shown: str) -> None:
     assert familiar(name) == shown
+
+
+@pytest.mark.parametrize(("ref", "message"), [
+    ("UPPER:1", "repository name must be lowercase"),
+    ("team/App", "repository name must be lowercase"),
+    ("a:b:c", "invalid reference format"),
+    ("a//b", "invalid reference format"),
+    ("-a", "invalid reference format"),
+    ("a:.tag", "tag '.tag'"),
+    ("a:" + "t" * 129, "invalid reference format"),
+    ("bad_host!:5000/a", "invalid reference format"),
+])
+def test_names_docker_refuses_are_refused(ref: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        normalize_tag(ref)
+
+
+@pytest.mark.parametrize("ref", ["localhost/x:1", "Registry.Example:5000/team/app:v1.0-rc_1", "a__b-c/d.e:1"])
+def test_names_docker_takes_are_taken(ref: str) -> None:
+    assert normalize_tag(ref) == ref
