@@ -10,6 +10,7 @@ least any namespace sandbox started from a process can cost. The primitive is `r
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -106,3 +107,27 @@ def test_cli_run_plain_throughput(benchmark: Any, root: Path) -> None:
     script = "head -c 67108864 /dev/zero"
     argv = [sys.executable, "-m", "layerbuild", "--root", str(root), "run", "--rm", "busybox", "sh", "-c", script]
     benchmark(subprocess.run, argv, check=True, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("seccomp", ["default", "unconfined"])
+def test_run_step_true_by_seccomp(benchmark: Any, root: Path, seccomp: str) -> None:
+    """The primitive with the default profile (compiled once per process) and without a filter."""
+    with Store.open(root) as store:
+        lowers = lower_dirs_for(store, resolve_image(store, "busybox").config.diff_ids)
+
+    def once() -> None:
+        scratch = Path(tempfile.mkdtemp(dir=root / "tmp"))
+        result = run_step(lowers, scratch / "upper", scratch / "work", ProcessSpec(argv=("true",), seccomp=seccomp))
+        assert result.exit_code == 0
+        shutil.rmtree(scratch)
+
+    benchmark(once)
+
+
+def test_compile_default_profile(benchmark: Any) -> None:
+    """What a `layerbuild run` pays once for its filter: the default profile compiled by libseccomp."""
+    from layerbuild.runtime import seccomp
+    from layerbuild.runtime.spec import DEFAULT_CAPABILITIES
+
+    benchmark(seccomp._compile.__wrapped__, json.dumps(seccomp.DEFAULT_PROFILE, sort_keys=True),
+              frozenset(DEFAULT_CAPABILITIES))

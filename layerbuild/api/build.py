@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from layerbuild.solve.report import BuildEvent, BuildResult
 
 OUTPUT_TYPES = ("local", "tar", "oci", "docker")
+# BuildKit's entitlements. network.host is accepted for docker's spelling; host networking needs none here.
+ENTITLEMENTS = ("security.insecure", "network.host")
 NETWORK_MODES = ("default", "none", "host")
 # An output: (type, dest), or {"type": ..., "dest": ...} as `--output type=...,dest=...` spells it.
 Output = tuple[str, str | os.PathLike[str]] | Mapping[str, str]
@@ -43,6 +45,7 @@ def build(
     secrets: Mapping[str, str | os.PathLike[str]] | None = None,
     outputs: Iterable[Output] = (),
     source_date_epoch: int | None = None,
+    allow: Iterable[str] = (),
     memory: str | int | None = None,
     memory_swap: str | int | None = None,
     cpus: str | float | None = None,
@@ -58,7 +61,9 @@ def build(
     `64m`), `memory_swap` (memory plus swap, -1 unlimited), `cpus` and `pids_limit` (default 2048,
     -1 unlimited) limit every RUN step's cgroup; they are not part of any cache key, as in BuildKit.
     `on_event` receives every progress event, one at a time (RUN output and parallel stages may call
-    it from the build's threads). Returns the report as typed values. Raises a LayerbuildError: UsageError for bad
+    it from the build's threads). `allow` grants entitlements (`security.insecure` lets
+    `RUN --security=insecure` run with every capability and no seccomp). Returns the report as typed
+    values. Raises a LayerbuildError: UsageError for bad
     arguments (before anything is built), DockerfileError for a bad Dockerfile, BuildError when a
     step fails.
     """
@@ -66,6 +71,7 @@ def build(
         context, dockerfile, tags, build_args, target, no_cache, no_cache_filter=no_cache_filter, jobs=jobs,
         network=network, secrets=secrets, outputs=outputs, source_date_epoch=source_date_epoch,
     )  # fmt: skip
+    request = dataclasses.replace(request, allow=_entitlements(allow))
     if memory is not None or memory_swap is not None or cpus is not None or pids_limit is not None:
         request = _with_limits(request, memory, memory_swap, cpus, pids_limit)
     started = time.monotonic()
@@ -146,8 +152,27 @@ def _outputs(items: Iterable[Output]) -> tuple[OutputSpec, ...]:
             raise UsageError(f"unknown --output type={kind}", hint="use type=local, tar, oci or docker")
         if not str(dest):
             raise UsageError(f"--output type={kind} needs dest=PATH")
-        specs.append(OutputSpec(kind, str(dest)))
+        devices = _devices(item.get("devices", False) if isinstance(item, Mapping) else False, kind)
+        specs.append(OutputSpec(kind, str(dest), devices))
     return tuple(specs)
+
+
+def _entitlements(items: Iterable[str]) -> frozenset[str]:
+    names = frozenset(_names(items))
+    for name in sorted(names - set(ENTITLEMENTS)):
+        raise UsageError(f"unknown entitlement {name!r} for --allow", hint=f"use {' or '.join(ENTITLEMENTS)}")
+    return names
+
+
+def _devices(value: object, kind: str) -> bool:
+    """`devices=true|false` of an output: whether a local export writes the image's device nodes."""
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        value = value.lower() in ("true", "1")
+    if not isinstance(value, bool):
+        raise UsageError(f"invalid --output devices={value!r}", hint="write devices=true or devices=false")
+    if value and kind != "local":
+        raise UsageError(f"--output type={kind} does not take devices=", hint="devices=true is for type=local")
+    return value
 
 
 def _secrets(items: Mapping[str, str | os.PathLike[str]]) -> dict[str, Path]:

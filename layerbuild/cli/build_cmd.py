@@ -27,6 +27,8 @@ def register(sub: Any) -> tuple[str, Any]:
                         "with outbound access, not the host's loopback; none: loopback only; host: the host's")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH")
     p.add_argument("--output", "-o", action="append", default=[], metavar="type=TYPE,dest=PATH")
+    p.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
+                   help="grant an entitlement: security.insecure (RUN --security=insecure)")
     p.add_argument("--cache-from", action="append", default=[], metavar="REF")
     p.add_argument("--cache-to", action="append", default=[], metavar="REF")
     p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit of each RUN step (e.g. 512m)")
@@ -58,14 +60,18 @@ def _build_args(items: list[str]) -> dict[str, str]:
     return args
 
 
-def _outputs(items: list[str]) -> list[tuple[str, str]]:
-    """`type=TYPE,dest=PATH` (or a bare PATH: type=local) as (type, dest); the library checks them."""
-    specs = []
+def _outputs(items: list[str]) -> list[tuple[str, str] | dict[str, str]]:
+    """`type=TYPE,dest=PATH[,devices=true]` (or a bare PATH: type=local) as (type, dest), or a mapping
+    when devices= is given; the library checks them."""
+    specs: list[tuple[str, str] | dict[str, str]] = []
     for item in items:
         fields = _kv_list(item, "--output") if "=" in item else {"type": "local", "dest": item}
         if "dest" not in fields:
             raise UsageError(f"--output {item!r} needs dest=PATH")
-        specs.append((fields.get("type", "local"), fields["dest"]))
+        if "devices" in fields:
+            specs.append({"type": fields.get("type", "local"), "dest": fields["dest"], "devices": fields["devices"]})
+        else:
+            specs.append((fields.get("type", "local"), fields["dest"]))
     return specs
 
 
@@ -128,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             args.context, args.file or None, args.tag, _build_args(args.build_arg), args.target, args.no_cache, progress,
             args.root, no_cache_filter=args.no_cache_filter, jobs=args.jobs, network=args.network,
             secrets=_secrets(args.secret), outputs=_outputs(args.output), source_date_epoch=_source_date_epoch(),
+            allow=[a.strip() for item in args.allow for a in item.split(",") if a.strip()],
             memory=args.memory, memory_swap=args.memory_swap, cpus=args.cpus, pids_limit=args.pids_limit,
         )  # fmt: skip
     finally:

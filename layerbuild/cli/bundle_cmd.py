@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from layerbuild.errors import UsageError
 
 def register(sub: Any) -> tuple[str, Any]:
     p = sub.add_parser("bundle", help="write an OCI runtime bundle (config.json + rootfs/) of an image")
+    p.add_argument("--devices", action="store_true", help="write the image's device nodes too (left out by default)")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD", help="replaces the image's Cmd")
@@ -26,7 +28,12 @@ def run(args: argparse.Namespace) -> int:
     _check_dest(dest)
     with open_store(args) as store:
         image = resolve_image(store, args.image)
-        path = write_bundle(store, image, dest, args.command)
+        skipped: list[str] = []
+        path = write_bundle(store, image, dest, args.command, devices=args.devices, skipped=skipped)
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        print(f"note: left out {len(skipped)} device node(s) of the image: {shown} (--devices writes them)",
+              file=sys.stderr)
     print(path)
     return 0
 

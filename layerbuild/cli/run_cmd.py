@@ -29,6 +29,8 @@ def register(sub: Any) -> tuple[str, Any]:
                         "none: loopback only; host: the host's network")
     p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]", help="bind mount")
     p.add_argument("--entrypoint", help="override the image's entrypoint")
+    p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
+                   help="seccomp=unconfined|PROFILE.json, no-new-privileges[=true|false]")
     p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit (e.g. 64m, 1g)")
     p.add_argument("--memory-swap", metavar="BYTES", help="memory plus swap limit (-1: unlimited swap)")
     p.add_argument("--cpus", metavar="N", help="number of CPUs (e.g. 1.5)")
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         workdir=args.workdir, user=args.user, network=args.network, volumes=tuple(args.volume),
         detach=args.detach, interactive=args.interactive, tty=args.tty, remove=args.remove,
         entrypoint=None if args.entrypoint is None else ((args.entrypoint,) if args.entrypoint else ()),
+        security_opt=tuple(args.security_opt),
         limits=limits,
     )
     try:

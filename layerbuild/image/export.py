@@ -34,16 +34,25 @@ class LocalExport:
     dest: Path
     entries: int
     skipped: tuple[str, ...]
+    devices_skipped: tuple[str, ...] = ()  # device nodes left out (not asked for with devices=True)
 
 
-def export_local(store: Store, image: StoredImage, dest: str | os.PathLike[str]) -> LocalExport:
-    """Write the image's final filesystem into the directory `dest` (created if missing)."""
+def export_local(store: Store, image: StoredImage, dest: str | os.PathLike[str], *,
+                 devices: bool = False) -> LocalExport:
+    """Write the image's final filesystem into the directory `dest` (created if missing).
+
+    Device nodes of the image are left out unless `devices` (an image's 0666 node for a host disk
+    would open it for anyone on the host); the staging directory is private until they are gone.
+    """
+
     target = Path(os.path.abspath(dest))
     if target.exists() and not target.is_dir():
         raise UsageError(f"export destination {os.fspath(dest)!r} exists and is not a directory")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.layerbuild-", dir=target.parent))
+        holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.layerbuild-", dir=target.parent))  # 0700
+        staging = holder / "root"
+        staging.mkdir()
     except OSError as exc:
         raise LayerbuildError(f"cannot create the export directory {os.fspath(dest)!r}: {exc}") from exc
     try:
@@ -59,6 +68,7 @@ def export_local(store: Store, image: StoredImage, dest: str | os.PathLike[str])
                 )
             entries += result.entries
             skipped.extend(result.skipped)
+        devices_skipped = () if devices else remove_device_nodes(staging)
         try:
             if target.exists():
                 _merge(staging, target)
@@ -67,9 +77,22 @@ def export_local(store: Store, image: StoredImage, dest: str | os.PathLike[str])
         except OSError as exc:
             raise LayerbuildError(f"cannot move the exported files into {os.fspath(dest)!r}: {exc}") from exc
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return LocalExport(target, entries, tuple(skipped))
+        if holder.exists():
+            shutil.rmtree(holder, ignore_errors=True)
+    return LocalExport(target, entries, tuple(skipped), devices_skipped)
+
+
+def remove_device_nodes(root: Path) -> tuple[str, ...]:
+    """Delete the character and block devices under `root` (never following links); their paths."""
+    removed = []
+    for dirpath, _dirs, filenames in os.walk(root):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                os.unlink(path)
+                removed.append("/" + os.path.relpath(path, root))
+    return tuple(sorted(removed))
 
 
 def _merge(src: Path, dst: Path) -> None:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from layerbuild.errors import UsageError
 from layerbuild.image import StoredImage
+from layerbuild.image.export import remove_device_nodes
 from layerbuild.layer import apply_layer
 from layerbuild.platforms import DEFAULT_PATH
 from layerbuild.runtime.merged import MergedView
 from layerbuild.runtime.runner import command_for
+from layerbuild.runtime.seccomp import runtime_spec
 from layerbuild.runtime.users import resolve_user
 from layerbuild.store import Store
 
@@ -22,8 +26,9 @@ OCI_VERSION = "1.0.2"
 CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
         "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
         "CAP_KILL", "CAP_AUDIT_WRITE"]
-MASKED = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-          "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"]
+MASKED = ["/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+          "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+          "/sys/devices/virtual/powercap"]
 READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
 
@@ -63,6 +68,7 @@ def bundle_config(image: StoredImage, rootfs: Path, args: Sequence[str] = (), *,
         "namespaces": namespaces,
         "maskedPaths": MASKED,
         "readonlyPaths": READONLY,
+        "seccomp": runtime_spec(None, CAPS),  # the profile `layerbuild run` applies
     }
     if rootless:
         namespaces.append({"type": "user"})
@@ -89,16 +95,32 @@ def bundle_config(image: StoredImage, rootfs: Path, args: Sequence[str] = (), *,
     }
 
 
-def write_bundle(store: Store, image: StoredImage, dest: Path, args: Sequence[str] = ()) -> Path:
-    """Write `dest/config.json` and `dest/rootfs/` (the image's layers applied in order)."""
+def write_bundle(store: Store, image: StoredImage, dest: Path, args: Sequence[str] = (), *,
+                 devices: bool = False, skipped: list[str] | None = None) -> Path:
+    """Write `dest/config.json` and `dest/rootfs/` (the image's layers applied in order).
+
+    The image's device nodes are left out unless `devices`; their paths are added to `skipped`. The
+    layers are applied in a private directory, so no node is reachable before it is removed.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     rootfs = dest / "rootfs"
     if rootfs.exists() and any(rootfs.iterdir()):
         raise UsageError(f"{rootfs} is not empty", hint="give a new or empty directory")
-    rootfs.mkdir(exist_ok=True)
-    for layer in image.layers:
-        with store.open_blob(layer.digest) as blob:
-            apply_layer(blob, rootfs)
+    holder = Path(tempfile.mkdtemp(prefix=".rootfs-", dir=dest))  # 0700
+    try:
+        staging = holder / "rootfs"
+        staging.mkdir()
+        for layer in image.layers:
+            with store.open_blob(layer.digest) as blob:
+                apply_layer(blob, staging)
+        removed = () if devices else remove_device_nodes(staging)
+        if skipped is not None:
+            skipped.extend(removed)
+        if rootfs.exists():
+            rootfs.rmdir()
+        os.rename(staging, rootfs)
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
     config = bundle_config(image, rootfs, args)
     (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return dest

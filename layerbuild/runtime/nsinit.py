@@ -36,15 +36,23 @@ CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_CAPBSET_DROP = 1, 24
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS = 1, 24, 22, 38
+SECCOMP_MODE_FILTER = 2
+# mount_setattr(2): the same number on every architecture; AT_RECURSIVE reaches every submount.
+_MOUNT_SETATTR, AT_RECURSIVE = 442, 0x8000
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NODEV = 0x1, 0x4
 CAP_MKNOD = 27
 # statvfs flag bits that a remount must keep: in a user namespace they are locked, and dropping
 # one makes the remount fail with EPERM.
 _LOCKED = ((0x2, MS_NOSUID), (0x4, MS_NODEV), (0x8, MS_NOEXEC), (0x1, MS_RDONLY))
 _PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217, "armv7l": 218}
-# Docker's default capability set; everything else leaves the bounding set before exec.
-KEEP_CAPS = (0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31)
-DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+# Docker's defaults: hidden (an empty read-only tmpfs on a directory, /dev/null on a file) ...
+MASKED = ("/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+          "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+          "/sys/devices/virtual/powercap")
+# ... and read-only.
+READONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCONT", "SIGALRM")
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -80,10 +88,34 @@ def remount_ro(target: str) -> None:
     mount(None, target, None, flags)
 
 
-def bind(src: str, target: str, readonly: bool) -> None:
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
+
+
+def restrict(target: str, readonly: bool, nodev: bool = True) -> None:
+    """Make the mount at `target` and every mount below it nodev (and read-only): a bind of a host
+    directory must not bring a devtmpfs, or any other mount where device nodes open, along."""
+    attr = _MountAttr((MOUNT_ATTR_NODEV if nodev else 0) | (MOUNT_ATTR_RDONLY if readonly else 0), 0, 0, 0)
+    if not attr.attr_set:
+        return
+    result = _libc.syscall(_MOUNT_SETATTR, -100, os.fsencode(target), AT_RECURSIVE,
+                           ctypes.byref(attr), ctypes.sizeof(attr))
+    if result == 0:
+        return
+    if ctypes.get_errno() != 38:  # ENOSYS: a kernel before 5.12 remounts the top mount instead
+        _check(result, f"restrict the mount on {target}")
+    flags = MS_BIND | MS_REMOUNT | (MS_NODEV if nodev else 0) | (MS_RDONLY if readonly else 0)
+    have = os.statvfs(target).f_flag
+    for bit, ms in _LOCKED:
+        if have & bit:
+            flags |= ms
+    mount(None, target, None, flags)
+
+
+def bind(src: str, target: str, readonly: bool, nodev: bool = True) -> None:
     mount(src, target, None, MS_BIND | MS_REC)
-    if readonly:
-        remount_ro(target)
+    restrict(target, readonly, nodev)
 
 
 def write_file(path: str, text: str) -> None:
@@ -109,20 +141,18 @@ def loopback_up() -> None:
         sock.close()
 
 
-def setup_dev(dev: str, mknod: bool) -> None:
-    mount("tmpfs", dev, "tmpfs", MS_NOSUID, "mode=755,size=65536k")
-    for name, major, minor in DEVICES:
+def setup_dev(dev: str, rootful: bool, privileged: bool) -> None:
+    # /dev is nodev too: the allowed devices are binds of the host's nodes, each its own mount where
+    # nodes open, so a node that root makes in /dev (or anywhere else) cannot be opened.
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID | (0 if privileged else MS_NODEV), "mode=755,size=65536k")
+    for name in DEVICES:
         path = f"{dev}/{name}"
-        if mknod:
-            os.mknod(path, 0o20666, os.makedev(major, minor))
-            os.chmod(path, 0o666)
-        else:  # a user namespace may not mknod: bind the host's nodes instead
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o666))
-            mount(f"/dev/{name}", path, None, MS_BIND)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o666))
+        mount(f"/dev/{name}", path, None, MS_BIND)
     os.mkdir(f"{dev}/pts", 0o755)
     os.mkdir(f"{dev}/shm", 0o1777)
     os.chmod(f"{dev}/shm", 0o1777)
-    pts_opts = "newinstance,ptmxmode=0666,mode=0620" + (",gid=5" if mknod else "")
+    pts_opts = "newinstance,ptmxmode=0666,mode=0620" + (",gid=5" if rootful else "")
     mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC, pts_opts)
     mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
     os.symlink("pts/ptmx", f"{dev}/ptmx")
@@ -133,28 +163,55 @@ def setup_dev(dev: str, mknod: bool) -> None:
 
 def setup_proc(proc: str) -> None:
     mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    # As Docker does: kernel knobs read-only, and files that leak host details hidden.
-    for name in ("sys", "sysrq-trigger", "irq", "bus"):
-        if os.path.exists(f"{proc}/{name}"):
-            bind(f"{proc}/{name}", f"{proc}/{name}", True)
-    for name in ("kcore", "keys", "timer_list", "sched_debug"):
-        if os.path.isfile(f"{proc}/{name}"):
-            mount("/dev/null", f"{proc}/{name}", None, MS_BIND)
+
+
+def setup_sys(sys_dir: str, privileged: bool) -> None:
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if privileged else MS_RDONLY)
+    try:
+        mount("sysfs", sys_dir, "sysfs", flags)
+    except SetupError:  # a user namespace that does not own the network namespace: the host's, read-only
+        bind("/sys", sys_dir, not privileged)
+
+
+def mask_paths(target: str) -> None:
+    """As Docker does: files that leak host details hidden, kernel knobs read-only."""
+    for path in MASKED:
+        full = target + path
+        if os.path.isdir(full):
+            mount("tmpfs", full, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=555")
+        elif os.path.exists(full):
+            mount("/dev/null", full, None, MS_BIND)
+    for path in READONLY:
+        full = target + path
+        if os.path.exists(full):
+            bind(full, full, True)
+
+
+def load_seccomp(program: bytes) -> None:
+    """Install a compiled filter (struct sock_filter[], 8 bytes each) for this process and its children."""
+    buf = ctypes.create_string_buffer(program, len(program))
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    prog = SockFprog(len(program) // 8, ctypes.addressof(buf))
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "load the seccomp filter")
 
 
 def mount_rootfs(spec: Spec, target: str) -> None:
     root = spec["rootfs"]
+    nodev = 0 if spec["privileged"] else MS_NODEV  # an image's device nodes must not open
     if root["mode"] == "bind":
-        mount(root["dir"], target, None, MS_BIND | MS_REC)
+        bind(root["dir"], target, False, bool(nodev))
         return
     # Lower paths relative to their common parent keep the option string under the page-size limit.
     os.chdir(root["base"])
     opts = f"lowerdir={':'.join(root['lowers'])},upperdir={root['upper']},workdir={root['work']}"
     extras = ",userxattr" if spec["userns"] else ",index=off,redirect_dir=off,metacopy=off"
     try:
-        mount("overlay", target, "overlay", 0, opts + extras, stage="overlay")
+        mount("overlay", target, "overlay", nodev, opts + extras, stage="overlay")
     except SetupError:
-        mount("overlay", target, "overlay", 0, opts, stage="overlay")
+        mount("overlay", target, "overlay", nodev, opts, stage="overlay")
 
 
 def pivot(target: str) -> None:
@@ -169,14 +226,14 @@ def pivot(target: str) -> None:
     os.chdir("/")
 
 
-def drop_capabilities() -> None:
+def drop_capabilities(keep: list[int] | tuple[int, ...]) -> None:
     try:
         with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
             last = int(f.read())
     except OSError:
         last = 40
     for cap in range(last + 1):
-        if cap not in KEEP_CAPS:
+        if cap not in keep:
             _check(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"drop capability {cap}")
 
 
@@ -196,11 +253,15 @@ def child(spec: Spec, status: int) -> None:
             if kind == "proc":
                 setup_proc(dest)
             elif kind == "dev":
-                setup_dev(dest, not spec["userns"])
+                setup_dev(dest, not spec["userns"], spec["privileged"])
+            elif kind == "sys":
+                setup_sys(dest, spec["privileged"])
             elif kind == "bind":
                 bind(op[2], dest, op[3])
             elif kind == "tmpfs":
                 mount("tmpfs", dest, "tmpfs", MS_NOSUID | MS_NODEV, op[2])
+        if not spec["privileged"]:
+            mask_paths(target)
         if spec["netns"]:
             loopback_up()
         name = spec["hostname"].encode()
@@ -212,8 +273,12 @@ def child(spec: Spec, status: int) -> None:
         pivot(target)
         if spec["tty"]:
             setup_terminal(spec["process"]["uid"])
-        drop_capabilities()
+        caps = spec["capabilities"]
+        if caps is not None:
+            drop_capabilities(caps)
         proc = spec["process"]
+        if spec["seccomp"] and not spec["no_new_privs"]:  # still privileged enough to load it unflagged
+            load_seccomp(spec["seccomp"])
         if not spec["userns"] or spec.get("idmap"):  # denied with the single-id mapping
             os.setgroups(proc["groups"])
         os.setresgid(proc["gid"], proc["gid"], proc["gid"])
@@ -224,6 +289,10 @@ def child(spec: Spec, status: int) -> None:
         except FileNotFoundError:
             os.makedirs(cwd, 0o755)  # docker creates a missing working directory too
             os.chdir(cwd)
+        if spec["no_new_privs"]:  # setuid binaries and file capabilities grant nothing from here on
+            _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
+        if spec["seccomp"] and spec["no_new_privs"]:  # last: the filter need not allow the setup above
+            load_seccomp(spec["seccomp"])
     except Exception as exc:  # after pivot_root nothing can be imported: report, never raise
         fail(status, exc)
     env = dict(e.split("=", 1) if "=" in e else (e, "") for e in proc["env"])

@@ -26,6 +26,7 @@ from layerbuild.runtime.spec import BindMount, Network, ProcessSpec, SandboxErro
 from layerbuild.store import Store
 from layerbuild.store.snapshots import remove_tree
 
+SECCOMP_CACHE = "seccomp"  # compiled seccomp programs, under the store root
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -47,6 +48,7 @@ class RunOptions:
     remove: bool = False
     entrypoint: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    security_opt: tuple[str, ...] = ()
     limits: cgroups.Limits = field(default_factory=cgroups.Limits)
 
 
@@ -83,10 +85,40 @@ def parse_volume(spec: str) -> BindMount:
     return BindMount(Path(src), dst, readonly=len(parts) == 3 and parts[2] == "ro")
 
 
+def parse_security_opts(items: Sequence[str]) -> dict[str, Any]:
+    """docker's `--security-opt`: `seccomp=unconfined|default|PROFILE.json` and
+    `no-new-privileges[=true|false]` (`:` works as the separator too), as ProcessSpec fields."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep and ":" in item:
+            key, sep, value = item.partition(":")
+        if key == "seccomp" and value:
+            if value in ("unconfined", "default", "builtin"):
+                out["seccomp"] = "default" if value == "builtin" else value
+                continue
+            try:
+                text = Path(value).read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UsageError(f"--security-opt seccomp={value}: cannot read the profile: {exc}",
+                                 hint="give a JSON profile file in Docker's format, or seccomp=unconfined") from None
+            from layerbuild.runtime.seccomp import load_profile
+
+            load_profile(text, f"seccomp profile {value}")
+            out["seccomp"] = text
+        elif key == "no-new-privileges" and value.lower() in ("", "true", "false", "1", "0"):
+            out["no_new_privs"] = value.lower() not in ("false", "0")
+        else:
+            raise UsageError(f"unsupported --security-opt {item!r}",
+                             hint="use seccomp=unconfined, seccomp=PROFILE.json or no-new-privileges=true|false")
+    return out
+
+
 def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list[Path]]:
     """Make the container record and everything needed to start it."""
     from layerbuild.image import resolve_image  # the image package is slow to import; ps/stop/rm skip it
 
+    security = parse_security_opts(opts.security_opt)
     image = resolve_image(store, opts.image)
     cfg = image.config.config
     argv = command_for(opts.entrypoint if opts.entrypoint is not None else cfg.entrypoint, cfg.cmd, opts.command)
@@ -99,16 +131,17 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
     user = opts.user if opts.user is not None else cfg.user
     record = {"env": env, "workdir": workdir, "user": user, "network": opts.network,
               "stop_signal": cfg.stop_signal or "SIGTERM", "auto_remove": opts.remove,
-              "detached": opts.detach, "volumes": list(opts.volumes)}
+              "detached": opts.detach, "volumes": list(opts.volumes), "security_opt": list(opts.security_opt)}
     c = containers.create(store.root, name=opts.name, image=opts.image, image_id=image.id, argv=argv,
                           config=record)
     spec = ProcessSpec(argv=tuple(argv), env=tuple(env), cwd=workdir, user=user,
-                       hostname=c.short_id, network=opts.network, mounts=mounts)
+                       hostname=c.short_id, network=opts.network, mounts=mounts, **security)
     return c, spec, lowers
 
 
 def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool = False,
-          tty: bool = False, limits: cgroups.Limits | None = None) -> int | None:
+          tty: bool = False, limits: cgroups.Limits | None = None,
+          seccomp_cache: Path | None = None) -> int | None:
     """Start the container in its own cgroup (with `limits`); in the foreground wait and return its exit
     code (137 and `end_reason` "killed: out of memory" after an OOM kill), detached return None."""
     console = terminal.console_pair() if tty and not detach else None
@@ -125,7 +158,7 @@ def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, 
         cgroup = cgroups.create(limits or cgroups.Limits(), label=c.short_id)
         c.cgroup = cgroup.to_json() if cgroup is not None else None
         started = launch(lowers, c.dir / "upper", c.dir / "work", spec, detached=detach, tty=tty,
-                         exit_file=c.exit_path, cgroup=cgroup, **stdio)
+                         exit_file=c.exit_path, cgroup=cgroup, seccomp_cache=seccomp_cache, **stdio)
         if console is not None:
             fd = terminal.receive_master(console[0])
             master = None if fd is None else io.FileIO(fd, "r+")  # closing it twice is harmless
@@ -146,12 +179,13 @@ def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, 
 
 
 def _start_keeping_modes(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool,
-                          tty: bool, limits: cgroups.Limits | None) -> int | None:
+                          tty: bool, limits: cgroups.Limits | None, seccomp_cache: Path | None = None) -> int | None:
     """`start`, with the caller's terminal modes kept when a foreground container without -t writes
     to it (saved before the container starts, restored once it ended)."""
     fd = None if tty or detach else terminal.terminal_fd(0, 1, 2)
     with terminal.modes_kept(fd):
-        return start(c, spec, lowers, detach=detach, interactive=interactive, tty=tty, limits=limits)
+        return start(c, spec, lowers, detach=detach, interactive=interactive, tty=tty, limits=limits,
+                     seccomp_cache=seccomp_cache)
 
 
 def _run_started(c: Container, started: Launched, *, detach: bool, interactive: bool,
@@ -296,7 +330,7 @@ def run(store: Store, opts: RunOptions) -> tuple[Container, int | None]:
     c, spec, lowers = create(store, opts)
     try:
         code = _start_keeping_modes(c, spec, lowers, detach=opts.detach, interactive=opts.interactive, tty=opts.tty,
-                                    limits=opts.limits)
+                                    limits=opts.limits, seccomp_cache=store.root / SECCOMP_CACHE)
     except BaseException:
         if opts.remove and c.dir.exists():
             containers.remove(c)

@@ -22,6 +22,7 @@ from layerbuild.platforms import DEFAULT_PATH
 from layerbuild.runtime import cgroups, copyfs, network
 from layerbuild.runtime.merged import MergedView, MountPoint, place_mounts
 from layerbuild.runtime.spec import (
+    DEFAULT_CAPABILITIES,
     BindMount,
     ProcessSpec,
     RootfsMode,
@@ -146,8 +147,8 @@ class Launched:
 
 
 def _mounts(spec: ProcessSpec, etc: dict[str, Path]) -> tuple[list[tuple[str, bool]], list[tuple[Any, ...]]]:
-    wanted: list[tuple[str, bool]] = [("/proc", False), ("/dev", False)]
-    ops: list[tuple[Any, ...]] = [("proc",), ("dev",)]
+    wanted: list[tuple[str, bool]] = [("/proc", False), ("/dev", False), ("/sys", False)]
+    ops: list[tuple[Any, ...]] = [("proc",), ("dev",), ("sys",)]
     for target, path in etc.items():
         wanted.append((target, True))
         ops.append(("bind", os.fspath(path), False))
@@ -184,10 +185,12 @@ def launch(
     tty: bool = False,
     exit_file: Path | None = None,
     cgroup: cgroups.Cgroup | None = None,
+    seccomp_cache: Path | None = None,
 ) -> Launched:
     """Start `spec` and return once it is running (or failed to start). `rootfs` is "overlay", "copy"
     or "auto" (default: $LAYERBUILD_ROOTFS, else auto: overlay, and copy if overlay cannot be mounted).
-    The process joins `cgroup` before it starts (see `cgroups.create`)."""
+    The process joins `cgroup` before it starts (see `cgroups.create`). `seccomp_cache` is a directory
+    where compiled seccomp programs are kept between processes."""
     global _overlay_broken
     mode = rootfs or os.environ.get("LAYERBUILD_ROOTFS") or "auto"
     if mode not in ("auto", "overlay", "copy"):
@@ -195,7 +198,7 @@ def launch(
     if mode == "auto" and _overlay_broken:
         mode = "copy"
     args = dict(stdin=stdin, stdout=stdout, stderr=stderr, detached=detached, tty=tty, exit_file=exit_file,
-                cgroup=cgroup)
+                cgroup=cgroup, seccomp_cache=seccomp_cache)
     started = _start(lower, upper, work, spec, copy=mode == "copy", **args)  # type: ignore[arg-type]
     if started.error_stage == "overlay" and mode == "auto":
         started.wait()
@@ -210,7 +213,7 @@ def launch(
 def _start(
     lower: Sequence[Path], upper: Path, work: Path, spec: ProcessSpec, *, copy: bool, stdin: Stdio,
     stdout: Stdio, stderr: Stdio, detached: bool, tty: bool, exit_file: Path | None,
-    cgroup: cgroups.Cgroup | None = None,
+    cgroup: cgroups.Cgroup | None = None, seccomp_cache: Path | None = None,
 ) -> Launched:
     net = network.helper_spec(spec.network, work)  # first: a missing helper is refused before any work
     work.mkdir(parents=True, exist_ok=True)
@@ -262,7 +265,7 @@ def _start(
         env.append(f"HOME={user.home}")
     target = work / "merged"
     target.mkdir()
-    payload = {
+    payload = {**_security(spec, seccomp_cache),
         "userns": rootless, "netns": spec.network != "host", "tty": tty, "die_with_parent": not detached,
         "network": net,
         "exit_file": os.fspath(exit_file) if exit_file else None,
@@ -294,6 +297,20 @@ def _start(
     return started
 
 
+def _security(spec: ProcessSpec, cache: Path | None) -> dict[str, Any]:
+    """What nsinit needs to confine the process: capabilities kept, no_new_privs, the compiled filter."""
+    if spec.privileged:
+        return {"privileged": True, "capabilities": None, "no_new_privs": False, "seccomp": None}
+    program = None
+    if spec.seccomp != "unconfined":
+        from layerbuild.runtime import seccomp
+
+        profile = None if spec.seccomp == "default" else seccomp.load_profile(spec.seccomp)
+        program = seccomp.compile_profile(profile, DEFAULT_CAPABILITIES, cache)
+    return {"privileged": False, "capabilities": list(DEFAULT_CAPABILITIES), "no_new_privs": spec.no_new_privs,
+            "seccomp": program}
+
+
 def _place(view: MergedView, wanted: list[tuple[str, bool]], stubs: Path | None, rootless: bool) -> list[MountPoint]:
     if not rootless:
         return place_mounts(view, wanted, stubs)
@@ -323,6 +340,7 @@ def run_step(
     stdin: bytes | None = None,
     rootfs: RootfsMode | None = None,
     limits: cgroups.Limits | None = None,
+    seccomp_cache: Path | None = None,
 ) -> StepResult:
     """Run a RUN step to completion. stdout and stderr are merged, copied to `stdout` as they come and
     their last bytes returned. Afterwards `upper` holds exactly the process's changes in overlay form
@@ -337,7 +355,7 @@ def run_step(
     try:
         cgroup = cgroups.create(limits or cgroups.Limits(), label=cgroups.STEP_LABEL + os.urandom(6).hex())
         started = launch(lower, upper, work, spec, stdin=in_r if in_r is not None else subprocess.DEVNULL,
-                         stdout=out_w, stderr=out_w, rootfs=rootfs, cgroup=cgroup)
+                         stdout=out_w, stderr=out_w, rootfs=rootfs, cgroup=cgroup, seccomp_cache=seccomp_cache)
     except BaseException:
         os.close(out_r)
         if cgroup is not None:

@@ -11,6 +11,11 @@ from layerbuild.errors import LayerbuildError
 Network = Literal["default", "none", "host"]
 RootfsMode = Literal["auto", "overlay", "copy"]
 
+# Docker's default capability set (CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP,
+# NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP); the rest leaves the bounding set.
+DEFAULT_CAPABILITIES = (0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31)
+
+
 class SandboxError(LayerbuildError):
     """The sandbox could not start the process (exit code 125 for `layerbuild run`)."""
 
@@ -57,6 +62,11 @@ class ProcessSpec:
 
     `user` is `name`, `uid`, `name:group` or `uid:gid`, looked up in the rootfs's /etc/passwd and
     /etc/group as Docker does; "" is root. `network` "none" gets a namespace with only loopback up.
+    `seccomp` is "default" (our profile, Docker's in effect), "unconfined", or a profile in Docker's
+    JSON format (its text). `privileged` (RUN --security=insecure) keeps every capability and runs
+    without seccomp, no_new_privs, masked paths or nodev, as BuildKit's insecure mode does.
+    `no_new_privs` False lets setuid programs gain privileges again (the filter then loads before
+    the process drops root, as runc does).
     """
 
     argv: tuple[str, ...]
@@ -66,6 +76,9 @@ class ProcessSpec:
     hostname: str = "layerbuild"
     network: Network = "default"
     mounts: tuple[Mount, ...] = field(default=())
+    seccomp: str = "default"
+    privileged: bool = False
+    no_new_privs: bool = True
 
     def __post_init__(self) -> None:
         if not self.argv:

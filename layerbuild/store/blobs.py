@@ -276,8 +276,9 @@ class FileBlobStore:
                 os.unlink(tmp)
                 return existing
             os.rename(tmp, final)
+            mtime = os.stat(final).st_mtime  # under the lock: a prune may take the blob once it is released
         fsync_dir(final.parent)
-        return BlobInfo(digest, size, os.stat(final).st_mtime)
+        return BlobInfo(digest, size, mtime)
 
 
 def _touch(path: Path, digest: str) -> BlobInfo | None:

@@ -77,6 +77,10 @@ class Layout:
     def create(self) -> None:
         for path in (self.blobs, self.tmp, self.snapshots, self.quarantine, self.locks):
             path.mkdir(parents=True, exist_ok=True)
+        # Snapshots and scratch dirs hold images' device nodes and setuid files as they are: only the
+        # owner may reach them (like Docker's 0700 /var/lib/docker), including in a store made before.
+        for path in (self.root, self.tmp, self.snapshots):
+            private(path)
 
     def blob_path(self, digest: str) -> Path:
         _, hexpart = split_digest(digest)
@@ -278,3 +282,10 @@ def flocked(path: Path, *, shared: bool = False, blocking: bool = True) -> Itera
         yield True
     finally:
         os.close(fd)
+
+
+def private(path: Path) -> None:
+    """Make a directory of ours 0700 (one owned by someone else is left as it is)."""
+    st = path.stat()
+    if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+        os.chmod(path, st.st_mode & 0o7700)

@@ -103,6 +103,7 @@ class Build:
         self.request = request
         self.store = store
         self.wrap_executor = wrap_executor
+        self.warnings: list[str] = []  # what the exports left out, for the report
         # Events come from every stage's thread (steps, RUN output): one lock serialises them.
         self.on_event = _serialised(on_event) if on_event is not None else None
         self.images: dict[str, StoredImage] = {}
@@ -172,6 +173,9 @@ class Build:
             df, resolve_image=self._resolve, build_args=self.request.build_args, target=self.request.target,
             network=_network(self.request.network), source_date_epoch=self.request.source_date_epoch,
         )
+        from layerbuild.worker.runop import check_plan_entitled
+
+        check_plan_entitled(plan, self.request.allow)  # before any step runs, as BuildKit does
         if self.on_event is not None:
             self.on_event(BuildEvent("build.planned", message=plan.render()))
         history_id = xxh3(str(path.resolve()).encode())
@@ -186,7 +190,8 @@ class Build:
         from layerbuild.context.tree import BuildContext
 
         self.context = BuildContext.open(self.request.context, dockerfile=path, store=self.store)
-        executor: Executor = WorkerExecutor(services, self.context, secrets=self.request.secrets)
+        executor: Executor = WorkerExecutor(services, self.context, secrets=self.request.secrets,
+                                            allow=self.request.allow)
         if self.wrap_executor is not None:
             executor = self.wrap_executor(executor)
         try:
@@ -210,6 +215,7 @@ class Build:
         finally:
             self.rootfs.close()
         warnings = tuple(f"build-arg {name} was not consumed by any ARG" for name in plan.unused_build_args)
+        warnings += tuple(self.warnings)
         result = BuildResult(
             image=ImageRef(stored.id, stored.tags), steps=solved.reports,
             summary=Summary.of(solved.reports, time.monotonic() - started), warnings=warnings,
@@ -266,7 +272,13 @@ class Build:
 
         for spec in self.request.outputs:
             if spec.type == "local":
-                export_local(self.store, stored, spec.dest)
+                written = export_local(self.store, stored, spec.dest, devices=spec.devices)
+                if written.devices_skipped:
+                    shown = ", ".join(written.devices_skipped[:5])
+                    more = len(written.devices_skipped) - 5
+                    self.warnings.append(
+                        f"--output type=local,dest={spec.dest}: left out {len(written.devices_skipped)} device "
+                        f"node(s): {shown}{f' and {more} more' if more > 0 else ''} (devices=true writes them)")
             elif spec.type == "tar":
                 export_tar(self.store, stored, spec.dest)
             elif spec.type in ("oci", "docker"):

@@ -22,14 +22,17 @@ class WorkerExecutor:
     """Runs ops on this machine: processes in the sandbox, copies and directories as layers."""
 
     def __init__(self, services: BuildServices, context: BuildContext, *,
-                 secrets: Mapping[str, Path] | None = None) -> None:
+                 secrets: Mapping[str, Path] | None = None, allow: frozenset[str] = frozenset()) -> None:
         self.services = services
         self.context = context
         self.secrets = dict(secrets or {})
+        self.allow = allow
 
     def prepare(self, op: OpDef, inputs: Inputs) -> Task:
         if isinstance(op, Exec):
-            from layerbuild.worker.runop import RunTask
+            from layerbuild.worker.runop import RunTask, check_entitled
+
+            check_entitled(op, self.allow)  # before the cache is asked: a cached insecure step needs it too
 
             return RunTask(self.services, op, inputs, secrets=self.secrets, context=self.context)
         if isinstance(op, FileCopy):

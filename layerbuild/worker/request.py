@@ -11,10 +11,11 @@ from layerbuild.platforms import host_platform_args
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """`--output type=local|tar,dest=PATH`."""
+    """`--output type=local|tar,dest=PATH[,devices=true]` (devices: write device nodes, local only)."""
 
     type: str
     dest: str
+    devices: bool = False
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class BuildRequest:
     outputs: tuple[OutputSpec, ...] = ()
     source_date_epoch: int | None = None
     fingerprint: str | None = None  # of the inputs, if the caller already took it (fastpath.fingerprint)
+    allow: frozenset[str] = frozenset()  # entitlements (`--allow security.insecure`)
     # Resource limits of every RUN step (cgroups.Limits' fields); like BuildKit, not part of any key.
     memory: int | None = None
     memory_swap: int | None = None
@@ -43,7 +45,8 @@ class BuildRequest:
         if self.no_cache or self.outputs or self.secrets or self.no_cache_filter:
             return None
         return {"context": str(self.context.resolve()), "args": dict(self.build_args), "target": self.target,
-                "network": self.network, "sde": self.source_date_epoch, "platform": host_platform_args()}
+                "network": self.network, "sde": self.source_date_epoch, "platform": host_platform_args(),
+                **({"allow": sorted(self.allow)} if self.allow else {})}
 
     def dockerfile_path(self) -> Path:
         return self.dockerfile or self.context / "Dockerfile"

@@ -21,9 +21,17 @@ import xxhash
 from layerbuild.context.ignore import go_clean
 from layerbuild.context.tree import BuildContext, Entry, SourceTree, StageTree
 from layerbuild.digest import xxh3
-from layerbuild.errors import BuildError, StoreError
+from layerbuild.errors import BuildError, StepError, StoreError, UsageError
 from layerbuild.layer import LayerInfo, write_overlay_upper
-from layerbuild.plan import BindMountDef, CacheMountDef, Exec, SecretMountDef, SshMountDef, TmpfsMountDef
+from layerbuild.plan import (
+    BindMountDef,
+    BuildPlan,
+    CacheMountDef,
+    Exec,
+    SecretMountDef,
+    SshMountDef,
+    TmpfsMountDef,
+)
 from layerbuild.runtime import BindMount as RtBind
 from layerbuild.runtime import Mount as RtMount
 from layerbuild.runtime import ProcessSpec, lower_dirs_for, run_step
@@ -38,6 +46,7 @@ from layerbuild.worker.copy import not_found
 from layerbuild.worker.ops import BuildServices
 
 TAIL_LINES = 20
+INSECURE = "security.insecure"
 
 
 def _bind_fingerprint(tree: SourceTree, entry: Entry) -> str:
@@ -149,9 +158,6 @@ class RunTask:
 
     def run(self, previous: Output | None) -> Output:
         services, op, parent = self.services, self.op, self.inputs.parent
-        if op.security != "sandbox":
-            raise BuildError(f"RUN --security={op.security} is not supported",
-                             hint="BuildKit needs --allow security.insecure for it; layerbuild runs RUN sandboxed")
         if not self._binds and any(isinstance(m, BindMountDef) for m in op.mounts):
             self.content()
         diff_ids = (*services.base_layers(parent), *parent.layers)
@@ -166,9 +172,10 @@ class RunTask:
             work.mkdir()
             spec = ProcessSpec(argv=op.argv, env=tuple(f"{k}={v}" for k, v in op.env), cwd=op.workdir or "/",
                                user=op.user, hostname=op.hostname, network=op.network,
-                               mounts=tuple(self._mounts(stack, tmp)))
+                               mounts=tuple(self._mounts(stack, tmp)), privileged=op.security == "insecure")
             lines = _LineWriter(self.inputs.log) if self.inputs.log is not None else None
-            result = run_step(lower, upper, work, spec, stdout=lines, limits=services.limits)  # type: ignore[arg-type]
+            result = run_step(lower, upper, work, spec, stdout=lines, limits=services.limits,  # type: ignore[arg-type]
+                              seccomp_cache=services.store.root / "seccomp")
             if lines is not None:
                 lines.close()
             if result.exit_code != 0:
@@ -193,6 +200,26 @@ class RunTask:
 
 def _write_upper(out: BinaryIO, upper: Path, epoch: int | None) -> LayerInfo:
     return write_overlay_upper(upper, out, source_date_epoch=epoch)
+
+
+def check_entitled(op: Exec, allow: frozenset[str]) -> None:
+    """`RUN --security=insecure` runs only when the build was given the entitlement, as in BuildKit."""
+    if op.security == "insecure" and INSECURE not in allow:
+        raise UsageError(f"RUN --security=insecure needs the {INSECURE} entitlement",
+                         hint=f"build with `--allow {INSECURE}` (allow=[{INSECURE!r}] from the library): the step "
+                              "then runs with every capability and without seccomp")
+
+
+def check_plan_entitled(plan: BuildPlan, allow: frozenset[str]) -> None:
+    """`check_entitled` for every Exec of the plan, naming the Dockerfile line of the first refused."""
+    for stage in plan.stages:
+        for step in stage.steps:
+            if isinstance(step.op, Exec):
+                try:
+                    check_entitled(step.op, allow)
+                except UsageError as exc:
+                    raise StepError(exc.message, filename=plan.filename, line=step.line, instruction=step.text,
+                                    hint=exc.hint) from None
 
 
 def _copy_visible(tree: SourceTree, entry: Entry, dest: Path) -> None:

@@ -80,13 +80,6 @@ def test_a_missing_bind_source_is_a_located_error(bb_ctx: Path, root: Path) -> N
     assert "Dockerfile:4" in info.value.render() and "nope" in info.value.message
 
 
-def test_insecure_security_mode_is_refused_not_ignored(bb_ctx: Path, root: Path) -> None:
-    write(bb_ctx, {"Dockerfile": BASE + "RUN --security=insecure true\n"})
-    with pytest.raises(layerbuild.BuildError) as info:
-        layerbuild.build(bb_ctx, root=root)
-    assert "--security=insecure is not supported" in info.value.message
-
-
 def test_a_bind_from_another_stage_reruns_only_when_what_it_shows_changed(
         bb_ctx: Path, root: Path, tmp_path: Path) -> None:
     dockerfile = BASE + """\

@@ -96,8 +96,8 @@ def test_no_host_mounts_and_host_root_unreachable(lowers: list[Path], scratch: P
     code, out = run(lowers, scratch, sh(script))
     assert code == 0 and "REACHABLE" not in out
     targets = {line.split()[1] for line in out.splitlines() if len(line.split()) >= 6}
-    allowed = {"/", "/proc", "/dev", "/dev/pts", "/dev/shm", "/etc/hosts", "/etc/resolv.conf", "/etc/hostname"}
-    assert targets - allowed <= {t for t in targets if t.startswith(("/proc/", "/dev/"))}
+    allowed = {"/", "/proc", "/dev", "/dev/pts", "/dev/shm", "/sys", "/etc/hosts", "/etc/resolv.conf", "/etc/hostname"}
+    assert targets - allowed <= {t for t in targets if t.startswith(("/proc/", "/dev/", "/sys/"))}
     assert "/" in targets and "/proc" in targets and not any(t.startswith("/work") for t in targets)
     assert str(scratch) not in out and str(tmp_path) not in out
 
