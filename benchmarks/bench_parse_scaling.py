@@ -64,3 +64,25 @@ def test_parse_and_plan_scaling(benchmark: Any, kind: str, size: int, monkeypatc
     benchmark.extra_info["peak_mib"] = round(_peak_mib(data), 1)
     if benchmark.stats is not None:
         benchmark.extra_info["mib_per_s"] = round(len(data) / 2**20 / benchmark.stats.stats.mean, 2)
+
+
+BUILD_SIZES = (5_000, 10_000, 20_000)
+
+
+@pytest.mark.parametrize("count", BUILD_SIZES, ids=[f"env_names-{n}" for n in BUILD_SIZES])
+def test_build_of_many_config_steps_scaling(benchmark: Any, count: int, tmp_path: Any) -> None:
+    """A whole build (FROM scratch, `count` ENVs of distinct names): the image config is assembled
+    once at the end, so doubling the steps about doubles the time."""
+    import layerbuild
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    # FROM scratch has no shell: the generator's closing RUN is left out.
+    (ctx / "Dockerfile").write_bytes(GENERATORS["env_names"](count).replace(b"RUN env\n", b""))
+    runs = iter(range(1_000))
+
+    def build() -> None:
+        layerbuild.build(ctx, root=tmp_path / f"store-{next(runs)}", no_cache=True)
+
+    benchmark.pedantic(build, rounds=3, iterations=1)
+    benchmark.extra_info["steps"] = count

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -40,13 +40,52 @@ class Content:
     files: Mapping[str, str] = field(default_factory=dict)
 
 
+class Applied:
+    """The steps applied since the base image, oldest first, each with its output.
+
+    A persistent chain: `then` shares everything before it, so a stage of n steps costs O(n) where
+    copying a tuple at every step cost O(n²). Iterating and comparing see the plain sequence."""
+
+    __slots__ = ("_item", "_len", "_prev")
+
+    def __init__(self, prev: Applied | None = None, item: tuple[Step, Output] | None = None) -> None:
+        self._prev, self._item = prev, item
+        self._len: int = 0 if item is None else len(prev or ()) + 1
+
+    def then(self, step: Step, output: Output) -> Applied:
+        return Applied(self, (step, output))
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[tuple[Step, Output]]:
+        items: list[tuple[Step, Output]] = []
+        node: Applied | None = self
+        while node is not None and node._item is not None:
+            items.append(node._item)
+            node = node._prev
+        return reversed(items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Applied) and (other is self or tuple(self) == tuple(other))
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"Applied({list(self)!r})"
+
+
+NOTHING_APPLIED = Applied()
+
+
 @dataclass(frozen=True)
 class State:
     """A filesystem + config state: the base image it starts from and the steps applied since."""
 
     result: str
     base: BaseImage | None = None
-    applied: tuple[tuple[Step, Output], ...] = ()
+    applied: Applied = NOTHING_APPLIED
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -242,7 +281,7 @@ class Solver:
         base_report = _report(stage, step)
         if not op.cacheable:
             output = task.run(None)
-            new = replace(parent, applied=(*parent.applied, (step, output)))
+            new = replace(parent, applied=parent.applied.then(step, output))
             record = StepRecord(stage=stage.label, index=step.index, text=step.text, kind=step.kind,
                                 definition=definition, parent=parent.result, result=parent.result,
                                 args=dict(step.args), op=op_data)
@@ -288,7 +327,7 @@ class Solver:
             duration_s=time.monotonic() - started, layer=output.diff_id, size=output.size,
         )  # fmt: skip
         self._finish(stage, step, record, report)
-        return State(result=result, base=parent.base, applied=(*parent.applied, (step, output)))
+        return State(result=result, base=parent.base, applied=parent.applied.then(step, output))
 
     def _finish(self, stage: PlannedStage, step: Step, record: StepRecord, report: StepReport) -> None:
         with self._lock:

@@ -258,10 +258,10 @@ class Build:
             )  # fmt: skip
             builder.apply(command, step.workdir, step.shell)
             if output.diff_id is not None:
-                builder.config = builder.config.with_layer(output.diff_id, entry)
+                builder.add_layer(output.diff_id, entry)
             else:
-                builder.config = builder.config.with_history(entry)
-        cfg = builder.config
+                builder.add_history(entry)
+        cfg = builder.result()
         # The image is as old as its newest step: a fully cached rebuild gives the same image id.
         created = max((h.created or "" for h in cfg.history), default="") or format_created(float(epoch or 0))
         return dataclasses.replace(cfg, created=created)

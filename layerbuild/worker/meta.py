@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
-from layerbuild.image.config import ContainerConfig, Healthcheck, ImageConfig
+from layerbuild.image.config import ContainerConfig, Healthcheck, HistoryEntry, ImageConfig
 from layerbuild.instructions import commands as c
 from layerbuild.platforms import DEFAULT_PATH
 
@@ -43,41 +44,64 @@ def created_by(command: c.Command, shell: tuple[str, ...], workdir: str) -> str:
 
 
 class ConfigBuilder:
-    """Applies a stage's config-only steps in order; knows whether CMD was set in this stage."""
+    """Applies a stage's config-only steps in order; knows whether CMD was set in this stage.
+
+    It keeps the parts that grow with every step (env, labels, ports, volumes, triggers, layers,
+    history) as mutable lists and maps and makes the config once, in `result`: a Dockerfile of n
+    steps costs O(n), where rebuilding a frozen config per step cost O(n) each."""
 
     def __init__(self, config: ImageConfig) -> None:
-        self.config = config
+        self._base = config
+        run = config.config
+        self._changes: dict[str, Any] = {}  # plain ContainerConfig fields set by the steps
+        self._env = list(run.env)
+        self._env_at: dict[str, int] = {}  # key -> index of its first entry, as with_env replaces it
+        for i, entry in enumerate(self._env):
+            self._env_at.setdefault(entry.partition("=")[0], i)
+        self._labels = dict(run.labels)
+        self._ports = list(run.exposed_ports)
+        self._volumes = list(run.volumes)
+        self._on_build = list(run.on_build)
+        self._diff_ids = list(config.diff_ids)
+        self._history = list(config.history)
+        self._author = config.author
         self.cmd_set = False
 
+    def _set_env(self, key: str, value: str) -> None:
+        entry = f"{key}={value}"
+        at = self._env_at.get(key)
+        if at is None:
+            self._env_at[key] = len(self._env)
+            self._env.append(entry)
+        else:
+            self._env[at] = entry
+
     def apply(self, command: c.Command, workdir: str, shell: tuple[str, ...]) -> None:
-        cfg = self.config
+        changes = self._changes
         if isinstance(command, c.Env):
             for pair in command.pairs:
-                cfg = cfg.with_env(pair.key, pair.value)
+                self._set_env(pair.key, pair.value)
         elif isinstance(command, c.Label):
-            labels = dict(cfg.config.labels) | {p.key: p.value for p in command.pairs}
-            cfg = cfg.with_config(labels=tuple(labels.items()))
+            self._labels.update((p.key, p.value) for p in command.pairs)
         elif isinstance(command, c.Cmd):
             # BuildKit marks every CMD ArgsEscaped (a Docker-compatibility field), whatever its form.
-            cfg = cfg.with_config(cmd=_shell_form(command, shell), args_escaped=True)
+            changes.update(cmd=_shell_form(command, shell), args_escaped=True)
             self.cmd_set = True
         elif isinstance(command, c.Entrypoint):
-            changes: dict[str, object] = {"entrypoint": _shell_form(command, shell)}
+            changes["entrypoint"] = _shell_form(command, shell)
             if not self.cmd_set:
                 changes["cmd"] = None  # ENTRYPOINT resets a CMD inherited from the base
-            cfg = cfg.with_config(**changes)
         elif isinstance(command, c.Expose):
-            cfg = cfg.with_config(exposed_ports=(*cfg.config.exposed_ports, *command.ports))
+            self._ports.extend(command.ports)
         elif isinstance(command, c.Volume):
-            cfg = cfg.with_config(volumes=(*cfg.config.volumes, *command.paths))
+            self._volumes.extend(command.paths)
         elif isinstance(command, c.User):
-            cfg = cfg.with_config(user=command.user)
+            changes["user"] = command.user
         elif isinstance(command, c.Workdir):
-            cfg = cfg.with_config(working_dir=workdir)
+            changes["working_dir"] = workdir
         elif isinstance(command, c.StopSignal):
-            cfg = cfg.with_config(stop_signal=command.signal)
+            changes["stop_signal"] = command.signal
         elif isinstance(command, c.Healthcheck):
-            old = cfg.config.healthcheck
             if command.test == ("NONE",):
                 check = Healthcheck(test=("NONE",))
             else:
@@ -89,12 +113,28 @@ class ConfigBuilder:
                     start_interval=command.start_interval_ns if command.start_interval_ns is not None else 0,
                     retries=command.retries if command.retries is not None else 0,
                 )
-            del old
-            cfg = cfg.with_config(healthcheck=check)
+            changes["healthcheck"] = check
         elif isinstance(command, c.Shell):
-            cfg = cfg.with_config(shell=command.shell)
+            changes["shell"] = command.shell
         elif isinstance(command, c.Onbuild):
-            cfg = cfg.with_config(on_build=(*cfg.config.on_build, command.expression))
+            self._on_build.append(command.expression)
         elif isinstance(command, c.Maintainer):
-            cfg = dataclasses.replace(cfg, author=command.maintainer)
-        self.config = cfg
+            self._author = command.maintainer
+
+    def add_layer(self, diff_id: str, entry: HistoryEntry) -> None:
+        """One more layer on top, with its history entry (marked as adding a layer)."""
+        self._diff_ids.append(diff_id)
+        self._history.append(dataclasses.replace(entry, empty_layer=False))
+
+    def add_history(self, entry: HistoryEntry) -> None:
+        """A history entry for a config-only step (always recorded as `empty_layer`)."""
+        self._history.append(dataclasses.replace(entry, empty_layer=True))
+
+    def result(self) -> ImageConfig:
+        """The config with every step applied."""
+        run = dataclasses.replace(
+            self._base.config, **self._changes, env=tuple(self._env), labels=tuple(self._labels.items()),
+            exposed_ports=tuple(self._ports), volumes=tuple(self._volumes), on_build=tuple(self._on_build),
+        )
+        return dataclasses.replace(self._base, config=run, diff_ids=tuple(self._diff_ids),
+                                   history=tuple(self._history), author=self._author)
