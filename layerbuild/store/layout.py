@@ -148,6 +148,9 @@ def random_name(prefix: str, suffix: str = "") -> str:
 # with owner `<pid>.<start time>.<pid namespace>`: the start time tells a live owner from a new
 # process that got the same pid, and the namespace keeps a command from judging pids it cannot see.
 SCRATCH_PREFIXES = ("run-", "rootfs-", "workdir-", "unpack-")
+# Scratch a build keeps in the system's temp dir (ADD downloads, unpacked local archives): only
+# these names are ever swept there, since other programs' files share that directory.
+SYSTEM_SCRATCH_PREFIXES = ("layerbuild-copy-", "layerbuild-unpack-")
 
 
 def _start_time(pid: int) -> str | None:
@@ -187,12 +190,21 @@ def make_scratch(directory: Path, prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{prefix}{scratch_owner()}-", dir=directory))
 
 
-def scratch_owner_dead(name: str) -> bool:
+def system_scratch(prefix: str) -> Path:
+    """A new private directory in the system's temp dir, named with its owner like `make_scratch`,
+    so that the next command can remove it if this process dies (`clean_system_scratch`)."""
+    import tempfile
+
+    assert prefix in SYSTEM_SCRATCH_PREFIXES
+    return make_scratch(Path(tempfile.gettempdir()), prefix)
+
+
+def scratch_owner_dead(name: str, prefixes: tuple[str, ...] = SCRATCH_PREFIXES) -> bool:
     """True if `name` is a scratch directory's name whose owner is known to be gone.
 
     Names without an owner (older versions made them) and owners in another pid namespace are
     never judged dead: their directory is left alone."""
-    prefix = next((p for p in SCRATCH_PREFIXES if name.startswith(p)), None)
+    prefix = next((p for p in prefixes if name.startswith(p)), None)
     if prefix is None:
         return False
     return owner_dead(name[len(prefix) :].split("-", 1)[0])

@@ -15,6 +15,8 @@ from layerbuild.store import caches
 from layerbuild.store.db import LOW_SPACE, free_space, no_space_error
 from layerbuild.store.graph import Graph, Plan, plan_eviction
 from layerbuild.store.layout import (
+    SCRATCH_PREFIXES,
+    SYSTEM_SCRATCH_PREFIXES,
     flocked,
     fsync_dir,
     keep_reserve,
@@ -101,10 +103,19 @@ def clean_temp(store: Store) -> list[Path]:
             removed.append(Path(entry.path))
     removed.extend(store.snapshots.clean_orphans())
     removed.extend(clean_scratch(store.layout.tmp))
+    removed.extend(clean_system_scratch())
     return removed
 
 
-def clean_scratch(tmp: Path) -> list[Path]:
+def clean_system_scratch() -> list[Path]:
+    """Remove what builds that died left in the system's temp dir (downloads, unpacked archives);
+    directories of other users, which we may not remove, are left alone."""
+    import tempfile
+
+    return clean_scratch(Path(tempfile.gettempdir()), SYSTEM_SCRATCH_PREFIXES)
+
+
+def clean_scratch(tmp: Path, prefixes: tuple[str, ...] = SCRATCH_PREFIXES) -> list[Path]:
     """Remove the scratch directories (RUN upper dirs, filesystem views, ...) of processes that died.
 
     A directory with something still mounted below it (an older version mounted views in the
@@ -112,7 +123,8 @@ def clean_scratch(tmp: Path) -> list[Path]:
     a mount would delete what it shows."""
     removed: list[Path] = []
     try:
-        entries = [e for e in os.scandir(tmp) if scratch_owner_dead(e.name) and e.is_dir(follow_symlinks=False)]
+        entries = [e for e in os.scandir(tmp)
+                   if scratch_owner_dead(e.name, prefixes) and e.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
         return removed
     for entry in entries:

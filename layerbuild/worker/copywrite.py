@@ -23,6 +23,7 @@ from layerbuild.errors import BuildError
 from layerbuild.layer import Compression, Kind, LayerInfo, MappedEntry, write_mapped
 from layerbuild.layer.frames import Reuse
 from layerbuild.layer.tarformat import kind_of_mode
+from layerbuild.store.layout import system_scratch
 from layerbuild.worker.copyowner import NO_USERS, UserDB, resolve_chown
 from layerbuild.worker.fetch import unpack_archive
 from layerbuild.worker.selection import CopySelection, CopySource
@@ -228,7 +229,7 @@ def write_copy_layer(
 
     def tmp() -> Path:
         if not scratch:
-            scratch.append(Path(tempfile.mkdtemp(prefix="layerbuild-unpack-")))
+            scratch.append(system_scratch("layerbuild-unpack-"))
         return scratch[0]
 
     try:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from layerbuild.context.tree import Entry, SourceTree
+from layerbuild.store.layout import system_scratch
 from layerbuild.worker.copyowner import ModeFn
 from layerbuild.worker.fetch import Fetched, HttpFetch, check_checksum, http_fetch
 
@@ -65,7 +65,7 @@ class CopySelection:
 
     def tmpdir(self) -> Path:
         if self._tmp is None:
-            self._tmp = Path(tempfile.mkdtemp(prefix="layerbuild-copy-"))
+            self._tmp = system_scratch("layerbuild-copy-")
         return self._tmp
 
     def fetch(self, url: str) -> Fetched:
