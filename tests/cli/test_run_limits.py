@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +16,9 @@ import pytest
 import layerbuild
 from layerbuild.cli.main import main
 from layerbuild.errors import BuildError
-from layerbuild.image import import_rootfs
 from layerbuild.runtime import cgroups, containers
 from layerbuild.runtime.cgroups import Cgroup, Hierarchy
-from layerbuild.store import Store
+from tests.cli.kit import busybox_root, lb
 from tests.conftest import BUSYBOX_BASE, REPO
 from tests.runtime.conftest import busybox_tar
 from tests.runtime.rootless import as_user, python_for_user, rootless_home  # noqa: F401
@@ -37,13 +33,8 @@ LAYERBUILD = Path(sys.executable).parent / "layerbuild"
 
 @pytest.fixture(scope="module")
 def root() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="lb-cli-limits-"))
-    with Store.open(base / "root") as store:
-        import_rootfs(store, io.BytesIO(busybox_tar()), "busybox")
-    yield base / "root"
-    for c in containers.list_all(base / "root"):
-        main(["--root", str(base / "root"), "rm", "-f", c.id])
-    shutil.rmtree(base, ignore_errors=True)
+    with busybox_root("lb-cli-limits-") as root:
+        yield root
 
 
 @pytest.fixture
@@ -53,10 +44,6 @@ def ctx(tmp_path: Path) -> Path:
     return path
 
 
-def lb(root: Path, capfd: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["--root", str(root), *argv])
-    out, err = capfd.readouterr()
-    return code, out, err
 
 
 def _cgroup(root: Path, ref: str) -> Cgroup:

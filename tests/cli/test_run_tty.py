@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shlex
@@ -10,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,10 +17,9 @@ from pathlib import Path
 import pytest
 
 from layerbuild.cli.main import main
-from layerbuild.image import import_rootfs
 from layerbuild.runtime import containers
 from layerbuild.runtime.containers import ContainerNotFoundError
-from layerbuild.store import Store
+from tests.cli.kit import busybox_root
 from tests.conftest import REPO
 from tests.runtime.conftest import busybox_tar
 from tests.runtime.rootless import USER, as_user, python_for_user, rootless_home, with_usable_tun  # noqa: F401
@@ -35,13 +32,9 @@ PATIENCE = 20.0
 
 @pytest.fixture(scope="module")
 def root() -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("runs as root (the rootless test below switches to an unprivileged user itself)")
-    base = Path(tempfile.mkdtemp(prefix="lb-cli-tty-"))
-    with Store.open(base / "root") as store:
-        import_rootfs(store, io.BytesIO(busybox_tar()), "busybox")
-    yield base / "root"
-    shutil.rmtree(base, ignore_errors=True)
+    with busybox_root("lb-cli-tty-",
+                      skip_rootless="runs as root (the rootless test below switches to an unprivileged user itself)") as root:
+        yield root
 
 
 class Pane:

@@ -2,46 +2,33 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from layerbuild.cli.main import main
-from layerbuild.image import import_rootfs, resolve_image, write_image
+from layerbuild.image import resolve_image, write_image
 from layerbuild.store import Store
-from tests.runtime.conftest import busybox_tar
+from tests.cli.kit import busybox_root, lb
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def root() -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("runs as root (rootless is covered in tests/runtime/test_rootless.py)")
-    base = Path(tempfile.mkdtemp(prefix="lb-cli-runtime-"))
-    with Store.open(base / "root") as store:
-        import_rootfs(store, io.BytesIO(busybox_tar()), "busybox")
-        image = resolve_image(store, "busybox")
-        config = image.config.with_config(entrypoint=("/bin/echo", "entry"), cmd=("default",),
-                                          env=("GREETING=hi", "PATH=/bin"), working_dir="/tmp",
-                                          stop_signal="SIGUSR1")
-        write_image(store, config, ["withentry"])
-    yield base / "root"
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def lb(root: Path, capfd: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["--root", str(root), *argv])
-    out, err = capfd.readouterr()
-    return code, out, err
+    with busybox_root("lb-cli-runtime-",
+                      skip_rootless="runs as root (rootless is covered in tests/runtime/test_rootless.py)") as root:
+        with Store.open(root) as store:
+            image = resolve_image(store, "busybox")
+            config = image.config.with_config(entrypoint=("/bin/echo", "entry"), cmd=("default",),
+                                              env=("GREETING=hi", "PATH=/bin"), working_dir="/tmp",
+                                              stop_signal="SIGUSR1")
+            write_image(store, config, ["withentry"])
+        yield root
 
 
 def ps(root: Path, capfd: pytest.CaptureFixture[str], *flags: str) -> dict[str, dict[str, object]]:

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from layerbuild.cli.main import main
-from layerbuild.image import import_rootfs
-from layerbuild.store import Store
-from tests.runtime.conftest import busybox_tar
+from tests.cli.kit import busybox_root, lb
 
 pytestmark = pytest.mark.integration
 
@@ -25,19 +18,9 @@ STATUS = "grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status"
 
 @pytest.fixture(scope="module")
 def root() -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("runs as root (rootless is covered in tests/runtime/test_hardening.py)")
-    base = Path(tempfile.mkdtemp(prefix="lb-cli-security-"))
-    with Store.open(base / "root") as store:
-        import_rootfs(store, io.BytesIO(busybox_tar()), "busybox")
-    yield base / "root"
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def lb(root: Path, capfd: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["--root", str(root), *argv])
-    out, err = capfd.readouterr()
-    return code, out, err
+    with busybox_root("lb-cli-security-",
+                      skip_rootless="runs as root (rootless is covered in tests/runtime/test_hardening.py)") as root:
+        yield root
 
 
 def test_run_root_cannot_read_a_device_it_makes(root: Path, capfd: pytest.CaptureFixture[str]) -> None:

@@ -164,27 +164,9 @@ def gone(pids: list[int], within: float = 10.0) -> bool:
     return True
 
 
-def children_named(ppid: int, name: str) -> list[int]:
-    """The live child processes of `ppid` whose command is `name`."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
-        if comm == name and int(fields[1]) == ppid and fields[0] != "Z":
-            out.append(int(entry))
-    return out
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """The live descendants of `pid`, with their command names."""
-    parents: dict[int, tuple[int, str]] = {}
+def _processes() -> dict[int, tuple[int, str]]:
+    """Every live (not zombie) process: pid -> (parent pid, command name)."""
+    out: dict[int, tuple[int, str]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -195,7 +177,18 @@ def descendants(pid: int) -> dict[int, str]:
             continue
         fields = stat.rsplit(")", 1)[1].split()
         if fields[0] != "Z":
-            parents[int(entry)] = (int(fields[1]), stat[stat.index("(") + 1 : stat.rindex(")")])
+            out[int(entry)] = (int(fields[1]), stat[stat.index("(") + 1 : stat.rindex(")")])
+    return out
+
+
+def children_named(ppid: int, name: str) -> list[int]:
+    """The live child processes of `ppid` whose command is `name`."""
+    return [pid for pid, (parent, comm) in _processes().items() if parent == ppid and comm == name]
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """The live descendants of `pid`, with their command names."""
+    parents = _processes()
     out: dict[int, str] = {}
     frontier = {pid}
     while frontier:
