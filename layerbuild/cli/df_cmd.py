@@ -27,5 +27,6 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(entry.kind, str(entry.count), human_size(entry.size), human_size(entry.reclaimable))
     console = Console(highlight=False)
     console.print(table)
-    console.print(f"total {human_size(report.total)}, reclaimable {human_size(report.reclaimable)}  ({root})")
+    console.print(f"total {human_size(report.total)}, reclaimable {human_size(report.reclaimable)}  ({root})",
+                  markup=False)  # a root path may hold [brackets]
     return 0

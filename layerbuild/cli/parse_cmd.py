@@ -78,9 +78,10 @@ def render(dockerfile: Dockerfile) -> None:
         heredocs = node.heredocs or (node.inner.heredocs if node.inner is not None else ())
         for doc in heredocs:
             arguments.append(_shown("\n" + doc.content + doc.name), style="green")
-        table.add_row(lines, _shown(keyword), _shown(" ".join(flags)), arguments)
+        # Text, never markup: a Dockerfile's `[...]` must print as it is
+        table.add_row(lines, Text(_shown(keyword)), Text(_shown(" ".join(flags))), arguments)
     console.print(table)
     for warning in dockerfile.warnings:
-        console.print(f"[yellow]warning:[/] {_shown(warning)}")
+        console.print(Text.assemble(("warning:", "yellow"), " ", _shown(warning)))
     stages = sum(1 for n in dockerfile.instructions if n.cmd == "from")
     console.print(f"[dim]{len(dockerfile.instructions)} instructions, {stages} stage(s)[/]")

@@ -157,7 +157,9 @@ class TtyProgress(Progress):
             self.live.update(self._render())
             self.live.stop()
             for warning in event.result.warnings:
-                self.console.print(f"[yellow]warning:[/] {warning}")
+                from rich.text import Text
+
+                self.console.print(Text.assemble(("warning:", "yellow"), " ", warning))
             self.console.print(summary_line(event.result))
             return
         step = event.step

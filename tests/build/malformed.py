@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from tests.conftest import conformance_root
 
@@ -77,13 +78,17 @@ HANDWRITTEN: dict[str, bytes] = {
 
 
 def mutations(seed: int = 9, per_file: int = 6) -> dict[str, bytes]:
-    """Conformance Dockerfiles cut short, with a byte doubled, dropped or replaced."""
+    """Real Dockerfiles cut short, with a byte doubled, dropped or replaced: the conformance files
+    where they are beside the repository, else the samples' Dockerfiles (more mutations each)."""
     root = conformance_root()
-    if root is None:
-        return {}
+    if root is not None:
+        paths = sorted(root.rglob("Dockerfile"))
+    else:
+        paths = sorted((Path(__file__).resolve().parents[2] / "samples").glob("*/Dockerfile"))
+        per_file = max(per_file, 120 // max(len(paths), 1) + 1)
     rng = random.Random(seed)
     out: dict[str, bytes] = {}
-    for path in sorted(root.rglob("Dockerfile")):
+    for path in paths:
         data = path.read_bytes()
         if not data:
             continue

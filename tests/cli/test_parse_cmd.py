@@ -106,3 +106,26 @@ def test_internal_errors_do_not_print_tracebacks(
     assert main(["parse", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert "internal error: RuntimeError: kaboom" in err and "Traceback" not in err
+
+
+def test_brackets_print_as_written_not_as_markup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The table view and its warnings show `[...]` of a Dockerfile verbatim (a malformed flag such as
+    `--timeout"3s CMD ["/bin/test"]` once made the terminal renderer fail with an internal error)."""
+    path = tmp_path / "Dockerfile"
+    path.write_text('FROM scratch\nHEALTHCHECK --interval=30s --timeout"3s CMD ["/bin/test", "-f", "/x"]\n'
+                    'LABEL a="[/bold]"\n')
+    code = main(["parse", str(path)])
+    out, err = capsys.readouterr()
+    assert "internal error" not in err and "MarkupError" not in err
+    assert "[/bin/test" in out and "[/bold]" in out
+    assert code == 2 and "unknown flag" in err  # the malformed flag is still reported, with its line
+
+
+def test_tty_progress_prints_warnings_verbatim(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The terminal renderer: a warning naming a build-arg like `[/q]` prints as it is."""
+    (tmp_path / "Dockerfile").write_text('FROM scratch\nLABEL a="[/bold]"\n')
+    code = main(["--root", str(tmp_path / "store"), "build", "--progress", "tty", "--build-arg", "[/q]=1",
+                 str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 0 and "internal error" not in err, err
+    assert "build-arg [/q] was not consumed" in err
