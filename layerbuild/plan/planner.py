@@ -198,6 +198,9 @@ def plan_build(
     build_args = dict(build_args or {})
     meta_cmds, stages = parse_stages(df)
     _check_utf8(df, (cmd.node for cmd in meta_cmds))
+    if not stages:  # only ARGs (BuildKit: "dockerfile contains no stages to build")
+        raise syntax_error(df, meta_cmds[-1].node, "dockerfile contains no stages to build",
+                           hint="a build needs a FROM instruction after the global ARGs")
     predefined = host_platform_args()
     platform = predefined["TARGETPLATFORM"]
     # All the substitutions of one build share a bound, so that doubling a value with every

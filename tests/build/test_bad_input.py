@@ -129,6 +129,7 @@ LOCATED = {
     "LABEL with invalid UTF-8": (b"FROM scratch\nLABEL a=\xff\xfe\n", "Dockerfile:2:9: invalid UTF-8 in LABEL: byte 0xff"),
     "RUN with invalid UTF-8": (b"FROM scratch\nRUN echo \xc3(\n", "Dockerfile:2:10: invalid UTF-8 in RUN: byte 0xc3"),
     "EXPOSE abc/xyz": (b"FROM scratch\nEXPOSE 80 abc/xyz\n", "Dockerfile:2:11: invalid port 'abc/xyz'"),
+    "only global ARGs": (b"ARG A=1\nARG B\n", "Dockerfile:2:1: dockerfile contains no stages to build"),
     "EXPOSE out of range": (b"FROM scratch\nARG P=70000\nEXPOSE $P\n", "Dockerfile:3:8: invalid port range '70000'"),
     "bad --chmod": (b"FROM scratch\nCOPY --chmod=999 a.txt /b\n", "Dockerfile:2:6: invalid --chmod value '999'"),
     "line over 64 KiB": (b"FROM scratch\nLABEL a=" + b"x" * 65536 + b"\n",
