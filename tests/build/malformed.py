@@ -78,22 +78,21 @@ HANDWRITTEN: dict[str, bytes] = {
 
 
 def mutations(seed: int = 9, per_file: int = 6) -> dict[str, bytes]:
-    """Real Dockerfiles cut short, with a byte doubled, dropped or replaced: the conformance files
-    where they are beside the repository, else the samples' Dockerfiles (more mutations each)."""
+    """Real Dockerfiles cut short, with a byte doubled, dropped or replaced: the samples' Dockerfiles,
+    and the conformance files where they are beside the repository."""
     root = conformance_root()
+    samples = sorted((Path(__file__).resolve().parents[2] / "samples").glob("*/Dockerfile"))
+    seeds = [(path, 40) for path in samples]  # always, so a fresh clone has a corpus too
     if root is not None:
-        paths = sorted(root.rglob("Dockerfile"))
-    else:
-        paths = sorted((Path(__file__).resolve().parents[2] / "samples").glob("*/Dockerfile"))
-        per_file = max(per_file, 120 // max(len(paths), 1) + 1)
+        seeds += [(path, per_file) for path in sorted(root.rglob("Dockerfile"))]
     rng = random.Random(seed)
     out: dict[str, bytes] = {}
-    for path in paths:
+    for path, count in seeds:
         data = path.read_bytes()
         if not data:
             continue
         name = path.parent.name
-        for i in range(per_file):
+        for i in range(count):
             at = rng.randrange(len(data))
             kind = i % 3
             if kind == 0:
