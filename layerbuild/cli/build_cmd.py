@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from layerbuild.errors import UsageError
@@ -60,14 +64,28 @@ def _build_args(items: list[str]) -> dict[str, str]:
     return args
 
 
-def _outputs(items: list[str]) -> list[tuple[str, str] | dict[str, str]]:
+def _outputs(items: list[str], stdout_file: Callable[[], str]) -> list[tuple[str, str] | dict[str, str]]:
     """`type=TYPE,dest=PATH[,devices=true]` (or a bare PATH: type=local) as (type, dest), or a mapping
-    when devices= is given; the library checks them."""
+    when devices= is given; the library checks them. `dest=-` (and a bare `-`, a tar as docker
+    writes it) goes to the file `stdout_file()` names, which the caller then copies to standard output."""
     specs: list[tuple[str, str] | dict[str, str]] = []
+    to_stdout = 0
     for item in items:
-        fields = _kv_list(item, "--output") if "=" in item else {"type": "local", "dest": item}
+        fields = _kv_list(item, "--output") if "=" in item else (
+            {"type": "tar", "dest": "-"} if item == "-" else {"type": "local", "dest": item})
         if "dest" not in fields:
             raise UsageError(f"--output {item!r} needs dest=PATH")
+        if fields["dest"] == "-":
+            if fields.get("type", "local") == "local":
+                raise UsageError(f"--output {item!r}: a local export is a directory, not a stream",
+                                 hint="use type=tar,dest=- (or -o -) for a tar on standard output")
+            to_stdout += 1
+            if to_stdout > 1:
+                raise UsageError("only one --output can write to standard output")
+            if sys.stdout.isatty():
+                raise UsageError("refusing to write an image archive to a terminal",
+                                 hint="redirect the output to a file or a pipe (e.g. -o - > image.tar)")
+            fields = {**fields, "dest": stdout_file()}
         if "devices" in fields:
             specs.append({"type": fields.get("type", "local"), "dest": fields["dest"], "devices": fields["devices"]})
         else:
@@ -128,22 +146,47 @@ def run(args: argparse.Namespace) -> int:
     if args.cache_from or args.cache_to:
         raise UsageError("--cache-from/--cache-to are not supported yet", hint="the registry cache comes later")
     _check_report(args.report)
+    scratch: list[str] = []
+
+    def stdout_file() -> str:  # a private dir: the archive is written there, then streamed
+        scratch.append(tempfile.mkdtemp(prefix="layerbuild-output-"))
+        return os.path.join(scratch[0], "archive.tar")
+
+    outputs = _outputs(args.output, stdout_file)
     progress = make_progress("quiet" if args.quiet else args.progress)
     try:
         result = build(
             args.context, args.file or None, args.tag, _build_args(args.build_arg), args.target, args.no_cache, progress,
             args.root, no_cache_filter=args.no_cache_filter, jobs=args.jobs, network=args.network,
-            secrets=_secrets(args.secret), outputs=_outputs(args.output), source_date_epoch=_source_date_epoch(),
+            secrets=_secrets(args.secret), outputs=outputs, source_date_epoch=_source_date_epoch(),
             allow=[a.strip() for item in args.allow for a in item.split(",") if a.strip()],
             memory=args.memory, memory_swap=args.memory_swap, cpus=args.cpus, pids_limit=args.pids_limit,
         )  # fmt: skip
     finally:
         progress.close()
+        streamed = bool(scratch) and _stream_out(scratch[0])
     if args.report:
         try:
             write_report(result, args.report)
         except OSError as exc:
             raise UsageError(f"cannot write the report to {args.report!r}: {exc.strerror or exc}") from None
-    if args.quiet:
+    if args.quiet and not streamed:  # standard output carries the archive, and nothing else
         print(result.image.id)
     return 0
+
+
+def _stream_out(directory: str) -> bool:
+    """Copy the archive written for `dest=-` to standard output and remove its dir; False if the build
+    wrote none (it failed)."""
+    try:
+        try:
+            f = open(os.path.join(directory, "archive.tar"), "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            return False
+        with f:
+            sys.stdout.flush()
+            shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
+            sys.stdout.buffer.flush()
+        return True
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
