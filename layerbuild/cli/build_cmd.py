@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from layerbuild.cli.common import not_yet, open_store
 from layerbuild.errors import UsageError
 
 
@@ -39,6 +40,19 @@ def register(sub: Any) -> tuple[str, Any]:
     p.add_argument("--memory-swap", metavar="BYTES", help="memory plus swap of each RUN step (-1: unlimited swap)")
     p.add_argument("--cpus", metavar="N", help="CPUs of each RUN step (e.g. 1.5)")
     p.add_argument("--pids-limit", metavar="N", help="processes of each RUN step (default 2048, -1: unlimited)")
+    p.add_argument("--iidfile", metavar="FILE", help="write the image id to FILE")
+    p.add_argument("--metadata-file", metavar="FILE", help="write the build's result (JSON) to FILE")
+    registry = "it comes with registry support (pull and push)"
+    not_yet(p, "build", {
+        ("--platform",): (True, "builds are for this machine's platform; cross-platform builds come later"),
+        ("--pull",): (False, registry),
+        ("--label",): (True, "set labels with LABEL in the Dockerfile for now"),
+        ("--add-host",): (True, "RUN steps get /etc/hosts with localhost and their hostname for now"),
+        ("--ssh",): (True, "RUN --mount=type=ssh comes later"),
+        ("--build-context",): (True, "named contexts come later; use COPY --from=STAGE"),
+        ("--shm-size",): (True, "RUN steps get a 64 MiB /dev/shm"),
+        ("--ulimit",): (True, "RUN steps keep the limits layerbuild runs with; use --memory/--pids-limit"),
+    })
     return "build", run
 
 
@@ -170,9 +184,34 @@ def run(args: argparse.Namespace) -> int:
             write_report(result, args.report)
         except OSError as exc:
             raise UsageError(f"cannot write the report to {args.report!r}: {exc.strerror or exc}") from None
+    _write_files(args, result)
     if args.quiet and not streamed:  # standard output carries the archive, and nothing else
         print(result.image.id)
     return 0
+
+
+def _write_files(args: argparse.Namespace, result: Any) -> None:
+    """--iidfile (the image id, as docker writes it) and --metadata-file (BuildKit's keys)."""
+    import json
+
+    files: list[tuple[str, str]] = []
+    if args.iidfile:
+        files.append((args.iidfile, result.image.id))
+    if args.metadata_file:
+        from layerbuild.image import resolve_image
+
+        with open_store(args) as store:
+            manifest = resolve_image(store, result.image.id).manifest_digest
+        meta = {"containerimage.config.digest": result.image.id, "containerimage.digest": manifest}
+        if result.image.tags:
+            meta["image.name"] = ",".join(result.image.tags)
+        files.append((args.metadata_file, json.dumps(meta, indent=2) + "\n"))
+    for path, text in files:
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            raise UsageError(f"cannot write {path!r}: {exc.strerror or exc}") from None
 
 
 def _stream_out(directory: str) -> bool:

@@ -37,3 +37,20 @@ def human_size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def not_yet(parser: argparse.ArgumentParser, verb: str, flags: dict[tuple[str, ...], tuple[bool, str]]) -> None:
+    """Docker flags this verb does not have yet: each is accepted by the parser (so its value is not
+    taken for the context or the image) and refused by name, saying when it comes.
+
+    `flags` maps the flag's spellings to (whether it takes a value, when it comes)."""
+    for names, (takes_value, when) in flags.items():
+        shown = "/".join(names)
+
+        class Refuse(argparse.Action):
+            def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                         option_string: str | None = None, shown: str = shown, when: str = when) -> None:
+                raise UsageError(f"`{verb} {shown}` is not supported yet", hint=when)
+
+        parser.add_argument(*names, action=Refuse, nargs=None if takes_value else 0, help=argparse.SUPPRESS)
+

@@ -62,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed the usage error
         return int(exc.code or 0)
+    except LayerbuildError as exc:  # a docker flag that is not supported yet (cli.common.not_yet)
+        print(f"error: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
     if args.version:
         from layerbuild import __version__
 

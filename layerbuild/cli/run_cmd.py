@@ -7,7 +7,7 @@ import re
 import sys
 from typing import Any
 
-from layerbuild.cli.common import open_store
+from layerbuild.cli.common import not_yet, open_store
 from layerbuild.errors import LayerbuildError, UsageError
 
 # Exit code when layerbuild itself failed, so it is not mistaken for the container's own status.
@@ -15,7 +15,9 @@ FAILED = 125
 
 
 def register(sub: Any) -> tuple[str, Any]:
-    p = sub.add_parser("run", help="run a command in a new container")
+    # -h is the hostname, as in docker; --help stays
+    p = sub.add_parser("run", help="run a command in a new container", add_help=False)
+    p.add_argument("--help", action="help", help="show this help message and exit")
     p.add_argument("--rm", dest="remove", action="store_true", help="remove the container when it exits")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background and print the id")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached")
@@ -35,8 +37,18 @@ def register(sub: Any) -> tuple[str, Any]:
     p.add_argument("--memory-swap", metavar="BYTES", help="memory plus swap limit (-1: unlimited swap)")
     p.add_argument("--cpus", metavar="N", help="number of CPUs (e.g. 1.5)")
     p.add_argument("--pids-limit", metavar="N", help="process limit (-1: unlimited; default 2048)")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="read environment variables from FILE (K=V lines, # comments, K alone copies yours)")
+    p.add_argument("-h", "--hostname", dest="hostname", help="the container's hostname")
+    not_yet(p, "run", {
+        ("-p", "--publish"): (True, "ports come with bridge networking; --network host reaches the host's ports"),
+        ("-P", "--publish-all"): (False, "ports come with bridge networking; --network host reaches the host's ports"),
+        ("--add-host",): (True, "containers get /etc/hosts with localhost and their hostname for now"),
+        ("--privileged",): (False, "not offered: RUN --security=insecure with build --allow is the one escape hatch"),
+    })
     p.add_argument("image", metavar="IMAGE")
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="[COMMAND [ARG...]]",
+                   help="what to run (default: the image's ENTRYPOINT and CMD)")
     return "run", run
 
 
@@ -51,8 +63,13 @@ def run(args: argparse.Namespace) -> int:
     except LayerbuildError as exc:
         print(f"error: {exc.render()}", file=sys.stderr)
         return FAILED
+    try:
+        env = (*env_files(args.env_file), *args.env)
+    except LayerbuildError as exc:
+        print(f"error: {exc.render()}", file=sys.stderr)
+        return FAILED
     opts = RunOptions(
-        image=args.image, command=tuple(args.command), name=args.name, env=tuple(args.env),
+        image=args.image, command=tuple(args.command), name=args.name, env=env, hostname=args.hostname,
         workdir=args.workdir, user=args.user, network=args.network, volumes=tuple(args.volume),
         detach=args.detach, interactive=args.interactive, tty=args.tty, remove=args.remove,
         entrypoint=None if args.entrypoint is None else ((args.entrypoint,) if args.entrypoint else ()),
@@ -75,6 +92,29 @@ def run(args: argparse.Namespace) -> int:
 
 # docker's rule for container names (a leading "/" aside, which docker strips).
 _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+
+
+def env_files(paths: list[str]) -> list[str]:
+    """docker's --env-file: one K=V per line, blank lines and `#` lines skipped, a bare K copies the
+    caller's value (dropped if unset, as -e K does); values are taken literally, quotes included."""
+    out: list[str] = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise UsageError(f"cannot read --env-file {path!r}: {reason}") from None
+        for number, line in enumerate(lines, 1):
+            text = line.lstrip()
+            if not text or text.startswith("#"):
+                continue
+            key = text.partition("=")[0]
+            if not key or any(c.isspace() for c in key):
+                raise UsageError(f"{path}:{number}: invalid variable name {key!r} in --env-file",
+                                 hint="write one NAME=value per line")
+            out.append(text)
+    return out
 
 
 def check_options(args: argparse.Namespace) -> None:

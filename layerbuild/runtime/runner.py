@@ -50,6 +50,7 @@ class RunOptions:
     extra: dict[str, Any] = field(default_factory=dict)
     security_opt: tuple[str, ...] = ()
     limits: cgroups.Limits = field(default_factory=cgroups.Limits)
+    hostname: str | None = None  # default: the container's short id, as docker's
 
 
 def command_for(entrypoint: Sequence[str] | None, cmd: Sequence[str] | None, args: Sequence[str]) -> list[str]:
@@ -135,7 +136,8 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
     c = containers.create(store.root, name=opts.name, image=opts.image, image_id=image.id, argv=argv,
                           config=record)
     spec = ProcessSpec(argv=tuple(argv), env=tuple(env), cwd=workdir, user=user,
-                       hostname=c.short_id, network=opts.network, mounts=mounts, **security)
+                       hostname=opts.hostname or c.short_id, network=opts.network, mounts=mounts,
+                       **security)
     return c, spec, lowers
 
 
