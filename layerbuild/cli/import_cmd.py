@@ -16,22 +16,39 @@ if TYPE_CHECKING:
 def register(sub: Any) -> tuple[str, Any]:
     p = sub.add_parser("import", help="make an image from a rootfs tarball (plain, gzip or zstd; - for stdin)")
     p.add_argument("tarball", metavar="ROOTFS.tar")
-    p.add_argument("name", metavar="NAME[:TAG]")
+    p.add_argument("name", metavar="NAME[:TAG]", nargs="?", help="tag the image (docker: optional)")
+    p.add_argument("-c", "--change", action="append", default=[], metavar="INSTRUCTION",
+                   help="apply a Dockerfile instruction to the config: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, "
+                        "ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR")
+    p.add_argument("-m", "--message", default="", help="the history comment of the image's layer")
     return "import", run
 
 
 def run(args: argparse.Namespace) -> int:
     from layerbuild.image import import_rootfs
+    from layerbuild.worker.changes import apply_changes
+
+    changes = list(args.change)
+    apply_changes(empty_config(), changes)  # a bad --change is refused before the tarball is read
+
+    def edit(config: Any) -> Any:
+        return apply_changes(config, changes)
 
     with open_store(args) as store:
         if args.tarball == "-":
-            result = import_rootfs(store, sys.stdin.buffer, args.name)
+            result = import_rootfs(store, sys.stdin.buffer, args.name, edit=edit, message=args.message)
         else:
             try:
                 src = open(args.tarball, "rb")  # noqa: SIM115 - closed below
             except OSError as exc:
                 raise UsageError(f"cannot read {args.tarball}: {exc.strerror}") from None
             with src:
-                result = import_rootfs(store, src, args.name)
-    print(f"{result.tag} {result.manifest}")
+                result = import_rootfs(store, src, args.name, edit=edit, message=args.message)
+    print(result.config)  # the image id, as docker import prints it (and `images` shows)
     return 0
+
+
+def empty_config() -> Any:
+    from layerbuild.image.config import ImageConfig
+
+    return ImageConfig("amd64", "linux")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -22,7 +23,7 @@ class ImportResult:
     manifest: str
     config: str
     layer: LayerRecord
-    tag: str
+    tag: str | None
 
 
 def _created() -> str:
@@ -31,9 +32,11 @@ def _created() -> str:
     return format_created(seconds)
 
 
-def import_rootfs(store: Store, src: BinaryIO, ref: str, *, architecture: str | None = None) -> ImportResult:
-    """Make a one-layer image from a rootfs tarball and tag it `ref`, like `docker import`."""
-    tag = normalize_tag(ref)  # refused before any blob is written
+def import_rootfs(store: Store, src: BinaryIO, ref: str | None, *, architecture: str | None = None,
+                  edit: Callable[[ImageConfig], ImageConfig] | None = None, message: str = "") -> ImportResult:
+    """Make a one-layer image from a rootfs tarball and tag it `ref` (or leave it untagged), like
+    `docker import`; `edit` changes its config (`--change`), `message` is its history comment (`-m`)."""
+    tag = normalize_tag(ref) if ref else None  # refused before any blob is written
     with store.lease() as lease:
         layer = ingest_layer(store, src, what="the rootfs tarball")
         lease.add(layer.digest, layer.diff_id)
@@ -42,8 +45,10 @@ def import_rootfs(store: Store, src: BinaryIO, ref: str, *, architecture: str | 
             architecture or host_arch(),
             "linux",
             diff_ids=(layer.diff_id,),
-            history=(HistoryEntry(created=created, created_by="layerbuild import"),),
+            history=(HistoryEntry(created=created, created_by="layerbuild import", comment=message),),
             created=created,
         )
-        image = write_image(store, config, (tag,), layers=(layer,), lease=lease)
+        if edit is not None:
+            config = edit(config)
+        image = write_image(store, config, (tag,) if tag else (), layers=(layer,), lease=lease)
     return ImportResult(image.manifest_digest, image.config_digest, layer, tag)

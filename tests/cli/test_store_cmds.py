@@ -12,6 +12,8 @@ import pytest
 
 from layerbuild.cli.common import parse_size
 from layerbuild.cli.main import main
+from layerbuild.image import resolve_image
+from layerbuild.store import Store
 
 
 def rootfs_tar(path: Path) -> Path:
@@ -24,11 +26,37 @@ def rootfs_tar(path: Path) -> Path:
     return path
 
 
+def test_import_with_changes_and_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`import -c/--change` and `-m`, as `docker import` takes them; the name is optional."""
+    root = ["--root", str(tmp_path / "store")]
+    tar = str(rootfs_tar(tmp_path / "rootfs.tar"))
+    assert main([*root, "import", "-c", "ENV PATH=/bin", "-c", "ENV X=$PATH:/x", "-c", 'CMD ["sh"]',
+                 "-c", "WORKDIR app", "-c", "EXPOSE 80", "-c", "LABEL a=b", "-c", "USER 1000",
+                 "-c", "STOPSIGNAL SIGINT", "-c", "VOLUME /data", "-c", "ENTRYPOINT [\"/bin/e\"]",
+                 "-m", "from a tarball", tar, "imp:1"]) == 0
+    image_id = capsys.readouterr().out.strip()
+    with Store.open(tmp_path / "store") as store:
+        image = resolve_image(store, "imp:1")
+    assert image.config_digest == image_id
+    run = image.config.config
+    # as in a Dockerfile, an ENTRYPOINT after a CMD of the same changes keeps that CMD
+    assert run.env == ("PATH=/bin", "X=/bin:/x") and run.cmd == ("sh",) and run.entrypoint == ("/bin/e",)
+    assert run.working_dir == "/app" and run.exposed_ports == ("80/tcp",) and dict(run.labels) == {"a": "b"}
+    assert run.user == "1000" and run.stop_signal == "SIGINT" and run.volumes == ("/data",)
+    assert image.config.history[0].comment == "from a tarball"
+    assert main([*root, "import", tar]) == 0  # no name: an untagged image, its id printed
+    assert capsys.readouterr().out.startswith("sha256:")
+    for bad, message in (("RUN echo hi", "RUN cannot be set by import"), ("ENV", "invalid --change")):
+        assert main([*root, "import", "-c", bad, tar, "bad:1"]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_import_df_prune_fsck(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = ["--root", str(tmp_path / "store")]
     assert main([*root, "import", str(rootfs_tar(tmp_path / "rootfs.tar")), "base"]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("base:latest sha256:")
+    out = capsys.readouterr().out.strip()
+    with Store.open(tmp_path / "store") as store:  # the image id, as docker import prints it
+        assert out == resolve_image(store, "base").config_digest
 
     assert main([*root, "df"]) == 0
     out = capsys.readouterr().out
