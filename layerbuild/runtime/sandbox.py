@@ -365,6 +365,8 @@ def run_step(
         os.close(out_w)
         if in_r is not None:
             os.close(in_r)
+    with _running_lock:
+        _running.add(started.helper)
     try:
         if stdin is not None:  # from a thread, so a process that writes before it reads cannot block us
             threading.Thread(target=_feed, args=(in_w, stdin), daemon=True).start()
@@ -377,6 +379,8 @@ def run_step(
             else:
                 copyfs.diff_into_upper(started.rootfs, started.baseline, upper)
     finally:
+        with _running_lock:
+            _running.discard(started.helper)
         os.close(out_r)
         started.release()
         if cgroup is not None:
@@ -390,6 +394,21 @@ def run_step(
         code = 137 if reason == cgroups.OOM_MESSAGE else code
         tail += f"layerbuild: {reason}\n".encode()
     return StepResult(code, tail[-TAIL_BYTES:], started.error or reason)
+
+
+_running: set[subprocess.Popen[bytes]] = set()  # the helpers of the RUN steps under way
+_running_lock = threading.Lock()
+
+
+def cancel_running() -> None:
+    """Kill every RUN step under way in this process (Ctrl-C of a build): SIGKILL to its helper, whose
+    death takes the step's PID 1, and with it its whole PID namespace, and its network helper along.
+    Each step then ends as killed (137) and leaves nothing in the store; `run_step` cleans up as usual."""
+    with _running_lock:
+        helpers = list(_running)
+    for helper in helpers:
+        with contextlib.suppress(ProcessLookupError):
+            helper.kill()
 
 
 def _pump(fd: int, sink: BinaryIO | None) -> bytes:

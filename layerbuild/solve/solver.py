@@ -169,6 +169,7 @@ class Solver:
         self.previous = previous
         self._on_event = on_event
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._reports: dict[tuple[int, int], StepReport] = {}
         self._records: dict[tuple[int, int], StepRecord] = {}
         self._futures: dict[int, Future[State]] = {}
@@ -186,9 +187,16 @@ class Solver:
                 self._futures[stage.index] = pool.submit(self._stage, stage)
             try:
                 states = {i: f.result() for i, f in self._futures.items()}
-            except BaseException:
+            except BaseException as exc:
                 for future in self._futures.values():
                     future.cancel()
+                if not isinstance(exc, Exception):
+                    # Ctrl-C: start nothing more and stop what runs (an executor may offer `cancel()`),
+                    # so that the pool's shutdown does not wait for a long RUN step to end.
+                    self._stopping.set()
+                    cancel = getattr(self.executor, "cancel", None)
+                    if cancel is not None:
+                        cancel()
                 raise
         order = [(s.index, step.index) for s in self.plan.stages for step in s.steps]
         return SolveResult(
@@ -249,6 +257,8 @@ class Solver:
     def _step(
         self, stage: PlannedStage, step: Step, parent: State, records: list[StepRecord], no_cache: str | None
     ) -> State:
+        if self._stopping.is_set():
+            raise BuildError("the build was stopped")
         deps = tuple(self._source_state(s) for s in step.sources)
         task = self.executor.prepare(step.op, Inputs(parent, deps, self._log(stage, step)))
         try:

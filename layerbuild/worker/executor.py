@@ -28,6 +28,15 @@ class WorkerExecutor:
         self.secrets = dict(secrets or {})
         self.allow = allow
 
+    def cancel(self) -> None:
+        """The build is being abandoned (Ctrl-C): stop the RUN steps under way now."""
+        import sys
+
+        if "layerbuild.runtime.sandbox" in sys.modules:  # no step ever ran otherwise
+            from layerbuild.runtime.sandbox import cancel_running
+
+            cancel_running()
+
     def prepare(self, op: OpDef, inputs: Inputs) -> Task:
         if isinstance(op, Exec):
             from layerbuild.worker.runop import RunTask, check_entitled
