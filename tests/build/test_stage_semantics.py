@@ -13,7 +13,7 @@ import layerbuild
 from layerbuild.image.store_io import resolve_image
 from layerbuild.platforms import DEFAULT_PATH
 from layerbuild.store import Store
-from tests.build.kit import busybox, export
+from tests.build.kit import busybox, export, make_base
 
 pytestmark = pytest.mark.integration
 
@@ -62,3 +62,37 @@ def test_scratch_stage_expands_the_default_path(tmp_path: Path, root: Path, ctx:
     layerbuild.build(ctx, root=root, tags=["out:1"])
     assert (export(root, "out:1", tmp_path / "x") / "path.txt").read_text() == f"/opt/tool/bin:{DEFAULT_PATH}\n"
     assert _env(root, "out:1") == (f"PATH=/opt/tool/bin:{DEFAULT_PATH}",)
+
+
+CHILD_OF_STAGE = """\
+FROM base:1 AS a
+ARG V=one
+ARG W
+ENV E=env
+FROM a AS b
+ENV FROM_ARG=$V
+RUN echo "V=$V E=$E" > /out/seen && env | grep -E '^(V|W)=' > /out/env
+"""
+
+
+def test_child_stage_inherits_the_parent_stage_args(tmp_path: Path, root: Path, ctx: Path) -> None:
+    """`FROM a AS b` starts from stage a's state, build ARGs included: convert.go's
+    `dispatchState.init` sets `ds.state = ds.base.state` (where dispatchArg put each ARG value
+    with `d.state.AddEnv`) and `ds.buildArgs = append(ds.buildArgs, ds.base.buildArgs...)`.
+    So b's words expand them and its RUN steps have them in their environment; an ARG without a
+    value is not there; and they do not go to the image config (only ENV writes it)."""
+    make_base(tmp_path / "base", root)
+    (ctx / "Dockerfile").write_text(CHILD_OF_STAGE)
+    layerbuild.build(ctx, root=root, tags=["b:1"])
+    files = export(root, "b:1", tmp_path / "x")
+    assert (files / "out/seen").read_text() == "V=one E=env\n"
+    assert (files / "out/env").read_text() == "V=one\n"
+    env = dict(e.split("=", 1) for e in _env(root, "b:1"))
+    assert env["FROM_ARG"] == "one" and env["E"] == "env"
+    assert "V" not in env and "W" not in env
+
+    # The inherited value is part of the child's steps: a new --build-arg value reruns them.
+    layerbuild.build(ctx, root=root, tags=["b:2"], build_args={"V": "two"})
+    files = export(root, "b:2", tmp_path / "y")
+    assert (files / "out/seen").read_text() == "V=two E=env\n"
+    assert dict(e.split("=", 1) for e in _env(root, "b:2"))["FROM_ARG"] == "two"
