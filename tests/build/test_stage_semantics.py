@@ -96,3 +96,28 @@ def test_child_stage_inherits_the_parent_stage_args(tmp_path: Path, root: Path, 
     files = export(root, "b:2", tmp_path / "y")
     assert (files / "out/seen").read_text() == "V=two E=env\n"
     assert dict(e.split("=", 1) for e in _env(root, "b:2"))["FROM_ARG"] == "two"
+
+
+def test_copy_wildcard_matching_nothing_copies_nothing(tmp_path: Path, root: Path, ctx: Path) -> None:
+    """BuildKit's dispatchCopy (convert_copy.go) gives every context source `AllowWildcard` and
+    `AllowEmptyWildcard`; its file backend (`docopy`) returns before touching the destination
+    when a pattern resolves to no file. So COPY/ADD succeed when patterns match nothing, even all
+    of them, without creating the destination; a plain path that is missing is still an error."""
+    make_base(tmp_path / "base", root)
+    (ctx / "a.txt").write_text("A\n")
+    (ctx / "Dockerfile").write_text(
+        "FROM base:1\n"
+        "COPY *.nothing /none/\n"
+        "ADD missing-[0-9].tar /none-add/\n"
+        "COPY *.nothing a.txt /some/\n"
+        "RUN test ! -e /none && test ! -e /none-add && echo ok > /out/ok\n"
+    )
+    layerbuild.build(ctx, root=root, tags=["w:1"])
+    files = export(root, "w:1", tmp_path / "x")
+    assert (files / "some/a.txt").read_text() == "A\n"
+    assert (files / "out/ok").read_text() == "ok\n"
+    assert not (files / "none").exists() and not (files / "none-add").exists()
+
+    (ctx / "Dockerfile").write_text("FROM base:1\nCOPY *.nothing missing.txt /d/\n")
+    with pytest.raises(layerbuild.BuildError, match=r"'missing\.txt': not found in the build context"):
+        layerbuild.build(ctx, root=root, tags=["w:2"])
