@@ -206,7 +206,7 @@ class StageExpander:
     `meta_args` are the global ARG values (`resolve_meta_args`): a stage sees one only after
     re-declaring it with `ARG NAME`. `build_args` override the defaults of declared ARGs. `base_env`
     is the environment the stage starts from: the base image's config env, or for `FROM <stage>` the
-    parent stage's `env` after its walk. ENV and ARG write the same scope, the later one winning
+    parent stage's `env` after its walk; `base_args` the parent stage's `args`. ENV and ARG write the same scope, the later one winning
     (BuildKit's rule: `ARG X` then `ENV X=...` gives the ENV value, and the reverse gives the ARG's).
     """
 
@@ -218,16 +218,20 @@ class StageExpander:
         build_args: Mapping[str, str] | None = None,
         base_env: Mapping[str, str] | Iterable[tuple[str, str]] = (),
         budget: ExpansionBudget | None = None,
+        base_args: Iterable[tuple[str, str]] = (),
     ) -> None:
         self._df = dockerfile
         self._budget = budget
         self._meta = dict(meta_args or {})
         self._build_args = dict(build_args or {})
         start = dict(base_env.items() if isinstance(base_env, Mapping) else base_env)
+        self._env: dict[str, str] = dict(start)
+        # `FROM <stage>` starts from that stage's ARG values too (its `args`): in scope and in RUN's
+        # environment, never in the image config (BuildKit: the child's state is the parent's).
+        self._from_arg: dict[str, str] = dict(base_args)
+        start.update(self._from_arg)
         self._vars: dict[str, str] = dict(start)
         self._history = _ScopeHistory(start)
-        self._env: dict[str, str] = dict(start)
-        self._from_arg: dict[str, str] = {}
 
     @property
     def env(self) -> tuple[tuple[str, str], ...]:

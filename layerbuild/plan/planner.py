@@ -20,11 +20,21 @@ from layerbuild.parser.shell import MAX_BUILD_EXPANSION_BYTES, ExpansionBudget
 from layerbuild.plan.model import Base, BaseImage, BuildPlan, PlannedStage, Scratch, StageRef, Step, StepKind
 from layerbuild.plan.opmake import Network, make_op
 from layerbuild.plan.ops import Source
-from layerbuild.platforms import host_platform_args
+from layerbuild.platforms import DEFAULT_PATH, host_platform_args
 
 ResolveImage = Callable[[str, "str | None"], BaseImage]
 
 DEFAULT_SHELL: tuple[str, ...] = ("/bin/sh", "-c")
+
+
+def with_default_path(env: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """A stage's starting environment: BuildKit appends its default PATH when the base has none
+    (scratch, an imported rootfs), so that `$PATH` expands to it and RUN finds its programs."""
+    if any(key == "PATH" for key, _ in env):
+        return env
+    return (*env, ("PATH", DEFAULT_PATH))
+
+
 def step_kind(command: c.Command) -> StepKind:
     if isinstance(command, c.From):
         return "base"
@@ -215,6 +225,7 @@ def plan_build(
     env_out: dict[int, tuple[tuple[str, str], ...]] = {}
     onbuild_out: dict[int, tuple[str, ...]] = {}
     state_out: dict[int, tuple[str, str, tuple[str, ...]]] = {}
+    args_out: dict[int, tuple[tuple[str, str], ...]] = {}
     resolved: dict[tuple[str, str | None], BaseImage] = {}
 
     def image(ref: str, plat: str | None = None, node: Instruction | None = None) -> BaseImage:
@@ -240,6 +251,7 @@ def plan_build(
         frm = expanded_from.command
         base: Base
         base_env: tuple[tuple[str, str], ...] = ()
+        base_args: tuple[tuple[str, str], ...] = ()
         triggers: tuple[str, ...] = ()
         workdir: str
         user: str
@@ -248,20 +260,22 @@ def plan_build(
         origin = frm.base_name
         if frm.base_name.lower() == "scratch":
             base = Scratch()
+            base_env = with_default_path(())
         elif frm.base_name.lower() in names and names[frm.base_name.lower()] != index:
             base = StageRef(names[frm.base_name.lower()])
-            base_env = env_out[base.index]
+            base_env, base_args = env_out[base.index], args_out[base.index]
             workdir, user, shell = state_out[base.index]
             triggers = onbuild_out[base.index]
             origin = f"stage {frm.base_name}"
         else:
             base = image(frm.base_name, frm.platform, frm.node)
-            base_env, triggers = base.env, base.onbuild
+            base_env, triggers = with_default_path(base.env), base.onbuild
             workdir, user, shell = base.workdir or "/", base.user, base.shell or DEFAULT_SHELL
         from_args = tuple(sorted((k, meta[k] or "") for k in expanded_from.used_args))
         source_op = Source(ref=frm.base_name, identity=base.identity if isinstance(base, BaseImage) else "")
         steps: list[Step] = [Step(index, 0, "base", frm.node.original, frm, args=from_args, op=source_op)]
-        expander = StageExpander(df, meta_args=meta, build_args=build_args, base_env=base_env, budget=budget)
+        expander = StageExpander(df, meta_args=meta, build_args=build_args, base_env=base_env, budget=budget,
+                                 base_args=base_args)
         commands = [*_triggers(df, triggers, origin), *stage.commands]
         trigger_count = len(commands) - len(stage.commands)
         own_onbuild: list[str] = []
@@ -297,6 +311,7 @@ def plan_build(
             elif isinstance(cmd, c.Shell):
                 shell = cmd.shell
         env_out[index] = expander.env
+        args_out[index] = expander.args
         state_out[index] = (workdir, user, shell)
         onbuild_out[index] = tuple(own_onbuild)
         planned[index] = PlannedStage(index, stage.name, base, tuple(steps), frm.platform)

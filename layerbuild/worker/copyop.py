@@ -61,6 +61,7 @@ class CopyTask:
             chown=op.chown, chmod=op.chmod, link=op.link,
             heredocs=tuple(SourceContent(path=f.name, data=f.data, expand=False) for f in op.contents),
             is_add=op.add, checksum=op.checksum, keep_git_dir=op.keep_git_dir,
+            allow_empty_wildcard=True,  # as BuildKit's Dockerfile COPY/ADD: a pattern may match nothing
         )  # fmt: skip
         return Content(self.selection.content_key, self.selection.fingerprints)
 

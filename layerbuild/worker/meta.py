@@ -53,6 +53,9 @@ class ConfigBuilder:
     def __init__(self, config: ImageConfig) -> None:
         self._base = config
         run = config.config
+        if not any(entry.partition("=")[0] == "PATH" for entry in run.env):
+            # BuildKit gives a stage whose base has no PATH (an imported rootfs) its default PATH.
+            run = dataclasses.replace(run, env=(*run.env, f"PATH={DEFAULT_PATH}"))
         self._changes: dict[str, Any] = {}  # plain ContainerConfig fields set by the steps
         self._env = list(run.env)
         self._env_at: dict[str, int] = {}  # key -> index of its first entry, as with_env replaces it

@@ -116,3 +116,31 @@ def test_copy_from_image_resolves_it() -> None:
     plan = plan_build(parse("FROM scratch\nCOPY --from=tools:1 /t /t\n"), resolve_image=resolve)
     assert seen == ["tools:1"]
     assert isinstance(plan.stages[0].steps[1].sources[0], BaseImage)
+
+
+def test_a_base_without_path_gets_the_default_path() -> None:
+    """BuildKit appends its default PATH to a stage's base env when it has none (convert.go,
+    dispatchStages: "make sure that PATH is always set"); `$PATH` then expands to it."""
+    from layerbuild.platforms import DEFAULT_PATH
+
+    rootfs = BaseImage("rootfs", "sha256:" + "5" * 64, env=(("LANG", "C"),))
+    for base in ("scratch", "rootfs"):
+        text = f"FROM {base}\nENV PATH=/opt/bin:$PATH\nRUN x\n"
+        steps = plan_build(parse(text), resolve_image=resolver({"rootfs": rootfs})).stages[0].steps
+        assert steps[1].command.pairs[0].value == f"/opt/bin:{DEFAULT_PATH}"  # type: ignore[attr-defined]
+        assert dict(steps[2].op.env)["PATH"] == f"/opt/bin:{DEFAULT_PATH}"  # type: ignore[union-attr]
+    kept = BaseImage("kept", "sha256:" + "6" * 64, env=(("PATH", "/only"),))
+    steps = plan_build(parse("FROM kept\nRUN x\n"), resolve_image=resolver({"kept": kept})).stages[0].steps
+    assert dict(steps[1].op.env)["PATH"] == "/only"  # type: ignore[union-attr]
+
+
+def test_child_stage_sees_the_parent_stage_args() -> None:
+    """convert.go `dispatchState.init`: a stage FROM another starts from its state and its
+    buildArgs, so the parent's ARG values are in scope, in RUN's env and in the step's args."""
+    text = "FROM scratch AS a\nARG V=one\nARG W\nENV E=e\nFROM a\nCOPY $V /x\nRUN x\n"
+    steps = plan_build(parse(text), resolve_image=resolver(), build_args={"W": "w"}).stages[-1].steps
+    assert steps[1].command.sources == ("one",)  # type: ignore[attr-defined]
+    assert steps[1].args == (("V", "one"),)
+    env = dict(steps[2].op.env)  # type: ignore[union-attr]
+    assert (env["V"], env["W"], env["E"]) == ("one", "w", "e")
+    assert steps[2].args == (("V", "one"), ("W", "w"))
