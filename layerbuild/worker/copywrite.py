@@ -3,8 +3,9 @@
 Placement follows BuildKit's copy: a directory source fills the destination directory; a file goes to
 `dest/<name>` when the destination is a directory (by spelling, by having several sources, or because
 it exists as one in the image), else to `dest` itself. Missing parents are created as 0755 directories
-owned by the --chown user; directories that already exist in the image are not re-emitted, so their
-mode and owner stay what they were.
+owned by the --chown user; directories that already exist in the image are emitted with the mode, owner
+and mtime they have below (as BuildKit's layer diff carries them), so the layer's implicit parents never
+mask them once unpacked.
 """
 
 from __future__ import annotations
@@ -29,10 +30,42 @@ from layerbuild.worker.fetch import unpack_archive
 from layerbuild.worker.selection import CopySelection, CopySource
 
 Existing = Callable[[str], bool]  # absolute image path -> is it an existing directory (symlinks followed)
+# absolute image path -> (mode, uid, gid, mtime) of the real directory there below, None if it is no
+# directory or is reached through a symlink (a layer entry there would replace the link)
+Below = Callable[[str], "tuple[int, int, int, int] | None"]
 
 
 def no_existing(_path: str) -> bool:
     return False
+
+
+def no_below(_path: str) -> tuple[int, int, int, int] | None:
+    return None
+
+
+def rootfs_parents(root: str | os.PathLike[str]) -> Below:
+    """A `below` callback over a materialized rootfs: the metadata of its real directories (owners
+    as the stage tree reads them, so a rootless view's recorded owners count)."""
+    tree = StageTree(root)
+    base = os.fspath(root)
+
+    def meta(path: str) -> tuple[int, int, int, int] | None:
+        here = base
+        st = None
+        for part in [p for p in path.split("/") if p]:
+            here = here + "/" + part
+            try:
+                st = os.lstat(here)
+            except OSError:
+                return None
+            if not stat.S_ISDIR(st.st_mode):
+                return None
+        if st is None:
+            return None
+        uid, gid = tree.owner(Entry(path.strip("/"), here, st)) or (0, 0)
+        return stat.S_IMODE(st.st_mode), uid, gid, st.st_mtime_ns // 1_000_000_000
+
+    return meta
 
 
 def rootfs_dirs(root: str | os.PathLike[str]) -> Existing:
@@ -53,11 +86,13 @@ class _Layout:
     """The layer being assembled: layer path -> entry, with parent directories made on demand."""
 
     def __init__(
-        self, sel: CopySelection, owner: tuple[int, int] | None, existing: Existing, sde: int | None
+        self, sel: CopySelection, owner: tuple[int, int] | None, existing: Existing, sde: int | None,
+        below: Below = no_below,
     ) -> None:
         self.sel = sel
         self.owner = owner
         self.existing = existing
+        self.below = below
         self.fixed_time = sde or 0
         self.entries: dict[str, MappedEntry] = {}
 
@@ -82,6 +117,15 @@ class _Layout:
                 continue
             if not self.existing("/" + parent):
                 self.entries[parent] = self.synthesized_dir(parent)
+            else:
+                self.keep_existing(parent)
+
+    def keep_existing(self, path: str) -> None:
+        """Carry the directory `path` that exists below with its own metadata (not the --chown owner)."""
+        meta = self.below("/" + path)
+        if meta is not None and path not in self.entries:
+            mode, uid, gid, mtime = meta
+            self.entries[path] = MappedEntry(path, Kind.DIR, mode=mode, uid=uid, gid=gid, mtime=mtime)
 
     def put(self, entry: MappedEntry) -> None:
         old = self.entries.get(entry.path)
@@ -153,6 +197,9 @@ class _Layout:
                 )  # created by the copy: takes the source dir's metadata
             else:
                 self.put(self.synthesized_dir(dest))
+        elif dest:
+            self.ensure_parents(dest)
+            self.keep_existing(dest)
         return dest
 
     def add_members(self, target: str, members: list[tuple[str, Entry]], tree: SourceTree) -> None:
@@ -211,6 +258,7 @@ def write_copy_layer(
     *,
     user_db: UserDB = NO_USERS,
     existing: Existing = no_existing,
+    below: Below = no_below,
     source_date_epoch: int | None = None,
     compression: Compression = Compression.ZSTD,
     reuse: Reuse | None = None,
@@ -220,11 +268,13 @@ def write_copy_layer(
     `reuse` offers the frames of this step's previous layer, so an edit costs the changed files
     (see layer.frames); the bytes written are the same as without it.
 
-    `existing` says which directories the image below already has (ignored with --link, whose layer
-    must not depend on them); `user_db` resolves --chown names. Source mtimes are kept (clamped to
+    `existing` says which directories the image below already has and `below` their metadata (both
+    ignored with --link, whose layer must not depend on them); `user_db` resolves --chown names. Source mtimes are kept (clamped to
     `source_date_epoch`); created directories and heredoc files get `source_date_epoch` or 0."""
     owner = resolve_chown(sel.chown, user_db) if sel.chown is not None else None
-    layout = _Layout(sel, owner, no_existing if sel.link else existing, source_date_epoch)
+    layout = _Layout(
+        sel, owner, no_existing if sel.link else existing, source_date_epoch, no_below if sel.link else below
+    )
     scratch: list[Path] = []
 
     def tmp() -> Path:

@@ -14,7 +14,7 @@ from layerbuild.errors import BuildError
 from layerbuild.instructions.commands import SourceContent
 from layerbuild.worker.copy import normalize_dest, select_copy
 from layerbuild.worker.copyowner import RootfsUserDB, StaticUserDB, parse_chmod
-from layerbuild.worker.copywrite import rootfs_dirs
+from layerbuild.worker.copywrite import rootfs_dirs, rootfs_parents
 from tests.worker.helpers import extract, layer_bytes, write
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="checks owners, which needs root to extract")
@@ -64,18 +64,33 @@ def test_directory_copies_its_contents(ctx: BuildContext, tmp_path: Path) -> Non
     assert t["app2"][1] == 0o755  # dest spelled as a directory: made like mkdir -p
 
 
-def test_existing_directories_are_not_reemitted(ctx: BuildContext, tmp_path: Path) -> None:
+def test_existing_directories_carry_their_metadata_from_below(ctx: BuildContext, tmp_path: Path) -> None:
     lower = tmp_path / "lower"
     (lower / "usr/local").mkdir(parents=True)
     os.chmod(lower / "usr/local", 0o700)
-    sel = select_copy(ctx, ["a.txt"], "/usr/local/bin/")
-    data = layer_bytes(sel, existing=rootfs_dirs(lower))
-    with tarfile.open(
-        fileobj=io.BytesIO(
-            __import__("zstandard").ZstdDecompressor().decompress(data, max_output_size=1 << 20)
-        )
-    ) as tf:
-        assert tf.getnames() == ["usr/local/bin", "usr/local/bin/a.txt"]
+    os.chown(lower / "usr/local", 7, 8)
+    os.utime(lower / "usr/local", (1000, 1000))
+    (lower / "lnk").symlink_to("usr")
+    sel = select_copy(ctx, ["a.txt"], "/usr/local/bin/", chown="5:6")
+    data = layer_bytes(sel, existing=rootfs_dirs(lower), below=rootfs_parents(lower))
+    raw = __import__("zstandard").ZstdDecompressor().decompress(data, max_output_size=1 << 20)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        got = {m.name: (m.mode, m.uid, m.gid) for m in tf.getmembers()}
+        assert tf.getmember("usr/local").mtime == 1000
+    usr = os.stat(lower / "usr")
+    assert got == {
+        "usr": (0o755, 0, 0),
+        "usr/local": (0o700, 7, 8),  # as below, not the --chown owner
+        "usr/local/bin": (0o755, 5, 6),  # created: the --chown owner
+        "usr/local/bin/a.txt": (0o644, 5, 6),
+    }
+    assert usr.st_uid == 0
+    # Through a symlink, nothing is emitted for the link (an entry there would replace it).
+    sel = select_copy(ctx, ["src"], "/lnk/local/")
+    data = layer_bytes(sel, existing=rootfs_dirs(lower), below=rootfs_parents(lower))
+    raw = __import__("zstandard").ZstdDecompressor().decompress(data, max_output_size=1 << 20)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        assert "lnk" not in tf.getnames() and "lnk/local/app.py" in tf.getnames()
 
 
 def test_several_sources_make_dest_a_directory(ctx: BuildContext, tmp_path: Path) -> None:
