@@ -5,7 +5,8 @@ Placement follows BuildKit's copy: a directory source fills the destination dire
 it exists as one in the image), else to `dest` itself. Missing parents are created as 0755 directories
 owned by the --chown user; directories that already exist in the image are emitted with the mode, owner
 and mtime they have below (as BuildKit's layer diff carries them), so the layer's implicit parents never
-mask them once unpacked.
+mask them once unpacked. Files of the selection that are hard links of each other (same st_dev and
+st_ino, st_nlink > 1) stay links: the first in layer order is written, the others as tar hard links to it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from layerbuild.context.tree import Entry, SourceTree, StageTree
 from layerbuild.errors import BuildError
 from layerbuild.layer import Compression, Kind, LayerInfo, MappedEntry, write_mapped
 from layerbuild.layer.frames import Reuse
+from layerbuild.layer.mapped import canonical_order
 from layerbuild.layer.tarformat import kind_of_mode
 from layerbuild.store.layout import system_scratch
 from layerbuild.worker.copyowner import NO_USERS, UserDB, resolve_chown
@@ -95,6 +97,10 @@ class _Layout:
         self.below = below
         self.fixed_time = sde or 0
         self.entries: dict[str, MappedEntry] = {}
+        # layer path -> (source number, inode) of a file with several links: links are kept within one
+        # source, as BuildKit's copy of each source tracks them
+        self.linked: dict[str, tuple[int, int, int]] = {}
+        self.source_number = 0
 
     def dir_exists(self, path: str) -> bool:
         known = self.entries.get(path)
@@ -153,6 +159,8 @@ class _Layout:
             mode = self.sel.chmod(mode, kind is Kind.DIR)
         mtime = st.st_mtime_ns // 1_000_000_000
         if kind is Kind.FILE:
+            if st.st_nlink > 1:
+                self.linked[path] = (self.source_number, st.st_dev, st.st_ino)
             cap = read_capability(entry.path)
             return MappedEntry(
                 path,
@@ -180,6 +188,23 @@ class _Layout:
                 devminor=os.minor(st.st_rdev),
             )
         return MappedEntry(path, kind, mode=mode, uid=uid, gid=gid, mtime=mtime)
+
+    def final_entries(self) -> list[MappedEntry]:
+        """The entries, with every file after the first (in layer order) of an inode as a hard link."""
+        groups: dict[tuple[int, int, int], list[str]] = {}
+        for path, inode in self.linked.items():
+            got = self.entries.get(path)
+            if got is not None and got.kind is Kind.FILE and got.identity == inode[1:] and got.source is not None:
+                groups.setdefault(inode, []).append(path)
+        out = dict(self.entries)
+        for paths in groups.values():
+            paths.sort(key=canonical_order)
+            for path in paths[1:]:
+                e = out[path]
+                out[path] = MappedEntry(
+                    path, Kind.HARDLINK, mode=e.mode, uid=e.uid, gid=e.gid, mtime=e.mtime, linkname=paths[0]
+                )
+        return list(out.values())
 
     def file_target(self, name: str) -> str:
         dest = self.sel.dest.lstrip("/")
@@ -283,10 +308,11 @@ def write_copy_layer(
         return scratch[0]
 
     try:
-        for src in sel.sources:
+        for number, src in enumerate(sel.sources):
+            layout.source_number = number
             layout.add_source(src, tmp)
         return write_mapped(
-            layout.entries.values(), out, compression=compression, source_date_epoch=source_date_epoch,
+            layout.final_entries(), out, compression=compression, source_date_epoch=source_date_epoch,
             reuse=reuse,
         )
     finally:

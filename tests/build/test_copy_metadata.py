@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,38 @@ RUN stat -c '%n %u:%g %a' /home/user /opt/app /opt/app/new /opt > /seen
     for path, want in (("home/user", (1000, 1000, 0o700)), ("opt/app", (1000, 0, 0o750))):
         st = (fs / path).stat()
         assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == want
+
+
+def test_hard_links_survive_copy_run_and_local_export(bb_ctx: Path, root: Path, tmp_path: Path) -> None:
+    """Files sharing an inode in a COPY source stay one inode in the snapshot RUN sees and in an
+    `--output type=local` export (BuildKit/fsutil copy writes later links as tar hard links)."""
+    write(bb_ctx, {"tree/a": "same\n", "Dockerfile": BUSYBOX_BASE + """\
+COPY tree /tree/
+RUN stat -c '%n %h' /tree/a /tree/b /tree/c > /links && test "$(stat -c %i /tree/a)" = "$(stat -c %i /tree/c)"
+"""})
+    os.link(bb_ctx / "tree/a", bb_ctx / "tree/b")
+    os.link(bb_ctx / "tree/a", bb_ctx / "tree/c")
+    out = tmp_path / "local"
+    layerbuild.build(bb_ctx, root=root, tags=["links:1"], outputs=[("local", str(out))])
+    assert (out / "links").read_text().splitlines() == ["/tree/a 3", "/tree/b 3", "/tree/c 3"]
+    stats = [os.stat(out / "tree" / n) for n in "abc"]
+    assert len({st.st_ino for st in stats}) == 1 and stats[0].st_nlink == 3
+    assert (out / "tree/c").read_text() == "same\n"
+
+
+def test_changing_only_the_link_structure_rebuilds_the_copy(bb_ctx: Path, root: Path, tmp_path: Path) -> None:
+    """Same names, contents, modes and mtimes, but /tree/b no longer a link of /tree/a: the cached COPY
+    layer (with its hard link) must not be reused."""
+    write(bb_ctx, {"tree/a": "same\n", "Dockerfile": BUSYBOX_BASE + "COPY tree /tree/\nRUN stat -c %h /tree/b > /n\n"})
+    os.link(bb_ctx / "tree/a", bb_ctx / "tree/b")
+    first = tmp_path / "one"
+    layerbuild.build(bb_ctx, root=root, tags=["l:1"], outputs=[("local", str(first))])
+    assert (first / "n").read_text() == "2\n"
+    mtime = os.stat(bb_ctx / "tree/a").st_mtime_ns
+    os.unlink(bb_ctx / "tree/b")
+    (bb_ctx / "tree/b").write_text("same\n")
+    os.utime(bb_ctx / "tree/b", ns=(mtime, mtime))
+    second = tmp_path / "two"
+    layerbuild.build(bb_ctx, root=root, tags=["l:2"], outputs=[("local", str(second))])
+    assert (second / "n").read_text() == "1\n"
+    assert os.stat(second / "tree/a").st_ino != os.stat(second / "tree/b").st_ino
