@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
+import zstandard
 
 import layerbuild
 from layerbuild.image.export import export_local
@@ -17,6 +20,12 @@ from tests.conftest import BUSYBOX_BASE
 pytestmark = pytest.mark.integration
 
 
+def _members(blob: bytes) -> dict[str, tuple[int, int, int]]:
+    raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob), read_across_frames=True).read()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        return {m.name: (m.uid, m.gid, m.mode) for m in tar.getmembers()}
+
+
 def _export(root: Path, ref: str, out: Path) -> Path:
     with Store.open(root) as store:
         export_local(store, resolve_image(store, ref), out)
@@ -24,10 +33,12 @@ def _export(root: Path, ref: str, out: Path) -> Path:
 
 
 def test_copy_into_existing_directories_keeps_their_owner_and_mode(bb_ctx: Path, root: Path) -> None:
-    """BuildKit's COPY layer carries each existing parent with the metadata it has below (fsutil's copy
-    with CreateDestPath only creates what is missing; the layer diff then holds the parents as they
-    are), so neither RUN, the image's files nor an export see them reset to 0:0 0755; only created
-    directories take the --chown owner."""
+    """BuildKit's COPY layer carries each existing parent with the metadata it has below: fsutil's
+    `Copy` (copy/copy.go, used by BuildKit's file op) only creates what `MkdirAll`/`prepareTargetDir`
+    find missing and leaves an existing destination directory's mode and owner alone
+    (`copyDirectoryOnly` reports it not created), and the layer diff then holds the parents as they
+    are. So neither RUN, the image's layers (what `save` writes) nor an export see them reset to
+    0:0 0755; only created directories take the --chown owner."""
     write(bb_ctx, {"f.txt": "f\n", "Dockerfile": BUSYBOX_BASE + """\
 RUN mkdir -p /home/user /opt/app && chown 1000:1000 /home/user && chmod 0700 /home/user \\
  && chown 1000 /opt/app && chmod 0750 /opt/app
@@ -46,11 +57,18 @@ RUN stat -c '%n %u:%g %a' /home/user /opt/app /opt/app/new /opt > /seen
     for path, want in (("home/user", (1000, 1000, 0o700)), ("opt/app", (1000, 0, 0o750))):
         st = (fs / path).stat()
         assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == want
+    with Store.open(root) as store:  # the layer blobs themselves, as `save` hands them to docker load
+        layers = resolve_image(store, "meta:1").layers
+        copies = [_members(store.blobs.path(r.digest).read_bytes()) for r in layers[-3:-1]]
+    assert copies[0]["home/user"] == (1000, 1000, 0o700)
+    assert copies[1]["opt/app"] == (1000, 0, 0o750) and copies[1]["opt/app/new"] == (5, 6, 0o755)
 
 
 def test_hard_links_survive_copy_run_and_local_export(bb_ctx: Path, root: Path, tmp_path: Path) -> None:
     """Files sharing an inode in a COPY source stay one inode in the snapshot RUN sees and in an
-    `--output type=local` export (BuildKit/fsutil copy writes later links as tar hard links)."""
+    `--output type=local` export: fsutil's copier (copy/copy.go, BuildKit's file op) keeps an
+    `inodes` map per copied source and hard-links later paths of an inode (`getLinkSource`), so
+    the layer diff holds them as tar hard links."""
     write(bb_ctx, {"tree/a": "same\n", "Dockerfile": BUSYBOX_BASE + """\
 COPY tree /tree/
 RUN stat -c '%n %h' /tree/a /tree/b /tree/c > /links && test "$(stat -c %i /tree/a)" = "$(stat -c %i /tree/c)"
