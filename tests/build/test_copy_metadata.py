@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from layerbuild.image.export import export_local
 from layerbuild.image.store_io import resolve_image
 from layerbuild.store import Store
 from tests.build.conftest import write
-from tests.conftest import BUSYBOX_BASE
+from tests.conftest import BUSYBOX_BASE, busybox_binary
+from tests.runtime.rootless import as_user, ensure_user, python_for_user, rootless_home  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +101,28 @@ def test_changing_only_the_link_structure_rebuilds_the_copy(bb_ctx: Path, root: 
     layerbuild.build(bb_ctx, root=root, tags=["l:2"], outputs=[("local", str(second))])
     assert (second / "n").read_text() == "1\n"
     assert os.stat(second / "tree/a").st_ino != os.stat(second / "tree/b").st_ino
+
+
+def test_existing_parent_metadata_rootless(rootless_home: Path) -> None:  # noqa: F811
+    """Rootless, the stage below records owners in an xattr: the COPY layer must carry those, not the
+    unprivileged user's own ids, for the parents it passes through."""
+    user = ensure_user()
+    ctx = rootless_home / "ctx-meta"
+    ctx.mkdir(exist_ok=True)
+    (ctx / "f.txt").write_text("f\n")
+    (ctx / "Dockerfile").write_text(BUSYBOX_BASE + """\
+RUN mkdir -p /home/user && chown 1000:1000 /home/user && chmod 0700 /home/user
+COPY f.txt /home/user/
+RUN stat -c '%u:%g %a' /home/user > /seen
+CMD ["cat", "/seen"]
+""")
+    shutil.copy(busybox_binary(), ctx / "busybox")
+    for path in (ctx, *ctx.iterdir()):
+        os.chown(path, user.pw_uid, user.pw_gid)
+    python, env = python_for_user(rootless_home)
+    lb = [python, "-m", "layerbuild", "--root", str(rootless_home / "store-meta")]
+    built = as_user([*lb, "build", "--progress", "plain", "-t", "meta:1", str(ctx)], env)
+    assert built.returncode == 0, built.stderr
+    ran = as_user([*lb, "run", "--rm", "meta:1"], env)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "1000:1000 700"
