@@ -31,7 +31,8 @@ class MappedEntry:
     `path` is relative to the layer root ('/'-separated, no `.`/`..`). A regular file takes its content
     from `data` when given, else from the file `source` (read without following a final symlink),
     whose `size` bytes are written; `identity` (st_dev, st_ino), when given, must match the opened
-    file, so a source swapped since it was hashed is refused rather than silently written.
+    file, so a source swapped since it was hashed is refused rather than silently written. A hard link
+    (Kind.HARDLINK) names in `linkname` the layer path of a regular file entry that sorts before it.
     """
 
     path: str
@@ -48,6 +49,11 @@ class MappedEntry:
     devminor: int = 0
     identity: tuple[int, int] | None = None
     xattrs: tuple[tuple[bytes, bytes], ...] = field(default=())
+
+
+def canonical_order(path: str) -> tuple[bytes, ...]:
+    """The sort key that places `path` in a mapped layer (depth first, names in byte order)."""
+    return tuple(p for p in os.fsencode(path).split(b"/") if p not in (b"", b"."))
 
 
 def _components(path: str) -> tuple[bytes, ...]:
@@ -133,6 +139,14 @@ def write_mapped(
         if entry.kind is Kind.FILE and entry.data is None and entry.source is None and entry.size:
             raise UsageError(f"mapped layer file {entry.path!r} has a size but no content")
         keyed[parts] = entry
+    for parts, entry in keyed.items():
+        if entry.kind is Kind.HARDLINK:
+            target = keyed.get(canonical_order(entry.linkname))
+            if target is None or target.kind is not Kind.FILE or canonical_order(entry.linkname) >= parts:
+                raise UsageError(
+                    f"mapped layer hard link {entry.path!r} must name a file written before it, "
+                    f"not {entry.linkname!r}"
+                )
 
     def produce(sink: LayerSink) -> None:
         buf = bytearray()

@@ -293,6 +293,7 @@ def _key(
             fp = tree.fingerprint(entry)  # type: ignore[union-attr]
             fps[entry.rel] = fp
             h.update(b"\n" + rel.encode("utf-8", "surrogateescape") + b"\0" + fp.encode())
+        _key_links(h, src)
         if src.data is not None:
             fp = xxhash.xxh3_128_hexdigest(src.data)
             fps["<<" + src.name] = fp
@@ -304,6 +305,18 @@ def _key(
             h.update(fp.encode())
     sel.content_key = h.hexdigest()
     sel.fingerprints = fps
+
+
+def _key_links(h: Any, src: CopySource) -> None:
+    """Hash which of the source's files are hard links of each other: the layer writes them as links,
+    so changing the link structure alone (same contents) must change the key."""
+    inodes: dict[tuple[int, int], list[str]] = {}
+    for rel, entry in src.members:
+        if entry.is_file and entry.st.st_nlink > 1:
+            inodes.setdefault((entry.st.st_dev, entry.st.st_ino), []).append(rel)
+    groups = sorted(sorted(rels) for rels in inodes.values() if len(rels) > 1)
+    for rels in groups:
+        h.update(b"\nlinks\0" + "\0".join(rels).encode("utf-8", "surrogateescape"))
 
 
 def write_copy_layer(sel: CopySelection, out: BinaryIO, **kw: Any) -> LayerInfo:

@@ -77,11 +77,14 @@ class CopyTask:
         if chown and lower is not None and not all(p.isdigit() for p in chown.split(":") if p):
             user_db = RootfsUserDB(lower)
         existing: Callable[[str], bool] = _exists_in(lower) if lower is not None else (lambda path: False)
+        from layerbuild.worker.copywrite import no_below, rootfs_parents  # the layer writer, on first use
+
+        below = rootfs_parents(lower) if lower is not None else no_below
         epoch = self.op.source_date_epoch
         reuse = self.services.reuse_from(previous)
         return self.services.store_layer(
             lambda out: write_copy_layer(
-                sel, out, user_db=user_db, existing=existing, source_date_epoch=epoch, reuse=reuse,
+                sel, out, user_db=user_db, existing=existing, below=below, source_date_epoch=epoch, reuse=reuse,
             )
         )  # fmt: skip
 

@@ -3,8 +3,10 @@
 Placement follows BuildKit's copy: a directory source fills the destination directory; a file goes to
 `dest/<name>` when the destination is a directory (by spelling, by having several sources, or because
 it exists as one in the image), else to `dest` itself. Missing parents are created as 0755 directories
-owned by the --chown user; directories that already exist in the image are not re-emitted, so their
-mode and owner stay what they were.
+owned by the --chown user; directories that already exist in the image are emitted with the mode, owner
+and mtime they have below (as BuildKit's layer diff carries them), so the layer's implicit parents never
+mask them once unpacked. Files of the selection that are hard links of each other (same st_dev and
+st_ino, st_nlink > 1) stay links: the first in layer order is written, the others as tar hard links to it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from layerbuild.context.tree import Entry, SourceTree, StageTree
 from layerbuild.errors import BuildError
 from layerbuild.layer import Compression, Kind, LayerInfo, MappedEntry, write_mapped
 from layerbuild.layer.frames import Reuse
+from layerbuild.layer.mapped import canonical_order
 from layerbuild.layer.tarformat import kind_of_mode
 from layerbuild.store.layout import system_scratch
 from layerbuild.worker.copyowner import NO_USERS, UserDB, resolve_chown
@@ -29,10 +32,42 @@ from layerbuild.worker.fetch import unpack_archive
 from layerbuild.worker.selection import CopySelection, CopySource
 
 Existing = Callable[[str], bool]  # absolute image path -> is it an existing directory (symlinks followed)
+# absolute image path -> (mode, uid, gid, mtime) of the real directory there below, None if it is no
+# directory or is reached through a symlink (a layer entry there would replace the link)
+Below = Callable[[str], "tuple[int, int, int, int] | None"]
 
 
 def no_existing(_path: str) -> bool:
     return False
+
+
+def no_below(_path: str) -> tuple[int, int, int, int] | None:
+    return None
+
+
+def rootfs_parents(root: str | os.PathLike[str]) -> Below:
+    """A `below` callback over a materialized rootfs: the metadata of its real directories (owners
+    as the stage tree reads them, so a rootless view's recorded owners count)."""
+    tree = StageTree(root)
+    base = os.fspath(root)
+
+    def meta(path: str) -> tuple[int, int, int, int] | None:
+        here = base
+        st = None
+        for part in [p for p in path.split("/") if p]:
+            here = here + "/" + part
+            try:
+                st = os.lstat(here)
+            except OSError:
+                return None
+            if not stat.S_ISDIR(st.st_mode):
+                return None
+        if st is None:
+            return None
+        uid, gid = tree.owner(Entry(path.strip("/"), here, st)) or (0, 0)
+        return stat.S_IMODE(st.st_mode), uid, gid, st.st_mtime_ns // 1_000_000_000
+
+    return meta
 
 
 def rootfs_dirs(root: str | os.PathLike[str]) -> Existing:
@@ -53,13 +88,19 @@ class _Layout:
     """The layer being assembled: layer path -> entry, with parent directories made on demand."""
 
     def __init__(
-        self, sel: CopySelection, owner: tuple[int, int] | None, existing: Existing, sde: int | None
+        self, sel: CopySelection, owner: tuple[int, int] | None, existing: Existing, sde: int | None,
+        below: Below = no_below,
     ) -> None:
         self.sel = sel
         self.owner = owner
         self.existing = existing
+        self.below = below
         self.fixed_time = sde or 0
         self.entries: dict[str, MappedEntry] = {}
+        # layer path -> (source number, inode) of a file with several links: links are kept within one
+        # source, as BuildKit's copy of each source tracks them
+        self.linked: dict[str, tuple[int, int, int]] = {}
+        self.source_number = 0
 
     def dir_exists(self, path: str) -> bool:
         known = self.entries.get(path)
@@ -82,6 +123,15 @@ class _Layout:
                 continue
             if not self.existing("/" + parent):
                 self.entries[parent] = self.synthesized_dir(parent)
+            else:
+                self.keep_existing(parent)
+
+    def keep_existing(self, path: str) -> None:
+        """Carry the directory `path` that exists below with its own metadata (not the --chown owner)."""
+        meta = self.below("/" + path)
+        if meta is not None and path not in self.entries:
+            mode, uid, gid, mtime = meta
+            self.entries[path] = MappedEntry(path, Kind.DIR, mode=mode, uid=uid, gid=gid, mtime=mtime)
 
     def put(self, entry: MappedEntry) -> None:
         old = self.entries.get(entry.path)
@@ -109,6 +159,8 @@ class _Layout:
             mode = self.sel.chmod(mode, kind is Kind.DIR)
         mtime = st.st_mtime_ns // 1_000_000_000
         if kind is Kind.FILE:
+            if st.st_nlink > 1:
+                self.linked[path] = (self.source_number, st.st_dev, st.st_ino)
             cap = read_capability(entry.path)
             return MappedEntry(
                 path,
@@ -137,6 +189,23 @@ class _Layout:
             )
         return MappedEntry(path, kind, mode=mode, uid=uid, gid=gid, mtime=mtime)
 
+    def final_entries(self) -> list[MappedEntry]:
+        """The entries, with every file after the first (in layer order) of an inode as a hard link."""
+        groups: dict[tuple[int, int, int], list[str]] = {}
+        for path, inode in self.linked.items():
+            got = self.entries.get(path)
+            if got is not None and got.kind is Kind.FILE and got.identity == inode[1:] and got.source is not None:
+                groups.setdefault(inode, []).append(path)
+        out = dict(self.entries)
+        for paths in groups.values():
+            paths.sort(key=canonical_order)
+            for path in paths[1:]:
+                e = out[path]
+                out[path] = MappedEntry(
+                    path, Kind.HARDLINK, mode=e.mode, uid=e.uid, gid=e.gid, mtime=e.mtime, linkname=paths[0]
+                )
+        return list(out.values())
+
     def file_target(self, name: str) -> str:
         dest = self.sel.dest.lstrip("/")
         if self.sel.dest_is_dir or (dest and self.dir_exists(dest)) or not dest:
@@ -153,6 +222,9 @@ class _Layout:
                 )  # created by the copy: takes the source dir's metadata
             else:
                 self.put(self.synthesized_dir(dest))
+        elif dest:
+            self.ensure_parents(dest)
+            self.keep_existing(dest)
         return dest
 
     def add_members(self, target: str, members: list[tuple[str, Entry]], tree: SourceTree) -> None:
@@ -211,6 +283,7 @@ def write_copy_layer(
     *,
     user_db: UserDB = NO_USERS,
     existing: Existing = no_existing,
+    below: Below = no_below,
     source_date_epoch: int | None = None,
     compression: Compression = Compression.ZSTD,
     reuse: Reuse | None = None,
@@ -220,11 +293,13 @@ def write_copy_layer(
     `reuse` offers the frames of this step's previous layer, so an edit costs the changed files
     (see layer.frames); the bytes written are the same as without it.
 
-    `existing` says which directories the image below already has (ignored with --link, whose layer
-    must not depend on them); `user_db` resolves --chown names. Source mtimes are kept (clamped to
+    `existing` says which directories the image below already has and `below` their metadata (both
+    ignored with --link, whose layer must not depend on them); `user_db` resolves --chown names. Source mtimes are kept (clamped to
     `source_date_epoch`); created directories and heredoc files get `source_date_epoch` or 0."""
     owner = resolve_chown(sel.chown, user_db) if sel.chown is not None else None
-    layout = _Layout(sel, owner, no_existing if sel.link else existing, source_date_epoch)
+    layout = _Layout(
+        sel, owner, no_existing if sel.link else existing, source_date_epoch, no_below if sel.link else below
+    )
     scratch: list[Path] = []
 
     def tmp() -> Path:
@@ -233,10 +308,11 @@ def write_copy_layer(
         return scratch[0]
 
     try:
-        for src in sel.sources:
+        for number, src in enumerate(sel.sources):
+            layout.source_number = number
             layout.add_source(src, tmp)
         return write_mapped(
-            layout.entries.values(), out, compression=compression, source_date_epoch=source_date_epoch,
+            layout.final_entries(), out, compression=compression, source_date_epoch=source_date_epoch,
             reuse=reuse,
         )
     finally:

@@ -77,3 +77,23 @@ def test_replaced_source_refused(tmp_path: Path) -> None:
     os.replace(other, src)
     with pytest.raises(LayerbuildError, match="replaced"):
         write_mapped([entry], io.BytesIO())
+
+
+def test_hard_links_round_trip_and_must_follow_their_file(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(b"shared")
+    st = os.stat(src)
+    file = MappedEntry("d/a", Kind.FILE, size=6, source=str(src), identity=(st.st_dev, st.st_ino))
+    link = MappedEntry("d/z", Kind.HARDLINK, linkname="d/a")
+    buf = io.BytesIO()
+    write_mapped([link, MappedEntry("d", Kind.DIR, mode=0o755), file], buf)
+    out = tmp_path / "out"
+    out.mkdir()
+    apply_layer(io.BytesIO(buf.getvalue()), out)
+    a, z = os.stat(out / "d/a"), os.stat(out / "d/z")
+    assert a.st_ino == z.st_ino and a.st_nlink == 2 and z.st_size == 6
+    # A link before its file, to a missing path or to a directory could not be unpacked.
+    for bad in (MappedEntry("c", Kind.HARDLINK, linkname="d/a"), MappedEntry("d/b", Kind.HARDLINK, linkname="x"),
+                MappedEntry("d/b", Kind.HARDLINK, linkname="d")):
+        with pytest.raises(UsageError, match="hard link"):
+            write_mapped([MappedEntry("d", Kind.DIR), file, bad], io.BytesIO())

@@ -144,3 +144,16 @@ def test_checksum_rules(tmp_path: Path) -> None:
         select_copy(ctx, ["a"], "/a", is_add=True, checksum="sha256:" + "0" * 64)
     with pytest.raises(BuildError, match="invalid --checksum"):
         select_copy(ctx, ["http://127.0.0.1:1/x"], "/a", is_add=True, checksum="md5:abc")
+
+
+def test_add_archive_keeps_its_hard_links(tmp_path: Path) -> None:
+    root = tmp_path / "ctx"
+    write(root, {"src/a": "x"})
+    os.link(root / "src/a", root / "src/b")
+    with tarfile.open(root / "t.tar", "w") as tf:
+        tf.add(root / "src/a", "a")
+        tf.add(root / "src/b", "b")  # tarfile writes the second name as a hard link
+    sel = select_copy(BuildContext.open(root), ["t.tar"], "/x/", is_add=True)
+    t = extract(sel, tmp_path / "o")
+    assert t["x/b"][4] == "x"
+    assert os.stat(tmp_path / "o/x/a").st_ino == os.stat(tmp_path / "o/x/b").st_ino

@@ -14,7 +14,7 @@ from layerbuild.errors import BuildError
 from layerbuild.instructions.commands import SourceContent
 from layerbuild.worker.copy import normalize_dest, select_copy
 from layerbuild.worker.copyowner import RootfsUserDB, StaticUserDB, parse_chmod
-from layerbuild.worker.copywrite import rootfs_dirs
+from layerbuild.worker.copywrite import rootfs_dirs, rootfs_parents
 from tests.worker.helpers import extract, layer_bytes, write
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="checks owners, which needs root to extract")
@@ -64,18 +64,33 @@ def test_directory_copies_its_contents(ctx: BuildContext, tmp_path: Path) -> Non
     assert t["app2"][1] == 0o755  # dest spelled as a directory: made like mkdir -p
 
 
-def test_existing_directories_are_not_reemitted(ctx: BuildContext, tmp_path: Path) -> None:
+def test_existing_directories_carry_their_metadata_from_below(ctx: BuildContext, tmp_path: Path) -> None:
     lower = tmp_path / "lower"
     (lower / "usr/local").mkdir(parents=True)
     os.chmod(lower / "usr/local", 0o700)
-    sel = select_copy(ctx, ["a.txt"], "/usr/local/bin/")
-    data = layer_bytes(sel, existing=rootfs_dirs(lower))
-    with tarfile.open(
-        fileobj=io.BytesIO(
-            __import__("zstandard").ZstdDecompressor().decompress(data, max_output_size=1 << 20)
-        )
-    ) as tf:
-        assert tf.getnames() == ["usr/local/bin", "usr/local/bin/a.txt"]
+    os.chown(lower / "usr/local", 7, 8)
+    os.utime(lower / "usr/local", (1000, 1000))
+    (lower / "lnk").symlink_to("usr")
+    sel = select_copy(ctx, ["a.txt"], "/usr/local/bin/", chown="5:6")
+    data = layer_bytes(sel, existing=rootfs_dirs(lower), below=rootfs_parents(lower))
+    raw = __import__("zstandard").ZstdDecompressor().decompress(data, max_output_size=1 << 20)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        got = {m.name: (m.mode, m.uid, m.gid) for m in tf.getmembers()}
+        assert tf.getmember("usr/local").mtime == 1000
+    usr = os.stat(lower / "usr")
+    assert got == {
+        "usr": (0o755, 0, 0),
+        "usr/local": (0o700, 7, 8),  # as below, not the --chown owner
+        "usr/local/bin": (0o755, 5, 6),  # created: the --chown owner
+        "usr/local/bin/a.txt": (0o644, 5, 6),
+    }
+    assert usr.st_uid == 0
+    # Through a symlink, nothing is emitted for the link (an entry there would replace it).
+    sel = select_copy(ctx, ["src"], "/lnk/local/")
+    data = layer_bytes(sel, existing=rootfs_dirs(lower), below=rootfs_parents(lower))
+    raw = __import__("zstandard").ZstdDecompressor().decompress(data, max_output_size=1 << 20)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        assert "lnk" not in tf.getnames() and "lnk/local/app.py" in tf.getnames()
 
 
 def test_several_sources_make_dest_a_directory(ctx: BuildContext, tmp_path: Path) -> None:
@@ -266,3 +281,45 @@ def test_url_source_refused_for_copy(ctx: BuildContext) -> None:
         select_copy(ctx, ["https://example.com/x"], "/x")
     with pytest.raises(BuildError, match="checksum can't be specified for COPY"):
         select_copy(ctx, ["a.txt"], "/x", checksum="sha256:" + "0" * 64)
+
+
+def _members(data: bytes) -> list[tarfile.TarInfo]:
+    raw = __import__("zstandard").ZstdDecompressor().decompress(data, max_output_size=1 << 20)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        return tf.getmembers()
+
+
+def test_hard_links_stay_links_and_count_in_the_key(tmp_path: Path) -> None:
+    """fsutil's copy (BuildKit) writes a file once per inode and then hard links to it."""
+    root = tmp_path / "ctx"
+    write(root, {"d/b.txt": "shared", "d/solo.txt": "solo", "other.txt": "shared"})
+    os.link(root / "d/b.txt", root / "d/a.txt")
+    os.link(root / "d/b.txt", root / "d/sub.txt")
+    os.link(root / "d/solo.txt", root / "outside")  # linked, but only one of them is copied
+    sel = select_copy(BuildContext.open(root), ["d"], "/app/")
+    got = {m.name: (m.type, m.linkname, m.size) for m in _members(layer_bytes(sel))}
+    assert got == {
+        "app": (tarfile.DIRTYPE, "", 0),
+        "app/a.txt": (tarfile.REGTYPE, "", 6),  # the first in path order holds the content
+        "app/b.txt": (tarfile.LNKTYPE, "app/a.txt", 0),
+        "app/solo.txt": (tarfile.REGTYPE, "", 4),
+        "app/sub.txt": (tarfile.LNKTYPE, "app/a.txt", 0),
+    }
+    t = extract(sel, tmp_path / "o")
+    assert t["app/b.txt"][4] == "shared"
+    inodes = {n: os.stat(tmp_path / "o/app" / n).st_ino for n in ("a.txt", "b.txt", "sub.txt", "solo.txt")}
+    assert inodes["a.txt"] == inodes["b.txt"] == inodes["sub.txt"] != inodes["solo.txt"]
+    # Separate sources are separate copies, as in BuildKit: no link between them.
+    two = select_copy(BuildContext.open(root), ["d/a.txt", "d/b.txt"], "/x/")
+    assert all(m.type == tarfile.REGTYPE for m in _members(layer_bytes(two)) if m.name != "x")
+
+    # The same contents with another link structure is another key.
+    key = sel.content_key
+    os.unlink(root / "d/sub.txt")
+    (root / "d/sub.txt").write_text("shared")
+    os.utime(root / "d/sub.txt", ns=(os.stat(root / "d/b.txt").st_mtime_ns,) * 2)
+    relinked = select_copy(BuildContext.open(root), ["d"], "/app/")
+    assert relinked.content_key != key
+    os.unlink(root / "d/sub.txt")
+    os.link(root / "d/b.txt", root / "d/sub.txt")
+    assert select_copy(BuildContext.open(root), ["d"], "/app/").content_key == key
