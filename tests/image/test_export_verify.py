@@ -75,9 +75,21 @@ def _snapshot(store: Store, image: StoredImage, dest: Path) -> None:
     lower_dirs_for(store, [layer.diff_id for layer in image.layers])
 
 
+def _rootfs(store: Store, image: StoredImage, dest: Path) -> None:
+    """A build's view of a stage's filesystem (one layer: applied by copying)."""
+    from layerbuild.worker.rootfs import RootfsCache
+
+    cache = RootfsCache(store)
+    try:
+        cache.get("f" * 64, tuple(layer.diff_id for layer in image.layers))
+    finally:
+        cache.close()
+
+
 EXPORTS: dict[str, Callable[[Store, StoredImage, Path], None]] = {
     "save-oci-zstd": _save_oci_zstd, "save-oci-gzip": _save_oci_gzip, "save-docker": _save_docker,
     "tar": _export_tar, "local": _export_local, "bundle": _bundle, "snapshot": _snapshot,
+    "rootfs": _rootfs,
 }
 
 
