@@ -137,7 +137,8 @@ def _uncompressed(blob: BinaryIO) -> Any:
     """A reader of the tar inside a stored layer blob (zstd, gzip or plain)."""
     fmt = sniff_compression(_peek(blob, 4))
     if fmt == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)
+        # closefd=False: the blob stays open to be read to its end, where its digest is checked.
+        return zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True, closefd=False)
     if fmt == "gzip":
         import gzip
 

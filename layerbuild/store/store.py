@@ -105,7 +105,7 @@ class Store:
             except CorruptBlobError:
                 raise
             except Exception as exc:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, ValueError):  # ValueError: the consumer closed it
                     read_to_end(reader)  # raises CorruptBlobError on a digest mismatch
                 if _is_decoding_error(exc):
                     raise corrupt_blob(digest, f"it cannot be decoded ({exc})") from exc
@@ -159,10 +159,11 @@ class Store:
 
 def _is_decoding_error(exc: BaseException) -> bool:
     """Whether `exc` is what a decompressor or tar reader raises on damaged input."""
+    import gzip
     import tarfile
     import zlib
 
-    if isinstance(exc, EOFError | zlib.error | tarfile.TarError):
+    if isinstance(exc, EOFError | zlib.error | gzip.BadGzipFile | tarfile.TarError):
         return True
     zstandard = sys.modules.get("zstandard")  # imported already if a zstd stream was being read
     return zstandard is not None and isinstance(exc, zstandard.ZstdError)

@@ -144,3 +144,18 @@ def test_save_cli_reports_the_damaged_blob(
     assert digest in err and "fsck" in err
     assert "bug" not in err and "Traceback" not in err
     assert not dest.exists()
+
+
+def test_a_damaged_gzip_variant_fails_the_oci_export(store: Store, make_layer: MakeLayer, tmp_path: Path) -> None:
+    """The gzip copy an earlier OCI export made and kept is verified when a later export reads it."""
+    layer = make_layer(TREE)
+    config = ImageConfig("amd64", "linux").with_layer(layer.diff_id, HistoryEntry(created_by="COPY"))
+    image = write_image(store, config, ["gz:1"])
+    save(store, image, tmp_path / "first.tar", "oci")
+    (variant,) = [r for r in store.index.layers_by_diff_id(layer.diff_id) if r.digest != layer.digest]
+    path = store.blobs.path(variant.digest)
+    os.chmod(path, 0o644)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CorruptBlobError, match=variant.digest):
+        save(store, image, tmp_path / "second.tar", "oci")
+    assert not (tmp_path / "second.tar").exists()
