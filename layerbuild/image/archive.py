@@ -24,10 +24,11 @@ from layerbuild.digest import sha256_digest
 from layerbuild.errors import LayerbuildError, UsageError
 from layerbuild.image.export import atomic_file
 from layerbuild.image.manifest import Descriptor, Manifest
-from layerbuild.image.store_io import StoredImage
+from layerbuild.image.store_io import StoredImage, read_blob
 from layerbuild.layer.compression import sniff_compression
 from layerbuild.reference import split_tag
 from layerbuild.store import MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST, LayerRecord, Store
+from layerbuild.store.blobs import read_to_end
 
 
 def _info(name: str, size: int, mode: int = 0o644, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
@@ -59,11 +60,13 @@ def gzip_variant(store: Store, layer: LayerRecord) -> LayerRecord:
         if record.media_type == MEDIA_LAYER_GZIP and store.blobs.stat(record.digest) is not None:
             return record
     # mtime 0 and no file name in the gzip header: the same layer always gives the same blob.
-    with open(_blob(store, layer.digest), "rb") as src, store.blobs.writer() as out:
+    _blob(store, layer.digest)
+    with store.reading_blob(layer.digest) as src, store.blobs.writer() as out:
         gz = zlib.compressobj(6, zlib.DEFLATED, 31)
         reader = _uncompressed(src)
         while chunk := reader.read(1 << 20):
             out.write(gz.compress(chunk))
+        read_to_end(src)  # checked before the new blob is committed: a damaged source makes none
         out.write(gz.flush())
     info = out.info
     return store.index.put_layer(info.digest, layer.diff_id, info.size, layer.diff_size, MEDIA_LAYER_GZIP)
@@ -77,7 +80,7 @@ def export_oci(store: Store, image: StoredImage, dest: str | os.PathLike[str], t
     `compression="zstd"` keeps them as stored."""
     if compression == "zstd":
         layers = tuple(image.layers)
-        manifest = store.blobs.path(image.manifest_digest).read_bytes()
+        manifest = read_blob(store, image.manifest_digest, "manifest")
     elif compression == "gzip":
         layers = tuple(gzip_variant(store, layer) for layer in image.layers)
         manifest = Manifest(
@@ -104,7 +107,7 @@ def export_oci(store: Store, image: StoredImage, dest: str | os.PathLike[str], t
         _add_bytes(tar, f"blobs/sha256/{manifest_digest.split(':', 1)[1]}", manifest)
         for digest in digests:
             path = _blob(store, digest)
-            with open(path, "rb") as f:
+            with store.reading_blob(digest) as f:
                 tar.addfile(_info(f"blobs/sha256/{digest.split(':', 1)[1]}", path.stat().st_size), f)
         _add_bytes(tar, "index.json", json.dumps(index, sort_keys=True, separators=(",", ":")).encode())
         _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
@@ -112,7 +115,7 @@ def export_oci(store: Store, image: StoredImage, dest: str | os.PathLike[str], t
 
 def export_docker(store: Store, image: StoredImage, dest: str | os.PathLike[str], tags: Sequence[str] = ()) -> None:
     """Write `image` in `docker save` format at `dest`: what `docker load -i` reads."""
-    config = store.blobs.path(image.config_digest).read_bytes()
+    config = read_blob(store, image.config_digest, "config")
     config_name = image.config_digest.split(":", 1)[1] + ".json"
     layer_names = []
     with atomic_file(dest) as out, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -120,7 +123,8 @@ def export_docker(store: Store, image: StoredImage, dest: str | os.PathLike[str]
             hexid = layer.diff_id.split(":", 1)[1]
             _add_dir(tar, hexid)
             _add_bytes(tar, f"{hexid}/VERSION", b"1.0")
-            with open(_blob(store, layer.digest), "rb") as blob:
+            _blob(store, layer.digest)
+            with store.reading_blob(layer.digest) as blob:
                 tar.addfile(_info(f"{hexid}/layer.tar", layer.diff_size), _uncompressed(blob))
             layer_names.append(f"{hexid}/layer.tar")
         _add_bytes(tar, config_name, config)
@@ -131,15 +135,25 @@ def export_docker(store: Store, image: StoredImage, dest: str | os.PathLike[str]
 
 def _uncompressed(blob: BinaryIO) -> Any:
     """A reader of the tar inside a stored layer blob (zstd, gzip or plain)."""
-    fmt = sniff_compression(blob.read(4))
-    blob.seek(0)
+    fmt = sniff_compression(_peek(blob, 4))
     if fmt == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)
+        # closefd=False: the blob stays open to be read to its end, where its digest is checked.
+        return zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True, closefd=False)
     if fmt == "gzip":
         import gzip
 
         return gzip.GzipFile(fileobj=blob, mode="rb")
     return blob
+
+
+def _peek(blob: BinaryIO, n: int) -> bytes:
+    """The first `n` bytes, left unread (a verifying reader hashes as it goes and cannot seek back)."""
+    peek = getattr(blob, "peek", None)
+    if peek is not None:
+        return bytes(peek(n)[:n])
+    head = blob.read(n)
+    blob.seek(0)
+    return head
 
 
 def save(store: Store, image: StoredImage, dest: str | os.PathLike[str], fmt: str, tags: Sequence[str] = (),

@@ -60,7 +60,7 @@ def export_local(store: Store, image: StoredImage, dest: str | os.PathLike[str],
         entries = 0
         skipped: list[str] = []
         for layer in image.layers:
-            with store.open_blob(layer.digest) as blob:
+            with store.reading_blob(layer.digest) as blob:
                 result = apply_layer(blob, staging)
             if result.diff_id != layer.diff_id:
                 raise DigestMismatchError(

@@ -149,7 +149,7 @@ class _Tree:
 def _read_layers(store: Store, layers: tuple[LayerRecord, ...], tree: _Tree) -> None:
     for layer in layers:
         tree.created = set()
-        with store.open_blob(layer.digest) as blob:
+        with store.reading_blob(layer.digest) as blob:
             stream = ChunkStream(blob, max_bytes=MAX_BYTES)
             try:
                 for header in iter_members(stream, max_entries=MAX_ENTRIES):

@@ -111,7 +111,7 @@ def write_bundle(store: Store, image: StoredImage, dest: Path, args: Sequence[st
         staging = holder / "rootfs"
         staging.mkdir()
         for layer in image.layers:
-            with store.open_blob(layer.digest) as blob:
+            with store.reading_blob(layer.digest) as blob:
                 apply_layer(blob, staging)
         removed = () if devices else remove_device_nodes(staging)
         if skipped is not None:

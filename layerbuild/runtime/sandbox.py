@@ -53,10 +53,12 @@ def lower_dirs_for(store: Store, diff_ids: Sequence[str]) -> list[Path]:
         def unpack(dest: Path, digest: str = records[0].digest) -> None:
             from layerbuild.layer import apply_layer  # only when a snapshot is missing: slow to import
 
-            with store.open_blob(digest) as blob:
-                if os.geteuid() == 0:
+            if os.geteuid() == 0:
+                with store.reading_blob(digest) as blob:  # verified to its end, damage named
                     apply_layer(blob, dest, whiteouts="overlay")
-                else:  # with owners, as the rootless containers' user namespace shows them
+            else:  # with owners, as the rootless containers' user namespace shows them
+                # The child reads the shared file to its end and checks the digest there.
+                with store.open_blob(digest) as blob:
                     idmap.call_in_userns(_apply_owned, apply_layer, blob, dest)
 
         out.append(store.ensure_snapshot(diff_id, unpack))

@@ -25,6 +25,24 @@ class BlobNotFoundError(StoreError):
     """The store holds no blob under the digest asked for."""
 
 
+class CorruptBlobError(DigestMismatchError):
+    """A stored blob does not hold what its digest says (damaged on disk): fsck quarantines it."""
+
+
+def corrupt_blob(digest: str, detail: str) -> CorruptBlobError:
+    return CorruptBlobError(
+        f"blob {digest} in the store is corrupt: {detail}",
+        hint="run `layerbuild fsck` to quarantine it, then pull or build the image again",
+    )
+
+
+def read_to_end(reader: BinaryIO) -> None:
+    """Read what is left of a verifying reader, so that its digest is checked even when the consumer
+    stopped early (a tar's end-of-archive blocks, a copy of a known size); raises CorruptBlobError."""
+    while reader.read(_CHUNK):
+        pass
+
+
 @dataclass(frozen=True)
 class BlobInfo:
     """A stored blob: its digest, its size in bytes and when it was last put (file mtime, seconds)."""
@@ -99,10 +117,7 @@ class _VerifyingReader(io.RawIOBase):
             self._checked = True
             actual = "sha256:" + self._hash.hexdigest()
             if actual != self._digest:
-                raise DigestMismatchError(
-                    f"blob {self._digest} is corrupt: its content hashes to {actual}",
-                    hint="run `layerbuild fsck` to quarantine it",
-                )
+                raise corrupt_blob(self._digest, f"its content hashes to {actual}")
         return int(n or 0)
 
     def close(self) -> None:

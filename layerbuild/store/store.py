@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO
 
 from layerbuild.errors import StoreError
-from layerbuild.store.blobs import FileBlobStore
+from layerbuild.store.blobs import CorruptBlobError, FileBlobStore, corrupt_blob, read_to_end
 from layerbuild.store.db import Database
 from layerbuild.store.index import Index
 from layerbuild.store.layout import Layout, keep_reserve, resolve_root
@@ -89,6 +91,29 @@ class Store:
         self._note_use(digest)
         return reader
 
+    @contextlib.contextmanager
+    def reading_blob(self, digest: str) -> Iterator[BinaryIO]:
+        """A verifying reader of the blob `digest` for a consumer that reads all of it (an export,
+        an unpack). When the block ends, the rest is read so the digest is checked even if the
+        consumer stopped early. When the consumer fails, the rest is read too: a blob that does not
+        match its digest is reported as CorruptBlobError in place of the consumer's error, and a
+        decoding error (zstd, gzip, tar) of a blob that does match is reported as corrupt as well."""
+        reader = self.open_blob(digest)
+        try:
+            try:
+                yield reader
+            except CorruptBlobError:
+                raise
+            except Exception as exc:
+                with contextlib.suppress(OSError, ValueError):  # ValueError: the consumer closed it
+                    read_to_end(reader)  # raises CorruptBlobError on a digest mismatch
+                if _is_decoding_error(exc):
+                    raise corrupt_blob(digest, f"it cannot be decoded ({exc})") from exc
+                raise
+            read_to_end(reader)
+        finally:
+            reader.close()
+
     def ensure_snapshot(self, diff_id: str, unpack: Unpack) -> Path:
         """The unpacked layer `diff_id`, made with `unpack(dir)` if missing (see Snapshots.ensure)."""
         path = self.snapshots.ensure(diff_id, unpack)
@@ -130,3 +155,15 @@ class Store:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _is_decoding_error(exc: BaseException) -> bool:
+    """Whether `exc` is what a decompressor or tar reader raises on damaged input."""
+    import gzip
+    import tarfile
+    import zlib
+
+    if isinstance(exc, EOFError | zlib.error | gzip.BadGzipFile | tarfile.TarError):
+        return True
+    zstandard = sys.modules.get("zstandard")  # imported already if a zstd stream was being read
+    return zstandard is not None and isinstance(exc, zstandard.ZstdError)

@@ -103,7 +103,9 @@ class ConfigTask:
         return None
 
     def run(self, previous: Output | None) -> Output:
-        return Output()
+        # The step's own time, kept in its cache record: history shows when the step was made, and a
+        # cached rebuild reads the same time back, so the image id stays the same.
+        return Output(created=time.time())
 
     def close(self) -> None:
         pass

@@ -109,7 +109,7 @@ class RootfsCache:
         records = self.store.index.layers_by_diff_id(diff_id)
         if not records:
             raise StoreError(f"layer {diff_id} is not in the store", hint="run `layerbuild fsck`")
-        with self.store.open_blob(records[0].digest) as blob:
+        with self.store.reading_blob(records[0].digest) as blob:
             apply_layer(blob, target, record_owners=os.geteuid() != 0)
 
     def close(self) -> None:

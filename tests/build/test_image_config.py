@@ -104,3 +104,34 @@ def test_cmd_set_before_entrypoint_in_the_same_stage_is_kept(tmp_path: Path) -> 
     config = config_of(tmp_path / "s", "ep:2")["config"]
     assert isinstance(config, dict)
     assert config["Entrypoint"] == ["e"] and config["Cmd"] == ["a"]
+
+
+def _created(history: object) -> list[float]:
+    from datetime import datetime
+
+    assert isinstance(history, list)
+    return [datetime.fromisoformat(h["created"].replace("Z", "+00:00")).timestamp() for h in history]
+
+
+def test_config_only_steps_record_when_they_were_made(tmp_path: Path) -> None:
+    """A config-only step's history entry carries the build's time, not 1970 (`history` said "56 years
+    ago"). BuildKit: `dispatchers` call `commitToHistory(img, msg, false, nil, d.epoch)` for metadata
+    commands (convert.go), so `Created` is SOURCE_DATE_EPOCH when set and otherwise nil, which the image
+    exporter fills with the build's time. Here the time is the step's result in the cache, so a fully
+    cached rebuild still gives the same image id."""
+    import time
+
+    ctx = tmp_path / "ctx"
+    write(ctx, {"Dockerfile": "FROM scratch\nENV A=1\nLABEL b=2\n"})
+    before = time.time()
+    first = layerbuild.build(ctx, root=tmp_path / "s", tags=["cfg:1"])
+    data = config_of(tmp_path / "s", "cfg:1")
+    times = _created(data["history"])
+    assert len(times) == 2 and all(t >= int(before) for t in times)
+    assert _created([{"created": data["created"]}]) == [max(times)]
+    again = layerbuild.build(ctx, root=tmp_path / "s", tags=["cfg:1"])
+    assert again.image.id == first.image.id
+
+    pinned = layerbuild.build(ctx, root=tmp_path / "s", tags=["cfg:2"], source_date_epoch=1_000_000_000)
+    assert _created(config_of(tmp_path / "s", "cfg:2")["history"]) == [1_000_000_000.0] * 2
+    assert pinned.image.id != first.image.id
