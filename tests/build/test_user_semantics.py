@@ -66,3 +66,77 @@ def test_workdir_user_is_part_of_the_cache_key(tmp_path: Path) -> None:
     workdir = [s for s in second.steps if s.instruction.startswith("WORKDIR")]
     assert len(workdir) == 1 and not workdir[0].cached
     assert _owner(export(root, "wd:2", tmp_path / "fs"), "/made") == (2000, 2000)
+
+
+GROUPS_DOCKERFILE = """\
+FROM base:1
+RUN printf 'root:x:0:0::/root:/bin/sh\\napp:x:1001:1002::/home/app:/bin/sh\\n' >> /etc/passwd \\
+ && printf 'root:x:0:\\nappgrp:x:1002:\\nstaff:x:50:app\\nwheel:x:10:root\\n' >> /etc/group
+USER 1000:1000
+RUN id > /out/pair
+USER app
+RUN id > /out/name
+USER app:staff
+RUN id > /out/name-group
+USER 1000
+RUN id > /out/uid
+"""
+
+
+def test_run_groups_match_docker(tmp_path: Path) -> None:
+    """The supplementary groups of a RUN, as Docker's builder (BuildKit) sets them; busybox `id`
+    prints the kernel's supplementary list (getgroups), so `groups=` shows exactly what was set.
+
+    BuildKit (executor/oci/user.go): GetUser takes `uid:gid` on a fast path with no extra groups;
+    any other form goes through moby/sys/user GetExecUser, whose supplementary groups are the
+    /etc/group entries listing the user's name, for the `user` form only (none with an explicit
+    group). WithUIDGID then calls ensureAdditionalGids, which puts the primary gid first when it is
+    missing (since BuildKit v0.12, after containerd). So `USER 1000:1000` does run with
+    groups=1000 in Docker: the issue's report describes BuildKit before v0.12. Docker's own
+    `docker run` (daemon/oci_linux.go getUser) starts AdditionalGids with the primary gid too."""
+    root, base_ctx, ctx = tmp_path / "store", tmp_path / "base", tmp_path / "ctx"
+    make_base(base_ctx, root)
+    write(ctx, {"Dockerfile": GROUPS_DOCKERFILE})
+    layerbuild.build(ctx, root=root, tags=["groups:1"])
+    fs = export(root, "groups:1", tmp_path / "fs")
+    out = {name: (fs / "out" / name).read_text() for name in ("pair", "name", "name-group", "uid")}
+    assert out == {
+        "pair": "uid=1000 gid=1000 groups=1000\n",  # no entries for 1000 in the files: ids as given
+        # the primary group, then staff (it lists app); busybox prints the kernel's sorted list
+        "name": "uid=1001(app) gid=1002(appgrp) groups=50(staff),1002(appgrp)\n",
+        "name-group": "uid=1001(app) gid=50(staff) groups=50(staff)\n",  # explicit group: no others
+        "uid": "uid=1000 gid=0(root) groups=0(root)\n",  # a uid without an entry: group 0 (moby's default)
+    }
+
+
+def test_run_user_ids_out_of_range_are_refused(tmp_path: Path) -> None:
+    """moby/sys/user GetExecUser refuses ids above 2147483647 (ErrRange: "uids and gids must be in
+    range 0-2147483647"); the build says so instead of failing inside the sandbox."""
+    root, base_ctx, ctx = tmp_path / "store", tmp_path / "base", tmp_path / "ctx"
+    make_base(base_ctx, root)
+    for user in ("99999999999", "1000:4294967296", "2147483648:0"):
+        write(ctx, {"Dockerfile": f"FROM base:1\nUSER {user}\nRUN id\n"})
+        with pytest.raises(layerbuild.BuildError, match="uids and gids must be in range 0-2147483647"):
+            layerbuild.build(ctx, root=root, tags=["range:1"])
+
+
+def test_run_command_groups_match_docker_run(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """`run -u` as `docker run -u`: moby's getUser (daemon/oci_linux.go) sets AdditionalGids to the
+    primary gid followed by GetExecUser's supplementary groups, and runc calls setgroups with them."""
+    from layerbuild.cli.main import main
+
+    root, base_ctx, ctx = tmp_path / "store", tmp_path / "base", tmp_path / "ctx"
+    make_base(base_ctx, root)
+    write(ctx, {"Dockerfile": GROUPS_DOCKERFILE})
+    layerbuild.build(ctx, root=root, tags=["groups:1"])
+    capfd.readouterr()
+    expected = {
+        "1000:1000": "uid=1000 gid=1000 groups=1000\n",
+        "app": "uid=1001(app) gid=1002(appgrp) groups=50(staff),1002(appgrp)\n",
+        "app:staff": "uid=1001(app) gid=50(staff) groups=50(staff)\n",
+        "root": "uid=0(root) gid=0(root) groups=0(root),10(wheel)\n",  # wheel lists root
+    }
+    for user, line in expected.items():
+        code = main(["--root", str(root), "run", "--rm", "-u", user, "groups:1", "id"])
+        out, err = capfd.readouterr()
+        assert (code, out) == (0, line), (user, err)
