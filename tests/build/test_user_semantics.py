@@ -140,3 +140,41 @@ def test_run_command_groups_match_docker_run(tmp_path: Path, capfd: pytest.Captu
         code = main(["--root", str(root), "run", "--rm", "-u", user, "groups:1", "id"])
         out, err = capfd.readouterr()
         assert (code, out) == (0, line), (user, err)
+
+
+def test_heredoc_script_with_a_shebang_runs_from_dev_pipes(tmp_path: Path) -> None:
+    """BuildKit (dockerfile2llb/convert.go dispatchRun): a RUN that is one heredoc starting with `#!`
+    runs the file `/dev/pipes/NAME` (mode 0755) of a read-only directory mounted at /dev/pipes/;
+    the `foo2-run`/`bar2-run` cases of dockerfile_heredoc_test.go testHeredocIndent expect
+    "\\n\\tfoo\\n" and "\\nbar\\n" (`<<-` strips the leading tabs)."""
+    root, base_ctx, ctx = tmp_path / "store", tmp_path / "base", tmp_path / "ctx"
+    make_base(base_ctx, root)
+    write(ctx, {"Dockerfile": """\
+FROM base:1
+RUN <<EOF
+#!/bin/sh
+echo ok > /out/ok
+echo "$0" > /out/argv0
+ls -l /dev/pipes/EOF | cut -c1-10 > /out/mode
+touch /dev/pipes/other 2> /out/touch || echo refused >> /out/touch
+EOF
+RUN <<EOF
+#!/bin/sh
+echo "
+\tfoo" > /out/foo2-run
+EOF
+RUN <<-EOF
+#!/bin/sh
+echo "
+\tbar" > /out/bar2-run
+EOF
+"""})
+    layerbuild.build(ctx, root=root, tags=["pipes:1"])
+    out = export(root, "pipes:1", tmp_path / "fs") / "out"
+    assert (out / "ok").read_text() == "ok\n"
+    assert (out / "argv0").read_text() == "/dev/pipes/EOF\n"
+    assert (out / "mode").read_text() == "-rwxr-xr-x\n"
+    assert (out / "touch").read_text().endswith("refused\n")  # read-only, as BuildKit mounts it
+    assert (out / "foo2-run").read_text() == "\n\tfoo\n"
+    assert (out / "bar2-run").read_text() == "\nbar\n"
+    assert not (out.parent / "dev" / "pipes").exists()  # the mount left nothing in the layers
