@@ -18,7 +18,7 @@ from layerbuild.layer.frames import Frame, Reuse
 from layerbuild.plan import MakeDir
 from layerbuild.solve import Content, Inputs, Output, State
 from layerbuild.store import MEDIA_LAYER_ZSTD, Lease, Store
-from layerbuild.store.idmap import call_in_userns, view_owner
+from layerbuild.store.idmap import call_in_userns, current, unmapped, view_owner
 from layerbuild.store.layout import make_scratch
 from layerbuild.worker.copyowner import NO_USERS, RootfsUserDB
 from layerbuild.worker.rootfs import RootfsCache
@@ -141,6 +141,8 @@ class MakeDirTask:
             # would carry them); the directories made here are 0755, owned by the USER in effect,
             # dated at the epoch.
             uid, gid = _mkdir_owner(self.user, lower)
+            if os.geteuid() != 0 and (uid, gid) != (0, 0) and not current().has(uid, gid):
+                raise unmapped(f"WORKDIR {self.path} as USER {self.user}", uid, gid)
             created: list[Path] = []
             kept: list[tuple[Path, os.stat_result, Path | None]] = []
             here, there = Path(tmp), lower

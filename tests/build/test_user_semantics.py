@@ -4,13 +4,15 @@ groups of a RUN, and heredoc scripts."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 import layerbuild
 from tests.build.conftest import write
-from tests.build.kit import export, make_base
+from tests.build.kit import busybox, export, make_base
+from tests.runtime.rootless import as_user, ensure_user, python_for_user, rootless_home  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -178,3 +180,38 @@ EOF
     assert (out / "foo2-run").read_text() == "\n\tfoo\n"
     assert (out / "bar2-run").read_text() == "\nbar\n"
     assert not (out.parent / "dev" / "pipes").exists()  # the mount left nothing in the layers
+
+
+ROOTLESS_DOCKERFILE = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+USER 1000:1000
+WORKDIR /app/sub
+USER 0
+RUN <<EOF
+#!/bin/sh
+stat -c '%u:%g' /app /app/sub > /owners
+EOF
+CMD ["cat", "/owners"]
+"""
+
+
+def test_workdir_owner_and_heredoc_script_rootless(rootless_home: Path) -> None:  # noqa: F811
+    """The same as an unprivileged user: WORKDIR's chown happens in the user namespace (subordinate
+    ids), and /dev/pipes is mounted in the sandbox's /dev there too."""
+    user = ensure_user()
+    ctx = rootless_home / "ctx-semantics"
+    ctx.mkdir(exist_ok=True)
+    (ctx / "Dockerfile").write_text(ROOTLESS_DOCKERFILE)
+    shutil.copy(busybox(), ctx / "busybox")
+    for path in (ctx, ctx / "Dockerfile", ctx / "busybox"):
+        os.chown(path, user.pw_uid, user.pw_gid)
+    python, env = python_for_user(rootless_home)
+    lb = [python, "-m", "layerbuild", "--root", str(rootless_home / "store-semantics")]
+    built = as_user([*lb, "build", "--progress", "plain", "-t", "sem:1", str(ctx)], env)
+    if built.returncode != 0 and "no subordinate ids" in built.stderr:
+        pytest.skip("the rootless user has no subordinate ids on this machine")
+    assert built.returncode == 0, built.stderr
+    ran = as_user([*lb, "run", "--rm", "sem:1"], env)
+    assert (ran.returncode, ran.stdout) == (0, "1000:1000\n1000:1000\n"), ran.stderr
