@@ -122,5 +122,5 @@ def make_op(
             source_date_epoch=source_date_epoch,
         )  # fmt: skip
     if isinstance(command, c.Workdir):
-        return MakeDir(path=workdir, source_date_epoch=source_date_epoch)
+        return MakeDir(path=workdir, source_date_epoch=source_date_epoch, user=user)
     return ConfigEdit(instruction=command.node.original)

@@ -173,10 +173,12 @@ class FileCopy:
 
 @dataclass(frozen=True)
 class MakeDir:
-    """WORKDIR: make `path` (and missing parents) when the parent's filesystem lacks it."""
+    """WORKDIR: make `path` (and missing parents) when the parent's filesystem lacks it; the
+    directories made are owned by `user` (the USER in effect, as BuildKit's mkdir does)."""
 
     path: str
     source_date_epoch: int | None = None
+    user: str = ""
 
     kind = "mkdir"
     cacheable = True

@@ -161,6 +161,25 @@ def setup_dev(dev: str, rootful: bool, privileged: bool) -> None:
         os.symlink(target, f"{dev}/{name}")
 
 
+def make_dev_point(target: str, path: str, is_file: bool) -> None:
+    """A mount under /dev lands in the fresh tmpfs made above, not in the image: create its missing
+    mount point there (as runc does), one component at a time and never through a symlink."""
+    parts = [p for p in path.split("/") if p]
+    if len(parts) < 2 or parts[0] != "dev":
+        return
+    here = target
+    for i, part in enumerate(parts):
+        here = f"{here}/{part}"
+        if os.path.islink(here):
+            raise SetupError("setup", 125, f"cannot mount at {path}: {part} is a symlink")
+        if os.path.lexists(here):
+            continue
+        if i == len(parts) - 1 and is_file:
+            os.close(os.open(here, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
+        else:
+            os.mkdir(here, 0o755)
+
+
 def setup_proc(proc: str) -> None:
     mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
@@ -257,8 +276,10 @@ def child(spec: Spec, status: int) -> None:
             elif kind == "sys":
                 setup_sys(dest, spec["privileged"])
             elif kind == "bind":
+                make_dev_point(target, op[1], not os.path.isdir(op[2]))
                 bind(op[2], dest, op[3])
             elif kind == "tmpfs":
+                make_dev_point(target, op[1], False)
                 mount("tmpfs", dest, "tmpfs", MS_NOSUID | MS_NODEV, op[2])
         if not spec["privileged"]:
             mask_paths(target)

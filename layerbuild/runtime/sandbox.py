@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import marshal
 import os
+import posixpath
 import subprocess
 import sys
 import threading
@@ -314,11 +315,21 @@ def _security(spec: ProcessSpec, cache: Path | None) -> dict[str, Any]:
 
 
 def _place(view: MergedView, wanted: list[tuple[str, bool]], stubs: Path | None, rootless: bool) -> list[MountPoint]:
+    if any(_under_dev(path) for path, _ in wanted):
+        # The image's /dev is hidden by the sandbox's own tmpfs, where nsinit makes these mount points.
+        image = [(path, is_file) for path, is_file in wanted if not _under_dev(path)]
+        placed = iter(_place(view, image, stubs, rootless))
+        return [MountPoint(posixpath.normpath("/" + path.lstrip("/")), is_file) if _under_dev(path) else next(placed)
+                for path, is_file in wanted]
     if not rootless:
         return place_mounts(view, wanted, stubs)
     # In the user namespace: mount points inside directories of subordinate ids (a cache mount in
     # /home/app) are reachable there, and stub directories get the owners of those they stand over.
     return idmap.call_in_userns(place_mounts, view, wanted, stubs)
+
+
+def _under_dev(path: str) -> bool:
+    return posixpath.normpath("/" + path.lstrip("/")).startswith("/dev/")
 
 
 def _idmap_spec(ids: idmap.IdMap | None) -> dict[str, Any] | None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from layerbuild.runtime.merged import MergedView
 from layerbuild.runtime.spec import SandboxError
 
+MAX_ID = 2**31 - 1  # moby/sys/user's bound on uids and gids (larger ones are refused there too)
+
 
 @dataclass(frozen=True)
 class ExecUser:
@@ -27,13 +29,17 @@ def _rows(data: bytes | None, width: int) -> list[list[str]]:
 
 
 def resolve_user(view: MergedView, user: str) -> ExecUser:
-    """The ids a process runs as, following Docker (moby/sys/user): a name must exist in the image;
-    a number need not (then its group is 0); supplementary groups are those listing the user's name."""
+    """The ids a process runs as, following Docker (moby/sys/user GetExecUser): a name must exist in
+    the image; a number is always a uid (it need not exist: then its group is 0), a numeric group
+    always a gid. Supplementary groups: the primary gid (moby's getUser and BuildKit's
+    ensureAdditionalGids both put it first), then, for the `user` form only, the groups of
+    /etc/group that list the user's name; an explicit group adds none."""
     name, _, group = (user or "0").partition(":")
     passwd = _rows(view.read("/etc/passwd"), 7)
-    entry = next((r for r in passwd if r[0] == name), None)
-    if entry is None and name.isdigit():
+    if name.isdigit():
         entry = next((r for r in passwd if r[2] == name), None)
+    else:
+        entry = next((r for r in passwd if r[0] == name), None)
     if entry is not None:
         uid, gid, home, login = _int(entry[2]), _int(entry[3]), entry[5] or "/", entry[0]
     elif name.isdigit():
@@ -42,9 +48,10 @@ def resolve_user(view: MergedView, user: str) -> ExecUser:
         raise SandboxError(f"unable to find user {name}: no matching entries in passwd file")
     groups_file = _rows(view.read("/etc/group"), 4)
     if group:
-        found = next((r for r in groups_file if r[0] == group), None)
-        if found is None and group.isdigit():
+        if group.isdigit():
             found = next((r for r in groups_file if r[2] == group), None)
+        else:
+            found = next((r for r in groups_file if r[0] == group), None)
         if found is not None:
             gid = _int(found[2])
         elif group.isdigit():
@@ -54,6 +61,9 @@ def resolve_user(view: MergedView, user: str) -> ExecUser:
     extra: list[int] = []
     if login and not group:
         extra = [_int(r[2]) for r in groups_file if login in r[3].split(",")]
+    if not (0 <= uid <= MAX_ID and 0 <= gid <= MAX_ID):
+        raise SandboxError(f"user {user!r}: uids and gids must be in range 0-{MAX_ID}",
+                           hint="give USER (or run -u) ids between 0 and 2147483647")
     groups = tuple(dict.fromkeys([gid, *extra]))
     return ExecUser(uid, gid, groups, home)
 

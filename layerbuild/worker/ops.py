@@ -18,8 +18,9 @@ from layerbuild.layer.frames import Frame, Reuse
 from layerbuild.plan import MakeDir
 from layerbuild.solve import Content, Inputs, Output, State
 from layerbuild.store import MEDIA_LAYER_ZSTD, Lease, Store
-from layerbuild.store.idmap import call_in_userns, view_owner
+from layerbuild.store.idmap import call_in_userns, current, unmapped, view_owner
 from layerbuild.store.layout import make_scratch
+from layerbuild.worker.copyowner import NO_USERS, RootfsUserDB
 from layerbuild.worker.rootfs import RootfsCache
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ class MakeDirTask:
         self.services = services
         self.path = op.path
         self.epoch = op.source_date_epoch
+        self.user = op.user
         self.parent = inputs.parent
 
     def content(self) -> Content | None:
@@ -138,7 +140,11 @@ class MakeDirTask:
                 return Output()  # already there: no layer, like `mkdir -p`
         with _scratch(self.services.store) as tmp:
             # Parents that exist below keep their metadata in this layer (as an overlay upper dir
-            # would carry them); the directories made here are 0755, root-owned, dated at the epoch.
+            # would carry them); the directories made here are 0755, owned by the USER in effect,
+            # dated at the epoch.
+            uid, gid = _mkdir_owner(self.user, lower)
+            if os.geteuid() != 0 and (uid, gid) != (0, 0) and not current().has(uid, gid):
+                raise unmapped(f"WORKDIR {self.path} as USER {self.user}", uid, gid)
             created: list[Path] = []
             kept: list[tuple[Path, os.stat_result, Path | None]] = []
             here, there = Path(tmp), lower
@@ -164,6 +170,11 @@ class MakeDirTask:
                     owners.append((path, *view_owner(os.fspath(seen), st)))
                 os.utime(path, ns=(st.st_mtime_ns, st.st_mtime_ns))
             for path in reversed(created):
+                if (uid, gid) != (0, 0):
+                    if os.geteuid() == 0:
+                        os.chown(path, uid, gid)
+                    else:
+                        owners.append((path, uid, gid))
                 os.utime(path, ns=(0, 0))
             changes = ChangeSet(changed=tuple(str(p.relative_to(tmp)) for p in created))
             epoch = self.epoch
@@ -174,6 +185,24 @@ class MakeDirTask:
             return self.services.store_layer(
                 lambda out: write_changes(tmp, changes, out, source_date_epoch=epoch)
             )
+
+
+def _mkdir_owner(user: str, lower: Path | None) -> tuple[int, int]:
+    """(uid, gid) of WORKDIR's new directories, as BuildKit's mkdir resolves `llb.WithUser(USER)`: a
+    number alone is uid and gid; a name its passwd entry; a group its /etc/group entry or number. A
+    name the image does not know leaves the id at 0, as BuildKit does (a RUN would refuse it)."""
+    name, _, group = user.partition(":")
+    if not name:
+        return 0, 0
+    db = RootfsUserDB(lower) if lower is not None else NO_USERS
+    if name.isdigit():
+        uid = gid = int(name)
+    else:
+        uid, gid = db.user(name) or (0, 0)
+    if group:
+        found = int(group) if group.isdigit() else db.group(group)
+        gid = gid if found is None else found
+    return uid, gid
 
 
 def _write_dirs(out: Any, tmp: Path, changes: ChangeSet, epoch: int | None,

@@ -130,11 +130,14 @@ class RunTask:
                 mounts.append(RtSecret(mount.id, Path(path), mount.target or ""))
             elif isinstance(mount, SshMountDef):
                 raise BuildError("--mount=type=ssh is not supported yet")
-        for script in self.op.files:
-            path = tmp / f"pipe-{script.name}"
-            path.write_text(script.body)
-            path.chmod(0o755)
-            mounts.append(RtBind(path, f"/dev/pipes/{script.name}", readonly=True))
+        if self.op.files:  # as BuildKit: a read-only directory at /dev/pipes holding the scripts
+            pipes = tmp / "pipes"
+            pipes.mkdir(0o755)
+            for script in self.op.files:
+                path = pipes / script.name
+                path.write_text(script.body)
+                path.chmod(0o755)
+            mounts.append(RtBind(pipes, "/dev/pipes", readonly=True))
         return mounts
 
     def _cache_dir(self, stack: ExitStack, mount: CacheMountDef) -> Path:
