@@ -179,8 +179,8 @@ def test_rootless_user_steps_keep_owners_like_a_root_build(
     assert owners["added/x/file"] == (1000, 50, 0o640)  # ADD of a local archive keeps its owners
     assert owners["home/app/c"][:2] == (1000, 1000)  # the cache mount was the user's to write
     assert owners["home/app/after"][:2] == (1000, 1000)  # a mount inside app's 0700 home left it app's
-    assert owners["home/app/work/deep"] == (0, 0, 0o755)  # WORKDIR: made by root, inside app's dir
-    assert [o for n, o in owners.items() if n.startswith("home/app/work")] == [(0, 0, 0o755)] * 2
+    assert owners["home/app/work/deep"] == (1000, 1000, 0o755)  # WORKDIR: made as USER app, as BuildKit does
+    assert [o for n, o in owners.items() if n.startswith("home/app/work")] == [(1000, 1000, 0o755)] * 2
 
     # Inside a container the files show their owners, and the user can read its 0600 file.
     ran = as_user([*lb, "run", "--rm", "owned:1", "sh", "-c",
