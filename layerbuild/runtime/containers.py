@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from layerbuild.errors import UsageError
+from layerbuild.store.layout import proc_start_time
 from layerbuild.store.snapshots import remove_tree
 
 _ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
@@ -36,17 +37,6 @@ class ContainerNotFoundError(UsageError):
     """No container answers to the name or id given."""
 
 
-def proc_start_time(pid: int) -> int | None:
-    """The start time (clock ticks since boot) of `pid`, or None if there is no such live process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2 :].split()
-    if fields[0] in (b"Z", b"X"):  # a zombie has finished running
-        return None
-    return int(fields[19])
 
 
 def alive(pid: int, start: int | None) -> bool:

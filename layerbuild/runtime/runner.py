@@ -20,10 +20,11 @@ from typing import Any
 
 from layerbuild.errors import UsageError
 from layerbuild.runtime import cgroups, containers, terminal
-from layerbuild.runtime.containers import Container, alive, format_created, proc_start_time
+from layerbuild.runtime.containers import Container, alive, format_created
 from layerbuild.runtime.sandbox import Launched, launch, lower_dirs_for
 from layerbuild.runtime.spec import BindMount, Network, ProcessSpec, SandboxError
 from layerbuild.store import Store
+from layerbuild.store.layout import proc_start_time
 from layerbuild.store.snapshots import remove_tree
 
 SECCOMP_CACHE = "seccomp"  # compiled seccomp programs, under the store root

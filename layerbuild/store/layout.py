@@ -153,14 +153,18 @@ SCRATCH_PREFIXES = ("run-", "rootfs-", "workdir-", "unpack-")
 SYSTEM_SCRATCH_PREFIXES = ("layerbuild-copy-", "layerbuild-unpack-")
 
 
-def _start_time(pid: int) -> str | None:
+def proc_start_time(pid: int) -> int | None:
+    """The start time (clock ticks since boot) of `pid`, or None if there is no such live process
+    (a zombie has finished running). With the pid it names one process, whatever reuses the pid."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return None
     fields = data[data.rfind(b")") + 2 :].split()
-    return fields[19].decode() if len(fields) > 19 else None
+    if len(fields) <= 19 or fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
 
 
 def _pid_namespace() -> str:
@@ -178,7 +182,7 @@ def scratch_owner() -> str:
     global _OWNER
     pid = os.getpid()
     if _OWNER is None or _OWNER[0] != pid:
-        _OWNER = (pid, f"{pid}.{_start_time(pid) or 0}.{_pid_namespace()}")
+        _OWNER = (pid, f"{pid}.{proc_start_time(pid) or 0}.{_pid_namespace()}")
     return _OWNER[1]
 
 
@@ -215,7 +219,7 @@ def owner_dead(owner: str) -> bool:
     parts = owner.split(".")
     if len(parts) != 3 or not parts[0].isdigit() or parts[2] != _pid_namespace():
         return False
-    return _start_time(int(parts[0])) != parts[1]
+    return str(proc_start_time(int(parts[0]))) != parts[1]
 
 
 def fsync_dir(path: Path) -> None:

@@ -16,7 +16,6 @@ import pytest
 from layerbuild.errors import UsageError
 from layerbuild.runtime import ProcessSpec, cgroups, launch, run_step
 from layerbuild.runtime.cgroups import Cgroup, Hierarchy
-from layerbuild.runtime.containers import proc_start_time
 from layerbuild.runtime.limits import (
     DEFAULT_PIDS_LIMIT,
     Limits,
@@ -25,6 +24,7 @@ from layerbuild.runtime.limits import (
     v1_files,
     v2_files,
 )
+from layerbuild.store.layout import proc_start_time
 from tests.conftest import REPO
 
 # -- parsing and the files limits become (pure) --------------------------------------------------
