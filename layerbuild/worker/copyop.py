@@ -80,6 +80,10 @@ class CopyTask:
         from layerbuild.worker.copywrite import no_below, rootfs_parents  # the layer writer, on first use
 
         below = rootfs_parents(lower) if lower is not None else no_below
+        if lower is not None and not sel.link:
+            from layerbuild.worker.copywrite import resolve_dest
+
+            sel.dest = resolve_dest(lower, sel.dest)  # through the image's symlinks, inside it
         epoch = self.op.source_date_epoch
         reuse = self.services.reuse_from(previous)
         return self.services.store_layer(
