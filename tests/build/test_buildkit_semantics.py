@@ -1,5 +1,5 @@
-"""The pure-semantics cases of BuildKit's Dockerfile integration tests (frontend/dockerfile/
-dockerfile_test.go), rebuilt here as real builds: each expectation is what that test asserts."""
+"""Pure-semantics cases of BuildKit's Dockerfile integration tests (frontend/dockerfile/dockerfile_test.go,
+named where one exists) and of the Dockerfile reference, rebuilt here as real builds."""
 
 from __future__ import annotations
 
@@ -39,14 +39,14 @@ def config(root: Path) -> dict[str, Any]:
 
 
 def test_required_variable_message(based: tuple[Path, Path]) -> None:
-    """testEnvEmptyFormatting / `${FOO:?message}`: an unset variable stops the build with the message."""
+    """The Dockerfile reference's `${FOO:?message}`: an unset variable stops the build with the message."""
     root, ctx = based
     with pytest.raises(LayerbuildError, match="FOO is not set, please set it"):
         build(ctx, root, "FROM base:1\nRUN echo ${FOO:?FOO is not set, please set it}\n")
 
 
 def test_empty_arg_is_in_the_environment_and_a_bare_arg_is_not(based: tuple[Path, Path], tmp_path: Path) -> None:
-    """testArgDefaultExpansion / testEmptyArgs: `ARG BAR=` is set to "" for RUN, a bare `ARG FOO` is unset."""
+    """testArgDefaultExpansion: `ARG BAR=` is set to "" for RUN, a bare `ARG FOO` is unset."""
     root, ctx = based
     build(ctx, root, "FROM base:1\nARG FOO\nARG BAR=\n"
                      "RUN (env | grep -q '^BAR=$' && echo bar-set) > /out/a; (env | grep -q '^FOO=' || echo foo-unset) >> /out/a\n")
@@ -71,7 +71,7 @@ def test_expose_expansion(tmp_path: Path) -> None:
 
 
 def test_shell_form_entrypoint_under_shell_clears_the_inherited_cmd(based: tuple[Path, Path]) -> None:
-    """testCmdShell / testEntrypointClearsCmd: ENTRYPOINT resets a CMD inherited from the base and uses SHELL."""
+    """testCmdShell, and the reference's rule that ENTRYPOINT resets a CMD inherited from the base."""
     root, ctx = based
     build(ctx, root, 'FROM base:1 AS parent\nCMD ["inherited"]\nFROM parent\nSHELL ["/bin/sh", "-xc"]\n'
                      "ENTRYPOINT echo hello\n")
@@ -81,7 +81,7 @@ def test_shell_form_entrypoint_under_shell_clears_the_inherited_cmd(based: tuple
 
 
 def test_workdir_creates_its_directory_and_relative_copy_uses_it(based: tuple[Path, Path], tmp_path: Path) -> None:
-    """testWorkdirCreatesDir / testRelativeWorkdir / testCopyRelative: WORKDIR makes the directory,
+    """testWorkdirCreatesDir / testRelativeWorkDir / testCopyRelative: WORKDIR makes the directory,
     a relative WORKDIR and a relative COPY destination resolve against it."""
     root, ctx = based
     build(ctx, root, "FROM base:1\nWORKDIR /wd\nWORKDIR sub\nCOPY f.txt rel/\nCOPY f.txt ./dot.txt\n"
@@ -92,8 +92,8 @@ def test_workdir_creates_its_directory_and_relative_copy_uses_it(based: tuple[Pa
 
 
 def test_overriding_files_and_a_trailing_slash(based: tuple[Path, Path], tmp_path: Path) -> None:
-    """testCopyOverrideFiles / testCopyToFilePath: a later COPY replaces a file; `dest/` makes a
-    directory, `dest` without the slash names the file."""
+    """testCopyOverrideFiles: a later COPY replaces a file; and the reference's rule that `dest/` makes
+    a directory while `dest` without the slash names the file."""
     root, ctx = based
     build(ctx, root, "FROM base:1\nCOPY a.txt /over\nCOPY b.txt /over\nCOPY a.txt /dir/\nCOPY a.txt /file\n",
           {"a.txt": "a\n", "b.txt": "b\n"})
@@ -104,7 +104,7 @@ def test_overriding_files_and_a_trailing_slash(based: tuple[Path, Path], tmp_pat
 
 
 def test_stage_names_are_case_insensitive(based: tuple[Path, Path], tmp_path: Path) -> None:
-    """testStageCaseInsensitive: `AS Build` is found as `build` in FROM and COPY --from."""
+    """The reference: stage names are case-insensitive, so `AS Build` is found as `build` in FROM and COPY --from."""
     root, ctx = based
     build(ctx, root, "FROM base:1 AS Build\nRUN echo made > /made\nFROM BUILD AS Next\n"
                      "FROM scratch\nCOPY --from=next /made /made\n")
@@ -112,8 +112,8 @@ def test_stage_names_are_case_insensitive(based: tuple[Path, Path], tmp_path: Pa
 
 
 def test_scratch_image_config_and_empty_layer_history(tmp_path: Path) -> None:
-    """testEmptyDestDir / testNoSnapshotLeak: a scratch image with config steps only has no layers,
-    and every history entry is marked empty_layer."""
+    """A scratch image with config steps only has no layers, and every history entry is marked
+    empty_layer, as BuildKit's image exporter writes it."""
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     root = tmp_path / "store"
@@ -125,7 +125,7 @@ def test_scratch_image_config_and_empty_layer_history(tmp_path: Path) -> None:
 
 
 def test_onbuild_is_cleared_in_the_child(based: tuple[Path, Path], tmp_path: Path) -> None:
-    """testOnBuildCleared: a child image runs its parent's triggers and does not keep them."""
+    """The reference's ONBUILD: a child image runs its parent's triggers and does not keep them."""
     root, ctx = based
     make_base(tmp_path / "trig", root, tag="trig:1", trigger="fired")
     build(ctx, root, "FROM trig:1\nRUN cat /out/onbuild > /out/seen\n")
@@ -134,7 +134,7 @@ def test_onbuild_is_cleared_in_the_child(based: tuple[Path, Path], tmp_path: Pat
 
 
 def test_copy_through_a_symlinked_destination(based: tuple[Path, Path], tmp_path: Path) -> None:
-    """testCopySymlinkDest: a destination directory that is a symlink in the image is followed inside it."""
+    """testSymlinkDestination: a destination directory that is a symlink in the image is followed inside it."""
     root, ctx = based
     build(ctx, root, "FROM base:1\nRUN mkdir /real && ln -s /real /link\nCOPY f.txt /link/\n"
                      "RUN ls /real > /out/ls\n", {"f.txt": "f\n"})
