@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,3 +124,18 @@ def bb_ctx(ctx: Path) -> Path:
     """The test's context directory with the busybox binary in it, for BUSYBOX_BASE."""
     shutil.copy(busybox_binary(), ctx / "busybox")
     return ctx
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 32 MiB tmpfs of this test's own (`tmp_path/small-disk`), unmounted afterwards (lazily, in case
+    a killed process still holds it)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "layerbuild-test-small-disk", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)

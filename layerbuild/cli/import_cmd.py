@@ -26,10 +26,12 @@ def register(sub: Any) -> tuple[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from layerbuild.image import import_rootfs
+    from layerbuild.platforms import host_arch
     from layerbuild.worker.changes import apply_changes
+    from layerbuild.worker.meta import empty_config
 
     changes = list(args.change)
-    apply_changes(empty_config(), changes)  # a bad --change is refused before the tarball is read
+    apply_changes(empty_config(host_arch()), changes)  # a bad --change is refused before the tarball is read
 
     def edit(config: Any) -> Any:
         return apply_changes(config, changes)
@@ -47,8 +49,3 @@ def run(args: argparse.Namespace) -> int:
     print(result.config)  # the image id, as docker import prints it (and `images` shows)
     return 0
 
-
-def empty_config() -> Any:
-    from layerbuild.image.config import ImageConfig
-
-    return ImageConfig("amd64", "linux")

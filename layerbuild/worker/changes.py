@@ -15,13 +15,13 @@ from layerbuild.instructions import commands as c
 from layerbuild.instructions.expand import StageExpander
 from layerbuild.instructions.parse import parse_stages
 from layerbuild.parser import parse
+from layerbuild.plan.planner import DEFAULT_SHELL
 from layerbuild.worker.meta import ConfigBuilder
 
 # What `docker import --change` accepts.
 ALLOWED = {"CMD": c.Cmd, "ENTRYPOINT": c.Entrypoint, "ENV": c.Env, "EXPOSE": c.Expose, "LABEL": c.Label,
            "ONBUILD": c.Onbuild, "STOPSIGNAL": c.StopSignal, "USER": c.User, "VOLUME": c.Volume,
            "WORKDIR": c.Workdir}
-_SHELL = ("/bin/sh", "-c")
 
 
 def apply_changes(config: ImageConfig, changes: Sequence[str]) -> ImageConfig:
@@ -48,5 +48,5 @@ def apply_changes(config: ImageConfig, changes: Sequence[str]) -> ImageConfig:
             raise UsageError(f"--change {line!r}: {exc.message}", hint=exc.hint) from None
         if isinstance(step, c.Workdir):
             workdir = posixpath.normpath(posixpath.join(workdir, step.path))
-        builder.apply(step, workdir, _SHELL)
+        builder.apply(step, workdir, DEFAULT_SHELL)
     return builder.result()

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -176,18 +175,6 @@ def test_builds_killed_at_random_points_leave_no_mounts_and_no_scratch(two_stage
 
 
 # --- a full disk --------------------------------------------------------------------------------------
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    need_root()
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
 
 def fill(path: Path) -> None:
     """Fill the filesystem of `path` to the last byte with the file `path`."""

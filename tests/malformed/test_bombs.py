@@ -4,8 +4,6 @@ not fit the store's free space is refused at its first header, before it is infl
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,20 +51,6 @@ def test_a_bomb_over_the_limit_is_refused_at_its_header(bomb: tuple[Path, Path, 
             ingest_layer(store, src, max_bytes=64 << 20)
         assert list(store.blobs.list()) == [] and store.index.list_layers() == ()
         assert os.listdir(store.layout.tmp) == []
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 32 MiB tmpfs of this test's own, unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "small-disk"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "layerbuild-test-small-disk", str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def _used(path: Path) -> int:
