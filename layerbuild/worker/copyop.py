@@ -81,9 +81,13 @@ class CopyTask:
 
         below = rootfs_parents(lower) if lower is not None else no_below
         if lower is not None and not sel.link:
-            from layerbuild.worker.copywrite import resolve_dest
+            # The destination through the image's symlinks, followed inside it, as BuildKit's copy
+            # resolves it: `COPY f /link/` with `/link -> /real` writes `/real/f`, never a `link/`
+            # directory that would hide the link.
+            from layerbuild.runtime.merged import MergedView
 
-            sel.dest = resolve_dest(lower, sel.dest)  # through the image's symlinks, inside it
+            parts, _ = MergedView([Path(lower)]).resolve(sel.dest)
+            sel.dest = "/" + "/".join(parts)
         epoch = self.op.source_date_epoch
         reuse = self.services.reuse_from(previous)
         return self.services.store_layer(

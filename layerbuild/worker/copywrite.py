@@ -277,42 +277,6 @@ class _Layout:
         return MappedEntry(path, Kind.FILE, mode=mode, uid=uid, gid=gid, mtime=mtime, data=data)
 
 
-def resolve_dest(root: str | os.PathLike[str], dest: str) -> str:
-    """`dest` (absolute) with the symlinks it passes through in the rootfs at `root` followed inside
-    that rootfs, as BuildKit's copy resolves its destination: `COPY f /link/` where `/link -> /real`
-    writes `/real/f`, instead of a `link/` directory that would hide the link. Components that do
-    not exist yet are kept as they are."""
-    base = os.fspath(root)
-    todo = [p for p in dest.split("/") if p and p != "."]
-    todo.reverse()
-    done: list[str] = []
-    links = 0
-    while todo:
-        part = todo.pop()
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        path = os.path.join(base, *done, part)
-        try:
-            st = os.lstat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            done.append(part)
-            done.extend(reversed(todo))  # the rest does not exist yet
-            break
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > 40:
-                raise BuildError(f"cannot copy to {dest}: too many levels of symbolic links")
-            target = os.readlink(path)
-            if target.startswith("/"):
-                done = []
-            todo.extend(reversed([p for p in target.split("/") if p and p != "."]))
-            continue
-        done.append(part)
-    return "/" + "/".join(done)
-
-
 def write_copy_layer(
     sel: CopySelection,
     out: BinaryIO,
