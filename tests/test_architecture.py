@@ -219,7 +219,7 @@ def test_grammar_ships_as_package_data() -> None:
 def test_public_api_is_pinned() -> None:
     assert sorted(layerbuild.__all__) == sorted([
         "BuildError", "DigestMismatchError", "DockerfileError", "DockerfileSyntaxError",
-        "ExpansionError", "LayerbuildError", "StoreError", "UnsafeArchiveError", "UsageError",
+        "ExpansionError", "LayerbuildError", "RegistryAuthError", "RegistryError", "StoreError", "UnsafeArchiveError", "UsageError",
         "__version__", "parse", "Dockerfile", "Instruction", "Heredoc", "build", "BuildResult",
         "BuildEvent", "ImageRef", "StepReport", "Summary", "StepError",
     ])
