@@ -84,17 +84,22 @@ class RegistryClient:
     `credentials`: where logins come from (default: docker's config.json, see DockerConfig).
     `insecure`: registries (HOST[:PORT]) that may be reached over plain HTTP, or over TLS without
     verification (plus $LAYERBUILD_INSECURE_REGISTRIES); loopback registries may use plain HTTP always.
+    `certs_dirs`: where `<host>/*.crt` CAs and `*.cert`/`*.key` client pairs are looked for (default
+    $LAYERBUILD_CERTS_DIRS, else /etc/docker/certs.d and /etc/containers/certs.d). `oauth`: fetch
+    tokens for a password with the OAuth2 POST form instead of GET with Basic. `sleep`: how waits
+    between retries are spent (tests record them).
     """
 
     def __init__(self, *, credentials: CredentialSource | None = None, insecure: Iterable[str] = (),
                  retry: RetryPolicy | None = None, timeout: float = 60.0, oauth: bool = False,
-                 sleep: Callable[[float], None] | None = None) -> None:
+                 certs_dirs: Iterable[Path] | None = None, sleep: Callable[[float], None] | None = None) -> None:
         self.options = Options(
             credentials=credentials if credentials is not None else DockerConfig(),
             insecure=frozenset(insecure) | insecure_from_env(),
             retry=retry or RetryPolicy(),
             timeout=timeout,
             oauth=oauth,
+            certs_dirs=list(certs_dirs) if certs_dirs is not None else None,
         )
         if sleep is not None:
             self.options.sleep = sleep

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import httpx
@@ -46,6 +47,7 @@ class Options:
     retry: RetryPolicy
     timeout: float
     oauth: bool = False  # the OAuth2 POST form for password logins too (identity tokens always use it)
+    certs_dirs: list[Path] | None = None  # None: $LAYERBUILD_CERTS_DIRS, else docker's and containers' certs.d
     sleep: Callable[[float], None] = field(default=time.sleep)
 
 
@@ -295,7 +297,7 @@ class OriginClients:
             client = self._clients.get(key)
             if client is None:
                 verify = not named_insecure(netloc, self.options.insecure)
-                ctx = tls_context(netloc, verify=verify) if u.scheme == "https" else True
+                ctx = tls_context(netloc, verify=verify, dirs=self.options.certs_dirs) if u.scheme == "https" else True
                 client = httpx.Client(verify=ctx, timeout=httpx.Timeout(self.options.timeout, connect=15.0),
                                       follow_redirects=False, trust_env=True,  # HTTP(S)_PROXY, NO_PROXY
                                       headers={"User-Agent": USER_AGENT})
