@@ -260,7 +260,7 @@ class RegistryClient:
                 if resp.status_code == 206 and not resp.headers.get("content-range", "").startswith(f"bytes {got}-"):
                     raise RegistryError(f"{s.domain}: a resumed download of {digest} did not start at byte {got}")
                 try:
-                    for chunk in resp.iter_raw(CHUNK):
+                    for chunk in resp.iter_raw():  # as it arrives: a cut keeps what came
                         if skip:
                             cut = min(skip, len(chunk))
                             chunk, skip = chunk[cut:], skip - cut
@@ -345,6 +345,8 @@ class RegistryClient:
                     raise retry.error from None
                 s.options.sleep(wait)
                 attempt += 1
+                if self.stat_blob(repo, digest) is not None:  # the lost answer was the registry's 201
+                    return "uploaded"
             except _Fallback:
                 chunked = True
 

@@ -351,6 +351,7 @@ class Seen:
 #   ("cut", n)                        forward, then send the headers and only n bytes of the body, and drop
 #   ("alter", fn)                     forward, send fn(body) (Content-Length fixed) instead of the body
 #   ("redirect", url)                 answer 307 to url
+#   ("drop",)                         close the connection without an answer (nothing is forwarded)
 Rule = Callable[[str, str, dict[str, str]], tuple[Any, ...] | None]
 
 
@@ -405,6 +406,10 @@ class FaultProxy:
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
+                    return
+                if action is not None and action[0] == "drop":
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
                     return
                 if action is not None and action[0] == "redirect":
                     self.send_response(307)
