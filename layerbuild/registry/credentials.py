@@ -253,3 +253,10 @@ def helper_erase(name: str, server: str) -> bool:
             return False
         raise _helper_failure(name, "erase", result)
     return True
+
+
+class NoCredentials:
+    """A credential source with nothing in it (anonymous access, or `login` checking given credentials)."""
+
+    def get(self, host: str) -> Credentials | None:
+        return None

@@ -14,7 +14,7 @@ import pytest
 from layerbuild.errors import DigestMismatchError, RegistryAuthError, RegistryError
 from layerbuild.reference import Reference, parse_reference
 from layerbuild.registry import OCI_MANIFEST, Credentials, RegistryClient
-from tests.registry.conftest import Logins, client_for
+from tests.registry.fixtures import Logins, client_for
 from tests.registry.kit import FaultProxy, Registry, StorageServer, once
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,5 @@
-"""The registries the client tests talk to (session-scoped: starting one takes about a second), and a
-client for each, with its account and CA."""
+"""The registries tests talk to (session-scoped: starting one takes about a second), and a client for
+each, with its account and CA. tests/conftest.py imports the fixtures, so every test package may use them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from layerbuild.registry import Credentials, RegistryClient, RetryPolicy
-from tests.registry.kit import FaultProxy, Registry, StorageServer, start_registry
+from tests.registry.kit import Registry, StorageServer, start_registry
 
 
 class Logins:
@@ -81,6 +81,3 @@ def storage() -> Iterator[StorageServer]:
     yield server
     server.close()
 
-
-def proxy_of(registry: Registry) -> FaultProxy:
-    return FaultProxy(registry)
