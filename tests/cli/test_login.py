@@ -88,7 +88,7 @@ def test_login_through_a_credential_helper(token_registry: Registry, docker_conf
     monkeypatch.setenv("LBTEST_HELPER_STORE", str(tmp_path / "store.json"))
     docker_config.parent.mkdir(parents=True)
     docker_config.write_text(json.dumps({"credsStore": "lbtest"}))
-    code, out, err = login(capfd, monkeypatch, token_registry, token_registry.password)
+    code, _, err = login(capfd, monkeypatch, token_registry, token_registry.password)
     assert code == 0, err
     assert "unencrypted" not in err
     assert helper_store(tmp_path / "store.json") == {token_registry.host: [token_registry.user,

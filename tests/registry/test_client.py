@@ -141,7 +141,6 @@ def test_a_manifest_that_does_not_exist(any_registry: Registry) -> None:
 
 
 def test_many_threads_share_one_client(token_registry: Registry) -> None:
-    config, _, _ = image()
     blobs = [os.urandom(50_000) for _ in range(12)]
     ref = ref_of(token_registry.host, "threads/app:1")
     errors: list[BaseException] = []
@@ -172,9 +171,8 @@ def test_many_threads_share_one_client(token_registry: Registry) -> None:
 def test_wrong_credentials_are_refused_without_showing_them(kind: str, request: pytest.FixtureRequest) -> None:
     registry: Registry = request.getfixturevalue(kind)
     wrong = "not-the-Pa55word-42"
-    with client_for(registry, password=wrong) as client:
-        with pytest.raises(RegistryAuthError) as info:
-            client.get_manifest(ref_of(registry.host, "auth/app:1"))
+    with client_for(registry, password=wrong) as client, pytest.raises(RegistryAuthError) as info:
+        client.get_manifest(ref_of(registry.host, "auth/app:1"))
     text = info.value.render() + repr(info.value) + str(info.value.__cause__ or "")
     assert wrong not in text and registry.password not in text
     assert f"layerbuild login {registry.host}" in text
