@@ -321,12 +321,14 @@ class RegistryClient:
     # --- blobs: writing ---------------------------------------------------------------------------
 
     def upload_blob(self, repo: Reference, digest: str, size: int, source: BlobSource, *,
-                    mount_from: Reference | None = None, chunked: bool = False,
+                    mount_from: Reference | None = None, chunked: bool = False, single_post: bool = False,
                     chunk_size: int = DEFAULT_UPLOAD_CHUNK) -> str:
         """Make blob `digest` (of `size` bytes, read from `source`) exist in `repo`; returns what it took:
         `exists` (nothing sent), `mounted` (from `mount_from`, a repository of the same registry) or
         `uploaded`. A monolithic POST+PUT, falling back to chunked PATCHes where the registry refuses
-        that (or `chunked`); a lost connection or 5xx restarts the upload from a new session."""
+        that (or `chunked`); a lost connection or 5xx restarts the upload from a new session.
+        `single_post` tries the one-request form first (POST ?digest= with the body, for small blobs);
+        a registry that answers it with an upload session gets the usual PUT."""
         s = self.session(repo.domain)
         if self.stat_blob(repo, digest) is not None:
             return "exists"
@@ -338,7 +340,8 @@ class RegistryClient:
         attempt = 0
         while True:
             try:
-                return self._upload_once(s, repo, digest, size, source, scopes, params, chunked, chunk_size)
+                return self._upload_once(s, repo, digest, size, source, scopes, params, chunked, chunk_size,
+                                         single_post and not params)
             except _Retry as retry:
                 wait = s.options.retry.delay(attempt, retry.response)
                 if wait is None:
@@ -351,10 +354,19 @@ class RegistryClient:
                 chunked = True
 
     def _upload_once(self, s: Session, repo: Reference, digest: str, size: int, source: BlobSource,
-                     scopes: list[str], params: dict[str, str], chunked: bool, chunk_size: int) -> str:
+                     scopes: list[str], params: dict[str, str], chunked: bool, chunk_size: int,
+                     single_post: bool = False) -> str:
         what = "upload blob"
-        resp = self._upload_step(s, "POST", f"/v2/{repo.path}/blobs/uploads/", scopes, what, params=params,
-                                 headers={"Content-Length": "0"}, content=b"")
+        if single_post and not chunked:
+            resp = self._upload_step(s, "POST", f"/v2/{repo.path}/blobs/uploads/", scopes, what,
+                                     params={"digest": digest}, content=_body(source),
+                                     headers={"Content-Type": "application/octet-stream",
+                                              "Content-Length": str(size)})
+            if resp.status_code == 201:
+                return self._uploaded(s, resp, digest)
+        else:
+            resp = self._upload_step(s, "POST", f"/v2/{repo.path}/blobs/uploads/", scopes, what, params=params,
+                                     headers={"Content-Length": "0"}, content=b"")
         if resp.status_code == 201 and params:
             return "mounted"
         if resp.status_code != 202 or "location" not in resp.headers:
@@ -388,6 +400,10 @@ class RegistryClient:
                                      headers={"Content-Length": "0"})
         if resp.status_code not in (201, 204):
             raise s.fail(resp, what=what, repository=repo.name, reference=digest)
+        return self._uploaded(s, resp, digest)
+
+    @staticmethod
+    def _uploaded(s: Session, resp: httpx.Response, digest: str) -> str:
         answered = resp.headers.get("docker-content-digest")
         if answered and answered != digest:
             raise DigestMismatchError(f"{s.domain}: stored the blob as {answered}, not {digest}")

@@ -82,6 +82,11 @@ def transport_error(exc: Exception, *, host: str, what: str) -> RegistryError:
                 f"{host}: TLS certificate not trusted ({reason})",
                 hint=f"put the registry's CA certificate in /etc/docker/certs.d/{host}/ca.crt (or "
                      f"/etc/containers/certs.d/{host}/), or add it to the system's CAs")
+        if client_certificate_refused(cause):
+            return RegistryError(
+                f"{host}: the registry asks for a client certificate, and took none that was offered",
+                hint=f"put the client pair as /etc/docker/certs.d/{host}/client.cert and client.key (or in "
+                     f"/etc/containers/certs.d/{host}/)")
         cause = cause.__cause__ or cause.__context__
     if isinstance(exc, httpx.ConnectTimeout):
         return RegistryError(f"cannot connect to {host}: timed out ({what})",
@@ -99,3 +104,10 @@ def transport_error(exc: Exception, *, host: str, what: str) -> RegistryError:
                              transient=True)
     return RegistryError(f"{host}: connection lost ({what}): {text[:_MAX_DETAIL] or type(exc).__name__}",
                          hint="try again; the registry or the network dropped the connection", transient=True)
+
+
+def client_certificate_refused(exc: BaseException) -> bool:
+    """A TLS alert that says the server wanted (another) client certificate: no use trying again."""
+    text = str(exc).upper()
+    return any(alert in text for alert in ("CERTIFICATE_REQUIRED", "ALERT_BAD_CERTIFICATE",
+                                           "ALERT_UNKNOWN_CA", "ALERT_CERTIFICATE_UNKNOWN"))

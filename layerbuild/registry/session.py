@@ -95,10 +95,13 @@ class Session:
             try:
                 resp = self._send_retrying(lambda: client.get(url), what="ping")  # noqa: B023 - called at once
             except RegistryError as exc:
-                if "TLS certificate" in exc.message or scheme == schemes[-1]:
+                if "TLS certificate" in exc.message or "client certificate" in exc.message or scheme == schemes[-1]:
                     raise
                 last = exc
                 continue
+            if resp.status_code == 400 and last is not None:
+                resp.close()  # an HTTPS server telling a plain request off: its TLS failure is the answer
+                raise last
             if resp.status_code not in (200, 401):
                 resp.close()
                 raise RegistryError(f"{self.host} is not an OCI registry: GET /v2/ answered HTTP {resp.status_code}",

@@ -128,6 +128,8 @@ def retry_after(response: httpx.Response) -> float | None:
 
 def retryable_transport_error(exc: httpx.TransportError) -> bool:
     """A connection that dropped or stalled may work on a new try; a refused one, a bad name or TLS won't."""
-    if isinstance(exc, httpx.ConnectError):
+    from layerbuild.registry.failures import client_certificate_refused
+
+    if isinstance(exc, httpx.ConnectError) or client_certificate_refused(exc):
         return False
     return isinstance(exc, httpx.NetworkError | httpx.TimeoutException | httpx.RemoteProtocolError)

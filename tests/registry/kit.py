@@ -54,6 +54,8 @@ class CA:
     cert: Path
     server_cert: Path
     server_key: Path
+    client_cert: Path
+    client_key: Path
 
     def certs_dir_for(self, host: str, base: Path) -> Path:
         """A certs.d tree (`base/<host>/ca.crt`) that trusts this CA for `host`; returns `base`."""
@@ -93,12 +95,22 @@ def make_ca(where: Path) -> CA:
                            critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256()))
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = (x509.CertificateBuilder()
+              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "layerbuild test client")]))
+              .issuer_name(ca_name).public_key(client_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+              .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+              .sign(ca_key, hashes.SHA256()))
     pem = serialization.Encoding.PEM
     (where / "ca.crt").write_bytes(ca_cert.public_bytes(pem))
     (where / "server.crt").write_bytes(cert.public_bytes(pem))
-    (where / "server.key").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                                         serialization.NoEncryption()))
-    return CA(where, where / "ca.crt", where / "server.crt", where / "server.key")
+    (where / "client.cert").write_bytes(client.public_bytes(pem))
+    for name, k in (("server.key", key), ("client.key", client_key)):
+        (where / name).write_bytes(k.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()))
+    return CA(where, where / "ca.crt", where / "server.crt", where / "server.key", where / "client.cert",
+              where / "client.key")
 
 
 # --- the token server -------------------------------------------------------------------------------
@@ -273,7 +285,8 @@ class Registry:
 
 def start_registry(kind: str, where: Path) -> Registry:
     """docker-registry on 127.0.0.1 with a config written here: `plain` (no auth, HTTP), `htpasswd`
-    (bcrypt, over TLS with a CA made here) or `token` (JWTs from a TokenServer, HTTP)."""
+    (bcrypt, over TLS with a CA made here), `token` (JWTs from a TokenServer, HTTP) or `mtls` (no auth,
+    TLS that requires a client certificate from the CA; `certs_dir` holds only the CA)."""
     need_registry()
     where.mkdir(parents=True, exist_ok=True)
     ca = token = None
@@ -286,6 +299,10 @@ def start_registry(kind: str, where: Path) -> Registry:
                        capture_output=True)
         auth = f"auth:\n  htpasswd:\n    realm: layerbuild-test\n    path: {where / 'htpasswd'}\n"
         tls = f"  tls:\n    certificate: {ca.server_cert}\n    key: {ca.server_key}\n"
+    elif kind == "mtls":
+        ca = make_ca(where / "tls")
+        tls = (f"  tls:\n    certificate: {ca.server_cert}\n    key: {ca.server_key}\n"
+               f"    clientcas:\n      - {ca.cert}\n")
     elif kind == "token":
         token = TokenServer(where / "token", {USER: PASSWORD})
         auth = (f"auth:\n  token:\n    realm: {token.realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n"
@@ -322,6 +339,7 @@ def _wait_ready(host: str, proc: subprocess.Popen[bytes], ca: CA | None, timeout
         try:
             if ca is not None:
                 ctx = ssl.create_default_context(cafile=str(ca.cert))
+                ctx.load_cert_chain(str(ca.client_cert), str(ca.client_key))  # for the mtls kind
                 conn: http.client.HTTPConnection = http.client.HTTPSConnection(host, timeout=2, context=ctx)
             else:
                 conn = http.client.HTTPConnection(host, timeout=2)

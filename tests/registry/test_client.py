@@ -414,3 +414,62 @@ def test_chunked_fallback_when_a_monolithic_put_is_refused(proxied: tuple[Regist
         assert client.upload_blob(ref, sha(layer), len(layer), layer, chunk_size=100_000) == "uploaded"
         assert client.get_blob(ref, sha(layer)) == layer
     assert sum(1 for s in proxy.seen if s.method == "PATCH") == 2
+
+
+def test_single_post_upload(proxied: tuple[Registry, FaultProxy]) -> None:
+    registry, proxy = proxied
+    blob = os.urandom(5000)
+    ref = ref_of(proxy.host, "faults/single:1")
+    with client_for(registry, host=proxy.host) as client:
+        assert client.upload_blob(ref, sha(blob), len(blob), blob, single_post=True) == "uploaded"
+        assert client.get_blob(ref, sha(blob)) == blob
+    posts = [s for s in proxy.seen if s.method == "POST"]
+    assert f"digest={sha(blob)}".replace(":", "%3A") in posts[0].path
+    assert posts[0].headers.get("Content-Length") == str(len(blob))
+    # distribution 2.8 answers the one-request form with an upload session: the PUT finishes it
+    puts = [s for s in proxy.seen if s.method == "PUT"]
+    assert len(puts) == 1
+
+
+def test_client_certificates_from_certs_d(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from tests.registry.kit import start_registry
+
+    registry = start_registry("mtls", tmp_path_factory.mktemp("registry-mtls"))
+    try:
+        assert registry.ca is not None and registry.certs_dir is not None
+        with client_for(registry) as client, pytest.raises(RegistryError) as info:
+            client.ping(registry.host)
+        assert "client certificate" in info.value.message
+        assert f"/etc/docker/certs.d/{registry.host}/client.cert" in (info.value.hint or "")
+        # docker's layout: NAME.cert with NAME.key beside the CA
+        hostdir = registry.certs_dir / registry.host
+        (hostdir / "client.cert").write_bytes(registry.ca.client_cert.read_bytes())
+        (hostdir / "client.key").write_bytes(registry.ca.client_key.read_bytes())
+        with client_for(registry) as client:
+            assert client.ping(registry.host) == "registry/2.0"
+            ref = ref_of(registry.host, "mtls/app:1")
+            assert client.upload_blob(ref, sha(b"m"), 1, b"m") == "uploaded"
+    finally:
+        registry.stop()
+
+
+@pytest.mark.parametrize("kind", ["tls_registry", "token_registry"])
+def test_credentials_and_tokens_never_reach_the_logs(kind: str, request: pytest.FixtureRequest,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import base64
+    import logging
+
+    registry: Registry = request.getfixturevalue(kind)
+    caplog.set_level(logging.DEBUG)  # httpx's and httpcore's too
+    with client_for(registry) as client:
+        ref, config, _, _ = _seed(registry, f"logs/{registry.kind}:1")
+        client.get_manifest(ref)
+        client.get_blob(ref, sha(config))
+        session = client.session(ref.domain)
+        tokens = [t.value for t in session.tokens._tokens.values()]
+    assert caplog.records  # the HTTP libraries did log the requests
+    text = caplog.text
+    assert registry.password not in text
+    assert base64.b64encode(f"{registry.user}:{registry.password}".encode()).decode() not in text
+    assert all(t not in text for t in tokens)
+    assert (kind == "token_registry") == bool(tokens)
