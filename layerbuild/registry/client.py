@@ -168,7 +168,7 @@ class RegistryClient:
             raise DigestMismatchError(f"{s.domain}: the manifest of {ref} hashes to {actual}, not {expected}",
                                       hint="the registry (or something between) sent other bytes; nothing "
                                            "was kept")
-        return Manifest(data, media_type, actual if algorithm == "sha256" else digest_of(data))
+        return Manifest(data, media_type, actual)
 
     def head_manifest(self, ref: Reference, *, accept: Iterable[str] = MANIFEST_TYPES) -> Descriptor | None:
         """The digest, media type and size of what `ref` names, or None if the registry has no such manifest.

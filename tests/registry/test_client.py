@@ -84,6 +84,13 @@ def test_blob_and_manifest_round_trip(any_registry: Registry, tmp_path: Path) ->
         push(client, other.with_digest(digest), config, layer, manifest)
         client.put_manifest(ref.with_tag("v2"), manifest, OCI_MANIFEST)
         assert sorted(client.list_tags(ref)) == ["v1", "v2"]
+        assert sorted(client.list_tags(ref, page=1)) == ["v1", "v2"]  # two pages, through Link: rel="next"
+
+        # why both kinds of type go in Accept: distribution does not offer an OCI manifest to a client
+        # that asks for Docker's types only
+        with pytest.raises(RegistryError) as info:
+            client.get_manifest(ref, accept=[DOCKER_MANIFEST])
+        assert info.value.code == "MANIFEST_UNKNOWN"
 
 
 def test_a_docker_manifest_and_chunked_upload(tls_registry: Registry) -> None:
