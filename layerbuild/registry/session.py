@@ -177,13 +177,17 @@ class Session:
                 self.options.sleep(wait)
                 attempt += 1
 
-    def reauthenticate(self, scopes: list[str], response: httpx.Response) -> None:
-        """After a 401: drop the token for `scopes` and take the registry's new challenge."""
+    def reauthenticate(self, scopes: list[str], response: httpx.Response) -> list[str]:
+        """After a 401: drop the token for `scopes`, take the registry's new challenge, and return the
+        scopes to ask for next (with the one the challenge names, when it names another, as docker does)."""
         self.tokens.drop(scopes)
         fresh = _pick(parse_challenges(response.headers.get("www-authenticate", "")))
-        if fresh is not None:
-            with self._lock:
-                self._challenge = fresh
+        if fresh is None:
+            return scopes
+        with self._lock:
+            self._challenge = fresh
+        wanted = fresh.params.get("scope", "").split()
+        return scopes + [w for w in wanted if w not in scopes]
 
     # --- the request loop ------------------------------------------------------------------------
 
@@ -234,7 +238,7 @@ class Session:
                 continue
             if resp.status_code == 401 and not reauthed:  # an expired or revoked token: renew it once
                 reauthed = True
-                self.reauthenticate(scopes, resp)
+                scopes = self.reauthenticate(scopes, resp)
                 resp.close()
                 continue
             if retry and resp.status_code in RETRY_STATUSES:

@@ -480,3 +480,15 @@ def test_credentials_and_tokens_never_reach_the_logs(kind: str, request: pytest.
     assert base64.b64encode(f"{registry.user}:{registry.password}".encode()).decode() not in text
     assert all(t not in text for t in tokens)
     assert (kind == "token_registry") == bool(tokens)
+
+
+def test_the_scope_a_challenge_names_is_asked_for(token_registry: Registry) -> None:
+    ref, _, _, manifest = _seed(token_registry, "tokens/scope:1")
+    with client_for(token_registry) as client:
+        session = client.session(ref.domain)
+        # a request made with no scope at all: the registry's 401 names the scope it wants
+        resp = session.request("GET", f"/v2/{ref.path}/manifests/1", scopes=[], what="GET manifest",
+                               headers={"Accept": OCI_MANIFEST})
+        assert resp.status_code == 200 and resp.content == manifest
+    assert token_registry.token is not None
+    assert token_registry.token.requests[-1]["scopes"] == [f"repository:{ref.path}:pull"]
