@@ -322,13 +322,14 @@ class RegistryClient:
 
     def upload_blob(self, repo: Reference, digest: str, size: int, source: BlobSource, *,
                     mount_from: Reference | None = None, chunked: bool = False, single_post: bool = False,
-                    chunk_size: int = DEFAULT_UPLOAD_CHUNK) -> str:
+                    chunk_size: int = DEFAULT_UPLOAD_CHUNK, progress: Callable[[int], None] | None = None) -> str:
         """Make blob `digest` (of `size` bytes, read from `source`) exist in `repo`; returns what it took:
         `exists` (nothing sent), `mounted` (from `mount_from`, a repository of the same registry) or
         `uploaded`. A monolithic POST+PUT, falling back to chunked PATCHes where the registry refuses
         that (or `chunked`); a lost connection or 5xx restarts the upload from a new session.
         `single_post` tries the one-request form first (POST ?digest= with the body, for small blobs);
-        a registry that answers it with an upload session gets the usual PUT."""
+        a registry that answers it with an upload session gets the usual PUT. `progress(n)` is told the
+        bytes sent so far as they go (from 0 again when an upload starts over)."""
         s = self.session(repo.domain)
         if self.stat_blob(repo, digest) is not None:
             return "exists"
@@ -341,7 +342,7 @@ class RegistryClient:
         while True:
             try:
                 return self._upload_once(s, repo, digest, size, source, scopes, params, chunked, chunk_size,
-                                         single_post and not params)
+                                         single_post and not params, progress)
             except _Retry as retry:
                 wait = s.options.retry.delay(attempt, retry.response)
                 if wait is None:
@@ -355,11 +356,11 @@ class RegistryClient:
 
     def _upload_once(self, s: Session, repo: Reference, digest: str, size: int, source: BlobSource,
                      scopes: list[str], params: dict[str, str], chunked: bool, chunk_size: int,
-                     single_post: bool = False) -> str:
+                     single_post: bool = False, progress: Callable[[int], None] | None = None) -> str:
         what = "upload blob"
         if single_post and not chunked:
             resp = self._upload_step(s, "POST", f"/v2/{repo.path}/blobs/uploads/", scopes, what,
-                                     params={"digest": digest}, content=_body(source),
+                                     params={"digest": digest}, content=_body(source, progress),
                                      headers={"Content-Type": "application/octet-stream",
                                               "Content-Length": str(size)})
             if resp.status_code == 201:
@@ -374,7 +375,7 @@ class RegistryClient:
         location = str(httpx.URL(s.base()).join(resp.headers["location"]))
         if not chunked:
             url = httpx.URL(location).copy_merge_params({"digest": digest})
-            resp = self._upload_step(s, "PUT", str(url), scopes, what, content=_body(source),
+            resp = self._upload_step(s, "PUT", str(url), scopes, what, content=_body(source, progress),
                                      headers={"Content-Type": "application/octet-stream",
                                               "Content-Length": str(size)})
             if resp.status_code in (400, 405, 413, 501) and not _digest_problem(resp):
@@ -395,6 +396,8 @@ class RegistryClient:
                         raise s.fail(resp, what=what, repository=repo.name, reference=digest)
                     location = str(httpx.URL(s.base()).join(resp.headers["location"]))
                     offset += len(chunk)
+                    if progress is not None:
+                        progress(offset)
             url = httpx.URL(location).copy_merge_params({"digest": digest})
             resp = self._upload_step(s, "PUT", str(url), scopes, what, content=b"",
                                      headers={"Content-Length": "0"})
@@ -441,14 +444,18 @@ def _digest_problem(resp: httpx.Response) -> bool:
     return any(code in ("DIGEST_INVALID", "SIZE_INVALID", "BLOB_UPLOAD_UNKNOWN") for code, _ in registry_codes(resp))
 
 
-def _body(source: BlobSource) -> Body:
-    if isinstance(source, bytes):
+def _body(source: BlobSource, progress: Callable[[int], None] | None = None) -> Body:
+    if isinstance(source, bytes) and progress is None:
         return source
 
     def chunks() -> Iterator[bytes]:
-        with source() as reader:
+        sent = 0
+        with _opened(source) as reader:
             while chunk := reader.read(CHUNK):
                 yield chunk
+                sent += len(chunk)
+                if progress is not None:
+                    progress(sent)
 
     return chunks
 

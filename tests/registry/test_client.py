@@ -59,7 +59,9 @@ def test_blob_and_manifest_round_trip(any_registry: Registry, tmp_path: Path) ->
         assert client.ping(any_registry.host) == "registry/2.0"
         ref = ref_of(any_registry.host, f"round/{any_registry.kind}:v1")
         assert client.stat_blob(ref, sha(layer)) is None
-        assert client.upload_blob(ref, sha(layer), len(layer), layer) == "uploaded"
+        sent: list[int] = []
+        assert client.upload_blob(ref, sha(layer), len(layer), layer, progress=sent.append) == "uploaded"
+        assert sent[-1] == len(layer) and sent == sorted(sent)
         assert client.upload_blob(ref, sha(layer), len(layer), layer) == "exists"
         assert client.stat_blob(ref, sha(layer)) == len(layer)
         assert client.upload_blob(ref, sha(config), len(config), config) == "uploaded"
@@ -103,7 +105,10 @@ def test_a_docker_manifest_and_chunked_upload(tls_registry: Registry) -> None:
                     "size": len(layer)}]}).encode()
     with client_for(tls_registry) as client:
         ref = ref_of(tls_registry.host, "docker/chunked:1")
-        assert client.upload_blob(ref, sha(layer), len(layer), layer, chunked=True, chunk_size=64_000) == "uploaded"
+        sent: list[int] = []
+        assert client.upload_blob(ref, sha(layer), len(layer), layer, chunked=True, chunk_size=64_000,
+                                  progress=sent.append) == "uploaded"
+        assert sent == [64_000, 128_000, 192_000, len(layer)]
         client.upload_blob(ref, sha(config), len(config), lambda: open_bytes(config))
         client.put_manifest(ref, manifest, DOCKER_MANIFEST)
         got = client.get_manifest(ref)
