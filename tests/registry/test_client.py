@@ -497,3 +497,17 @@ def test_the_scope_a_challenge_names_is_asked_for(token_registry: Registry) -> N
         assert resp.status_code == 200 and resp.content == manifest
     assert token_registry.token is not None
     assert token_registry.token.requests[-1]["scopes"] == [f"repository:{ref.path}:pull"]
+
+
+def test_rate_limited_to_the_end(proxied: tuple[Registry, FaultProxy]) -> None:
+    registry, proxy = proxied
+    ref, _, _, _ = _seed(registry, "faults/limited:1")
+    body = json.dumps({"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]}).encode()
+    proxy.rules.append(lambda m, p, h: ("status", 429, {"Retry-After": "0", "Content-Type": "application/json"}, body)
+                       if "/manifests/" in p else None)
+    sleeps: list[float] = []
+    with client_for(registry, host=proxy.host, sleeps=sleeps) as client, pytest.raises(RegistryError) as info:
+        client.get_manifest(Reference(proxy.host, ref.path, ref.tag))
+    assert info.value.code == "TOOMANYREQUESTS" and "rate-limiting" in info.value.message
+    assert f"layerbuild login {proxy.host}" in (info.value.hint or "")
+    assert sleeps == [0.0] * 4  # the default policy's five attempts
