@@ -242,7 +242,8 @@ def test_cli_start_up_imports_stay_light() -> None:
     import sys
 
     code = ("import sys; from layerbuild.cli.main import build_parser; build_parser(); "
-            "heavy = [m for m in ('lark', 'zstandard', 'sqlite3', 'rich', 'layerbuild.worker', 'layerbuild.store') "
+            "heavy = [m for m in ('lark', 'zstandard', 'sqlite3', 'rich', 'httpx', 'layerbuild.worker', "
+            "'layerbuild.store', 'layerbuild.registry') "
             "if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"imported at start-up: {out}"
