@@ -73,3 +73,14 @@ def split_digest_ref(ref: str) -> tuple[str, str] | None:
         return None
     name, _, digest = ref.partition("@")
     return name, digest
+
+
+def context_name(ref: str) -> str:
+    """The name a `--build-context NAME=...` answers to, as BuildKit matches it: the familiar form
+    without `:latest` (`docker.io/library/alpine:latest` and `alpine` are both `alpine`). A name that
+    is no image reference (a stage name such as `build-1`, written in any case) is matched lowercased."""
+    try:
+        name = familiar(normalize_tag(ref))
+    except UsageError:
+        return ref.lower()
+    return name.removesuffix(":" + DEFAULT_TAG)

@@ -36,7 +36,15 @@ class StageRef:
     index: int
 
 
-Base = Scratch | BaseImage | StageRef
+@dataclass(frozen=True)
+class LocalContext:
+    """A named build context that is a local directory (`--build-context NAME=DIR`): read like the
+    main context (its own `.dockerignore`, owners as 0:0), keyed by the content a step selects."""
+
+    name: str
+
+
+Base = Scratch | BaseImage | StageRef | LocalContext
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,8 @@ class BuildPlan:
             base = stage.base
             if isinstance(base, Scratch):
                 what = "scratch"
+            elif isinstance(base, LocalContext):
+                what = f"context {base.name}"
             elif isinstance(base, BaseImage):
                 what = f"image {base.ref}"
             else:
