@@ -339,7 +339,7 @@ def plan_build(
         if local_base is not None:
             # FROM a local named context: its files are the stage's first layer, copied as COPY copies
             # the context (owners 0:0, .dockerignore applied), keyed by their content.
-            steps.append(Step(index, 1, "copy", frm.node.original, frm, sources=(LocalContext(local_base),),
+            steps.append(Step(index, 1, "copy", f"[context {local_base}] load", frm, sources=(LocalContext(local_base),),
                               op=FileCopy(sources=(".",), dest="/", from_input=0,
                                           source_date_epoch=source_date_epoch)))
         expander = StageExpander(df, meta_args=meta, build_args=build_args, base_env=base_env, budget=budget,
