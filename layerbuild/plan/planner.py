@@ -99,7 +99,7 @@ def _dependencies(stage: c.Stage, names: Mapping[str, int], contexts: NamedConte
     if stage.name is not None and stage.name in contexts:
         return deps  # replaced by the named context of its name: none of its lines is read
     base = stage.base_name.lower()
-    if base in names and names[base] != stage.index:
+    if base in names and names[base] != stage.index and context_name(stage.base_name) not in contexts:
         deps.add(names[base])
     for command in stage.commands:
         refs: list[str] = []

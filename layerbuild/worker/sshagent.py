@@ -36,6 +36,16 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     _libc.prctl(1, 9, 0, 0, 0)
 
 
+def _accepts(path: Path) -> bool:
+    """Whether a server listens on the socket at `path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 class SshAgents:
     """The build's agents by id (`sources`: id → one socket, or key files). Thread-safe; `close` once."""
 
@@ -81,7 +91,7 @@ class SshAgents:
         proc = subprocess.Popen([agent, "-D", "-a", str(path)], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + _AGENT_START_S
-        while not path.is_socket():
+        while not _accepts(path):  # bound is not yet listening: wait until a connection is taken
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 err = proc.communicate()[1].decode("utf-8", "replace").strip()

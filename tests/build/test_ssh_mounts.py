@@ -56,6 +56,15 @@ def keygen(where: Path, name: str) -> tuple[Path, str]:
     return key, fingerprint
 
 
+def listening(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 class Agent:
     """A real ssh-agent of the test's own, at `sock`."""
 
@@ -63,7 +72,7 @@ class Agent:
         self.sock = where / "agent.sock"
         self.proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(self.sock)], stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while not self.sock.is_socket():
+        while not listening(self.sock):  # bound is not yet listening
             assert time.monotonic() < deadline and self.proc.poll() is None, "ssh-agent did not start"
             time.sleep(0.01)
 
@@ -253,3 +262,30 @@ def test_rootless_steps_reach_the_agent_too(rootless_home: Path) -> None:  # noq
     assert ran.returncode == 0, ran.stderr
     lines = ran.stdout.splitlines()
     assert lines[:2] == ["0", "1000 600"] and fingerprint in lines[2], ran.stdout
+
+
+def test_the_socket_a_build_made_for_a_step_is_closed_when_the_step_ends(
+        ssh_ctx: Path, root: Path, tmp_path: Path, agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the build makes its private ssh dir
+    write(ssh_ctx, {"Dockerfile": SSH_BASE + "RUN --mount=type=ssh echo ready && sleep 0.5\n"})
+    seen: list[tuple[Path, socket.socket]] = []
+
+    def on_event(event: layerbuild.BuildEvent) -> None:
+        if event.type == "step.log" and event.message == "ready":  # the step is running now
+            for path in scratch.glob("layerbuild-ssh-*/step-*.sock"):
+                client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                client.connect(str(path))  # the live relay, reachable while the step runs
+                seen.append((path, client))
+
+    layerbuild.build(ssh_ctx, root=root, tags=["s:1"], ssh={"default": [agent.sock]}, on_event=on_event)
+    assert len(seen) == 1
+    path, client = seen[0]
+    client.settimeout(5)
+    assert client.recv(16) == b""  # cut when the step ended
+    assert not path.exists() and list(scratch.iterdir()) == []
+    with pytest.raises(OSError):
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect(str(path))
