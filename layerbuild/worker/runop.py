@@ -162,7 +162,7 @@ class RunTask:
             if not mount.required:
                 return None
             if self.ssh is None or not self.ssh.sources:  # BuildKit's words, for either case
-                raise BuildError(f"no SSH key {mount.id!r} forwarded from the client",
+                raise BuildError(f'no SSH key "{mount.id}" forwarded from the client',
                                  hint=f"pass --ssh {mount.id} ($SSH_AUTH_SOCK) or --ssh {mount.id}=SOCKET|KEY")
             raise BuildError(f"unset ssh forward key {mount.id}",
                              hint=f"pass --ssh {mount.id} ($SSH_AUTH_SOCK) or --ssh {mount.id}=SOCKET|KEY")

@@ -176,7 +176,7 @@ def test_a_mount_without_an_agent_is_skipped_unless_required(ssh_ctx: Path, root
     write(ssh_ctx, {"Dockerfile": SSH_BASE + "RUN --mount=type=ssh,required=true ssh-add -l\n"})
     with pytest.raises(layerbuild.BuildError) as info:
         layerbuild.build(ssh_ctx, root=root, tags=["s:1"])
-    assert 'no SSH key "default" forwarded from the client' in info.value.render().replace("'", '"')
+    assert 'no SSH key "default" forwarded from the client' in info.value.render()
     with pytest.raises(layerbuild.BuildError) as info:
         layerbuild.build(ssh_ctx, root=root, tags=["s:1"], ssh={"other": [agent.sock]})
     assert "unset ssh forward key default" in info.value.render()
