@@ -70,7 +70,7 @@ def _source_ref(
     """`--from=X`: a named context, a stage by name or position, else an image. A named context
     comes first: one with a stage's name replaces that stage, as in BuildKit."""
     named = context_name(name)
-    if named in contexts:
+    if named in contexts and not name.isdigit():  # `--from=0` is always a stage's position
         ref = contexts[named]
         return LocalContext(named) if ref is None else resolve_context(named, ref)
     key = name.lower()
@@ -111,7 +111,7 @@ def _dependencies(stage: c.Stage, names: Mapping[str, int], contexts: NamedConte
                 if ref:
                     refs.append(ref)
         for ref in refs:
-            if context_name(ref) in contexts:
+            if context_name(ref) in contexts and not ref.isdigit():
                 continue
             if ref.lower() in names:
                 deps.add(names[ref.lower()])

@@ -1,9 +1,10 @@
 """The worker's Executor: runs every op kind of plan.ops on its resolved inputs, and nothing else.
 
 Each task is built from the op definition and the solver's `Inputs` alone; what the build as a
-whole provides (the store, the build context, the secrets' files) is reached only through what an
-op names: a FileCopy or a context bind mount reads the context through the selection it is keyed
-by, a secret mount its id. Tests swap this for a toy (see `Build(wrap_executor=...)`).
+whole provides (the store, the build context and the named ones, the secrets' files, the ssh
+agents) is reached only through what an op names: a FileCopy or a context bind mount reads a context
+through the selection it is keyed by, a secret or ssh mount its id. Tests swap this for a toy (see
+`Build(wrap_executor=...)`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The no-op fast path: when nothing a build reads has changed, answer from the last build's record.
 
 A build's inputs are the Dockerfile, its ignore file, the options, the base images its FROM lines
-named, and the context's files (a Dockerfile that names a URL or a git source never takes this path). The fingerprint covers all of them, each context file by its full
-stat (device, inode, size, mtime, ctime, mode) as the stat cache does. If the fingerprint equals the
+named, and the files of the context and of the named contexts that are directories (a Dockerfile
+that names a URL or a git source never takes this path). The fingerprint covers all of them, each
+context file by its full stat (device, inode, size, mtime, ctime, mode) as the stat cache does. If the fingerprint equals the
 one recorded after the last successful build of the same Dockerfile and target, and that build's
 image, blobs and tags are all still in the store, its outputs are this build's outputs: every step
 is a cache hit. Anything else — one touched file, a pruned blob, a moved tag — takes the full path,

@@ -1,7 +1,8 @@
 """Exec (RUN) tasks: the parent's filesystem as overlay lower dirs, the sandbox runs the op's process,
 the upper dir becomes the layer. Mounts: cache dirs kept under the store root, binds from the context
 (keyed by their content, only what .dockerignore lets through, never writable in place) or from an
-input, tmpfs, and secrets (bind-mounted files that never reach a layer, a key or a log)."""
+input, tmpfs, secrets (bind-mounted files that never reach a layer, a key or a log) and ssh agents (a
+socket of the step's own relaying to the agent, see sshagent.py)."""
 
 from __future__ import annotations
 
