@@ -45,6 +45,7 @@ class Case:
 EXPOSE_WHY = ('"EXPOSE %v" of the parsed port list (dockerfile2llb/convert_expose.go); Docker 20.10 '
               'printed a Go map')
 
+CHOWN_WHY = "COPY's and ADD's history names --chown and --chmod (dockerfile2llb/convert_copy.go)"
 GLOBAL_ARGS = {"ARG ver": "ARG ver=q u", "ARG other": "ARG other=2"}
 
 CASES: list[Case] = [
@@ -121,7 +122,7 @@ CASES: list[Case] = [
          current={"history": {"COPY f.txt /f1 # buildkit": "COPY --chown=app:app f.txt /f1 # buildkit",
                               "COPY f.txt /f2 # buildkit": "COPY --chown=1000:2000 f.txt /f2 # buildkit",
                               "COPY d /d/ # buildkit": "COPY --chown=app d /d/ # buildkit"}},
-         current_why="COPY's history names --chown and --chmod (dockerfile2llb/convert_copy.go)"),
+         current_why=CHOWN_WHY),
     Case("run_whiteouts", "FROM base\nRUN rm /etc/motd && rm -r /home/app && mkdir /home/app && echo n > /home/app/n\n"),
     Case("dockerignore", "FROM base\nCOPY . /ctx/\n",
          {".dockerignore": "*.log\n!keep.log\nsecret/\n", "a.txt": "a\n", "x.log": "x\n", "keep.log": "k\n",
@@ -146,6 +147,22 @@ CASES: list[Case] = [
     Case("user_copy_is_root", "FROM base\nUSER app\nCOPY f.txt /f\nRUN touch /tmp/t\n", {"f.txt": "f\n"}),
     Case("add_local_tar", "FROM base\nADD t.tar /t/\nADD f.txt /notar\n",
          {"f.txt": "f\n"}),
+    Case("empty_steps", "FROM base\nRUN true\nWORKDIR /tmp\nWORKDIR /\nRUN echo x > /x && rm /x\nCOPY empty/ /tmp/\n",
+         {"empty/.keep": ""}),
+    # Names the image does not know leave the ids at 0 (solver/llbsolver/ops/user_linux.go readUser).
+    Case("copy_chown_unknown_user", "FROM base\nCOPY --chown=nobody:nogroup f.txt /f\n", {"f.txt": "f\n"},
+         current={"history": {"COPY f.txt /f # buildkit": "COPY --chown=nobody:nogroup f.txt /f # buildkit"}},
+         current_why=CHOWN_WHY),
+    Case("copy_chmod", "FROM base\nCOPY --chmod=0600 f.txt /f\nCOPY --chmod=755 d /d/\n",
+         {"f.txt": "f\n", "d/x": "x\n"},
+         current={"history": {"COPY f.txt /f # buildkit": "COPY --chmod=0600 f.txt /f # buildkit",
+                              "COPY d /d/ # buildkit": "COPY --chmod=755 d /d/ # buildkit"}},
+         current_why=CHOWN_WHY),
+    Case("env_legacy_form", "FROM base\nENV A b c\nENV B=\"x y\" C=z\nLABEL old\\ form=1\n"),
+    Case("add_chown_and_dir", "FROM base\nADD --chown=app:app d /ad/\nADD f.txt t.tar /multi/\n",
+         {"d/x": "x\n", "f.txt": "f\n"},
+         current={"history": {"ADD d /ad/ # buildkit": "ADD --chown=app:app d /ad/ # buildkit"}},
+         current_why=CHOWN_WHY),
     Case("copy_from_stage_paths",
          "FROM base AS b\nRUN mkdir -p /o/p && echo 1 > /o/p/one && echo 2 > /o/two\n"
          "FROM base\nCOPY --from=b /o /o\nCOPY --from=b /o/p/one /single\nCOPY --from=b /o/ /flat/\n"),
@@ -168,7 +185,7 @@ def write_context(case: Case, ctx: Path) -> None:
     (ctx / "Dockerfile").write_text(case.dockerfile)
     for name, text in case.parents.items():
         (ctx / f"{name}.Dockerfile").write_text(text)
-    if case.name == "add_local_tar":
+    if case.name in ("add_local_tar", "add_chown_and_dir"):
         (ctx / "t.tar").write_bytes(tar_of({"in/a.txt": b"a\n", "b.txt": b"b\n"}))
     links: list[tuple[str, str]] = []
     for name, spec in sorted(case.files.items()):
