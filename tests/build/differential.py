@@ -8,6 +8,7 @@ the history's shape. The recorded summaries live in buildkit_recorded.json, so C
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import io
 import json
@@ -163,6 +164,27 @@ CASES: list[Case] = [
          {"d/x": "x\n", "f.txt": "f\n"},
          current={"history": {"ADD d /ad/ # buildkit": "ADD --chown=app:app d /ad/ # buildkit"}},
          current_why=CHOWN_WHY),
+    # More of BuildKit's dockerfile_test.go: testDockerfileAddChownExpand, testCopyWildcards,
+    # testCopySymlinks/testCopyThroughSymlinkContext, testEnvEmptyFormatting, testCopyVarSubstitution,
+    # testDockerfileDirs, and ADD of a compressed archive.
+    Case("chown_expansion", "FROM base\nARG owner=app\nARG group=extra\nCOPY --chown=$owner:${group} f.txt /f\n",
+         {"f.txt": "f\n"},
+         current={"history": {"COPY f.txt /f # buildkit": "COPY --chown=app:extra f.txt /f # buildkit"}},
+         current_why=CHOWN_WHY),
+    Case("copy_wildcards", "FROM base\nCOPY *.txt /w/\nCOPY dir* /d/\nCOPY [ab]?.md /m/\n",
+         {"a.txt": "a\n", "b.txt": "b\n", "c.log": "c\n", "dir1/x": "x\n", "dir2/y": "y\n",
+          "a1.md": "1\n", "b22.md": "2\n"}),
+    Case("copy_symlinks", "FROM base\nCOPY link-to-file /lf\nCOPY sub/link-to-dir/ /ld/\nCOPY sub /sub/\n",
+         {"file.txt": "f\n", "link-to-file": ("->", "file.txt"), "sub/real/x": "x\n",
+          "sub/link-to-dir": ("->", "real")}),
+    Case("env_empty_formatting", "FROM base\nENV myenv foo%sbar\nENV empty=\nENV q=\"\" s='a b'\n"
+                                 "RUN echo \"[$myenv][$empty][$q][$s]\" > /e.txt\n"),
+    Case("copy_var_substitution", "FROM base\nENV F=f.txt D=/dest\nCOPY $F ${D}/\nCOPY ${F} $D/again.txt\n",
+         {"f.txt": "f\n"}),
+    Case("dockerfile_dirs", "FROM base\nWORKDIR /test\nADD sub /sub\nADD f.txt .\nWORKDIR sub2\nCOPY f.txt ./\n"
+                            "RUN stat -c '%n %a %u:%g %F' /test/* /test/sub2/* > /ls.txt; pwd >> /ls.txt\n",
+         {"f.txt": "f\n", "sub/g": "g\n"}),
+    Case("add_compressed_archive", "FROM base\nADD t.tar.gz /gz/\nCOPY t.tar.gz /copied/\n"),
     Case("copy_from_stage_paths",
          "FROM base AS b\nRUN mkdir -p /o/p && echo 1 > /o/p/one && echo 2 > /o/two\n"
          "FROM base\nCOPY --from=b /o /o\nCOPY --from=b /o/p/one /single\nCOPY --from=b /o/ /flat/\n"),
@@ -187,6 +209,8 @@ def write_context(case: Case, ctx: Path) -> None:
         (ctx / f"{name}.Dockerfile").write_text(text)
     if case.name in ("add_local_tar", "add_chown_and_dir"):
         (ctx / "t.tar").write_bytes(tar_of({"in/a.txt": b"a\n", "b.txt": b"b\n"}))
+    if case.name == "add_compressed_archive":
+        (ctx / "t.tar.gz").write_bytes(gzip.compress(tar_of({"z/a.txt": b"za\n"}), mtime=0))
     links: list[tuple[str, str]] = []
     for name, spec in sorted(case.files.items()):
         path = ctx / name
