@@ -37,8 +37,10 @@ def normalize_tag(ref: str) -> str:
 def _check_name(ref: str, name: str, version: str) -> None:
     parts = name.split("/")
     first = parts[0]
-    # The first component is a registry host if it looks like one, as docker decides it.
-    if len(parts) > 1 and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
+    # The first component is a registry host if it has a `.` or `:` or is `localhost`, as docker
+    # decides it: `UPPER/x:1` is an uppercase repository (docker tag and docker load refuse it), while
+    # `UPPER.com/x` is a host.
+    if len(parts) > 1 and ("." in first or ":" in first or first == "localhost"):
         if not _DOMAIN.fullmatch(first):
             raise UsageError(f"invalid reference format: {ref!r} (registry host {first!r})", hint="use NAME[:TAG]")
         parts = parts[1:]

@@ -261,6 +261,7 @@ def plan_build(
     onbuild_out: dict[int, tuple[str, ...]] = {}
     state_out: dict[int, tuple[str, str, tuple[str, ...]]] = {}
     args_out: dict[int, tuple[tuple[str, str], ...]] = {}
+    arg_order_out: dict[int, tuple[str, ...]] = {}  # each stage's ARG names in declaration order
     resolved: dict[tuple[str, str | None], BaseImage] = {}
 
     def image(ref: str, plat: str | None = None, node: Instruction | None = None) -> BaseImage:
@@ -299,6 +300,7 @@ def plan_build(
         base: Base
         base_env: tuple[tuple[str, str], ...] = ()
         base_args: tuple[tuple[str, str], ...] = ()
+        arg_order: list[str] = []
         triggers: tuple[str, ...] = ()
         workdir: str
         user: str
@@ -326,6 +328,7 @@ def plan_build(
         elif frm.base_name.lower() in names and names[frm.base_name.lower()] != index:
             base = StageRef(names[frm.base_name.lower()])
             base_env, base_args = env_out[base.index], args_out[base.index]
+            arg_order = list(arg_order_out[base.index])
             workdir, user, shell = state_out[base.index]
             triggers = onbuild_out[base.index]
             origin = f"stage {frm.base_name}"
@@ -371,8 +374,15 @@ def plan_build(
             op = make_op(cmd, variables=scope.items() if isinstance(cmd, c.Run) else (), workdir=workdir, user=user, shell=shell,
                          network=network, platform=frm.platform or platform,
                          source_index=source_index, source_date_epoch=source_date_epoch)
+            history_args: tuple[tuple[str, str | None], ...] = ()
+            if isinstance(cmd, c.Run):
+                history_args = tuple((k, scope.get(k)) for k in arg_order)
+            elif isinstance(cmd, c.Arg):
+                history_args = tuple((a.key, _arg_value(a, build_args, meta)) for a in cmd.args)
+                arg_order.extend(k for k, _ in history_args if k not in arg_order)
             steps.append(
                 Step(index, position + first, step_kind(cmd), cmd.node.original, cmd, args=args,
+                     history_args=history_args,
                      sources=tuple(sources), trigger=position < trigger_count,
                      workdir=workdir, user=user, shell=shell, op=op)
             )
@@ -382,6 +392,7 @@ def plan_build(
                 shell = cmd.shell
         env_out[index] = expander.env
         args_out[index] = expander.args
+        arg_order_out[index] = tuple(arg_order)
         state_out[index] = (workdir, user, shell)
         onbuild_out[index] = tuple(own_onbuild)
         planned[index] = PlannedStage(index, stage.name, base, tuple(steps), frm.platform)
@@ -395,3 +406,13 @@ def plan_build(
         unused_build_args=unused,
         filename=df.filename,
     )
+
+
+def _arg_value(arg: c.ArgDef, build_args: Mapping[str, str], meta: Mapping[str, str | None]) -> str | None:
+    """The value an ARG takes, as BuildKit records it in the history: the build arg, else its
+    (expanded) default, else the global ARG's value; None for a bare ARG with none of them."""
+    if arg.key in build_args:
+        return build_args[arg.key]
+    if arg.default is not None:
+        return arg.default
+    return meta.get(arg.key)

@@ -264,14 +264,15 @@ class Build:
             if output.created:
                 last_time = output.created
             when = float(epoch) if epoch is not None else last_time
+            text = created_by(command, step.shell, step.workdir, step.history_args)
             entry = HistoryEntry(
-                created=format_created(when), created_by=created_by(command, step.shell, step.workdir),
-                comment="layerbuild.v0", empty_layer=output.diff_id is None,
+                created=format_created(when), created_by=text or "", comment="layerbuild.v0",
+                empty_layer=output.diff_id is None,
             )  # fmt: skip
             builder.apply(command, step.workdir, step.shell)
             if output.diff_id is not None:
                 builder.add_layer(output.diff_id, entry)
-            else:
+            elif text is not None:  # BuildKit records no history for ONBUILD
                 builder.add_history(entry)
         cfg = builder.result()
         # The image is as old as its newest step: a fully cached rebuild gives the same image id.
