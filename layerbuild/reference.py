@@ -39,8 +39,10 @@ def normalize_tag(ref: str) -> str:
 def _check_name(ref: str, name: str, version: str) -> None:
     parts = name.split("/")
     first = parts[0]
-    # The first component is a registry host if it looks like one, as docker decides it.
-    if len(parts) > 1 and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
+    # The first component is a registry host if it has a `.` or `:` or is `localhost`, as docker
+    # decides it: `UPPER/x:1` is an uppercase repository (docker tag and docker load refuse it), while
+    # `UPPER.com/x` is a host.
+    if len(parts) > 1 and ("." in first or ":" in first or first == "localhost"):
         if not _DOMAIN.fullmatch(first):
             raise UsageError(f"invalid reference format: {ref!r} (registry host {first!r})", hint="use NAME[:TAG]")
         parts = parts[1:]
@@ -148,7 +150,8 @@ def parse_reference(ref: str, *, default_tag: bool = True) -> Reference:
     """Parse `ref` as docker does (distribution/reference's ParseNormalizedNamed, then TagNameOnly).
 
     `ubuntu` → `docker.io/library/ubuntu:latest`; `user/app` → `docker.io/user/app:latest`; the first
-    component is a registry only if it has a `.` or `:`, is `localhost`, or has uppercase letters;
+    component is a registry only if it has a `.` or `:` or is `localhost` (`UPPER/x` is an uppercase
+    repository, refused, as normalize_tag refuses it);
     `index.docker.io` is `docker.io`; `NAME@sha256:…` and `NAME:TAG@sha256:…` pin a digest. Without
     `default_tag`, a name with neither tag nor digest keeps `tag=None`.
     """
@@ -185,7 +188,7 @@ def parse_reference(ref: str, *, default_tag: bool = True) -> Reference:
 def _split_domain(name: str) -> tuple[str, str]:
     """(`domain`, `rest`) as docker's splitDockerDomain decides it, the domain's syntax checked."""
     first, slash, rest = name.partition("/")
-    if not slash or ("." not in first and ":" not in first and first != "localhost" and first == first.lower()):
+    if not slash or ("." not in first and ":" not in first and first != "localhost"):
         return DOCKER_HUB, name
     if not (_DOMAIN.fullmatch(first) or _IPV6_DOMAIN.fullmatch(first)):
         raise UsageError(f"invalid reference format: {name!r} (registry host {first!r})",
@@ -223,3 +226,14 @@ def registry_host(server: str | None) -> str:
     if not host or not (_DOMAIN.fullmatch(host) or _IPV6_DOMAIN.fullmatch(host)):
         raise UsageError(f"invalid registry name {server!r}", hint="name a registry as HOST or HOST:PORT")
     return DOCKER_HUB if host.lower() in _HUB_ALIASES else host
+
+
+def context_name(ref: str) -> str:
+    """The name a `--build-context NAME=...` answers to, as BuildKit matches it: the familiar form
+    without `:latest` (`docker.io/library/alpine:latest` and `alpine` are both `alpine`). A name that
+    is no image reference (a stage name such as `build-1`, written in any case) is matched lowercased."""
+    try:
+        name = familiar(normalize_tag(ref))
+    except UsageError:
+        return ref.lower()
+    return name.removesuffix(":" + DEFAULT_TAG)

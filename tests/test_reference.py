@@ -21,8 +21,6 @@ VALID = {
     "debian": "docker.io/library/debian",
     "localhost/library/debian": "localhost/library/debian",
     "localhost/debian": "localhost/debian",
-    "LOCALDOMAIN/library/debian": "LOCALDOMAIN/library/debian",
-    "LOCALDOMAIN/debian": "LOCALDOMAIN/debian",
     "docker.io/docker/docker": "docker.io/docker/docker",
     "docker.io/library/debian": "docker.io/library/debian",
     "docker.io/debian": "docker.io/library/debian",
@@ -63,6 +61,10 @@ INVALID = [
     "ubuntu@sha256:" + "A" * 64,
     "ubuntu@md5:" + "a" * 32,
     "a" * 256,
+    # current distribution/reference takes an uppercase first component for a host; docker 20.10's
+    # CLI, and layerbuild (the first component is a host only with `.`, `:` or as `localhost`), refuse it
+    "LOCALDOMAIN/library/debian",
+    "LOCALDOMAIN/debian",
 ]
 
 

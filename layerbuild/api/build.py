@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from layerbuild.api.contexts import named_contexts, ssh_sources
 from layerbuild.errors import UsageError
 from layerbuild.store.layout import resolve_root
 from layerbuild.worker import fastpath
@@ -50,6 +51,8 @@ def build(
     memory_swap: str | int | None = None,
     cpus: str | float | None = None,
     pids_limit: str | int | None = None,
+    build_contexts: Mapping[str, str | os.PathLike[str]] | None = None,
+    ssh: Mapping[str, str | os.PathLike[str] | Iterable[str | os.PathLike[str]]] | None = None,
 ) -> BuildResult:
     """Build the Dockerfile in `context` (or `dockerfile`) into the store at `root`.
 
@@ -62,7 +65,11 @@ def build(
     -1 unlimited) limit every RUN step's cgroup; they are not part of any cache key, as in BuildKit.
     `on_event` receives every progress event, one at a time (RUN output and parallel stages may call
     it from the build's threads). `allow` grants entitlements (`security.insecure` lets
-    `RUN --security=insecure` run with every capability and no seccomp). Returns the report as typed
+    `RUN --security=insecure` run with every capability and no seccomp). `build_contexts` maps a
+    name to a directory or `docker-image://REF[@DIGEST]` (`--build-context`): `FROM NAME`,
+    `COPY --from=NAME` and `RUN --mount=from=NAME` read it instead of a stage or image of that name.
+    `ssh` maps an id to an agent socket or private key files (`[]`: `$SSH_AUTH_SOCK`) that
+    `RUN --mount=type=ssh,id=ID` reaches through a socket of its own; never part of a key. Returns the report as typed
     values. Raises a LayerbuildError: UsageError for bad
     arguments (before anything is built), DockerfileError for a bad Dockerfile, BuildError when a
     step fails.
@@ -71,7 +78,8 @@ def build(
         context, dockerfile, tags, build_args, target, no_cache, no_cache_filter=no_cache_filter, jobs=jobs,
         network=network, secrets=secrets, outputs=outputs, source_date_epoch=source_date_epoch,
     )  # fmt: skip
-    request = dataclasses.replace(request, allow=_entitlements(allow))
+    request = dataclasses.replace(request, allow=_entitlements(allow), contexts=named_contexts(build_contexts),
+                                  ssh=ssh_sources(ssh))
     if memory is not None or memory_swap is not None or cpus is not None or pids_limit is not None:
         request = _with_limits(request, memory, memory_swap, cpus, pids_limit)
     started = time.monotonic()

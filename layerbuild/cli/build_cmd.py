@@ -40,6 +40,11 @@ def register(sub: Any) -> tuple[str, Any]:
     p.add_argument("--memory-swap", metavar="BYTES", help="memory plus swap of each RUN step (-1: unlimited swap)")
     p.add_argument("--cpus", metavar="N", help="CPUs of each RUN step (e.g. 1.5)")
     p.add_argument("--pids-limit", metavar="N", help="processes of each RUN step (default 2048, -1: unlimited)")
+    p.add_argument("--build-context", action="append", default=[], metavar="NAME=VALUE",
+                   help="a named context for FROM NAME, COPY --from=NAME, RUN --mount=from=NAME: "
+                        "a directory or docker-image://REF[@DIGEST]")
+    p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET|KEY[,KEY]]",
+                   help="an ssh agent for RUN --mount=type=ssh (default: $SSH_AUTH_SOCK), or key files")
     p.add_argument("--iidfile", metavar="FILE", help="write the image id to FILE")
     p.add_argument("--metadata-file", metavar="FILE", help="write the build's result (JSON) to FILE")
     registry = "it comes with registry support (pull and push)"
@@ -48,8 +53,6 @@ def register(sub: Any) -> tuple[str, Any]:
         ("--pull",): (False, registry),
         ("--label",): (True, "set labels with LABEL in the Dockerfile for now"),
         ("--add-host",): (True, "RUN steps get /etc/hosts with localhost and their hostname for now"),
-        ("--ssh",): (True, "RUN --mount=type=ssh comes later"),
-        ("--build-context",): (True, "named contexts come later; use COPY --from=STAGE"),
         ("--shm-size",): (True, "RUN steps get a 64 MiB /dev/shm"),
         ("--ulimit",): (True, "RUN steps keep the limits layerbuild runs with; use --memory/--pids-limit"),
     })
@@ -64,6 +67,29 @@ def _kv_list(text: str, what: str) -> dict[str, str]:
             raise UsageError(f"invalid {what} {text!r}", hint=f"write {what} as key=value pairs separated by commas")
         out[key.strip()] = value.strip()
     return out
+
+
+def _build_contexts(items: list[str]) -> dict[str, str]:
+    """`NAME=VALUE` items as name → value (the library checks the values); the last one of a name wins."""
+    contexts: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise UsageError(f"invalid --build-context {item!r}, expected NAME=VALUE",
+                             hint="e.g. --build-context lib=../lib or --build-context alpine=docker-image://base:1")
+        contexts[name] = value
+    return contexts
+
+
+def _ssh(items: list[str]) -> dict[str, list[str]]:
+    """`default`, `ID` or `ID=SOCKET|KEY[,KEY]` items as id → paths (none: $SSH_AUTH_SOCK)."""
+    specs: dict[str, list[str]] = {}
+    for item in items:
+        ident, sep, paths = item.partition("=")
+        if not ident or (sep and not paths):
+            raise UsageError(f"invalid --ssh {item!r}", hint="write --ssh default or --ssh ID=SOCKET|KEY[,KEY]")
+        specs[ident] = [p for p in paths.split(",") if p] if sep else []
+    return specs
 
 
 def _build_args(items: list[str]) -> dict[str, str]:
@@ -175,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
             secrets=_secrets(args.secret), outputs=outputs, source_date_epoch=_source_date_epoch(),
             allow=[a.strip() for item in args.allow for a in item.split(",") if a.strip()],
             memory=args.memory, memory_swap=args.memory_swap, cpus=args.cpus, pids_limit=args.pids_limit,
+            build_contexts=_build_contexts(args.build_context), ssh=_ssh(args.ssh),
         )  # fmt: skip
     finally:
         progress.close()

@@ -1,6 +1,16 @@
 """Typed stages to a pure, printable DAG of build operations."""
 
-from layerbuild.plan.model import Base, BaseImage, BuildPlan, PlannedStage, Scratch, StageRef, Step, StepKind
+from layerbuild.plan.model import (
+    Base,
+    BaseImage,
+    BuildPlan,
+    LocalContext,
+    PlannedStage,
+    Scratch,
+    StageRef,
+    Step,
+    StepKind,
+)
 from layerbuild.plan.ops import (
     MOUNT_KINDS,
     OP_KINDS,
@@ -33,6 +43,7 @@ __all__ = [
     "Exec",
     "FileCopy",
     "InlineFile",
+    "LocalContext",
     "MakeDir",
     "MountDef",
     "OpDef",

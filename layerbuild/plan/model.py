@@ -36,7 +36,15 @@ class StageRef:
     index: int
 
 
-Base = Scratch | BaseImage | StageRef
+@dataclass(frozen=True)
+class LocalContext:
+    """A named build context that is a local directory (`--build-context NAME=DIR`): read like the
+    main context (its own `.dockerignore`, owners as 0:0), keyed by the content a step selects."""
+
+    name: str
+
+
+Base = Scratch | BaseImage | StageRef | LocalContext
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,7 @@ class Step:
     `text` is the instruction as written (continuations joined), for reports and explanations;
     `args` holds the build args the step depends on with their values (what a RUN sees is its op's).
     `sources` names other stages or images that COPY --from / RUN --mount from= read.
+    `history_args` feed the history text (see the field).
     `workdir`, `user` and `shell` are the state in force when the step runs (for WORKDIR itself,
     `workdir` is the directory it makes current). `op` is what the step does as data (plan.ops):
     the solver keys and runs the op, never the instruction; `command` is kept for the image config.
@@ -63,6 +72,9 @@ class Step:
     user: str = ""
     shell: tuple[str, ...] = ("/bin/sh", "-c")
     op: OpDef = field(default=ConfigEdit(""))
+    # For the history text only, never a key: for RUN, the stage's ARGs in declaration order with the
+    # values the step sees (BuildKit's `|N KEY=value`); for ARG, its arguments with the values they took.
+    history_args: tuple[tuple[str, str | None], ...] = ()
 
     @property
     def line(self) -> int:
@@ -116,6 +128,8 @@ class BuildPlan:
             base = stage.base
             if isinstance(base, Scratch):
                 what = "scratch"
+            elif isinstance(base, LocalContext):
+                what = f"context {base.name}"
             elif isinstance(base, BaseImage):
                 what = f"image {base.ref}"
             else:

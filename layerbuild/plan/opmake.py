@@ -67,6 +67,7 @@ def exec_env(variables: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...
 
 def _mounts(command: c.Run, source_index: Callable[[str], int]) -> tuple[MountDef, ...]:
     out: list[MountDef] = []
+    ssh_count = 0
     for m in command.mounts:
         if isinstance(m, BindMount):
             out.append(BindMountDef(target=m.target, source=m.source, readonly=m.readonly,
@@ -81,8 +82,10 @@ def _mounts(command: c.Run, source_index: Callable[[str], int]) -> tuple[MountDe
             out.append(SecretMountDef(id=m.id, target=m.target, required=m.required, mode=m.mode,
                                       uid=m.uid, gid=m.gid))
         elif isinstance(m, SshMount):
-            out.append(SshMountDef(id=m.id, target=m.target, required=m.required, mode=m.mode,
-                                   uid=m.uid, gid=m.gid))
+            # BuildKit's default target: the mount's position among the step's ssh mounts.
+            out.append(SshMountDef(id=m.id, target=m.target or f"/run/buildkit/ssh_agent.{ssh_count}",
+                                   required=m.required, mode=m.mode, uid=m.uid, gid=m.gid))
+            ssh_count += 1
     return tuple(out)
 
 
@@ -102,10 +105,15 @@ def make_op(
     stage or image that `--from=ref` names (the order of `Step.sources`)."""
     if isinstance(command, c.Run):
         sh, script, files = run_script(command, shell)
+        mounts = _mounts(command, source_index)
+        env = exec_env(variables)
+        ssh = [m for m in mounts if isinstance(m, SshMountDef)]
+        if ssh and not any(key == "SSH_AUTH_SOCK" for key, _ in env):
+            env = (*env, ("SSH_AUTH_SOCK", ssh[0].target))  # as BuildKit: the first ssh mount's socket
         return Exec(
-            shell=sh, args=script, env=exec_env(variables), user=user, workdir=workdir or "/",
+            shell=sh, args=script, env=env, user=user, workdir=workdir or "/",
             network=network_mode(command.network) or network, security=command.security or "sandbox",
-            platform=platform, mounts=_mounts(command, source_index), files=files,
+            platform=platform, mounts=mounts, files=files,
             source_date_epoch=source_date_epoch,
         )  # fmt: skip
     if isinstance(command, c.SourcesAndDest):

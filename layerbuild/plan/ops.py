@@ -77,7 +77,8 @@ class SecretMountDef:
 
 @dataclass(frozen=True)
 class SshMountDef:
-    """`--mount=type=ssh` (refused by the executor for now)."""
+    """`--mount=type=ssh`: a socket at `target` relaying to the agent `id` names (`--ssh`); the agent and
+    its keys are never keyed, the id, target and options are."""
 
     id: str = "default"
     target: str = ""

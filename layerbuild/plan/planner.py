@@ -17,12 +17,26 @@ from layerbuild.instructions import commands as c
 from layerbuild.instructions.locate import syntax_error
 from layerbuild.parser import Dockerfile, Instruction
 from layerbuild.parser.shell import MAX_BUILD_EXPANSION_BYTES, ExpansionBudget
-from layerbuild.plan.model import Base, BaseImage, BuildPlan, PlannedStage, Scratch, StageRef, Step, StepKind
+from layerbuild.plan.model import (
+    Base,
+    BaseImage,
+    BuildPlan,
+    LocalContext,
+    PlannedStage,
+    Scratch,
+    StageRef,
+    Step,
+    StepKind,
+)
 from layerbuild.plan.opmake import Network, make_op
-from layerbuild.plan.ops import Source
+from layerbuild.plan.ops import FileCopy, Source
 from layerbuild.platforms import DEFAULT_PATH, host_platform_args
+from layerbuild.reference import context_name
 
 ResolveImage = Callable[[str, "str | None"], BaseImage]
+# `--build-context NAME=...` by name (as `reference.context_name` spells it): the image reference it
+# stands for, or None for a local directory.
+NamedContexts = Mapping[str, "str | None"]
 
 DEFAULT_SHELL: tuple[str, ...] = ("/bin/sh", "-c")
 
@@ -50,9 +64,15 @@ def _stage_lookup(stages: tuple[c.Stage, ...]) -> dict[str, int]:
 
 
 def _source_ref(
-    name: str, names: Mapping[str, int], current: int, resolve: Callable[[str], Base]
+    name: str, names: Mapping[str, int], current: int, resolve: Callable[[str], Base],
+    contexts: NamedContexts, resolve_context: Callable[[str, str], Base],
 ) -> Base:
-    """`--from=X`: a stage by name or position, else an image."""
+    """`--from=X`: a named context, a stage by name or position, else an image. A named context
+    comes first: one with a stage's name replaces that stage, as in BuildKit."""
+    named = context_name(name)
+    if named in contexts and not name.isdigit():  # `--from=0` is always a stage's position
+        ref = contexts[named]
+        return LocalContext(named) if ref is None else resolve_context(named, ref)
     key = name.lower()
     if key in names:
         return StageRef(names[key])
@@ -62,21 +82,24 @@ def _source_ref(
 
 
 def _indexer(
-    sources: list[Base], names: Mapping[str, int], current: int, resolve: Callable[[str], Base]
+    sources: list[Base], names: Mapping[str, int], current: int, resolve: Callable[[str], Base],
+    contexts: NamedContexts, resolve_context: Callable[[str, str], Base],
 ) -> Callable[[str], int]:
     """`--from=ref` → its position in `sources` (appended in the order the op names them)."""
 
     def index(ref: str) -> int:
-        sources.append(_source_ref(ref, names, current, resolve))
+        sources.append(_source_ref(ref, names, current, resolve, contexts, resolve_context))
         return len(sources) - 1
 
     return index
 
 
-def _dependencies(stage: c.Stage, names: Mapping[str, int]) -> set[int]:
+def _dependencies(stage: c.Stage, names: Mapping[str, int], contexts: NamedContexts) -> set[int]:
     deps: set[int] = set()
+    if stage.name is not None and stage.name in contexts:
+        return deps  # replaced by the named context of its name: none of its lines is read
     base = stage.base_name.lower()
-    if base in names and names[base] != stage.index:
+    if base in names and names[base] != stage.index and context_name(stage.base_name) not in contexts:
         deps.add(names[base])
     for command in stage.commands:
         refs: list[str] = []
@@ -88,6 +111,8 @@ def _dependencies(stage: c.Stage, names: Mapping[str, int]) -> set[int]:
                 if ref:
                     refs.append(ref)
         for ref in refs:
+            if context_name(ref) in contexts and not ref.isdigit():
+                continue
             if ref.lower() in names:
                 deps.add(names[ref.lower()])
             elif ref.isdigit():
@@ -95,7 +120,7 @@ def _dependencies(stage: c.Stage, names: Mapping[str, int]) -> set[int]:
     return deps
 
 
-def _order(df: Dockerfile, stages: tuple[c.Stage, ...], target: int) -> list[int]:
+def _order(df: Dockerfile, stages: tuple[c.Stage, ...], target: int, contexts: NamedContexts) -> list[int]:
     """The stages the target needs, each after its dependencies; a cycle is a Dockerfile error."""
     names = _stage_lookup(stages)
     order: list[int] = []
@@ -112,7 +137,7 @@ def _order(df: Dockerfile, stages: tuple[c.Stage, ...], target: int) -> list[int
             raise syntax_error(df, via.from_.node, f"circular dependency between stages at stage {index}",
                                hint="a stage can use only stages that do not use it (FROM, COPY --from, RUN --mount from=)")
         state[index] = "visiting"
-        for dep in sorted(_dependencies(stages[index], names)):
+        for dep in sorted(_dependencies(stages[index], names, contexts)):
             visit(dep, stages[index])
         state[index] = "done"
         order.append(index)
@@ -139,6 +164,12 @@ def _image_at(image: Callable[[str, str | None, Instruction | None], BaseImage],
               ref: str) -> BaseImage:
     """`--from=ref` as an image, errors located at the instruction that names it."""
     return image(ref, None, node)
+
+
+def _context_at(image: Callable[[str, str, str | None, Instruction], BaseImage], node: Instruction,
+                named: str, ref: str) -> BaseImage:
+    """`--from=NAME` of an image named context, errors located at the instruction that names it."""
+    return image(named, ref, None, node)
 
 
 def _triggers(df: Dockerfile, expressions: tuple[str, ...], origin: str) -> list[c.Command]:
@@ -201,11 +232,15 @@ def plan_build(
     target: str | None = None,
     network: Network = "default",
     source_date_epoch: int | None = None,
+    contexts: NamedContexts | None = None,
 ) -> BuildPlan:
     """Plan the build of `target` (default: the last stage) of `df`; `network` is the RUN steps'
     network unless a `RUN --network` says otherwise; `source_date_epoch` clamps the times of the
-    files that steps write (so it is part of their ops)."""
+    files that steps write (so it is part of their ops). `contexts` are the named contexts
+    (`--build-context`): `FROM NAME`, `COPY --from=NAME` and `RUN --mount=from=NAME` read them before
+    any stage or image of that name, and a stage whose name is one of them is replaced by it."""
     build_args = dict(build_args or {})
+    contexts = {context_name(k): v for k, v in (contexts or {}).items()}
     meta_cmds, stages = parse_stages(df)
     _check_utf8(df, (cmd.node for cmd in meta_cmds))
     if not stages:  # only ARGs (BuildKit: "dockerfile contains no stages to build")
@@ -226,6 +261,7 @@ def plan_build(
     onbuild_out: dict[int, tuple[str, ...]] = {}
     state_out: dict[int, tuple[str, str, tuple[str, ...]]] = {}
     args_out: dict[int, tuple[tuple[str, str], ...]] = {}
+    arg_order_out: dict[int, tuple[str, ...]] = {}  # each stage's ARG names in declaration order
     resolved: dict[tuple[str, str | None], BaseImage] = {}
 
     def image(ref: str, plat: str | None = None, node: Instruction | None = None) -> BaseImage:
@@ -244,7 +280,19 @@ def plan_build(
                 ) from None
         return resolved[ref, plat]
 
-    for index in _order(df, stages, target_index):
+    def context_image(named: str, ref: str, plat: str | None, node: Instruction) -> BaseImage:
+        """The image `--build-context NAME=docker-image://REF` names, errors located at `node`."""
+        try:
+            return image(ref, plat)
+        except LayerbuildError as exc:
+            raise DockerfileError(
+                f"named context {named} (docker-image://{ref}): {exc.message}", filename=df.filename,
+                line=node.start_line, column=node.column, source_line=df.source_line(node.start_line),
+                hint="docker-image:// names an image of the store: build it, `layerbuild load` or "
+                     "`layerbuild import` it (pulling from registries comes later)",
+            ) from None
+
+    for index in _order(df, stages, target_index, contexts):
         stage = stages[index]
         _check_utf8(df, [stage.from_.node, *(cmd.node for cmd in stage.commands)])
         expanded_from = expand_from(df, stage.from_, meta, budget)
@@ -252,18 +300,35 @@ def plan_build(
         base: Base
         base_env: tuple[tuple[str, str], ...] = ()
         base_args: tuple[tuple[str, str], ...] = ()
+        arg_order: list[str] = []
         triggers: tuple[str, ...] = ()
         workdir: str
         user: str
         shell: tuple[str, ...]
         workdir, user, shell = "/", "", DEFAULT_SHELL
         origin = frm.base_name
-        if frm.base_name.lower() == "scratch":
+        # A named context of the stage's own name replaces the whole stage; one of its base's name
+        # replaces the base (BuildKit's dockerfile2llb: the stage's name is looked up first).
+        replaced = stage.name is not None and stage.name in contexts
+        named = stage.name if replaced else context_name(frm.base_name)
+        local_base: str | None = None
+        if named in contexts and contexts[named] is None:
+            base = Scratch()
+            base_env = with_default_path(())
+            local_base = named
+        elif named in contexts:
+            ref = contexts[named]
+            assert ref is not None
+            base = context_image(named, ref, frm.platform, frm.node)
+            base_env, triggers = with_default_path(base.env), base.onbuild
+            workdir, user, shell = base.workdir or "/", base.user, base.shell or DEFAULT_SHELL
+        elif frm.base_name.lower() == "scratch":
             base = Scratch()
             base_env = with_default_path(())
         elif frm.base_name.lower() in names and names[frm.base_name.lower()] != index:
             base = StageRef(names[frm.base_name.lower()])
             base_env, base_args = env_out[base.index], args_out[base.index]
+            arg_order = list(arg_order_out[base.index])
             workdir, user, shell = state_out[base.index]
             triggers = onbuild_out[base.index]
             origin = f"stage {frm.base_name}"
@@ -274,9 +339,16 @@ def plan_build(
         from_args = tuple(sorted((k, meta[k] or "") for k in expanded_from.used_args))
         source_op = Source(ref=frm.base_name, identity=base.identity if isinstance(base, BaseImage) else "")
         steps: list[Step] = [Step(index, 0, "base", frm.node.original, frm, args=from_args, op=source_op)]
+        if local_base is not None:
+            # FROM a local named context: its files are the stage's first layer, copied as COPY copies
+            # the context (owners 0:0, .dockerignore applied), keyed by their content.
+            steps.append(Step(index, 1, "copy", f"[context {local_base}] load", frm, sources=(LocalContext(local_base),),
+                              op=FileCopy(sources=(".",), dest="/", from_input=0,
+                                          source_date_epoch=source_date_epoch)))
         expander = StageExpander(df, meta_args=meta, build_args=build_args, base_env=base_env, budget=budget,
                                  base_args=base_args)
-        commands = [*_triggers(df, triggers, origin), *stage.commands]
+        commands = [] if replaced else [*_triggers(df, triggers, origin), *stage.commands]
+        first = len(steps)
         trigger_count = len(commands) - len(stage.commands)
         own_onbuild: list[str] = []
         for position, command in enumerate(commands):
@@ -295,14 +367,22 @@ def plan_build(
             sources: list[Base] = []
             resolve_source = functools.partial(_image_at, image, cmd.node)
 
-            source_index = _indexer(sources, names, index, resolve_source)
+            source_index = _indexer(sources, names, index, resolve_source, contexts,
+                                    functools.partial(_context_at, context_image, cmd.node))
             if isinstance(cmd, c.Workdir):
                 workdir = posixpath.normpath(posixpath.join(workdir, cmd.path))
             op = make_op(cmd, variables=scope.items() if isinstance(cmd, c.Run) else (), workdir=workdir, user=user, shell=shell,
                          network=network, platform=frm.platform or platform,
                          source_index=source_index, source_date_epoch=source_date_epoch)
+            history_args: tuple[tuple[str, str | None], ...] = ()
+            if isinstance(cmd, c.Run):
+                history_args = tuple((k, scope.get(k)) for k in arg_order)
+            elif isinstance(cmd, c.Arg):
+                history_args = tuple((a.key, _arg_value(a, build_args, meta)) for a in cmd.args)
+                arg_order.extend(k for k, _ in history_args if k not in arg_order)
             steps.append(
-                Step(index, position + 1, step_kind(cmd), cmd.node.original, cmd, args=args,
+                Step(index, position + first, step_kind(cmd), cmd.node.original, cmd, args=args,
+                     history_args=history_args,
                      sources=tuple(sources), trigger=position < trigger_count,
                      workdir=workdir, user=user, shell=shell, op=op)
             )
@@ -312,6 +392,7 @@ def plan_build(
                 shell = cmd.shell
         env_out[index] = expander.env
         args_out[index] = expander.args
+        arg_order_out[index] = tuple(arg_order)
         state_out[index] = (workdir, user, shell)
         onbuild_out[index] = tuple(own_onbuild)
         planned[index] = PlannedStage(index, stage.name, base, tuple(steps), frm.platform)
@@ -325,3 +406,13 @@ def plan_build(
         unused_build_args=unused,
         filename=df.filename,
     )
+
+
+def _arg_value(arg: c.ArgDef, build_args: Mapping[str, str], meta: Mapping[str, str | None]) -> str | None:
+    """The value an ARG takes, as BuildKit records it in the history: the build arg, else its
+    (expanded) default, else the global ARG's value; None for a bare ARG with none of them."""
+    if arg.key in build_args:
+        return build_args[arg.key]
+    if arg.default is not None:
+        return arg.default
+    return meta.get(arg.key)

@@ -22,8 +22,9 @@ from layerbuild.plan import BaseImage, OpDef, Scratch
 
 # Bumped whenever what a step's result depends on changes outside the op's fields: v3 is the
 # hardened sandbox (its own network by default, seccomp, nodev, subordinate ids rootless, where
-# rootless layers now carry the container's owners), whose results earlier records cannot stand for.
-KEY_VERSION = "layerbuild-cache-v3"
+# rootless layers now carry the container's owners), whose results earlier records cannot stand for;
+# v4: WORKDIR of a directory that exists gives an empty layer, as BuildKit's, where it gave none.
+KEY_VERSION = "layerbuild-cache-v4"
 
 
 def plain(value: Any) -> Any:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from layerbuild.errors import BuildError, DockerfileError, LayerbuildError, StepError
-from layerbuild.plan import BaseImage, BuildPlan, OpDef, PlannedStage, Scratch, StageRef, Step
+from layerbuild.plan import BaseImage, BuildPlan, LocalContext, OpDef, PlannedStage, Scratch, StageRef, Step
 from layerbuild.solve import keys
 from layerbuild.solve.explain import History, StepRecord, explain_miss
 from layerbuild.solve.report import BuildEvent, StepReport
@@ -81,11 +81,14 @@ NOTHING_APPLIED = Applied()
 
 @dataclass(frozen=True)
 class State:
-    """A filesystem + config state: the base image it starts from and the steps applied since."""
+    """A filesystem + config state: the base image it starts from and the steps applied since.
+    `context` names the named build context (`--build-context`) the state stands for, if any: ops
+    read such an input by the content they select, never by its result."""
 
     result: str
     base: BaseImage | None = None
     applied: Applied = NOTHING_APPLIED
+    context: str | None = None
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -207,9 +210,11 @@ class Solver:
 
     # -- one stage --------------------------------------------------------------------------
 
-    def _source_state(self, ref: Scratch | BaseImage | StageRef) -> State:
+    def _source_state(self, ref: Scratch | BaseImage | StageRef | LocalContext) -> State:
         if isinstance(ref, StageRef):
             return self._futures[ref.index].result()
+        if isinstance(ref, LocalContext):
+            return State(result=keys.combine("context", ref.name), context=ref.name)
         return State(result=keys.base_result(ref), base=ref if isinstance(ref, BaseImage) else None)
 
     def _stage(self, stage: PlannedStage) -> State:

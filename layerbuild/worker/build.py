@@ -172,6 +172,7 @@ class Build:
         plan = plan_build(
             df, resolve_image=self._resolve, build_args=self.request.build_args, target=self.request.target,
             network=_network(self.request.network), source_date_epoch=self.request.source_date_epoch,
+            contexts={name: named.image for name, named in self.request.contexts.items()},
         )
         from layerbuild.worker.runop import check_plan_entitled
 
@@ -190,11 +191,19 @@ class Build:
         from layerbuild.context.tree import BuildContext
 
         self.context = BuildContext.open(self.request.context, dockerfile=path, store=self.store)
+        # A named context is read as the main one is, with its own .dockerignore (never the
+        # Dockerfile's) and its own stat cache, as BuildKit reads a local named context.
+        named = {name: BuildContext.open(directory, store=self.store)
+                 for name, directory in self.request.local_contexts().items()}
+        from layerbuild.worker.sshagent import SshAgents
+
+        agents = SshAgents(self.request.ssh)
         executor: Executor = WorkerExecutor(services, self.context, secrets=self.request.secrets,
-                                            allow=self.request.allow)
+                                            allow=self.request.allow, contexts=named, ssh=agents)
         if self.wrap_executor is not None:
             executor = self.wrap_executor(executor)
         try:
+            agents.start()
             solver = Solver(
                 plan, executor, cache,
                 options=SolveOptions(
@@ -211,8 +220,11 @@ class Build:
             stored = write_image(self.store, image, self.request.tags, lease=self.lease)
             self.store.index.put_history(history_id, target_key, [r.to_json() for r in solved.records])
             self.context.save()
+            for tree in named.values():
+                tree.save()
             self._export(stored)
         finally:
+            agents.close()
             self.rootfs.close()
         warnings = tuple(f"build-arg {name} was not consumed by any ARG" for name in plan.unused_build_args)
         warnings += tuple(self.warnings)
@@ -252,14 +264,15 @@ class Build:
             if output.created:
                 last_time = output.created
             when = float(epoch) if epoch is not None else last_time
+            text = created_by(command, step.shell, step.workdir, step.history_args)
             entry = HistoryEntry(
-                created=format_created(when), created_by=created_by(command, step.shell, step.workdir),
-                comment="layerbuild.v0", empty_layer=output.diff_id is None,
+                created=format_created(when), created_by=text or "", comment="layerbuild.v0",
+                empty_layer=output.diff_id is None,
             )  # fmt: skip
             builder.apply(command, step.workdir, step.shell)
             if output.diff_id is not None:
                 builder.add_layer(output.diff_id, entry)
-            else:
+            elif text is not None:  # BuildKit records no history for ONBUILD
                 builder.add_history(entry)
         cfg = builder.result()
         # The image is as old as its newest step: a fully cached rebuild gives the same image id.

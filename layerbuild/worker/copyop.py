@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from layerbuild.context.tree import BuildContext, SourceTree, StageTree
@@ -36,22 +36,37 @@ def _exists_in(root: Path) -> Callable[[str], bool]:
     return existing
 
 
+def named_context(contexts: Mapping[str, BuildContext], name: str) -> BuildContext:
+    """The named context `name` of the build; the planner names only those the build was given."""
+    tree = contexts.get(name)
+    if tree is None:
+        raise BuildError(f"named context {name!r} was not given", hint=f"pass --build-context {name}=DIR")
+    return tree
+
+
 class CopyTask:
     """One FileCopy op: what it reads is the context, or the input `from_input` names."""
 
-    def __init__(self, services: BuildServices, op: FileCopy, inputs: Inputs, context: BuildContext) -> None:
+    def __init__(self, services: BuildServices, op: FileCopy, inputs: Inputs, context: BuildContext, *,
+                 contexts: Mapping[str, BuildContext] | None = None) -> None:
         self.services = services
         self.op = op
         self.inputs = inputs
         self.context = context
+        self.contexts = contexts or {}
         self.selection: CopySelection | None = None
+        self._label = ""  # how a miss reason names the files of a named context
 
     def _tree(self) -> SourceTree:
         if self.op.from_input is None:
             return self.context
         if self.op.from_input >= len(self.inputs.deps):
             raise BuildError("COPY --from: nothing to copy from")
-        return StageTree(self.services.filesystem(self.inputs.deps[self.op.from_input]))
+        dep = self.inputs.deps[self.op.from_input]
+        if dep.context is not None:
+            self._label = f"context {dep.context}: "
+            return named_context(self.contexts, dep.context)
+        return StageTree(self.services.filesystem(dep))
 
     def content(self) -> Content | None:
         op = self.op
@@ -63,7 +78,10 @@ class CopyTask:
             is_add=op.add, checksum=op.checksum, keep_git_dir=op.keep_git_dir,
             allow_empty_wildcard=True,  # as BuildKit's Dockerfile COPY/ADD: a pattern may match nothing
         )  # fmt: skip
-        return Content(self.selection.content_key, self.selection.fingerprints)
+        files = self.selection.fingerprints
+        if self._label:
+            files = {self._label + name: fp for name, fp in files.items()}
+        return Content(self.selection.content_key, files)
 
     def run(self, previous: Output | None) -> Output:
         if self.selection is None:

@@ -85,31 +85,21 @@ def check_chown(spec: str) -> None:
 
 
 def resolve_chown(spec: str, db: UserDB) -> tuple[int, int]:
-    """`USER[:GROUP]` → (uid, gid) like BuildKit: a numeric user alone means gid = uid, a named user
-    alone its primary group from /etc/passwd."""
+    """`USER[:GROUP]` → (uid, gid) as BuildKit's file op reads them (solver/llbsolver/ops/user_linux.go):
+    a numeric user alone means gid = uid, a named user alone its primary group from /etc/passwd; a
+    name the image does not know leaves uid and gid at 0, a group it does not know the user's gid."""
     check_chown(spec)
     user, _, group = spec.partition(":")
     if user.isdigit():
         uid, gid = int(user), int(user)
     else:
-        found = db.user(user)
-        if found is None:
-            raise BuildError(
-                f"--chown: unknown user {user!r}: not in the /etc/passwd of the destination image",
-                hint="use a numeric UID, or create the user in an earlier step",
-            )
-        uid, gid = found
+        uid, gid = db.user(user) or (0, 0)
     if group:
         if group.isdigit():
             gid = int(group)
         else:
             found_gid = db.group(group)
-            if found_gid is None:
-                raise BuildError(
-                    f"--chown: unknown group {group!r}: not in the /etc/group of the destination image",
-                    hint="use a numeric GID, or create the group in an earlier step",
-                )
-            gid = found_gid
+            gid = gid if found_gid is None else found_gid
     return uid, gid
 
 

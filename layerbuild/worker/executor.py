@@ -1,15 +1,17 @@
 """The worker's Executor: runs every op kind of plan.ops on its resolved inputs, and nothing else.
 
 Each task is built from the op definition and the solver's `Inputs` alone; what the build as a
-whole provides (the store, the build context, the secrets' files) is reached only through what an
-op names: a FileCopy or a context bind mount reads the context through the selection it is keyed
-by, a secret mount its id. Tests swap this for a toy (see `Build(wrap_executor=...)`).
+whole provides (the store, the build context and the named ones, the secrets' files, the ssh
+agents) is reached only through what an op names: a FileCopy or a context bind mount reads a context
+through the selection it is keyed by, a secret or ssh mount its id. Tests swap this for a toy (see
+`Build(wrap_executor=...)`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from layerbuild.context.tree import BuildContext
 from layerbuild.errors import BuildError
@@ -17,16 +19,22 @@ from layerbuild.plan import ConfigEdit, Exec, FileCopy, MakeDir, OpDef
 from layerbuild.solve import Inputs, Output, Task
 from layerbuild.worker.ops import BuildServices, ConfigTask, MakeDirTask
 
+if TYPE_CHECKING:
+    from layerbuild.worker.sshagent import SshAgents
+
 
 class WorkerExecutor:
     """Runs ops on this machine: processes in the sandbox, copies and directories as layers."""
 
     def __init__(self, services: BuildServices, context: BuildContext, *,
-                 secrets: Mapping[str, Path] | None = None, allow: frozenset[str] = frozenset()) -> None:
+                 secrets: Mapping[str, Path] | None = None, allow: frozenset[str] = frozenset(),
+                 contexts: Mapping[str, BuildContext] | None = None, ssh: SshAgents | None = None) -> None:
         self.services = services
         self.context = context
         self.secrets = dict(secrets or {})
         self.allow = allow
+        self.contexts = dict(contexts or {})  # the named contexts (`--build-context NAME=DIR`) by name
+        self.ssh = ssh
 
     def cancel(self) -> None:
         """The build is being abandoned (Ctrl-C): stop the RUN steps under way now."""
@@ -43,11 +51,12 @@ class WorkerExecutor:
 
             check_entitled(op, self.allow)  # before the cache is asked: a cached insecure step needs it too
 
-            return RunTask(self.services, op, inputs, secrets=self.secrets, context=self.context)
+            return RunTask(self.services, op, inputs, secrets=self.secrets, context=self.context,
+                           contexts=self.contexts, ssh=self.ssh)
         if isinstance(op, FileCopy):
             from layerbuild.worker.copyop import CopyTask
 
-            return CopyTask(self.services, op, inputs, self.context)
+            return CopyTask(self.services, op, inputs, self.context, contexts=self.contexts)
         if isinstance(op, MakeDir):
             return MakeDirTask(self.services, op, inputs)
         if isinstance(op, ConfigEdit):

@@ -1,8 +1,9 @@
 """The no-op fast path: when nothing a build reads has changed, answer from the last build's record.
 
 A build's inputs are the Dockerfile, its ignore file, the options, the base images its FROM lines
-named, and the context's files (a Dockerfile that names a URL or a git source never takes this path). The fingerprint covers all of them, each context file by its full
-stat (device, inode, size, mtime, ctime, mode) as the stat cache does. If the fingerprint equals the
+named, and the files of the context and of the named contexts that are directories (a Dockerfile
+that names a URL or a git source never takes this path). The fingerprint covers all of them, each
+context file by its full stat (device, inode, size, mtime, ctime, mode) as the stat cache does. If the fingerprint equals the
 one recorded after the last successful build of the same Dockerfile and target, and that build's
 image, blobs and tags are all still in the store, its outputs are this build's outputs: every step
 is a cache hit. Anything else — one touched file, a pruned blob, a moved tag — takes the full path,
@@ -42,9 +43,11 @@ def _record_path(root: Path, dockerfile: Path, target: str | None) -> Path:
 
 
 def fingerprint(
-    context: Path, dockerfile: Path, options: Mapping[str, Any], version: str
+    context: Path, dockerfile: Path, options: Mapping[str, Any], version: str,
+    named: Mapping[str, Path] | None = None,
 ) -> str | None:
-    """The fingerprint of everything a build of `dockerfile` in `context` reads, or None if unsure."""
+    """The fingerprint of everything a build of `dockerfile` in `context` (and the named contexts
+    that are directories, `named`) reads, or None if unsure."""
     h = xxhash.xxh3_128()
     h.update(f"{VERSION}\0{version}\0".encode())
     h.update(json.dumps(options, sort_keys=True, default=str).encode())
@@ -60,6 +63,17 @@ def fingerprint(
         return None
     except Exception:
         return None  # a bad ignore file: let the full path report it properly
+
+    trees: list[tuple[str, Path, Any]] = [("", context, matcher)]
+    try:
+        for name, directory in sorted((named or {}).items()):
+            named_matcher, named_ignore = load_matcher(directory, None)  # its own .dockerignore only
+            h.update(f"\0context\0{name}\0{directory.resolve()}\0".encode("utf-8", "surrogateescape"))
+            if named_ignore is not None:
+                h.update(b"\0ignore\0" + named_ignore.read_bytes())
+            trees.append((name, directory, named_matcher))
+    except Exception:
+        return None  # a missing directory or a bad ignore file: let the full path report it properly
 
     def walk(path: str, rel: str, parent: Any) -> None:
         with os.scandir(path) as it:
@@ -79,7 +93,10 @@ def fingerprint(
                 walk(entry.path, name + "/", info)
 
     try:
-        walk(str(context), "", None)
+        for label, directory, tree_matcher in trees:
+            matcher = tree_matcher
+            h.update(f"\0tree\0{label}\0".encode("utf-8", "surrogateescape"))
+            walk(str(directory), "", None)
     except OSError:
         return None
     return h.hexdigest()
@@ -137,7 +154,7 @@ def check(request: BuildRequest, root: Path, started: float) -> tuple[dict[str, 
     if options is None or not request.context.is_dir():
         return None, None
     path = request.dockerfile_path()
-    fp = request.fingerprint or fingerprint(request.context, path, options, __version__)
+    fp = request.fingerprint or fingerprint(request.context, path, options, __version__, request.local_contexts())
     if fp is None:
         return None, None
     report = lookup(root, path, request.target, fp, request.tags)

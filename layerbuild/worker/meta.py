@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
+from collections.abc import Iterable
 from typing import Any
 
-from layerbuild.image.config import ContainerConfig, Healthcheck, HistoryEntry, ImageConfig
+from layerbuild.image.config import ContainerConfig, Healthcheck, HistoryEntry, ImageConfig, normalize_port
 from layerbuild.instructions import commands as c
 from layerbuild.platforms import DEFAULT_PATH
 
@@ -23,24 +23,129 @@ def _shell_form(command: c.ShellDependent, shell: tuple[str, ...]) -> tuple[str,
     return tuple(command.command) if not command.prepend_shell else (*shell, *command.command)
 
 
-def created_by(command: c.Command, shell: tuple[str, ...], workdir: str) -> str:
-    """The history text of a step, in the style `docker history` shows for BuildKit images."""
+def go_quote(text: str) -> str:
+    """`text` as Go's strconv.Quote writes it (BuildKit's `%q`): printable characters kept, `"` and `\\`
+    escaped, control characters as `\\n`, `\\t`, `\\x00` or `\\u…`."""
+    out = ['"']
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif ch == " " or (ch.isprintable() and ch != "\u00ad"):
+            out.append(ch)
+        elif ord(ch) < 0x80:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    out.append('"')
+    return "".join(out)
+
+
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+
+
+def go_duration(ns: int) -> str:
+    """A duration in nanoseconds as Go's time.Duration prints it: `0s`, `500ms`, `1.5s`, `1m30s`, `1h0m0s`."""
+    if ns == 0:
+        return "0s"
+    sign, ns = ("-" if ns < 0 else ""), abs(ns)
+
+    def frac(value: int, unit: int) -> str:
+        whole, rest = divmod(value, unit)
+        digits = str(rest).rjust(len(str(unit)) - 1, "0").rstrip("0")
+        return f"{whole}.{digits}" if digits else str(whole)
+
+    if ns < 1_000:
+        return f"{sign}{ns}ns"
+    if ns < 1_000_000:
+        return f"{sign}{frac(ns, 1_000)}\u00b5s"
+    if ns < 1_000_000_000:
+        return f"{sign}{frac(ns, 1_000_000)}ms"
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    seconds = frac(rest, 1_000_000_000) + "s"
+    if hours:
+        return f"{sign}{hours}h{minutes}m{seconds}"
+    return f"{sign}{minutes}m{seconds}" if minutes else f"{sign}{seconds}"
+
+
+def _go_list(words: Iterable[str], quote: bool = False) -> str:
+    """A []string as Go's `%v` (`[a b]`) or `%q` (`["a" "b"]`) prints it."""
+    return "[" + " ".join(go_quote(w) if quote else w for w in words) + "]"
+
+
+def created_by(command: c.Command, shell: tuple[str, ...], workdir: str,
+               history_args: tuple[tuple[str, str | None], ...] = ()) -> str | None:
+    """The history text of a step as current BuildKit's dockerfile2llb writes it (its Go formatting
+    included), without the ` # buildkit` marker it appends to steps that made a layer; None for a
+    step BuildKit records no history for (ONBUILD).
+
+    `history_args` are, for RUN, the stage's ARGs in declaration order with the value the step sees
+    (BuildKit's `|N KEY=value` prefix), and for ARG its own arguments with the values they took."""
     node = command.node
     if isinstance(command, c.Run):
         words = _shell_form(command, shell)
-        return "RUN " + " ".join(words)
+        prefix = [f"|{len(history_args)}", *(f"{k}={v or ''}" for k, v in history_args)] if history_args else []
+        return "RUN " + " ".join([*prefix, *words])
     if isinstance(command, c.Cmd | c.Entrypoint):
-        return f"{node.cmd.upper()} {json.dumps(list(_shell_form(command, shell)))}"
+        return f"{node.cmd.upper()} {_go_list(_shell_form(command, shell), quote=True)}"
     if isinstance(command, c.Env | c.Label):
         return f"{node.cmd.upper()} " + " ".join(f"{p.key}={p.value}" for p in command.pairs)
     if isinstance(command, c.Workdir):
         return f"WORKDIR {workdir}"  # the directory it resolved to, as BuildKit records it
     if isinstance(command, c.Arg):
-        return "ARG " + " ".join(a.key if a.default is None else f"{a.key}={a.default}" for a in command.args)
+        pairs = history_args or tuple((a.key, a.default) for a in command.args)
+        return "ARG " + " ".join(k if v is None else f"{k}={v}" for k, v in pairs)
+    if isinstance(command, c.Copy | c.Add):
+        parts = ["ADD" if isinstance(command, c.Add) else "COPY"]
+        if isinstance(command, c.Copy) and command.parents:
+            parts.append("--parents")
+        if command.chown:
+            parts.append(f"--chown={command.chown}")
+        if command.chmod:
+            parts.append(f"--chmod={command.chmod}")
+        parts.extend(command.sources)
+        parts.extend(f"<<{content.path}" for content in command.contents)
+        return " ".join([*parts, command.dest])
+    if isinstance(command, c.Expose):
+        return "EXPOSE " + _go_list(p for spec in command.ports for p in normalize_port(spec))
+    if isinstance(command, c.Volume):
+        return "VOLUME " + _go_list(command.paths)
+    if isinstance(command, c.Shell):
+        return "SHELL " + _go_list(command.shell)
+    if isinstance(command, c.User):
+        return f"USER {command.user}"
+    if isinstance(command, c.StopSignal):
+        return f"STOPSIGNAL {command.signal}"
+    if isinstance(command, c.Maintainer):
+        return f"MAINTAINER {command.maintainer}"
+    if isinstance(command, c.Healthcheck):
+        check = _healthcheck(command)
+        return (f"HEALTHCHECK {{Test:{_go_list(check.test)} Interval:{go_duration(check.interval)} "
+                f"Timeout:{go_duration(check.timeout)} StartPeriod:{go_duration(check.start_period)} "
+                f"StartInterval:{go_duration(check.start_interval)} Retries:{check.retries}}}")
+    if isinstance(command, c.Onbuild):
+        return None
     text = node.original
     if node.inner is None and node.keyword:
         text = node.cmd.upper() + text[len(node.keyword) :]
     return text
+
+
+def _healthcheck(command: c.Healthcheck) -> Healthcheck:
+    if command.test == ("NONE",):
+        return Healthcheck(test=("NONE",))
+    return Healthcheck(
+        test=command.test,
+        interval=command.interval_ns if command.interval_ns is not None else 0,
+        timeout=command.timeout_ns if command.timeout_ns is not None else 0,
+        start_period=command.start_period_ns if command.start_period_ns is not None else 0,
+        start_interval=command.start_interval_ns if command.start_interval_ns is not None else 0,
+        retries=command.retries if command.retries is not None else 0,
+    )
 
 
 class ConfigBuilder:
@@ -105,17 +210,7 @@ class ConfigBuilder:
         elif isinstance(command, c.StopSignal):
             changes["stop_signal"] = command.signal
         elif isinstance(command, c.Healthcheck):
-            if command.test == ("NONE",):
-                check = Healthcheck(test=("NONE",))
-            else:
-                check = Healthcheck(
-                    test=command.test,
-                    interval=command.interval_ns if command.interval_ns is not None else 0,
-                    timeout=command.timeout_ns if command.timeout_ns is not None else 0,
-                    start_period=command.start_period_ns if command.start_period_ns is not None else 0,
-                    start_interval=command.start_interval_ns if command.start_interval_ns is not None else 0,
-                    retries=command.retries if command.retries is not None else 0,
-                )
+            check = _healthcheck(command)
             changes["healthcheck"] = check
         elif isinstance(command, c.Shell):
             changes["shell"] = command.shell

@@ -137,7 +137,10 @@ class MakeDirTask:
         if lower is not None:
             target = lower.joinpath(*parts)
             if target.is_dir() and not target.is_symlink():
-                return Output()  # already there: no layer, like `mkdir -p`
+                # Already there: an empty layer, as BuildKit's mkdir op gives one for every WORKDIR but `/`.
+                with _scratch(self.services.store) as tmp:
+                    return self.services.store_layer(
+                        lambda out: write_changes(tmp, ChangeSet(), out, source_date_epoch=self.epoch))
         with _scratch(self.services.store) as tmp:
             # Parents that exist below keep their metadata in this layer (as an overlay upper dir
             # would carry them); the directories made here are 0755, owned by the USER in effect,

@@ -19,6 +19,20 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
+class NamedContext:
+    """`--build-context NAME=VALUE`: a local directory (`kind` "local", `value` its absolute path) or
+    an image of the store (`kind` "image", `value` its reference, `docker-image://` taken off)."""
+
+    kind: str
+    value: str
+
+    @property
+    def image(self) -> str | None:
+        """The image reference, or None for a local directory (what the planner is told)."""
+        return self.value if self.kind == "image" else None
+
+
+@dataclass(frozen=True)
 class BuildRequest:
     context: Path
     dockerfile: Path | None = None
@@ -39,6 +53,14 @@ class BuildRequest:
     memory_swap: int | None = None
     cpus: float | None = None
     pids_limit: int | None = None
+    # Named contexts by the name they answer to (reference.context_name), and the ssh agents
+    # `RUN --mount=type=ssh` may reach by id: an agent socket, or private key files (never keyed).
+    contexts: Mapping[str, NamedContext] = field(default_factory=dict)
+    ssh: Mapping[str, tuple[Path, ...]] = field(default_factory=dict)
+
+    def local_contexts(self) -> dict[str, Path]:
+        """The named contexts that are directories, by name."""
+        return {name: Path(c.value) for name, c in sorted(self.contexts.items()) if c.kind == "local"}
 
     def fastpath_options(self) -> dict[str, object] | None:
         """What, besides files, decides the build's outputs; None when the fast path may not answer."""
@@ -46,7 +68,9 @@ class BuildRequest:
             return None
         return {"context": str(self.context.resolve()), "args": dict(self.build_args), "target": self.target,
                 "network": self.network, "sde": self.source_date_epoch, "platform": host_platform_args(),
-                **({"allow": sorted(self.allow)} if self.allow else {})}
+                **({"allow": sorted(self.allow)} if self.allow else {}),
+                **({"contexts": {n: [c.kind, c.value] for n, c in sorted(self.contexts.items())}}
+                   if self.contexts else {})}
 
     def dockerfile_path(self) -> Path:
         return self.dockerfile or self.context / "Dockerfile"

@@ -1,7 +1,8 @@
 """Exec (RUN) tasks: the parent's filesystem as overlay lower dirs, the sandbox runs the op's process,
 the upper dir becomes the layer. Mounts: cache dirs kept under the store root, binds from the context
 (keyed by their content, only what .dockerignore lets through, never writable in place) or from an
-input, tmpfs, and secrets (bind-mounted files that never reach a layer, a key or a log)."""
+input, tmpfs, secrets (bind-mounted files that never reach a layer, a key or a log) and ssh agents (a
+socket of the step's own relaying to the agent, see sshagent.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import xxhash
 
@@ -43,7 +44,11 @@ from layerbuild.store.idmap import call_in_userns, current, unmapped
 from layerbuild.store.layout import make_scratch
 from layerbuild.store.snapshots import remove_tree
 from layerbuild.worker.copy import not_found
+from layerbuild.worker.copyop import named_context
 from layerbuild.worker.ops import BuildServices
+
+if TYPE_CHECKING:
+    from layerbuild.worker.sshagent import SshAgents
 
 TAIL_LINES = 20
 INSECURE = "security.insecure"
@@ -61,12 +66,15 @@ class RunTask:
     """One Exec op on the sandbox."""
 
     def __init__(self, services: BuildServices, op: Exec, inputs: Inputs, *, secrets: Mapping[str, Path],
-                 context: BuildContext) -> None:
+                 context: BuildContext, contexts: Mapping[str, BuildContext] | None = None,
+                 ssh: SshAgents | None = None) -> None:
         self.services = services
         self.op = op
         self.inputs = inputs
         self.secrets = secrets
         self.context = context
+        self.contexts = contexts or {}
+        self.ssh = ssh
         # mount position -> (the tree it shows, its source there, whether the mount needs a copy)
         self._binds: dict[int, tuple[SourceTree, Entry, bool]] = {}
 
@@ -82,8 +90,13 @@ class RunTask:
             tree: SourceTree = self.context
             prefix = ""
             if mount.from_input is not None:
-                tree = StageTree(self.services.filesystem(self.inputs.deps[mount.from_input]))
-                prefix = f"{mount.target}: "
+                dep = self.inputs.deps[mount.from_input]
+                if dep.context is not None:  # a named context, read as the main one is
+                    tree = named_context(self.contexts, dep.context)
+                    prefix = f"context {dep.context}: "
+                else:
+                    tree = StageTree(self.services.filesystem(dep))
+                    prefix = f"{mount.target}: "
             rel = go_clean("/" + mount.source).lstrip("/")
             entry = tree.resolve(rel, what=mount.source)
             if entry is None:
@@ -129,7 +142,9 @@ class RunTask:
                     continue
                 mounts.append(RtSecret(mount.id, Path(path), mount.target or ""))
             elif isinstance(mount, SshMountDef):
-                raise BuildError("--mount=type=ssh is not supported yet")
+                ssh = self._ssh(stack, mount)
+                if ssh is not None:
+                    mounts.append(ssh)
         if self.op.files:  # as BuildKit: a read-only directory at /dev/pipes holding the scripts
             pipes = tmp / "pipes"
             pipes.mkdir(0o755)
@@ -139,6 +154,28 @@ class RunTask:
                 path.chmod(0o755)
             mounts.append(RtBind(pipes, "/dev/pipes", readonly=True))
         return mounts
+
+    def _ssh(self, stack: ExitStack, mount: SshMountDef) -> RtMount | None:
+        """A socket of this step's own at the target, relaying to the agent `mount.id` names; None
+        (the mount skipped, as BuildKit skips it) when that id was not given and it is not required."""
+        proxy = self.ssh.proxy(mount.id) if self.ssh is not None else None
+        if proxy is None:
+            if not mount.required:
+                return None
+            if self.ssh is None or not self.ssh.sources:  # BuildKit's words, for either case
+                raise BuildError(f'no SSH key "{mount.id}" forwarded from the client',
+                                 hint=f"pass --ssh {mount.id} ($SSH_AUTH_SOCK) or --ssh {mount.id}=SOCKET|KEY")
+            raise BuildError(f"unset ssh forward key {mount.id}",
+                             hint=f"pass --ssh {mount.id} ($SSH_AUTH_SOCK) or --ssh {mount.id}=SOCKET|KEY")
+        stack.callback(proxy.close)  # the step's socket ends with the step
+        os.chmod(proxy.path, mount.mode)
+        if os.geteuid() == 0:
+            os.chown(proxy.path, mount.uid, mount.gid)
+        elif mount.uid or mount.gid:  # rootless: the owner is a subordinate id, set from the user namespace
+            if not current().has(mount.uid, mount.gid):
+                raise unmapped(f"--mount=type=ssh,id={mount.id}", mount.uid, mount.gid)
+            call_in_userns(os.chown, proxy.path, mount.uid, mount.gid)
+        return RtBind(proxy.path, mount.target, readonly=False)
 
     def _cache_dir(self, stack: ExitStack, mount: CacheMountDef) -> Path:
         root = self.services.store.root / "cache-mounts"

@@ -55,7 +55,7 @@ CASES = {
     "unknown --from stage or image": ("FROM scratch AS builder\nFROM scratch\nCOPY --from=buidler /a /a\n", 2,
                                       "Dockerfile:3:1: no such image: buidler"),
     "unknown base image": ("FROM nosuchimage:1\nCOPY a.txt /\n", 2, "Dockerfile:1:1: no such image: nosuchimage"),
-    "unknown --chown user": ("FROM scratch\nCOPY --chown=nobody a.txt /a\n", 1, "Dockerfile:2: COPY --chown=nobody"),
+    "bad --chown": ("FROM scratch\nCOPY --chown=nobody: a.txt /a\n", 1, "Dockerfile:2: COPY --chown=nobody:"),
     "syntax error": ('FROM scratch\nCOPY ["a", 1] /x\n', 2, "Dockerfile:2:6: when using JSON array syntax"),
     "unknown instruction": ("FROM scratch\nCOPPY a.txt /a\n", 2, "did you mean COPY?"),
 }

@@ -36,14 +36,24 @@ def build(root: Path, ctx: Path, dockerfile: str, capfd: pytest.CaptureFixture[s
     return code, capfd.readouterr().err
 
 
-@pytest.mark.parametrize("step", ["COPY --chown=evil f.txt /f.txt", "USER evil\nRUN id -u",
-                                  "COPY --chown=1:evil f.txt /f.txt"])
-def test_names_are_not_read_from_the_host(evil_root: tuple[Path, Path], ctx: Path, step: str,
-                                          capfd: pytest.CaptureFixture[str]) -> None:
+def test_user_names_are_not_read_from_the_host(evil_root: tuple[Path, Path], ctx: Path,
+                                               capfd: pytest.CaptureFixture[str]) -> None:
     root, _ = evil_root
-    code, err = build(root, ctx, f"FROM evil\n{step}\n", capfd)
+    code, err = build(root, ctx, "FROM evil\nUSER evil\nRUN id -u\n", capfd)
     assert code != 0, err
     assert "evil" in err and "4242" not in err
+
+
+@pytest.mark.parametrize(("chown", "owner"), [("evil", "0:0"), ("1:evil", "1:1")])
+def test_chown_names_are_not_read_from_the_host(evil_root: tuple[Path, Path], ctx: Path, chown: str, owner: str,
+                                                capfd: pytest.CaptureFixture[str]) -> None:
+    """A name only the host knows is a name the image does not know: BuildKit's ids for it (0, or
+    the user's gid for a group), never the host's 4242."""
+    root, _ = evil_root
+    code, err = build(root, ctx, f"FROM evil\nCOPY --chown={chown} f.txt /f.txt\n", capfd)
+    assert code == 0, err
+    assert main(["--root", str(root), "run", "--rm", "out", "stat", "-c", "%u:%g", "/f.txt"]) == 0
+    assert capfd.readouterr().out.strip() == owner
 
 
 def test_copy_and_workdir_write_inside_the_image(evil_root: tuple[Path, Path], ctx: Path,

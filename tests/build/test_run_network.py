@@ -70,7 +70,9 @@ def test_killed_build_leaves_no_network_helper(bb_ctx: Path, root: Path) -> None
         if b"started" in line:
             break
     deadline = time.monotonic() + 30
-    while "slirp4netns" not in (tree := descendants(build.pid)).values() and time.monotonic() < deadline:
+    # the helper, the step and its network, all seen in one scan of the process tree
+    while not ("slirp4netns" in (tree := descendants(build.pid)).values() and len(tree) >= 3) \
+            and time.monotonic() < deadline:
         time.sleep(0.01)
     assert "slirp4netns" in tree.values() and len(tree) >= 3, tree  # the helper, the step, its network
     build.kill()

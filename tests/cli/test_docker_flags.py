@@ -40,7 +40,6 @@ def test_iidfile_and_metadata_file(tmp_path: Path, ctx: Path, capsys: pytest.Cap
 @pytest.mark.parametrize(("flags", "named"), [
     (("--platform", "linux/amd64"), "build --platform"), (("--pull",), "build --pull"),
     (("--label", "a=b"), "build --label"), (("--add-host", "h:1.2.3.4"), "build --add-host"),
-    (("--ssh", "default"), "build --ssh"), (("--build-context", "x=../x"), "build --build-context"),
     (("--shm-size", "1g"), "build --shm-size"), (("--ulimit", "nofile=1024"), "build --ulimit"),
 ])
 def test_build_flags_not_yet_are_named(tmp_path: Path, ctx: Path, flags: tuple[str, ...], named: str,

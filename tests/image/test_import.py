@@ -165,6 +165,9 @@ def test_familiar_names(name: str, shown: str) -> None:
 @pytest.mark.parametrize(("ref", "message"), [
     ("UPPER:1", "repository name must be lowercase"),
     ("team/App", "repository name must be lowercase"),
+    # Docker 20.10's daemon and docker 28's CLI: `docker tag IMG UPPER/x:1` and `docker load` of an
+    # archive tagged so both answer "invalid reference format: repository name must be lowercase".
+    ("UPPER/x:1", "repository name must be lowercase"),
     ("a:b:c", "invalid reference format"),
     ("a//b", "invalid reference format"),
     ("-a", "invalid reference format"),
@@ -177,6 +180,7 @@ def test_names_docker_refuses_are_refused(ref: str, message: str) -> None:
         normalize_tag(ref)
 
 
-@pytest.mark.parametrize("ref", ["localhost/x:1", "Registry.Example:5000/team/app:v1.0-rc_1", "a__b-c/d.e:1"])
+@pytest.mark.parametrize("ref", ["localhost/x:1", "Registry.Example:5000/team/app:v1.0-rc_1", "a__b-c/d.e:1",
+                                 "UPPER.com/x:latest"])
 def test_names_docker_takes_are_taken(ref: str) -> None:
     assert normalize_tag(ref) == ref
