@@ -20,13 +20,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from layerbuild.errors import UsageError
 from layerbuild.image.archivefiles import ArchiveError, ArchiveFiles, read_bytes, read_json, writing_tar
 from layerbuild.image.config import ImageConfig
 from layerbuild.image.manifest import DOCKER_CONFIG, DOCKER_MANIFEST, Descriptor, Manifest
 from layerbuild.image.protocol import Image, Layer, peek, sha256, uncompressed_of, verified
 from layerbuild.layer.compression import sniff_compression
 from layerbuild.reference import familiar, normalize_tag
-from layerbuild.errors import UsageError
 
 DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -214,7 +214,7 @@ class DockerArchiveWriter:
                                 spool.write(chunk)
                             size = spool.tell()
                             spool.seek(0)
-                            out.add_stream(f"{hexid}/layer.tar", size, spool)  # type: ignore[arg-type]
+                            out.add_stream(f"{hexid}/layer.tar", size, spool)
                     else:
                         out.add_stream(f"{hexid}/layer.tar", size, tar)
                 layer_names.append(f"{hexid}/layer.tar")

@@ -32,7 +32,7 @@ from layerbuild.image.manifest import INDEX_TYPES, MANIFEST_TYPES, Descriptor, M
 from layerbuild.image.protocol import Image, ImageIndex, Platform, sha256, uncompressed_of, verified
 from layerbuild.image.receive import CONFIG_TYPES
 from layerbuild.reference import split_tag
-from layerbuild.store import MEDIA_INDEX, MEDIA_MANIFEST
+from layerbuild.store import MEDIA_INDEX
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"

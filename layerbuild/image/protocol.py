@@ -217,7 +217,7 @@ def decompressed(blob: BinaryIO) -> BinaryIO:
     fmt = sniff_compression(head)
     if fmt == "zstd":
         # closefd=False: the blob stays open to be read to its end, where its digest is checked.
-        return zstandard.ZstdDecompressor().stream_reader(  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(
             blob, read_across_frames=True, closefd=False)
     if fmt == "gzip":
         return gzip.GzipFile(fileobj=blob, mode="rb")  # type: ignore[return-value]

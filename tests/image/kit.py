@@ -24,7 +24,13 @@ import zstandard
 
 from layerbuild.errors import DigestMismatchError
 from layerbuild.image.config import HistoryEntry, ImageConfig
-from layerbuild.image.manifest import DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor, Manifest
+from layerbuild.image.manifest import (
+    DOCKER_CONFIG,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    Descriptor,
+    Manifest,
+)
 from layerbuild.image.protocol import (
     Image,
     ImageIndex,
@@ -43,6 +49,7 @@ OCI_LAYER = {"tar": "application/vnd.oci.image.layer.v1.tar",
 DOCKER_LAYER = {"tar": "application/vnd.docker.image.rootfs.diff.tar",
                 "gzip": "application/vnd.docker.image.rootfs.diff.tar.gzip"}
 COMPRESSIONS = ("gzip", "zstd", "tar")
+AMD64 = Platform("linux", "amd64")
 
 
 def random_tar(rng: random.Random, files: int = 6, max_size: int = 40_000) -> bytes:
@@ -146,7 +153,7 @@ class MemoryImage:
 
 
 def random_image(rng: random.Random, *, layers: int = 3, compressions: Sequence[str] = COMPRESSIONS,
-                 docker: bool = False, platform: Platform = Platform("linux", "amd64")) -> MemoryImage:
+                 docker: bool = False, platform: Platform = AMD64) -> MemoryImage:
     """An image of `layers` random layers, compressed in turn as `compressions` says, with OCI or
     (`docker`) Docker media types (Docker's schema 2 has no zstd type: its zstd layers are gzip)."""
     made: list[Layer] = []

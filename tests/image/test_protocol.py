@@ -228,7 +228,7 @@ def test_a_layout_directory_is_read_without_following_links(tmp_path: Path, rng:
     outside.write_bytes(b"secret")
     (dest / "index.json").unlink()
     os.symlink(outside, dest / "index.json")
-    with pytest.raises(LayerbuildError, match="index.json"):
+    with pytest.raises(LayerbuildError, match=r"index\.json"):
         list(read_oci_layout(DirFiles(dest)))
 
 
