@@ -22,11 +22,11 @@ from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from layerbuild.errors import DigestMismatchError, LayerbuildError, UnsafeArchiveError
+from layerbuild.image.protocol import Layer
 from layerbuild.layer.reader import ChunkStream, iter_members
 from layerbuild.layer.rootfs import split_entry_path
 from layerbuild.layer.sources import OPAQUE_MARKER, WHITEOUT_PREFIX
 from layerbuild.layer.tarformat import END_OF_ARCHIVE, Header, Kind, encode_header, padding
-from layerbuild.image.protocol import Layer
 from layerbuild.store import Store
 
 _CHUNK = 1 << 20
