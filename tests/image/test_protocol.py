@@ -115,13 +115,15 @@ def test_a_failed_copy_into_the_store_moves_no_tag(store: Store, rng: random.Ran
                                                       layer.media_type, layer.digest), source.layers[2]),
                             source.config_bytes)
     images_before = store.index.list_images("manifest")
+    blobs_before = set(store.blobs.list())
     with pytest.raises(DigestMismatchError):
         copy_image(lying, StoreSink(store), ["kit:1", "kit:2"])
     assert store.index.get_tag("kit:1").digest == old  # type: ignore[union-attr]
     assert store.index.get_tag("kit:2") is None
     assert store.index.list_images("manifest") == images_before
-    report = store.prune(grace=0)  # what it stored before the failure is unreferenced, and goes
-    assert report is not None
+    assert len(set(store.blobs.list()) - blobs_before) == 1  # the first layer, stored before the lie
+    store.prune(grace=0)  # unreferenced and unleased: it goes, and what kit:1 needs stays
+    assert set(store.blobs.list()) == blobs_before
     kit.validate_image(store_image(store, "kit:1"))
 
 
