@@ -104,7 +104,32 @@ def _v2_context_stat(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2_context_stat]
+def _v3_registry_records(conn: sqlite3.Connection) -> None:
+    # What registries are known to hold (additive; nothing else reads these tables):
+    # repo_digests: the manifest digest an image has in a repository it was pushed to (or pulled from),
+    # for `images --digests`; blob_repos: repositories a blob was seen in, so that a push to another
+    # repository of the same registry can mount it instead of uploading it again.
+    conn.execute(
+        """CREATE TABLE repo_digests (
+            repository TEXT NOT NULL,     -- domain/path, e.g. 127.0.0.1:5000/app
+            digest     TEXT NOT NULL,     -- the manifest digest there
+            image      TEXT NOT NULL,     -- the image id (config digest) in this store
+            updated    REAL NOT NULL,
+            PRIMARY KEY (repository, digest)
+        ) WITHOUT ROWID"""
+    )
+    conn.execute("CREATE INDEX repo_digests_image ON repo_digests(image)")
+    conn.execute(
+        """CREATE TABLE blob_repos (
+            digest     TEXT NOT NULL,     -- a blob as the registry holds it (compressed)
+            repository TEXT NOT NULL,     -- domain/path
+            seen       REAL NOT NULL,
+            PRIMARY KEY (digest, repository)
+        ) WITHOUT ROWID"""
+    )
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2_context_stat, _v3_registry_records]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _BUSY_TIMEOUT_S = 30.0

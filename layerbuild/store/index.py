@@ -142,6 +142,44 @@ class Index:
             rows = conn.execute("SELECT name, digest, updated FROM tags ORDER BY name").fetchall()
         return tuple(Tag(*r) for r in rows)
 
+    # what registries hold --------------------------------------------------------------------------
+
+    def put_repo_digest(self, repository: str, digest: str, image: str) -> None:
+        """Record that `repository` (`domain/path`) holds image `image` (its id) as manifest `digest`."""
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT INTO repo_digests (repository, digest, image, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(repository, digest) DO UPDATE SET image = excluded.image, updated = excluded.updated",
+                (repository, digest, image, time.time()),
+            )
+
+    def repo_digests(self, image: str) -> tuple[tuple[str, str], ...]:
+        """(repository, manifest digest) pairs recorded for image id `image`, most recent first."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT repository, digest FROM repo_digests WHERE image = ? ORDER BY updated DESC, repository",
+                (image,),
+            ).fetchall()
+        return tuple((r[0], r[1]) for r in rows)
+
+    def note_blob_repos(self, repository: str, digests: Iterable[str]) -> None:
+        """Record that `repository` (`domain/path`) holds the blobs `digests`."""
+        now = time.time()
+        with self.db.write() as conn:
+            conn.executemany(
+                "INSERT INTO blob_repos (digest, repository, seen) VALUES (?, ?, ?) "
+                "ON CONFLICT(digest, repository) DO UPDATE SET seen = excluded.seen",
+                [(d, repository, now) for d in dict.fromkeys(digests)],
+            )
+
+    def blob_repos(self, digest: str) -> tuple[str, ...]:
+        """Repositories (`domain/path`) blob `digest` was seen in, most recently seen first."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT repository FROM blob_repos WHERE digest = ? ORDER BY seen DESC, repository", (digest,)
+            ).fetchall()
+        return tuple(r[0] for r in rows)
+
     # cache records -------------------------------------------------------------------------------
 
     def put_cache(self, key: str, kind: str, result: str, metadata: Any = None) -> CacheRecord:
