@@ -22,7 +22,8 @@ from layerbuild.worker.request import BuildRequest, OutputSpec
 if TYPE_CHECKING:
     from layerbuild.solve.report import BuildEvent, BuildResult
 
-OUTPUT_TYPES = ("local", "tar", "oci", "docker")
+OUTPUT_TYPES = ("local", "tar", "oci", "docker", "registry", "image")
+_PUSH_KEYS = {"type", "name", "push", "oci-mediatypes", "compression"}
 # BuildKit's entitlements. network.host is accepted for docker's spelling; host networking needs none here.
 ENTITLEMENTS = ("security.insecure", "network.host")
 NETWORK_MODES = ("default", "none", "host")
@@ -118,6 +119,9 @@ def _request(
                                           or source_date_epoch < 0):
         raise UsageError(f"invalid SOURCE_DATE_EPOCH {source_date_epoch!r}",
                          hint="give the seconds since 1970-01-01 UTC as a whole number")
+    specs = _outputs(outputs)
+    if any(s.push and not s.names for s in specs) and not _names(tags):
+        raise UsageError("pushing a build needs a name to push to", hint="give -t NAME[:TAG] (or name=REF in --output)")
     return BuildRequest(
         context=Path(context),
         dockerfile=Path(dockerfile) if dockerfile is not None else None,
@@ -129,7 +133,7 @@ def _request(
         jobs=jobs,
         network=network,
         secrets=_secrets(secrets or {}),
-        outputs=_outputs(outputs),
+        outputs=specs,
         source_date_epoch=source_date_epoch,
     )
 
@@ -157,12 +161,39 @@ def _outputs(items: Iterable[Output]) -> tuple[OutputSpec, ...]:
     for item in items:
         kind, dest = (item.get("type", "local"), item.get("dest", "")) if isinstance(item, Mapping) else item
         if kind not in OUTPUT_TYPES:
-            raise UsageError(f"unknown --output type={kind}", hint="use type=local, tar, oci or docker")
+            raise UsageError(f"unknown --output type={kind}", hint="use type=local, tar, oci, docker or registry")
+        if kind in ("registry", "image"):
+            specs.append(_push_output(kind, item if isinstance(item, Mapping) else {"type": kind}))
+            continue
         if not str(dest):
             raise UsageError(f"--output type={kind} needs dest=PATH")
         devices = _devices(item.get("devices", False) if isinstance(item, Mapping) else False, kind)
         specs.append(OutputSpec(kind, str(dest), devices))
     return tuple(specs)
+
+
+def _push_output(kind: str, item: Mapping[str, str]) -> OutputSpec:
+    """`type=registry|image[,name=REF[,REF]][,push=true|false][,oci-mediatypes=true][,compression=gzip|zstd]`,
+    as buildx spells it: registry means image with push=true."""
+    unknown = sorted(set(item) - _PUSH_KEYS)
+    if unknown:
+        raise UsageError(f"--output type={kind}: unknown key {unknown[0]!r}",
+                         hint="keys: name, push, oci-mediatypes, compression")
+    push = _flag(item.get("push", "true" if kind == "registry" else "false"), "push")
+    oci = _flag(item.get("oci-mediatypes", "false"), "oci-mediatypes")
+    compression = str(item.get("compression", "gzip"))
+    if compression not in ("gzip", "zstd"):
+        raise UsageError(f"--output compression={compression!r} is not supported", hint="use gzip or zstd")
+    names = tuple(n.strip() for n in str(item.get("name", "")).split(",") if n.strip())
+    return OutputSpec(kind, "", names=names, push=push, oci=oci or compression == "zstd", compression=compression)
+
+
+def _flag(value: object, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    raise UsageError(f"invalid --output {key}={value!r}", hint=f"write {key}=true or {key}=false")
 
 
 def _entitlements(items: Iterable[str]) -> frozenset[str]:

@@ -31,7 +31,9 @@ def register(sub: Any) -> tuple[str, Any]:
                    help="RUN steps' network (unless RUN --network says otherwise); default: own network "
                         "with outbound access, not the host's loopback; none: loopback only; host: the host's")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH")
-    p.add_argument("--output", "-o", action="append", default=[], metavar="type=TYPE,dest=PATH")
+    p.add_argument("--output", "-o", action="append", default=[], metavar="type=TYPE,dest=PATH",
+                   help="local, tar, oci or docker (dest=PATH); registry[,name=REF][,push=true] pushes the image")
+    p.add_argument("--push", action="store_true", help="push the image to its -t names (--output type=registry)")
     p.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
                    help="grant an entitlement: security.insecure (RUN --security=insecure)")
     p.add_argument("--cache-from", action="append", default=[], metavar="REF")
@@ -113,6 +115,9 @@ def _outputs(items: list[str], stdout_file: Callable[[], str]) -> list[tuple[str
     for item in items:
         fields = _kv_list(item, "--output") if "=" in item else (
             {"type": "tar", "dest": "-"} if item == "-" else {"type": "local", "dest": item})
+        if fields.get("type") in ("registry", "image"):
+            specs.append(fields)
+            continue
         if "dest" not in fields:
             raise UsageError(f"--output {item!r} needs dest=PATH")
         if fields["dest"] == "-":
@@ -193,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
         return os.path.join(scratch[0], "archive.tar")
 
     outputs = _outputs(args.output, stdout_file)
+    if args.push and not any(isinstance(o, dict) and o.get("type") == "registry" for o in outputs):
+        outputs.append({"type": "registry"})
     progress = make_progress("quiet" if args.quiet else args.progress)
     try:
         result = build(

@@ -59,6 +59,9 @@ class PlainProgress(Progress):
         if event.type == "build.planned" and event.message:
             print(event.message.rstrip("\n"), file=self.out)
             return
+        if event.type == "image.push" and event.message:
+            print(event.message, file=self.out, flush=True)
+            return
         if event.type == "build.finished" and event.result is not None:
             for warning in event.result.warnings:
                 print(f"warning: {warning}", file=self.out)
@@ -161,6 +164,11 @@ class TtyProgress(Progress):
 
                 self.console.print(Text.assemble(("warning:", "yellow"), " ", warning))
             self.console.print(summary_line(event.result))
+            return
+        if event.type == "image.push" and event.message:
+            from rich.text import Text
+
+            self.console.print(Text(event.message))
             return
         step = event.step
         if step is None or event.type == "build.planned":

@@ -15,12 +15,13 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import cast
 
 from layerbuild.errors import UsageError
 from layerbuild.image.manifest import DOCKER_CONFIG, DOCKER_MANIFEST, Descriptor, Manifest
 from layerbuild.image.protocol import Image, Layer, check_bytes
 from layerbuild.reference import Reference
-from layerbuild.registry.client import RegistryClient
+from layerbuild.registry.client import BlobSource, RegistryClient
 from layerbuild.store import MEDIA_CONFIG, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_LAYER_ZSTD, MEDIA_MANIFEST
 
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -144,14 +145,14 @@ class RegistrySink:
                 if source == self.repo.path:
                     continue
                 mount_from = Reference(self.repo.domain, source)
-                status = self.client.upload_blob(self.repo, digest, size, lambda: layer.compressed(),
+                status = self.client.upload_blob(self.repo, digest, size, _opener(layer),
                                                  mount_from=mount_from, progress=self._progress(layer))
                 if status == "mounted":
                     self._done(digest, size, status, diff_id=layer.diff_id, source=source)
                     return
                 break  # the registry did not have it there and took the upload instead
             if status is None:
-                status = self.client.upload_blob(self.repo, digest, size, lambda: layer.compressed(),
+                status = self.client.upload_blob(self.repo, digest, size, _opener(layer),
                                                  progress=self._progress(layer))
         self._done(digest, size, status, diff_id=layer.diff_id)
 
@@ -166,6 +167,12 @@ class RegistrySink:
         with self._lock:
             self.results[digest] = shown
         self.on_event(BlobEvent(digest, size, shown, layer=layer, diff_id=diff_id, sent=size, source=source))
+
+
+def _opener(layer: Layer) -> BlobSource:
+    """A fresh verifying reader of the layer's blob per try: the client enters it as a context, so
+    reading it to its end checks the bytes sent (and the registry checks them against the digest)."""
+    return cast(BlobSource, layer.compressed)
 
 
 def _digest(data: bytes) -> str:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 EventType = Literal[
-    "build.planned", "step.started", "step.log", "step.cached", "step.finished", "step.failed", "build.finished"
+    "build.planned", "step.started", "step.log", "step.cached", "step.finished", "step.failed", "build.finished",
+    "image.push",
 ]
 
 
@@ -96,11 +97,15 @@ class BuildEvent:
     step: StepReport | None = None
     result: BuildResult | None = None
     message: str | None = None
+    # image.push: the push's line in plain words (`message`) and as docker's JSON message (`detail`)
+    detail: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         if self.type == "build.finished" and self.result is not None:
             return {"event": self.type, **self.result.to_json()}
         out: dict[str, Any] = {"event": self.type}
+        if self.detail is not None:
+            out["push"] = dict(self.detail)
         if self.step is not None:
             out.update(self.step.to_json())
         if self.message is not None:

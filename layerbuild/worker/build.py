@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from layerbuild import __version__
 from layerbuild.digest import xxh3
@@ -43,7 +44,7 @@ from layerbuild.worker import fastpath
 from layerbuild.worker.executor import WorkerExecutor
 from layerbuild.worker.meta import ConfigBuilder, created_by, empty_config
 from layerbuild.worker.ops import BuildServices
-from layerbuild.worker.request import BuildRequest
+from layerbuild.worker.request import BuildRequest, OutputSpec
 from layerbuild.worker.rootfs import RootfsCache
 
 
@@ -279,6 +280,13 @@ class Build:
         created = max((h.created or "" for h in cfg.history), default="") or format_created(float(epoch or 0))
         return dataclasses.replace(cfg, created=created)
 
+    def _push(self, stored: StoredImage, spec: OutputSpec) -> None:
+        """The built image pushed to the output's names (else the build's tags), docker's types or OCI's."""
+        from layerbuild.registry.push import push_all
+
+        push_all(self.store, spec.names or self.request.tags, stored, fmt="oci" if spec.oci else "docker",
+                 compression=spec.compression, on_event=_push_events(self.on_event))
+
     def _export(self, stored: StoredImage) -> None:
         from layerbuild.image.archive import save
         from layerbuild.image.export import export_local, export_tar
@@ -296,8 +304,24 @@ class Build:
                 export_tar(self.store, stored, spec.dest)
             elif spec.type in ("oci", "docker"):
                 save(self.store, stored, spec.dest, spec.type, self.request.tags)
+            elif spec.type in ("registry", "image"):
+                if spec.push:
+                    self._push(stored, spec)
             else:
                 raise UsageError(f"unknown output type {spec.type!r}", hint="use type=local, tar, oci or docker")
+
+
+def _push_events(on_event: Callable[[BuildEvent], None] | None) -> Callable[[Any], None] | None:
+    """A push's lines (each layer's outcome and the push's own) as `image.push` build events."""
+    if on_event is None:
+        return None
+
+    def tell(event: Any) -> None:
+        if event.final:
+            line = f"{event.id}: {event.status}" if event.id else event.status
+            on_event(BuildEvent("image.push", message=line, detail=event.to_json()))
+
+    return tell
 
 
 def _serialised(callback: Callable[[BuildEvent], None]) -> Callable[[BuildEvent], None]:

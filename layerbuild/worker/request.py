@@ -11,11 +11,17 @@ from layerbuild.platforms import host_platform_args
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """`--output type=local|tar,dest=PATH[,devices=true]` (devices: write device nodes, local only)."""
+    """`--output type=local|tar,dest=PATH[,devices=true]` (devices: write device nodes, local only);
+    `type=registry|image[,name=REF][,push=true]`: the image pushed to `names` (default: the tags),
+    with `oci` media types or docker's, and `compression` gzip or zstd."""
 
     type: str
     dest: str
     devices: bool = False
+    names: tuple[str, ...] = ()
+    push: bool = False
+    oci: bool = False
+    compression: str = "gzip"
 
 
 @dataclass(frozen=True)

@@ -370,6 +370,7 @@ class Seen:
 #   ("alter", fn)                     forward, send fn(body) (Content-Length fixed) instead of the body
 #   ("redirect", url)                 answer 307 to url
 #   ("drop",)                         close the connection without an answer (nothing is forwarded)
+#   ("cut_request", n)                read only n bytes of the request's body, then drop the connection
 Rule = Callable[[str, str, dict[str, str]], tuple[Any, ...] | None]
 
 
@@ -410,12 +411,17 @@ class FaultProxy:
                 headers = {k: v for k, v in self.headers.items()}
                 proxy.seen.append(Seen(self.command, self.path, headers))
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
                 action = None
                 for rule in proxy.rules:
                     action = rule(self.command, self.path, headers)
                     if action is not None:
                         break
+                if action is not None and action[0] == "cut_request":  # mid-upload
+                    self.rfile.read(min(length, action[1]))
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                body = self.rfile.read(length) if length else b""
                 if action is not None and action[0] == "status":
                     _, code, extra, data = action
                     self.send_response(code)
