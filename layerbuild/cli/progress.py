@@ -59,7 +59,7 @@ class PlainProgress(Progress):
         if event.type == "build.planned" and event.message:
             print(event.message.rstrip("\n"), file=self.out)
             return
-        if event.type == "image.push" and event.message:
+        if event.type == "build.pushed" and event.message:
             print(event.message, file=self.out, flush=True)
             return
         if event.type == "build.finished" and event.result is not None:
@@ -165,7 +165,7 @@ class TtyProgress(Progress):
                 self.console.print(Text.assemble(("warning:", "yellow"), " ", warning))
             self.console.print(summary_line(event.result))
             return
-        if event.type == "image.push" and event.message:
+        if event.type == "build.pushed" and event.message:
             from rich.text import Text
 
             self.console.print(Text(event.message))

@@ -128,7 +128,7 @@ def push(store: Store, name: str, *, client: RegistryClient | None = None, image
             active.close()
     blobs = [layer.digest for layer in src.layers] + [src.config_descriptor.digest]
     store.index.note_blob_repos(ref.name, blobs)
-    store.index.put_repo_digest(ref.name, digest, stored.id)
+    store.index.set_repo_digest(ref.name, digest, stored.manifest_digest)
     tag = ref.tag or "latest"
     tell(PushEvent(f"{tag}: digest: {digest} size: {sink.manifest_size}",
                    aux={"Tag": tag, "Digest": digest, "Size": sink.manifest_size}))

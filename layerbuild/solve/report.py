@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 EventType = Literal[
     "build.planned", "step.started", "step.log", "step.cached", "step.finished", "step.failed", "build.finished",
-    "image.push",
+    "build.pushed",
 ]
 
 
@@ -97,7 +97,7 @@ class BuildEvent:
     step: StepReport | None = None
     result: BuildResult | None = None
     message: str | None = None
-    # image.push: the push's line in plain words (`message`) and as docker's JSON message (`detail`)
+    # build.pushed: the push's line in plain words (`message`) and as docker's JSON message (`detail`)
     detail: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:

@@ -104,32 +104,39 @@ def _v2_context_stat(conn: sqlite3.Connection) -> None:
     )
 
 
-def _v3_registry_records(conn: sqlite3.Connection) -> None:
-    # What registries are known to hold (additive; nothing else reads these tables):
-    # repo_digests: the manifest digest an image has in a repository it was pushed to (or pulled from),
-    # for `images --digests`; blob_repos: repositories a blob was seen in, so that a push to another
-    # repository of the same registry can mount it instead of uploading it again.
+def _v3_repo_digests(conn: sqlite3.Connection) -> None:
+    # What a registry called an image that was pulled (or pushed): the repo digest `images --digests`
+    # shows and `NAME@sha256:…` finds, and how `pull` knows an image is up to date. Metadata only:
+    # a row keeps nothing alive (prune follows tags and leases), and a row whose manifest is gone
+    # is ignored.
     conn.execute(
         """CREATE TABLE repo_digests (
-            repository TEXT NOT NULL,     -- domain/path, e.g. 127.0.0.1:5000/app
-            digest     TEXT NOT NULL,     -- the manifest digest there
-            image      TEXT NOT NULL,     -- the image id (config digest) in this store
-            updated    REAL NOT NULL,
-            PRIMARY KEY (repository, digest)
+            name     TEXT NOT NULL,    -- the repository, normalised: docker.io/library/busybox
+            digest   TEXT NOT NULL,    -- the manifest or index digest the registry has
+            platform TEXT NOT NULL,    -- the platform chosen from an index ('' for a plain manifest)
+            manifest TEXT NOT NULL,    -- the store's manifest of the image
+            updated  REAL NOT NULL,
+            PRIMARY KEY (name, digest, platform)
         ) WITHOUT ROWID"""
     )
-    conn.execute("CREATE INDEX repo_digests_image ON repo_digests(image)")
+    conn.execute("CREATE INDEX repo_digests_manifest ON repo_digests(manifest)")
+
+
+def _v4_blob_repos(conn: sqlite3.Connection) -> None:
+    # Repositories a blob was seen in (pushed to, or found there), so that a push to another
+    # repository of the same registry can mount it instead of sending it again. Metadata only: a
+    # row keeps nothing alive, and a mount the registry refuses becomes an upload.
     conn.execute(
         """CREATE TABLE blob_repos (
             digest     TEXT NOT NULL,     -- a blob as the registry holds it (compressed)
-            repository TEXT NOT NULL,     -- domain/path
+            repository TEXT NOT NULL,     -- domain/path, e.g. 127.0.0.1:5000/app
             seen       REAL NOT NULL,
             PRIMARY KEY (digest, repository)
         ) WITHOUT ROWID"""
     )
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2_context_stat, _v3_registry_records]
+MIGRATIONS: list[Migration] = [_v1, _v2_context_stat, _v3_repo_digests, _v4_blob_repos]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _BUSY_TIMEOUT_S = 30.0

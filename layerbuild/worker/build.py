@@ -312,14 +312,14 @@ class Build:
 
 
 def _push_events(on_event: Callable[[BuildEvent], None] | None) -> Callable[[Any], None] | None:
-    """A push's lines (each layer's outcome and the push's own) as `image.push` build events."""
+    """A push's lines (each layer's outcome and the push's own) as `build.pushed` build events."""
     if on_event is None:
         return None
 
     def tell(event: Any) -> None:
         if event.final:
             line = f"{event.id}: {event.status}" if event.id else event.status
-            on_event(BuildEvent("image.push", message=line, detail=event.to_json()))
+            on_event(BuildEvent("build.pushed", message=line, detail=event.to_json()))
 
     return tell
 

@@ -91,7 +91,7 @@ def test_push_then_skopeo_inspects_and_copies_it(plain_registry: Registry, tmp_p
         assert [la["mediaType"] for la in manifest["layers"]] == [DOCKER_LAYER] * len(diff_ids)
         assert config["rootfs"]["diff_ids"] == list(diff_ids)
         assert manifest["config"]["digest"] == stored.id
-        assert store.index.repo_digests(stored.id) == ((f"{plain_registry.host}/push/app", digest),)
+        assert store.index.repo_digests_of(stored.manifest_digest) == ((f"{plain_registry.host}/push/app", digest),)
     with client_for(plain_registry) as client:
         blob = client.get_blob(parse_reference(name), manifest["layers"][-1]["digest"])
     assert hashlib.sha256(gzip.decompress(blob)).hexdigest() == diff_ids[-1][7:]
@@ -290,7 +290,7 @@ def test_an_upload_cut_midway_is_retried_to_an_intact_image(plain_registry: Regi
         proxy.rules.append(once(2, lambda m, p, h: ("cut_request", 1000)
                                 if m == "PUT" and "/blobs/uploads/" in p and int(h.get("Content-Length") or 0) > 2000
                                 else None))
-        code, out, err = lb(capfd, "--root", str(root), "push", name)
+        code, _, err = lb(capfd, "--root", str(root), "push", name)
     finally:
         proxy.close()
     assert code == 0, err
@@ -373,7 +373,7 @@ def test_build_push_and_output_registry(plain_registry: Registry, tmp_path: Path
     code, out, err = lb(capfd, "--root", root, "build", "--progress", "json", "-t", f"{host}/b/oci:3",
                         "--output", "type=image,push=true,oci-mediatypes=true", str(ctx))
     assert code == 0, err
-    pushes = [e for e in map(json.loads, out.splitlines()) if e["event"] == "image.push"]
+    pushes = [e for e in map(json.loads, out.splitlines()) if e["event"] == "build.pushed"]
     assert pushes[-1]["push"]["aux"]["Tag"] == "3"
     assert remote(plain_registry, f"{host}/b/oci:3")[0]["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
 
