@@ -304,7 +304,9 @@ class OriginClients:
             client = self._clients.get(key)
             if client is None:
                 verify = not named_insecure(netloc, self.options.insecure)
-                ctx = tls_context(netloc, verify=verify, dirs=self.options.certs_dirs) if u.scheme == "https" else True
+                # A plain-HTTP origin never does TLS (a redirect to https gets a client of its own): no
+                # context, which would cost loading the CA bundle (tens of ms of every command's start).
+                ctx = tls_context(netloc, verify=verify, dirs=self.options.certs_dirs) if u.scheme == "https" else False
                 client = httpx.Client(verify=ctx, timeout=httpx.Timeout(self.options.timeout, connect=15.0),
                                       follow_redirects=False, trust_env=True,  # HTTP(S)_PROXY, NO_PROXY
                                       headers={"User-Agent": USER_AGENT})

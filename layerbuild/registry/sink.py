@@ -1,7 +1,7 @@
 """A registry repository as an `ImageSink` (the write side of the image protocol): blobs, then the
 config, then the manifest by tag.
 
-Layer blobs go first, a bounded number at once: a blob the repository has is skipped, one the caller
+Blobs go first, a bounded number at once (the config among them): a blob the repository has is skipped, one the caller
 knows in another repository of the same registry is mounted from there, and the rest are uploaded
 (monolithic, with the client's chunked fallback, restarted on dropped connections). The config
 follows, and the manifest last, once per tag: until that PUT nothing of the push is visible under a
@@ -116,8 +116,10 @@ class RegistrySink:
             unique.setdefault(layer.digest, layer)
         for layer in unique.values():
             self.on_event(BlobEvent(layer.digest, layer.size, "waiting", diff_id=layer.diff_id))
-        with ThreadPoolExecutor(max_workers=min(self.jobs, max(1, len(unique)))) as pool:
+        with ThreadPoolExecutor(max_workers=min(self.jobs, len(unique) + 1)) as pool:
+            # The config goes beside the layers: the registry links nothing until the manifest.
             futures = [pool.submit(self._push_layer, layer) for layer in unique.values()]
+            futures.append(pool.submit(self._push_config, config_desc, config_bytes))
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             for future in pending:
                 future.cancel()
@@ -126,14 +128,16 @@ class RegistrySink:
             for future in pending:
                 if not future.cancelled():
                     future.result()
-        status = self.client.upload_blob(self.repo, config_desc.digest, config_desc.size, config_bytes)
-        self._done(config_desc.digest, config_desc.size, status, layer=False)
         names = [self.repo.with_tag(t) for t in tags] or [self.repo.with_digest(_digest(manifest_bytes))]
         digest = ""
         for ref in names:
             digest = self.client.put_manifest(ref, manifest_bytes, media_type)
         self.manifest_size, self.media_type = len(manifest_bytes), media_type
         return digest
+
+    def _push_config(self, desc: Descriptor, data: bytes) -> None:
+        status = self.client.upload_blob(self.repo, desc.digest, desc.size, data)
+        self._done(desc.digest, desc.size, status, layer=False)
 
     def _push_layer(self, layer: Layer) -> None:
         digest, size = layer.digest, layer.size
