@@ -22,6 +22,7 @@ from layerbuild.registry.transport import (
     RETRY_STATUSES,
     RetryPolicy,
     is_loopback,
+    loopback_speaks_tls,
     named_insecure,
     retryable_transport_error,
     tls_context,
@@ -89,6 +90,8 @@ class Session:
         """GET /v2/ to learn the scheme and the auth challenge, as docker does before anything else."""
         last: RegistryError | None = None
         schemes = ["https", "http"] if self.plain_http_allowed else ["https"]
+        if is_loopback(self.host) and loopback_speaks_tls(self.host) is False:
+            schemes = ["http"]  # a plain-HTTP loopback registry: no TLS to try
         for scheme in schemes:
             url = f"{scheme}://{self.host}/v2/"
             client = self.clients.get(url)

@@ -304,6 +304,28 @@ def test_an_upload_cut_midway_is_retried_to_an_intact_image(plain_registry: Regi
             assert "sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest() == diff_id
 
 
+def test_a_registry_that_refuses_monolithic_uploads_gets_chunks(plain_registry: Registry, tmp_path: Path,
+                                                                 capfd: pytest.CaptureFixture[str]) -> None:
+    proxy = FaultProxy(plain_registry)
+    try:
+        name = f"{proxy.host}/faults/chunked:1"
+        root = build_image(tmp_path, name)
+        refusal = json.dumps({"errors": [{"code": "UNSUPPORTED", "message": "use chunks"}]}).encode()
+        proxy.rules.append(lambda m, p, h: ("status", 413, {"Content-Type": "application/json"}, refusal)
+                           if m == "PUT" and "/blobs/uploads/" in p and int(h.get("Content-Length") or 0) > 0
+                           else None)
+        code, _, err = lb(capfd, "--root", str(root), "push", name)
+    finally:
+        proxy.close()
+    assert code == 0, err
+    assert [s for s in proxy.seen if s.method == "PATCH"]
+    manifest, _, config = remote(plain_registry, f"{plain_registry.host}/faults/chunked:1")
+    with client_for(plain_registry) as client:
+        for layer, diff_id in zip(manifest["layers"], config["rootfs"]["diff_ids"], strict=True):
+            blob = client.get_blob(parse_reference(f"{plain_registry.host}/faults/chunked"), layer["digest"])
+            assert "sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest() == diff_id
+
+
 @pytest.mark.parametrize(("code_name", "status", "words"), [
     ("DENIED", 403, "denied"),
     ("UNAUTHORIZED", 401, "layerbuild login"),
@@ -381,3 +403,20 @@ def test_build_push_and_output_registry(plain_registry: Registry, tmp_path: Path
     assert code == 2 and "needs a name to push to" in err
     code, _, err = lb(capfd, "--root", root, "build", "-t", "x:1", "--output", "type=registry,bogus=1", str(ctx))
     assert code == 2 and "unknown key 'bogus'" in err
+
+
+def test_the_loopback_tls_probe(plain_registry: Registry, tls_registry: Registry,
+                                tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Plain-HTTP loopback registries skip the TLS attempt (and its CA bundle); TLS ones, client
+    certificates required or not, are still reached over verified TLS."""
+    from layerbuild.registry.transport import loopback_speaks_tls
+    from tests.registry.kit import free_port, start_registry
+
+    assert loopback_speaks_tls(plain_registry.host) is False
+    assert loopback_speaks_tls(tls_registry.host) is True
+    assert loopback_speaks_tls(f"127.0.0.1:{free_port()}") is None
+    mtls = start_registry("mtls", Path(tmp_path_factory.mktemp("registry-mtls-probe")))
+    try:
+        assert loopback_speaks_tls(mtls.host) is True
+    finally:
+        mtls.stop()
