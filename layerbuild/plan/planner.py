@@ -9,7 +9,7 @@ import difflib
 import functools
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from layerbuild.errors import DockerfileError, LayerbuildError, UsageError
 from layerbuild.instructions import StageExpander, expand_from, parse_command, parse_stages, resolve_meta_args
@@ -201,10 +201,13 @@ def plan_build(
     target: str | None = None,
     network: Network = "default",
     source_date_epoch: int | None = None,
+    extra_hosts: Sequence[tuple[str, str]] = (),
 ) -> BuildPlan:
     """Plan the build of `target` (default: the last stage) of `df`; `network` is the RUN steps'
     network unless a `RUN --network` says otherwise; `source_date_epoch` clamps the times of the
-    files that steps write (so it is part of their ops)."""
+    files that steps write (so it is part of their ops); `extra_hosts` (name, address) pairs are
+    added to every RUN step's /etc/hosts (so they are part of its op)."""
+    hosts = tuple((str(name), str(ip)) for name, ip in extra_hosts)
     build_args = dict(build_args or {})
     meta_cmds, stages = parse_stages(df)
     _check_utf8(df, (cmd.node for cmd in meta_cmds))
@@ -300,7 +303,8 @@ def plan_build(
                 workdir = posixpath.normpath(posixpath.join(workdir, cmd.path))
             op = make_op(cmd, variables=scope.items() if isinstance(cmd, c.Run) else (), workdir=workdir, user=user, shell=shell,
                          network=network, platform=frm.platform or platform,
-                         source_index=source_index, source_date_epoch=source_date_epoch)
+                         source_index=source_index, source_date_epoch=source_date_epoch,
+                         extra_hosts=hosts)
             steps.append(
                 Step(index, position + 1, step_kind(cmd), cmd.node.original, cmd, args=args,
                      sources=tuple(sources), trigger=position < trigger_count,

@@ -52,8 +52,12 @@ def _read_dockerfile(request: BuildRequest, root: Path) -> tuple[Path, Dockerfil
         raise UsageError(f"build context {str(request.context)!r} is not a directory")
     path = request.dockerfile or request.context / "Dockerfile"
     # A regular file only (a FIFO would block), read no further than the parser's size limit.
-    data = read_dockerfile(path)
-    name = os.path.relpath(path) if not path.is_absolute() else str(path)
+    if request.stream is not None:  # from a stream: named as the user knows it, not by its scratch path
+        name = request.stream.dockerfile_name
+        data = read_dockerfile(path, name)
+    else:
+        data = read_dockerfile(path)
+        name = os.path.relpath(path) if not path.is_absolute() else str(path)
     return path, parsed(data, name, root)
 
 
@@ -172,13 +176,15 @@ class Build:
         plan = plan_build(
             df, resolve_image=self._resolve, build_args=self.request.build_args, target=self.request.target,
             network=_network(self.request.network), source_date_epoch=self.request.source_date_epoch,
+            extra_hosts=self.request.extra_hosts,
         )
         from layerbuild.worker.runop import check_plan_entitled
 
         check_plan_entitled(plan, self.request.allow)  # before any step runs, as BuildKit does
         if self.on_event is not None:
             self.on_event(BuildEvent("build.planned", message=plan.render()))
-        history_id = xxh3(str(path.resolve()).encode())
+        stream = self.request.stream
+        history_id = xxh3((f"stream\0{stream.key}" if stream is not None else str(path.resolve())).encode())
         target_key = self.request.target or ""
         previous = self.store.index.get_history(history_id, target_key)
         self.plan = plan
@@ -189,7 +195,10 @@ class Build:
                                  limits=_limits(self.request), lease=self.lease)
         from layerbuild.context.tree import BuildContext
 
-        self.context = BuildContext.open(self.request.context, dockerfile=path, store=self.store)
+        if stream is not None and stream.scratch_context:  # unpacked for this build: no stats, no ignore file
+            self.context = BuildContext(self.request.context, note=stream.note)
+        else:
+            self.context = BuildContext.open(self.request.context, dockerfile=path, store=self.store)
         executor: Executor = WorkerExecutor(services, self.context, secrets=self.request.secrets,
                                             allow=self.request.allow)
         if self.wrap_executor is not None:
@@ -262,6 +271,8 @@ class Build:
             else:
                 builder.add_history(entry)
         cfg = builder.result()
+        if self.request.labels:  # `build --label`: after the Dockerfile's own, on the final image only
+            cfg = dataclasses.replace(cfg, config=cfg.config.with_labels(self.request.labels))
         # The image is as old as its newest step: a fully cached rebuild gives the same image id.
         created = max((h.created or "" for h in cfg.history), default="") or format_created(float(epoch or 0))
         return dataclasses.replace(cfg, created=created)
