@@ -179,7 +179,7 @@ def _unpack(scratch: Path, head: bytes, stream: BinaryIO, fmt: str) -> Path:
             out.write(chunk)
     directory = scratch / "context"
     directory.mkdir()
-    unpack_archive(os.fspath(spooled), fmt, directory, what=ARCHIVE, devices=False)
+    unpack_archive(os.fspath(spooled), fmt, directory, what=ARCHIVE, devices=False, whiteouts="keep")
     spooled.unlink()
     return directory
 

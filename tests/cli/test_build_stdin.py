@@ -136,8 +136,9 @@ def test_archive_context_keys_equal_a_directory_context(root: Path, tmp_path: Pa
 @pytest.mark.integration
 def test_dockerfile_named_inside_the_archive_and_no_dockerignore(root: Path, tmp_path: Path,
                                                                 capfd: pytest.CaptureFixture[str]) -> None:
-    files = {"ci/Dockerfile.ci": f"FROM {BASE}\nCOPY . /ctx/\n", ".dockerignore": "secret.txt\n",
-             "secret.txt": "listed\n", "Dockerfile": "FROM scratch\nthis is not the one\n"}
+    files = {"ci/Dockerfile.ci": f"FROM {BASE}\nCOPY --exclude=.wh.* . /ctx/\nRUN --mount=type=bind,target=/c ls -a /c > /listed\n",
+             ".dockerignore": "secret.txt\n", "secret.txt": "listed\n", ".wh.kept": "a plain file\n",
+             "Dockerfile": "FROM scratch\nthis is not the one\n"}
     code, _, err = build(root, tmp_path, capfd, tar_bytes(files, "gzip"), "-t", "named:1", "-f", "ci/Dockerfile.ci",
                          "-")
     assert code == 0, err
@@ -145,6 +146,8 @@ def test_dockerfile_named_inside_the_archive_and_no_dockerignore(root: Path, tmp
     # BuildKit applies no .dockerignore to an archive context: what the archive holds is the context.
     assert (out / "ctx" / "secret.txt").read_text() == "listed\n"
     assert (out / "ctx" / "ci" / "Dockerfile.ci").exists()
+    # A context archive is no layer: a `.wh.` name is a file like any other.
+    assert ".wh.kept" in (out / "listed").read_text().split()
 
 
 @pytest.mark.integration
