@@ -107,7 +107,8 @@ def build(
         from layerbuild.worker.streamctx import materialize
 
         source = context if _is_stream(context) else request.context
-        with materialize(store, context=source, dockerfile=dockerfile) as made:  # type: ignore[arg-type]
+        with materialize(store, context=source, dockerfile=dockerfile,  # type: ignore[arg-type]
+                         tags=request.tags) as made:
             request = dataclasses.replace(request, context=made.context, dockerfile=made.dockerfile,
                                           stream=made.origin)
             return full.run_build(request, store, on_event=on_event)

@@ -81,22 +81,24 @@ def materialize(
     *,
     context: Path | BinaryIO,
     dockerfile: Path | str | bytes | BinaryIO | None,
+    tags: tuple[str, ...] = (),
 ) -> Iterator[Materialized]:
     """The context and Dockerfile of a build, one (or both) given as a stream, as files in a scratch
     directory that is removed when the block ends (or, if the process dies, by the next command's
     clean-up). `context` is a directory or a stream (`build -`); `dockerfile` a path (for a stream
-    context: the name inside its archive), the Dockerfile's bytes, or a stream (`-f -`)."""
+    context: the name inside its archive), the Dockerfile's bytes, or a stream (`-f -`). A stream
+    context has no path to name the build's history by: the Dockerfile's name and the `tags` do."""
     if is_stream(context) and is_stream(dockerfile):
         raise UsageError(BOTH_STDIN, hint=BOTH_STDIN_HINT)
     scratch = make_scratch(store.layout.tmp, "context-")
     try:
-        yield _materialize(scratch, context, dockerfile)
+        yield _materialize(scratch, context, dockerfile, "\0".join(sorted(tags)))
     finally:
         remove_tree(scratch)
 
 
-def _materialize(scratch: Path, context: Path | BinaryIO, dockerfile: Path | str | bytes | BinaryIO | None
-                 ) -> Materialized:
+def _materialize(scratch: Path, context: Path | BinaryIO, dockerfile: Path | str | bytes | BinaryIO | None,
+                 tags: str) -> Materialized:
     text = _dockerfile_bytes(dockerfile)
     if not is_stream(context):
         directory = Path(context)  # type: ignore[arg-type]
@@ -117,14 +119,15 @@ def _materialize(scratch: Path, context: Path | BinaryIO, dockerfile: Path | str
         empty.mkdir()
         rest = stream.read(MAX_FILE_BYTES + 1 - len(head))  # past the limit, the parser says so
         path = _write(scratch / "Dockerfile", head + rest)
-        return Materialized(empty, path, StreamOrigin("dockerfile\0", "Dockerfile", scratch_context=True,
+        return Materialized(empty, path, StreamOrigin(f"dockerfile\0\0{tags}", "Dockerfile", scratch_context=True,
                                                       note=NO_CONTEXT))
     directory = _unpack(scratch, head, stream, fmt)
     if text is not None:
         path = _write(scratch / "Dockerfile", text)
-        return Materialized(directory, path, StreamOrigin("context\0-", "Dockerfile", scratch_context=True))
+        return Materialized(directory, path, StreamOrigin(f"context\0-\0{tags}", "Dockerfile",
+                                                          scratch_context=True))
     name = "Dockerfile" if dockerfile is None else os.fspath(dockerfile)  # type: ignore[arg-type]
-    return Materialized(directory, _inside(directory, name), StreamOrigin(f"context\0{name}", name,
+    return Materialized(directory, _inside(directory, name), StreamOrigin(f"context\0{name}\0{tags}", name,
                                                                           scratch_context=True))
 
 
