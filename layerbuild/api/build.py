@@ -111,7 +111,11 @@ def build(
                          tags=request.tags) as made:
             request = dataclasses.replace(request, context=made.context, dockerfile=made.dockerfile,
                                           stream=made.origin)
-            return full.run_build(request, store, on_event=on_event)
+            # `-f - DIR`: the context is a real directory, so the last build may answer (none else).
+            result, fp = fastpath.answer(request, store_root, started, on_event)
+            if result is not None:
+                return result
+            return full.run_build(dataclasses.replace(request, fingerprint=fp), store, on_event=on_event)
 
 
 def _is_stream(value: object) -> bool:

@@ -169,7 +169,9 @@ def _inputs(args: argparse.Namespace) -> tuple[Any, Any]:
         raise UsageError(BOTH_STDIN, hint=BOTH_STDIN_HINT)
     if "-" not in (args.context, args.file):
         return args.context, args.file or None
-    if sys.stdin is None or sys.stdin.isatty():
+    if sys.stdin is None:
+        raise UsageError("standard input is closed", hint="pipe the Dockerfile or the context's tar archive into it")
+    if sys.stdin.isatty():
         raise UsageError("standard input is a terminal", hint="pipe the Dockerfile or the context's tar archive "
                                                               "into it: `layerbuild build - < context.tar`")
     stdin = sys.stdin.buffer

@@ -237,7 +237,8 @@ class Build:
                 if "@" not in ref and self.store.index.get_tag(normalize_tag(ref)) is not None:
                     bases[normalize_tag(ref)] = self.images[base.identity].manifest_digest
             fastpath.save(self.store.root, path, self.request.target, fp, manifest=stored.manifest_digest,
-                          blobs=blobs, bases=bases, report=result.to_json())
+                          blobs=blobs, bases=bases, report=result.to_json(),
+                          key=stream.key if stream is not None else None)
         if self.on_event is not None:
             self.on_event(BuildEvent("build.finished", result=result))
         return result

@@ -71,8 +71,10 @@ class BuildRequest:
 
     def fastpath_options(self) -> dict[str, object] | None:
         """What, besides files, decides the build's outputs; None when the fast path may not answer."""
-        if self.no_cache or self.outputs or self.secrets or self.no_cache_filter or self.stream is not None:
+        if self.no_cache or self.outputs or self.secrets or self.no_cache_filter:
             return None
+        if self.stream is not None and self.stream.scratch_context:
+            return None  # a context unpacked for this build: no stat of it can vouch for the next one
         return {"context": str(self.context.resolve()), "args": dict(self.build_args), "target": self.target,
                 "network": self.network, "sde": self.source_date_epoch, "platform": host_platform_args(),
                 **({"allow": sorted(self.allow)} if self.allow else {}),

@@ -107,7 +107,7 @@ def _materialize(scratch: Path, context: Path | BinaryIO, dockerfile: Path | str
         path = _write(scratch / "Dockerfile", text)
         return Materialized(directory, path, StreamOrigin(f"dockerfile\0{directory.resolve()}", "Dockerfile"))
     stream: BinaryIO = context  # type: ignore[assignment]
-    head = _read_head(stream)
+    head = _read_upto(stream, HEAD_BYTES, "context")
     fmt = looks_like_archive(head)
     if fmt is None:  # a Dockerfile, and no context
         if not head:
@@ -117,7 +117,7 @@ def _materialize(scratch: Path, context: Path | BinaryIO, dockerfile: Path | str
             raise UsageError(AMBIGUOUS, hint="leave out -f: the Dockerfile is what standard input holds")
         empty = scratch / "context"
         empty.mkdir()
-        rest = stream.read(MAX_FILE_BYTES + 1 - len(head))  # past the limit, the parser says so
+        rest = _read_upto(stream, MAX_FILE_BYTES + 1 - len(head), "context")  # past the limit, the parser says so
         path = _write(scratch / "Dockerfile", head + rest)
         return Materialized(empty, path, StreamOrigin(f"dockerfile\0\0{tags}", "Dockerfile", scratch_context=True,
                                                       note=NO_CONTEXT))
@@ -136,26 +136,27 @@ def _dockerfile_bytes(dockerfile: Path | str | bytes | BinaryIO | None) -> bytes
     if isinstance(dockerfile, bytes):
         return dockerfile
     if is_stream(dockerfile):
-        data = dockerfile.read(MAX_FILE_BYTES + 1)  # type: ignore[union-attr]
-        if not isinstance(data, bytes):
-            raise UsageError("the Dockerfile stream must be opened in binary mode", hint="use sys.stdin.buffer")
+        data = _read_upto(dockerfile, MAX_FILE_BYTES + 1, "Dockerfile")  # type: ignore[arg-type]
         if not data:
             raise UsageError("the Dockerfile on standard input is empty", hint="pipe a Dockerfile into `-f -`")
         return data
     return None
 
 
-def _read_head(stream: BinaryIO) -> bytes:
-    """Up to HEAD_BYTES of `stream` (a pipe may give fewer at a time)."""
-    head = b""
-    while len(head) < HEAD_BYTES:
-        chunk = stream.read(HEAD_BYTES - len(head))
+def _read_upto(stream: BinaryIO, limit: int, what: str) -> bytes:
+    """Up to `limit` bytes of `stream`, fewer only at its end (a pipe or a raw file may give fewer
+    at a time)."""
+    chunks: list[bytes] = []
+    total = 0
+    while total < limit:
+        chunk = stream.read(min(limit - total, _CHUNK))
         if not isinstance(chunk, bytes):
-            raise UsageError("the context stream must be opened in binary mode", hint="use sys.stdin.buffer")
+            raise UsageError(f"the {what} stream must be opened in binary mode", hint="use sys.stdin.buffer")
         if not chunk:
             break
-        head += chunk
-    return head
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def _write(path: Path, data: bytes) -> Path:
