@@ -99,10 +99,11 @@ def build(
         if result is not None:
             return result
     from layerbuild.store import Store
-    from layerbuild.worker import build as full
 
     with Store.open(store_root) as store:
         if not streamed:
+            from layerbuild.worker import build as full
+
             return full.run_build(dataclasses.replace(request, fingerprint=fp), store, on_event=on_event)
         from layerbuild.worker.streamctx import materialize
 
@@ -115,6 +116,8 @@ def build(
             result, fp = fastpath.answer(request, store_root, started, on_event)
             if result is not None:
                 return result
+            from layerbuild.worker import build as full  # not needed by an answered no-op
+
             return full.run_build(dataclasses.replace(request, fingerprint=fp), store, on_event=on_event)
 
 
