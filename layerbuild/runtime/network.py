@@ -105,10 +105,9 @@ def parse_add_host(text: str) -> tuple[str, str]:
         return name, value
     if len(value) > 2 and value[0] == "[" and value[-1] == "]":
         value = value[1:-1]
-    value = value.strip()
-    if parse_ip(value) is None:
+    if parse_ip(value.strip()) is None:
         raise UsageError(f"invalid IP address in add-host: {_go_quote(value)}", hint=_ADD_HOST_HINT)
-    return name, value
+    return name, value.strip()
 
 
 def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
