@@ -197,6 +197,9 @@ class Build:
 
         if stream is not None and stream.scratch_context:  # unpacked for this build: no stats, no ignore file
             self.context = BuildContext(self.request.context, note=stream.note)
+            if (self.request.context / ".dockerignore").is_file():
+                self.warnings.append("the .dockerignore in the context archive was not applied: as BuildKit, "
+                                     "layerbuild takes an archive context as it is")
         else:
             self.context = BuildContext.open(self.request.context, dockerfile=path, store=self.store)
         executor: Executor = WorkerExecutor(services, self.context, secrets=self.request.secrets,
