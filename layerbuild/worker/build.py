@@ -53,8 +53,12 @@ def _read_dockerfile(request: BuildRequest, root: Path) -> tuple[Path, Dockerfil
         raise UsageError(f"build context {str(request.context)!r} is not a directory")
     path = request.dockerfile or request.context / "Dockerfile"
     # A regular file only (a FIFO would block), read no further than the parser's size limit.
-    data = read_dockerfile(path)
-    name = os.path.relpath(path) if not path.is_absolute() else str(path)
+    if request.stream is not None:  # from a stream: named as the user knows it, not by its scratch path
+        name = request.stream.dockerfile_name
+        data = read_dockerfile(path, name)
+    else:
+        data = read_dockerfile(path)
+        name = os.path.relpath(path) if not path.is_absolute() else str(path)
     return path, parsed(data, name, root)
 
 
@@ -174,13 +178,15 @@ class Build:
             df, resolve_image=self._resolve, build_args=self.request.build_args, target=self.request.target,
             network=_network(self.request.network), source_date_epoch=self.request.source_date_epoch,
             contexts={name: named.image for name, named in self.request.contexts.items()},
+            extra_hosts=self.request.extra_hosts,
         )
         from layerbuild.worker.runop import check_plan_entitled
 
         check_plan_entitled(plan, self.request.allow)  # before any step runs, as BuildKit does
         if self.on_event is not None:
             self.on_event(BuildEvent("build.planned", message=plan.render()))
-        history_id = xxh3(str(path.resolve()).encode())
+        stream = self.request.stream
+        history_id = xxh3((f"stream\0{stream.key}" if stream is not None else str(path.resolve())).encode())
         target_key = self.request.target or ""
         previous = self.store.index.get_history(history_id, target_key)
         self.plan = plan
@@ -191,7 +197,13 @@ class Build:
                                  limits=_limits(self.request), lease=self.lease)
         from layerbuild.context.tree import BuildContext
 
-        self.context = BuildContext.open(self.request.context, dockerfile=path, store=self.store)
+        if stream is not None and stream.scratch_context:  # unpacked for this build: no stats, no ignore file
+            self.context = BuildContext(self.request.context, note=stream.note)
+            if (self.request.context / ".dockerignore").is_file():
+                self.warnings.append("the .dockerignore in the context archive was not applied: as BuildKit, "
+                                     "layerbuild takes an archive context as it is")
+        else:
+            self.context = BuildContext.open(self.request.context, dockerfile=path, store=self.store)
         # A named context is read as the main one is, with its own .dockerignore (never the
         # Dockerfile's) and its own stat cache, as BuildKit reads a local named context.
         named = {name: BuildContext.open(directory, store=self.store)
@@ -241,7 +253,8 @@ class Build:
                 if "@" not in ref and self.store.index.get_tag(normalize_tag(ref)) is not None:
                     bases[normalize_tag(ref)] = self.images[base.identity].manifest_digest
             fastpath.save(self.store.root, path, self.request.target, fp, manifest=stored.manifest_digest,
-                          blobs=blobs, bases=bases, report=result.to_json())
+                          blobs=blobs, bases=bases, report=result.to_json(),
+                          key=stream.key if stream is not None else None)
         if self.on_event is not None:
             self.on_event(BuildEvent("build.finished", result=result))
         return result
@@ -276,6 +289,8 @@ class Build:
             elif text is not None:  # BuildKit records no history for ONBUILD
                 builder.add_history(entry)
         cfg = builder.result()
+        if self.request.labels:  # `build --label`: after the Dockerfile's own, on the final image only
+            cfg = dataclasses.replace(cfg, config=cfg.config.with_labels(self.request.labels))
         # The image is as old as its newest step: a fully cached rebuild gives the same image id.
         created = max((h.created or "" for h in cfg.history), default="") or format_created(float(epoch or 0))
         return dataclasses.replace(cfg, created=created)
