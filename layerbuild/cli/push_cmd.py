@@ -17,7 +17,7 @@ def register(sub: Any) -> tuple[str, Any]:
     p.add_argument("--compression", choices=("gzip", "zstd"), default="gzip",
                    help="layer compression (default gzip; zstd needs --format oci)")
     p.add_argument("--progress", choices=("auto", "tty", "plain", "json", "quiet"), default="auto")
-    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the name pushed, as docker push -q")
     return "push", run
 
 
@@ -29,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
     progress = make_transfer_progress("quiet" if args.quiet else args.progress)
     try:
         with open_store(args) as store:
-            push(store, args.name, fmt=args.format, compression=args.compression, on_event=progress)
+            result = push(store, args.name, fmt=args.format, compression=args.compression, on_event=progress)
     finally:
         progress.close()
+    if args.quiet:
+        print(result.reference)
     return 0

@@ -48,14 +48,15 @@ class TransferProgress:
 
 
 class PlainTransfer(TransferProgress):
-    """`ID: STATUS` when a layer is done, and the push's own lines, as docker prints them to a pipe."""
+    """`ID: STATUS` for every word of a layer but its byte counts, and the push's own lines, as docker
+    prints them to a pipe (a CI log)."""
 
     def __init__(self, out: TextIO | None = None) -> None:
         super().__init__()
         self.out = out or sys.stdout
 
     def show(self, event: TransferEvent) -> None:
-        if not event.final:
+        if event.current is not None:
             return
         print(f"{event.id}: {event.status}" if event.id else event.status, file=self.out, flush=True)
 

@@ -99,7 +99,8 @@ def test_renderers() -> None:
     plain = PlainTransfer(out)
     for event in _events():
         plain(event)
-    assert out.getvalue().splitlines() == ["The push refers to repository [h/app]", "aaaaaaaaaaaa: Pushed",
+    assert out.getvalue().splitlines() == ["The push refers to repository [h/app]", "aaaaaaaaaaaa: Preparing",
+                                           "aaaaaaaaaaaa: Pushed",
                                            "bbbbbbbbbbbb: Layer already exists", "1: digest: sha256:ab size: 5"]
     out = io.StringIO()
     as_json = JsonTransfer(out)
