@@ -332,6 +332,29 @@ def test_a_registry_that_refuses_monolithic_uploads_gets_chunks(plain_registry: 
             assert "sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest() == diff_id
 
 
+@pytest.mark.store_corrupted
+def test_a_damaged_blob_in_the_store_is_not_pushed(plain_registry: Registry, tmp_path: Path,
+                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    from layerbuild.image.storeimage import store_image
+
+    name = f"{plain_registry.host}/faults/damaged:1"
+    root = build_image(tmp_path, name, "a blob to damage\n")
+    with Store(root) as store:
+        layer = store_image(store, resolve_image(store, name), compression="gzip").layers[0]  # its gzip variant
+        path = root / "blobs" / "sha256" / layer.digest[7:]
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.chmod(0o644)
+        path.write_bytes(bytes(data))
+    code, _, err = lb(capfd, "--root", str(root), "push", name)
+    assert code == 1 and "is corrupt" in err and "layerbuild fsck" in err and "Traceback" not in err
+    with client_for(plain_registry) as client:
+        ref = parse_reference(name)
+        assert client.head_manifest(ref) is None  # no tag
+        stored = client.stat_blob(ref, layer.digest)
+        assert stored is None  # the registry kept nothing of it under that digest
+
+
 @pytest.mark.parametrize(("code_name", "status", "words"), [
     ("DENIED", 403, "denied"),
     ("UNAUTHORIZED", 401, "layerbuild login"),
