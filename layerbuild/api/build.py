@@ -69,7 +69,9 @@ def build(
     the stages built at once (0: one per CPU); `network` is `default`, `none` or `host` for RUN steps;
     `secrets` maps a secret id to the file `RUN --mount=type=secret,id=ID` reads (never stored);
     `outputs` are `(type, dest)` pairs or `{"type", "dest"}` mappings, of type `local`, `tar`, `oci`
-    or `docker`; `source_date_epoch` clamps the image's timestamps. `memory` (bytes, or docker's
+    or `docker`, or `{"type": "registry"}` (also `{"type": "image", "push": "true"}`, with optional
+    `name`, `oci-mediatypes` and `compression`, as buildx spells them): the image pushed to the
+    `tags` (or `name`), its lines reported as `build.pushed` events; `source_date_epoch` clamps the image's timestamps. `memory` (bytes, or docker's
     `64m`), `memory_swap` (memory plus swap, -1 unlimited), `cpus` and `pids_limit` (default 2048,
     -1 unlimited) limit every RUN step's cgroup; they are not part of any cache key, as in BuildKit.
     `on_event` receives every progress event, one at a time (RUN output and parallel stages may call
