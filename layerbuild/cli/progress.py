@@ -168,7 +168,7 @@ class TtyProgress(Progress):
         if event.type == "build.pushed" and event.message:
             from rich.text import Text
 
-            self.console.print(Text(event.message))
+            self.console.print(Text(event.message), soft_wrap=True)
             return
         step = event.step
         if step is None or event.type == "build.planned":

@@ -99,7 +99,7 @@ class TtyTransfer(TransferProgress):
                 self.live.update(self._render())
                 self.live.stop()
                 self.started = False
-            self.console.print(Text(event.status))
+            self.console.print(Text(event.status), soft_wrap=True)
             return
         if not self.started:
             self.live.start()
