@@ -51,9 +51,9 @@ def test_network_secrets_and_outputs_through_the_library(bb_ctx: Path, root: Pat
 
 
 @pytest.mark.parametrize(("kwargs", "message", "hint"), [
-    ({"outputs": [("zip", "out.zip")]}, "unknown --output type=zip", "use type=local, tar, oci or docker"),
+    ({"outputs": [("zip", "out.zip")]}, "unknown --output type=zip", "use type=local, tar, oci, docker or registry"),
     ({"outputs": [("local", "")]}, "--output type=local needs dest=PATH", None),
-    ({"outputs": [{"type": "zip", "dest": "x"}]}, "unknown --output type=zip", "use type=local, tar, oci or docker"),
+    ({"outputs": [{"type": "zip", "dest": "x"}]}, "unknown --output type=zip", "use type=local, tar, oci, docker or registry"),
     ({"secrets": {"tok": "no/such/file"}}, "--secret id=tok: cannot read 'no/such/file'", "src= must name"),
     ({"network": "bridge"}, "unknown --network 'bridge'", "use default, none or host"),
     ({"jobs": -1}, "invalid --jobs -1", "0 for one per CPU"),
@@ -69,7 +69,7 @@ def test_bad_arguments_raise_usage_errors_with_hints(ctx: Path, root: Path, kwar
 
 
 @pytest.mark.parametrize(("argv", "shown"), [
-    (["--output", "type=zip,dest=x"], "error: unknown --output type=zip\nhint: use type=local, tar, oci or docker"),
+    (["--output", "type=zip,dest=x"], "error: unknown --output type=zip\nhint: use type=local, tar, oci, docker or registry"),
     (["--secret", "id=tok,src=no/such/file"], "error: --secret id=tok: cannot read 'no/such/file'\nhint: src="),
 ])
 def test_the_cli_prints_the_library_s_errors(ctx: Path, root: Path, capsys: pytest.CaptureFixture[str],
