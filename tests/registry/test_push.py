@@ -160,6 +160,43 @@ def test_a_blob_seen_in_another_repository_is_mounted(plain_registry: Registry, 
     assert remote(plain_registry, second.replace(proxy.host, plain_registry.host))[0] == manifest
 
 
+def test_uploads_run_side_by_side_but_at_most_five_at_once(plain_registry: Registry, tmp_path: Path,
+                                                          capfd: pytest.CaptureFixture[str]) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\n" + "".join(f"COPY f{i} /f{i}\n" for i in range(8)))
+    for i in range(8):
+        (ctx / f"f{i}").write_bytes(os.urandom(20000))
+    proxy = FaultProxy(plain_registry)
+    import threading
+
+    lock = threading.Lock()
+    now, most, seen = [0], [0], [0]
+
+    def slow(method: str, path: str, headers: dict[str, str]) -> None:
+        if method == "PUT" and "/blobs/uploads/" in path and int(headers.get("Content-Length") or 0) > 10000:
+            with lock:
+                now[0] += 1
+                seen[0] += 1
+                most[0] = max(most[0], now[0])
+            time.sleep(0.5)  # each upload takes a while, so the ones in flight meet here
+            with lock:
+                now[0] -= 1
+        return None
+
+    try:
+        name = f"{proxy.host}/flight/app:1"
+        root = tmp_path / "store"
+        layerbuild.build(ctx, tags=[name], root=root)
+        proxy.rules.append(slow)
+        code, _, err = lb(capfd, "--root", str(root), "push", name)
+    finally:
+        proxy.close()
+    assert code == 0, err
+    assert seen[0] == 8
+    assert 2 <= most[0] <= 5, most[0]  # side by side, never more than docker's five
+
+
 def test_oci_format_and_zstd(plain_registry: Registry, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     name = f"{plain_registry.host}/push/oci:1"
     root = build_image(tmp_path, name)
