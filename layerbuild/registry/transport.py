@@ -46,33 +46,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def loopback_speaks_tls(host: str, timeout: float = 2.0) -> bool | None:
-    """Whether the loopback server at `host` (HOST[:PORT]) answers a TLS handshake: True (it does, or
-    it answered as a TLS server would, e.g. refusing without a client certificate), False (it answered
-    in plain text: not TLS at all), or None (unreachable or unclear: the caller tries as it always has).
-    A probe only: nothing but a ClientHello is sent, and a server that speaks TLS is then reached with
-    the verifying context as before. It spares a plain-HTTP loopback registry the CA bundle that a
-    verifying context loads (tens of milliseconds of every command)."""
-    import socket
-
-    url = httpx.URL(f"https://{host}/")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    try:
-        with socket.create_connection((url.host, url.port or 443), timeout=timeout) as raw, \
-                ctx.wrap_socket(raw):
-            return True
-    except ssl.SSLEOFError:
-        return None
-    except ssl.SSLError as exc:
-        plain = exc.reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG",
-                               "RECORD_LAYER_FAILURE")
-        return not plain
-    except OSError:
-        return None
-
-
 def insecure_from_env() -> set[str]:
     return {h.strip() for h in os.environ.get(INSECURE_ENV, "").split(",") if h.strip()}
 

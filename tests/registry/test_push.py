@@ -470,19 +470,3 @@ def test_build_push_and_output_registry(plain_registry: Registry, tmp_path: Path
     code, _, err = lb(capfd, "--root", root, "build", "-t", "x:1", "--output", "type=registry,bogus=1", str(ctx))
     assert code == 2 and "unknown key 'bogus'" in err
 
-
-def test_the_loopback_tls_probe(plain_registry: Registry, tls_registry: Registry,
-                                tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Plain-HTTP loopback registries skip the TLS attempt (and its CA bundle); TLS ones, client
-    certificates required or not, are still reached over verified TLS."""
-    from layerbuild.registry.transport import loopback_speaks_tls
-    from tests.registry.kit import free_port, start_registry
-
-    assert loopback_speaks_tls(plain_registry.host) is False
-    assert loopback_speaks_tls(tls_registry.host) is True
-    assert loopback_speaks_tls(f"127.0.0.1:{free_port()}") is None
-    mtls = start_registry("mtls", Path(tmp_path_factory.mktemp("registry-mtls-probe")))
-    try:
-        assert loopback_speaks_tls(mtls.host) is True
-    finally:
-        mtls.stop()
