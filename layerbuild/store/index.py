@@ -175,26 +175,6 @@ class Index:
             ).fetchall()
         return tuple((str(r[0]), str(r[1])) for r in rows)
 
-    # blobs seen in registries -----------------------------------------------------------------------
-
-    def note_blob_repos(self, repository: str, digests: Iterable[str]) -> None:
-        """Record that `repository` (`domain/path`) holds the blobs `digests`."""
-        now = time.time()
-        with self.db.write() as conn:
-            conn.executemany(
-                "INSERT INTO blob_repos (digest, repository, seen) VALUES (?, ?, ?) "
-                "ON CONFLICT(digest, repository) DO UPDATE SET seen = excluded.seen",
-                [(d, repository, now) for d in dict.fromkeys(digests)],
-            )
-
-    def blob_repos(self, digest: str) -> tuple[str, ...]:
-        """Repositories (`domain/path`) blob `digest` was seen in, most recently seen first."""
-        with self.db.read() as conn:
-            rows = conn.execute(
-                "SELECT repository FROM blob_repos WHERE digest = ? ORDER BY seen DESC, repository", (digest,)
-            ).fetchall()
-        return tuple(r[0] for r in rows)
-
     # cache records -------------------------------------------------------------------------------
 
     def put_cache(self, key: str, kind: str, result: str, metadata: Any = None) -> CacheRecord:
@@ -321,6 +301,26 @@ class Index:
     def release_lease(self, lease_id: str) -> None:
         with self.db.write() as conn:
             conn.execute("DELETE FROM leases WHERE id = ?", (lease_id,))
+
+    # blobs seen in registries -----------------------------------------------------------------------
+
+    def note_blob_repos(self, repository: str, digests: Iterable[str]) -> None:
+        """Record that `repository` (`domain/path`) holds the blobs `digests`."""
+        now = time.time()
+        with self.db.write() as conn:
+            conn.executemany(
+                "INSERT INTO blob_repos (digest, repository, seen) VALUES (?, ?, ?) "
+                "ON CONFLICT(digest, repository) DO UPDATE SET seen = excluded.seen",
+                [(d, repository, now) for d in dict.fromkeys(digests)],
+            )
+
+    def blob_repos(self, digest: str) -> tuple[str, ...]:
+        """Repositories (`domain/path`) blob `digest` was seen in, most recently seen first."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT repository FROM blob_repos WHERE digest = ? ORDER BY seen DESC, repository", (digest,)
+            ).fetchall()
+        return tuple(r[0] for r in rows)
 
 
 def _refs(conn: sqlite3.Connection, digest: str) -> tuple[str, ...]:

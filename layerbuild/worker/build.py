@@ -300,7 +300,20 @@ class Build:
         from layerbuild.registry.push import push_all
 
         push_all(self.store, spec.names or self.request.tags, stored, fmt="oci" if spec.oci else "docker",
-                 compression=spec.compression, on_event=_push_events(self.on_event))
+                 compression=spec.compression, on_event=self._push_events(self.on_event))
+
+    @staticmethod
+    def _push_events(on_event: Callable[[BuildEvent], None] | None) -> Callable[[Any], None] | None:
+        """A push's lines (each layer's outcome and the push's own) as `build.pushed` build events."""
+        if on_event is None:
+            return None
+
+        def tell(event: Any) -> None:
+            if event.final:
+                line = f"{event.id}: {event.status}" if event.id else event.status
+                on_event(BuildEvent("build.pushed", message=line, detail=event.to_json()))
+
+        return tell
 
     def _export(self, stored: StoredImage) -> None:
         from layerbuild.image.archive import save
@@ -324,19 +337,6 @@ class Build:
                     self._push(stored, spec)
             else:
                 raise UsageError(f"unknown output type {spec.type!r}", hint="use type=local, tar, oci or docker")
-
-
-def _push_events(on_event: Callable[[BuildEvent], None] | None) -> Callable[[Any], None] | None:
-    """A push's lines (each layer's outcome and the push's own) as `build.pushed` build events."""
-    if on_event is None:
-        return None
-
-    def tell(event: Any) -> None:
-        if event.final:
-            line = f"{event.id}: {event.status}" if event.id else event.status
-            on_event(BuildEvent("build.pushed", message=line, detail=event.to_json()))
-
-    return tell
 
 
 def _serialised(callback: Callable[[BuildEvent], None]) -> Callable[[BuildEvent], None]:
