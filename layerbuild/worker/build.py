@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+from datetime import datetime
 from collections.abc import Callable
 from pathlib import Path
 
@@ -267,16 +268,16 @@ class Build:
             config = empty_config(self.arch)
         builder = ConfigBuilder(config)
         epoch = self.request.source_date_epoch
-        last_time = 0.0
+        applied = list(state.applied)
+        times = history_times([output.created if output.diff_id else None for _, output in applied],
+                              base_time=_last_history_time(config), now=time.time())
         current_stage = -1
-        for step, output in state.applied:
+        for (step, output), layer_time in zip(applied, times, strict=True):
             if step.stage != current_stage:
                 current_stage = step.stage
                 builder.cmd_set = False
             command = step.command
-            if output.created:
-                last_time = output.created
-            when = float(epoch) if epoch is not None else last_time
+            when = float(epoch) if epoch is not None else layer_time
             text = created_by(command, step.shell, step.workdir, step.history_args)
             entry = HistoryEntry(
                 created=format_created(when), created_by=text or "", comment="layerbuild.v0",
@@ -348,3 +349,37 @@ def run_build(
     `wrap_executor` lets a caller put its own Executor in front of the real one (tests run toy
     processes through it)."""
     return Build(request, store, wrap_executor=wrap_executor, on_event=on_event).run()
+
+
+def history_times(layer_times: list[float | None], *, base_time: float | None, now: float) -> list[float]:
+    """The `created` time of each step's history entry, as BuildKit's image exporter fills them in
+    (exporter/containerimage/writer.go normalizeLayersAndHistory): a step that made a layer has the
+    layer's time (kept in its cache record); a config-only step has no time of its own and takes the
+    first new layer's time if it comes before it, else the time of the layer before it; with no layer
+    to take one from, the base image's newest history time, else now. So a fully cached rebuild gives
+    the same history, hence the same image id, whatever its last steps are."""
+    known = [t for t in layer_times if t is not None]
+    first_gap = next((i for i, t in enumerate(layer_times) if t is None), None)
+    after_gap = [t for t in layer_times[first_gap:] if t is not None] if first_gap is not None else []
+    fill = after_gap[0] if after_gap else (known[-1] if known else (base_time if base_time is not None else now))
+    out: list[float] = []
+    seen_gap = False
+    for t in layer_times:
+        if t is None:
+            seen_gap = True
+            out.append(fill)
+        else:
+            if seen_gap:
+                fill = t
+            out.append(t)
+    return out
+
+
+def _last_history_time(config: ImageConfig) -> float | None:
+    for entry in reversed(config.history):
+        if entry.created:
+            try:
+                return datetime.fromisoformat(entry.created.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                return None
+    return None
