@@ -9,8 +9,8 @@ import json
 import os
 import threading
 import time
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from layerbuild import __version__
