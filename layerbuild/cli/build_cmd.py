@@ -37,7 +37,8 @@ def register(sub: Any) -> tuple[str, Any]:
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH")
     p.add_argument("--output", "-o", action="append", default=[], metavar="type=TYPE,dest=PATH")
     p.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
-                   help="grant an entitlement: security.insecure (RUN --security=insecure)")
+                   help="grant an entitlement: security.insecure (RUN --security=insecure), "
+                        "network.host (RUN --network=host)")
     p.add_argument("--cache-from", action="append", default=[], metavar="REF")
     p.add_argument("--cache-to", action="append", default=[], metavar="REF")
     p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit of each RUN step (e.g. 512m)")

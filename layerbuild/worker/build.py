@@ -180,9 +180,10 @@ class Build:
             contexts={name: named.image for name, named in self.request.contexts.items()},
             extra_hosts=self.request.extra_hosts,
         )
-        from layerbuild.worker.runop import check_plan_entitled
+        from layerbuild.worker.runop import check_plan_entitled, entitlements
 
-        check_plan_entitled(plan, self.request.allow)  # before any step runs, as BuildKit does
+        allow = entitlements(self.request.allow, self.request.network)
+        check_plan_entitled(plan, allow)  # before any step runs, as BuildKit does
         if self.on_event is not None:
             self.on_event(BuildEvent("build.planned", message=plan.render()))
         stream = self.request.stream
@@ -212,7 +213,7 @@ class Build:
 
         agents = SshAgents(self.request.ssh)
         executor: Executor = WorkerExecutor(services, self.context, secrets=self.request.secrets,
-                                            allow=self.request.allow, contexts=named, ssh=agents)
+                                            allow=allow, contexts=named, ssh=agents)
         if self.wrap_executor is not None:
             executor = self.wrap_executor(executor)
         try:
