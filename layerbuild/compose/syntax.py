@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from layerbuild.compose.yamlsrc import Reset
+
 Lookup = Callable[[str], str | None]
 
 
@@ -37,6 +39,9 @@ def key_values(value: Any, lookup: Lookup | None = None, *, sep: str = "=") -> d
     if isinstance(value, dict):
         out: dict[str, str | None] = {}
         for k, v in value.items():
+            if isinstance(v, Reset):
+                out[k] = v  # type: ignore[assignment]  # the merge removes it
+                continue
             out[k] = scalar_text(v) if v is not None else (lookup(k) if lookup else None)
         return out
     out = {}
@@ -108,7 +113,7 @@ def service_ref(value: Any) -> dict[str, Any]:
 
 
 _PORT = re.compile(
-    r"^(?:(?:(?P<ip>\[[0-9a-fA-F:.]+\]|[0-9.]+|[0-9a-fA-F:]*:[0-9a-fA-F:]+):)?(?P<pub>\d+(?:-\d+)?)?:)?"
+    r"^(?:(?:(?P<ip>\[[0-9a-fA-F:.]+\]|[0-9.]+):)?(?P<pub>\d+(?:-\d+)?)?:)?"
     r"(?P<target>\d+(?:-\d+)?)(?:/(?P<proto>[a-z]+))?$")
 
 

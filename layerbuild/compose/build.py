@@ -1,0 +1,175 @@
+"""`compose build`: every service with `build:` built through `layerbuild.build()` into one store.
+
+Services whose builds read the same Dockerfile in the same context share a lane and build one after
+the other, so their common stages are built once and hit the cache afterwards; lanes run in
+parallel (the store is safe for concurrent builds). A service whose `additional_contexts` names
+`service:OTHER` builds after OTHER, from OTHER's image.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from layerbuild.api.build import build
+from layerbuild.compose.model import Project
+from layerbuild.errors import BuildError, LayerbuildError, UsageError
+
+if TYPE_CHECKING:
+    from layerbuild.solve.report import BuildEvent, BuildResult
+
+IGNORED = ("labels", "cache_from", "cache_to", "platforms", "shm_size", "extra_hosts", "isolation", "pull",
+           "privileged", "ulimits", "entitlements", "ssh", "tags_unsupported")
+
+
+@dataclass(frozen=True)
+class ServiceBuild:
+    """One service's build, as `layerbuild.build()` takes it."""
+
+    service: str
+    context: Path
+    dockerfile: Path | None
+    inline: str | None
+    tags: tuple[str, ...]
+    build_args: Mapping[str, str]
+    target: str | None
+    network: str
+    secrets: Mapping[str, str]
+    contexts: Mapping[str, str]
+    after: tuple[str, ...]
+
+    @property
+    def lane_key(self) -> tuple[str, str]:
+        """Builds of one Dockerfile in one context share stages: they go in one lane."""
+        source = self.inline if self.inline is not None else str(self.context / (self.dockerfile or "Dockerfile"))
+        return (str(self.context), source)
+
+
+def plan(project: Project, services: Sequence[str] = (), build_args: Mapping[str, str] | None = None,
+         warn: Callable[[str], None] | None = None) -> list[ServiceBuild]:
+    """The builds of the named services (all with `build:` if none), in the project's order."""
+    for name in services:
+        if name not in project.services:
+            raise UsageError(f"no such service: {name}", hint=f"the project has {', '.join(project.service_names())}")
+    names = list(services) or project.service_names()
+    out = []
+    for name in names:
+        spec = project.services[name].get("build")
+        if spec is None:
+            continue
+        if "://" in spec["context"] or spec["context"].endswith(".git"):
+            raise UsageError(f"service {name!r}: remote build contexts are not supported yet",
+                             hint="check the repository out and name the directory as context")
+        for key in IGNORED:
+            if spec.get(key) and warn is not None:
+                warn(f"service {name!r}: build.{key} is not applied yet")
+        args = {**spec.get("args", {}), **(build_args or {})}
+        network = spec.get("network", "default")
+        if network not in ("default", "none", "host"):
+            raise UsageError(f"service {name!r}: build.network {network!r} is not supported",
+                             hint="use default, none or host")
+        secrets = {}
+        for ref in spec.get("secrets", []):
+            top = project.secrets[ref["source"]]
+            if "file" in top:
+                secrets[ref.get("target") or ref["source"]] = top["file"]
+            elif "environment" in top:
+                raise UsageError(f"service {name!r}: build secret {ref['source']!r} from the environment "
+                                 "is not supported yet", hint="give it as file:")
+        contexts, after = {}, []
+        for cname, where in spec.get("additional_contexts", {}).items():
+            if where.startswith("service:"):
+                other = where.removeprefix("service:")
+                if other not in project.services:
+                    raise UsageError(f"service {name!r}: additional context {cname!r} names unknown service {other!r}")
+                contexts[cname] = f"docker-image://{project.image_of(other)}"
+                after.append(other)
+            else:
+                contexts[cname] = where
+        tags = (project.image_of(name), *spec.get("tags", ()))
+        out.append(ServiceBuild(
+            service=name, context=Path(spec["context"]),
+            dockerfile=Path(spec["dockerfile"]) if "dockerfile" in spec and "dockerfile_inline" not in spec else None,
+            inline=spec.get("dockerfile_inline"), tags=tuple(dict.fromkeys(tags)), build_args=args,
+            target=spec.get("target"), network=network, secrets=secrets, contexts=contexts, after=tuple(after),
+        ))
+    wanted = {b.service for b in out}
+    for b in out:
+        for dep in b.after:
+            if dep not in wanted:
+                raise UsageError(f"service {b.service!r} builds from service {dep!r}, which is not being built",
+                                 hint=f"build both: compose build {dep} {b.service}")
+    return out
+
+
+def lanes(builds: Sequence[ServiceBuild]) -> list[list[ServiceBuild]]:
+    """Builds grouped so that those sharing a Dockerfile run one after the other."""
+    groups: dict[tuple[str, str], list[ServiceBuild]] = {}
+    for b in builds:
+        groups.setdefault(b.lane_key, []).append(b)
+    return list(groups.values())
+
+
+def build_services(builds: Sequence[ServiceBuild], *, root: str | os.PathLike[str] | None = None,
+                   no_cache: bool = False, jobs: int = 0,
+                   on_event: Callable[[str, BuildEvent], None] | None = None) -> dict[str, BuildResult]:
+    """Run the builds (lanes in parallel, `service:` contexts after their service); returns each
+    service's report. A failed build stops the lanes that have not started and raises BuildError."""
+    results: dict[str, BuildResult] = {}
+    done: dict[str, threading.Event] = {b.service: threading.Event() for b in builds}
+    failed: list[tuple[str, BaseException]] = []
+    lock = threading.Lock()
+
+    def one(b: ServiceBuild) -> None:
+        for dep in b.after:
+            done[dep].wait()
+        if failed:
+            return
+        events = (lambda event, name=b.service: on_event(name, event)) if on_event else None
+        try:
+            with tempfile.TemporaryDirectory(prefix="layerbuild-compose-") as scratch:
+                dockerfile: Path | None = b.context / b.dockerfile if b.dockerfile is not None else None
+                if b.inline is not None:
+                    dockerfile = Path(scratch) / "Dockerfile"
+                    dockerfile.write_text(b.inline, encoding="utf-8")
+                result = build(b.context, dockerfile=dockerfile, tags=b.tags, build_args=dict(b.build_args),
+                               target=b.target, no_cache=no_cache, on_event=events, root=root, jobs=jobs,
+                               network=b.network, secrets=dict(b.secrets) or None,
+                               build_contexts=dict(b.contexts) or None)
+            with lock:
+                results[b.service] = result
+        except BaseException as exc:
+            with lock:
+                failed.append((b.service, exc))
+        finally:
+            done[b.service].set()
+
+    def lane(items: list[ServiceBuild]) -> None:
+        for b in items:
+            one(b)
+
+    groups = lanes(builds)
+    workers = max(1, min(len(groups), jobs or (os.cpu_count() or 1)))
+    # lanes waiting on another lane's service must not starve it of a worker: one thread per lane
+    workers = len(groups) if any(b.after for b in builds) else workers
+    with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="compose-build") as pool:
+        list(pool.map(lane, groups))
+    if failed:
+        service, exc = failed[0]
+        if isinstance(exc, LayerbuildError):
+            exc.message = f"service {service!r}: {exc.message}"
+            raise exc
+        if isinstance(exc, Exception):
+            raise BuildError(f"service {service!r}: {exc}") from exc
+        raise exc
+    return results
+
+
+def summary(results: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: r.to_json() for name, r in results.items()}
