@@ -16,7 +16,7 @@ from typing import Any
 from layerbuild.compose import syntax
 from layerbuild.compose.dotenv import read_env_file
 from layerbuild.compose.interpolate import InterpolationError, interpolate
-from layerbuild.compose.merge import merge_resources, merge_service, strip_tags
+from layerbuild.compose.merge import merge_resources, merge_service, merge_value, strip_tags
 from layerbuild.compose.model import Project
 from layerbuild.compose.schema import validate
 from layerbuild.compose.yamlsrc import Lines, Override, Reset, key_text, load
@@ -274,7 +274,9 @@ class _Loader:
             for resource in RESOURCES:
                 merged[resource] = merge_resources(merged[resource], here[resource])
             for key, value in here.items():
-                if key.startswith("x-") or key == "name":
+                if key.startswith("x-") and key in merged:
+                    merged[key] = merge_value(merged[key], value)  # extensions merge like any mapping
+                elif key.startswith("x-") or key == "name":
                     merged[key] = strip_tags(value)
         return merged, origin
 

@@ -101,8 +101,8 @@ def unique_merge(base: list[dict[str, Any]], over: Any, key: Callable[[dict[str,
     for entry in strip_tags(over):
         k = key(entry)
         for i, old in enumerate(out):
-            if key(old) == k:
-                out[i] = merge_mapping(old, entry)
+            if key(old) == k:  # the later entry replaces the earlier one in its place (as compose-go does)
+                out[i] = entry
                 break
         else:
             out.append(entry)

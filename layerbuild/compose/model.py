@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 
@@ -29,21 +28,57 @@ class Project:
         return str(self.services[service].get("image") or f"{self.name}-{service}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The model in docker compose's layout: services and maps sorted by key, structures in
+        the order of compose-go's types."""
         out: dict[str, Any] = {"name": self.name,
-                               "services": {n: _sorted(s) for n, s in sorted(self.services.items())}}
+                               "services": {n: _service(s) for n, s in sorted(self.services.items())}}
         for key in ("networks", "volumes", "secrets", "configs"):
             table = getattr(self, key)
             if table:
-                out[key] = {n: v for n, v in sorted(table.items())}
+                out[key] = {n: _ordered(v, RESOURCE_ORDER) for n, v in sorted(table.items())}
         out.update(self.extensions)
         return out
 
     def service_names(self) -> list[str]:
         return sorted(self.services)
 
-    def view(self) -> MappingProxyType[str, Any]:
-        return MappingProxyType(self.to_dict())
+
+# The fields of compose-go's structures in their order (maps are sorted instead).
+BUILD_ORDER = ("context", "dockerfile", "dockerfile_inline", "entitlements", "args", "ssh", "labels", "cache_from",
+               "cache_to", "no_cache", "additional_contexts", "network", "pull", "target", "shm_size",
+               "extra_hosts", "isolation", "privileged", "secrets", "tags", "ulimits", "platforms")
+HEALTH_ORDER = ("test", "timeout", "interval", "retries", "start_period", "start_interval", "disable")
+VOLUME_ORDER = ("type", "source", "target", "read_only", "consistency", "bind", "volume", "tmpfs", "image")
+REF_ORDER = ("source", "target", "uid", "gid", "mode")
+DEP_ORDER = ("condition", "restart", "required")
+RESOURCE_ORDER = ("name", "driver", "driver_opts", "ipam", "external", "internal", "attachable", "enable_ipv6",
+                  "labels", "file", "environment", "content")
+MAPS = {"environment", "labels", "annotations", "sysctls", "extra_hosts", "networks", "depends_on", "ulimits"}
 
 
-def _sorted(service: dict[str, Any]) -> dict[str, Any]:
-    return {k: service[k] for k in sorted(service)}
+def _ordered(value: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
+    known = {k: value[k] for k in order if k in value}
+    return {**known, **{k: value[k] for k in sorted(value) if k not in known}}
+
+
+def _service(service: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in sorted(service):
+        value = service[key]
+        if key in MAPS and isinstance(value, dict):
+            value = {k: value[k] for k in sorted(value)}
+            if key == "depends_on":
+                value = {k: _ordered(v, DEP_ORDER) for k, v in value.items()}
+        elif key == "build":
+            value = _ordered(value, BUILD_ORDER)
+            for sub in ("args", "labels", "additional_contexts", "ssh"):
+                if isinstance(value.get(sub), dict):
+                    value[sub] = {k: value[sub][k] for k in sorted(value[sub])}
+        elif key == "healthcheck":
+            value = _ordered(value, HEALTH_ORDER)
+        elif key == "volumes":
+            value = [_ordered(v, VOLUME_ORDER) for v in value]
+        elif key in ("secrets", "configs"):
+            value = [_ordered(v, REF_ORDER) for v in value]
+        out[key] = value
+    return out

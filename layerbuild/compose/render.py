@@ -1,4 +1,8 @@
-"""`compose config` output: the resolved model as YAML (block style, docker compose's layout) or JSON."""
+"""`compose config` output: the resolved model as YAML (block style, docker compose's layout) or JSON.
+
+Strings that YAML would read as something else (`"80"`, `"3.12"`, `"true"`) are double-quoted, as
+docker compose writes them; everything else is plain.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,22 @@ from typing import Any
 
 def to_yaml(model: dict[str, Any]) -> str:
     from ruamel.yaml import YAML
+    from ruamel.yaml.nodes import ScalarNode
+    from ruamel.yaml.representer import SafeRepresenter
 
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
-    yaml.sort_base_mapping_type_on_output = False  # type: ignore[attr-defined]
     yaml.indent(mapping=2, sequence=4, offset=2)
-    yaml.width = 4096
+    yaml.width = 1 << 20
+    resolver = yaml.resolver
+
+    def represent_str(representer: SafeRepresenter, value: str) -> ScalarNode:
+        plain_tag = resolver.resolve(ScalarNode, value, (True, False))
+        needs_quotes = plain_tag != "tag:yaml.org,2002:str" or value == "" or value != value.strip()
+        return representer.represent_scalar("tag:yaml.org,2002:str", value, style='"' if needs_quotes else None)
+
+    yaml.representer.add_representer(str, represent_str)
+    yaml.representer.sort_base_mapping_type_on_output = False  # type: ignore[attr-defined]
     out = io.StringIO()
     yaml.dump(model, out)
     return out.getvalue()

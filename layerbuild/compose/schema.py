@@ -178,7 +178,7 @@ def compose_schema() -> dict[str, Any]:
     return obj({
         "version": STR, "name": {"type": "string"},
         "include": {"type": "array", "items": include_entry},
-        "services": {"oneOf": [dict_of(_service()), {"type": "null"}]},
+        "services": {"oneOf": [dict_of({"oneOf": [_service(), {"type": "null"}]}), {"type": "null"}]},
         "networks": {"oneOf": [dict_of(_resource("network")), {"type": "null"}]},
         "volumes": {"oneOf": [dict_of(_resource("volume")), {"type": "null"}]},
         "secrets": {"oneOf": [dict_of(_resource("secret")), {"type": "null"}]},
