@@ -81,10 +81,7 @@ def parse_env(text: str, shown: str, lookup: Callable[[str], str | None]) -> dic
                 raise ComposeFileError(f"unterminated quoted value of {key}", filename=shown, line=start_line)
             raw = text[rest_at + 1:close]
             lineno += raw.count("\n")
-            if quote == "'":
-                value = raw
-            else:
-                value = _interp(_unescape(raw), env, shown, start_line)
+            value = raw if quote == "'" else _interp(_unescape(raw), env, shown, start_line)
             end = text.find("\n", close)
             end = len(text) if end < 0 else end
         else:

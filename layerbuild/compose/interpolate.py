@@ -23,8 +23,7 @@ def interpolate(text: str, env: Mapping[str, str], warn: Callable[[str], None] |
     required variable that is missing."""
     if "$" not in text:
         return text
-    out, pos = _expand(text, 0, env, warn, top=True)
-    return out
+    return _expand(text, 0, env, warn, top=True)[0]
 
 
 def _expand(text: str, pos: int, env: Mapping[str, str], warn: Callable[[str], None] | None,

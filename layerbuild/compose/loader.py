@@ -174,7 +174,7 @@ class _Loader:
             wrap = None
             if isinstance(value, Override):
                 wrap, value = Override, value.value
-            if isinstance(value, Reset) or value is None and key not in ("command", "entrypoint"):
+            if isinstance(value, Reset) or (value is None and key not in ("command", "entrypoint")):
                 out[key] = value
                 continue
             try:

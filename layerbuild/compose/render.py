@@ -28,7 +28,7 @@ def to_yaml(model: dict[str, Any]) -> str:
         return representer.represent_scalar("tag:yaml.org,2002:str", value, style='"' if needs_quotes else None)
 
     yaml.representer.add_representer(str, represent_str)
-    yaml.representer.sort_base_mapping_type_on_output = False  # type: ignore[attr-defined]
+    yaml.representer.sort_base_mapping_type_on_output = False
     out = io.StringIO()
     yaml.dump(model, out)
     return out.getvalue()

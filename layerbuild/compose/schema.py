@@ -22,7 +22,7 @@ ANY_SCALAR: dict[str, Any] = {"type": ["string", "number", "boolean", "null"]}
 STR_LIST: dict[str, Any] = {"type": "array", "items": STR}
 UNIQUE_STR_LIST: dict[str, Any] = {"type": "array", "items": STR, "uniqueItems": True}
 STR_OR_LIST: dict[str, Any] = {"oneOf": [STR, STR_LIST]}
-EXT = {"^x-": {}}
+EXT: dict[str, Any] = {"^x-": {}}
 # KEY=VALUE list, or a mapping of scalars (environment, labels, build args, …)
 LIST_OR_DICT: dict[str, Any] = {"oneOf": [
     {"type": "object", "patternProperties": {".+": ANY_SCALAR}, "additionalProperties": False},

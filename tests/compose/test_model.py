@@ -224,7 +224,7 @@ def test_env_file_forms_and_environment_precedence(tmp_path: Path) -> None:
     svc = load(tmp_path).services["s"]
     assert svc["environment"] == {"A": "from-file", "B": "own"} and "env_file" not in svc
     write(tmp_path, {"compose.yaml": "services:\n  s: {image: x, env_file: gone.env}\n"})
-    with pytest.raises(ComposeFileError, match="env file gone.env not found"):
+    with pytest.raises(ComposeFileError, match=r"env file gone\.env not found"):
         load(tmp_path)
 
 
