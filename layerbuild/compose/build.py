@@ -1,9 +1,11 @@
 """`compose build`: every service with `build:` built through `layerbuild.build()` into one store.
 
-Services whose builds read the same Dockerfile in the same context share a lane and build one after
-the other, so their common stages are built once and hit the cache afterwards; lanes run in
-parallel (the store is safe for concurrent builds). A service whose `additional_contexts` names
-`service:OTHER` builds after OTHER, from OTHER's image.
+Services whose builds would share steps go in one lane and build one after the other, so a common
+stage is built once and hits the cache afterwards: the same Dockerfile in the same context, or
+Dockerfiles with a stage that opens the same way (the same base and the same steps up to its first
+RUN; in the same context when a COPY or ADD comes first). Lanes run in parallel (the store is safe for
+concurrent builds). A service whose `additional_contexts` names `service:OTHER` builds after
+OTHER, from OTHER's image.
 """
 
 from __future__ import annotations
@@ -109,11 +111,59 @@ def plan(project: Project, services: Sequence[str] = (), build_args: Mapping[str
 
 
 def lanes(builds: Sequence[ServiceBuild]) -> list[list[ServiceBuild]]:
-    """Builds grouped so that those sharing a Dockerfile run one after the other."""
-    groups: dict[tuple[str, str], list[ServiceBuild]] = {}
-    for b in builds:
-        groups.setdefault(b.lane_key, []).append(b)
+    """Builds grouped so that those that would share steps run one after the other, in the order given."""
+    parent = list(range(len(builds)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[Any, int] = {}
+    for i, b in enumerate(builds):
+        for key in (b.lane_key, *stage_openings(b)):
+            if key in owner:
+                parent[find(i)] = find(owner[key])
+            else:
+                owner[key] = i
+    groups: dict[int, list[ServiceBuild]] = {}
+    for i, b in enumerate(builds):
+        groups.setdefault(find(i), []).append(b)
     return list(groups.values())
+
+
+def stage_openings(b: ServiceBuild) -> list[tuple[str, ...]]:
+    """For each stage of the build's Dockerfile, its base and steps up to its first RUN: two builds
+    whose stages open alike would run that RUN with the same cache key. When a COPY or ADD comes
+    before the RUN, the build's context is part of the opening (another context, other files). An
+    unreadable Dockerfile has none (its build reports the error)."""
+    from layerbuild.errors import LayerbuildError
+    from layerbuild.parser import parse
+
+    try:
+        text = b.inline if b.inline is not None else (b.context / (b.dockerfile or "Dockerfile")).read_text()
+        instructions = parse(text).instructions
+    except (OSError, UnicodeDecodeError, LayerbuildError):
+        return []
+    prelude = tuple(i.original for i in instructions if i.cmd == "arg")  # (approximately) the global ARGs
+    stages: list[list[Any]] = []
+    for ins in instructions:
+        if ins.cmd == "from":
+            stages.append([ins])
+        elif stages:
+            stages[-1].append(ins)
+    out: list[tuple[str, ...]] = []
+    for stage in stages:
+        steps: list[str] = ["FROM " + (stage[0].value[0] if stage[0].value else ""), *prelude]
+        reads_context = False
+        for ins in stage[1:]:
+            steps.append(ins.original)
+            reads_context = reads_context or ins.cmd in ("copy", "add")
+            if ins.cmd == "run":
+                out.append(("CONTEXT", str(b.context), *steps) if reads_context else tuple(steps))
+                break
+    return out
 
 
 def build_services(builds: Sequence[ServiceBuild], *, root: str | os.PathLike[str] | None = None,

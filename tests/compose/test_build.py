@@ -127,3 +127,21 @@ def test_a_failing_service_build_names_the_service(tmp_path: Path, capfd: pytest
     code = main(["--root", str(tmp_path / "store"), "compose", "build", "--progress", "quiet"])
     _, err = capfd.readouterr()
     assert code == 2 and "service 'broken'" in err and "Traceback" not in err
+
+
+def test_lanes_join_dockerfiles_whose_stages_open_alike(tmp_path: Path) -> None:
+    opening = 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+    write(tmp_path, {
+        "api.Dockerfile": opening + "RUN echo api\n",
+        "worker.Dockerfile": opening + "RUN echo worker\n",
+        "other/Dockerfile": opening + "RUN echo other\n",  # the same text, another context: nothing shared
+        "pip-a/Dockerfile": "FROM python:3.12\nRUN pip install flask\nCOPY . .\n",
+        "pip-b/Dockerfile": "FROM python:3.12\nRUN pip install flask\nCOPY app.py .\n",
+        "compose.yaml": (
+            "services:\n"
+            "  api: {build: {context: ., dockerfile: api.Dockerfile}}\n"
+            "  worker: {build: {context: ., dockerfile: worker.Dockerfile}}\n"
+            "  other: {build: other}\n  pip-a: {build: pip-a}\n  pip-b: {build: pip-b}\n"),
+    })
+    grouped = sorted(sorted(b.service for b in lane) for lane in lanes(plan(load(tmp_path))))
+    assert grouped == [["api", "worker"], ["other"], ["pip-a", "pip-b"]]
