@@ -24,6 +24,7 @@ def register(sub: Any) -> tuple[str, Any]:
                    help="variables for interpolation (default: the project's .env)")
     cmds = p.add_subparsers(dest="compose_cmd", metavar="COMMAND")
     c = cmds.add_parser("config", help="print the resolved model")
+    c.add_argument("selected", nargs="*", metavar="SERVICE", help="only these services (and what they depend on)")
     c.add_argument("--format", choices=("yaml", "json"), default="yaml")
     c.add_argument("--services", action="store_true", help="print the services' names")
     c.add_argument("--images", action="store_true", help="print the images the services use")
@@ -61,6 +62,11 @@ def _config(args: argparse.Namespace) -> int:
     from layerbuild.compose.render import to_json, to_yaml
 
     project = _project(args)
+    for name in args.selected:
+        if name not in project.services:
+            raise UsageError(f"no such service: {name}", hint=f"the project has {', '.join(project.service_names())}")
+    if args.selected:
+        project = project.with_services(args.selected)
     if args.quiet:
         return 0
     if args.services:

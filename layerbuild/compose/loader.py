@@ -112,6 +112,9 @@ class _Loader:
             except (OSError, UnicodeDecodeError) as exc:
                 raise UsageError(f"cannot read compose file {shown}: {exc}") from None
         data, lines = load(text, shown)
+        if "version" in data:
+            self._warn_once(f"{shown}: the attribute `version` is obsolete, it will be ignored, "
+                            "please remove it to avoid potential confusion")
         data = self._interpolate(data, (), env, lines)
         validate(strip_tags(data), lines)
         return data, lines
@@ -333,8 +336,45 @@ def load_project(options: Options, warn: Warn | None = None) -> Project:
     model, origin = loader.model(files, project_dir, env)
     name = _project_name(options, env, model, project_dir)
     profiles = _profiles(options, env)
-    services = _active(model["services"], profiles, origin)
+    services = _active({n: _implicit_dependencies(s) for n, s in model["services"].items()}, profiles, origin)
+    _check_cycles(services, origin)
     return _complete(name, project_dir, files, model, services, env, origin, options.cwd)
+
+
+def _implicit_dependencies(svc: dict[str, Any]) -> dict[str, Any]:
+    """`links`, `volumes_from` and `network_mode: service:X` make a service depend on another (compose-go)."""
+    wanted = [str(link).split(":", 1)[0] for link in svc.get("links", [])]
+    wanted += [str(v).split(":", 1)[0] for v in svc.get("volumes_from", []) if not str(v).startswith("container:")]
+    mode = str(svc.get("network_mode", ""))
+    if mode.startswith("service:"):
+        wanted.append(mode.removeprefix("service:"))
+    if not wanted:
+        return svc
+    deps = dict(svc.get("depends_on") or {})
+    for name in wanted:
+        deps.setdefault(name, {"condition": "service_started", "required": True})
+    return {**svc, "depends_on": deps}
+
+
+def _check_cycles(services: Mapping[str, Any], origin: Mapping[str, Any]) -> None:
+    state: dict[str, int] = {}  # 1: being visited, 2: done
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = trail[trail.index(name):] + (name,)
+            lines, path = origin[cycle[0]]
+            raise ComposeFileError(f"dependency cycle detected: {' -> '.join(cycle)}", filename=lines.filename,
+                                   line=lines.line((*path, "depends_on")), key=f"services.{cycle[0]}.depends_on")
+        state[name] = 1
+        for dep in (services[name].get("depends_on") or {}):
+            if dep in services and dep != name:
+                visit(dep, (*trail, name))
+        state[name] = 2
+
+    for name in sorted(services):
+        visit(name, ())
 
 
 def _environment(options: Options, project_dir: Path) -> dict[str, str]:

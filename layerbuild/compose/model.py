@@ -42,6 +42,19 @@ class Project:
     def service_names(self) -> list[str]:
         return sorted(self.services)
 
+    def with_services(self, names: list[str]) -> Project:
+        """The project narrowed to `names` and the services they depend on (`compose config web`)."""
+        import dataclasses
+
+        keep: set[str] = set()
+        todo = list(names)
+        while todo:
+            name = todo.pop()
+            if name not in keep and name in self.services:
+                keep.add(name)
+                todo.extend(self.services[name].get("depends_on") or {})
+        return dataclasses.replace(self, services={n: s for n, s in self.services.items() if n in keep})
+
 
 # The fields of compose-go's structures in their order (maps are sorted instead).
 BUILD_ORDER = ("context", "dockerfile", "dockerfile_inline", "entitlements", "args", "ssh", "labels", "cache_from",
