@@ -14,6 +14,9 @@ from typing import Any
 from layerbuild.errors import ComposeFileError
 
 Path_ = tuple[str | int, ...]
+# Aliases are expanded into plain values: a file whose aliases expand past this many values (the
+# "billion laughs") is refused rather than filling the memory.
+MAX_VALUES = 100_000
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,14 @@ def load(text: str, filename: str) -> tuple[Any, Lines]:
                                hint="the file must be a YAML mapping") from None
     except YAMLError as exc:
         raise ComposeFileError(f"invalid YAML: {exc}", filename=filename) from None
+    except RecursionError:
+        raise ComposeFileError("the YAML is nested too deeply", filename=filename) from None
     lines = Lines(filename)
-    plain = _plain(tree, (), lines, filename)
+    budget = [MAX_VALUES]
+    try:
+        plain = _plain(tree, (), lines, filename, budget)
+    except RecursionError:
+        raise ComposeFileError("the YAML is nested too deeply", filename=filename) from None
     if plain is None:
         plain = {}
     if not isinstance(plain, dict):
@@ -81,9 +90,14 @@ def load(text: str, filename: str) -> tuple[Any, Lines]:
     return plain, lines
 
 
-def _plain(node: Any, path: Path_, lines: Lines, filename: str) -> Any:
+def _plain(node: Any, path: Path_, lines: Lines, filename: str, budget: list[int]) -> Any:
     """ruamel's round-trip tree as plain values; lines recorded; `!reset`/`!override` unwrapped."""
     from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ComposeFileError(f"the file expands to more than {MAX_VALUES} values (through aliases)",
+                               filename=filename, hint="a compose file this large is almost certainly a mistake")
 
     tag = getattr(getattr(node, "tag", None), "value", None)
     if tag in ("!reset", "!override"):
@@ -91,9 +105,9 @@ def _plain(node: Any, path: Path_, lines: Lines, filename: str) -> Any:
         if tag == "!reset":
             return Reset()
         if isinstance(node, CommentedMap):
-            inner = {k: _plain(v, (*path, str(k)), lines, filename) for k, v in node.items()}
+            inner = {k: _plain(v, (*path, str(k)), lines, filename, budget) for k, v in node.items()}
         elif isinstance(node, CommentedSeq):
-            inner = [_plain(v, (*path, i), lines, filename) for i, v in enumerate(node)]
+            inner = [_plain(v, (*path, i), lines, filename, budget) for i, v in enumerate(node)]
         return Override(inner)
     if tag is not None and tag.startswith("!") and not tag.startswith("!!"):
         raise ComposeFileError(f"unknown YAML tag {tag}", filename=filename, line=lines.line(path),
@@ -108,7 +122,7 @@ def _plain(node: Any, path: Path_, lines: Lines, filename: str) -> Any:
                 lines.at[child] = node.lc.key(key)[0] + 1
             except (KeyError, TypeError, AttributeError):
                 lines.at[child] = lines.line(path)
-            out[key] = _plain(value, child, lines, filename)
+            out[key] = _plain(value, child, lines, filename, budget)
         return out
     if isinstance(node, CommentedSeq):
         items = []
@@ -118,7 +132,7 @@ def _plain(node: Any, path: Path_, lines: Lines, filename: str) -> Any:
                 lines.at[child] = node.lc.item(i)[0] + 1
             except (KeyError, TypeError, AttributeError, IndexError):
                 lines.at[child] = lines.line(path)
-            items.append(_plain(value, child, lines, filename))
+            items.append(_plain(value, child, lines, filename, budget))
         return items
     if isinstance(node, TaggedScalar):
         return str(node.value)

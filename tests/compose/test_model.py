@@ -266,3 +266,19 @@ def test_errors_name_file_line_and_key(tmp_path: Path, text: str, expected: str)
         load(tmp_path)
     assert str(info.value).startswith(expected) or info.value.message.startswith(expected), info.value.message
     assert info.value.exit_code == 2
+
+
+def test_alias_bombs_are_refused_plainly(tmp_path: Path) -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, n in zip("abcdefgh", "bcdefghi"))
+    write(tmp_path, {"compose.yaml": "x-bomb:\n" + "".join("  " + line + "\n" for line in bomb.splitlines())})
+    with pytest.raises(ComposeFileError, match="expands to more than"):
+        load(tmp_path)
+
+
+@pytest.mark.slow
+def test_deep_nesting_is_refused_plainly(tmp_path: Path) -> None:
+    write(tmp_path, {"compose.yaml": "x-deep: " + "[" * 1200 + "]" * 1200 + "\n"})
+    with pytest.raises(ComposeFileError, match="nested too deeply"):
+        load(tmp_path)
