@@ -1,14 +1,19 @@
 """`compose config` output: the resolved model as YAML (block style, docker compose's layout) or JSON.
 
-Strings that YAML would read as something else (`"80"`, `"3.12"`, `"true"`) are double-quoted, as
-docker compose writes them; everything else is plain.
+Strings are written as docker compose's YAML encoder writes them: multi-line ones as literal blocks,
+ones YAML would read as something else (`"80"`, `"3.12"`, `"true"`, and YAML 1.1's `"no"`, `"on"`
+and base-60 `"1:30"`) double-quoted, the rest plain where YAML allows it.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
+
+_OLD_BOOLS = {"y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF"}
+_BASE_60 = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
 
 
 def to_yaml(model: dict[str, Any]) -> str:
@@ -23,8 +28,11 @@ def to_yaml(model: dict[str, Any]) -> str:
     resolver = yaml.resolver
 
     def represent_str(representer: SafeRepresenter, value: str) -> ScalarNode:
+        if "\n" in value:
+            return representer.represent_scalar("tag:yaml.org,2002:str", value, style="|")
         plain_tag = resolver.resolve(ScalarNode, value, (True, False))
-        needs_quotes = plain_tag != "tag:yaml.org,2002:str" or value == "" or value != value.strip()
+        needs_quotes = (plain_tag != "tag:yaml.org,2002:str" or value in _OLD_BOOLS or bool(_BASE_60.match(value))
+                        or value == "" or value != value.strip())
         return representer.represent_scalar("tag:yaml.org,2002:str", value, style='"' if needs_quotes else None)
 
     yaml.representer.add_representer(str, represent_str)

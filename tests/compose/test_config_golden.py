@@ -77,3 +77,12 @@ def test_a_bad_file_exits_2_with_file_line_and_key(tmp_path: Path, capfd: pytest
     assert code == 2 and out == ""
     assert err.startswith("error: compose.yaml:5: services.web.ports[0]: invalid port '80:80:80:80'")
     assert "Traceback" not in err
+
+
+def test_yaml_scalars_are_written_as_docker_compose_writes_them() -> None:
+    from layerbuild.compose.render import to_yaml
+
+    text = to_yaml({"inline": "FROM x\nRUN y\n", "restart": "no", "time": "1:30", "port": "80", "version": "3.12",
+                    "flag": "true", "colon": "a: b", "plain": "echo hi", "empty": "", "none": None})
+    assert text == ('inline: |\n  FROM x\n  RUN y\nrestart: "no"\ntime: "1:30"\nport: "80"\nversion: "3.12"\n'
+                    "flag: \"true\"\ncolon: 'a: b'\nplain: echo hi\nempty: \"\"\nnone: null\n")
