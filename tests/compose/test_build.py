@@ -145,3 +145,44 @@ def test_lanes_join_dockerfiles_whose_stages_open_alike(tmp_path: Path) -> None:
     })
     grouped = sorted(sorted(b.service for b in lane) for lane in lanes(plan(load(tmp_path))))
     assert grouped == [["api", "worker"], ["other"], ["pip-a", "pip-b"]]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_service_contexts_inline_dockerfiles_and_build_secrets(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    project = tmp_path / "p"
+    write(project, {
+        "base/Dockerfile": 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n',
+        "token.txt": "t0ken\n",
+        "compose.yaml": (
+            "services:\n"
+            "  app:\n"
+            "    build:\n"
+            "      context: app\n"
+            "      additional_contexts: {base: 'service:base'}\n"
+            "      secrets: [token]\n"
+            "      dockerfile_inline: |\n"
+            "        FROM base\n"
+            "        RUN --mount=type=secret,id=token wc -c < /run/secrets/token > /size\n"
+            "  base:\n"
+            "    image: p/base:1\n"
+            "    build: base\n"
+            "secrets:\n  token: {file: ./token.txt}\n"),
+    })
+    (project / "app").mkdir()
+    shutil.copy(busybox_binary(), project / "base" / "busybox")
+    monkeypatch.chdir(project)
+    root = tmp_path / "store"
+    code = main(["--root", str(root), "compose", "build", "--progress", "json"])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    finished = [json.loads(line)["service"] for line in out.splitlines() if '"build.finished"' in line]
+    assert finished == ["base", "app"]  # the service context is built first
+    code = main(["--root", str(root), "run", "--rm", "p-app", "cat", "/size"])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert out.strip() == "6"  # the secret was mounted, and is not in the image:
+    code = main(["--root", str(root), "run", "--rm", "p-app", "ls", "/run/secrets"])
+    out, _ = capfd.readouterr()
+    assert "token" not in out
