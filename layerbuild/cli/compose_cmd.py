@@ -43,11 +43,11 @@ def register(sub: Any) -> tuple[str, Any]:
     return "compose", run
 
 
-def _project(args: argparse.Namespace) -> Project:
+def _project(args: argparse.Namespace, services: tuple[str, ...] = ()) -> Project:
     from layerbuild.compose import Options, load_project
 
     return load_project(Options(files=tuple(args.file), project_name=args.project_name,
-                                profiles=tuple(args.profile), env_files=tuple(args.env_file)))
+                                profiles=tuple(args.profile), env_files=tuple(args.env_file), services=services))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,7 +91,7 @@ def _build(args: argparse.Namespace) -> int:
     from layerbuild.cli.progress import summary_line
     from layerbuild.compose.build import build_services, plan
 
-    project = _project(args)
+    project = _project(args, tuple(args.services))
     warn = lambda message: print(f"warning: {message}", file=sys.stderr)  # noqa: E731
     builds = plan(project, args.services, _build_args(args.build_arg), warn=warn)
     if not builds:

@@ -38,6 +38,8 @@ class Options:
     project_name: str | None = None
     profiles: tuple[str, ...] = ()
     env_files: tuple[str, ...] = ()
+    # services named on the command line: enabled whatever their profiles, as docker compose does
+    services: tuple[str, ...] = ()
     cwd: Path = field(default_factory=Path.cwd)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     stdin_text: Callable[[], str] = field(default=lambda: sys.stdin.read())
@@ -336,7 +338,8 @@ def load_project(options: Options, warn: Warn | None = None) -> Project:
     model, origin = loader.model(files, project_dir, env)
     name = _project_name(options, env, model, project_dir)
     profiles = _profiles(options, env)
-    services = _active({n: _implicit_dependencies(s) for n, s in model["services"].items()}, profiles, origin)
+    services = _active({n: _implicit_dependencies(s) for n, s in model["services"].items()}, profiles, origin,
+                       set(options.services))
     _check_cycles(services, origin)
     return _complete(name, project_dir, files, model, services, env, origin, options.cwd)
 
@@ -411,13 +414,15 @@ def _profiles(options: Options, env: Mapping[str, str]) -> set[str]:
     return {p.strip() for p in env.get("COMPOSE_PROFILES", "").split(",") if p.strip()}
 
 
-def _active(services: dict[str, Any], profiles: set[str], origin: Mapping[str, Any]) -> dict[str, Any]:
-    """The services that the enabled profiles (and services without profiles) leave in the model."""
-    def on(svc: dict[str, Any]) -> bool:
+def _active(services: dict[str, Any], profiles: set[str], origin: Mapping[str, Any],
+            named: set[str]) -> dict[str, Any]:
+    """The services that the enabled profiles (and services without profiles, and those `named`
+    on the command line) leave in the model."""
+    def on(name: str, svc: dict[str, Any]) -> bool:
         own = svc.get("profiles") or []
-        return not own or "*" in profiles or bool(profiles & set(own))
+        return not own or name in named or "*" in profiles or bool(profiles & set(own))
 
-    active = {n: dict(s) for n, s in services.items() if on(s)}
+    active = {n: dict(s) for n, s in services.items() if on(n, s)}
     for name, svc in active.items():
         deps = svc.get("depends_on") or {}
         for dep, spec in list(deps.items()):

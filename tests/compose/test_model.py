@@ -211,6 +211,7 @@ def test_profiles_and_depends_on(tmp_path: Path) -> None:
     assert sorted(load(tmp_path, profiles=("debug",)).services) == ["app", "debug"]
     assert sorted(load(tmp_path, env={"COMPOSE_PROFILES": "debug,tools"}).services) == ["app", "debug", "tool"]
     assert sorted(load(tmp_path, profiles=("*",)).services) == ["app", "debug", "tool"]
+    assert sorted(load(tmp_path, services=("debug",)).services) == ["app", "debug"]  # named: enabled
     write(tmp_path, {"compose.yaml": "services:\n  app: {image: a, depends_on: [debug]}\n"
                                      "  debug: {image: d, profiles: [debug]}\n"})
     with pytest.raises(ComposeFileError, match="not enabled by the active profiles"):
