@@ -186,3 +186,30 @@ def test_service_contexts_inline_dockerfiles_and_build_secrets(tmp_path: Path, c
     code = main(["--root", str(root), "run", "--rm", "p-app", "ls", "/run/secrets"])
     out, _ = capfd.readouterr()
     assert "token" not in out
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_shop_sample_builds_its_shared_base_once(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import REPO
+
+    sample = tmp_path / "shop"
+    shutil.copytree(REPO / "samples" / "shop", sample, ignore=shutil.ignore_patterns("busybox"))
+    shutil.copy(busybox_binary(), sample / "app" / "busybox")
+    monkeypatch.chdir(sample)
+    root = tmp_path / "store"
+    code = main(["--root", str(root), "compose", "build", "--progress", "json"])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    base_execs = [e for e in events if e.get("stage") == "base" and e["event"] == "step.finished"
+                  and e["kind"] == "exec"]
+    assert len(base_execs) == 2 and len({e["service"] for e in base_execs}) == 1  # two RUN steps, run once
+    code = main(["--root", str(root), "run", "--rm", "shop-frontend", "cat", "/srv/www/index.html"])
+    out, err = capfd.readouterr()
+    assert code == 0 and "the shop front end" in out, err
+    code = main(["--root", str(root), "images", "--json"])
+    out, _ = capfd.readouterr()
+    names = {f"{i['name']}:{i['tag']}" for i in json.loads(out)}
+    assert {"shop-frontend:latest", "shop-api:latest", "shop-worker:latest"} <= names
