@@ -26,8 +26,9 @@ from layerbuild.errors import BuildError, LayerbuildError, UsageError
 if TYPE_CHECKING:
     from layerbuild.solve.report import BuildEvent, BuildResult
 
+# Build keys read from the model but not applied yet: a warning names each one a service sets.
 IGNORED = ("labels", "cache_from", "cache_to", "platforms", "shm_size", "extra_hosts", "isolation", "pull",
-           "privileged", "ulimits", "entitlements", "ssh", "tags_unsupported")
+           "privileged", "ulimits", "entitlements", "ssh")
 
 
 @dataclass(frozen=True)

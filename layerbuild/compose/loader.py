@@ -492,9 +492,13 @@ def _complete(name: str, project_dir: Path, files: list[Path], model: dict[str, 
             table[key] = {"name": spec.pop("name"), **spec}
         model[kind] = table
     for kind in ("secrets", "configs"):
-        model[kind] = {k: {"name": (v or {}).get("name", f"{name}_{k}"), **{a: b for a, b in (v or {}).items()
-                                                                             if a != "name"}}
-                       for k, v in model[kind].items()}
+        resolved = {}
+        for key, spec in model[kind].items():
+            spec = dict(spec or {})
+            external = spec.get("external") in (True, "true")
+            default = key if external else f"{name}_{key}"
+            resolved[key] = {"name": spec.pop("name", default), **spec}
+        model[kind] = resolved
     extensions = {k: v for k, v in model.items() if k.startswith("x-")}
     return Project(name=name, working_dir=project_dir, files=tuple(str(f) for f in files), services=services,
                    networks=model["networks"], volumes=model["volumes"], secrets=model["secrets"],

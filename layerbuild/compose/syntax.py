@@ -80,10 +80,9 @@ def build(value: Any, base: Path, lookup: Lookup) -> dict[str, Any]:
     spec["context"] = context if is_remote(context) else resolve_path(context, base)
     if "dockerfile_inline" not in spec:
         spec.setdefault("dockerfile", "Dockerfile")
-    for key in ("args",):
-        if key in spec:
-            # an argument without a value takes the environment's, and is left out when unset
-            spec[key] = {k: v for k, v in key_values(spec[key], lookup).items() if v is not None}
+    if "args" in spec:
+        # an argument without a value takes the environment's, and is left out when unset
+        spec["args"] = {k: v for k, v in key_values(spec["args"], lookup).items() if v is not None}
     for key in ("labels", "ssh"):
         if key in spec:
             spec[key] = key_values(spec[key])

@@ -87,7 +87,7 @@ def test_volume_secret_depends_on_network_short_syntax(tmp_path: Path) -> None:
         "    healthcheck: {test: [CMD, 'true'], interval: 1m30s, timeout: 500ms}\n"
         "    environment: [K=v, BARE]\n"
         "  b: {image: y, network_mode: host}\n"
-        "volumes: {db: {}}\nsecrets: {s: {file: ./s.txt}}\nnetworks: {front: {}}\n")})
+        "volumes: {db: {}}\nsecrets: {s: {file: ./s.txt}, ext: {external: true}}\nnetworks: {front: {}}\n")})
     project = load(tmp_path, env={"BARE": "host-value", "HOME": "/home/u"})
     a = project.services["a"]
     assert a["volumes"] == [
@@ -104,6 +104,7 @@ def test_volume_secret_depends_on_network_short_syntax(tmp_path: Path) -> None:
     assert a["environment"] == {"K": "v", "BARE": "host-value"}
     assert "networks" not in project.services["b"]
     assert project.secrets["s"] == {"name": f"{project.name}_s", "file": str(tmp_path / "s.txt")}
+    assert project.secrets["ext"] == {"name": "ext", "external": True}
     assert project.networks == {"front": {"name": f"{project.name}_front"}}
 
 
