@@ -156,7 +156,7 @@ class _Loader:
         if "file" in ext:
             other = Path(syntax.resolve_path(str(ext["file"]), file.parent if str(file) != "-" else self.options.cwd))
             data, other_lines = self.read(other, env)
-            other_services = data.get("services") or {}
+            other_services = _unwrap(data.get("services")) or {}
             other_base = other.parent
         else:
             other, other_lines, other_services, other_base = file, lines, services, base
@@ -165,7 +165,7 @@ class _Loader:
             raise ComposeFileError(f"cannot extend service {target!r}: no such service in "
                                    f"{other_lines.filename}", filename=lines.filename,
                                    line=lines.line(("services", name, "extends")), key=key)
-        parent = self.service(other_services[target] or {}, target, other_base, env, other_lines, other_services,
+        parent = self.service(_unwrap(other_services[target]) or {}, target, other_base, env, other_lines, other_services,
                               other, (*stack, where))
         return merge_service(parent, own)
 
@@ -258,24 +258,36 @@ class _Loader:
             here_origin: dict[str, tuple[Lines, tuple[str, ...]]] = {}
             for i, entry in enumerate(data.get("include") or []):
                 self._include(entry, file, env, lines, i, here, here_origin, seen)
-            services = data.get("services") or {}
+            services = _unwrap(data.get("services")) or {}
             for name, raw in services.items():
+                if isinstance(raw, Reset):  # `web: !reset {}` in a later file removes the service
+                    here["services"][name] = raw
+                    continue
+                replace = isinstance(raw, Override)
+                raw = _unwrap(raw)
                 if name in here["services"]:
                     raise ComposeFileError(f"service {name!r} is also defined by an included file",
                                            filename=lines.filename, line=lines.line(("services", name)),
                                            key=f"services.{name}", hint="rename one of them")
-                here["services"][name] = self.service(raw or {}, name, project_dir, env, lines, services, file)
+                svc = self.service(raw or {}, name, project_dir, env, lines, services, file)
+                here["services"][name] = Override(svc) if replace else svc
                 here_origin[name] = (lines, ("services", name))
             for resource in RESOURCES:
-                for rname, spec in (data.get(resource) or {}).items():
+                for rname, spec in (_unwrap(data.get(resource)) or {}).items():
                     here[resource][rname] = self._resource(resource, spec, project_dir)
             for key, value in data.items():
                 if key.startswith("x-") or key == "name":
                     here[key] = value
             for name, svc in here["services"].items():
                 old = merged["services"].get(name)
-                merged["services"][name] = merge_service(old, svc) if old is not None else strip_tags(svc)
-                origin.setdefault(name, here_origin[name])
+                if isinstance(svc, Reset):
+                    merged["services"].pop(name, None)
+                elif isinstance(svc, Override) or old is None:
+                    merged["services"][name] = strip_tags(svc)
+                else:
+                    merged["services"][name] = merge_service(old, svc)
+                if name in here_origin:
+                    origin.setdefault(name, here_origin[name])
             for resource in RESOURCES:
                 merged[resource] = merge_resources(merged[resource], here[resource])
             for key, value in here.items():
@@ -325,6 +337,13 @@ class _Loader:
         if "labels" in spec:
             spec["labels"] = syntax.key_values(spec["labels"])
         return spec
+
+
+def _unwrap(value: Any) -> Any:
+    """A section given as `!override {...}` is that mapping; `!reset` is empty."""
+    if isinstance(value, Override):
+        return value.value
+    return None if isinstance(value, Reset) else value
 
 
 def load_project(options: Options, warn: Warn | None = None) -> Project:

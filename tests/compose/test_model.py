@@ -284,3 +284,13 @@ def test_deep_nesting_is_refused_plainly(tmp_path: Path) -> None:
     write(tmp_path, {"compose.yaml": "x-deep: " + "[" * 1200 + "]" * 1200 + "\n"})
     with pytest.raises(ComposeFileError, match="nested too deeply"):
         load(tmp_path)
+
+
+def test_a_later_file_can_reset_or_replace_a_whole_service(tmp_path: Path) -> None:
+    write(tmp_path, {
+        "compose.yaml": "services:\n  a: {image: x, ports: ['1:1']}\n  b: {image: y}\n",
+        "o.yaml": "services:\n  a: !override {image: z}\n  b: !reset {}\n",
+    })
+    project = load(tmp_path, "compose.yaml", "o.yaml")
+    assert sorted(project.services) == ["a"] and "ports" not in project.services["a"]
+    assert project.services["a"]["image"] == "z"
