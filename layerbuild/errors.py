@@ -10,7 +10,9 @@
     │   └── StepError              one step failed, with its Dockerfile line
     ├── StoreError                 the store is missing something or is damaged (exit 1)
     │   └── DigestMismatchError    content does not hash to its name
-    └── UnsafeArchiveError         an archive tried to write outside its destination (exit 1)
+    ├── UnsafeArchiveError         an archive tried to write outside its destination (exit 1)
+    └── RegistryError              a registry refused, failed or could not be reached (exit 1)
+        └── RegistryAuthError      the registry wants credentials, or refused the ones given
 
 Library code never prints or exits; the CLI turns these into messages and exit codes in one place.
 """
@@ -135,6 +137,23 @@ class UnsafeArchiveError(LayerbuildError):
 
 class ExpansionError(DockerfileError):
     """A variable substitution could not be carried out (`${x:?unset}`, a bad `${...}` form)."""
+
+
+class RegistryError(LayerbuildError):
+    """A registry answered with an error, or could not be reached; `code` is the registry's error code
+    (`MANIFEST_UNKNOWN`, `DENIED`, …) when it sent one, `status` the HTTP status when there was one,
+    `transient` whether the same request may work if tried again. Never carries credentials or tokens."""
+
+    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None,
+                 status: int | None = None, transient: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+        self.status = status
+        self.transient = transient
+
+
+class RegistryAuthError(RegistryError):
+    """The registry wants credentials, or refused the ones it was given."""
 
 
 class ComposeFileError(UsageError):

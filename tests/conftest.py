@@ -10,6 +10,15 @@ from pathlib import Path
 
 import pytest
 
+# The registry fixtures (docker-registry in three kinds, a storage host), for every test package.
+from tests.registry.fixtures import (  # noqa: F401
+    any_registry,
+    plain_registry,
+    storage,
+    tls_registry,
+    token_registry,
+)
+
 REPO = Path(__file__).resolve().parent.parent
 
 

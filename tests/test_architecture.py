@@ -220,7 +220,7 @@ def test_grammar_ships_as_package_data() -> None:
 def test_public_api_is_pinned() -> None:
     assert sorted(layerbuild.__all__) == sorted([
         "BuildError", "DigestMismatchError", "DockerfileError", "DockerfileSyntaxError",
-        "ExpansionError", "LayerbuildError", "StoreError", "UnsafeArchiveError", "UsageError",
+        "ExpansionError", "LayerbuildError", "RegistryAuthError", "RegistryError", "StoreError", "UnsafeArchiveError", "UsageError",
         "__version__", "parse", "Dockerfile", "Instruction", "Heredoc", "build", "BuildResult",
         "BuildEvent", "ImageRef", "StepReport", "Summary", "StepError",
     ])
@@ -243,7 +243,8 @@ def test_cli_start_up_imports_stay_light() -> None:
     import sys
 
     code = ("import sys; from layerbuild.cli.main import build_parser; build_parser(); "
-            "heavy = [m for m in ('lark', 'zstandard', 'sqlite3', 'rich', 'layerbuild.worker', 'layerbuild.store') "
+            "heavy = [m for m in ('lark', 'zstandard', 'sqlite3', 'rich', 'httpx', 'layerbuild.worker', "
+            "'layerbuild.store', 'layerbuild.registry') "
             "if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"imported at start-up: {out}"

@@ -19,7 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 # One module per verb, `layerbuild.cli.<verb>_cmd`, in the order `--help` lists them.
 VERBS = ("build", "parse", "import", "df", "prune", "fsck", "images", "inspect", "history", "tag", "rmi", "run",
-         "ps", "logs", "stop", "rm", "bundle", "save", "load", "compose")
+         "ps", "logs", "stop", "rm", "bundle", "save", "load", "login", "logout", "compose")
 
 
 def _named_verb(argv: Sequence[str]) -> str | None:
@@ -35,7 +35,7 @@ def _named_verb(argv: Sequence[str]) -> str | None:
 
 def build_parser(argv: Sequence[str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, Verb]]:
     """The parser and each verb's function; given the `argv` to parse, only the verb it names (building
-    all nineteen sub-parsers is most of the CLI's start-up, which a no-op build is mostly made of)."""
+    all the sub-parsers is most of the CLI's start-up, which a no-op build is mostly made of)."""
     import importlib
 
     verb = _named_verb(argv) if argv is not None else None

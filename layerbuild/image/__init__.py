@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from layerbuild.image.flatten import TarExport, write_flat_tar
     from layerbuild.image.importer import ImportResult, import_rootfs
     from layerbuild.image.manifest import Descriptor, Manifest
+    from layerbuild.image.protocol import Image, ImageIndex, ImageSink, Layer, Platform, copy_image
     from layerbuild.image.receive import check_blob, receive_layer
     from layerbuild.image.store_io import (
         ImageNotFoundError,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
         untag_image,
         write_image,
     )
+    from layerbuild.image.storeimage import StoreImage, StoreSink, store_image
     from layerbuild.reference import split_tag
 
 # Loaded on first use: `run` and `ps` need the config, not the exporters.
@@ -45,15 +47,23 @@ _LAZY = {
     "Descriptor": "layerbuild.image.manifest",
     "Healthcheck": "layerbuild.image.config",
     "HistoryEntry": "layerbuild.image.config",
+    "Image": "layerbuild.image.protocol",
     "ImageConfig": "layerbuild.image.config",
     "ImageFormatError": "layerbuild.image.config",
+    "ImageIndex": "layerbuild.image.protocol",
     "ImageNotFoundError": "layerbuild.image.store_io",
+    "ImageSink": "layerbuild.image.protocol",
     "ImportResult": "layerbuild.image.importer",
+    "Layer": "layerbuild.image.protocol",
     "LocalExport": "layerbuild.image.export",
     "Manifest": "layerbuild.image.manifest",
+    "Platform": "layerbuild.image.protocol",
+    "StoreImage": "layerbuild.image.storeimage",
+    "StoreSink": "layerbuild.image.storeimage",
     "StoredImage": "layerbuild.image.store_io",
     "TarExport": "layerbuild.image.flatten",
     "check_blob": "layerbuild.image.receive",
+    "copy_image": "layerbuild.image.protocol",
     "export_local": "layerbuild.image.export",
     "export_tar": "layerbuild.image.export",
     "format_created": "layerbuild.image.config",
@@ -67,6 +77,7 @@ _LAZY = {
     "resolve_image": "layerbuild.image.store_io",
     "resolve_manifest": "layerbuild.image.store_io",
     "split_tag": "layerbuild.reference",
+    "store_image": "layerbuild.image.storeimage",
     "tag_image": "layerbuild.image.store_io",
     "untag_image": "layerbuild.image.store_io",
     "write_flat_tar": "layerbuild.image.flatten",
@@ -82,15 +93,23 @@ __all__ = [
     "Descriptor",
     "Healthcheck",
     "HistoryEntry",
+    "Image",
     "ImageConfig",
     "ImageFormatError",
+    "ImageIndex",
     "ImageNotFoundError",
+    "ImageSink",
     "ImportResult",
+    "Layer",
     "LocalExport",
     "Manifest",
+    "Platform",
+    "StoreImage",
+    "StoreSink",
     "StoredImage",
     "TarExport",
     "check_blob",
+    "copy_image",
     "export_local",
     "export_tar",
     "format_created",
@@ -104,6 +123,7 @@ __all__ = [
     "resolve_image",
     "resolve_manifest",
     "split_tag",
+    "store_image",
     "tag_image",
     "untag_image",
     "write_flat_tar",

@@ -23,6 +23,7 @@ from typing import BinaryIO
 from layerbuild.errors import DigestMismatchError, LayerbuildError, UsageError
 from layerbuild.image.flatten import TarExport, write_flat_tar
 from layerbuild.image.store_io import StoredImage
+from layerbuild.image.storeimage import store_image
 from layerbuild.layer import apply_layer
 from layerbuild.store import Store
 
@@ -59,8 +60,8 @@ def export_local(store: Store, image: StoredImage, dest: str | os.PathLike[str],
         os.chmod(staging, 0o755)  # what the root gets unless a layer says otherwise
         entries = 0
         skipped: list[str] = []
-        for layer in image.layers:
-            with store.reading_blob(layer.digest) as blob:
+        for layer in store_image(store, image).layers:
+            with layer.compressed() as blob:
                 result = apply_layer(blob, staging)
             if result.diff_id != layer.diff_id:
                 raise DigestMismatchError(
@@ -161,8 +162,9 @@ def export_tar(store: Store, image: StoredImage, dest: str | os.PathLike[str] | 
 
     A file is written to a temp name beside it and renamed, so a failed export leaves no partial tar.
     """
+    layers = store_image(store, image).layers
     if not isinstance(dest, str | os.PathLike):
-        return write_flat_tar(store, image.layers, dest)
+        return write_flat_tar(store, layers, dest)
     with atomic_file(dest) as out:
-        result = write_flat_tar(store, image.layers, out)
+        result = write_flat_tar(store, layers, out)
     return result

@@ -17,16 +17,17 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from layerbuild.errors import DigestMismatchError, LayerbuildError, UnsafeArchiveError
+from layerbuild.image.protocol import Layer
 from layerbuild.layer.reader import ChunkStream, iter_members
 from layerbuild.layer.rootfs import split_entry_path
 from layerbuild.layer.sources import OPAQUE_MARKER, WHITEOUT_PREFIX
 from layerbuild.layer.tarformat import END_OF_ARCHIVE, Header, Kind, encode_header, padding
-from layerbuild.store import LayerRecord, Store
+from layerbuild.store import Store
 
 _CHUNK = 1 << 20
 _IMPLICIT_DIR = Header(path=b"", kind=Kind.DIR, mode=0o755)
@@ -146,10 +147,10 @@ class _Tree:
                 self._prune(child, parts)
 
 
-def _read_layers(store: Store, layers: tuple[LayerRecord, ...], tree: _Tree) -> None:
+def _read_layers(layers: Sequence[Layer], tree: _Tree) -> None:
     for layer in layers:
         tree.created = set()
-        with store.reading_blob(layer.digest) as blob:
+        with layer.compressed() as blob:
             stream = ChunkStream(blob, max_bytes=MAX_BYTES)
             try:
                 for header in iter_members(stream, max_entries=MAX_ENTRIES):
@@ -218,11 +219,12 @@ def _emit(tree: _Tree, out: _Out) -> int:
     return entries
 
 
-def write_flat_tar(store: Store, layers: tuple[LayerRecord, ...], out: BinaryIO) -> TarExport:
-    """Write the filesystem that `layers` (base first) make as one uncompressed tar into `out`."""
+def write_flat_tar(store: Store, layers: Sequence[Layer], out: BinaryIO) -> TarExport:
+    """Write the filesystem that `layers` (base first, any implementation's) make as one uncompressed
+    tar into `out`; file content is spooled under the store's temp directory."""
     with tempfile.TemporaryFile(dir=store.layout.tmp, prefix="export-") as spool:
         tree = _Tree(spool)
-        _read_layers(store, layers, tree)
+        _read_layers(layers, tree)
         spool.flush()
         sink = _Out(out)
         try:

@@ -11,44 +11,31 @@ as with `docker load`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import lzma
 import os
-import posixpath
-import re
 import tarfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Literal, cast
+from typing import Literal
 
-from layerbuild.digest import is_sha256_digest
 from layerbuild.errors import LayerbuildError, UsageError
-from layerbuild.image.config import ImageConfig
-from layerbuild.image.manifest import INDEX_TYPES, MANIFEST_TYPES, Descriptor, Manifest
-from layerbuild.image.receive import CONFIG_TYPES, check_blob, receive_layer
-from layerbuild.image.store_io import StoredImage, write_image
+from layerbuild.image.archivefiles import ArchiveError, ArchiveFiles, DirFiles, TarFiles
+from layerbuild.image.dockerarchive import read_docker_archive
+from layerbuild.image.manifest import MANIFEST_TYPES, Descriptor
+from layerbuild.image.ocilayout import OciLayoutImage, OciLayoutIndex, read_oci_layout
+from layerbuild.image.protocol import Image, copy_image
+from layerbuild.image.store_io import StoredImage
+from layerbuild.image.storeimage import StoreSink
 from layerbuild.layer.compression import SNIFF_BYTES, sniff_compression
-from layerbuild.layer.ingest import ingest_layer
 from layerbuild.platforms import host_arch
-from layerbuild.reference import familiar, normalize_tag
-from layerbuild.store import LayerRecord, Store
+from layerbuild.store import Store
 
-MAX_JSON = 16 << 20
-_DAMAGED = "the archive is damaged, truncated or was edited"
-_MAX_LINKS = 8
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+__all__ = ["ArchiveError", "Loaded", "load_archive", "load_files"]
+
 _TAR_MODES: dict[str, Literal["r:", "r:gz", "r:bz2", "r:xz"]] = {"tar": "r:", "gzip": "r:gz", "bzip2": "r:bz2",
                                                                   "xz": "r:xz"}
-
-
-class ArchiveError(LayerbuildError):
-    """An image archive that cannot be loaded: damaged, truncated, or not of the shape its format has."""
-
-    def __init__(self, message: str, *, hint: str | None = _DAMAGED) -> None:
-        super().__init__(message, hint=hint)
 
 
 @dataclass(frozen=True)
@@ -57,165 +44,41 @@ class Loaded:
     tags: tuple[str, ...]
 
 
-def _member(tar: tarfile.TarFile, name: str) -> tuple[tarfile.TarInfo, BinaryIO]:
-    """The regular file `name` of the archive. A link to another member is followed (`docker save`
-    links a layer that two images share), inside the archive only and a few times at most."""
-    shown = name
-    for _ in range(_MAX_LINKS):
-        try:
-            member = tar.getmember(name)
-        except KeyError:
-            raise ArchiveError(f"the archive has no {name!r}" + (f" (linked from {shown!r})" if name != shown else ""),
-                               hint="is it a docker save or OCI archive, and whole?") from None
-        if member.isfile():
-            data = tar.extractfile(member)
-            assert data is not None
-            return member, cast(BinaryIO, data)
-        if not (member.issym() or member.islnk()):
-            break
-        target = posixpath.join(posixpath.dirname(name), member.linkname) if member.issym() else member.linkname
-        name = posixpath.normpath(target)
-        if name.startswith(("/", "../")) or name == "..":
-            raise ArchiveError(f"{shown!r} in the archive links to {member.linkname!r}, outside the archive")
-    raise ArchiveError(f"{shown!r} in the archive is not a regular file")
+def _store(sink: StoreSink, image: Image, tags: tuple[str, ...]) -> Loaded:
+    copy_image(image, sink, tags)
+    assert sink.last is not None
+    return Loaded(sink.last, tags)
 
 
-def _bytes(tar: tarfile.TarFile, name: str, desc: Descriptor | None = None) -> bytes:
-    """The member `name`, at most MAX_JSON bytes; when `desc` is given, checked against its size and digest."""
-    member, src = _member(tar, name)
-    if member.size > MAX_JSON:
-        raise ArchiveError(f"{name!r} in the archive is too large for a JSON document ({member.size} bytes)")
-    data = src.read()
-    if len(data) != member.size:
-        raise ArchiveError(f"{name!r} in the archive is truncated")
-    return data if desc is None else check_blob(data, desc, repr(name))
-
-
-def _json(tar: tarfile.TarFile, name: str) -> Any:
-    try:
-        return json.loads(_bytes(tar, name))
-    except ValueError as exc:
-        raise ArchiveError(f"{name!r} in the archive is not valid JSON: {exc}") from None
-
-
-def _config(raw: bytes, name: str, layer_count: int) -> ImageConfig:
-    config = ImageConfig.from_json(raw)
-    if len(config.diff_ids) != layer_count:
-        raise ArchiveError(f"{name!r} names {len(config.diff_ids)} layers but the archive has {layer_count}")
-    return config
-
-
-def _tags(names: list[str], where: str) -> tuple[str, ...]:
-    tags = []
-    for name in names:
-        try:
-            tags.append(normalize_tag(familiar(name)))
-        except UsageError:
-            raise ArchiveError(f"{where} has an invalid image name {name!r}") from None
-    return tuple(dict.fromkeys(tags))
-
-
-def _store(store: Store, config: ImageConfig, raw: bytes, tags: tuple[str, ...],
-           layers: Iterator[LayerRecord]) -> Loaded:
-    with store.lease() as lease:
-        records = []
-        for layer in layers:
-            lease.add(layer.digest, layer.diff_id)
-            records.append(layer)
-        return Loaded(write_image(store, config, tags, layers=records, raw_config=raw, lease=lease), tags)
-
-
-def _docker(store: Store, tar: tarfile.TarFile) -> list[Loaded]:
-    manifest = _json(tar, "manifest.json")
-    if not isinstance(manifest, list) or not all(isinstance(e, dict) for e in manifest):
-        raise ArchiveError("manifest.json must be a list of objects, one per image")
-    out = []
-    for i, entry in enumerate(manifest):
-        where = f"manifest.json entry {i}"
-        config_name, layer_names = entry.get("Config"), entry.get("Layers") or []
-        repo_tags = entry.get("RepoTags") or []
-        if not isinstance(config_name, str) or not config_name:
-            raise ArchiveError(f"{where} has no Config file name")
-        if not isinstance(layer_names, list) or not all(isinstance(n, str) for n in layer_names):
-            raise ArchiveError(f"{where}: Layers must be a list of file names")
-        if not isinstance(repo_tags, list) or not all(isinstance(t, str) for t in repo_tags):
-            raise ArchiveError(f"{where}: RepoTags must be a list of image names")
-        tags = _tags(repo_tags, where)
-        raw = _bytes(tar, config_name)
-        named = os.path.basename(config_name).removesuffix(".json")
-        if _HEX64.fullmatch(named) and hashlib.sha256(raw).hexdigest() != named:  # docker names it by digest
-            raise ArchiveError(f"{config_name!r} hashes to sha256:{hashlib.sha256(raw).hexdigest()}, not to its name")
-        config = _config(raw, config_name, len(layer_names))
-        layers = (ingest_layer(store, _member(tar, name)[1], what=f"layer {name!r}", expected_diff_id=diff_id)
-                  for name, diff_id in zip(layer_names, config.diff_ids, strict=True))
-        out.append(_store(store, config, raw, tags, layers))
-    return out
-
-
-def _blob_name(desc: Descriptor) -> str:
-    if not is_sha256_digest(desc.digest):
-        raise ArchiveError(f"unsupported digest {desc.digest!r} in the archive")
-    return "blobs/sha256/" + desc.digest.split(":", 1)[1]
-
-
-def _layer(store: Store, tar: tarfile.TarFile, desc: Descriptor, diff_id: str) -> LayerRecord:
-    name = _blob_name(desc)
-    member, src = _member(tar, name)
-    if member.size != desc.size:  # before reading a byte of it
-        raise ArchiveError(f"{name!r} has {member.size} bytes, not the {desc.size} its descriptor declares")
-    return receive_layer(store, src, desc, diff_id)
-
-
-def _platform_manifest(tar: tarfile.TarFile, desc: Descriptor, where: str) -> Descriptor:
-    """The manifest of this machine's platform in the image index `desc` (BuildKit's exporter nests one
-    in index.json when it adds attestations); attestation manifests are skipped."""
-    doc = _bytes(tar, _blob_name(desc), desc)
-    try:
-        index = json.loads(doc)
-    except ValueError as exc:
-        raise ArchiveError(f"image index {desc.digest} is not valid JSON: {exc}") from None
-    items = index.get("manifests") if isinstance(index, dict) else None
-    if not isinstance(items, list):
-        raise ArchiveError(f"image index {desc.digest} must be an object with a list of manifests")
-    arch, found = host_arch(), []
-    for j, item in enumerate(items):
-        child = Descriptor.from_dict(item, f"{where} manifests[{j}]")
-        platform = item.get("platform")
-        if child.media_type in MANIFEST_TYPES and isinstance(platform, dict) \
-                and (platform.get("os"), platform.get("architecture")) == ("linux", arch):
-            found.append(child)
+def platform_image(index: OciLayoutIndex, where: str) -> OciLayoutImage:
+    """The image of this machine's platform in `index` (BuildKit's exporter nests one in index.json
+    when it adds attestations); attestation manifests (no platform of ours) are skipped."""
+    arch = host_arch()
+    found: list[Descriptor] = [desc for desc, platform in index.manifests
+                               if desc.media_type in MANIFEST_TYPES and platform is not None
+                               and (platform.os, platform.architecture) == ("linux", arch)]
     if len(found) != 1:
         raise ArchiveError(f"{where} is an image index with {len(found) or 'no'} manifests for linux/{arch}",
                            hint="save a single-platform image (e.g. docker buildx --platform, skopeo "
                                 "--override-arch)")
-    return found[0]
+    return OciLayoutImage(index.files, found[0])
 
 
-def _oci(store: Store, tar: tarfile.TarFile) -> list[Loaded]:
-    index = _json(tar, "index.json")
-    manifests = index.get("manifests") if isinstance(index, dict) else None
-    if not isinstance(manifests, list):
-        raise ArchiveError("index.json must be an object with a list of manifests")
-    out = []
-    for i, item in enumerate(manifests):
-        where = f"index.json manifests[{i}]"
-        desc = Descriptor.from_dict(item, where)
-        annotations = dict(desc.annotations)
-        name = annotations.get("io.containerd.image.name") or annotations.get("org.opencontainers.image.ref.name")
-        tags = _tags([name], where) if name and (":" in name or "/" in name) else ()
-        if desc.media_type in INDEX_TYPES:
-            desc = _platform_manifest(tar, desc, where)
-        if desc.media_type not in MANIFEST_TYPES:
-            raise ArchiveError(f"{where} has media type {desc.media_type!r}, not an image manifest's")
-        manifest = Manifest.from_json(_bytes(tar, _blob_name(desc), desc))
-        if manifest.config.media_type not in CONFIG_TYPES:
-            raise ArchiveError(f"manifest {desc.digest} has a config of media type {manifest.config.media_type!r}")
-        raw = _bytes(tar, _blob_name(manifest.config), manifest.config)
-        config = _config(raw, _blob_name(manifest.config), len(manifest.layers))
-        layers = (_layer(store, tar, layer, diff_id)
-                  for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True))
-        out.append(_store(store, config, raw, tags, layers))
-    return out
+def load_files(store: Store, files: ArchiveFiles) -> list[Loaded]:
+    """Store the images of a docker save archive or an OCI layout given as files (a tar's or a
+    directory's): each one is a copy from the archive into the store."""
+    sink = StoreSink(store)
+    names = files.names()
+    if "manifest.json" in names:
+        return [_store(sink, image, image.tags) for image in read_docker_archive(files)]
+    if "index.json" in names:
+        out = []
+        for entry in read_oci_layout(files):
+            image = platform_image(entry.entry, entry.where) if isinstance(entry.entry, OciLayoutIndex) \
+                else entry.entry
+            out.append(_store(sink, image, entry.tags))
+        return out
+    raise UsageError("the archive is neither a docker save archive nor an OCI image layout")
 
 
 @contextmanager
@@ -232,10 +95,19 @@ def _reading(path: str) -> Iterator[None]:
 
 
 def load_archive(store: Store, path: str | os.PathLike[str]) -> list[Loaded]:
-    """Store the images of the archive at `path`; returns them with the tags they got."""
+    """Store the images of the archive (or OCI layout directory) at `path`; returns them with the tags
+    they got."""
     shown = os.fspath(path)
     if os.path.isdir(shown):
-        raise UsageError(f"{shown!r} is a directory, not an image archive", hint="give the file docker save wrote")
+        if not os.path.exists(os.path.join(shown, "oci-layout")):
+            raise UsageError(f"{shown!r} is a directory, not an image archive",
+                             hint="give the file docker save wrote, or an OCI image layout directory")
+        files = DirFiles(shown)
+        try:
+            with _reading(shown):
+                return load_files(store, files)
+        finally:
+            files.close()
     try:
         with open(path, "rb") as f:
             fmt = sniff_compression(f.read(SNIFF_BYTES))
@@ -254,9 +126,7 @@ def load_archive(store: Store, path: str | os.PathLike[str]) -> list[Loaded]:
                          hint="give the file `docker save` or `layerbuild save` wrote") from None
     with tar, _reading(shown):
         names = set(tar.getnames())
-        if "manifest.json" in names:
-            return _docker(store, tar)
-        if "index.json" in names:
-            return _oci(store, tar)
+        if "manifest.json" in names or "index.json" in names:
+            return load_files(store, TarFiles(tar))
     raise UsageError(f"{shown!r} is neither a docker save nor an OCI image archive")
 

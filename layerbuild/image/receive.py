@@ -3,16 +3,17 @@
 The one place where a descriptor's promises are checked: a blob must have its declared size and hash
 to its digest, a layer must be of a media type we read, unpack to the diff_id its config names and
 pass the door check of `layer.admit` (no entry outside the root, bounded by free disk space). `load`
-uses these for OCI archives; a registry client calls the same two functions for what it pulls.
+uses these for OCI archives (through `storeimage.StoreSink`, the store's side of the image protocol);
+a registry client calls the same two functions for what it pulls.
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import BinaryIO
 
-from layerbuild.errors import DigestMismatchError, LayerbuildError
+from layerbuild.errors import LayerbuildError
 from layerbuild.image.manifest import DOCKER_CONFIG, Descriptor
+from layerbuild.image.protocol import check_bytes
 from layerbuild.layer.ingest import ingest_layer
 from layerbuild.store import MEDIA_CONFIG, LayerRecord, Store
 
@@ -25,18 +26,11 @@ LAYER_TYPES = (
     "application/vnd.docker.image.rootfs.diff.tar",
 )
 CONFIG_TYPES = (MEDIA_CONFIG, DOCKER_CONFIG)
-_DAMAGED = "the archive is damaged, truncated or was edited"
 
 
 def check_blob(data: bytes, desc: Descriptor, what: str) -> bytes:
     """`data` if it has the size and digest `desc` declares, else DigestMismatchError naming `what`."""
-    if len(data) != desc.size:
-        raise DigestMismatchError(f"{what} has {len(data)} bytes, not the {desc.size} its descriptor declares",
-                                  hint=_DAMAGED)
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    if digest != desc.digest:
-        raise DigestMismatchError(f"{what} hashes to {digest}, not to {desc.digest}", hint=_DAMAGED)
-    return data
+    return check_bytes(data, desc, what)
 
 
 def receive_layer(store: Store, src: BinaryIO, desc: Descriptor, diff_id: str) -> LayerRecord:

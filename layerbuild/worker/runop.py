@@ -212,7 +212,8 @@ class RunTask:
             work.mkdir()
             spec = ProcessSpec(argv=op.argv, env=tuple(f"{k}={v}" for k, v in op.env), cwd=op.workdir or "/",
                                user=op.user, hostname=op.hostname, network=op.network,
-                               mounts=tuple(self._mounts(stack, tmp)), privileged=op.security == "insecure")
+                               mounts=tuple(self._mounts(stack, tmp)), privileged=op.security == "insecure",
+                               extra_hosts=op.extra_hosts)
             lines = _LineWriter(self.inputs.log) if self.inputs.log is not None else None
             result = run_step(lower, upper, work, spec, stdout=lines, limits=services.limits,  # type: ignore[arg-type]
                               seccomp_cache=services.store.root / "seccomp")

@@ -1,0 +1,199 @@
+"""The store as an implementation of the image protocol: images read by name or id, and the sink that
+brings an image in through the store's door (`receive_layer`'s checks, then `write_image`).
+
+Only this module and `store_io` reach for blobs: everything else reads them through these layers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from layerbuild.errors import LayerbuildError, UsageError
+from layerbuild.image.config import ImageConfig, ImageFormatError
+from layerbuild.image.manifest import Descriptor, Manifest
+from layerbuild.image.protocol import Image, check_bytes, decompressed, sha256
+from layerbuild.image.receive import CONFIG_TYPES, LAYER_TYPES
+from layerbuild.image.store_io import StoredImage, read_blob, resolve_image, write_image
+from layerbuild.layer.ingest import ingest_layer
+from layerbuild.store import MEDIA_LAYER_GZIP, LayerRecord, Store
+from layerbuild.store.blobs import read_to_end
+
+
+@dataclass(frozen=True)
+class StoreLayer:
+    """A layer blob of the store. Its readers check the blob's digest (CorruptBlobError on damage);
+    the diff_id was computed from those very bytes when the blob was admitted."""
+
+    store: Store
+    record: LayerRecord
+
+    @property
+    def digest(self) -> str:
+        return self.record.digest
+
+    @property
+    def diff_id(self) -> str:
+        return self.record.diff_id
+
+    @property
+    def size(self) -> int:
+        return self.record.size
+
+    @property
+    def diff_size(self) -> int | None:
+        return self.record.diff_size
+
+    @property
+    def media_type(self) -> str:
+        return self.record.media_type
+
+    def _present(self) -> None:
+        if self.store.blobs.stat(self.digest) is None:
+            raise LayerbuildError(f"blob {self.digest} is missing from the store", hint="run `layerbuild fsck`")
+
+    @contextlib.contextmanager
+    def compressed(self, *, verify: bool = True) -> Iterator[BinaryIO]:
+        self._present()
+        if verify:
+            with self.store.reading_blob(self.digest) as blob:
+                yield blob
+        else:
+            with self.store.open_blob(self.digest, verify=False) as blob:
+                yield blob
+
+    @contextlib.contextmanager
+    def uncompressed(self) -> Iterator[BinaryIO]:
+        self._present()
+        with self.store.reading_blob(self.digest) as blob:
+            yield decompressed(blob)
+
+
+@dataclass(frozen=True)
+class StoreImage:
+    """An image of the store (see StoredImage); `layers` may be other variants of the same diff_ids
+    (the gzip ones of `store_image(..., compression="gzip")`), in which case the manifest is rebuilt."""
+
+    store: Store
+    stored: StoredImage
+    records: tuple[LayerRecord, ...]
+    _cache: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def manifest(self) -> Manifest:
+        if self.records == self.stored.layers:
+            return self.stored.manifest
+        return Manifest(config=self.stored.manifest.config,
+                        layers=tuple(Descriptor(r.media_type, r.digest, r.size) for r in self.records))
+
+    @property
+    def manifest_bytes(self) -> bytes:
+        if "manifest" not in self._cache:
+            self._cache["manifest"] = (read_blob(self.store, self.stored.manifest_digest, "manifest")
+                                       if self.records == self.stored.layers else self.manifest.to_json())
+        return self._cache["manifest"]
+
+    @property
+    def media_type(self) -> str:
+        return self.manifest.media_type
+
+    @property
+    def digest(self) -> str:
+        if self.records == self.stored.layers:
+            return self.stored.manifest_digest
+        return sha256(self.manifest_bytes)
+
+    @property
+    def config_descriptor(self) -> Descriptor:
+        return self.stored.manifest.config
+
+    @property
+    def config_bytes(self) -> bytes:
+        if "config" not in self._cache:
+            self._cache["config"] = read_blob(self.store, self.stored.config_digest, "config")
+        return self._cache["config"]
+
+    @property
+    def config(self) -> ImageConfig:
+        return self.stored.config
+
+    @property
+    def layers(self) -> tuple[StoreLayer, ...]:
+        return tuple(StoreLayer(self.store, r) for r in self.records)
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return self.stored.tags
+
+
+def store_image(store: Store, image: StoredImage | str, *, compression: str = "stored") -> StoreImage:
+    """The store's image `image` (a StoredImage, or a reference: tag, id, digest) as a protocol Image.
+
+    `compression="gzip"` gives its layers as gzip blobs (made once and kept in the store), as every
+    OCI tool reads them; "stored" as the store keeps them (zstd)."""
+    stored = resolve_image(store, image) if isinstance(image, str) else image
+    if compression == "gzip":
+        return StoreImage(store, stored, tuple(gzip_variant(store, layer) for layer in stored.layers))
+    if compression in ("stored", "zstd"):
+        return StoreImage(store, stored, stored.layers)
+    raise UsageError(f"unknown compression {compression!r}", hint="use gzip or zstd")
+
+
+def gzip_variant(store: Store, layer: LayerRecord) -> LayerRecord:
+    """The layer as a gzip blob (made once and kept in the store): what every OCI tool reads."""
+    for record in store.index.layers_by_diff_id(layer.diff_id):
+        if record.media_type == MEDIA_LAYER_GZIP and store.blobs.stat(record.digest) is not None:
+            return record
+    # mtime 0 and no file name in the gzip header: the same layer always gives the same blob.
+    source = StoreLayer(store, layer)
+    with source.compressed() as src, store.blobs.writer() as out:
+        gz = zlib.compressobj(6, zlib.DEFLATED, 31)
+        reader = decompressed(src)
+        while chunk := reader.read(1 << 20):
+            out.write(gz.compress(chunk))
+        read_to_end(src)  # checked before the new blob is committed: a damaged source makes none
+        out.write(gz.flush())
+    info = out.info
+    return store.index.put_layer(info.digest, layer.diff_id, info.size, layer.diff_size, MEDIA_LAYER_GZIP)
+
+
+class StoreSink:
+    """Images into the store, through its door: each layer blob is checked against its descriptor
+    (size, digest), its config's diff_id and the entry rules of `layer.admit` as it streams in and is
+    kept as zstd; then the config and a manifest are written and the tags set (`write_image`), all
+    under one lease. Nothing of the source is trusted: its config bytes are checked against its
+    manifest and parsed here."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.last: StoredImage | None = None
+
+    def write(self, image: Image, tags: Sequence[str] = ()) -> str:
+        desc = image.config_descriptor
+        if desc.media_type not in CONFIG_TYPES:
+            raise ImageFormatError(f"the image's config {desc.digest} is of media type {desc.media_type!r}")
+        raw = check_bytes(image.config_bytes, desc, f"the config {desc.digest}")
+        config = ImageConfig.from_json(raw)
+        layers = image.layers
+        if len(layers) != len(config.diff_ids):
+            raise ImageFormatError(f"the image has {len(layers)} layer(s) but its config {desc.digest} names "
+                                   f"{len(config.diff_ids)} diff_id(s)")
+        with self.store.lease() as lease:
+            records = []
+            for layer, diff_id in zip(layers, config.diff_ids, strict=True):
+                what = getattr(layer, "what", None) or f"layer {layer.digest}"
+                if layer.media_type not in LAYER_TYPES:
+                    raise LayerbuildError(f"{what} has media type {layer.media_type!r}, which layerbuild cannot "
+                                          "load", hint=f"layers must be one of {', '.join(LAYER_TYPES)}")
+                with layer.compressed(verify=False) as src:
+                    # A blob that is its own tar (digest == diff_id) is checked by the diff_id alone.
+                    record = ingest_layer(self.store, src, what=what, expected_size=layer.size,
+                                          expected_digest=None if layer.digest == diff_id else layer.digest,
+                                          expected_diff_id=diff_id)
+                lease.add(record.digest, record.diff_id)
+                records.append(record)
+            self.last = write_image(self.store, config, tags, layers=records, raw_config=raw, lease=lease)
+        return self.last.manifest_digest
