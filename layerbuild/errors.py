@@ -157,11 +157,14 @@ class RegistryAuthError(RegistryError):
 
 
 class ComposeFileError(UsageError):
-    """A compose file that cannot be used: `compose.yaml:12: services.web.ports[0]: …` (exit 2).
+    """A compose file that cannot be used: `compose.yaml:12: services.web.ports[0]: …` (exit 1, as
+    docker compose exits for a bad file).
 
     `filename` is the file as the user named it, `line` is 1-based (0: unknown), `key` the dotted
     path of the value in the model (`services.web.ports[0]`), empty for the file as a whole.
     """
+
+    exit_code = 1
 
     def __init__(self, message: str, *, filename: str = "", line: int = 0, key: str = "",
                  hint: str | None = None) -> None:

@@ -8,7 +8,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from layerbuild.cli.common import not_yet
-from layerbuild.errors import UsageError
+from layerbuild.errors import LayerbuildError, UsageError
 
 if TYPE_CHECKING:
     from layerbuild.compose import Project
@@ -51,11 +51,16 @@ def _project(args: argparse.Namespace, services: tuple[str, ...] = ()) -> Projec
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.compose_cmd is None:
-        raise UsageError("compose needs a command", hint="use compose config or compose build")
-    if args.compose_cmd == "config":
-        return _config(args)
-    return _build(args)
+    """The compose verbs; a failure exits 1, as every docker compose error does."""
+    try:
+        if args.compose_cmd is None:
+            raise UsageError("compose needs a command", hint="use compose config or compose build")
+        if args.compose_cmd == "config":
+            return _config(args)
+        return _build(args)
+    except LayerbuildError as exc:
+        exc.exit_code = 1
+        raise
 
 
 def _config(args: argparse.Namespace) -> int:

@@ -39,4 +39,4 @@ def test_mutated_projects_load_or_fail_plainly(case: str, edits: list[tuple[floa
         try:
             to_yaml(load_project(Options(cwd=project, environ={}), warn=lambda m: None).to_dict())
         except LayerbuildError as exc:
-            assert exc.exit_code == 2 and exc.message
+            assert exc.exit_code == 1 and exc.message

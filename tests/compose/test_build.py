@@ -126,7 +126,7 @@ def test_a_failing_service_build_names_the_service(tmp_path: Path, capfd: pytest
     monkeypatch.chdir(project)
     code = main(["--root", str(tmp_path / "store"), "compose", "build", "--progress", "quiet"])
     _, err = capfd.readouterr()
-    assert code == 2 and "service 'broken'" in err and "Traceback" not in err
+    assert code == 1 and "service 'broken'" in err and "Traceback" not in err
 
 
 def test_lanes_join_dockerfiles_whose_stages_open_alike(tmp_path: Path) -> None:

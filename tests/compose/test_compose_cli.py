@@ -1,5 +1,5 @@
 """`layerbuild compose` on the command line: -f (repeatable, and -), -p, --profile, --env-file,
-COMPOSE_FILE, service selection, and usage errors that exit 2 without a traceback."""
+COMPOSE_FILE, service selection, and errors that exit 1 (as docker compose's) without a traceback."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_selected_services_bring_their_dependencies(project: Path, capfd: pytest
     assert code == 0 and out == "db\nweb\n"
     code = main(["compose", "config", "nope"])
     _, err = capfd.readouterr()
-    assert code == 2 and "no such service: nope" in err
+    assert code == 1 and "no such service: nope" in err
 
 
 @pytest.mark.parametrize(("argv", "words"), [
@@ -72,12 +72,18 @@ def test_selected_services_bring_their_dependencies(project: Path, capfd: pytest
     (["compose", "-f", "missing.yaml", "config"], "compose file missing.yaml not found"),
     (["compose", "-p", "Not Valid", "config"], "invalid project name 'Not Valid'"),
     (["compose", "--env-file", "gone.env", "config"], "env file gone.env not found"),
-    (["compose", "build", "--pull"], "`compose build --pull` is not supported yet"),
 ])
-def test_usage_errors_exit_2(project: Path, capfd: pytest.CaptureFixture[str], argv: list[str], words: str) -> None:
+def test_errors_exit_1_as_docker_compose(project: Path, capfd: pytest.CaptureFixture[str], argv: list[str],
+                                        words: str) -> None:
     code = main(argv)
     _, err = capfd.readouterr()
-    assert code == 2 and words in err and "Traceback" not in err
+    assert code == 1 and words in err and "Traceback" not in err
+
+
+def test_a_flag_not_offered_yet_is_refused_by_name(project: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    code = main(["compose", "build", "--pull"])  # as every refused docker flag: a usage error
+    _, err = capfd.readouterr()
+    assert code == 2 and "`compose build --pull` is not supported yet" in err and "Traceback" not in err
 
 
 def test_version_is_obsolete_but_accepted(project: Path, capfd: pytest.CaptureFixture[str]) -> None:
@@ -94,4 +100,4 @@ def test_dependency_cycles_and_implicit_dependencies(project: Path, capfd: pytes
     write(project, {"compose.yaml": "services:\n  a: {image: x, depends_on: [b]}\n  b: {image: y, links: [a]}\n"})
     code = main(["compose", "config"])
     _, err = capfd.readouterr()
-    assert code == 2 and "compose.yaml:2: services.a.depends_on: dependency cycle detected: a -> b -> a" in err
+    assert code == 1 and "compose.yaml:2: services.a.depends_on: dependency cycle detected: a -> b -> a" in err

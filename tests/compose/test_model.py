@@ -267,7 +267,7 @@ def test_errors_name_file_line_and_key(tmp_path: Path, text: str, expected: str)
     with pytest.raises(UsageError) as info:
         load(tmp_path)
     assert str(info.value).startswith(expected) or info.value.message.startswith(expected), info.value.message
-    assert info.value.exit_code == 2
+    assert info.value.exit_code == 1
 
 
 def test_alias_bombs_are_refused_plainly(tmp_path: Path) -> None:
