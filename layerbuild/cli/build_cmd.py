@@ -39,7 +39,8 @@ def register(sub: Any) -> tuple[str, Any]:
                    help="local, tar, oci or docker (dest=PATH); registry[,name=REF][,push=true] pushes the image")
     p.add_argument("--push", action="store_true", help="push the image to its -t names (--output type=registry)")
     p.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
-                   help="grant an entitlement: security.insecure (RUN --security=insecure)")
+                   help="grant an entitlement: security.insecure (RUN --security=insecure), "
+                        "network.host (RUN --network=host)")
     p.add_argument("--cache-from", action="append", default=[], metavar="REF")
     p.add_argument("--cache-to", action="append", default=[], metavar="REF")
     p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit of each RUN step (e.g. 512m)")

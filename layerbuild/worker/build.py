@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -180,9 +181,10 @@ class Build:
             contexts={name: named.image for name, named in self.request.contexts.items()},
             extra_hosts=self.request.extra_hosts,
         )
-        from layerbuild.worker.runop import check_plan_entitled
+        from layerbuild.worker.runop import check_plan_entitled, entitlements
 
-        check_plan_entitled(plan, self.request.allow)  # before any step runs, as BuildKit does
+        allow = entitlements(self.request.allow, self.request.network)
+        check_plan_entitled(plan, allow)  # before any step runs, as BuildKit does
         if self.on_event is not None:
             self.on_event(BuildEvent("build.planned", message=plan.render()))
         stream = self.request.stream
@@ -212,7 +214,7 @@ class Build:
 
         agents = SshAgents(self.request.ssh)
         executor: Executor = WorkerExecutor(services, self.context, secrets=self.request.secrets,
-                                            allow=self.request.allow, contexts=named, ssh=agents)
+                                            allow=allow, contexts=named, ssh=agents)
         if self.wrap_executor is not None:
             executor = self.wrap_executor(executor)
         try:
@@ -268,16 +270,16 @@ class Build:
             config = empty_config(self.arch)
         builder = ConfigBuilder(config)
         epoch = self.request.source_date_epoch
-        last_time = 0.0
+        applied = list(state.applied)
+        times = history_times([output.created if output.diff_id else None for _, output in applied],
+                              base_time=_last_history_time(config), now=time.time())
         current_stage = -1
-        for step, output in state.applied:
+        for (step, output), layer_time in zip(applied, times, strict=True):
             if step.stage != current_stage:
                 current_stage = step.stage
                 builder.cmd_set = False
             command = step.command
-            if output.created:
-                last_time = output.created
-            when = float(epoch) if epoch is not None else last_time
+            when = float(epoch) if epoch is not None else layer_time
             text = created_by(command, step.shell, step.workdir, step.history_args)
             entry = HistoryEntry(
                 created=format_created(when), created_by=text or "", comment="layerbuild.v0",
@@ -372,3 +374,37 @@ def run_build(
     `wrap_executor` lets a caller put its own Executor in front of the real one (tests run toy
     processes through it)."""
     return Build(request, store, wrap_executor=wrap_executor, on_event=on_event).run()
+
+
+def history_times(layer_times: list[float | None], *, base_time: float | None, now: float) -> list[float]:
+    """The `created` time of each step's history entry, as BuildKit's image exporter fills them in
+    (exporter/containerimage/writer.go normalizeLayersAndHistory): a step that made a layer has the
+    layer's time (kept in its cache record); a config-only step has no time of its own and takes the
+    first new layer's time if it comes before it, else the time of the layer before it; with no layer
+    to take one from, the base image's newest history time, else now. So a fully cached rebuild gives
+    the same history, hence the same image id, whatever its last steps are."""
+    known = [t for t in layer_times if t is not None]
+    first_gap = next((i for i, t in enumerate(layer_times) if t is None), None)
+    after_gap = [t for t in layer_times[first_gap:] if t is not None] if first_gap is not None else []
+    fill = after_gap[0] if after_gap else (known[-1] if known else (base_time if base_time is not None else now))
+    out: list[float] = []
+    seen_gap = False
+    for t in layer_times:
+        if t is None:
+            seen_gap = True
+            out.append(fill)
+        else:
+            if seen_gap:
+                fill = t
+            out.append(t)
+    return out
+
+
+def _last_history_time(config: ImageConfig) -> float | None:
+    for entry in reversed(config.history):
+        if entry.created:
+            try:
+                return datetime.fromisoformat(entry.created.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                return None
+    return None

@@ -33,7 +33,8 @@ def build(root: Path, ctx: Path, capfd: pytest.CaptureFixture[str], *argv: str) 
     """`layerbuild build` in-process: (exit code, the report or {}, stderr)."""
     report = ctx.parent / "report.json"
     report.unlink(missing_ok=True)
-    code, _, err = lb(root, capfd, "build", "--progress", "quiet", "--report", str(report), *argv, str(ctx))
+    code, _, err = lb(root, capfd, "build", "--progress", "quiet", "--report", str(report),
+                      "--allow", "network.host", *argv, str(ctx))  # the app's RUN --network=host
     return code, json.loads(report.read_text()) if report.exists() else {}, err
 
 
