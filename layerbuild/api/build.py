@@ -53,6 +53,8 @@ def build(
     pids_limit: str | int | None = None,
     build_contexts: Mapping[str, str | os.PathLike[str]] | None = None,
     ssh: Mapping[str, str | os.PathLike[str] | Iterable[str | os.PathLike[str]]] | None = None,
+    pull: bool = False,
+    platform: str | None = None,
 ) -> BuildResult:
     """Build the Dockerfile in `context` (or `dockerfile`) into the store at `root`.
 
@@ -69,7 +71,11 @@ def build(
     name to a directory or `docker-image://REF[@DIGEST]` (`--build-context`): `FROM NAME`,
     `COPY --from=NAME` and `RUN --mount=from=NAME` read it instead of a stage or image of that name.
     `ssh` maps an id to an agent socket or private key files (`[]`: `$SSH_AUTH_SOCK`) that
-    `RUN --mount=type=ssh,id=ID` reaches through a socket of its own; never part of a key. Returns the report as typed
+    `RUN --mount=type=ssh,id=ID` reaches through a socket of its own; never part of a key. Base images
+    and image sources the store lacks are pulled from their registries; `pull` asks the registry for
+    every one named by a tag and pulls what changed. `platform` (`OS/ARCH[/VARIANT]`) is the platform
+    built for (default: this machine's); stages with RUN steps must be for a platform this machine
+    runs. Returns the report as typed
     values. Raises a LayerbuildError: UsageError for bad
     arguments (before anything is built), DockerfileError for a bad Dockerfile, BuildError when a
     step fails.
@@ -79,7 +85,7 @@ def build(
         network=network, secrets=secrets, outputs=outputs, source_date_epoch=source_date_epoch,
     )  # fmt: skip
     request = dataclasses.replace(request, allow=_entitlements(allow), contexts=named_contexts(build_contexts),
-                                  ssh=ssh_sources(ssh))
+                                  ssh=ssh_sources(ssh), pull=bool(pull), platform=_platform(platform))
     if memory is not None or memory_swap is not None or cpus is not None or pids_limit is not None:
         request = _with_limits(request, memory, memory_swap, cpus, pids_limit)
     started = time.monotonic()
@@ -132,6 +138,21 @@ def _request(
         outputs=_outputs(outputs),
         source_date_epoch=source_date_epoch,
     )
+
+
+def _platform(text: str | None) -> str | None:
+    """`--platform` checked and normalised (`linux/aarch64` → `linux/arm64`); UsageError if it is no platform."""
+    if text is None:
+        return None
+    from layerbuild.platforms import format_platform, parse_platform
+
+    if "," in text:
+        raise UsageError(f"--platform {text!r} names several platforms",
+                         hint="one platform per build for now (multi-platform images come later)")
+    try:
+        return format_platform(parse_platform(text))
+    except ValueError as exc:
+        raise UsageError(str(exc), hint="e.g. --platform linux/amd64 or linux/arm/v7") from None
 
 
 def _with_limits(request: BuildRequest, memory: str | int | None, memory_swap: str | int | None,

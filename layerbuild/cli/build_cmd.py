@@ -47,10 +47,10 @@ def register(sub: Any) -> tuple[str, Any]:
                    help="an ssh agent for RUN --mount=type=ssh (default: $SSH_AUTH_SOCK), or key files")
     p.add_argument("--iidfile", metavar="FILE", help="write the image id to FILE")
     p.add_argument("--metadata-file", metavar="FILE", help="write the build's result (JSON) to FILE")
-    registry = "it comes with registry support (pull and push)"
+    p.add_argument("--pull", action="store_true", help="ask the registries for newer base images, and pull them")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="the platform to build for (default: this "
+                   "machine's; stages with RUN steps need one this machine runs)")
     not_yet(p, "build", {
-        ("--platform",): (True, "builds are for this machine's platform; cross-platform builds come later"),
-        ("--pull",): (False, registry),
         ("--label",): (True, "set labels with LABEL in the Dockerfile for now"),
         ("--add-host",): (True, "RUN steps get /etc/hosts with localhost and their hostname for now"),
         ("--shm-size",): (True, "RUN steps get a 64 MiB /dev/shm"),
@@ -202,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
             allow=[a.strip() for item in args.allow for a in item.split(",") if a.strip()],
             memory=args.memory, memory_swap=args.memory_swap, cpus=args.cpus, pids_limit=args.pids_limit,
             build_contexts=_build_contexts(args.build_context), ssh=_ssh(args.ssh),
+            pull=args.pull, platform=args.platform,
         )  # fmt: skip
     finally:
         progress.close()

@@ -104,7 +104,25 @@ def _v2_context_stat(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2_context_stat]
+def _v3_repo_digests(conn: sqlite3.Connection) -> None:
+    # What a registry called an image that was pulled (or pushed): the repo digest `images --digests`
+    # shows and `NAME@sha256:…` finds, and how `pull` knows an image is up to date. Metadata only:
+    # a row keeps nothing alive (prune follows tags and leases), and a row whose manifest is gone
+    # is ignored.
+    conn.execute(
+        """CREATE TABLE repo_digests (
+            name     TEXT NOT NULL,    -- the repository, normalised: docker.io/library/busybox
+            digest   TEXT NOT NULL,    -- the manifest or index digest the registry has
+            platform TEXT NOT NULL,    -- the platform chosen from an index ('' for a plain manifest)
+            manifest TEXT NOT NULL,    -- the store's manifest of the image
+            updated  REAL NOT NULL,
+            PRIMARY KEY (name, digest, platform)
+        ) WITHOUT ROWID"""
+    )
+    conn.execute("CREATE INDEX repo_digests_manifest ON repo_digests(manifest)")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2_context_stat, _v3_repo_digests]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _BUSY_TIMEOUT_S = 30.0

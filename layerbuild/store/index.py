@@ -142,6 +142,39 @@ class Index:
             rows = conn.execute("SELECT name, digest, updated FROM tags ORDER BY name").fetchall()
         return tuple(Tag(*r) for r in rows)
 
+    # repo digests ----------------------------------------------------------------------------------
+
+    def set_repo_digest(self, name: str, digest: str, manifest: str, platform: str = "") -> None:
+        """Record that the registry's `name@digest` (for `platform`, when `digest` is an index) is the
+        store's manifest `manifest`; replaces an earlier record of the same triple."""
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT INTO repo_digests (name, digest, platform, manifest, updated) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(name, digest, platform) DO UPDATE SET manifest = excluded.manifest, "
+                "updated = excluded.updated",
+                (name, digest, platform, manifest, time.time()),
+            )
+
+    def get_repo_digest(self, name: str, digest: str, platform: str | None = None) -> str | None:
+        """The store's manifest recorded for `name@digest` (for `platform`; any, newest first, if None)."""
+        query = "SELECT manifest FROM repo_digests WHERE name = ? AND digest = ?"
+        params: tuple[str, ...] = (name, digest)
+        if platform is not None:
+            query += " AND platform = ?"
+            params += (platform,)
+        with self.db.read() as conn:
+            row = conn.execute(query + " ORDER BY updated DESC", params).fetchone()
+        return str(row[0]) if row else None
+
+    def repo_digests_of(self, manifest: str) -> tuple[tuple[str, str], ...]:
+        """(name, digest) of every record pointing at the store's manifest `manifest`, newest first."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT name, digest FROM repo_digests WHERE manifest = ? ORDER BY updated DESC, name, digest",
+                (manifest,),
+            ).fetchall()
+        return tuple((str(r[0]), str(r[1])) for r in rows)
+
     # cache records -------------------------------------------------------------------------------
 
     def put_cache(self, key: str, kind: str, result: str, metadata: Any = None) -> CacheRecord:
