@@ -133,9 +133,10 @@ def _up_to_date(store: Store, ref: Reference, digest: str, platform: str, tag: s
 
 def _record(store: Store, ref: Reference, got: RegistryImage | RegistryIndex, image: RegistryImage,
             stored: StoredImage, platform: str) -> None:
-    store.index.set_repo_digest(ref.name, got.digest, stored.manifest_digest, platform)
     if image.digest != got.digest:  # the platform's own manifest, which NAME@sha256:… may name too
         store.index.set_repo_digest(ref.name, image.digest, stored.manifest_digest, "")
+    # Last, so newest: the digest the name had (an index's), which `images --digests` shows, as docker does.
+    store.index.set_repo_digest(ref.name, got.digest, stored.manifest_digest, platform)
 
 
 def _drop_equivalent_tags(store: Store, tag: str) -> None:
