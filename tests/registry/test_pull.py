@@ -48,6 +48,7 @@ def push_index(registry: Registry, tmp_path: Path, name: str, seed: int = 1, *, 
 def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """The CLI's docker config and certs.d in the test's own directory."""
     (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "config.json").write_text("{}")
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
     monkeypatch.setenv("LAYERBUILD_CERTS_DIRS", str(tmp_path / "no-certs"))
     yield
@@ -178,7 +179,7 @@ def test_pull_from_tls_and_token_registries(kind: str, request: pytest.FixtureRe
     login_for(registry, tmp_path, monkeypatch)
     code, out, err = lb(root, capfd, "pull", name)
     assert code == 0, err
-    assert "Status: Downloaded newer image" in out
+    assert "Status: Downloaded newer image" in out and f"Digest: {index.digest}" in out
     with Store.open(root) as store:
         assert store.index.get_tag(name) is not None
     assert registry.password not in out + err
@@ -311,3 +312,36 @@ def test_build_platform_rules(plain_registry: Registry, tmp_path: Path, cli_env:
     (ctx / "Dockerfile").write_text(f"FROM {base}\nRUN true\n")
     code, _, err = lb(root, capfd, "build", "--platform", "linux/s390x", "-t", "x", str(ctx))
     assert code != 0 and "linux/s390x" in err and "Traceback" not in err
+
+
+def test_pull_what_podman_pushed_then_build_and_run(plain_registry: Registry, tmp_path: Path, cli_env: None,
+                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    """podman (its own storage in the test's directory) imports a busybox rootfs and pushes it as an OCI
+    image; a build FROM it on a fresh store pulls it and runs a step in it, and `run` runs the result."""
+    import shutil
+    import tempfile
+
+    from tests.runtime.conftest import busybox_tar
+
+    rootfs = tmp_path / "rootfs.tar"
+    rootfs.write_bytes(busybox_tar())
+    runroot = tempfile.mkdtemp(prefix="lbpm-")  # podman wants a runroot path of at most 50 characters
+    podman = [need("podman"), "--root", str(tmp_path / "podman-root"), "--runroot", runroot,
+              "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+    name = f"{plain_registry.host}/tools/podman-busybox:1"
+    try:
+        for args in (["import", "--change", "CMD [\"/bin/sh\"]", str(rootfs), name],
+                     ["push", "--tls-verify=false", "--format", "oci", name]):
+            done = subprocess.run([*podman, *args], capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+    finally:
+        shutil.rmtree(runroot, ignore_errors=True)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {name}\nRUN echo from-podman > /made\n")
+    root = tmp_path / "fresh"
+    code, _, err = lb(root, capfd, "build", "--progress", "plain", "-t", "podapp", str(ctx))
+    assert code == 0, err
+    code, out, err = lb(root, capfd, "run", "--rm", "podapp", "cat", "/made")
+    assert (code, out) == (0, "from-podman\n"), err
+    assert fsck_problems(root) == []
