@@ -25,6 +25,7 @@ from layerbuild.image.manifest import INDEX_TYPES, MANIFEST_TYPES, Descriptor, M
 from layerbuild.image.protocol import Platform, check_bytes, uncompressed_of
 from layerbuild.platforms import PlatformSpec, best_platform, format_platform, normalize_platform
 from layerbuild.reference import Reference
+from layerbuild.registry.client import Manifest as Fetched
 from layerbuild.registry.client import RegistryClient
 
 _CHUNK = 1 << 20
@@ -213,7 +214,11 @@ class RegistryIndex:
 
 def remote(client: RegistryClient, ref: Reference) -> RegistryImage | RegistryIndex:
     """What `ref` names in its registry, by one manifest request: an image or an image index."""
-    got = client.get_manifest(ref)
+    return from_manifest(client, ref, client.get_manifest(ref))
+
+
+def from_manifest(client: RegistryClient, ref: Reference, got: Fetched) -> RegistryImage | RegistryIndex:
+    """The image or index of `ref` whose manifest (or index) `got` is, as the registry sent it."""
     repo = ref.repository()
     if got.media_type in INDEX_TYPES:
         return RegistryIndex(client, repo, got.data, got.media_type, got.digest)

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from layerbuild.errors import LayerbuildError, RegistryError
-from layerbuild.image.protocol import Layer, copy_image
-from layerbuild.image.store_io import StoredImage, load_image, tag_names
-from layerbuild.image.storeimage import StoreSink
+from layerbuild.errors import RegistryError
 from layerbuild.platforms import PlatformSpec, format_platform, host_platform
 from layerbuild.reference import Reference
-from layerbuild.registry.client import RegistryClient
-from layerbuild.registry.images import RegistryImage, RegistryIndex, remote
-from layerbuild.store import Store
+from layerbuild.registry.client import INDEX_TYPES, RegistryClient
+
+if TYPE_CHECKING:
+    from layerbuild.image.protocol import Layer
+    from layerbuild.registry.images import RegistryImage, RegistryIndex
+    from layerbuild.store import Store
 
 LAYERS_IN_FLIGHT = 3  # as docker's max-concurrent-downloads
 
@@ -51,11 +52,11 @@ class PullEvent:
 @dataclass(frozen=True)
 class PullResult:
     """What a pull gave: the reference, the registry's digest (of the index or manifest named), the
-    stored image and whether anything new came (`updated`; False: it was up to date)."""
+    store's manifest of the image and whether anything new came (`updated`; False: it was up to date)."""
 
     ref: Reference
     digest: str
-    image: StoredImage
+    manifest: str
     updated: bool
     platform: str
 
@@ -73,14 +74,19 @@ def pull(store: Store, ref: Reference, *, client: RegistryClient, platform: Plat
     `strict_platform`: a single-platform image of another platform is refused (else taken)."""
     want = platform or host_platform()
     emit = on_event or (lambda event: None)
-    got = remote(client, ref)
-    chosen = format_platform(want) if isinstance(got, RegistryIndex) else ""
-    emit(PullEvent("resolved", digest=got.digest))
+    fetched = client.get_manifest(ref)
+    chosen = format_platform(want) if fetched.media_type in INDEX_TYPES else ""
+    emit(PullEvent("resolved", digest=fetched.digest))
     tag = None if ref.digest is not None else f"{ref.name}:{ref.tag or 'latest'}"
-    held = _up_to_date(store, ref, got.digest, chosen, tag)
-    if held is not None:
-        emit(PullEvent("finished", digest=got.digest, status="up to date"))
-        return PullResult(ref, got.digest, held, False, chosen)
+    held = _up_to_date(store, ref, fetched.digest, chosen, tag)
+    if held is not None:  # decided before the image machinery is even imported: a no-op pull is cheap
+        emit(PullEvent("finished", digest=fetched.digest, status="up to date"))
+        return PullResult(ref, fetched.digest, held, False, chosen)
+    from layerbuild.image.protocol import copy_image
+    from layerbuild.image.storeimage import StoreSink
+    from layerbuild.registry.images import RegistryIndex, from_manifest
+
+    got = from_manifest(client, ref, fetched)
     if isinstance(got, RegistryIndex):
         desc = got.select(want)
         image = got.image(desc.digest)
@@ -95,15 +101,12 @@ def pull(store: Store, ref: Reference, *, client: RegistryClient, platform: Plat
         emit(PullEvent("layer", short_id(layer.digest), status, current, layer.size))
 
     sink = StoreSink(store, reuse=True, jobs=jobs, attempts=2, observe=observe)
-    copy_image(image, sink, [tag] if tag else [])
-    stored = sink.last
-    assert stored is not None
-    _record(store, ref, got, image, stored, chosen)
+    manifest = copy_image(image, sink, [tag] if tag else [])
+    _record(store, ref, got, image, manifest, chosen)
     if tag is not None:
         _drop_equivalent_tags(store, tag)
-    stored = load_image(store, stored.manifest_digest)
     emit(PullEvent("finished", digest=got.digest, status="downloaded"))
-    return PullResult(ref, got.digest, stored, True, chosen)
+    return PullResult(ref, got.digest, manifest, True, chosen)
 
 
 def _matches(image: RegistryImage, want: PlatformSpec) -> bool:
@@ -112,35 +115,34 @@ def _matches(image: RegistryImage, want: PlatformSpec) -> bool:
     return image.platform in compatible_platforms(want)
 
 
-def _up_to_date(store: Store, ref: Reference, digest: str, platform: str, tag: str | None) -> StoredImage | None:
-    """The stored image if `ref@digest` (for `platform`) was pulled before and is still whole, with
-    `tag` pointing at it (the pull then has nothing to do)."""
+def _up_to_date(store: Store, ref: Reference, digest: str, platform: str, tag: str | None) -> str | None:
+    """The store's manifest if `ref@digest` (for `platform`) was pulled before and is still whole (its
+    manifest, config and layer blobs are there), with `tag` pointing at it: nothing to do then."""
     manifest = store.index.get_repo_digest(ref.name, digest, platform)
-    if manifest is None or store.index.get_image(manifest) is None:
+    record = store.index.get_image(manifest) if manifest is not None else None
+    if manifest is None or record is None:
         return None
     if tag is not None:
         current = store.index.get_tag(tag)
         if current is None or current.digest != manifest:
             return None
-    try:
-        image = load_image(store, manifest)
-    except LayerbuildError:
+    if not all(store.blobs.stat(blob) is not None for blob in (manifest, *record.refs)):
         return None
-    if not all(store.blobs.stat(layer.digest) is not None for layer in image.layers):
-        return None
-    return image
+    return manifest
 
 
 def _record(store: Store, ref: Reference, got: RegistryImage | RegistryIndex, image: RegistryImage,
-            stored: StoredImage, platform: str) -> None:
+            manifest: str, platform: str) -> None:
     if image.digest != got.digest:  # the platform's own manifest, which NAME@sha256:… may name too
-        store.index.set_repo_digest(ref.name, image.digest, stored.manifest_digest, "")
+        store.index.set_repo_digest(ref.name, image.digest, manifest, "")
     # Last, so newest: the digest the name had (an index's), which `images --digests` shows, as docker does.
-    store.index.set_repo_digest(ref.name, got.digest, stored.manifest_digest, platform)
+    store.index.set_repo_digest(ref.name, got.digest, manifest, platform)
 
 
 def _drop_equivalent_tags(store: Store, tag: str) -> None:
     """`docker.io/library/busybox:latest` replaces a `busybox:latest` of a load or an older store: one name."""
+    from layerbuild.image.store_io import tag_names
+
     for name in tag_names(tag):
         if name != tag:
             store.index.delete_tag(name)

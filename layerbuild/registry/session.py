@@ -89,6 +89,11 @@ class Session:
         """GET /v2/ to learn the scheme and the auth challenge, as docker does before anything else."""
         last: RegistryError | None = None
         schemes = ["https", "http"] if self.plain_http_allowed else ["https"]
+        if is_loopback(self.host):
+            # Nothing between us and a loopback registry can downgrade the answer: plain HTTP first
+            # spares a TLS context (a tenth of a second) for the usual local registry, and one that
+            # speaks TLS tells a plain request off with 400, so it is reached over TLS as before.
+            schemes = ["http", "https"]
         for scheme in schemes:
             url = f"{scheme}://{self.host}/v2/"
             client = self.clients.get(url)
@@ -98,6 +103,9 @@ class Session:
                 if "TLS certificate" in exc.message or "client certificate" in exc.message or scheme == schemes[-1]:
                     raise
                 last = exc
+                continue
+            if resp.status_code == 400 and scheme == "http" and scheme != schemes[-1]:
+                resp.close()  # an HTTPS server telling a plain request off: try it over TLS
                 continue
             if resp.status_code == 400 and last is not None:
                 resp.close()  # an HTTPS server telling a plain request off: its TLS failure is the answer
@@ -304,7 +312,8 @@ class OriginClients:
             client = self._clients.get(key)
             if client is None:
                 verify = not named_insecure(netloc, self.options.insecure)
-                ctx = tls_context(netloc, verify=verify, dirs=self.options.certs_dirs) if u.scheme == "https" else True
+                # Plain HTTP needs no TLS context (httpx would build a verifying one, for nothing).
+                ctx = tls_context(netloc, verify=verify, dirs=self.options.certs_dirs) if u.scheme == "https" else False
                 client = httpx.Client(verify=ctx, timeout=httpx.Timeout(self.options.timeout, connect=15.0),
                                       follow_redirects=False, trust_env=True,  # HTTP(S)_PROXY, NO_PROXY
                                       headers={"User-Agent": USER_AGENT})

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from layerbuild.image.ocilayout import OciLayoutWriter
+from layerbuild.image.store_io import load_image
 from layerbuild.reference import parse_reference
 from layerbuild.registry.pull import PullEvent, pull
 from layerbuild.store import Store
@@ -134,7 +135,7 @@ def test_arm_variants_choose_as_containerd(plain_registry: Registry, tmp_path: P
     with client_for(plain_registry) as client, Store.open(tmp_path / "store") as store:
         for want, chosen in ((("linux", "arm", "v7"), 1), (("linux", "arm64", ""), 1), (("linux", "arm", "v5"), 0)):
             result = pull(store, ref, client=client, platform=want)
-            assert result.image.config_digest == index.images[chosen][0].config_descriptor.digest, want
+            assert load_image(store, result.manifest).config_digest == index.images[chosen][0].config_descriptor.digest, want
 
 
 def test_pull_a_docker_archive_pushed_by_skopeo_then_build_and_run(plain_registry: Registry, tmp_path: Path,
@@ -215,7 +216,7 @@ def test_a_bad_blob_is_read_again_or_fails_cleanly(proxied: tuple[Registry, Faul
                        once(1, _blob_rule(image.layers[0].digest, ("cut", 100)))]  # type: ignore[list-item]
         seen: list[PullEvent] = []
         result = pull(store, ref, client=client, on_event=seen.append)
-        assert result.image.config.diff_ids == image.config.diff_ids
+        assert load_image(store, result.manifest).config.diff_ids == image.config.diff_ids
         assert any(e.status == "retrying" and e.layer == layer.digest[7:19] for e in seen)
         # Always wrong: a clean failure under another tag; the first tag has not moved.
         before = store.index.get_tag(f"{proxy.host}/kit/faults:1")
