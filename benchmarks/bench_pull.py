@@ -86,7 +86,7 @@ def _timed(argv: list[str]) -> float:
 
 
 def test_pull_against_skopeo(pushed: tuple[Registry, str, int, Path], benchmark: Any) -> None:
-    registry, name, moved, base = pushed
+    _registry, name, moved, base = pushed
     layerbuild = [sys.executable, "-m", "layerbuild"]
     ours: list[float] = []
     theirs: list[float] = []
