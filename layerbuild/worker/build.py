@@ -14,7 +14,7 @@ from pathlib import Path
 
 from layerbuild import __version__
 from layerbuild.digest import xxh3
-from layerbuild.errors import DockerfileError, StoreError, UsageError
+from layerbuild.errors import DockerfileError, LayerbuildError, StoreError, UsageError
 from layerbuild.image.config import HistoryEntry, ImageConfig, format_created
 from layerbuild.image.store_io import ImageNotFoundError, StoredImage, find_tag, resolve_image, write_image
 from layerbuild.parser import Dockerfile
@@ -154,10 +154,16 @@ class Build:
             self._pull(ref, platform, missing=False)
         try:
             stored = resolve_image(self.store, ref)
-        except ImageNotFoundError:
+        except ImageNotFoundError as missing:
             if (ref, platform) in self.pulled:
                 raise
-            self._pull(ref, platform, missing=True)
+            try:
+                self._pull(ref, platform, missing=True)
+            except LayerbuildError as exc:
+                if isinstance(exc, UsageError) and not isinstance(exc, ImageNotFoundError):
+                    raise missing from None  # no name a registry could have (an id, a stage's typo'd name)
+                raise ImageNotFoundError(f"{missing.message}: not in the store, and the pull failed: {exc.message}",
+                                         hint=exc.hint or missing.hint) from None
             return resolve_image(self.store, ref)
         if platform is not None and not _for_platform(stored, platform) and (ref, platform) not in self.pulled:
             self._pull(ref, platform, missing=False)
