@@ -90,7 +90,7 @@ class JsonProgress(Progress):
         self.out = out or sys.stdout
 
     def __call__(self, event: BuildEvent) -> None:
-        if event.type in ("build.planned", "step.log"):
+        if event.type in ("build.planned", "build.pulled", "step.log"):
             return  # the contract's stream is steps and the final report
         self.out.write(json.dumps(event.to_json(), ensure_ascii=False) + "\n")
         self.out.flush()
