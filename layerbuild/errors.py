@@ -2,6 +2,7 @@
 
     LayerbuildError
     ├── UsageError                 bad arguments to an API call or a CLI verb (exit 2)
+    │   └── ComposeFileError       a compose file is wrong; carries file:line and the key
     ├── DockerfileError            the Dockerfile is wrong (exit 2); carries file:line:col
     │   ├── DockerfileSyntaxError  the parser rejected it
     │   └── ExpansionError         a `${...}` substitution failed
@@ -153,3 +154,24 @@ class RegistryError(LayerbuildError):
 
 class RegistryAuthError(RegistryError):
     """The registry wants credentials, or refused the ones it was given."""
+
+
+class ComposeFileError(UsageError):
+    """A compose file that cannot be used: `compose.yaml:12: services.web.ports[0]: …` (exit 1, as
+    docker compose exits for a bad file).
+
+    `filename` is the file as the user named it, `line` is 1-based (0: unknown), `key` the dotted
+    path of the value in the model (`services.web.ports[0]`), empty for the file as a whole.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, filename: str = "", line: int = 0, key: str = "",
+                 hint: str | None = None) -> None:
+        where = filename + (f":{line}" if filename and line > 0 else "")
+        prefix = ": ".join(p for p in (where, key) if p)
+        super().__init__(f"{prefix}: {message}" if prefix else message, hint=hint)
+        self.filename = filename
+        self.line = line
+        self.key = key
+        self.detail = message

@@ -15,7 +15,8 @@ PKG = REPO / "layerbuild"
 
 # Who may import whom (DESIGN.md): imports point down only. Everyone may use the shared modules.
 DIRECT = {
-    "cli": {"api"},
+    "cli": {"api", "compose"},
+    "compose": {"api"},
     "api": {"worker"},
     "worker": {"solve", "runtime", "registry", "context"},
     "context": {"store"},

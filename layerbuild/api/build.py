@@ -11,13 +11,13 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from layerbuild.api.contexts import named_contexts, ssh_sources
 from layerbuild.errors import UsageError
 from layerbuild.store.layout import resolve_root
 from layerbuild.worker import fastpath
-from layerbuild.worker.request import BuildRequest, OutputSpec
+from layerbuild.worker.request import BOTH_STDIN, BOTH_STDIN_HINT, BuildRequest, OutputSpec
 
 if TYPE_CHECKING:
     from layerbuild.solve.report import BuildEvent, BuildResult
@@ -31,8 +31,8 @@ Output = tuple[str, str | os.PathLike[str]] | Mapping[str, str]
 
 
 def build(
-    context: str | os.PathLike[str],
-    dockerfile: str | os.PathLike[str] | None = None,
+    context: str | os.PathLike[str] | BinaryIO,
+    dockerfile: str | os.PathLike[str] | bytes | BinaryIO | None = None,
     tags: Iterable[str] = (),
     build_args: Mapping[str, str] | None = None,
     target: str | None = None,
@@ -53,10 +53,18 @@ def build(
     pids_limit: str | int | None = None,
     build_contexts: Mapping[str, str | os.PathLike[str]] | None = None,
     ssh: Mapping[str, str | os.PathLike[str] | Iterable[str | os.PathLike[str]]] | None = None,
+    labels: Mapping[str, str] | None = None,
+    add_hosts: Iterable[str] = (),
     pull: bool = False,
     platform: str | None = None,
 ) -> BuildResult:
     """Build the Dockerfile in `context` (or `dockerfile`) into the store at `root`.
+
+    `context` is a directory, or a binary stream (`build -`: `sys.stdin.buffer`) that holds a tar
+    archive of the context (plain, gzip, bzip2, xz or zstd, told by its content; no .dockerignore
+    applies to it, as in BuildKit) or else a Dockerfile, built with no context. `dockerfile` is a
+    path (`-f`; for an archive context, the name inside the archive), or the Dockerfile's text as
+    bytes or a binary stream (`-f -`).
 
     `tags` name the image; `no_cache_filter` names stages rebuilt without the cache; `jobs` bounds
     the stages built at once (0: one per CPU); `network` is `default`, `none` or `host` for RUN steps;
@@ -71,33 +79,66 @@ def build(
     name to a directory or `docker-image://REF[@DIGEST]` (`--build-context`): `FROM NAME`,
     `COPY --from=NAME` and `RUN --mount=from=NAME` read it instead of a stage or image of that name.
     `ssh` maps an id to an agent socket or private key files (`[]`: `$SSH_AUTH_SOCK`) that
-    `RUN --mount=type=ssh,id=ID` reaches through a socket of its own; never part of a key. Base images
-    and image sources the store lacks are pulled from their registries; `pull` asks the registry for
+    `RUN --mount=type=ssh,id=ID` reaches through a socket of its own; never part of a key.
+    `labels` are set on the image after the Dockerfile's own LABELs (`--label`; no history entry, no
+    step re-runs); `add_hosts` are docker's `--add-host` entries (`NAME:IP`, `NAME=IP`, `NAME:[IPv6]`, `NAME:host-gateway`) for
+    every RUN step's /etc/hosts, part of the RUN steps' cache keys as in BuildKit. Base images and
+    image sources the store lacks are pulled from their registries; `pull` asks the registry for
     every one named by a tag and pulls what changed. `platform` (`OS/ARCH[/VARIANT]`) is the platform
     built for (default: this machine's); stages with RUN steps must be for a platform this machine
-    runs. Returns the report as typed
-    values. Raises a LayerbuildError: UsageError for bad
+    runs. Returns the report
+    as typed values. Raises a LayerbuildError: UsageError for bad
     arguments (before anything is built), DockerfileError for a bad Dockerfile, BuildError when a
     step fails.
     """
+    streamed = _is_stream(context) or _is_stream(dockerfile) or isinstance(dockerfile, bytes)
+    if _is_stream(context) and _is_stream(dockerfile):
+        raise UsageError(BOTH_STDIN, hint=BOTH_STDIN_HINT)
     request = _request(
-        context, dockerfile, tags, build_args, target, no_cache, no_cache_filter=no_cache_filter, jobs=jobs,
+        Path() if _is_stream(context) else context,  # type: ignore[arg-type]
+        None if streamed else dockerfile,  # type: ignore[arg-type]
+        tags, build_args, target, no_cache, no_cache_filter=no_cache_filter, jobs=jobs,
         network=network, secrets=secrets, outputs=outputs, source_date_epoch=source_date_epoch,
     )  # fmt: skip
     request = dataclasses.replace(request, allow=_entitlements(allow), contexts=named_contexts(build_contexts),
-                                  ssh=ssh_sources(ssh), pull=bool(pull), platform=_platform(platform))
+                                  ssh=ssh_sources(ssh), labels=_labels(labels or {}),
+                                  extra_hosts=_extra_hosts(add_hosts), pull=bool(pull),
+                                  platform=_platform(platform))
     if memory is not None or memory_swap is not None or cpus is not None or pids_limit is not None:
         request = _with_limits(request, memory, memory_swap, cpus, pids_limit)
     started = time.monotonic()
     store_root = resolve_root(root)
-    result, fp = fastpath.answer(request, store_root, started, on_event)
-    if result is not None:
-        return result
+    fp = None
+    if not streamed:
+        result, fp = fastpath.answer(request, store_root, started, on_event)
+        if result is not None:
+            return result
     from layerbuild.store import Store
-    from layerbuild.worker import build as full
 
     with Store.open(store_root) as store:
-        return full.run_build(dataclasses.replace(request, fingerprint=fp), store, on_event=on_event)
+        if not streamed:
+            from layerbuild.worker import build as full
+
+            return full.run_build(dataclasses.replace(request, fingerprint=fp), store, on_event=on_event)
+        from layerbuild.worker.streamctx import materialize
+
+        source = context if _is_stream(context) else request.context
+        with materialize(store, context=source, dockerfile=dockerfile,  # type: ignore[arg-type]
+                         tags=request.tags) as made:
+            request = dataclasses.replace(request, context=made.context, dockerfile=made.dockerfile,
+                                          stream=made.origin)
+            # `-f - DIR`: the context is a real directory, so the last build may answer (none else).
+            result, fp = fastpath.answer(request, store_root, started, on_event)
+            if result is not None:
+                return result
+            from layerbuild.worker import build as full  # not needed by an answered no-op
+
+            return full.run_build(dataclasses.replace(request, fingerprint=fp), store, on_event=on_event)
+
+
+def _is_stream(value: object) -> bool:
+    """A binary stream argument (an object with `read`) rather than a path or bytes."""
+    return hasattr(value, "read") and not isinstance(value, str | bytes | os.PathLike)
 
 
 def _request(
@@ -166,6 +207,52 @@ def _with_limits(request: BuildRequest, memory: str | int | None, memory_swap: s
     limits = parse_limits(text(memory), text(memory_swap), cpus, pids_limit)
     return dataclasses.replace(request, memory=limits.memory, memory_swap=limits.memory_swap,
                                cpus=limits.cpus, pids_limit=limits.pids)
+
+
+def parse_labels(items: Iterable[str]) -> dict[str, str]:
+    """docker's `--label KEY=VALUE` (`KEY` alone: an empty value), checked as the docker CLI checks
+    them; a key given twice keeps its last value."""
+    out = {}
+    for item in _names(items):
+        key, _, value = item.partition("=")
+        name = key.lstrip(_BLANKS)
+        if not name:
+            raise UsageError(f"invalid label '{item}': empty name", hint="write --label KEY=VALUE")
+        out[key] = value
+    return _labels(out)
+
+
+_BLANKS = " \t\n\v\f\r"
+
+
+def _labels(items: Mapping[str, str]) -> dict[str, str]:
+    """`--label` keys and values checked as the docker CLI checks them (a name, without white space)."""
+    if not isinstance(items, Mapping):
+        raise UsageError(f"invalid labels {items!r}", hint="give labels as a mapping of key to value")
+    out = {}
+    for key, value in items.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise UsageError(f"invalid label {key!r}={value!r}", hint="label keys and values are strings")
+        name = key.lstrip(_BLANKS)
+        if not name:
+            raise UsageError(f"invalid label '{key}={value}': empty name", hint="write --label KEY=VALUE")
+        if any(c.isspace() for c in name):
+            raise UsageError(f"label '{name}' contains whitespaces", hint="write --label KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _extra_hosts(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """`--add-host` entries as BuildKit keys them: checked in docker's words, the name lower-cased,
+    the address in Go's canonical form, `host-gateway` replaced by the host's address."""
+    entries = _names(items)
+    if not entries:
+        return ()
+    from layerbuild.runtime.network import HOST_GATEWAY, canonical_ip, host_gateway_address, parse_add_host
+
+    parsed = [parse_add_host(item) for item in entries]
+    gateway = host_gateway_address() if any(ip == HOST_GATEWAY for _, ip in parsed) else ""
+    return tuple((name.lower(), gateway if ip == HOST_GATEWAY else canonical_ip(ip)) for name, ip in parsed)
 
 
 def _names(items: Iterable[str]) -> tuple[str, ...]:

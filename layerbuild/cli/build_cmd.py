@@ -16,8 +16,12 @@ from layerbuild.errors import UsageError
 
 def register(sub: Any) -> tuple[str, Any]:
     p = sub.add_parser("build", help="build an image from a Dockerfile")
-    p.add_argument("context", metavar="CONTEXT")
-    p.add_argument("-f", "--file", metavar="FILE", help="the Dockerfile (default: CONTEXT/Dockerfile)")
+    p.add_argument("context", metavar="CONTEXT",
+                   help="a directory, or - for standard input: a tar archive of the context (plain, gzip, "
+                        "bzip2 or xz), or a Dockerfile and no context")
+    p.add_argument("-f", "--file", metavar="FILE",
+                   help="the Dockerfile (default: CONTEXT/Dockerfile; - reads it from standard input; "
+                        "with an archive context, the name inside the archive)")
     p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]")
     p.add_argument("--build-arg", action="append", default=[], metavar="K=V")
     p.add_argument("--target", metavar="STAGE")
@@ -33,7 +37,8 @@ def register(sub: Any) -> tuple[str, Any]:
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH")
     p.add_argument("--output", "-o", action="append", default=[], metavar="type=TYPE,dest=PATH")
     p.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
-                   help="grant an entitlement: security.insecure (RUN --security=insecure)")
+                   help="grant an entitlement: security.insecure (RUN --security=insecure), "
+                        "network.host (RUN --network=host)")
     p.add_argument("--cache-from", action="append", default=[], metavar="REF")
     p.add_argument("--cache-to", action="append", default=[], metavar="REF")
     p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit of each RUN step (e.g. 512m)")
@@ -47,12 +52,15 @@ def register(sub: Any) -> tuple[str, Any]:
                    help="an ssh agent for RUN --mount=type=ssh (default: $SSH_AUTH_SOCK), or key files")
     p.add_argument("--iidfile", metavar="FILE", help="write the image id to FILE")
     p.add_argument("--metadata-file", metavar="FILE", help="write the build's result (JSON) to FILE")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a label on the image (after the Dockerfile's LABELs; KEY alone: empty value)")
+    p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
+                   help="add a line to every RUN step's /etc/hosts (HOST:IP, HOST=IP, IPv6 in brackets or "
+                        "not; HOST:host-gateway is the host's address)")
     p.add_argument("--pull", action="store_true", help="ask the registries for newer base images, and pull them")
     p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="the platform to build for (default: this "
                    "machine's; stages with RUN steps need one this machine runs)")
     not_yet(p, "build", {
-        ("--label",): (True, "set labels with LABEL in the Dockerfile for now"),
-        ("--add-host",): (True, "RUN steps get /etc/hosts with localhost and their hostname for now"),
         ("--shm-size",): (True, "RUN steps get a 64 MiB /dev/shm"),
         ("--ulimit",): (True, "RUN steps keep the limits layerbuild runs with; use --memory/--pids-limit"),
     })
@@ -179,13 +187,35 @@ def _source_date_epoch() -> int | None:
                          hint="give the seconds since 1970-01-01 UTC as a whole number") from None
 
 
+def _inputs(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The context and Dockerfile arguments of the library: `-` (either) is standard input, refused
+    as docker refuses it for both, or when it is a terminal."""
+    if args.context == "-" and args.file == "-":
+        from layerbuild.worker.request import BOTH_STDIN, BOTH_STDIN_HINT
+
+        raise UsageError(BOTH_STDIN, hint=BOTH_STDIN_HINT)
+    if "-" not in (args.context, args.file):
+        return args.context, args.file or None
+    if sys.stdin is None:
+        raise UsageError("standard input is closed", hint="pipe the Dockerfile or the context's tar archive into it")
+    if sys.stdin.isatty():
+        raise UsageError("standard input is a terminal", hint="pipe the Dockerfile or the context's tar archive "
+                                                              "into it: `layerbuild build - < context.tar`")
+    stdin = sys.stdin.buffer
+    if args.file == "-":
+        return args.context, stdin
+    return stdin, args.file or None
+
+
 def run(args: argparse.Namespace) -> int:
-    from layerbuild.api.build import build
+    from layerbuild.api.build import build, parse_labels
     from layerbuild.cli.progress import make_progress, write_report
 
     if args.cache_from or args.cache_to:
         raise UsageError("--cache-from/--cache-to are not supported yet", hint="the registry cache comes later")
     _check_report(args.report)
+    context, dockerfile = _inputs(args)
+    labels = parse_labels(args.label)
     scratch: list[str] = []
 
     def stdout_file() -> str:  # a private dir: the archive is written there, then streamed
@@ -196,13 +226,13 @@ def run(args: argparse.Namespace) -> int:
     progress = make_progress("quiet" if args.quiet else args.progress)
     try:
         result = build(
-            args.context, args.file or None, args.tag, _build_args(args.build_arg), args.target, args.no_cache, progress,
+            context, dockerfile, args.tag, _build_args(args.build_arg), args.target, args.no_cache, progress,
             args.root, no_cache_filter=args.no_cache_filter, jobs=args.jobs, network=args.network,
             secrets=_secrets(args.secret), outputs=outputs, source_date_epoch=_source_date_epoch(),
             allow=[a.strip() for item in args.allow for a in item.split(",") if a.strip()],
             memory=args.memory, memory_swap=args.memory_swap, cpus=args.cpus, pids_limit=args.pids_limit,
             build_contexts=_build_contexts(args.build_context), ssh=_ssh(args.ssh),
-            pull=args.pull, platform=args.platform,
+            labels=labels, add_hosts=args.add_host, pull=args.pull, platform=args.platform,
         )  # fmt: skip
     finally:
         progress.close()

@@ -16,7 +16,8 @@ FAILED = 125
 
 def register(sub: Any) -> tuple[str, Any]:
     # -h is the hostname, as in docker; --help stays
-    p = sub.add_parser("run", help="run a command in a new container", add_help=False)
+    p = sub.add_parser("run", help="run a command in a new container", add_help=False,
+                       usage="%(prog)s [OPTIONS] IMAGE [COMMAND] [ARG...]")
     p.add_argument("--help", action="help", help="show this help message and exit")
     p.add_argument("--rm", dest="remove", action="store_true", help="remove the container when it exits")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background and print the id")
@@ -40,10 +41,12 @@ def register(sub: Any) -> tuple[str, Any]:
     p.add_argument("--env-file", action="append", default=[], metavar="FILE",
                    help="read environment variables from FILE (K=V lines, # comments, K alone copies yours)")
     p.add_argument("-h", "--hostname", dest="hostname", help="the container's hostname")
+    p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
+                   help="add a line to /etc/hosts (HOST:IP, HOST=IP, IPv6 in brackets or not; "
+                        "HOST:host-gateway is the host's address)")
     not_yet(p, "run", {
         ("-p", "--publish"): (True, "ports come with bridge networking; --network host reaches the host's ports"),
         ("-P", "--publish-all"): (False, "ports come with bridge networking; --network host reaches the host's ports"),
-        ("--add-host",): (True, "containers get /etc/hosts with localhost and their hostname for now"),
         ("--privileged",): (False, "not offered: RUN --security=insecure with build --allow is the one escape hatch"),
     })
     p.add_argument("image", metavar="IMAGE")
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from layerbuild.runtime.runner import run as run_container
 
     try:
-        check_options(args)
+        add_hosts = check_options(args)
         limits = parse_limits(args.memory, args.memory_swap, args.cpus, args.pids_limit)
     except LayerbuildError as exc:
         print(f"error: {exc.render()}", file=sys.stderr)
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         detach=args.detach, interactive=args.interactive, tty=args.tty, remove=args.remove,
         entrypoint=None if args.entrypoint is None else ((args.entrypoint,) if args.entrypoint else ()),
         security_opt=tuple(args.security_opt),
-        limits=limits,
+        limits=limits, add_hosts=add_hosts,
     )
     try:
         with open_store(args) as store:
@@ -117,10 +120,14 @@ def env_files(paths: list[str]) -> list[str]:
     return out
 
 
-def check_options(args: argparse.Namespace) -> None:
-    """Refuse what docker refuses before it starts anything: a bad --name, a relative -w."""
+def check_options(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """Refuse what docker refuses before it starts anything: a bad --name, a relative -w, a bad
+    --add-host; returns the --add-host entries as (name, address)."""
+    from layerbuild.runtime.network import parse_add_host
+
     if args.name is not None and not _NAME_RE.fullmatch(args.name):
         raise UsageError(f"invalid container name ({args.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
                          hint="a name is two or more of these characters, starting with a letter or digit")
     if args.workdir is not None and not args.workdir.startswith("/"):
         raise UsageError(f"the working directory {args.workdir!r} is invalid, it needs to be an absolute path")
+    return tuple(parse_add_host(item) for item in args.add_host)

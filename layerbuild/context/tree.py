@@ -295,7 +295,9 @@ class SourceTree:
 
 
 class BuildContext(SourceTree):
-    """The build context directory: .dockerignore applies, owners read as 0:0 like BuildKit's transfer."""
+    """The build context directory: .dockerignore applies, owners read as 0:0 like BuildKit's transfer.
+
+    `note` is the hint for a source that is not found in it (an empty context says why it is empty)."""
 
     kind = "build context"
 
@@ -306,9 +308,11 @@ class BuildContext(SourceTree):
         matcher: Matcher | None = None,
         store: Store | None = None,
         ignore_file: Path | None = None,
+        note: str | None = None,
     ) -> None:
         super().__init__(root, matcher=matcher, store=store)
         self.ignore_file = ignore_file
+        self.note = note
 
     @classmethod
     def open(

@@ -10,7 +10,8 @@ safe extractor's (`apply`) plus Docker's for what it refuses on arrival, made st
   resolved inside the root, where they are used;
 - a hardlink names an earlier entry of the same archive (each layer is unpacked on its own);
 - no entry may declare more content than the budget left (free disk space, or a caller's limit), so
-  a lying header fails before anything is inflated.
+  a lying header fails before anything is inflated;
+- where the caller says so (`devices=False`: a build context), no device node.
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ _BOMB_HINT = ("at most {} bytes may be unpacked (what the disk has free): the ar
 class EntryCheck:
     """Checks the entries of one archive in order; raises UnsafeArchiveError naming the first bad one.
 
-    `what` names the archive in messages ("layer 2 of img.tar"); `max_bytes` bounds the unpacked size.
+    `what` names the archive in messages ("layer 2 of img.tar"); `max_bytes` bounds the unpacked size;
+    `devices=False` refuses character and block devices.
     """
 
-    def __init__(self, what: str, *, max_bytes: int) -> None:
+    def __init__(self, what: str, *, max_bytes: int, devices: bool = True) -> None:
         self.what = what
         self.budget = max_bytes
+        self.devices = devices
         self._linkable: set[Parts] = set()
         self._symlinks: set[Parts] = set()
 
@@ -56,6 +59,9 @@ class EntryCheck:
         parts = self._parts(h, h.path)
         if not parts and h.kind is not Kind.DIR:
             raise self._refuse(h, "would replace the root directory")
+        if not self.devices and h.kind in (Kind.CHAR, Kind.BLOCK):
+            raise UnsafeArchiveError(f"{self.what}: entry {_show(h.path)} is a device node, which this "
+                                     "archive may not hold", hint="leave device nodes out of the archive")
         if h.size > self.budget:
             raise UnsafeArchiveError(
                 f"{self.what}: entry {_show(h.path)} declares {h.size} bytes, more than the {self.budget} "
@@ -79,10 +85,11 @@ class EntryCheck:
             self._linkable.add(parts)
 
 
-def check_stream(stream: ChunkStream, what: str, *, max_bytes: int, max_entries: int = MAX_ENTRIES) -> str:
+def check_stream(stream: ChunkStream, what: str, *, max_bytes: int, max_entries: int = MAX_ENTRIES,
+                 devices: bool = True) -> str:
     """Check every entry of the tar in `stream` (see EntryCheck) and read it to its end; returns its
     diff_id, which covers the whole stream. Every error names `what`."""
-    check = EntryCheck(what, max_bytes=max_bytes)
+    check = EntryCheck(what, max_bytes=max_bytes, devices=devices)
     try:
         for header in iter_members(stream, max_entries=max_entries):
             check.check(header)
@@ -94,13 +101,14 @@ def check_stream(stream: ChunkStream, what: str, *, max_bytes: int, max_entries:
         raise UnsafeArchiveError(f"{what}: {exc.message}", hint=hint) from exc
 
 
-def check_layer(src: BinaryIO, what: str = "the layer", *, max_bytes: int = 1 << 42) -> tuple[str, int]:
+def check_layer(src: BinaryIO, what: str = "the layer", *, max_bytes: int = 1 << 42,
+                devices: bool = True) -> tuple[str, int]:
     """Check a layer stream (gzip, zstd or plain tar) without storing it: its (diff_id, unpacked size).
 
     The entry point for any code that receives a layer from outside and keeps it by other means."""
     stream = ChunkStream(src, max_bytes=max_bytes)
     try:
-        return check_stream(stream, what, max_bytes=max_bytes), stream.size
+        return check_stream(stream, what, max_bytes=max_bytes, devices=devices), stream.size
     finally:
         stream.close()
 

@@ -7,7 +7,8 @@ Rules (what other runtimes do, made strict where they are loose):
   followed: an existing file, symlink or directory there is replaced (directories merge with directories);
 - hardlink targets are paths inside the destination, so `/etc/passwd` means `<dest>/etc/passwd`;
 - `.wh.<name>` deletes `<name>` from lower layers and `.wh..wh..opq` empties its directory of lower
-  content; neither touches entries of the same layer;
+  content; neither touches entries of the same layer (an archive that is no layer, such as a build
+  context, keeps them as the plain files they are: `whiteouts="keep"`);
 - owners and device nodes are restored when privileged (root, or root of a rootless user namespace
   with subordinate ids), skipped otherwise unless `require_privileges`; overlayfs's own xattrs in an
   archive are never applied, since they steer overlayfs (nor layerbuild's owner record).
@@ -48,8 +49,10 @@ class ApplyResult:
 
 
 class _Applier:
-    def __init__(self, root: RootFS, privileged: bool, require: bool, overlay: bool, record: bool = False) -> None:
+    def __init__(self, root: RootFS, privileged: bool, require: bool, overlay: bool, record: bool = False,
+                 keep: bool = False) -> None:
         self.root = root
+        self.keep = keep
         self.record = record
         self.privileged = privileged
         self.require = require
@@ -70,7 +73,7 @@ class _Applier:
             self.dirs.append(((), h.mode, h.mtime))
             return
         name = parts[-1]
-        if name.startswith(WHITEOUT_PREFIX):
+        if name.startswith(WHITEOUT_PREFIX) and not self.keep:
             self._whiteout(h.path, parts[:-1], name)
             return
         pfd = self.root.dir_fd(parts[:-1], create=True, entry=h.path)
@@ -333,7 +336,7 @@ def apply_layer(
     *,
     privileged: bool | None = None,
     require_privileges: bool = False,
-    whiteouts: Literal["apply", "overlay"] = "apply",
+    whiteouts: Literal["apply", "overlay", "keep"] = "apply",
     record_owners: bool = False,
     max_entries: int = 10_000_000,
     max_bytes: int = 1 << 42,
@@ -343,7 +346,8 @@ def apply_layer(
     `privileged` (default: running as root) restores owners and device nodes; otherwise they are
     skipped, or refused with `require_privileges`. `whiteouts="overlay"` writes whiteouts in overlayfs
     form (0/0 char devices, opaque xattrs) instead of applying them, for unpacking one layer into an
-    empty dir used as an overlay lowerdir. `record_owners`, when owners cannot be set, keeps each entry's
+    empty dir used as an overlay lowerdir; `whiteouts="keep"` writes `.wh.` entries as the files they are
+    (an archive that is not a layer). `record_owners`, when owners cannot be set, keeps each entry's
     in the `user.layerbuild.owner` xattr instead (a rootless build's view of a stage). Limits bound
     entry count and unpacked bytes (tar bombs).
     Raises UnsafeArchiveError, naming the entry, for anything that would escape `dest`; what was applied
@@ -354,7 +358,8 @@ def apply_layer(
     root = RootFS(dest)
     stream = ChunkStream(blob, max_bytes=max_bytes)
     try:
-        applier = _Applier(root, privileged, require_privileges, whiteouts == "overlay", record_owners)
+        applier = _Applier(root, privileged, require_privileges, whiteouts == "overlay", record_owners,
+                           keep=whiteouts == "keep")
         entries = 0
         for header in iter_members(stream, max_entries=max_entries):
             try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 
 from layerbuild.errors import ExpansionError
@@ -131,6 +130,8 @@ class _Run:
         self.env = env
         self.matches: set[str] = set()
         self.split = words
+        # BuildKit's processStopOn sets this per word: kept for `#`/`%` patterns, dropped for `-`/`+`/`?`.
+        self.raw_escapes = lex.raw_escapes
         self.budget = lex.budget if lex.budget is not None else ExpansionBudget(MAX_EXPANSION_BYTES)
 
     def peek(self) -> str:
@@ -150,8 +151,15 @@ class _Run:
             return value, True
         return "", False
 
-    def stop_on(self, stop: str) -> tuple[str, list[str]]:
-        """Process up to (and consuming) `stop`, or to the end of input when `stop` is _EOF."""
+    def stop_on(self, stop: str, raw: bool | None = None) -> tuple[str, list[str]]:
+        """Process up to (and consuming) `stop`, or to the end of input when `stop` is _EOF; `raw`
+        keeps (True) or drops (False) escape characters in this word, whatever the lexer's setting."""
+        if raw is not None and raw != self.raw_escapes:
+            self.raw_escapes = raw
+            try:
+                return self.stop_on(stop)
+            finally:
+                self.raw_escapes = not raw
         lex = self.lex
         result: list[str] = []
         words = _Words() if self.split else _NoWords()
@@ -174,7 +182,7 @@ class _Run:
             else:
                 ch = self.next()
                 if ch == lex.escape:
-                    if lex.raw_escapes:
+                    if self.raw_escapes:
                         words.add_raw_char(ch)
                         result.append(ch)
                     ch = self.next()
@@ -225,7 +233,7 @@ class _Run:
                 continue
             ch = self.next()
             if ch == lex.escape:
-                if lex.raw_escapes:
+                if self.raw_escapes:
                     result.append(ch)
                 following = self.peek()
                 if following == _EOF:
@@ -235,9 +243,9 @@ class _Run:
                 # Otherwise the escape character stays (BuildKit writes it again even with raw_escapes).
             result.append(ch)
 
-    def stop_on_brace(self) -> str:
+    def stop_on_brace(self, raw: bool | None = None) -> str:
         try:
-            word, _ = self.stop_on("}")
+            word, _ = self.stop_on("}", raw)
         except _Failure:
             if self.peek() == _EOF:
                 raise _Failure("syntax error: missing '}'") from None
@@ -270,7 +278,7 @@ class _Run:
                 return "${" + name + "}"
             return value
         if ch == "?":
-            word = self.stop_on_brace()
+            word = self.stop_on_brace(raw=False)
             value, found = self.get_env(name)
             if not found:
                 if skip_unset:
@@ -279,7 +287,9 @@ class _Run:
             return value
         if ch == ":":
             modifier = self.next()
-            word = self.stop_on_brace()
+            if modifier in ("#", "%"):
+                raise _Failure(f"unsupported modifier (:{modifier}) in substitution")
+            word = self.stop_on_brace(raw=False)
             value, found = self.get_env(name)
             if not found and skip_unset and modifier in "+-?":
                 return "${" + name + ":" + modifier + word + "}"
@@ -293,11 +303,11 @@ class _Run:
                 if not value:
                     raise _Failure(f"{name}: {word or 'is not allowed to be empty'}")
                 return value
-            raise _Failure(f"unsupported modifier ({modifier}) in substitution")
+            raise _Failure(f"unsupported modifier (:{modifier}) in substitution")
         # The forms below are in the current Dockerfile reference (BuildKit v0.13 and later);
         # v0.12.5 rejected them, but users of today's Docker expect them.
         if ch in ("-", "+"):
-            word = self.stop_on_brace()
+            word = self.stop_on_brace(raw=False)
             value, found = self.get_env(name)
             if not found and skip_unset:
                 return "${" + name + ch + word + "}"
@@ -308,7 +318,7 @@ class _Run:
             longest = self.peek() == ch
             if longest:
                 self.next()
-            pattern = self.stop_on_brace()
+            pattern = self.stop_on_brace(raw=True)
             value, found = self.get_env(name)
             if not found and skip_unset:
                 return "${" + name + ch * (2 if longest else 1) + pattern + "}"
@@ -392,14 +402,16 @@ class ShellLex:
         return result, words, run.matches
 
 
-_STAR, _ANY, _CHAR, _CLASS = range(4)
-_Token = tuple[int, "str | re.Pattern[str] | None"]
+_STAR, _ANY, _CHAR = range(3)
+_Token = tuple[int, "str | None"]
 
 
 def _glob_tokens(pattern: str) -> list[_Token]:
-    """A shell pattern (`*`, `?`, `[...]`, backslash escapes) as a list of tokens, each matching
-    one character except `*`. A pattern with a bracket expression that is not a valid character
-    class is taken literally, character by character."""
+    """A `${v#pattern}` pattern as BuildKit's convertShellPatternToRegex reads it: `*` any run and `?`
+    any one character (neither matches a newline, as in Go's regexp), every other character itself
+    (brackets included: BuildKit escapes them, so there are no character classes). A backslash
+    before `}` or `/` is dropped; before `*`, `?` or `\\` it makes that character literal; before
+    anything else it is an error."""
     out: list[_Token] = []
     i, n = 0, len(pattern)
     while i < n:
@@ -409,27 +421,33 @@ def _glob_tokens(pattern: str) -> list[_Token]:
             out.append((_STAR, None))
         elif ch == "?":
             out.append((_ANY, None))
-        elif ch == "\\" and i < n:
-            out.append((_CHAR, pattern[i]))
-            i += 1
-        elif ch == "[":
-            end = pattern.find("]", i + 1 if i < n and pattern[i] in "!^" else i)
-            if end < 0:
-                out.append((_CHAR, ch))
+        elif ch == "\\":
+            if i < n and pattern[i] in "}/":
                 continue
-            body = pattern[i:end]
-            i = end + 1
-            negate = body[:1] in ("!", "^")
-            if negate:
-                body = body[1:]
-            try:
-                cls = re.compile("[" + ("^" if negate else "") + body.replace("\\", "\\\\") + "]", re.DOTALL)
-            except re.error:
-                return [(_CHAR, c) for c in pattern]
-            out.append((_CLASS, cls))
+            escaped = pattern[i] if i < n else ""
+            if escaped not in ("*", "?", "\\") or not escaped:
+                raise _Failure(f"invalid pattern ({pattern}) in substitution: invalid escape '\\{escaped}'")
+            out.append((_CHAR, escaped))
+            i += 1
         else:
             out.append((_CHAR, ch))
     return out
+
+
+def _reverse_pattern(pattern: str) -> str:
+    """The pattern reversed with each escape kept before the character it escapes (BuildKit's
+    reversePattern: `a\\*c` → `c\\*a`), for matching a suffix as a prefix of the reversed value."""
+    out = [""] * len(pattern)
+    last, i = len(pattern) - 1, 0
+    while i <= last:
+        at = last - i
+        if pattern[i] == "\\" and i != last:
+            out[at - 1], out[at] = "\\", pattern[i + 1]
+            i += 2
+        else:
+            out[at] = pattern[i]
+            i += 1
+    return "".join(out)
 
 
 class _Glob:
@@ -468,8 +486,9 @@ class _Glob:
                 continue
             kind, arg = self.tokens[pos]
             if kind == _STAR:
-                following.add(pos)
-            elif kind == _ANY or (kind == _CHAR and arg == ch) or _in_class(arg, ch):
+                if ch != "\n":
+                    following.add(pos)
+            elif (kind == _ANY and ch != "\n") or (kind == _CHAR and arg == ch):
                 following.add(pos + 1)
         result = self._closure(following)
         if len(self._steps) > 4096:  # a memo of the transitions seen, kept small
@@ -478,17 +497,12 @@ class _Glob:
         return result
 
 
-def _in_class(arg: str | re.Pattern[str] | None, ch: str) -> bool:
-    return isinstance(arg, re.Pattern) and arg.match(ch) is not None
-
-
 def _trim(value: str, pattern: str, *, prefix: bool, longest: bool) -> str:
     """`${v#p}` / `${v##p}` / `${v%p}` / `${v%%p}`: drop the shortest or longest matching end.
 
-    A suffix is matched as the reversed pattern against the reversed value.
+    A suffix is matched as the reversed pattern against the reversed value, as BuildKit does.
     """
-    tokens = _glob_tokens(pattern)
-    glob = _Glob(tokens if prefix else tokens[::-1])
+    glob = _Glob(_glob_tokens(pattern if prefix else _reverse_pattern(pattern)))
     states = glob.start
     best = 0 if glob.end in states else -1
     if best < 0 or longest:

@@ -100,9 +100,11 @@ def make_op(
     platform: str,
     source_index: Callable[[str], int],
     source_date_epoch: int | None = None,
+    extra_hosts: tuple[tuple[str, str], ...] = (),
 ) -> OpDef:
     """The op of one expanded, non-FROM command. `source_index(ref)` is the input position of the
-    stage or image that `--from=ref` names (the order of `Step.sources`)."""
+    stage or image that `--from=ref` names (the order of `Step.sources`); `extra_hosts` go to every
+    RUN's /etc/hosts."""
     if isinstance(command, c.Run):
         sh, script, files = run_script(command, shell)
         mounts = _mounts(command, source_index)
@@ -114,7 +116,7 @@ def make_op(
             shell=sh, args=script, env=env, user=user, workdir=workdir or "/",
             network=network_mode(command.network) or network, security=command.security or "sandbox",
             platform=platform, mounts=mounts, files=files,
-            source_date_epoch=source_date_epoch,
+            source_date_epoch=source_date_epoch, extra_hosts=extra_hosts,
         )  # fmt: skip
     if isinstance(command, c.SourcesAndDest):
         is_copy = isinstance(command, c.Copy)

@@ -107,6 +107,8 @@ class Exec:
     `env` is the whole environment it gets (PATH defaulted like BuildKit), in order. The command
     line is `shell + args`: `shell` is the SHELL for shell form and empty for exec form (so a SHELL
     change re-runs only what it runs), `args` the words or the script, heredoc bodies included.
+    `extra_hosts` are the (name, address) lines `build --add-host` adds to its /etc/hosts: part of
+    the exec op's definition, as in BuildKit's ExecOp (Meta.ExtraHosts).
     """
 
     shell: tuple[str, ...]
@@ -121,6 +123,7 @@ class Exec:
     mounts: tuple[MountDef, ...] = ()
     files: tuple[ScriptFile, ...] = ()
     source_date_epoch: int | None = None
+    extra_hosts: tuple[tuple[str, str], ...] = ()
 
     kind = "exec"
     cacheable = True

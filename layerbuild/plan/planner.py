@@ -9,7 +9,7 @@ import difflib
 import functools
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from layerbuild.errors import DockerfileError, LayerbuildError, UsageError
 from layerbuild.instructions import StageExpander, expand_from, parse_command, parse_stages, resolve_meta_args
@@ -233,6 +233,7 @@ def plan_build(
     network: Network = "default",
     source_date_epoch: int | None = None,
     contexts: NamedContexts | None = None,
+    extra_hosts: Sequence[tuple[str, str]] = (),
     platform: str | None = None,
 ) -> BuildPlan:
     """Plan the build of `target` (default: the last stage) of `df`; `network` is the RUN steps'
@@ -240,8 +241,10 @@ def plan_build(
     files that steps write (so it is part of their ops). `contexts` are the named contexts
     (`--build-context`): `FROM NAME`, `COPY --from=NAME` and `RUN --mount=from=NAME` read them before
     any stage or image of that name, and a stage whose name is one of them is replaced by it.
-    `platform` (`--platform`, normalised) is the target platform, TARGETPLATFORM's value, and the one
-    images are resolved for unless a `FROM --platform` says otherwise (None: this machine's)."""
+    `extra_hosts` (name, address) pairs are added to every RUN step's /etc/hosts (so they are part
+    of its op). `platform` (`--platform`, normalised) is the target platform, TARGETPLATFORM's value,
+    and the one images are resolved for unless a `FROM --platform` says otherwise (None: this machine's)."""
+    hosts = tuple((str(name), str(ip)) for name, ip in extra_hosts)
     build_args = dict(build_args or {})
     contexts = {context_name(k): v for k, v in (contexts or {}).items()}
     meta_cmds, stages = parse_stages(df)
@@ -379,7 +382,8 @@ def plan_build(
                 workdir = posixpath.normpath(posixpath.join(workdir, cmd.path))
             op = make_op(cmd, variables=scope.items() if isinstance(cmd, c.Run) else (), workdir=workdir, user=user, shell=shell,
                          network=network, platform=frm.platform or platform,
-                         source_index=source_index, source_date_epoch=source_date_epoch)
+                         source_index=source_index, source_date_epoch=source_date_epoch,
+                         extra_hosts=hosts)
             history_args: tuple[tuple[str, str | None], ...] = ()
             if isinstance(cmd, c.Run):
                 history_args = tuple((k, scope.get(k)) for k in arg_order)

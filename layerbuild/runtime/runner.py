@@ -52,6 +52,8 @@ class RunOptions:
     security_opt: tuple[str, ...] = ()
     limits: cgroups.Limits = field(default_factory=cgroups.Limits)
     hostname: str | None = None  # default: the container's short id, as docker's
+    # `--add-host` entries as network.parse_add_host returns them (`host-gateway` not yet resolved)
+    add_hosts: tuple[tuple[str, str], ...] = ()
 
 
 def command_for(entrypoint: Sequence[str] | None, cmd: Sequence[str] | None, args: Sequence[str]) -> list[str]:
@@ -116,6 +118,15 @@ def parse_security_opts(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def resolve_hosts(entries: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """`--add-host` entries with `host-gateway` replaced by its address (network.host_gateway_address);
+    the others as given, as docker writes them."""
+    from layerbuild.runtime.network import HOST_GATEWAY, host_gateway_address
+
+    gateway = host_gateway_address() if any(ip == HOST_GATEWAY for _, ip in entries) else ""
+    return tuple((name, gateway if ip == HOST_GATEWAY else ip) for name, ip in entries)
+
+
 def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list[Path]]:
     """Make the container record and everything needed to start it."""
     from layerbuild.image import resolve_image  # the image package is slow to import; ps/stop/rm skip it
@@ -131,14 +142,16 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
         env.append("TERM=xterm")  # as docker does for a container with a terminal
     workdir = opts.workdir or cfg.working_dir or "/"
     user = opts.user if opts.user is not None else cfg.user
+    extra_hosts = resolve_hosts(opts.add_hosts)
     record = {"env": env, "workdir": workdir, "user": user, "network": opts.network,
               "stop_signal": cfg.stop_signal or "SIGTERM", "auto_remove": opts.remove,
-              "detached": opts.detach, "volumes": list(opts.volumes), "security_opt": list(opts.security_opt)}
+              "detached": opts.detach, "volumes": list(opts.volumes), "security_opt": list(opts.security_opt),
+              "extra_hosts": [f"{name}:{ip}" for name, ip in extra_hosts]}
     c = containers.create(store.root, name=opts.name, image=opts.image, image_id=image.id, argv=argv,
                           config=record)
     spec = ProcessSpec(argv=tuple(argv), env=tuple(env), cwd=workdir, user=user,
                        hostname=opts.hostname or c.short_id, network=opts.network, mounts=mounts,
-                       **security)
+                       extra_hosts=extra_hosts, **security)
     return c, spec, lowers
 
 

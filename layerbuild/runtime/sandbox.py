@@ -74,7 +74,8 @@ def _etc_files(work: Path, spec: ProcessSpec) -> dict[str, Path]:
     etc = work / "etc"
     etc.mkdir(exist_ok=True)
     hostname = os.uname().nodename if spec.network == "host" else spec.hostname
-    hosts, resolv = network.hosts_file(spec.network, hostname), network.resolv_conf(spec.network)
+    hosts = network.hosts_file(spec.network, hostname, spec.extra_hosts)
+    resolv = network.resolv_conf(spec.network)
     files = {"/etc/hosts": hosts, "/etc/resolv.conf": resolv, "/etc/hostname": hostname + "\n"}
     out = {}
     for target, text in files.items():

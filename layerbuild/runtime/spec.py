@@ -66,7 +66,8 @@ class ProcessSpec:
     JSON format (its text). `privileged` (RUN --security=insecure) keeps every capability and runs
     without seccomp, no_new_privs, masked paths or nodev, as BuildKit's insecure mode does.
     `no_new_privs` False lets setuid programs gain privileges again (the filter then loads before
-    the process drops root, as runc does).
+    the process drops root, as runc does). `extra_hosts` are (name, address) pairs added to its
+    /etc/hosts (`--add-host`; addresses, `host-gateway` already resolved).
     """
 
     argv: tuple[str, ...]
@@ -79,6 +80,7 @@ class ProcessSpec:
     seccomp: str = "default"
     privileged: bool = False
     no_new_privs: bool = True
+    extra_hosts: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -88,6 +90,7 @@ class ProcessSpec:
         object.__setattr__(self, "argv", tuple(self.argv))
         object.__setattr__(self, "env", tuple(self.env))
         object.__setattr__(self, "mounts", tuple(self.mounts))
+        object.__setattr__(self, "extra_hosts", tuple((str(n), str(ip)) for n, ip in self.extra_hosts))
 
 
 @dataclass(frozen=True)

@@ -172,12 +172,22 @@ def op_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
         if name == "env":
             diffs.append(_dict_changes("env", dict(map(tuple, old or ())), dict(map(tuple, new or ())))
                          or "env changed")
+        elif name == "extra_hosts":
+            if not old and not new:
+                continue  # a record from before the field existed
+            diffs.append(f"--add-host {_hosts(old)} → {_hosts(new)}")
         elif name in ("mounts", "files", "contents"):
             diffs.append(f"{name} changed: {_short(_shown(old))} → {_short(_shown(new))}")
         else:
             label = _FIELD_NAMES.get(name, name)
             diffs.append(f"{label} {_short(_shown(old), 70)} → {_short(_shown(new), 70)}")
     return "; ".join(diffs) or None
+
+
+def _hosts(value: Any) -> str:
+    """`extra_hosts` pairs as `--add-host` spells them: `db:10.0.0.5, cache:10.0.0.6`."""
+    pairs = [f"{pair[0]}:{pair[1]}" for pair in value or () if len(pair) == 2]
+    return _short(", ".join(pairs), 70) if pairs else "(none)"
 
 
 def _upstream(current: StepRecord, earlier: Sequence[StepRecord], previous: History) -> str:

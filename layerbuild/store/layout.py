@@ -147,7 +147,7 @@ def random_name(prefix: str, suffix: str = "") -> str:
 # Scratch directories under the root's tmp/ carry their owner in the name, `<prefix><owner>-<random>`
 # with owner `<pid>.<start time>.<pid namespace>`: the start time tells a live owner from a new
 # process that got the same pid, and the namespace keeps a command from judging pids it cannot see.
-SCRATCH_PREFIXES = ("run-", "rootfs-", "workdir-", "unpack-")
+SCRATCH_PREFIXES = ("run-", "rootfs-", "workdir-", "unpack-", "context-")
 # Scratch a build keeps in the system's temp dir (ADD downloads, unpacked local archives): only
 # these names are ever swept there, since other programs' files share that directory.
 SYSTEM_SCRATCH_PREFIXES = ("layerbuild-copy-", "layerbuild-unpack-")

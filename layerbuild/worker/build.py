@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from layerbuild import __version__
@@ -51,8 +52,12 @@ def _read_dockerfile(request: BuildRequest, root: Path) -> tuple[Path, Dockerfil
         raise UsageError(f"build context {str(request.context)!r} is not a directory")
     path = request.dockerfile or request.context / "Dockerfile"
     # A regular file only (a FIFO would block), read no further than the parser's size limit.
-    data = read_dockerfile(path)
-    name = os.path.relpath(path) if not path.is_absolute() else str(path)
+    if request.stream is not None:  # from a stream: named as the user knows it, not by its scratch path
+        name = request.stream.dockerfile_name
+        data = read_dockerfile(path, name)
+    else:
+        data = read_dockerfile(path)
+        name = os.path.relpath(path) if not path.is_absolute() else str(path)
     return path, parsed(data, name, root)
 
 
@@ -224,15 +229,18 @@ class Build:
             df, resolve_image=self._resolve, build_args=self.request.build_args, target=self.request.target,
             network=_network(self.request.network), source_date_epoch=self.request.source_date_epoch,
             contexts={name: named.image for name, named in self.request.contexts.items()},
+            extra_hosts=self.request.extra_hosts,
             platform=self.request.platform,
         )
         _check_runnable(plan, df)
-        from layerbuild.worker.runop import check_plan_entitled
+        from layerbuild.worker.runop import check_plan_entitled, entitlements
 
-        check_plan_entitled(plan, self.request.allow)  # before any step runs, as BuildKit does
+        allow = entitlements(self.request.allow, self.request.network)
+        check_plan_entitled(plan, allow)  # before any step runs, as BuildKit does
         if self.on_event is not None:
             self.on_event(BuildEvent("build.planned", message=plan.render()))
-        history_id = xxh3(str(path.resolve()).encode())
+        stream = self.request.stream
+        history_id = xxh3((f"stream\0{stream.key}" if stream is not None else str(path.resolve())).encode())
         target_key = self.request.target or ""
         previous = self.store.index.get_history(history_id, target_key)
         self.plan = plan
@@ -243,7 +251,13 @@ class Build:
                                  limits=_limits(self.request), lease=self.lease)
         from layerbuild.context.tree import BuildContext
 
-        self.context = BuildContext.open(self.request.context, dockerfile=path, store=self.store)
+        if stream is not None and stream.scratch_context:  # unpacked for this build: no stats, no ignore file
+            self.context = BuildContext(self.request.context, note=stream.note)
+            if (self.request.context / ".dockerignore").is_file():
+                self.warnings.append("the .dockerignore in the context archive was not applied: as BuildKit, "
+                                     "layerbuild takes an archive context as it is")
+        else:
+            self.context = BuildContext.open(self.request.context, dockerfile=path, store=self.store)
         # A named context is read as the main one is, with its own .dockerignore (never the
         # Dockerfile's) and its own stat cache, as BuildKit reads a local named context.
         named = {name: BuildContext.open(directory, store=self.store)
@@ -252,7 +266,7 @@ class Build:
 
         agents = SshAgents(self.request.ssh)
         executor: Executor = WorkerExecutor(services, self.context, secrets=self.request.secrets,
-                                            allow=self.request.allow, contexts=named, ssh=agents)
+                                            allow=allow, contexts=named, ssh=agents)
         if self.wrap_executor is not None:
             executor = self.wrap_executor(executor)
         try:
@@ -296,7 +310,8 @@ class Build:
                 if tag is not None:
                     bases[tag.name] = self.images[base.identity].manifest_digest
             fastpath.save(self.store.root, path, self.request.target, fp, manifest=stored.manifest_digest,
-                          blobs=blobs, bases=bases, report=result.to_json())
+                          blobs=blobs, bases=bases, report=result.to_json(),
+                          key=stream.key if stream is not None else None)
         if self.on_event is not None:
             self.on_event(BuildEvent("build.finished", result=result))
         return result
@@ -310,16 +325,16 @@ class Build:
             config = empty_config(self.arch)
         builder = ConfigBuilder(config)
         epoch = self.request.source_date_epoch
-        last_time = 0.0
+        applied = list(state.applied)
+        times = history_times([output.created if output.diff_id else None for _, output in applied],
+                              base_time=_last_history_time(config), now=time.time())
         current_stage = -1
-        for step, output in state.applied:
+        for (step, output), layer_time in zip(applied, times, strict=True):
             if step.stage != current_stage:
                 current_stage = step.stage
                 builder.cmd_set = False
             command = step.command
-            if output.created:
-                last_time = output.created
-            when = float(epoch) if epoch is not None else last_time
+            when = float(epoch) if epoch is not None else layer_time
             text = created_by(command, step.shell, step.workdir, step.history_args)
             entry = HistoryEntry(
                 created=format_created(when), created_by=text or "", comment="layerbuild.v0",
@@ -331,6 +346,8 @@ class Build:
             elif text is not None:  # BuildKit records no history for ONBUILD
                 builder.add_history(entry)
         cfg = builder.result()
+        if self.request.labels:  # `build --label`: after the Dockerfile's own, on the final image only
+            cfg = dataclasses.replace(cfg, config=cfg.config.with_labels(self.request.labels))
         # The image is as old as its newest step: a fully cached rebuild gives the same image id.
         created = max((h.created or "" for h in cfg.history), default="") or format_created(float(epoch or 0))
         return dataclasses.replace(cfg, created=created)
@@ -415,3 +432,37 @@ def run_build(
     `wrap_executor` lets a caller put its own Executor in front of the real one (tests run toy
     processes through it)."""
     return Build(request, store, wrap_executor=wrap_executor, on_event=on_event).run()
+
+
+def history_times(layer_times: list[float | None], *, base_time: float | None, now: float) -> list[float]:
+    """The `created` time of each step's history entry, as BuildKit's image exporter fills them in
+    (exporter/containerimage/writer.go normalizeLayersAndHistory): a step that made a layer has the
+    layer's time (kept in its cache record); a config-only step has no time of its own and takes the
+    first new layer's time if it comes before it, else the time of the layer before it; with no layer
+    to take one from, the base image's newest history time, else now. So a fully cached rebuild gives
+    the same history, hence the same image id, whatever its last steps are."""
+    known = [t for t in layer_times if t is not None]
+    first_gap = next((i for i, t in enumerate(layer_times) if t is None), None)
+    after_gap = [t for t in layer_times[first_gap:] if t is not None] if first_gap is not None else []
+    fill = after_gap[0] if after_gap else (known[-1] if known else (base_time if base_time is not None else now))
+    out: list[float] = []
+    seen_gap = False
+    for t in layer_times:
+        if t is None:
+            seen_gap = True
+            out.append(fill)
+        else:
+            if seen_gap:
+                fill = t
+            out.append(t)
+    return out
+
+
+def _last_history_time(config: ImageConfig) -> float | None:
+    for entry in reversed(config.history):
+        if entry.created:
+            try:
+                return datetime.fromisoformat(entry.created.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                return None
+    return None

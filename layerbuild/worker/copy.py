@@ -65,6 +65,8 @@ def not_found(src: str, tree: SourceTree, label: str | None = None) -> BuildErro
     if isinstance(tree, BuildContext) and tree.excluded(_source_rel(src, tree)):
         ignore = tree.ignore_file.name if tree.ignore_file is not None else ".dockerignore"
         hint = f"{src!r} is excluded by {ignore}"
+    elif isinstance(tree, BuildContext) and tree.note:
+        hint = tree.note
     return BuildError(f"{label or repr(src)}: not found in the {tree.kind}", hint=hint)
 
 

@@ -37,9 +37,12 @@ VERSION = "fastpath-1"
 _REMOTE = re.compile(rb"://|git@", re.IGNORECASE)
 
 
-def _record_path(root: Path, dockerfile: Path, target: str | None) -> Path:
-    key = xxhash.xxh3_128_hexdigest(f"{dockerfile.resolve()}\0{target or ''}".encode())
-    return Layout(root).fastpath / f"{key}.json"
+def _record_path(root: Path, dockerfile: Path, target: str | None, key: str | None = None) -> Path:
+    """The record of the last build of `dockerfile` (or, for a Dockerfile that came as a stream, of
+    the StreamOrigin `key`) and `target`."""
+    name = f"stream\0{key}" if key is not None else str(dockerfile.resolve())
+    digest = xxhash.xxh3_128_hexdigest(f"{name}\0{target or ''}".encode())
+    return Layout(root).fastpath / f"{digest}.json"
 
 
 def fingerprint(
@@ -102,10 +105,11 @@ def fingerprint(
     return h.hexdigest()
 
 
-def lookup(root: Path, dockerfile: Path, target: str | None, fp: str, tags: tuple[str, ...]) -> dict[str, Any] | None:
+def lookup(root: Path, dockerfile: Path, target: str | None, fp: str, tags: tuple[str, ...], *,
+           key: str | None = None) -> dict[str, Any] | None:
     """The last build's report if it answers this build (same fingerprint, outputs all still there)."""
     try:
-        record = json.loads(_record_path(root, dockerfile, target).read_text())
+        record = json.loads(_record_path(root, dockerfile, target, key).read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or record.get("fingerprint") != fp:
@@ -129,9 +133,9 @@ def lookup(root: Path, dockerfile: Path, target: str | None, fp: str, tags: tupl
 
 
 def save(root: Path, dockerfile: Path, target: str | None, fp: str, *, manifest: str, blobs: list[str],
-         bases: Mapping[str, str], report: Mapping[str, Any]) -> None:
+         bases: Mapping[str, str], report: Mapping[str, Any], key: str | None = None) -> None:
     """Record a successful build for the next one (written to a temp file, then renamed)."""
-    path = _record_path(root, dockerfile, target)
+    path = _record_path(root, dockerfile, target, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     cached = dict(report)
     cached["steps"] = [dict(s, cached=True, reason=None, duration_s=0.0) for s in report.get("steps", [])]
@@ -157,7 +161,8 @@ def check(request: BuildRequest, root: Path, started: float) -> tuple[dict[str, 
     fp = request.fingerprint or fingerprint(request.context, path, options, __version__, request.local_contexts())
     if fp is None:
         return None, None
-    report = lookup(root, path, request.target, fp, request.tags)
+    report = lookup(root, path, request.target, fp, request.tags,
+                    key=request.stream.key if request.stream is not None else None)
     return (replay(report, started) if report is not None else None), fp
 
 

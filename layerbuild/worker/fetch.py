@@ -10,7 +10,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, cast
 
 from layerbuild.errors import BuildError
 
@@ -153,9 +153,12 @@ def archive_format(path: str) -> str | None:
     return fmt
 
 
-def unpack_archive(path: str, fmt: str, dest: Path) -> ApplyResult:
+def unpack_archive(path: str, fmt: str, dest: Path, *, what: str | None = None, devices: bool = True,
+                   whiteouts: Literal["apply", "keep"] = "apply") -> ApplyResult:
     """Extract the archive into the empty directory `dest` with the layer extractor's safety rules:
-    nothing lands outside `dest`, `..` and links leading out are refused (UnsafeArchiveError).
+    nothing lands outside `dest`, `..` and links leading out are refused (UnsafeArchiveError), as
+    are device nodes with `devices=False`; errors name the archive as `what` (default: its file name);
+    `whiteouts="keep"` writes `.wh.` entries as plain files (see layer.apply).
     Rootless, the entries' owners are recorded in an xattr instead of set (see `StageTree.owner`)."""
     from layerbuild.layer import apply_layer
     from layerbuild.layer.admit import check_layer
@@ -164,6 +167,7 @@ def unpack_archive(path: str, fmt: str, dest: Path) -> ApplyResult:
     # entry is refused, named, before anything is written.
     free = os.statvfs(dest).f_bavail * os.statvfs(dest).f_frsize
     with _open_decompressed(path, fmt) as stream:
-        check_layer(cast(BinaryIO, stream), f"archive {os.path.basename(path)!r}", max_bytes=free)
+        check_layer(cast(BinaryIO, stream), what or f"archive {os.path.basename(path)!r}", max_bytes=free,
+                    devices=devices)
     with _open_decompressed(path, fmt) as stream:
-        return apply_layer(cast(BinaryIO, stream), dest, record_owners=os.geteuid() != 0)
+        return apply_layer(cast(BinaryIO, stream), dest, record_owners=os.geteuid() != 0, whiteouts=whiteouts)

@@ -8,6 +8,13 @@ from pathlib import Path
 
 from layerbuild.platforms import host_platform_args
 
+# docker's words when standard input is asked for twice, or holds a Dockerfile while -f names another
+# (docker/cli cli/command/image/build.go, docker/buildx build/opt.go)
+BOTH_STDIN = "invalid argument: can't use stdin for both build context and dockerfile"
+BOTH_STDIN_HINT = ("give the context as a directory (`build -f - DIR`), or put the Dockerfile inside the "
+                   "archive piped to `build -`")
+AMBIGUOUS = "ambiguous Dockerfile source: both stdin and flag correspond to Dockerfiles"
+
 
 @dataclass(frozen=True)
 class OutputSpec:
@@ -30,6 +37,23 @@ class NamedContext:
     def image(self) -> str | None:
         """The image reference, or None for a local directory (what the planner is told)."""
         return self.value if self.kind == "image" else None
+
+
+@dataclass(frozen=True)
+class StreamOrigin:
+    """A build whose Dockerfile or context came as a stream (`build -f -`, `build -`), made into files
+    under a scratch directory of the store (worker.streamctx).
+
+    `key` names the build for its history (the miss explanations compare with the last build of the
+    same key and target, as with the same Dockerfile path); `dockerfile_name` is how messages name
+    the Dockerfile; `scratch_context` says the context directory is scratch (an unpacked archive,
+    or empty): its stats are not worth remembering and no .dockerignore applies to it, as BuildKit
+    applies none to an archive context; `note` is the hint for a source not found in it."""
+
+    key: str
+    dockerfile_name: str
+    scratch_context: bool = False
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,17 +89,26 @@ class BuildRequest:
     def local_contexts(self) -> dict[str, Path]:
         """The named contexts that are directories, by name."""
         return {name: Path(c.value) for name, c in sorted(self.contexts.items()) if c.kind == "local"}
+    # Set on the final image's config after the Dockerfile's LABELs (`build --label`), as BuildKit does.
+    labels: Mapping[str, str] = field(default_factory=dict)
+    # `build --add-host` (name, address) pairs for every RUN step's /etc/hosts; part of their ops.
+    extra_hosts: tuple[tuple[str, str], ...] = ()
+    stream: StreamOrigin | None = None
 
     def fastpath_options(self) -> dict[str, object] | None:
         """What, besides files, decides the build's outputs; None when the fast path may not answer."""
         if self.no_cache or self.outputs or self.secrets or self.no_cache_filter or self.pull:
             return None
+        if self.stream is not None and self.stream.scratch_context:
+            return None  # a context unpacked for this build: no stat of it can vouch for the next one
         return {"context": str(self.context.resolve()), "args": dict(self.build_args), "target": self.target,
                 "network": self.network, "sde": self.source_date_epoch, "platform": host_platform_args(),
                 **({"allow": sorted(self.allow)} if self.allow else {}),
                 **({"target_platform": self.platform} if self.platform else {}),
                 **({"contexts": {n: [c.kind, c.value] for n, c in sorted(self.contexts.items())}}
-                   if self.contexts else {})}
+                   if self.contexts else {}),
+                **({"labels": dict(self.labels)} if self.labels else {}),
+                **({"hosts": [list(pair) for pair in self.extra_hosts]} if self.extra_hosts else {})}
 
     def dockerfile_path(self) -> Path:
         return self.dockerfile or self.context / "Dockerfile"

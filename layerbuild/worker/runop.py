@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 TAIL_LINES = 20
 INSECURE = "security.insecure"
+NETWORK_HOST = "network.host"
 
 
 def _bind_fingerprint(tree: SourceTree, entry: Entry) -> str:
@@ -212,7 +213,8 @@ class RunTask:
             work.mkdir()
             spec = ProcessSpec(argv=op.argv, env=tuple(f"{k}={v}" for k, v in op.env), cwd=op.workdir or "/",
                                user=op.user, hostname=op.hostname, network=op.network,
-                               mounts=tuple(self._mounts(stack, tmp)), privileged=op.security == "insecure")
+                               mounts=tuple(self._mounts(stack, tmp)), privileged=op.security == "insecure",
+                               extra_hosts=op.extra_hosts)
             lines = _LineWriter(self.inputs.log) if self.inputs.log is not None else None
             result = run_step(lower, upper, work, spec, stdout=lines, limits=services.limits,  # type: ignore[arg-type]
                               seccomp_cache=services.store.root / "seccomp")
@@ -243,11 +245,21 @@ def _write_upper(out: BinaryIO, upper: Path, epoch: int | None) -> LayerInfo:
 
 
 def check_entitled(op: Exec, allow: frozenset[str]) -> None:
-    """`RUN --security=insecure` runs only when the build was given the entitlement, as in BuildKit."""
+    """`RUN --security=insecure` and `RUN --network=host` run only when the build was given their
+    entitlement, as in BuildKit (`build --network host` grants `network.host`, as buildx does)."""
     if op.security == "insecure" and INSECURE not in allow:
         raise UsageError(f"RUN --security=insecure needs the {INSECURE} entitlement",
                          hint=f"build with `--allow {INSECURE}` (allow=[{INSECURE!r}] from the library): the step "
                               "then runs with every capability and without seccomp")
+    if op.network == "host" and NETWORK_HOST not in allow:
+        raise UsageError(f"RUN --network=host needs the {NETWORK_HOST} entitlement",
+                         hint=f"build with `--allow {NETWORK_HOST}` (allow=[{NETWORK_HOST!r}] from the library), or "
+                              "`--network host` for every step: the step then shares the host's network")
+
+
+def entitlements(allow: frozenset[str], network: str) -> frozenset[str]:
+    """The entitlements a build has: those it was given, plus `network.host` when its network is host."""
+    return allow | {NETWORK_HOST} if network == "host" else allow
 
 
 def check_plan_entitled(plan: BuildPlan, allow: frozenset[str]) -> None:

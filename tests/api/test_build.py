@@ -146,3 +146,40 @@ def test_a_noop_rebuild_stays_light(ctx: Path, root: Path, call: str) -> None:
     err = subprocess.run([sys.executable, "-c", NOOP.format(call=call), str(ctx), str(root)],
                          capture_output=True, text=True, check=True).stderr
     assert err.splitlines()[-1] == "heavy=", f"imported on the fast path: {err}"
+
+
+@pytest.mark.integration
+def test_streams_labels_and_hosts_through_the_library(bb_ctx: Path, root: Path, tmp_path: Path) -> None:
+    """What `build -`, `-f -`, `--label` and `--add-host` do, as keyword options and stream arguments."""
+    import io
+    import tarfile
+
+    write(bb_ctx, {"Dockerfile": BASE, "note.txt": "from-dir\n"})
+    layerbuild.build(bb_ctx, root=root, tags=["bb:1"])
+    # -f -: the Dockerfile's text (bytes, or a binary stream), the context a directory
+    df = b"FROM bb:1\nCOPY note.txt /\nRUN grep db /etc/hosts > /hosts\nLABEL a=1\n"
+    result = layerbuild.build(bb_ctx, dockerfile=io.BytesIO(df), root=root, tags=["lib:2"], labels={"a": "2"},
+                              add_hosts=["DB:10.1.1.1"])
+    assert result.summary.executed == 2
+    again = layerbuild.build(bb_ctx, dockerfile=df, root=root, tags=["lib:2"], labels={"a": "3"},
+                             add_hosts=["DB:10.1.1.1"])
+    assert again.summary.executed == 0
+    from tests.build.kit import config_snapshot, export
+
+    assert config_snapshot(root, "lib:2")["labels"] == (("a", "3"),)
+    out = export(root, "lib:2", tmp_path / "out")
+    assert (out / "note.txt").read_text() == "from-dir\n" and (out / "hosts").read_text() == "10.1.1.1\tdb\n"
+    # build -: a tar archive of the context as a binary stream
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in (("Dockerfile", b"FROM bb:1\nCOPY note.txt /\n"), ("note.txt", b"from-tar\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    layerbuild.build(buf, root=root, tags=["lib:3"])
+    assert (export(root, "lib:3", tmp_path / "out") / "note.txt").read_text() == "from-tar\n"
+    with pytest.raises(layerbuild.UsageError, match="can't use stdin for both"):
+        layerbuild.build(io.BytesIO(b"FROM scratch\n"), dockerfile=io.BytesIO(b"FROM scratch\n"), root=root)
+    with pytest.raises(layerbuild.UsageError, match="invalid label '=x': empty name"):
+        layerbuild.build(bb_ctx, root=root, labels={"": "x"})

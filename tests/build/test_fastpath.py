@@ -98,3 +98,69 @@ def test_remote_sources_never_take_the_fast_path(ctx: Path) -> None:
     assert fastpath.fingerprint(ctx, ctx / "Dockerfile", {}, "v") is None
     write(ctx, {"Dockerfile": "FROM scratch\nCOPY a /a\n", "a": "a"})
     assert fastpath.fingerprint(ctx, ctx / "Dockerfile", {}, "v") is not None
+
+
+def build_stdin(ctx: Path, root: Path, capsys: pytest.CaptureFixture[str], stdin: bytes, *argv: str) -> str:
+    """`build ARGV...` with `stdin` as standard input (a file, as `< file`)."""
+    import sys
+
+    feed = root.parent / "stdin"
+    feed.write_bytes(stdin)
+    saved = sys.stdin
+    with open(feed, encoding="utf-8") as sys.stdin:
+        try:
+            assert main(["--root", str(root), "build", "--progress", "plain", "-t", "fp:1", *argv]) == 0
+        finally:
+            sys.stdin = saved
+    return capsys.readouterr().err
+
+
+def test_dockerfile_on_stdin_with_a_directory_may_be_answered(ctx: Path, root: Path,
+                                                              capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    setup(ctx)
+    (ctx / "Dockerfile").write_text("FROM scratch\nnot this one\n")
+    build_stdin(ctx, root, capsys, DOCKERFILE.encode(), "-f", "-", str(ctx))
+    import layerbuild.worker.build as full
+
+    real = full.run_build
+    calls: list[object] = []
+
+    def counted(*a: object, **k: object) -> object:
+        calls.append(a)
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(full, "run_build", counted)
+    out = build_stdin(ctx, root, capsys, DOCKERFILE.encode(), "-f", "-", str(ctx))
+    assert calls == [] and "hit rate 100%" in out  # the same Dockerfile and files: the last build answers
+    build_stdin(ctx, root, capsys, (DOCKERFILE + "LABEL x=1\n").encode(), "-f", "-", str(ctx))
+    assert len(calls) == 1  # another Dockerfile on stdin: the full path
+    for flags in (("--label", "v=1"), ("--label", "v=2"), ("--add-host", "h:10.0.0.1")):
+        build_stdin(ctx, root, capsys, DOCKERFILE.encode(), *flags, "-f", "-", str(ctx))
+    assert len(calls) == 4  # another --label or --add-host is never answered by the last build
+    with Store.open(root) as store:
+        from layerbuild.image.store_io import resolve_image
+
+        assert resolve_image(store, "fp:1").config.config.labels_dict() == {}
+
+
+def test_an_archive_on_stdin_always_takes_the_full_path(ctx: Path, root: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in (("Dockerfile", DOCKERFILE.encode()), ("a.txt", b"a"), ("dir/b.txt", b"b")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    build_stdin(ctx, root, capsys, buf.getvalue(), "-")
+    import layerbuild.worker.build as full
+
+    real = full.run_build
+    calls: list[object] = []
+    monkeypatch.setattr(full, "run_build", lambda *a, **k: calls.append(a) or real(*a, **k))
+    out = build_stdin(ctx, root, capsys, buf.getvalue(), "-")
+    assert len(calls) == 1 and "hit rate 100%" in out
+    assert not any(root.joinpath("fastpath").glob("*.json"))  # nothing recorded for a scratch context

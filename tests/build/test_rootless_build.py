@@ -48,3 +48,25 @@ def test_build_and_run_rootless(rootless_home: Path) -> None:  # noqa: F811
     assert ran.stdout.strip() == "made by 0 in a user namespace"
     status = as_user([*lb, "run", "--rm", "rl:1", "sh", "-c", "test ! -e /bin/wget && exit 5"], env)
     assert status.returncode == 5
+
+
+def test_build_from_an_archive_on_stdin_rootless(rootless_home: Path) -> None:  # noqa: F811
+    """`build -` as an unprivileged user: the archive is unpacked in the user's store, not as root."""
+    import io
+    import tarfile
+
+    user = ensure_user()
+    archive = rootless_home / "ctx-stdin.tar.gz"
+    busybox = Path(shutil.which("busybox") or "/bin/busybox").read_bytes()
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data, mode in (("Dockerfile", DOCKERFILE.encode(), 0o644), ("busybox", busybox, 0o755)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.uid, info.gid = len(data), mode, 1000, 1000
+            tar.addfile(info, io.BytesIO(data))
+    os.chown(archive, user.pw_uid, user.pw_gid)
+    python, env = python_for_user(rootless_home)
+    command = f"exec {python} -m layerbuild --root {rootless_home / 'store-stdin'} build --progress plain"
+    built = as_user(["sh", "-c", f"{command} -t rl-stdin:1 - < {archive}"], env)
+    assert built.returncode == 0, built.stderr
+    again = as_user(["sh", "-c", f"{command} -t rl-stdin:1 - < {archive}"], env)
+    assert again.returncode == 0 and "hit rate 100%" in again.stderr, again.stderr

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import layerbuild
+from layerbuild.errors import StepError
 from layerbuild.image.export import export_local
 from layerbuild.image.store_io import resolve_image
 from layerbuild.runtime.network import GATEWAY
@@ -46,7 +47,7 @@ RUN sh /probe.sh > /default
 RUN --network=none sh /probe.sh > /none
 RUN --network=host sh /probe.sh > /host
 """})
-        layerbuild.build(bb_ctx, root=root, tags=["net:1"])
+        layerbuild.build(bb_ctx, root=root, tags=["net:1"], allow=["network.host"])
         # With `build --network none` that is the steps' default; a RUN --network says otherwise.
         write(bb_ctx, {"Dockerfile": BUSYBOX_BASE + "COPY probe.sh /\nRUN sh /probe.sh > /none\n"
                                      "RUN --network=default sh /probe.sh > /default\n"})
@@ -58,6 +59,20 @@ RUN --network=host sh /probe.sh > /host
     assert reached(host, far) and reached(host, near)
     out = files(root, "net:2")
     assert not reached((out / "none").read_text(), far) and reached((out / "default").read_text(), far)
+
+
+def test_run_network_host_needs_the_entitlement(bb_ctx: Path, root: Path) -> None:
+    """BuildKit: `RUN --network=host` needs `--allow network.host`; `build --network host` grants it."""
+    write(bb_ctx, {"Dockerfile": BUSYBOX_BASE + "RUN --network=host hostname > /name\n"})
+    with pytest.raises(StepError, match=r"RUN --network=host needs the network\.host entitlement") as info:
+        layerbuild.build(bb_ctx, root=root, tags=["h:1"])
+    assert info.value.line == BUSYBOX_BASE.count("\n") + 1
+    layerbuild.build(bb_ctx, root=root, tags=["h:1"], allow=["network.host"])
+    result = layerbuild.build(bb_ctx, root=root, tags=["h:2"], allow=["network.host"])
+    assert all(s.cached for s in result.steps)
+    with pytest.raises(StepError, match=r"network\.host entitlement"):  # a cached step needs it too
+        layerbuild.build(bb_ctx, root=root, tags=["h:3"])
+    layerbuild.build(bb_ctx, root=root, tags=["h:4"], network="host")  # every step on the host's network
 
 
 def test_killed_build_leaves_no_network_helper(bb_ctx: Path, root: Path) -> None:

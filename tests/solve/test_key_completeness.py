@@ -44,6 +44,7 @@ SAMPLES: dict[type, OpDef] = {
             SshMountDef(id="default", target="/ssh", required=False),
         ),
         files=(ScriptFile("EOF", "#!/bin/sh\necho hi\n"),),
+        extra_hosts=(("db", "10.0.0.5"), ("cache", "10.0.0.6")),
     ),
     FileCopy: FileCopy(
         sources=("src/",), dest="./src/", workdir="/app", add=False,
