@@ -96,6 +96,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 _CALL_FAILED = pytest.StashKey[bool]()
 
+# Tests talk to loopback only: a build that names an image the store lacks pulls it, as docker does, so
+# every registry but a loopback one is reached through a proxy on a loopback port where nothing
+# listens (the connection is refused at once: nothing leaves the machine, not even a DNS query).
+_NOWHERE = "http://127.0.0.1:9"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _registries_on_loopback_only() -> Iterator[None]:
+    import os
+
+    saved = {k: os.environ.get(k) for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")}
+    os.environ.update(HTTP_PROXY=_NOWHERE, HTTPS_PROXY=_NOWHERE, ALL_PROXY=_NOWHERE,
+                      NO_PROXY="127.0.0.1,localhost,::1")
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
 
 @pytest.fixture(autouse=True)
 def _fsck_stores_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:

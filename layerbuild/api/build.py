@@ -56,6 +56,8 @@ def build(
     ssh: Mapping[str, str | os.PathLike[str] | Iterable[str | os.PathLike[str]]] | None = None,
     labels: Mapping[str, str] | None = None,
     add_hosts: Iterable[str] = (),
+    pull: bool = False,
+    platform: str | None = None,
 ) -> BuildResult:
     """Build the Dockerfile in `context` (or `dockerfile`) into the store at `root`.
 
@@ -83,7 +85,11 @@ def build(
     `RUN --mount=type=ssh,id=ID` reaches through a socket of its own; never part of a key.
     `labels` are set on the image after the Dockerfile's own LABELs (`--label`; no history entry, no
     step re-runs); `add_hosts` are docker's `--add-host` entries (`NAME:IP`, `NAME=IP`, `NAME:[IPv6]`, `NAME:host-gateway`) for
-    every RUN step's /etc/hosts, part of the RUN steps' cache keys as in BuildKit. Returns the report
+    every RUN step's /etc/hosts, part of the RUN steps' cache keys as in BuildKit. Base images and
+    image sources the store lacks are pulled from their registries; `pull` asks the registry for
+    every one named by a tag and pulls what changed. `platform` (`OS/ARCH[/VARIANT]`) is the platform
+    built for (default: this machine's); stages with RUN steps must be for a platform this machine
+    runs. Returns the report
     as typed values. Raises a LayerbuildError: UsageError for bad
     arguments (before anything is built), DockerfileError for a bad Dockerfile, BuildError when a
     step fails.
@@ -99,7 +105,8 @@ def build(
     )  # fmt: skip
     request = dataclasses.replace(request, allow=_entitlements(allow), contexts=named_contexts(build_contexts),
                                   ssh=ssh_sources(ssh), labels=_labels(labels or {}),
-                                  extra_hosts=_extra_hosts(add_hosts))
+                                  extra_hosts=_extra_hosts(add_hosts), pull=bool(pull),
+                                  platform=_platform(platform))
     if memory is not None or memory_swap is not None or cpus is not None or pids_limit is not None:
         request = _with_limits(request, memory, memory_swap, cpus, pids_limit)
     started = time.monotonic()
@@ -178,6 +185,21 @@ def _request(
         outputs=specs,
         source_date_epoch=source_date_epoch,
     )
+
+
+def _platform(text: str | None) -> str | None:
+    """`--platform` checked and normalised (`linux/aarch64` → `linux/arm64`); UsageError if it is no platform."""
+    if text is None:
+        return None
+    from layerbuild.platforms import format_platform, parse_platform
+
+    if "," in text:
+        raise UsageError(f"--platform {text!r} names several platforms",
+                         hint="one platform per build for now (multi-platform images come later)")
+    try:
+        return format_platform(parse_platform(text))
+    except ValueError as exc:
+        raise UsageError(str(exc), hint="e.g. --platform linux/amd64 or linux/arm/v7") from None
 
 
 def _with_limits(request: BuildRequest, memory: str | int | None, memory_swap: str | int | None,

@@ -59,10 +59,10 @@ def register(sub: Any) -> tuple[str, Any]:
     p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
                    help="add a line to every RUN step's /etc/hosts (HOST:IP, HOST=IP, IPv6 in brackets or "
                         "not; HOST:host-gateway is the host's address)")
-    registry = "it comes with registry support (pull and push)"
+    p.add_argument("--pull", action="store_true", help="ask the registries for newer base images, and pull them")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="the platform to build for (default: this "
+                   "machine's; stages with RUN steps need one this machine runs)")
     not_yet(p, "build", {
-        ("--platform",): (True, "builds are for this machine's platform; cross-platform builds come later"),
-        ("--pull",): (False, registry),
         ("--shm-size",): (True, "RUN steps get a 64 MiB /dev/shm"),
         ("--ulimit",): (True, "RUN steps keep the limits layerbuild runs with; use --memory/--pids-limit"),
     })
@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
             allow=[a.strip() for item in args.allow for a in item.split(",") if a.strip()],
             memory=args.memory, memory_swap=args.memory_swap, cpus=args.cpus, pids_limit=args.pids_limit,
             build_contexts=_build_contexts(args.build_context), ssh=_ssh(args.ssh),
-            labels=labels, add_hosts=args.add_host,
+            labels=labels, add_hosts=args.add_host, pull=args.pull, platform=args.platform,
         )  # fmt: skip
     finally:
         progress.close()

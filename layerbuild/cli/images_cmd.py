@@ -20,14 +20,31 @@ def register(sub: Any) -> tuple[str, Any]:
     p.add_argument(
         "--json", action="store_true", help='print a JSON list of {"name","tag","id","created","size"}'
     )
+    p.add_argument("--digests", action="store_true", help="show the repo digest each image was pulled with")
     return "images", run
+
+
+def _repo_digest(store: Any, tag: str, manifest: str) -> str | None:
+    """The registry's digest of the image `tag` names, recorded when it was pulled (or pushed)."""
+    from layerbuild.errors import UsageError
+    from layerbuild.reference import parse_reference
+
+    try:
+        repo = parse_reference(tag.rpartition(":")[0]).name
+    except UsageError:
+        return None
+    return next((d for name, d in store.index.repo_digests_of(manifest) if name == repo), None)
 
 
 def run(args: argparse.Namespace) -> int:
     from layerbuild.image import list_images, split_tag
+    from layerbuild.reference import familiar
 
     with open_store(args) as store:
-        rows = list_images(store)
+        listed = list_images(store)
+        digests = {tag: _repo_digest(store, tag, image.manifest_digest) for tag, image in listed} if args.digests else {}
+    # Docker's familiar names: `docker.io/library/busybox:latest` is shown as `busybox`.
+    rows = tuple((familiar(tag), image, digests.get(tag)) for tag, image in listed)
     if args.json:
         entries = [
             {
@@ -36,16 +53,18 @@ def run(args: argparse.Namespace) -> int:
                 "id": image.id,
                 "created": image.config.created,
                 "size": image.size,
+                **({"digest": digest} if args.digests else {}),
             }
-            for (name, version), image in ((split_tag(tag), image) for tag, image in rows)
+            for (name, version), image, digest in ((split_tag(tag), image, digest) for tag, image, digest in rows)
         ]
         json.dump(entries, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    table = [["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]]
-    for tag, image in rows:
+    table = [["REPOSITORY", "TAG", *(["DIGEST"] if args.digests else []), "IMAGE ID", "CREATED", "SIZE"]]
+    for tag, image, digest in rows:
         name, version = split_tag(tag)
-        table.append([name, version, image.short_id, since(image.config.created), human_size(image.size)])
+        table.append([name, version, *([digest or "<none>"] if args.digests else []), image.short_id,
+                      since(image.config.created), human_size(image.size)])
     sys.stdout.write(columns(table))
     return 0
 

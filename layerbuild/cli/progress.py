@@ -56,7 +56,7 @@ class PlainProgress(Progress):
 
     def __call__(self, event: BuildEvent) -> None:
         step = event.step
-        if event.type == "build.planned" and event.message:
+        if event.type in ("build.planned", "build.pulled") and event.message:
             print(event.message.rstrip("\n"), file=self.out)
             return
         if event.type == "build.pushed" and event.message:
@@ -93,7 +93,7 @@ class JsonProgress(Progress):
         self.out = out or sys.stdout
 
     def __call__(self, event: BuildEvent) -> None:
-        if event.type in ("build.planned", "step.log"):
+        if event.type in ("build.planned", "build.pulled", "step.log"):
             return  # the contract's stream is steps and the final report
         self.out.write(json.dumps(event.to_json(), ensure_ascii=False) + "\n")
         self.out.flush()
@@ -151,6 +151,14 @@ class TtyProgress(Progress):
         return table
 
     def __call__(self, event: BuildEvent) -> None:
+        if event.type == "build.pulled":
+            if self.live is None:
+                self.plain(event)
+            else:
+                from rich.text import Text
+
+                self.console.print(Text(event.message or ""))
+            return
         if self.live is None:
             if event.type in ("step.cached", "build.finished"):
                 self.plain(event)
@@ -202,3 +210,106 @@ def make_progress(mode: str) -> Progress:
     if mode == "quiet":
         return QuietProgress()
     return PlainProgress()
+
+
+# --- pull: per-layer lines, JSON events or bars, as `docker pull` shows them -----------------------
+
+_PULL_WORDS = {"exists": "Already exists", "waiting": "Pulling fs layer", "retrying": "Retrying (the bytes did "
+               "not match)", "done": "Pull complete"}
+
+
+class PullLines:
+    """`docker pull`'s lines without a terminal: one per layer as it starts and ends."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+
+    def line(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def __call__(self, event: Any) -> None:
+        if event.type == "layer" and event.status in _PULL_WORDS:
+            self.line(f"{event.layer}: {_PULL_WORDS[event.status]}")
+
+    def close(self) -> None:
+        return None
+
+
+class PullJson(PullLines):
+    """One JSON object per line per event (`pull.resolved`, `pull.layer`, `pull.finished`); byte counts
+    at most every MiB per layer, so a large layer is not thousands of lines."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        super().__init__(out)
+        self._shown: dict[str, int] = {}
+
+    def line(self, text: str) -> None:
+        return None  # the JSON stream carries events only
+
+    def __call__(self, event: Any) -> None:
+        if event.type == "layer" and event.status == "reading":
+            if event.current - self._shown.get(event.layer, 0) < (1 << 20) and event.current < event.total:
+                return
+            self._shown[event.layer] = event.current
+        self.out.write(json.dumps(event.to_json()) + "\n")
+        self.out.flush()
+
+
+class PullQuiet(PullLines):
+    def line(self, text: str) -> None:
+        return None
+
+    def __call__(self, event: Any) -> None:
+        return None
+
+
+class PullBars(PullLines):
+    """A live view on the terminal: a bar per layer (bytes received of its size), as docker's."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+        super().__init__()
+        self.console = Console(highlight=False)
+        self.bars = Progress(TextColumn("{task.fields[layer]}:"), TextColumn("{task.description}"), BarColumn(),
+                             DownloadColumn(), console=self.console, transient=False)
+        self.tasks: dict[str, Any] = {}
+        self.started = False
+
+    def line(self, text: str) -> None:
+        if self.started:
+            self.bars.console.print(text, markup=False)
+        else:
+            super().line(text)
+
+    def __call__(self, event: Any) -> None:
+        if event.type != "layer":
+            return
+        if not self.started:
+            self.bars.start()
+            self.started = True
+        task = self.tasks.get(event.layer)
+        if task is None:
+            task = self.tasks[event.layer] = self.bars.add_task("", layer=event.layer, total=event.total or None)
+        words = {"reading": "Downloading", **_PULL_WORDS}
+        completed = event.total if event.status in ("exists", "done") else event.current
+        self.bars.update(task, description=words.get(event.status, event.status), completed=completed)
+
+    def close(self) -> None:
+        if self.started:
+            self.bars.stop()
+            self.started = False
+
+
+def make_pull_progress(mode: str) -> PullLines:
+    """The renderer of a pull's events for `--progress MODE` (`auto`: bars on a terminal, else lines)."""
+    if mode == "auto":
+        mode = "tty" if sys.stdout.isatty() else "plain"
+    if mode == "tty":
+        return PullBars()
+    if mode == "json":
+        return PullJson()
+    if mode == "quiet":
+        return PullQuiet()
+    return PullLines()

@@ -19,7 +19,7 @@ from layerbuild.digest import sha256_digest
 from layerbuild.errors import StoreError, UsageError
 from layerbuild.image.config import ImageConfig, ImageFormatError
 from layerbuild.image.manifest import Descriptor, Manifest, config_descriptor
-from layerbuild.reference import normalize_tag, split_digest_ref
+from layerbuild.reference import familiar, normalize_tag, parse_reference, split_digest_ref
 from layerbuild.store import (
     MEDIA_CONFIG,
     MEDIA_LAYER_ZSTD,
@@ -28,6 +28,7 @@ from layerbuild.store import (
     LayerRecord,
     Lease,
     Store,
+    Tag,
 )
 
 _MAX_META_BLOB = 16 << 20  # manifests and configs are KiB; refuse to read a "config" of gigabytes
@@ -200,6 +201,42 @@ def _by_prefix(store: Store, ref: str, hexpart: str) -> str | None:
     return digests[0] if len(digests) == 1 else None
 
 
+def tag_names(ref: str) -> tuple[str, ...]:
+    """The tags `ref` may be stored under, as docker matches names: as written (`busybox` →
+    `busybox:latest`), fully normalised (`docker.io/library/busybox:latest`, as `pull` stores it) and
+    in docker's familiar form. Empty if `ref` is no tag at all."""
+    try:
+        names = [normalize_tag(ref)]
+    except UsageError:
+        return ()
+    try:
+        full = str(parse_reference(names[0]))
+    except UsageError:
+        return tuple(names)
+    return tuple(dict.fromkeys([*names, full, familiar(full)]))
+
+
+def find_tag(store: Store, ref: str) -> Tag | None:
+    """The stored tag `ref` names (see tag_names), or None."""
+    for name in tag_names(ref):
+        tag = store.index.get_tag(name)
+        if tag is not None:
+            return tag
+    return None
+
+
+def _by_repo_digest(store: Store, name: str, digest: str) -> str | None:
+    """The store's manifest of the image pulled (or pushed) as `name@digest`, if it is still there."""
+    try:
+        repo = parse_reference(name or "x", default_tag=False).name
+    except UsageError:
+        return None
+    manifest = store.index.get_repo_digest(repo, digest)
+    if manifest is not None and store.index.get_image(manifest) is not None:
+        return manifest
+    return None
+
+
 def resolve_manifest(store: Store, ref: str) -> str:
     """The manifest digest `ref` names (see the module docstring for the order); ImageNotFoundError if none."""
     ref = ref.strip()
@@ -212,13 +249,13 @@ def resolve_manifest(store: Store, ref: str) -> str:
     if pinned is not None:
         digest = pinned[1]
         found = _by_digest(store, digest) if digest.startswith("sha256:") else None
+        if found is None:
+            found = _by_repo_digest(store, pinned[0].rpartition(":")[0] if ":" in pinned[0].rpartition("/")[2]
+                                    else pinned[0], digest)
         if found is not None:
             return found
     elif ref:
-        try:
-            tag = store.index.get_tag(normalize_tag(ref))
-        except UsageError:
-            tag = None
+        tag = find_tag(store, ref)
         if tag is not None:
             return tag.digest
     if hex_match:
@@ -271,10 +308,7 @@ def tag_image(store: Store, source: str, target: str) -> str:
 def untag_image(store: Store, ref: str, *, force: bool = False) -> tuple[str, ...]:
     """Remove a tag, like `docker rmi`: by tag, that tag; by id, every tag of the image (with `force`
     when there are several). Blobs stay until `prune`. Returns the tags removed."""
-    try:
-        tag = store.index.get_tag(normalize_tag(ref))
-    except UsageError:
-        tag = None
+    tag = find_tag(store, ref)
     if tag is not None:  # a name wins over an id prefix, as in `resolve_manifest`
         store.index.delete_tag(tag.name)
         return (tag.name,)

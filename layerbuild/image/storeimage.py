@@ -7,15 +7,17 @@ Only this module and `store_io` reach for blobs: everything else reads them thro
 from __future__ import annotations
 
 import contextlib
+import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from layerbuild.errors import LayerbuildError, UsageError
+from layerbuild.errors import DigestMismatchError, LayerbuildError, UsageError
 from layerbuild.image.config import ImageConfig, ImageFormatError
 from layerbuild.image.manifest import Descriptor, Manifest
-from layerbuild.image.protocol import Image, check_bytes, decompressed, sha256
+from layerbuild.image.protocol import Image, Layer, check_bytes, decompressed, sha256
 from layerbuild.image.receive import CONFIG_TYPES, LAYER_TYPES
 from layerbuild.image.store_io import StoredImage, read_blob, resolve_image, write_image
 from layerbuild.layer.ingest import ingest_layer
@@ -160,16 +162,85 @@ def gzip_variant(store: Store, layer: LayerRecord) -> LayerRecord:
     return store.index.put_layer(info.digest, layer.diff_id, info.size, layer.diff_size, MEDIA_LAYER_GZIP)
 
 
+# How a sink tells its caller about each layer: (layer, status, bytes read so far). Statuses: `exists`
+# (the store has its diff_id: nothing is read), `waiting`, `reading`, `retrying` (the bytes did not
+# match; read again), `done`.
+LayerObserver = Callable[[Layer, str, int], None]
+
+
+class _Stopped(LayerbuildError):
+    """Another layer of the same write failed: this one stops reading."""
+
+
+class _Observed:
+    """`src` read through a byte count told to `observe`, stopping when `stop` is set."""
+
+    def __init__(self, src: BinaryIO, layer: Layer, observe: LayerObserver | None, stop: threading.Event) -> None:
+        self._src, self._layer, self._observe, self._stop = src, layer, observe, stop
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        if self._stop.is_set():
+            raise _Stopped("stopped: another layer failed")
+        data = self._src.read(n)
+        self.count += len(data)
+        if self._observe is not None and data:
+            self._observe(self._layer, "reading", self.count)
+        return data
+
+
 class StoreSink:
     """Images into the store, through its door: each layer blob is checked against its descriptor
     (size, digest), its config's diff_id and the entry rules of `layer.admit` as it streams in and is
     kept as zstd; then the config and a manifest are written and the tags set (`write_image`), all
     under one lease. Nothing of the source is trusted: its config bytes are checked against its
-    manifest and parsed here."""
+    manifest and parsed here.
 
-    def __init__(self, store: Store) -> None:
+    `reuse`: a layer whose diff_id the store already holds (a blob that is there) is not read at all
+    (what pull wants: the diff_id comes from the config, which was checked against the manifest).
+    `jobs`: how many layers are read at once. `attempts`: how often a layer whose bytes did not match
+    is read again (a source that gives fresh bytes per `compressed()`, as a registry does).
+    `observe` is told how each layer goes (see LayerObserver), from the threads reading them. On a
+    failure the other layers stop, the layers already stored stay as unreferenced blobs (a later
+    write reuses them; prune removes them) and no manifest or tag is written."""
+
+    def __init__(self, store: Store, *, reuse: bool = False, jobs: int = 1, attempts: int = 1,
+                 observe: LayerObserver | None = None) -> None:
         self.store = store
         self.last: StoredImage | None = None
+        self.reuse = reuse
+        self.jobs = max(1, jobs)
+        self.attempts = max(1, attempts)
+        self.observe = observe
+
+    def _present(self, diff_id: str) -> LayerRecord | None:
+        for record in self.store.index.layers_by_diff_id(diff_id):
+            if self.store.blobs.stat(record.digest) is not None:
+                return record
+        return None
+
+    def _receive(self, layer: Layer, diff_id: str, stop: threading.Event) -> LayerRecord:
+        what = getattr(layer, "what", None) or f"layer {layer.digest}"
+        if layer.media_type not in LAYER_TYPES:
+            raise LayerbuildError(f"{what} has media type {layer.media_type!r}, which layerbuild cannot "
+                                  "load", hint=f"layers must be one of {', '.join(LAYER_TYPES)}")
+        for attempt in range(self.attempts):
+            try:
+                with layer.compressed(verify=False) as src:
+                    # A blob that is its own tar (digest == diff_id) is checked by the diff_id alone.
+                    record = ingest_layer(self.store, _Observed(src, layer, self.observe, stop),  # type: ignore[arg-type]
+                                          what=what, expected_size=layer.size,
+                                          expected_digest=None if layer.digest == diff_id else layer.digest,
+                                          expected_diff_id=diff_id)
+                break
+            except DigestMismatchError:
+                if attempt + 1 >= self.attempts or stop.is_set():
+                    raise
+                if self.observe is not None:
+                    self.observe(layer, "retrying", 0)
+        if self.observe is not None:
+            self.observe(layer, "done", layer.size)
+        return record
 
     def write(self, image: Image, tags: Sequence[str] = ()) -> str:
         desc = image.config_descriptor
@@ -182,18 +253,47 @@ class StoreSink:
             raise ImageFormatError(f"the image has {len(layers)} layer(s) but its config {desc.digest} names "
                                    f"{len(config.diff_ids)} diff_id(s)")
         with self.store.lease() as lease:
-            records = []
-            for layer, diff_id in zip(layers, config.diff_ids, strict=True):
-                what = getattr(layer, "what", None) or f"layer {layer.digest}"
-                if layer.media_type not in LAYER_TYPES:
-                    raise LayerbuildError(f"{what} has media type {layer.media_type!r}, which layerbuild cannot "
-                                          "load", hint=f"layers must be one of {', '.join(LAYER_TYPES)}")
-                with layer.compressed(verify=False) as src:
-                    # A blob that is its own tar (digest == diff_id) is checked by the diff_id alone.
-                    record = ingest_layer(self.store, src, what=what, expected_size=layer.size,
-                                          expected_digest=None if layer.digest == diff_id else layer.digest,
-                                          expected_diff_id=diff_id)
+            records: list[LayerRecord | None] = [None] * len(layers)
+            todo: list[int] = []
+            for i, (layer, diff_id) in enumerate(zip(layers, config.diff_ids, strict=True)):
+                found = self._present(diff_id) if self.reuse else None
+                if found is not None:
+                    lease.add(found.digest, found.diff_id)
+                    # Held now: check it is still there (a prune may have run between the look and the lease).
+                    if self.store.blobs.stat(found.digest) is not None:
+                        records[i] = found
+                        if self.observe is not None:
+                            self.observe(layer, "exists", 0)
+                        continue
+                todo.append(i)
+                if self.observe is not None:
+                    self.observe(layer, "waiting", 0)
+            stop = threading.Event()
+
+            def receive(i: int) -> LayerRecord:
+                try:
+                    record = self._receive(layers[i], config.diff_ids[i], stop)
+                except BaseException:
+                    stop.set()
+                    raise
                 lease.add(record.digest, record.diff_id)
-                records.append(record)
-            self.last = write_image(self.store, config, tags, layers=records, raw_config=raw, lease=lease)
+                return record
+
+            if self.jobs == 1 or len(todo) <= 1:
+                for i in todo:
+                    records[i] = receive(i)
+            else:
+                with ThreadPoolExecutor(max_workers=min(self.jobs, len(todo)), thread_name_prefix="layer") as pool:
+                    futures = {i: pool.submit(receive, i) for i in todo}
+                errors: list[BaseException] = []
+                for i, future in futures.items():
+                    exc = future.exception()
+                    if exc is None:
+                        records[i] = future.result()
+                    else:
+                        errors.append(exc)
+                if errors:  # the first real failure, not another layer's having stopped for it
+                    raise next((e for e in errors if not isinstance(e, _Stopped)), errors[0])
+            done = [r for r in records if r is not None]
+            self.last = write_image(self.store, config, tags, layers=done, raw_config=raw, lease=lease)
         return self.last.manifest_digest

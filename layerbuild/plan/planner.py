@@ -234,6 +234,7 @@ def plan_build(
     source_date_epoch: int | None = None,
     contexts: NamedContexts | None = None,
     extra_hosts: Sequence[tuple[str, str]] = (),
+    platform: str | None = None,
 ) -> BuildPlan:
     """Plan the build of `target` (default: the last stage) of `df`; `network` is the RUN steps'
     network unless a `RUN --network` says otherwise; `source_date_epoch` clamps the times of the
@@ -241,7 +242,8 @@ def plan_build(
     (`--build-context`): `FROM NAME`, `COPY --from=NAME` and `RUN --mount=from=NAME` read them before
     any stage or image of that name, and a stage whose name is one of them is replaced by it.
     `extra_hosts` (name, address) pairs are added to every RUN step's /etc/hosts (so they are part
-    of its op)."""
+    of its op). `platform` (`--platform`, normalised) is the target platform, TARGETPLATFORM's value,
+    and the one images are resolved for unless a `FROM --platform` says otherwise (None: this machine's)."""
     hosts = tuple((str(name), str(ip)) for name, ip in extra_hosts)
     build_args = dict(build_args or {})
     contexts = {context_name(k): v for k, v in (contexts or {}).items()}
@@ -251,6 +253,10 @@ def plan_build(
         raise syntax_error(df, meta_cmds[-1].node, "dockerfile contains no stages to build",
                            hint="a build needs a FROM instruction after the global ARGs")
     predefined = host_platform_args()
+    build_platform = platform
+    if platform is not None:
+        os_, arch, variant = (platform.split("/") + ["", ""])[:3]
+        predefined.update(TARGETPLATFORM=platform, TARGETOS=os_, TARGETARCH=arch, TARGETVARIANT=variant)
     platform = predefined["TARGETPLATFORM"]
     # All the substitutions of one build share a bound, so that doubling a value with every
     # instruction (`ENV B=$A$A`) ends in a located error instead of exhausting memory.
@@ -292,8 +298,7 @@ def plan_build(
             raise DockerfileError(
                 f"named context {named} (docker-image://{ref}): {exc.message}", filename=df.filename,
                 line=node.start_line, column=node.column, source_line=df.source_line(node.start_line),
-                hint="docker-image:// names an image of the store: build it, `layerbuild load` or "
-                     "`layerbuild import` it (pulling from registries comes later)",
+                hint=exc.hint or "docker-image:// names an image of the store or of a registry",
             ) from None
 
     for index in _order(df, stages, target_index, contexts):
@@ -323,7 +328,7 @@ def plan_build(
         elif named in contexts:
             ref = contexts[named]
             assert ref is not None
-            base = context_image(named, ref, frm.platform, frm.node)
+            base = context_image(named, ref, frm.platform or build_platform, frm.node)
             base_env, triggers = with_default_path(base.env), base.onbuild
             workdir, user, shell = base.workdir or "/", base.user, base.shell or DEFAULT_SHELL
         elif frm.base_name.lower() == "scratch":
@@ -337,7 +342,7 @@ def plan_build(
             triggers = onbuild_out[base.index]
             origin = f"stage {frm.base_name}"
         else:
-            base = image(frm.base_name, frm.platform, frm.node)
+            base = image(frm.base_name, frm.platform or build_platform, frm.node)
             base_env, triggers = with_default_path(base.env), base.onbuild
             workdir, user, shell = base.workdir or "/", base.user, base.shell or DEFAULT_SHELL
         from_args = tuple(sorted((k, meta[k] or "") for k in expanded_from.used_args))

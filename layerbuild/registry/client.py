@@ -33,6 +33,7 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST)
+INDEX_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
 MAX_MANIFEST = 4 << 20  # containerd's limit on a manifest or index
 CHUNK = 1 << 20
 DEFAULT_UPLOAD_CHUNK = 16 << 20

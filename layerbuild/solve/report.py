@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 EventType = Literal[
-    "build.planned", "step.started", "step.log", "step.cached", "step.finished", "step.failed", "build.finished",
-    "build.pushed",
+    "build.planned", "build.pulled", "step.started", "step.log", "step.cached", "step.finished", "step.failed",
+    "build.finished", "build.pushed",
 ]
 
 

@@ -16,15 +16,14 @@ from typing import Any
 
 from layerbuild import __version__
 from layerbuild.digest import xxh3
-from layerbuild.errors import StoreError, UsageError
+from layerbuild.errors import DockerfileError, LayerbuildError, StoreError, UsageError
 from layerbuild.image.config import HistoryEntry, ImageConfig, format_created
-from layerbuild.image.store_io import StoredImage, resolve_image, write_image
+from layerbuild.image.store_io import ImageNotFoundError, StoredImage, find_tag, resolve_image, write_image
 from layerbuild.parser import Dockerfile
 from layerbuild.parser.limits import read_dockerfile
 from layerbuild.plan import BaseImage, BuildPlan, plan_build
 from layerbuild.plan.opmake import Network, network_mode
 from layerbuild.platforms import host_arch
-from layerbuild.reference import normalize_tag
 from layerbuild.runtime.limits import Limits
 from layerbuild.solve import (
     BuildEvent,
@@ -114,24 +113,76 @@ class Build:
         self.on_event = _serialised(on_event) if on_event is not None else None
         self.images: dict[str, StoredImage] = {}
         self.bases: dict[str, BaseImage] = {}
-        self.arch = host_arch()
+        self.arch = request.platform.split("/")[1] if request.platform else host_arch()
+        self.pulled: set[tuple[str, str | None]] = set()  # what this build asked a registry for
+        self._client: object | None = None
 
     # -- planning ----------------------------------------------------------------------------
 
     def _resolve(self, ref: str, platform: str | None) -> BaseImage:
-        stored = self._hold(ref)
+        stored = self._hold(ref, platform)
         self.images[stored.id] = stored
         base = _base_image(ref, stored)
         self.bases[ref] = base
         return base
 
-    def _hold(self, ref: str) -> StoredImage:
+    def _pull(self, ref: str, platform: str | None, *, missing: bool) -> None:
+        """Pull `ref` from its registry (for `platform`, else this machine's) into the store."""
+        from layerbuild.platforms import parse_platform
+        from layerbuild.reference import parse_reference
+        from layerbuild.registry.client import RegistryClient
+        from layerbuild.registry.pull import pull
+
+        if (ref, platform) in self.pulled:
+            return
+        self.pulled.add((ref, platform))
+        try:
+            remote = parse_reference(ref)
+        except UsageError:
+            if missing:
+                raise
+            return  # an image id, or no image name at all: nothing to pull
+        if self._client is None:
+            self._client = RegistryClient()
+        assert isinstance(self._client, RegistryClient)
+        result = pull(self.store, remote, client=self._client, platform=parse_platform(platform) if platform else None)
+        if self.on_event is not None:
+            what = "pulled" if result.updated else "up to date:"
+            self.on_event(BuildEvent("build.pulled", message=f"{what} {remote} ({result.digest})"))
+
+    def _find(self, ref: str, platform: str | None) -> StoredImage:
+        """The store's image `ref` names, pulled first with --pull (a name with a tag), when the store
+        lacks it, or when the stored one is for another platform than `platform` asks for."""
+        from layerbuild.reference import split_digest_ref
+
+        pinned = split_digest_ref(ref) is not None
+        if self.request.pull and not pinned:
+            self._pull(ref, platform, missing=False)
+        try:
+            stored = resolve_image(self.store, ref)
+        except ImageNotFoundError as missing:
+            if (ref, platform) in self.pulled:
+                raise
+            try:
+                self._pull(ref, platform, missing=True)
+            except LayerbuildError as exc:
+                if isinstance(exc, UsageError) and not isinstance(exc, ImageNotFoundError):
+                    raise missing from None  # no name a registry could have (an id, a stage's typo'd name)
+                raise ImageNotFoundError(f"{missing.message}: not in the store, and the pull failed: {exc.message}",
+                                         hint=exc.hint or missing.hint) from None
+            return resolve_image(self.store, ref)
+        if platform is not None and not _for_platform(stored, platform) and (ref, platform) not in self.pulled:
+            self._pull(ref, platform, missing=False)
+            stored = resolve_image(self.store, ref)
+        return stored
+
+    def _hold(self, ref: str, platform: str | None = None) -> StoredImage:
         """The image `ref` names, held by the build's lease from now on (prune keeps it and its layers).
 
         Leased after it is read: if a prune removed it in between (an untagged image named by
         digest, or a tag moved and pruned), its rows are gone and it is resolved once more."""
         for _ in range(3):
-            stored = resolve_image(self.store, ref)
+            stored = self._find(ref, platform)
             self.lease.add(stored.manifest_digest, stored.config_digest,
                            *(layer.digest for layer in stored.layers), *stored.config.diff_ids)
             if self.store.index.get_image(stored.manifest_digest) is not None and all(
@@ -180,7 +231,9 @@ class Build:
             network=_network(self.request.network), source_date_epoch=self.request.source_date_epoch,
             contexts={name: named.image for name, named in self.request.contexts.items()},
             extra_hosts=self.request.extra_hosts,
+            platform=self.request.platform,
         )
+        _check_runnable(plan, df)
         from layerbuild.worker.runop import check_plan_entitled, entitlements
 
         allow = entitlements(self.request.allow, self.request.network)
@@ -241,6 +294,8 @@ class Build:
         finally:
             agents.close()
             self.rootfs.close()
+            if self._client is not None:
+                self._client.close()  # type: ignore[attr-defined]
         warnings = tuple(f"build-arg {name} was not consumed by any ARG" for name in plan.unused_build_args)
         warnings += tuple(self.warnings)
         result = BuildResult(
@@ -252,8 +307,9 @@ class Build:
             # Base images named by a tag: the fast path checks the tag still points where it did.
             bases = {}
             for ref, base in self.bases.items():
-                if "@" not in ref and self.store.index.get_tag(normalize_tag(ref)) is not None:
-                    bases[normalize_tag(ref)] = self.images[base.identity].manifest_digest
+                tag = find_tag(self.store, ref) if "@" not in ref else None
+                if tag is not None:
+                    bases[tag.name] = self.images[base.identity].manifest_digest
             fastpath.save(self.store.root, path, self.request.target, fp, manifest=stored.manifest_digest,
                           blobs=blobs, bases=bases, report=result.to_json(),
                           key=stream.key if stream is not None else None)
@@ -339,6 +395,32 @@ class Build:
                     self._push(stored, spec)
             else:
                 raise UsageError(f"unknown output type {spec.type!r}", hint="use type=local, tar, oci or docker")
+
+
+def _for_platform(stored: StoredImage, platform: str) -> bool:
+    from layerbuild.platforms import compatible_platforms, normalize_platform, parse_platform
+
+    cfg = stored.config
+    return normalize_platform(cfg.os or "linux", cfg.architecture or "", getattr(cfg, "variant", "") or "") in \
+        compatible_platforms(parse_platform(platform))
+
+
+def _check_runnable(plan: BuildPlan, df: Dockerfile) -> None:
+    """Refuse, at its line, a RUN step of a stage for a platform this machine cannot run (building for
+    another platform needs emulation, which layerbuild does not do yet); stages without RUN may be for any."""
+    from layerbuild.plan.ops import Exec
+    from layerbuild.platforms import format_platform, host_platform, parse_platform, runnable
+
+    for stage in plan.stages:
+        for step in stage.steps:
+            op = step.op
+            if isinstance(op, Exec) and op.platform and not runnable(parse_platform(op.platform)):
+                node = step.command.node
+                raise DockerfileError(
+                    f"RUN for platform {op.platform}, which this machine ({format_platform(host_platform())}) "
+                    "cannot run", filename=df.filename, line=node.start_line, column=node.column,
+                    source_line=df.source_line(node.start_line),
+                    hint="build for this machine's platform; stages without RUN steps may be for any platform")
 
 
 def _serialised(callback: Callable[[BuildEvent], None]) -> Callable[[BuildEvent], None]:

@@ -87,6 +87,10 @@ class BuildRequest:
     # `RUN --mount=type=ssh` may reach by id: an agent socket, or private key files (never keyed).
     contexts: Mapping[str, NamedContext] = field(default_factory=dict)
     ssh: Mapping[str, tuple[Path, ...]] = field(default_factory=dict)
+    # `--pull`: ask the registry for every base image and image source named by a tag, and pull what
+    # changed; `--platform`: the platform built for (normalised OS/ARCH[/VARIANT]; None: this machine's).
+    pull: bool = False
+    platform: str | None = None
 
     def local_contexts(self) -> dict[str, Path]:
         """The named contexts that are directories, by name."""
@@ -99,13 +103,14 @@ class BuildRequest:
 
     def fastpath_options(self) -> dict[str, object] | None:
         """What, besides files, decides the build's outputs; None when the fast path may not answer."""
-        if self.no_cache or self.outputs or self.secrets or self.no_cache_filter:
+        if self.no_cache or self.outputs or self.secrets or self.no_cache_filter or self.pull:
             return None
         if self.stream is not None and self.stream.scratch_context:
             return None  # a context unpacked for this build: no stat of it can vouch for the next one
         return {"context": str(self.context.resolve()), "args": dict(self.build_args), "target": self.target,
                 "network": self.network, "sde": self.source_date_epoch, "platform": host_platform_args(),
                 **({"allow": sorted(self.allow)} if self.allow else {}),
+                **({"target_platform": self.platform} if self.platform else {}),
                 **({"contexts": {n: [c.kind, c.value] for n, c in sorted(self.contexts.items())}}
                    if self.contexts else {}),
                 **({"labels": dict(self.labels)} if self.labels else {}),

@@ -38,7 +38,6 @@ def test_iidfile_and_metadata_file(tmp_path: Path, ctx: Path, capsys: pytest.Cap
 
 
 @pytest.mark.parametrize(("flags", "named"), [
-    (("--platform", "linux/amd64"), "build --platform"), (("--pull",), "build --pull"),
     (("--shm-size", "1g"), "build --shm-size"), (("--ulimit", "nofile=1024"), "build --ulimit"),
 ])
 def test_build_flags_not_yet_are_named(tmp_path: Path, ctx: Path, flags: tuple[str, ...], named: str,
@@ -47,6 +46,17 @@ def test_build_flags_not_yet_are_named(tmp_path: Path, ctx: Path, flags: tuple[s
     err = capsys.readouterr().err
     assert code == 2 and f"`{named}` is not supported yet" in err and "hint: " in err, err
     assert "unrecognized arguments" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("flags", "words"), [
+    (("--platform", "linux/amd64,linux/arm64"), "names several platforms"),
+    (("--platform", "linux/"), "invalid platform"),
+])
+def test_build_platform_is_checked(tmp_path: Path, ctx: Path, flags: tuple[str, ...], words: str,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--root", str(tmp_path / "store"), "build", *flags, str(ctx)])
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and "hint: " in err and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize(("flags", "named"), [

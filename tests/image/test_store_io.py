@@ -143,3 +143,20 @@ def test_reads_an_imported_image(store: Store, tmp_path: object) -> None:
     assert image.config.history[0].created_by == "layerbuild import"
     assert Manifest.from_json(store.blobs.read(result.manifest)).config.digest == result.config
     assert image.config.config == ContainerConfig()
+
+
+def test_names_match_as_docker_matches_them(store: Store) -> None:
+    """A pulled image is stored as `docker.io/library/busybox:latest`; `busybox`, `busybox:latest` and
+    `docker.io/busybox` find it (and `rmi busybox` removes it), as in docker."""
+    from layerbuild.image.store_io import find_tag, tag_names, untag_image
+
+    assert tag_names("busybox") == ("busybox:latest", "docker.io/library/busybox:latest")
+    assert tag_names("docker.io/library/busybox") == ("docker.io/library/busybox:latest", "busybox:latest")
+    assert tag_names("127.0.0.1:5000/app:1") == ("127.0.0.1:5000/app:1",)
+    assert tag_names("user/app:2") == ("user/app:2", "docker.io/user/app:2")
+    assert tag_names("Bad Name") == ()
+    image = write_image(store, ImageConfig("amd64", "linux"), ["docker.io/library/busybox:latest"])
+    for ref in ("busybox", "busybox:latest", "docker.io/busybox", "index.docker.io/library/busybox:latest"):
+        assert resolve_image(store, ref).manifest_digest == image.manifest_digest, ref
+    assert find_tag(store, "busybox:1") is None
+    assert untag_image(store, "busybox") == ("docker.io/library/busybox:latest",)

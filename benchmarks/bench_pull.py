@@ -1,0 +1,107 @@
+"""Pull speed: a ~500 MB image of 5 gzip layers from a local docker-registry, `layerbuild pull` into a
+fresh store against `skopeo copy docker://… oci:DIR` of the same image, alternating whole processes in
+the same run; and `layerbuild pull` of the image once it is up to date.
+
+Run: pytest benchmarks/bench_pull.py -s   (needs docker-registry and skopeo: scripts/setup --test)
+Prints the medians, the ratio (layerbuild / skopeo) and MB/s of the compressed bytes moved. skopeo
+copies the blobs as they are (hashing them); layerbuild also inflates each layer, checks its diff_id
+and the archive door rules, and keeps it as zstd, which is most of its work.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from layerbuild.image.config import HistoryEntry, ImageConfig
+from layerbuild.image.ocilayout import OciLayoutWriter
+from tests.image.kit import MemoryImage, MemoryLayer
+from tests.registry.kit import Registry, start_registry
+
+REPO = Path(__file__).resolve().parents[1]
+LAYERS = 5
+LAYER_BYTES = 100 << 20
+ROUNDS = int(os.environ.get("LB_BENCH_ROUNDS", "3"))
+
+
+def _layer(rng: random.Random, i: int) -> MemoryLayer:
+    """A tar of files that are half random bytes, half text: gzip makes them about 60% of their size."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for j in range(LAYER_BYTES // (4 << 20)):
+            data = rng.randbytes(2 << 20) + (f"layer {i} file {j} line\n" * 80_000)[: 2 << 20].encode()
+            info = tarfile.TarInfo(f"l{i}/f{j}")
+            info.size, info.mtime = len(data), 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    raw = buf.getvalue()
+    gz = zlib.compressobj(1, zlib.DEFLATED, 31)
+    return MemoryLayer(gz.compress(raw) + gz.flush(), raw, "application/vnd.oci.image.layer.v1.tar+gzip")
+
+
+@pytest.fixture(scope="module")
+def pushed() -> Iterator[tuple[Registry, str, int, Path]]:
+    if shutil.which("skopeo") is None:
+        pytest.skip("needs skopeo")
+    base = Path(tempfile.mkdtemp(prefix="lb-bench-pull-"))
+    registry = start_registry("plain", base / "registry")
+    try:
+        rng = random.Random(0)
+        layers = tuple(_layer(rng, i) for i in range(LAYERS))
+        config = ImageConfig("amd64", "linux")
+        for i, layer in enumerate(layers):
+            config = config.with_layer(layer.diff_id, HistoryEntry(created="2024-01-01T00:00:00Z",
+                                                                   created_by=f"COPY {i}"))
+        image = MemoryImage(layers, config.to_json())
+        OciLayoutWriter(base / "layout", directory=True).write(image, ["bench:1"])
+        del layers, image
+        name = f"{registry.host}/bench/big:1"
+        subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{base / 'layout'}:1",
+                        f"docker://{name}"], check=True, capture_output=True)
+        moved = sum(f.stat().st_size for f in (base / "layout" / "blobs" / "sha256").iterdir())
+        shutil.rmtree(base / "layout")
+        yield registry, name, moved, base
+    finally:
+        registry.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _timed(argv: list[str]) -> float:
+    started = time.monotonic()
+    subprocess.run(argv, check=True, capture_output=True)
+    return time.monotonic() - started
+
+
+def test_pull_against_skopeo(pushed: tuple[Registry, str, int, Path], benchmark: Any) -> None:
+    _registry, name, moved, base = pushed
+    layerbuild = [sys.executable, "-m", "layerbuild"]
+    ours: list[float] = []
+    theirs: list[float] = []
+    for i in range(ROUNDS):  # alternating, each from nothing: a fresh store, a fresh layout directory
+        store, layout = base / f"store-{i}", base / f"oci-{i}"
+        ours.append(_timed([*layerbuild, "--root", str(store), "pull", "-q", name]))
+        theirs.append(_timed(["skopeo", "copy", "--src-tls-verify=false", f"docker://{name}", f"oci:{layout}:1"]))
+        shutil.rmtree(layout)
+        if i < ROUNDS - 1:
+            shutil.rmtree(store)
+    noop = [_timed([*layerbuild, "--root", str(base / f"store-{ROUNDS - 1}"), "pull", "-q", name]) for _ in range(9)]
+    a, b, n = statistics.median(ours), statistics.median(theirs), statistics.median(noop)
+    mb = moved / 1e6
+    print(f"\npull of {mb:.0f} MB in {LAYERS} gzip layers ({ROUNDS} rounds, medians): layerbuild {a:.2f} s "
+          f"({mb / a:.0f} MB/s), skopeo copy {b:.2f} s ({mb / b:.0f} MB/s), ratio {a / b:.2f}; "
+          f"up-to-date pull {n:.3f} s (min {min(noop):.3f} s)")
+    benchmark.extra_info.update(layerbuild_s=a, skopeo_s=b, ratio=a / b, mb=mb, up_to_date_s=n)
+    benchmark.pedantic(lambda: None, rounds=1)
