@@ -157,8 +157,8 @@ class RegistryAuthError(RegistryError):
 
 
 class ComposeFileError(UsageError):
-    """A compose file that cannot be used: `compose.yaml:12: services.web.ports[0]: …` (exit 1, as
-    docker compose exits for a bad file).
+    """A compose project that cannot be used: `compose.yaml:12: services.web.ports[0]: …`, or one of
+    its files, names or services missing (exit 1, as docker compose exits for each of them).
 
     `filename` is the file as the user named it, `line` is 1-based (0: unknown), `key` the dotted
     path of the value in the model (`services.web.ports[0]`), empty for the file as a whole.

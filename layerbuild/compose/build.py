@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from layerbuild.api.build import build
 from layerbuild.compose.model import Project
-from layerbuild.errors import BuildError, LayerbuildError, UsageError
+from layerbuild.errors import BuildError, ComposeFileError, LayerbuildError
 
 if TYPE_CHECKING:
     from layerbuild.solve.report import BuildEvent, BuildResult
@@ -59,7 +59,7 @@ def plan(project: Project, services: Sequence[str] = (), build_args: Mapping[str
     """The builds of the named services (all with `build:` if none), in the project's order."""
     for name in services:
         if name not in project.services:
-            raise UsageError(f"no such service: {name}", hint=f"the project has {', '.join(project.service_names())}")
+            raise ComposeFileError(f"no such service: {name}", hint=f"the project has {', '.join(project.service_names())}")
     names = list(services) or project.service_names()
     out = []
     for name in names:
@@ -67,7 +67,7 @@ def plan(project: Project, services: Sequence[str] = (), build_args: Mapping[str
         if spec is None:
             continue
         if "://" in spec["context"] or spec["context"].endswith(".git"):
-            raise UsageError(f"service {name!r}: remote build contexts are not supported yet",
+            raise ComposeFileError(f"service {name!r}: remote build contexts are not supported yet",
                              hint="check the repository out and name the directory as context")
         for key in IGNORED:
             if spec.get(key) and warn is not None:
@@ -75,7 +75,7 @@ def plan(project: Project, services: Sequence[str] = (), build_args: Mapping[str
         args = {**spec.get("args", {}), **(build_args or {})}
         network = spec.get("network", "default")
         if network not in ("default", "none", "host"):
-            raise UsageError(f"service {name!r}: build.network {network!r} is not supported",
+            raise ComposeFileError(f"service {name!r}: build.network {network!r} is not supported",
                              hint="use default, none or host")
         secrets = {}
         for ref in spec.get("secrets", []):
@@ -83,14 +83,14 @@ def plan(project: Project, services: Sequence[str] = (), build_args: Mapping[str
             if "file" in top:
                 secrets[ref.get("target") or ref["source"]] = top["file"]
             elif "environment" in top:
-                raise UsageError(f"service {name!r}: build secret {ref['source']!r} from the environment "
+                raise ComposeFileError(f"service {name!r}: build secret {ref['source']!r} from the environment "
                                  "is not supported yet", hint="give it as file:")
         contexts, after = {}, []
         for cname, where in spec.get("additional_contexts", {}).items():
             if where.startswith("service:"):
                 other = where.removeprefix("service:")
                 if other not in project.services:
-                    raise UsageError(f"service {name!r}: additional context {cname!r} names unknown service {other!r}")
+                    raise ComposeFileError(f"service {name!r}: additional context {cname!r} names unknown service {other!r}")
                 contexts[cname] = f"docker-image://{project.image_of(other)}"
                 after.append(other)
             else:
@@ -106,7 +106,7 @@ def plan(project: Project, services: Sequence[str] = (), build_args: Mapping[str
     for b in out:
         for dep in b.after:
             if dep not in wanted:
-                raise UsageError(f"service {b.service!r} builds from service {dep!r}, which is not being built",
+                raise ComposeFileError(f"service {b.service!r} builds from service {dep!r}, which is not being built",
                                  hint=f"build both: compose build {dep} {b.service}")
     return out
 

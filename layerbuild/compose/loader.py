@@ -27,7 +27,7 @@ from layerbuild.compose.resolve import (
 )
 from layerbuild.compose.schema import validate
 from layerbuild.compose.yamlsrc import Lines, Override, Reset, key_text, load
-from layerbuild.errors import ComposeFileError, UsageError
+from layerbuild.errors import ComposeFileError
 
 FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
 OVERRIDE_NAMES = ("compose.override.yml", "compose.override.yaml", "docker-compose.override.yml",
@@ -60,7 +60,7 @@ def normalize_project_name(text: str) -> str:
 
 def check_project_name(text: str, where: str) -> str:
     if not _PROJECT_NAME.match(text):
-        raise UsageError(f"invalid project name {text!r} ({where})",
+        raise ComposeFileError(f"invalid project name {text!r} ({where})",
                          hint="a project name has only lowercase letters, digits, '-' and '_', "
                               "and starts with a letter or digit")
     return text
@@ -82,7 +82,7 @@ def find_files(options: Options) -> list[Path]:
             overrides = [directory / n for n in OVERRIDE_NAMES if (directory / n).is_file()]
             return found[:1] + overrides[:1]
         if directory.parent == directory:
-            raise UsageError("no configuration file provided: not found",
+            raise ComposeFileError("no configuration file provided: not found",
                              hint=f"write a {FILE_NAMES[0]} here (or above), or name one with -f FILE")
         directory = directory.parent
 
@@ -109,9 +109,9 @@ class _Loader:
             try:
                 text = path.read_text(encoding="utf-8")
             except FileNotFoundError:
-                raise UsageError(f"compose file {shown} not found", hint="check the path given with -f") from None
+                raise ComposeFileError(f"compose file {shown} not found", hint="check the path given with -f") from None
             except (OSError, UnicodeDecodeError) as exc:
-                raise UsageError(f"cannot read compose file {shown}: {exc}") from None
+                raise ComposeFileError(f"cannot read compose file {shown}: {exc}") from None
         data, lines = load(text, shown)
         if "version" in data:
             self._warn_once(f"{shown}: the attribute `version` is obsolete, it will be ignored, "
@@ -385,7 +385,7 @@ def _project_name(options: Options, env: Mapping[str, str], model: Mapping[str, 
         return check_project_name(str(model["name"]), "the name: key")
     name = normalize_project_name(project_dir.name)
     if not name:
-        raise UsageError(f"cannot make a project name of the directory {project_dir.name!r}",
+        raise ComposeFileError(f"cannot make a project name of the directory {project_dir.name!r}",
                          hint="give one with -p NAME or a top-level name: key")
     return name
 

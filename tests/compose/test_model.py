@@ -294,3 +294,11 @@ def test_a_later_file_can_reset_or_replace_a_whole_service(tmp_path: Path) -> No
     project = load(tmp_path, "compose.yaml", "o.yaml")
     assert sorted(project.services) == ["a"] and "ports" not in project.services["a"]
     assert project.services["a"]["image"] == "z"
+
+
+def test_a_bad_project_name_in_the_file_is_a_compose_error(tmp_path: Path) -> None:
+    """Found by the mutation test: `name: we:app` is refused as a compose error, exit 1."""
+    (tmp_path / "compose.yaml").write_text("name: we:app\nservices:\n  a: {image: x}\n")
+    with pytest.raises(ComposeFileError, match="invalid project name 'we:app'") as info:
+        load_project(Options(cwd=tmp_path, environ={}), warn=lambda m: None)
+    assert info.value.exit_code == 1
