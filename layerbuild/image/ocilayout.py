@@ -29,7 +29,7 @@ from layerbuild.image.archivefiles import (
 from layerbuild.image.config import ImageConfig
 from layerbuild.image.dockerarchive import archive_tags, read_config
 from layerbuild.image.manifest import INDEX_TYPES, MANIFEST_TYPES, Descriptor, Manifest
-from layerbuild.image.protocol import Image, ImageIndex, Platform, sha256, uncompressed_of, verified
+from layerbuild.image.protocol import DescribedLayer, Image, ImageIndex, Platform, sha256, verified
 from layerbuild.image.receive import CONFIG_TYPES
 from layerbuild.reference import split_tag
 from layerbuild.store import MEDIA_INDEX
@@ -46,28 +46,12 @@ def blob_name(desc: Descriptor) -> str:
 
 
 @dataclass(frozen=True)
-class OciLayoutLayer:
+class OciLayoutLayer(DescribedLayer):
     """A layer blob of the layout, as its manifest describes it."""
 
     files: ArchiveFiles
     desc: Descriptor
     diff_id: str
-
-    @property
-    def digest(self) -> str:
-        return self.desc.digest
-
-    @property
-    def size(self) -> int:
-        return self.desc.size
-
-    @property
-    def media_type(self) -> str:
-        return self.desc.media_type
-
-    @property
-    def diff_size(self) -> int | None:
-        return None
 
     @contextlib.contextmanager
     def compressed(self, *, verify: bool = True) -> Iterator[BinaryIO]:
@@ -78,11 +62,8 @@ class OciLayoutLayer:
         if not verify:
             yield src
             return
-        with verified(src, self.desc.digest, self.desc.size, f"layer {self.desc.digest}") as reader:
+        with verified(src, self.desc.digest, self.desc.size, self.what) as reader:
             yield reader
-
-    def uncompressed(self) -> contextlib.AbstractContextManager[BinaryIO]:
-        return uncompressed_of(self.compressed(), self.diff_id, f"layer {self.desc.digest}")
 
 
 @dataclass

@@ -282,3 +282,39 @@ def uncompressed_of(blob: contextlib.AbstractContextManager[BinaryIO], diff_id: 
             raise
         drain(tar)
         drain(raw)
+
+
+class DescribedLayer:
+    """What a layer from outside (an archive, a registry) knows from its manifest: `desc` (the blob's
+    descriptor) and `diff_id` (from the config), with `compressed()` left to the source. Its
+    uncompressed reader checks the diff_id; the tar's size is known only by reading it."""
+
+    desc: Descriptor
+    diff_id: str
+
+    @property
+    def digest(self) -> str:
+        return self.desc.digest
+
+    @property
+    def size(self) -> int:
+        return self.desc.size
+
+    @property
+    def media_type(self) -> str:
+        return self.desc.media_type
+
+    @property
+    def diff_size(self) -> int | None:
+        return None
+
+    @property
+    def what(self) -> str:
+        """How messages name the layer."""
+        return f"layer {self.desc.digest}"
+
+    def compressed(self, *, verify: bool = True) -> contextlib.AbstractContextManager[BinaryIO]:
+        raise NotImplementedError
+
+    def uncompressed(self) -> contextlib.AbstractContextManager[BinaryIO]:
+        return uncompressed_of(self.compressed(), self.diff_id, self.what)

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 from layerbuild.errors import RegistryError
 from layerbuild.image.config import ImageConfig, ImageFormatError
 from layerbuild.image.manifest import INDEX_TYPES, MANIFEST_TYPES, Descriptor, Manifest
-from layerbuild.image.protocol import Platform, check_bytes, uncompressed_of
+from layerbuild.image.protocol import DescribedLayer, Platform, check_bytes
 from layerbuild.platforms import PlatformSpec, best_platform, format_platform, normalize_platform
 from layerbuild.reference import Reference
 from layerbuild.registry.client import Manifest as Fetched
@@ -57,29 +57,13 @@ class _ChunkReader(io.RawIOBase):
 
 
 @dataclass(frozen=True)
-class RegistryLayer:
+class RegistryLayer(DescribedLayer):
     """One layer blob of a repository; every read streams it from the registry, checked."""
 
     client: RegistryClient
     repo: Reference
     desc: Descriptor
     diff_id: str
-
-    @property
-    def digest(self) -> str:
-        return self.desc.digest
-
-    @property
-    def size(self) -> int:
-        return self.desc.size
-
-    @property
-    def media_type(self) -> str:
-        return self.desc.media_type
-
-    @property
-    def diff_size(self) -> int | None:
-        return None
 
     @property
     def what(self) -> str:
@@ -99,9 +83,6 @@ class RegistryLayer:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
-
-    def uncompressed(self) -> contextlib.AbstractContextManager[BinaryIO]:
-        return uncompressed_of(self.compressed(), self.diff_id, self.what)
 
 
 @dataclass
