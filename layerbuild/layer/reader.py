@@ -81,7 +81,7 @@ def _decompressed(blob: BinaryIO) -> tuple[Any, str, FrameWalker | None]:
     raw = io.BufferedReader(_Prefixed(head, blob), _CHUNK)
     if fmt == "gzip":
         # ISA-L's inflate (CRC and length trailer checked as gzip's are) is several times zlib's speed.
-        return igzip.GzipFile(fileobj=raw, mode="rb"), "gzip", None
+        return igzip.GzipFile(fileobj=raw, mode="rb"), "gzip", None  # type: ignore[no-untyped-call]
     return raw, "tar", None
 
 
