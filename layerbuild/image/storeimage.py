@@ -24,10 +24,6 @@ from layerbuild.layer.ingest import ingest_layer
 from layerbuild.store import MEDIA_LAYER_GZIP, LayerRecord, Store
 from layerbuild.store.blobs import read_to_end
 
-# zstd level of the blobs a sink receives (pulls, loads): level 1 compresses about a third faster than
-# the default 3, for blobs about a tenth larger on a tree of programs and libraries.
-RECEIVE_LEVEL = 1
-
 
 @dataclass(frozen=True)
 class StoreLayer:
@@ -233,7 +229,7 @@ class StoreSink:
                 with layer.compressed(verify=False) as src:
                     # A blob that is its own tar (digest == diff_id) is checked by the diff_id alone.
                     record = ingest_layer(self.store, _Observed(src, layer, self.observe, stop),  # type: ignore[arg-type]
-                                          what=what, expected_size=layer.size, level=RECEIVE_LEVEL,
+                                          what=what, expected_size=layer.size,
                                           expected_digest=None if layer.digest == diff_id else layer.digest,
                                           expected_diff_id=diff_id,
                                           source_checks_digest=getattr(layer, "checks_digest", False))
