@@ -231,7 +231,8 @@ class StoreSink:
                     record = ingest_layer(self.store, _Observed(src, layer, self.observe, stop),  # type: ignore[arg-type]
                                           what=what, expected_size=layer.size,
                                           expected_digest=None if layer.digest == diff_id else layer.digest,
-                                          expected_diff_id=diff_id)
+                                          expected_diff_id=diff_id,
+                                          source_checks_digest=getattr(layer, "checks_digest", False))
                 break
             except DigestMismatchError:
                 if attempt + 1 >= self.attempts or stop.is_set():

@@ -66,7 +66,8 @@ def free_bytes(store: Store) -> int:
 
 def ingest_layer(store: Store, src: BinaryIO, *, level: int = 3, what: str = "the layer",
                  expected_digest: str | None = None, expected_size: int | None = None,
-                 expected_diff_id: str | None = None, max_bytes: int | None = None) -> LayerRecord:
+                 expected_diff_id: str | None = None, max_bytes: int | None = None,
+                 source_checks_digest: bool = False) -> LayerRecord:
     """Check the tar in `src` (gzip, zstd or plain) entry by entry and store it as a zstd layer blob.
 
     One pass: the plain tar is hashed into the diff_id while it is compressed into the blob writer,
@@ -74,9 +75,13 @@ def ingest_layer(store: Store, src: BinaryIO, *, level: int = 3, what: str = "th
     `expected_digest`/`expected_size` are what a manifest says of the bytes of `src`, `expected_diff_id`
     what a config says of the tar; a mismatch raises DigestMismatchError and nothing is recorded.
     Unpacked bytes are bounded by `max_bytes` and by the free space of the store's filesystem.
+    `source_checks_digest`: `src` itself raises DigestMismatchError at its end when its bytes do not
+    hash to `expected_digest` (a registry's blob stream does), so they are not hashed twice; `src` is
+    then read to its end before anything is recorded.
     """
     budget = min(MAX_LAYER_BYTES if max_bytes is None else max_bytes, free_bytes(store))
-    counted = _Counted(src, expected_size, what, hashing=expected_digest is not None)
+    own_hash = expected_digest is not None and not source_checks_digest
+    counted = _Counted(src, expected_size, what, hashing=own_hash)
     cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
     with store.blobs.writer() as w:
         compressor = cctx.compressobj()
@@ -88,11 +93,14 @@ def ingest_layer(store: Store, src: BinaryIO, *, level: int = 3, what: str = "th
         finally:
             stream.close()
         w.write(compressor.flush())
+        if source_checks_digest and counted.read(1):  # the end, where such a source checks its digest
+            raise UnsafeArchiveError(f"{what} has bytes after the end of its tar stream",
+                                     hint="the archive is damaged or was edited")
         if expected_size is not None and counted.size != expected_size:
             raise UnsafeArchiveError(f"{what} has {counted.size} bytes, not the {expected_size} it declares",
                                      hint="the archive is damaged or was edited")
         digest = "sha256:" + counted.hash.hexdigest() if counted.hash is not None else None
-        if expected_digest is not None and digest != expected_digest:
+        if own_hash and digest != expected_digest:
             raise DigestMismatchError(f"{what} hashes to {digest}, not to {expected_digest}",
                                       hint="the archive is damaged or was edited")
         if expected_diff_id is not None and diff_id != expected_diff_id:

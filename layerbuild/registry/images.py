@@ -17,7 +17,7 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 from layerbuild.errors import RegistryError
 from layerbuild.image.config import ImageConfig, ImageFormatError
@@ -59,6 +59,10 @@ class _ChunkReader(io.RawIOBase):
 @dataclass(frozen=True)
 class RegistryLayer(DescribedLayer):
     """One layer blob of a repository; every read streams it from the registry, checked."""
+
+    # Its compressed reader raises DigestMismatchError at its end if the bytes do not match the digest,
+    # so a sink need not hash them again (StoreSink reads it to that end before it records anything).
+    checks_digest: ClassVar[bool] = True
 
     client: RegistryClient
     repo: Reference

@@ -11,7 +11,7 @@ import tarfile
 import pytest
 import zstandard
 
-from layerbuild.errors import UnsafeArchiveError, UsageError
+from layerbuild.errors import DigestMismatchError, UnsafeArchiveError, UsageError
 from layerbuild.image import import_rootfs
 from layerbuild.layer.compression import sniff_compression
 from layerbuild.layer.ingest import ingest_layer
@@ -60,6 +60,51 @@ def test_truncated_gzip_is_refused_and_leaves_nothing(store: Store) -> None:
     with pytest.raises(UnsafeArchiveError, match="compressed stream"):
         ingest_layer(store, io.BytesIO(data))
     assert list(store.blobs.list()) == []
+
+
+@pytest.mark.parametrize("where", [-8, -1], ids=["crc", "length"])
+def test_a_gzip_whose_trailer_does_not_match_is_refused(store: Store, where: int) -> None:
+    """The tar inside is intact; gzip's CRC-32 or length trailer is wrong: refused, nothing kept."""
+    data = bytearray(gzip.compress(TAR, mtime=0))
+    data[where] ^= 1
+    with pytest.raises(UnsafeArchiveError, match="compressed stream"):
+        ingest_layer(store, io.BytesIO(bytes(data)))
+    assert list(store.blobs.list()) == []
+
+
+class _SelfChecking(io.BytesIO):
+    """A blob reader that checks its own digest when it reaches its end, as a registry's does."""
+
+    def __init__(self, data: bytes, *, lie: bool) -> None:
+        super().__init__(data)
+        self.lie = lie
+        self.ended = False
+
+    def read(self, n: int | None = -1) -> bytes:
+        data = super().read(n)
+        if not data:
+            self.ended = True
+            if self.lie:
+                raise DigestMismatchError("the blob hashes to something else")
+        return data
+
+
+@pytest.mark.parametrize("wrap", [lambda b: b, lambda b: gzip.compress(b, mtime=0)], ids=["plain", "gzip"])
+def test_a_source_that_checks_its_digest_is_read_to_its_end(store: Store, wrap) -> None:  # type: ignore[no-untyped-def]
+    blob = wrap(TAR)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    bad = _SelfChecking(blob, lie=True)
+    with pytest.raises(DigestMismatchError):
+        ingest_layer(store, bad, expected_digest=digest, expected_size=len(blob), expected_diff_id=DIFF_ID,
+                     source_checks_digest=True)
+    assert list(store.blobs.list()) == [] and store.index.layers_by_diff_id(DIFF_ID) == ()
+    good = _SelfChecking(blob, lie=False)
+    layer = ingest_layer(store, good, expected_digest=digest, expected_size=len(blob), expected_diff_id=DIFF_ID,
+                         source_checks_digest=True)
+    assert good.ended and layer.diff_id == DIFF_ID
+    # Without the flag the digest is checked here: a wrong one is refused whatever the source says.
+    with pytest.raises(DigestMismatchError, match="hashes to"):
+        ingest_layer(store, io.BytesIO(blob), expected_digest="sha256:" + "0" * 64, expected_diff_id=DIFF_ID)
 
 
 def test_import_rootfs_makes_a_tagged_image(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:

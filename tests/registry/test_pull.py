@@ -234,6 +234,29 @@ def test_a_bad_blob_is_read_again_or_fails_cleanly(proxied: tuple[Registry, Faul
     assert fsck_problems(root) == []
 
 
+def test_a_blob_of_other_bytes_but_the_same_tar_is_refused(proxied: tuple[Registry, FaultProxy],
+                                                            tmp_path: Path) -> None:
+    """The registry sends a gzip layer of the same length that unpacks to the same tar (its header's
+    mtime changed): only the blob's digest tells, and it is checked though the bytes are hashed once."""
+    from layerbuild.errors import DigestMismatchError
+
+    registry, proxy = proxied
+    seed = next(n for n in range(20, 100) if any(la.media_type.endswith("gzip")
+                                                  for la in kit.random_index(random.Random(n)).images[0][0].layers))
+    name = f"kit/regz:{seed}"
+    image = push_index(registry, tmp_path, name, seed=seed).images[0][0]
+    layer = next(la for la in image.layers if la.media_type.endswith("gzip"))
+    assert layer.blob[4:8] == bytes(4)  # gzip's mtime, 0 as the kit writes it
+    proxy.rules = [_blob_rule(layer.digest, ("alter", lambda data: data[:4] + b"\1\0\0\0" + data[8:]))]  # type: ignore[list-item]
+    root = tmp_path / "store"
+    with client_for(registry, host=proxy.host) as client, Store.open(root) as store:
+        with pytest.raises(DigestMismatchError, match="hashes to"):
+            pull(store, parse_reference(f"{proxy.host}/{name}"), client=client)
+        assert not any(la.diff_id == layer.diff_id for la in store.index.list_layers())
+        assert store.index.get_tag(f"{proxy.host}/{name}") is None
+    assert fsck_problems(root) == []
+
+
 def test_a_pinned_digest_is_verified(proxied: tuple[Registry, FaultProxy], tmp_path: Path, cli_env: None,
                                      capfd: pytest.CaptureFixture[str]) -> None:
     registry, proxy = proxied
