@@ -4,6 +4,7 @@ steps take their history time from the layers around them, as BuildKit's exporte
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,8 @@ def test_config_only_steps_take_the_times_of_the_layers_around_them() -> None:
 
 
 @pytest.mark.parametrize("tail", ["LABEL a=b\nCMD [\"x\"]\n", "ENV A=1\n"])
-def test_cached_rebuild_through_the_full_path_keeps_the_image_id(tmp_path: Path, tail: str) -> None:
+def test_cached_rebuild_through_the_full_path_keeps_the_image_id(tmp_path: Path, tail: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "store"
     make_base(tmp_path / "base", root)
     ctx = tmp_path / "ctx"
@@ -32,6 +34,8 @@ def test_cached_rebuild_through_the_full_path_keeps_the_image_id(tmp_path: Path,
     (ctx / "f").write_text("f\n")
     (ctx / "Dockerfile").write_text("FROM base:1\nLABEL first=1\nCOPY f /f\nRUN echo hi > /x\n" + tail)
     first = layerbuild.build(ctx, root=root, tags=["sut:1"])
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)  # the rebuilds run an hour later
     for n in range(2):  # a new mtime, same content: the full path, every step cached
         os.utime(ctx / "f", (1_700_000_000 + n, 1_700_000_000 + n))
         again = layerbuild.build(ctx, root=root, tags=["sut:1"])
@@ -39,11 +43,26 @@ def test_cached_rebuild_through_the_full_path_keeps_the_image_id(tmp_path: Path,
         assert again.image.id == first.image.id
 
 
-def test_config_only_build_on_a_base_keeps_the_image_id(tmp_path: Path) -> None:
+def test_config_only_build_on_a_base_keeps_the_image_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "store"
     make_base(tmp_path / "base", root)
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text("FROM base:1\nLABEL only=config\n")
-    ids = {layerbuild.build(ctx, root=root, tags=["sut:1"], no_cache=n == 1).image.id for n in range(2)}
-    assert len(ids) == 1
+    first = layerbuild.build(ctx, root=root, tags=["sut:1"]).image.id
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)
+    assert layerbuild.build(ctx, root=root, tags=["sut:1"], no_cache=True).image.id == first
+
+
+def test_cached_rebuild_with_an_output_keeps_the_image_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "store"
+    make_base(tmp_path / "base", root)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM base:1\nRUN echo hi > /x\nLABEL last=1\n")
+    first = layerbuild.build(ctx, root=root, tags=["sut:1"])
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)
+    again = layerbuild.build(ctx, root=root, tags=["sut:1"], outputs=[("oci", str(tmp_path / "o.tar"))])
+    assert again.image.id == first.image.id
