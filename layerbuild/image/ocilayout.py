@@ -107,14 +107,6 @@ class OciLayoutImage:
                      for d, diff_id in zip(self.manifest.layers, self.config.diff_ids, strict=True))
 
 
-def _platform(item: Any) -> Platform | None:
-    p = item.get("platform") if isinstance(item, dict) else None
-    if not isinstance(p, dict) or not isinstance(p.get("os"), str) or not isinstance(p.get("architecture"), str):
-        return None
-    variant = p.get("variant")
-    return Platform(p["os"], p["architecture"], variant if isinstance(variant, str) else "")
-
-
 @dataclass
 class OciLayoutIndex:
     """The image index `desc` names, read and checked when made."""
@@ -134,7 +126,7 @@ class OciLayoutIndex:
         if not isinstance(items, list):
             raise ArchiveError(f"image index {self.desc.digest} must be an object with a list of manifests")
         self.manifests = tuple((Descriptor.from_dict(item, f"image index {self.desc.digest} manifests[{j}]"),
-                                _platform(item)) for j, item in enumerate(items))
+                                Platform.of_entry(item)) for j, item in enumerate(items))
 
     @property
     def media_type(self) -> str:

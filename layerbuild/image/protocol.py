@@ -106,6 +106,15 @@ class Platform:
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
+    @staticmethod
+    def of_entry(item: Any) -> Platform | None:
+        """The `platform` of an index's manifest entry, or None where it has none of the right shape."""
+        p = item.get("platform") if isinstance(item, dict) else None
+        if not isinstance(p, dict) or not isinstance(p.get("os"), str) or not isinstance(p.get("architecture"), str):
+            return None
+        variant = p.get("variant")
+        return Platform(p["os"], p["architecture"], variant if isinstance(variant, str) else "")
+
 
 @runtime_checkable
 class ImageIndex(Protocol):

@@ -141,14 +141,6 @@ class RegistryImage:
                      for d, diff_id in zip(self.manifest.layers, diff_ids, strict=True))
 
 
-def _platform(item: Any) -> Platform | None:
-    p = item.get("platform") if isinstance(item, dict) else None
-    if not isinstance(p, dict) or not isinstance(p.get("os"), str) or not isinstance(p.get("architecture"), str):
-        return None
-    variant = p.get("variant")
-    return Platform(p["os"], p["architecture"], variant if isinstance(variant, str) else "")
-
-
 @dataclass
 class RegistryIndex:
     """A multi-platform image (OCI index or Docker manifest list) of `repo`."""
@@ -169,7 +161,7 @@ class RegistryIndex:
         if not isinstance(items, list):
             raise RegistryError(f"{self.repo.name}@{self.digest}: the image index has no list of manifests")
         try:
-            self.manifests = tuple((Descriptor.from_dict(item, f"manifests[{j}]"), _platform(item))
+            self.manifests = tuple((Descriptor.from_dict(item, f"manifests[{j}]"), Platform.of_entry(item))
                                    for j, item in enumerate(items))
         except ImageFormatError as exc:
             raise RegistryError(f"{self.repo.name}@{self.digest}: {exc.message}") from None
