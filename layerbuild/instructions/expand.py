@@ -266,11 +266,17 @@ class StageExpander:
             self._declare(expanded)
         return ExpandedStep(command=expanded, used_args=frozenset(used), scope=seen)
 
+    def arg_value(self, arg: c.ArgDef) -> str | None:
+        """The value a declared ARG takes: the build arg, else its (expanded) default, else the global
+        ARG's value; None for a bare ARG with none of them."""
+        value = self._build_args.get(arg.key, arg.default)
+        if value is None and arg.key in self._meta:
+            value = self._meta[arg.key]
+        return value
+
     def _declare(self, command: c.Arg) -> None:
         for arg in command.args:
-            value = self._build_args.get(arg.key, arg.default)
-            if value is None and arg.key in self._meta:
-                value = self._meta[arg.key]
+            value = self.arg_value(arg)
             if value is not None:
                 self._vars[arg.key] = self._from_arg[arg.key] = value
                 self._history.set(arg.key, value)

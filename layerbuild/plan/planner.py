@@ -388,7 +388,7 @@ def plan_build(
             if isinstance(cmd, c.Run):
                 history_args = tuple((k, scope.get(k)) for k in arg_order)
             elif isinstance(cmd, c.Arg):
-                history_args = tuple((a.key, _arg_value(a, build_args, meta)) for a in cmd.args)
+                history_args = tuple((a.key, expander.arg_value(a)) for a in cmd.args)
                 arg_order.extend(k for k, _ in history_args if k not in arg_order)
             steps.append(
                 Step(index, position + first, step_kind(cmd), cmd.node.original, cmd, args=args,
@@ -417,12 +417,3 @@ def plan_build(
         filename=df.filename,
     )
 
-
-def _arg_value(arg: c.ArgDef, build_args: Mapping[str, str], meta: Mapping[str, str | None]) -> str | None:
-    """The value an ARG takes, as BuildKit records it in the history: the build arg, else its
-    (expanded) default, else the global ARG's value; None for a bare ARG with none of them."""
-    if arg.key in build_args:
-        return build_args[arg.key]
-    if arg.default is not None:
-        return arg.default
-    return meta.get(arg.key)
