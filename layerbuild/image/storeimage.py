@@ -192,7 +192,7 @@ class _Observed:
 class StoreSink:
     """Images into the store, through its door: each layer blob is checked against its descriptor
     (size, digest), its config's diff_id and the entry rules of `layer.admit` as it streams in and is
-    kept as zstd; then the config and a manifest are written and the tags set (`write_image`), all
+    kept as zstd (or as it came, with `keep`); then the config and a manifest are written and the tags set (`write_image`), all
     under one lease. Nothing of the source is trusted: its config bytes are checked against its
     manifest and parsed here.
 
@@ -200,13 +200,16 @@ class StoreSink:
     (what pull wants: the diff_id comes from the config, which was checked against the manifest).
     `jobs`: how many layers are read at once. `attempts`: how often a layer whose bytes did not match
     is read again (a source that gives fresh bytes per `compressed()`, as a registry does).
-    `observe` is told how each layer goes (see LayerObserver), from the threads reading them. On a
+    `keep`: each layer blob is stored as the very bytes it came as (checked all the same), not
+    recompressed to zstd: what a pull does. `observe` is told how each layer goes (see
+    LayerObserver), from the threads reading them. On a
     failure the other layers stop, the layers already stored stay as unreferenced blobs (a later
     write reuses them; prune removes them) and no manifest or tag is written."""
 
     def __init__(self, store: Store, *, reuse: bool = False, jobs: int = 1, attempts: int = 1,
-                 observe: LayerObserver | None = None) -> None:
+                 observe: LayerObserver | None = None, keep: bool = False) -> None:
         self.store = store
+        self.keep = keep
         self.last: StoredImage | None = None
         self.reuse = reuse
         self.jobs = max(1, jobs)
@@ -224,15 +227,19 @@ class StoreSink:
         if layer.media_type not in LAYER_TYPES:
             raise LayerbuildError(f"{what} has media type {layer.media_type!r}, which layerbuild cannot "
                                   "load", hint=f"layers must be one of {', '.join(LAYER_TYPES)}")
+        # A kept blob is hashed by the store's writer; else a source that checks its own digest saves
+        # hashing the bytes twice.
+        source_checks = getattr(layer, "checks_digest", False) and not self.keep
         for attempt in range(self.attempts):
             try:
-                with layer.compressed(verify=False) as src:
+                with layer.compressed(verify=source_checks) as src:
                     # A blob that is its own tar (digest == diff_id) is checked by the diff_id alone.
                     record = ingest_layer(self.store, _Observed(src, layer, self.observe, stop),  # type: ignore[arg-type]
                                           what=what, expected_size=layer.size,
                                           expected_digest=None if layer.digest == diff_id else layer.digest,
                                           expected_diff_id=diff_id,
-                                          source_checks_digest=getattr(layer, "checks_digest", False))
+                                          source_checks_digest=source_checks,
+                                          keep=self.keep)
                 break
             except DigestMismatchError:
                 if attempt + 1 >= self.attempts or stop.is_set():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from typing import BinaryIO
 
 import zstandard
@@ -17,7 +18,7 @@ import zstandard
 from layerbuild.errors import DigestMismatchError, UnsafeArchiveError
 from layerbuild.layer.admit import check_stream
 from layerbuild.layer.reader import ChunkStream
-from layerbuild.store import MEDIA_LAYER_ZSTD, LayerRecord, Store
+from layerbuild.store import MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_LAYER_ZSTD, LayerRecord, Store
 
 MAX_LAYER_BYTES = 1 << 42  # unpacked, on top of the free-space bound
 
@@ -25,11 +26,13 @@ MAX_LAYER_BYTES = 1 << 42  # unpacked, on top of the free-space bound
 class _Counted:
     """`src` read through a sha256 and a byte count, refusing to read past `limit` bytes."""
 
-    def __init__(self, src: BinaryIO, limit: int | None, what: str, *, hashing: bool) -> None:
+    def __init__(self, src: BinaryIO, limit: int | None, what: str, *, hashing: bool,
+                 sink: Callable[[bytes], object] | None = None) -> None:
         self._src = src
         self._limit = limit
         self._what = what
         self.hash = hashlib.sha256() if hashing else None
+        self._sink = sink
         self.size = 0
 
     def read(self, n: int = -1) -> bytes:
@@ -41,6 +44,8 @@ class _Counted:
             raise UnsafeArchiveError(f"{self._what} is larger than its declared {self._limit} bytes")
         if self.hash is not None:
             self.hash.update(data)
+        if self._sink is not None and data:
+            self._sink(data)
         return data
 
 
@@ -64,14 +69,20 @@ def free_bytes(store: Store) -> int:
     return st.f_bavail * st.f_frsize
 
 
+_KEPT_TYPES = {"gzip": MEDIA_LAYER_GZIP, "zstd": MEDIA_LAYER_ZSTD, "tar": MEDIA_LAYER_TAR}
+
+
 def ingest_layer(store: Store, src: BinaryIO, *, level: int = 3, what: str = "the layer",
                  expected_digest: str | None = None, expected_size: int | None = None,
                  expected_diff_id: str | None = None, max_bytes: int | None = None,
-                 source_checks_digest: bool = False) -> LayerRecord:
-    """Check the tar in `src` (gzip, zstd or plain) entry by entry and store it as a zstd layer blob.
+                 source_checks_digest: bool = False, keep: bool = False) -> LayerRecord:
+    """Check the tar in `src` (gzip, zstd or plain) entry by entry and store it as a layer blob: as
+    zstd, or with `keep` as the very bytes of `src` (what a pull does, as containerd and skopeo do:
+    no recompression, and the image keeps its registry digests).
 
-    One pass: the plain tar is hashed into the diff_id while it is compressed into the blob writer,
-    which hashes the compressed bytes into the digest. The tar is stored as given, not normalised.
+    One pass: the plain tar is hashed into the diff_id while it is compressed into the blob writer
+    (or while `src`'s bytes go to it as they are read), which hashes the bytes it gets into the
+    digest. The tar is stored as given, not normalised.
     `expected_digest`/`expected_size` are what a manifest says of the bytes of `src`, `expected_diff_id`
     what a config says of the tar; a mismatch raises DigestMismatchError and nothing is recorded.
     Unpacked bytes are bounded by `max_bytes` and by the free space of the store's filesystem.
@@ -80,30 +91,51 @@ def ingest_layer(store: Store, src: BinaryIO, *, level: int = 3, what: str = "th
     then read to its end before anything is recorded.
     """
     budget = min(MAX_LAYER_BYTES if max_bytes is None else max_bytes, free_bytes(store))
-    own_hash = expected_digest is not None and not source_checks_digest
-    counted = _Counted(src, expected_size, what, hashing=own_hash)
-    cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
+    # A kept blob is hashed by its writer: that digest is checked against `expected_digest`.
+    own_hash = expected_digest is not None and not source_checks_digest and not keep
     with store.blobs.writer() as w:
-        compressor = cctx.compressobj()
-        stream = _Tee(counted, max_bytes=budget,  # type: ignore[arg-type]
-                      sink=lambda chunk: w.write(compressor.compress(chunk)))
+        counted = _Counted(src, expected_size, what, hashing=own_hash, sink=w.write if keep else None)
+        if keep:
+            stream = ChunkStream(counted, max_bytes=budget)  # type: ignore[arg-type]
+        else:
+            compressor = zstandard.ZstdCompressor(level=level, write_checksum=True).compressobj()
+            stream = _Tee(counted, max_bytes=budget,  # type: ignore[arg-type]
+                          sink=lambda chunk: w.write(compressor.compress(chunk)))
         try:
             diff_id = check_stream(stream, what, max_bytes=budget)
             diff_size = stream.size
+        except UnsafeArchiveError:
+            stream.close()
+            # Bytes that are not the blob named (damaged on the way) are a digest mismatch, which a
+            # caller may read again, not a hostile archive: read the rest, and let the digest tell.
+            if expected_digest is not None and (keep or own_hash or source_checks_digest):
+                while counted.read(1 << 20):
+                    pass
+                got = w.digest if keep else f"sha256:{counted.hash.hexdigest()}" if counted.hash else None
+                if got is not None and got != expected_digest:
+                    raise DigestMismatchError(f"{what} hashes to {got}, not to {expected_digest}",
+                                              hint="the bytes were damaged on the way or edited; "
+                                              "nothing was kept") from None
+            raise
         finally:
             stream.close()
-        w.write(compressor.flush())
-        if source_checks_digest and counted.read(1):  # the end, where such a source checks its digest
+        if not keep:
+            w.write(compressor.flush())
+        if (source_checks_digest or keep) and counted.read(1):  # the end, where such a source checks its digest
             raise UnsafeArchiveError(f"{what} has bytes after the end of its tar stream",
                                      hint="the archive is damaged or was edited")
         if expected_size is not None and counted.size != expected_size:
             raise UnsafeArchiveError(f"{what} has {counted.size} bytes, not the {expected_size} it declares",
                                      hint="the archive is damaged or was edited")
-        digest = "sha256:" + counted.hash.hexdigest() if counted.hash is not None else None
-        if own_hash and digest != expected_digest:
+        if keep:
+            digest: str | None = w.digest
+        else:
+            digest = "sha256:" + counted.hash.hexdigest() if counted.hash is not None else None
+        if (own_hash or keep) and expected_digest is not None and digest != expected_digest:
             raise DigestMismatchError(f"{what} hashes to {digest}, not to {expected_digest}",
                                       hint="the archive is damaged or was edited")
         if expected_diff_id is not None and diff_id != expected_diff_id:
             raise DigestMismatchError(f"{what} unpacks to {diff_id}, not to the {expected_diff_id} its config "
                                       "names", hint="the archive is damaged or was edited")
-    return store.index.put_layer(w.info.digest, diff_id, w.info.size, diff_size, MEDIA_LAYER_ZSTD)
+    media_type = _KEPT_TYPES[stream.format] if keep else MEDIA_LAYER_ZSTD
+    return store.index.put_layer(w.info.digest, diff_id, w.info.size, diff_size, media_type)

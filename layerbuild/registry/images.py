@@ -60,8 +60,9 @@ class _ChunkReader(io.RawIOBase):
 class RegistryLayer(DescribedLayer):
     """One layer blob of a repository; every read streams it from the registry, checked."""
 
-    # Its compressed reader raises DigestMismatchError at its end if the bytes do not match the digest,
-    # so a sink need not hash them again (StoreSink reads it to that end before it records anything).
+    # Its verifying compressed reader raises DigestMismatchError at its end if the bytes do not match
+    # the digest, so a sink need not hash them again (StoreSink reads it to that end before it records
+    # anything); a sink that hashes them anyway (one keeping the blob) reads with verify=False.
     checks_digest: ClassVar[bool] = True
 
     client: RegistryClient
@@ -75,8 +76,8 @@ class RegistryLayer(DescribedLayer):
 
     @contextlib.contextmanager
     def compressed(self, *, verify: bool = True) -> Iterator[BinaryIO]:
-        # open_blob checks size and digest at its end either way; `verify=False` only promises less.
-        chunks = self.client.open_blob(self.repo, self.desc.digest, size=self.desc.size)
+        # `verify=False`: the consumer hashes the bytes itself (open_blob still bounds their size).
+        chunks = self.client.open_blob(self.repo, self.desc.digest, size=self.desc.size, check=verify)
         reader = io.BufferedReader(_ChunkReader(chunks), _CHUNK)
         try:
             yield reader

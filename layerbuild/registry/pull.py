@@ -4,7 +4,9 @@ The manifest (or index) is fetched once; when the store already holds what that 
 (its record in the index's repo digests, for the same platform), the pull ends there: "up to date",
 one request. Otherwise the platform's manifest and the config are fetched, and the layers whose
 diff_id the store lacks are streamed, three at a time, through the store's door (`StoreSink`),
-each read again once if its bytes did not match. The tag moves only when everything is stored;
+each read again once if its bytes did not match. Blobs are kept as the registry sent them (checked
+against their digest and their config's diff_id, not recompressed), so a pulled image pushed again
+has the same layer digests, as with containerd and skopeo. The tag moves only when everything is stored;
 the repo digest is recorded for `images --digests` and `NAME@sha256:…`.
 """
 
@@ -100,7 +102,7 @@ def pull(store: Store, ref: Reference, *, client: RegistryClient, platform: Plat
     def observe(layer: Layer, status: str, current: int) -> None:
         emit(PullEvent("layer", short_id(layer.digest), status, current, layer.size))
 
-    sink = StoreSink(store, reuse=True, jobs=jobs, attempts=2, observe=observe)
+    sink = StoreSink(store, reuse=True, jobs=jobs, attempts=2, observe=observe, keep=True)
     manifest = copy_image(image, sink, [tag] if tag else [])
     _record(store, ref, got, image, manifest, chosen)
     if tag is not None:

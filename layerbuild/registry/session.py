@@ -21,6 +21,7 @@ from layerbuild.registry.failures import response_error, transport_error
 from layerbuild.registry.transport import (
     RETRY_STATUSES,
     RetryPolicy,
+    http_transport,
     is_loopback,
     named_insecure,
     retryable_transport_error,
@@ -314,7 +315,8 @@ class OriginClients:
                 verify = not named_insecure(netloc, self.options.insecure)
                 # Plain HTTP needs no TLS context (httpx would build a verifying one, for nothing).
                 ctx = tls_context(netloc, verify=verify, dirs=self.options.certs_dirs) if u.scheme == "https" else False
-                client = httpx.Client(verify=ctx, timeout=httpx.Timeout(self.options.timeout, connect=15.0),
+                client = httpx.Client(verify=ctx, transport=http_transport(ctx),
+                                      timeout=httpx.Timeout(self.options.timeout, connect=15.0),
                                       follow_redirects=False, trust_env=True,  # HTTP(S)_PROXY, NO_PROXY
                                       headers={"User-Agent": USER_AGENT})
                 self._clients[key] = client

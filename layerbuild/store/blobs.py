@@ -61,6 +61,11 @@ class BlobWriter(Protocol):
     def size(self) -> int: ...
 
     @property
+    def digest(self) -> str:
+        """The digest of the bytes written so far."""
+        ...
+
+    @property
     def info(self) -> BlobInfo:
         """The committed blob; only valid after the `with` block ended without an error."""
         ...
@@ -151,6 +156,10 @@ class _FileBlobWriter:
     @property
     def size(self) -> int:
         return self._size
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
 
     @property
     def info(self) -> BlobInfo:

@@ -163,6 +163,48 @@ def test_pull_a_docker_archive_pushed_by_skopeo_then_build_and_run(plain_registr
     assert fsck_problems(root) == []
 
 
+def test_blobs_are_kept_as_the_registry_sent_them(plain_registry: Registry, tmp_path: Path, cli_env: None,
+                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    """gzip, zstd and plain layers are stored as the very blobs the registry holds (no recompression,
+    though each was unpacked and checked against its config's diff_id), so a push of the pulled image
+    to another repository sends layers with the digests the first one had, as containerd's pull does;
+    a build FROM it unpacks them."""
+    image = kit.random_image(random.Random(5), layers=3)  # gzip, zstd, plain
+    layout = tmp_path / "layout-kept"
+    OciLayoutWriter(layout, directory=True).write(image, ["kit:kept"])
+    skopeo_push(f"oci:{layout}:kept", plain_registry, "kit/kept:1")
+    name = f"{plain_registry.host}/kit/kept:1"
+    with client_for(plain_registry) as client:
+        held = json.loads(client.get_manifest(parse_reference(name)).data)["layers"]
+        blobs = [client.get_blob(parse_reference(name), d["digest"]) for d in held]
+    # skopeo gzips a plain layer on its way to a registry; the other two stay as they were.
+    assert [d["mediaType"].rpartition(".")[2] for d in held] == ["tar+gzip", "tar+zstd", "tar+gzip"]
+    root = tmp_path / "store"
+    assert lb(root, capfd, "pull", "-q", name)[0] == 0
+    with Store.open(root) as store:
+        tag = store.index.get_tag(name)
+        assert tag is not None
+        stored = load_image(store, tag.digest)
+        assert [(r.digest, r.size, r.media_type) for r in stored.layers] == [
+            (d["digest"], d["size"], d["mediaType"]) for d in held]
+        assert [r.diff_id for r in stored.layers] == [la.diff_id for la in image.layers]
+        assert [store.blobs.read(r.digest) for r in stored.layers] == blobs
+    again = f"{plain_registry.host}/kit/again:1"
+    assert lb(root, capfd, "tag", name, again)[0] == 0
+    code, _, err = lb(root, capfd, "push", "-q", "--format", "oci", again)
+    assert code == 0, err
+    with client_for(plain_registry) as client:
+        pushed = json.loads(client.get_manifest(parse_reference(again)).data)["layers"]
+    # push sends gzip: the two gzip blobs go as they came; the zstd one is gzipped for it.
+    assert [d["digest"] for d in pushed][::2] == [held[0]["digest"], held[2]["digest"]]
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {name}\nCOPY --from={name} / /copied/\n")
+    code, _, err = lb(root, capfd, "build", "-q", "-t", "kept:built", str(ctx))
+    assert code == 0, err
+    assert fsck_problems(root) == []
+
+
 @pytest.mark.parametrize("kind", ["htpasswd", "token"])
 def test_pull_from_tls_and_token_registries(kind: str, request: pytest.FixtureRequest, tmp_path: Path,
                                             cli_env: None, monkeypatch: pytest.MonkeyPatch,
