@@ -1,4 +1,5 @@
-"""Digests: sha256 for OCI identities, xxh3-128 for cache keys and change detection."""
+"""Digests: sha256 for OCI identities and for cache keys (which a shared cache carries between machines:
+no one who can write to it may forge a collision), xxh3-128 for local change detection."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ def split_digest(digest: str) -> tuple[str, str]:
         raise ValueError(f"not a sha256 digest: {digest!r}")
     algo, _, hexpart = digest.partition(":")
     return algo, hexpart
+
+
+def key_hash(data: bytes) -> str:
+    """The hash of cache keys and of the content they cover (sha256, hex): collision-resistant, as a
+    key that travels to a shared cache must be."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def xxh3(data: bytes) -> str:

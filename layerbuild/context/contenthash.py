@@ -1,4 +1,5 @@
-"""Per-file fingerprints for COPY/ADD content keys: xxh3-128 over what a copy preserves, never mtime.
+"""Per-file fingerprints for COPY/ADD content keys: sha256 over what a copy preserves, never mtime
+(sha256, not a faster hash: the keys they go into may be shared between machines).
 
 A fingerprint covers the relative path, file type, permission bits (mode & 0o7777), size, symlink
 target, content hash and the security.capability xattr; for trees whose owners are kept (another
@@ -9,11 +10,10 @@ left out there, and so is mtime: `touch` must not invalidate a COPY.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from collections.abc import Mapping
-
-import xxhash
 
 from layerbuild.errors import BuildError
 
@@ -32,7 +32,7 @@ TYPE_CODES = {
 
 
 def hash_file(path: str) -> tuple[str, os.stat_result]:
-    """xxh3-128 of a regular file's content (not following a final symlink), and its stat after reading.
+    """sha256 of a regular file's content (not following a final symlink), and its stat after reading.
 
     Raises BuildError if the file changed while it was read (size or mtime moved), so a hash never
     describes content that did not exist at one instant."""
@@ -40,7 +40,7 @@ def hash_file(path: str) -> tuple[str, os.stat_result]:
         fd = os.open(path, _READ_FLAGS)
         try:
             before = os.fstat(fd)
-            h = xxhash.xxh3_128()
+            h = hashlib.sha256()
             while True:
                 data = os.read(fd, _CHUNK)
                 if not data:
@@ -91,7 +91,7 @@ def fingerprint(
     ]
     if owner is not None:
         parts.append(b"%d:%d" % owner)
-    return xxhash.xxh3_128_hexdigest(b"\0".join(parts))
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()
 
 
 def changed_paths(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:

@@ -22,6 +22,7 @@ import xxhash
 
 from layerbuild.context.contenthash import fingerprint, hash_file, read_capability
 from layerbuild.context.ignore import Matcher, MatchInfo, load_matcher
+from layerbuild.digest import key_hash
 from layerbuild.errors import BuildError
 from layerbuild.store.idmap import view_owner
 
@@ -103,7 +104,8 @@ class SourceTree:
         self._root = real
         self.matcher = matcher if matcher is not None and not matcher.empty else None
         self._store = store
-        self.cache_id = self.kind + ":" + xxhash.xxh3_128_hexdigest(os.fsencode(real))
+        # "sha256:": rows of the xxh3 fingerprints of older versions are not read as today's.
+        self.cache_id = self.kind + ":sha256:" + xxhash.xxh3_128_hexdigest(os.fsencode(real))
         self._cache: dict[str, StatRow] = {}
         if store is not None:
             from layerbuild.store.statcache import load_stat_cache
@@ -248,7 +250,7 @@ class SourceTree:
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
         if stat.S_ISLNK(st.st_mode):
             target = os.fsencode(os.readlink(entry.path))
-            content = xxhash.xxh3_128_hexdigest(target)
+            content = key_hash(target)
             fp = fingerprint(relb, st.st_mode, 0, content, link=target, owner=owner)
         else:
             try:

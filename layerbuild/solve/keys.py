@@ -1,6 +1,7 @@
 """Cache keys as data: an op's definition key, a step's input key, and the identity of its result.
 
-Definition key: every field of the step's op (plan.ops), by construction: the canonical form walks
+Keys are sha256 (see `combine`): a record may be shared with other machines through a registry cache,
+and whoever can write there must not be able to forge a key. Definition key: every field of the step's op (plan.ops), by construction: the canonical form walks
 all dataclass fields, so a field added to an op is keyed without anyone remembering to. Input key:
 definition + the *result* of the step before it + the results of the inputs it keys by result + the
 content key of what it reads by content (COPY sources, bind-mount sources). Result id: the parent's
@@ -12,19 +13,20 @@ key unchanged.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Iterable
 from typing import Any
-
-import xxhash
 
 from layerbuild.plan import BaseImage, OpDef, Scratch
 
 # Bumped whenever what a step's result depends on changes outside the op's fields: v3 is the
 # hardened sandbox (its own network by default, seccomp, nodev, subordinate ids rootless, where
 # rootless layers now carry the container's owners), whose results earlier records cannot stand for;
-# v4: WORKDIR of a directory that exists gives an empty layer, as BuildKit's, where it gave none.
-KEY_VERSION = "layerbuild-cache-v4"
+# v4: WORKDIR of a directory that exists gives an empty layer, as BuildKit's, where it gave none;
+# v5: keys and the content fingerprints under them are sha256, where they were xxh3-128, so that a key
+# can stand for its step in a cache shared between machines (a registry cache).
+KEY_VERSION = "layerbuild-cache-v5"
 
 
 def plain(value: Any) -> Any:
@@ -50,8 +52,8 @@ def _dumps(data: Any) -> bytes:
 
 
 def combine(*parts: str) -> str:
-    """xxh3-128 of the parts, NUL-separated (parts never contain NUL: they are hex or JSON)."""
-    h = xxhash.xxh3_128()
+    """sha256 of the parts, NUL-separated (parts never contain NUL: they are hex or JSON)."""
+    h = hashlib.sha256()
     h.update(KEY_VERSION.encode())
     for part in parts:
         h.update(b"\0")

@@ -55,7 +55,7 @@ class Tag:
 
 @dataclass(frozen=True)
 class CacheRecord:
-    """A build-cache entry: cache key (xxh3 hex) → `result` (a layer diff_id, a blob digest, or
+    """A build-cache entry: cache key (sha256 hex) → `result` (a layer diff_id, a blob digest, or
     `NO_RESULT` for a step that made no layer)."""
 
     key: str

@@ -9,10 +9,9 @@ destination already exists in the image is part of the parent's key, not of this
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
-
-import xxhash
 
 from layerbuild.context.ignore import (
     Matcher,
@@ -23,6 +22,7 @@ from layerbuild.context.ignore import (
     has_wildcards,
 )
 from layerbuild.context.tree import BuildContext, Entry, SourceTree
+from layerbuild.digest import key_hash
 from layerbuild.errors import BuildError
 from layerbuild.worker.copyowner import check_chown, parse_chmod
 from layerbuild.worker.fetch import (
@@ -267,7 +267,7 @@ def _key(
     chmod: str | None,
     keep_git_dir: bool,
 ) -> None:
-    h = xxhash.xxh3_128()
+    h = hashlib.sha256()
     flags = [
         "copy-v1",
         "ADD" if sel.is_add else "COPY",
@@ -297,7 +297,7 @@ def _key(
             h.update(b"\n" + rel.encode("utf-8", "surrogateescape") + b"\0" + fp.encode())
         _key_links(h, src)
         if src.data is not None:
-            fp = xxhash.xxh3_128_hexdigest(src.data)
+            fp = key_hash(src.data)
             fps["<<" + src.name] = fp
             h.update(fp.encode())
         if src.url is not None:

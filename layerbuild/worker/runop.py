@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import stat
@@ -17,11 +18,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-import xxhash
-
 from layerbuild.context.ignore import go_clean
 from layerbuild.context.tree import BuildContext, Entry, SourceTree, StageTree
-from layerbuild.digest import xxh3
+from layerbuild.digest import key_hash, xxh3
 from layerbuild.errors import BuildError, StepError, StoreError, UsageError
 from layerbuild.layer import LayerInfo, write_overlay_upper
 from layerbuild.plan import (
@@ -60,7 +59,7 @@ def _bind_fingerprint(tree: SourceTree, entry: Entry) -> str:
     the tree's fingerprints leave owners out (the context)."""
     if tree.keep_owner:
         return tree.fingerprint(entry)
-    return xxh3(f"{tree.fingerprint(entry)}:{entry.st.st_uid}:{entry.st.st_gid}".encode())
+    return key_hash(f"{tree.fingerprint(entry)}:{entry.st.st_uid}:{entry.st.st_gid}".encode())
 
 
 class RunTask:
@@ -83,7 +82,7 @@ class RunTask:
         """The bind mounts, keyed by what they show: from the context, or the source path of another
         stage or image (the op keys those inputs by this content, not by their whole result)."""
         files: dict[str, str] = {}
-        h = xxhash.xxh3_128()
+        h = hashlib.sha256()
         for position, mount in enumerate(self.op.mounts):
             if not isinstance(mount, BindMountDef):
                 continue
