@@ -17,6 +17,7 @@ from layerbuild.api.contexts import named_contexts, ssh_sources
 from layerbuild.errors import UsageError
 from layerbuild.store.layout import resolve_root
 from layerbuild.worker import fastpath
+from layerbuild.worker.cachespec import parse_cache_spec
 from layerbuild.worker.request import BOTH_STDIN, BOTH_STDIN_HINT, BuildRequest, OutputSpec
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ ENTITLEMENTS = ("security.insecure", "network.host")
 NETWORK_MODES = ("default", "none", "host")
 # An output: (type, dest), or {"type": ..., "dest": ...} as `--output type=...,dest=...` spells it.
 Output = tuple[str, str | os.PathLike[str]] | Mapping[str, str]
+
 
 
 def build(
@@ -58,6 +60,8 @@ def build(
     add_hosts: Iterable[str] = (),
     pull: bool = False,
     platform: str | None = None,
+    cache_from: Iterable[str] = (),
+    cache_to: Iterable[str] = (),
 ) -> BuildResult:
     """Build the Dockerfile in `context` (or `dockerfile`) into the store at `root`.
 
@@ -89,7 +93,11 @@ def build(
     image sources the store lacks are pulled from their registries; `pull` asks the registry for
     every one named by a tag and pulls what changed. `platform` (`OS/ARCH[/VARIANT]`) is the platform
     built for (default: this machine's); stages with RUN steps must be for a platform this machine
-    runs. Returns the report
+    runs. `cache_from` and `cache_to` are `--cache-from`/`--cache-to` values in BuildKit's syntax
+    (`type=registry,ref=REF[,mode=min|max][,compression=gzip|zstd]`, `type=local,src|dest=DIR`, or a
+    bare REF): a step the store lacks is looked up in each `cache_from` in turn (its records read
+    at the first such miss), and after the build its records are merged into each `cache_to`.
+    Returns the report
     as typed values. Raises a LayerbuildError: UsageError for bad
     arguments (before anything is built), DockerfileError for a bad Dockerfile, BuildError when a
     step fails.
@@ -106,7 +114,9 @@ def build(
     request = dataclasses.replace(request, allow=_entitlements(allow), contexts=named_contexts(build_contexts),
                                   ssh=ssh_sources(ssh), labels=_labels(labels or {}),
                                   extra_hosts=_extra_hosts(add_hosts), pull=bool(pull),
-                                  platform=_platform(platform))
+                                  platform=_platform(platform),
+                                  cache_from=tuple(parse_cache_spec(v, export=False) for v in cache_from),
+                                  cache_to=tuple(parse_cache_spec(v, export=True) for v in cache_to))
     if memory is not None or memory_swap is not None or cpus is not None or pids_limit is not None:
         request = _with_limits(request, memory, memory_swap, cpus, pids_limit)
     started = time.monotonic()

@@ -41,8 +41,6 @@ def register(sub: Any) -> tuple[str, Any]:
     p.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
                    help="grant an entitlement: security.insecure (RUN --security=insecure), "
                         "network.host (RUN --network=host)")
-    p.add_argument("--cache-from", action="append", default=[], metavar="REF")
-    p.add_argument("--cache-to", action="append", default=[], metavar="REF")
     p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit of each RUN step (e.g. 512m)")
     p.add_argument("--memory-swap", metavar="BYTES", help="memory plus swap of each RUN step (-1: unlimited swap)")
     p.add_argument("--cpus", metavar="N", help="CPUs of each RUN step (e.g. 1.5)")
@@ -59,6 +57,13 @@ def register(sub: Any) -> tuple[str, Any]:
     p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
                    help="add a line to every RUN step's /etc/hosts (HOST:IP, HOST=IP, IPv6 in brackets or "
                         "not; HOST:host-gateway is the host's address)")
+    p.add_argument("--cache-from", action="append", default=[], metavar="type=registry,ref=REF|type=local,src=DIR",
+                   help="a cache that other builds exported, asked for the steps the store lacks (repeatable: "
+                        "asked in order)")
+    p.add_argument("--cache-to", action="append", default=[],
+                   metavar="type=registry,ref=REF[,mode=min|max][,compression=gzip|zstd]|type=local,dest=DIR",
+                   help="merge this build's cache records into that cache (min: the final image's steps; "
+                        "max: every stage's)")
     p.add_argument("--pull", action="store_true", help="ask the registries for newer base images, and pull them")
     p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="the platform to build for (default: this "
                    "machine's; stages with RUN steps need one this machine runs)")
@@ -216,8 +221,6 @@ def run(args: argparse.Namespace) -> int:
     from layerbuild.api.build import build, parse_labels
     from layerbuild.cli.progress import make_progress, write_report
 
-    if args.cache_from or args.cache_to:
-        raise UsageError("--cache-from/--cache-to are not supported yet", hint="the registry cache comes later")
     _check_report(args.report)
     context, dockerfile = _inputs(args)
     labels = parse_labels(args.label)
@@ -240,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
             memory=args.memory, memory_swap=args.memory_swap, cpus=args.cpus, pids_limit=args.pids_limit,
             build_contexts=_build_contexts(args.build_context), ssh=_ssh(args.ssh),
             labels=labels, add_hosts=args.add_host, pull=args.pull, platform=args.platform,
+            cache_from=args.cache_from, cache_to=args.cache_to,
         )  # fmt: skip
     finally:
         progress.close()

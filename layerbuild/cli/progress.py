@@ -56,7 +56,7 @@ class PlainProgress(Progress):
 
     def __call__(self, event: BuildEvent) -> None:
         step = event.step
-        if event.type in ("build.planned", "build.pulled") and event.message:
+        if event.type in ("build.planned", "build.pulled", "build.cache") and event.message:
             print(event.message.rstrip("\n"), file=self.out)
             return
         if event.type == "build.pushed" and event.message:
@@ -173,7 +173,7 @@ class TtyProgress(Progress):
                 self.console.print(Text.assemble(("warning:", "yellow"), " ", warning))
             self.console.print(summary_line(event.result))
             return
-        if event.type == "build.pushed" and event.message:
+        if event.type in ("build.pushed", "build.cache") and event.message:
             from rich.text import Text
 
             self.console.print(Text(event.message), soft_wrap=True)

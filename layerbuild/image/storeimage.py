@@ -162,6 +162,21 @@ def gzip_variant(store: Store, layer: LayerRecord) -> LayerRecord:
     return store.index.put_layer(info.digest, layer.diff_id, info.size, layer.diff_size, MEDIA_LAYER_GZIP)
 
 
+def ingest_checked(store: Store, layer: Layer, *, what: str) -> LayerRecord:
+    """`layer` in the store: the record of its diff_id if the store has one, else its blob brought in
+    as it is (see `ingest_layer(keep=True)`): checked against its size, digest and diff_id, and the
+    archive door rules. A mismatch raises DigestMismatchError and nothing is recorded."""
+    for record in store.index.layers_by_diff_id(layer.diff_id):
+        if store.blobs.stat(record.digest) is not None:
+            return record
+    if layer.media_type not in LAYER_TYPES:
+        raise LayerbuildError(f"{what} has media type {layer.media_type!r}, which layerbuild cannot load")
+    with layer.compressed(verify=False) as src:
+        return ingest_layer(store, src, what=what, expected_size=layer.size,
+                            expected_digest=None if layer.digest == layer.diff_id else layer.digest,
+                            expected_diff_id=layer.diff_id, keep=True)
+
+
 # How a sink tells its caller about each layer: (layer, status, bytes read so far). Statuses: `exists`
 # (the store has its diff_id: nothing is read), `waiting`, `reading`, `retrying` (the bytes did not
 # match; read again), `done`.

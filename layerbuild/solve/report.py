@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 EventType = Literal[
     "build.planned", "build.pulled", "step.started", "step.log", "step.cached", "step.finished", "step.failed",
-    "build.finished", "build.pushed",
+    "build.finished", "build.pushed", "build.cache",
 ]
 
 

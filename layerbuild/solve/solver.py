@@ -322,6 +322,10 @@ class Solver:
             reason = None
         else:
             reason = explain_miss(record, records, self.previous, no_cache=no_cache)
+            beyond = getattr(self.cache, "explain", None)  # a cache shared with other machines says more
+            more = beyond(record) if beyond is not None and not no_cache else None
+            if more:
+                reason = f"{reason}; {more}" if reason else more
             self._emit(BuildEvent("step.started", replace(base_report, reason=reason)))
             try:
                 output = task.run(self._previous_output(stage, step))

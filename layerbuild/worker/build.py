@@ -9,7 +9,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from layerbuild.solve import (
     Summary,
 )
 from layerbuild.solve.cache import StoreCache
-from layerbuild.solve.explain import history_from_json
+from layerbuild.solve.explain import StepRecord, history_from_json
 from layerbuild.store import Store
 from layerbuild.store.layout import Layout
 from layerbuild.store.maintenance import clean_temp
@@ -142,10 +142,9 @@ class Build:
             if missing:
                 raise
             return  # an image id, or no image name at all: nothing to pull
-        if self._client is None:
-            self._client = RegistryClient()
-        assert isinstance(self._client, RegistryClient)
-        result = pull(self.store, remote, client=self._client, platform=parse_platform(platform) if platform else None)
+        client = self._registry()
+        assert isinstance(client, RegistryClient)
+        result = pull(self.store, remote, client=client, platform=parse_platform(platform) if platform else None)
         if self.on_event is not None:
             what = "pulled" if result.updated else "up to date:"
             self.on_event(BuildEvent("build.pulled", message=f"{what} {remote} ({result.digest})"))
@@ -247,7 +246,15 @@ class Build:
         self.plan = plan
         history = history_from_json(previous.steps) if previous is not None else None
         self.rootfs = RootfsCache(self.store)
-        cache = StoreCache(self.store, self.lease)
+        cache: StoreCache
+        if self.request.cache_from:
+            from layerbuild.worker.remotecache import LayeredCache, open_backend
+
+            cache = LayeredCache(self.store, self.lease,
+                                 [open_backend(spec, self._registry) for spec in self.request.cache_from],
+                                 warn=self.warnings.append)
+        else:
+            cache = StoreCache(self.store, self.lease)
         services = BuildServices(self.store, self.rootfs, self.base_layers, self.request.source_date_epoch,
                                  limits=_limits(self.request), lease=self.lease)
         from layerbuild.context.tree import BuildContext
@@ -287,6 +294,8 @@ class Build:
             image = self._assemble(plan, final)
             stored = write_image(self.store, image, self.request.tags, lease=self.lease)
             self.store.index.put_history(history_id, target_key, [r.to_json() for r in solved.records])
+            if self.request.cache_to:
+                self._export_cache(plan, solved.records)
             self.context.save()
             for tree in named.values():
                 tree.save()
@@ -316,6 +325,26 @@ class Build:
         if self.on_event is not None:
             self.on_event(BuildEvent("build.finished", result=result))
         return result
+
+    def _registry(self) -> object:
+        from layerbuild.registry.client import RegistryClient
+
+        if self._client is None:
+            self._client = RegistryClient()
+        return self._client
+
+    def _export_cache(self, plan: BuildPlan, records: Sequence[StepRecord]) -> None:
+        """Each `--cache-to`: this build's records merged into what is there (see remotecache)."""
+        from layerbuild.worker.remotecache import export_entries, open_backend
+
+        platform = self.request.platform or f"linux/{self.arch}"
+        for spec in self.request.cache_to:
+            entries = export_entries(self.store, plan, records, mode=spec.mode, compression=spec.compression,
+                                     platform=platform)
+            outcome = open_backend(spec, self._registry).write(self.store, entries, compression=spec.compression)
+            if self.on_event is not None:
+                self.on_event(BuildEvent("build.cache",
+                                         message=f"cache {spec.describe()}: {outcome} ({len(entries)} records)"))
 
     def _assemble(self, plan: BuildPlan, state: State) -> ImageConfig:
         """The image config: the base's, then every step of the chain in order."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from layerbuild.platforms import host_platform_args
+from layerbuild.worker.cachespec import CacheSpec
 
 # docker's words when standard input is asked for twice, or holds a Dockerfile while -f names another
 # (docker/cli cli/command/image/build.go, docker/buildx build/opt.go)
@@ -100,10 +101,14 @@ class BuildRequest:
     # `build --add-host` (name, address) pairs for every RUN step's /etc/hosts; part of their ops.
     extra_hosts: tuple[tuple[str, str], ...] = ()
     stream: StreamOrigin | None = None
+    # `--cache-from` sources, asked in order at a local miss; `--cache-to` destinations, merged into.
+    cache_from: tuple[CacheSpec, ...] = ()
+    cache_to: tuple[CacheSpec, ...] = ()
 
     def fastpath_options(self) -> dict[str, object] | None:
         """What, besides files, decides the build's outputs; None when the fast path may not answer."""
-        if self.no_cache or self.outputs or self.secrets or self.no_cache_filter or self.pull:
+        if self.no_cache or self.outputs or self.secrets or self.no_cache_filter or self.pull or self.cache_to \
+                or self.cache_from:
             return None
         if self.stream is not None and self.stream.scratch_context:
             return None  # a context unpacked for this build: no stat of it can vouch for the next one

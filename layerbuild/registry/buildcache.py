@@ -1,0 +1,404 @@
+"""The build cache that machines share through a registry (or an OCI layout directory that CI saves).
+
+Format: an OCI image manifest of artifact type `application/vnd.layerbuild.cache.v1` behind a tag. Its
+config blob (`application/vnd.layerbuild.cache.records.v1+json`) holds the records, one per step:
+
+    {"schemaVersion": 1, "records": [{"key": "<sha256 hex of the step's op definition and inputs>",
+      "kind": "RUN", "diff_id": "sha256:…" | null, "layer": {"mediaType", "digest", "size"} | null,
+      "diff_size": 123, "size": 45, "created": 1700000000.0, "platform": "linux/amd64",
+      "stage": "build", "instruction": "RUN make", "files": {"src/app.py": "<fingerprint>"}}]}
+
+and its layers are the layer blobs the records name: ordinary blobs, shared with the images pushed to
+the same repository (and so kept by the registry's garbage collection). Keys are the store's own cache
+keys, which are sha256 over the op definitions, the results of the inputs and the sha256 of the files
+read (solve.keys): a record cannot be forged for another step's key.
+
+An export merges: it reads the records behind the tag, adds its own (newer ones win), writes the blobs
+the registry lacks and the manifest, then reads the tag again and retries the merge when another
+writer's manifest replaced its own, so concurrent exports keep each other's records. An export that
+adds nothing writes nothing. Imports verify everything: the manifest and records against their
+digests, each layer against its digest and the diff_id its record names, through the store's door.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from layerbuild.errors import LayerbuildError, RegistryError
+from layerbuild.image.manifest import Descriptor
+from layerbuild.reference import Reference, parse_reference
+from layerbuild.registry.client import OCI_MANIFEST, RegistryClient
+from layerbuild.store import MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD, LayerRecord, Store
+
+ARTIFACT_TYPE = "application/vnd.layerbuild.cache.v1"
+RECORDS_TYPE = "application/vnd.layerbuild.cache.records.v1+json"
+EMPTY_LAYER_TYPES = (MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD, "application/vnd.oci.image.layer.v1.tar")
+_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+MAX_RECORDS_BYTES = 64 << 20
+
+
+class CacheFormatError(LayerbuildError):
+    """The records behind a cache reference are not layerbuild's cache format."""
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One step's record: its key, and what it produced (a layer, or none for a config-only step)."""
+
+    key: str
+    kind: str
+    diff_id: str | None
+    layer: Descriptor | None
+    diff_size: int | None = None
+    size: int | None = None
+    created: float = 0.0
+    platform: str = ""
+    stage: str = ""
+    instruction: str = ""
+    files: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["layer"] = ({"mediaType": self.layer.media_type, "digest": self.layer.digest, "size": self.layer.size}
+                        if self.layer is not None else None)
+        out["files"] = dict(self.files)
+        return out
+
+    @staticmethod
+    def from_json(data: Any) -> CacheEntry:
+        if not isinstance(data, dict):
+            raise CacheFormatError("a cache record is not an object")
+        key, diff_id, layer = data.get("key"), data.get("diff_id"), data.get("layer")
+        if not isinstance(key, str) or not _KEY_RE.match(key):
+            raise CacheFormatError(f"a cache record has the key {key!r}, not a sha256 hex digest")
+        desc = None
+        if diff_id is not None or layer is not None:
+            if not isinstance(diff_id, str) or not _DIGEST_RE.match(diff_id) or not isinstance(layer, dict):
+                raise CacheFormatError(f"the cache record {key[:12]} names no valid layer")
+            digest, size, media = layer.get("digest"), layer.get("size"), layer.get("mediaType")
+            if not isinstance(digest, str) or not _DIGEST_RE.match(digest) or not isinstance(size, int) \
+                    or size < 0 or media not in EMPTY_LAYER_TYPES:
+                raise CacheFormatError(f"the cache record {key[:12]} has an invalid layer descriptor")
+            desc = Descriptor(media, digest, size)
+        files = data.get("files") or {}
+        if not isinstance(files, dict):
+            raise CacheFormatError(f"the cache record {key[:12]} has invalid files")
+        return CacheEntry(
+            key=key, kind=str(data.get("kind") or ""), diff_id=diff_id, layer=desc,
+            diff_size=_int_or_none(data.get("diff_size")), size=_int_or_none(data.get("size")),
+            created=float(data.get("created") or 0.0), platform=str(data.get("platform") or ""),
+            stage=str(data.get("stage") or ""), instruction=str(data.get("instruction") or ""),
+            files={str(k): str(v) for k, v in files.items()},
+        )  # fmt: skip
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+@dataclass(frozen=True)
+class CacheRecords:
+    """The records of one cache reference, by key."""
+
+    entries: Mapping[str, CacheEntry] = field(default_factory=dict)
+
+    def get(self, key: str) -> CacheEntry | None:
+        return self.entries.get(key)
+
+    def merged(self, newer: Iterable[CacheEntry]) -> CacheRecords:
+        out = dict(self.entries)
+        for entry in newer:
+            out[entry.key] = entry
+        return CacheRecords(out)
+
+    def blobs(self) -> dict[str, Descriptor]:
+        return {e.layer.digest: e.layer for e in self.entries.values() if e.layer is not None}
+
+    def to_json(self) -> bytes:
+        doc = {"schemaVersion": 1, "mediaType": RECORDS_TYPE,
+               "records": [self.entries[k].to_json() for k in sorted(self.entries)]}
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+    @staticmethod
+    def from_json(raw: bytes) -> CacheRecords:
+        try:
+            doc = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CacheFormatError(f"the cache records are not JSON: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("schemaVersion") != 1 or not isinstance(doc.get("records"), list):
+            raise CacheFormatError("the cache records are not layerbuild's cache format (schemaVersion 1)")
+        entries = [CacheEntry.from_json(r) for r in doc["records"]]
+        return CacheRecords({e.key: e for e in entries})
+
+    def nearest(self, stage: str, instruction: str, files: Mapping[str, str]) -> tuple[CacheEntry, list[str]] | None:
+        """The record of the same step text in the same stage whose files differ least, and those paths."""
+        best: tuple[CacheEntry, list[str]] | None = None
+        for entry in self.entries.values():
+            if entry.stage != stage or entry.instruction != instruction:
+                continue
+            keys = entry.files.keys() | files.keys()
+            differ = sorted(k for k in keys if entry.files.get(k) != short_fingerprint(files.get(k)))
+            if best is None or len(differ) < len(best[1]):
+                best = (entry, differ)
+        return best
+
+
+def short_fingerprint(fp: str | None) -> str | None:
+    """What a record keeps of a file's fingerprint: enough to tell which files changed, never a key."""
+    return fp[:16] if fp is not None else None
+
+
+class RegistryCache:
+    """The cache behind one registry reference (`host/repo:tag`)."""
+
+    def __init__(self, client: RegistryClient, ref: str) -> None:
+        self.client = client
+        self.ref: Reference = parse_reference(ref)
+        if self.ref.digest is None and not self.ref.tag:
+            self.ref = parse_reference(f"{self.ref.name}:latest")
+        self.name = str(self.ref)
+
+    def read(self) -> tuple[CacheRecords, str | None]:
+        """The records behind the reference and the digest of its manifest (empty, None: no cache yet)."""
+        desc = self.client.head_manifest(self.ref, accept=[OCI_MANIFEST])
+        if desc is None:
+            return CacheRecords(), None
+        fetched = self.client.get_manifest(self.ref, accept=[OCI_MANIFEST])
+        try:
+            manifest = json.loads(fetched.data)
+            config = manifest["config"]
+            if manifest.get("artifactType") != ARTIFACT_TYPE or config.get("mediaType") != RECORDS_TYPE:
+                raise CacheFormatError(f"{self.name} is not a layerbuild cache (its artifact type is "
+                                       f"{manifest.get('artifactType')!r})",
+                                       hint="name a reference that `--cache-to` wrote")
+            raw = self.client.get_blob(self.ref, str(config["digest"]), max_size=MAX_RECORDS_BYTES)
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise CacheFormatError(f"{self.name}: the cache manifest is malformed ({exc})") from None
+        return CacheRecords.from_json(raw), fetched.digest
+
+    def fetch_layer(self, store: Store, entry: CacheEntry) -> LayerRecord:
+        """The record's layer brought into the store, checked against its digest and diff_id."""
+        from layerbuild.image.storeimage import ingest_checked
+
+        assert entry.layer is not None and entry.diff_id is not None
+        desc = entry.layer
+
+        from layerbuild.registry.images import RegistryLayer
+
+        layer = RegistryLayer(self.client, self.ref, desc, entry.diff_id)
+        return ingest_checked(store, layer, what=f"cache layer {desc.digest} of {self.name}")
+
+    def write(self, store: Store, entries: Sequence[CacheEntry], *, compression: str,
+              attempts: int = 16, settle: float = 0.05) -> str:
+        """Merge `entries` into the cache behind the reference; what it did: `unchanged` or `written`."""
+        known: set[str] = set()
+        outcome = "unchanged"
+        for attempt in range(attempts):
+            if attempt:  # another writer landed in between: back off, with jitter, then merge again
+                time.sleep(random.random() * min(1.0, settle * 2 ** attempt))
+            current, digest = self.read()
+            known |= set(current.blobs())
+            merged = current.merged(entries)
+            if digest is not None and merged == current:
+                return outcome
+            for desc in merged.blobs().values():
+                if desc.digest in known:
+                    continue  # named by the records just read: the registry has it, no need to ask
+                if desc.digest not in current.blobs():
+                    self._upload_layer(store, desc)
+                known.add(desc.digest)
+            records = merged.to_json()
+            config = Descriptor(RECORDS_TYPE, "sha256:" + _sha256(records), len(records))
+            self.client.upload_blob(self.ref, config.digest, config.size, _bytes_source(records), single_post=True)
+            manifest = _manifest(config, list(merged.blobs().values()))
+            # The tag moved since it was read (another runner exported): merge again before writing.
+            now = self.client.head_manifest(self.ref, accept=[OCI_MANIFEST])
+            if (now.digest if now is not None else None) != digest:
+                continue
+            self.client.put_manifest(self.ref, manifest, OCI_MANIFEST)
+            outcome = "written"
+            time.sleep(settle + random.random() * settle)  # let a writer that raced us land, then check
+            after, _ = self.read()
+            if all(after.get(e.key) is not None for e in entries):
+                return outcome
+            # Another writer replaced our manifest with one that lacks our records: merge again.
+        raise RegistryError(f"{self.name}: the cache kept moving while it was being written",
+                            hint="other builds export to the same reference; try again")
+
+    def _upload_layer(self, store: Store, desc: Descriptor) -> None:
+        from layerbuild.image.storeimage import StoreLayer
+
+        record = store.index.get_layer(desc.digest)
+        if record is None:
+            raise LayerbuildError(f"the layer blob {desc.digest} is not in the store")
+        layer = StoreLayer(store, record)
+        self.client.upload_blob(self.ref, desc.digest, desc.size, layer.compressed)  # type: ignore[arg-type]
+
+
+def _manifest(config: Descriptor, layers: list[Descriptor]) -> bytes:
+    doc: dict[str, Any] = {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": ARTIFACT_TYPE,
+        "config": {"mediaType": config.media_type, "digest": config.digest, "size": config.size},
+        "layers": [{"mediaType": d.media_type, "digest": d.digest, "size": d.size}
+                   for d in sorted(layers, key=lambda d: d.digest)],
+    }  # fmt: skip
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _bytes_source(data: bytes) -> Callable[[], Any]:
+    import contextlib
+    import io
+
+    @contextlib.contextmanager
+    def opened() -> Any:
+        yield io.BytesIO(data)
+    return opened
+
+
+class LocalCache:
+    """The cache in an OCI layout directory (`type=local`): what CI cache actions save and restore.
+    The same manifest and records as in a registry, under the tag `latest` of `index.json`."""
+
+    TAG = "latest"
+
+    def __init__(self, path: str) -> None:
+        from pathlib import Path
+
+        self.root = Path(path)
+        self.name = str(self.root)
+
+    def _blob(self, digest: str) -> Any:
+        if not _DIGEST_RE.match(digest):
+            raise CacheFormatError(f"{self.name}: {digest!r} is not a sha256 digest")
+        return self.root / "blobs" / "sha256" / digest.partition(":")[2]
+
+    def _read_blob(self, digest: str, limit: int) -> bytes:
+        path = self._blob(digest)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
+        except FileNotFoundError:
+            raise CacheFormatError(f"{self.name}: blob {digest} is missing") from None
+        if len(data) > limit or "sha256:" + _sha256(data) != digest:
+            raise CacheFormatError(f"{self.name}: blob {digest} does not hash to its name",
+                                   hint="the directory was damaged or edited; delete it to start afresh")
+        return data
+
+    def read(self) -> tuple[CacheRecords, str | None]:
+        try:
+            index = json.loads((self.root / "index.json").read_bytes())
+        except FileNotFoundError:
+            return CacheRecords(), None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CacheFormatError(f"{self.name}/index.json is not JSON: {exc}") from None
+        try:
+            desc = next(m for m in index.get("manifests", [])
+                        if (m.get("annotations") or {}).get("org.opencontainers.image.ref.name") == self.TAG)
+        except (StopIteration, AttributeError, TypeError):
+            return CacheRecords(), None
+        try:
+            manifest_digest = str(desc["digest"])
+            manifest = json.loads(self._read_blob(manifest_digest, MAX_RECORDS_BYTES))
+            config = manifest["config"]
+            if manifest.get("artifactType") != ARTIFACT_TYPE or config.get("mediaType") != RECORDS_TYPE:
+                raise CacheFormatError(f"{self.name} is not a layerbuild cache")
+            raw = self._read_blob(str(config["digest"]), MAX_RECORDS_BYTES)
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise CacheFormatError(f"{self.name}: the cache manifest is malformed ({exc})") from None
+        return CacheRecords.from_json(raw), manifest_digest
+
+    def fetch_layer(self, store: Store, entry: CacheEntry) -> LayerRecord:
+        from layerbuild.image.storeimage import ingest_checked
+
+        assert entry.layer is not None and entry.diff_id is not None
+        return ingest_checked(store, _FileLayer(self._blob(entry.layer.digest), entry.layer, entry.diff_id),  # type: ignore[arg-type]
+                              what=f"cache layer {entry.layer.digest} of {self.name}")
+
+    def write(self, store: Store, entries: Sequence[CacheEntry], *, compression: str) -> str:
+        import os
+        import shutil
+
+        current, digest = self.read()
+        merged = current.merged(entries)
+        if digest is not None and merged == current:
+            return "unchanged"
+        blobs = self.root / "blobs" / "sha256"
+        blobs.mkdir(parents=True, exist_ok=True)
+        for desc in merged.blobs().values():
+            dest = self._blob(desc.digest)
+            if dest.exists():
+                continue
+            tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+            with store.reading_blob(desc.digest) as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            os.replace(tmp, dest)
+        records = merged.to_json()
+        config = Descriptor(RECORDS_TYPE, "sha256:" + _sha256(records), len(records))
+        manifest = _manifest(config, list(merged.blobs().values()))
+        mdigest = "sha256:" + _sha256(manifest)
+        for digest_, data in ((config.digest, records), (mdigest, manifest)):
+            path = self._blob(digest_)
+            if not path.exists():
+                tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+        (self.root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+        index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                 "manifests": [{"mediaType": OCI_MANIFEST, "digest": mdigest, "size": len(manifest),
+                                "artifactType": ARTIFACT_TYPE,
+                                "annotations": {"org.opencontainers.image.ref.name": self.TAG}}]}
+        tmp = self.root / f".index.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(index, sort_keys=True))
+        os.replace(tmp, self.root / "index.json")
+        keep = {p.name for p in (self._blob(d) for d in [*merged.blobs(), config.digest, mdigest])}
+        for old in blobs.iterdir():  # what the previous manifest named and this one does not
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
+        return "written"
+
+
+@dataclass(frozen=True)
+class _FileLayer:
+    """A layer blob in a file of a local cache; the store's door checks what is read."""
+
+    path: Any
+    desc: Descriptor
+    diff_id: str
+
+    @property
+    def digest(self) -> str:
+        return self.desc.digest
+
+    @property
+    def size(self) -> int:
+        return self.desc.size
+
+    @property
+    def media_type(self) -> str:
+        return self.desc.media_type
+
+    def compressed(self, *, verify: bool = True) -> Any:
+        import contextlib
+
+        @contextlib.contextmanager
+        def opened() -> Any:
+            try:
+                f = open(self.path, "rb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                raise CacheFormatError(f"the cache layer {self.digest} is missing from {self.path.parent}") from None
+            with f:
+                yield f
+        return opened()

@@ -1,0 +1,255 @@
+"""The registry cache (`--cache-to`/`--cache-from type=registry|local`) on a real docker-registry: fresh
+stores stand for ephemeral CI runners. A runner that builds what another exported hits every step;
+concurrent exports keep each other's records; another platform's records survive; a replaced blob is
+refused and the step built; mode=min/max; an export with nothing new writes nothing; miss reasons
+name the nearest record."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from layerbuild.reference import parse_reference
+from layerbuild.registry.buildcache import ARTIFACT_TYPE, CacheRecords, RegistryCache
+from tests.cli.kit import busybox_root, lb
+from tests.conftest import fsck_problems
+from tests.registry.fixtures import client_for
+from tests.registry.kit import Registry
+from tests.registry.test_pull import push_index, skopeo_push
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def base(plain_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """busybox in the registry: what every runner's Dockerfile starts FROM (pulled on a fresh store)."""
+    capfd = None
+    tmp = tmp_path_factory.mktemp("cache-base")
+    with busybox_root("lb-cache-") as source:
+        archive = tmp / "busybox.tar"
+        code = subprocess.run([sys.executable, "-m", "layerbuild", "--root", str(source), "save", "busybox",
+                               "-o", str(archive)], cwd=REPO, capture_output=True).returncode
+        assert code == 0
+    skopeo_push(f"docker-archive:{archive}", plain_registry, "tools/busybox:cache")
+    del capfd
+    return f"{plain_registry.host}/tools/busybox:cache"
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "config.json").write_text("{}")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    monkeypatch.setenv("LAYERBUILD_CERTS_DIRS", str(tmp_path / "no-certs"))
+    yield
+
+
+def app(tmp_path: Path, name: str, base: str, text: str, *, dockerfile: str | None = None) -> Path:
+    ctx = tmp_path / name
+    ctx.mkdir()
+    (ctx / "app.txt").write_text(text)
+    (ctx / "Dockerfile").write_text(dockerfile or (
+        f"FROM {base}\n"
+        "RUN echo deps > /deps.txt\n"
+        "COPY app.txt /app.txt\n"
+        "RUN cat /deps.txt /app.txt > /out.txt\n"
+        "ENV DONE=1\n"
+    ))
+    return ctx
+
+
+def report(root: Path, capfd: pytest.CaptureFixture[str], ctx: Path, *flags: str) -> dict:  # type: ignore[type-arg]
+    out = ctx.parent / f"{ctx.name}-{root.name}-report.json"
+    code, _, err = lb(root, capfd, "build", "--progress", "plain", "--report", str(out), "-t", "app:1", *flags,
+                      str(ctx))
+    assert code == 0, err
+    data: dict = json.loads(out.read_text())  # type: ignore[type-arg]
+    data["stderr"] = err
+    return data
+
+
+def records(registry: Registry, ref: str) -> CacheRecords:
+    with client_for(registry) as client:
+        got, _ = RegistryCache(client, ref).read()
+    return got
+
+
+def manifest_digest(registry: Registry, ref: str) -> str | None:
+    with client_for(registry) as client:
+        desc = client.head_manifest(parse_reference(ref), accept=["application/vnd.oci.image.manifest.v1+json"])
+    return desc.digest if desc is not None else None
+
+
+def test_a_second_runner_hits_every_step(plain_registry: Registry, base: str, tmp_path: Path, cli_env: None,
+                                         capfd: pytest.CaptureFixture[str]) -> None:
+    ref = f"{plain_registry.host}/cache/app:main"
+    ctx = app(tmp_path, "ctx", base, "hello\n")
+    first = report(tmp_path / "runner1", capfd, ctx, "--cache-to", f"type=registry,ref={ref},mode=max")
+    assert not any(s["cached"] for s in first["steps"] if s["kind"] in ("exec", "copy"))
+    assert f"cache {ref}: written" in first["stderr"]
+    with client_for(plain_registry) as client:
+        raw = json.loads(client.get_manifest(parse_reference(ref)).data)
+    assert raw["artifactType"] == ARTIFACT_TYPE
+    got = records(plain_registry, ref)
+    assert len(got.entries) == 3  # RUN, COPY, RUN (ENV edits the config: no record)
+    assert all(len(k) == 64 for k in got.entries)  # sha256 keys
+
+    # A fresh store: every step from the cache, the image the same as the first runner's.
+    second = report(tmp_path / "runner2", capfd, ctx, "--cache-from", f"type=registry,ref={ref}",
+                    "--cache-to", f"type=registry,ref={ref},mode=max")
+    assert all(s["cached"] for s in second["steps"]), second["steps"]
+    assert second["image"]["id"] == first["image"]["id"]
+    assert f"cache {ref}: unchanged" in second["stderr"]  # nothing new: the ref was not rewritten
+    code, out, err = lb(tmp_path / "runner2", capfd, "run", "--rm", "app:1", "cat", "/out.txt")
+    assert (code, out) == (0, "deps\nhello\n"), err
+
+    # An edit: the COPY misses, saying what differs from the nearest record, and the RUN before it hits.
+    (ctx / "app.txt").write_text("edited\n")
+    third = report(tmp_path / "runner3", capfd, ctx, "--cache-from", ref)
+    steps = {s["instruction"]: s for s in third["steps"]}
+    assert steps["RUN echo deps > /deps.txt"]["cached"]
+    copy = steps["COPY app.txt /app.txt"]
+    assert not copy["cached"]
+    assert f"no record in {ref} for this step; the nearest differs in app.txt" in copy["reason"]
+    for runner in ("runner1", "runner2", "runner3"):
+        assert fsck_problems(tmp_path / runner) == []
+
+
+def test_concurrent_exports_keep_both(plain_registry: Registry, base: str, tmp_path: Path, cli_env: None) -> None:
+    """Runners 3 and 4 export at the same time (other app contents: other records) to one ref."""
+    ref = f"{plain_registry.host}/cache/app:concurrent"
+    procs = []
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for i in (3, 4):
+        ctx = app(tmp_path, f"ctx{i}", base, f"runner {i}\n")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "layerbuild", "--root", str(tmp_path / f"runner{i}"), "build", "-q",
+             "--cache-to", f"type=registry,ref={ref}", str(ctx)],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    got = records(plain_registry, ref)
+    copies = [e for e in got.entries.values() if e.instruction.startswith("COPY")]
+    assert len(copies) == 2, [e.instruction for e in got.entries.values()]
+    # Both runners' final RUN steps are there, each with its own layer.
+    finals = {e.diff_id for e in got.entries.values() if e.instruction.startswith("RUN cat")}
+    assert len(finals) == 2
+
+
+def test_other_platforms_records_survive(plain_registry: Registry, tmp_path: Path, cli_env: None,
+                                         capfd: pytest.CaptureFixture[str]) -> None:
+    push_index(plain_registry, tmp_path, "kit/multi:cache", seed=3)
+    multi = f"{plain_registry.host}/kit/multi:cache"
+    ref = f"{plain_registry.host}/cache/multi:1"
+    ctx = app(tmp_path, "ctx", multi, "x\n", dockerfile=f"FROM {multi}\nCOPY app.txt /app.txt\n")
+    report(tmp_path / "arm", capfd, ctx, "--platform", "linux/arm64", "--cache-to", ref)
+    report(tmp_path / "amd", capfd, ctx, "--platform", "linux/amd64", "--cache-to", ref)
+    got = records(plain_registry, ref)
+    assert sorted(e.platform for e in got.entries.values()) == ["linux/amd64", "linux/arm64"]
+    again = report(tmp_path / "arm2", capfd, ctx, "--platform", "linux/arm64", "--cache-from", ref)
+    assert all(s["cached"] for s in again["steps"])
+
+
+def test_a_replaced_blob_is_refused_and_the_step_built(plain_registry: Registry, base: str, tmp_path: Path,
+                                                       cli_env: None, capfd: pytest.CaptureFixture[str]) -> None:
+    ref = f"{plain_registry.host}/cache/app:poisoned"
+    ctx = app(tmp_path, "ctx", base, "poison me\n")
+    report(tmp_path / "runner1", capfd, ctx, "--cache-to", ref)
+    got = records(plain_registry, ref)
+    copy = next(e for e in got.entries.values() if e.instruction.startswith("COPY"))
+    assert copy.layer is not None
+    hexpart = copy.layer.digest.partition(":")[2]
+    data = plain_registry.root / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256" / hexpart[:2] / hexpart / "data"
+    if not data.exists():
+        data = next(plain_registry.root.rglob(f"blobs/sha256/{hexpart[:2]}/{hexpart}/data"))
+    data.write_bytes(data.read_bytes()[::-1])  # other bytes under the same digest
+    second = report(tmp_path / "runner2", capfd, ctx, "--cache-from", ref)
+    steps = {s["instruction"]: s for s in second["steps"]}
+    assert not steps["COPY app.txt /app.txt"]["cached"]
+    assert steps["RUN echo deps > /deps.txt"]["cached"]
+    assert "refused the record of `COPY app.txt /app.txt`" in second["stderr"]
+    code, out, err = lb(tmp_path / "runner2", capfd, "run", "--rm", "app:1", "cat", "/app.txt")
+    assert (code, out) == (0, "poison me\n"), err
+    assert fsck_problems(tmp_path / "runner2") == []
+
+
+def test_mode_min_and_max(plain_registry: Registry, base: str, tmp_path: Path, cli_env: None,
+                          capfd: pytest.CaptureFixture[str]) -> None:
+    dockerfile = (f"FROM {base} AS deps\nRUN echo built > /dep\n"
+                  f"FROM {base}\nCOPY --from=deps /dep /dep\nCOPY app.txt /app.txt\n")
+    ctx = app(tmp_path, "ctx", base, "m\n", dockerfile=dockerfile)
+    for mode in ("min", "max"):
+        ref = f"{plain_registry.host}/cache/modes:{mode}"
+        report(tmp_path / f"runner-{mode}", capfd, ctx, "--cache-to", f"type=registry,ref={ref},mode={mode}")
+        texts = sorted(e.instruction for e in records(plain_registry, ref).entries.values())
+        if mode == "min":
+            assert texts == ["COPY --from=deps /dep /dep", "COPY app.txt /app.txt"]
+        else:
+            assert texts == ["COPY --from=deps /dep /dep", "COPY app.txt /app.txt", "RUN echo built > /dep"]
+
+
+def test_a_local_cache_directory(base: str, tmp_path: Path, cli_env: None, capfd: pytest.CaptureFixture[str]) -> None:
+    """type=local: an OCI layout directory that a CI cache action saves and restores."""
+    ctx = app(tmp_path, "ctx", base, "local\n")
+    cache = tmp_path / "cache-dir"
+    report(tmp_path / "runner1", capfd, ctx, "--cache-to", f"type=local,dest={cache},compression=zstd")
+    index = json.loads((cache / "index.json").read_text())
+    assert index["manifests"][0]["artifactType"] == ARTIFACT_TYPE
+    second = report(tmp_path / "runner2", capfd, ctx, "--cache-from", f"type=local,src={cache}")
+    assert all(s["cached"] for s in second["steps"])
+    code, _, err = lb(tmp_path / "runner3", capfd, "build", "--cache-to", "type=local", str(ctx))
+    assert code == 2 and "type=local needs dest=DIR" in err
+
+
+def test_no_local_miss_reads_no_cache(plain_registry: Registry, base: str, tmp_path: Path, cli_env: None,
+                                      capfd: pytest.CaptureFixture[str]) -> None:
+    """A build the store answers whole does not even fetch the cache manifest (a ref that does not
+    exist would only warn)."""
+    ctx = app(tmp_path, "ctx", base, "lazy\n")
+    root = tmp_path / "runner"
+    report(root, capfd, ctx)
+    again = report(root, capfd, ctx, "--cache-from", f"{plain_registry.host}/cache/none:{random.randrange(1 << 30)}")
+    assert all(s["cached"] for s in again["steps"])
+    assert "could not be read" not in again["stderr"]
+
+
+def test_many_writers_at_once_lose_nothing(plain_registry: Registry, tmp_path: Path) -> None:
+    """Eight exports racing on one ref (the read-merge-write of each retried when the tag moved under
+    it, or when its manifest was replaced by one without its records): every record survives."""
+    import hashlib
+    import threading
+
+    from layerbuild.registry.buildcache import CacheEntry
+    from layerbuild.store import Store
+
+    ref = f"{plain_registry.host}/cache/race:1"
+    errors: list[BaseException] = []
+    with Store.open(tmp_path / "store") as store:
+        def export(i: int) -> None:
+            try:
+                with client_for(plain_registry) as client:
+                    key = hashlib.sha256(f"step {i}".encode()).hexdigest()
+                    RegistryCache(client, ref).write(store, [CacheEntry(key, "config", None, None,
+                                                                        instruction=f"ENV N={i}")],
+                                                     compression="gzip")
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=export, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert sorted(e.instruction for e in records(plain_registry, ref).entries.values()) == [
+        f"ENV N={i}" for i in range(8)]
