@@ -57,6 +57,7 @@ class Manifest:
     layers: tuple[Descriptor, ...]
     media_type: str = MEDIA_MANIFEST
     annotations: tuple[tuple[str, str], ...] = ()
+    artifact_type: str | None = None  # an OCI artifact's (image-spec 1.1): what the manifest holds
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -65,6 +66,8 @@ class Manifest:
             "config": self.config.to_dict(),
             "layers": [layer.to_dict() for layer in self.layers],
         }
+        if self.artifact_type:
+            out["artifactType"] = self.artifact_type
         if self.annotations:
             out["annotations"] = dict(self.annotations)
         return out
@@ -97,6 +100,7 @@ class Manifest:
             layers=tuple(Descriptor.from_dict(d, f"manifest.layers[{i}]") for i, d in enumerate(layers)),
             media_type=media_type,
             annotations=tuple(sorted((str(k), str(v)) for k, v in annotations.items())),
+            artifact_type=str(doc["artifactType"]) if isinstance(doc.get("artifactType"), str) else None,
         )
 
 

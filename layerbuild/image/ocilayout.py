@@ -172,6 +172,11 @@ def read_oci_layout(files: ArchiveFiles) -> Iterator[LayoutEntry]:
             raise ArchiveError(f"{where} has media type {desc.media_type!r}, not an image manifest's")
 
 
+def layout_index_json(desc: Descriptor, tags: Sequence[str]) -> bytes:
+    """The `index.json` of an OCI layout that holds `desc` under the tags' tag parts."""
+    return _index_json(desc, tags)
+
+
 def _index_json(desc: Descriptor, tags: Sequence[str]) -> bytes:
     names = [split_tag(t)[1] for t in tags] or [""]
     index = {

@@ -3,7 +3,7 @@
 Format: an OCI image manifest of artifact type `application/vnd.layerbuild.cache.v1` behind a tag. Its
 config blob (`application/vnd.layerbuild.cache.records.v1+json`) holds the records, one per step:
 
-    {"schemaVersion": 1, "records": [{"key": "<sha256 hex of the step's op definition and inputs>",
+    {"version": 1, "records": [{"key": "<sha256 hex of the step's op definition and inputs>",
       "kind": "RUN", "diff_id": "sha256:…" | null, "layer": {"mediaType", "digest", "size"} | null,
       "diff_size": 123, "size": 45, "created": 1700000000.0, "platform": "linux/amd64",
       "stage": "build", "instruction": "RUN make", "files": {"src/app.py": "<fingerprint>"}}]}
@@ -122,7 +122,7 @@ class CacheRecords:
         return {e.layer.digest: e.layer for e in self.entries.values() if e.layer is not None}
 
     def to_json(self) -> bytes:
-        doc = {"schemaVersion": 1, "mediaType": RECORDS_TYPE,
+        doc = {"version": 1, "mediaType": RECORDS_TYPE,
                "records": [self.entries[k].to_json() for k in sorted(self.entries)]}
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
@@ -132,8 +132,8 @@ class CacheRecords:
             doc = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CacheFormatError(f"the cache records are not JSON: {exc}") from None
-        if not isinstance(doc, dict) or doc.get("schemaVersion") != 1 or not isinstance(doc.get("records"), list):
-            raise CacheFormatError("the cache records are not layerbuild's cache format (schemaVersion 1)")
+        if not isinstance(doc, dict) or doc.get("version") != 1 or not isinstance(doc.get("records"), list):
+            raise CacheFormatError("the cache records are not layerbuild's cache format (version 1)")
         entries = [CacheEntry.from_json(r) for r in doc["records"]]
         return CacheRecords({e.key: e for e in entries})
 
@@ -243,13 +243,9 @@ class RegistryCache:
 
 
 def _manifest(config: Descriptor, layers: list[Descriptor]) -> bytes:
-    doc: dict[str, Any] = {
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": ARTIFACT_TYPE,
-        "config": {"mediaType": config.media_type, "digest": config.digest, "size": config.size},
-        "layers": [{"mediaType": d.media_type, "digest": d.digest, "size": d.size}
-                   for d in sorted(layers, key=lambda d: d.digest)],
-    }  # fmt: skip
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    from layerbuild.image.manifest import Manifest
+
+    return Manifest(config, tuple(sorted(layers, key=lambda d: d.digest)), artifact_type=ARTIFACT_TYPE).to_json()
 
 
 def _sha256(data: bytes) -> str:
@@ -356,12 +352,10 @@ class LocalCache:
                 tmp.write_bytes(data)
                 os.replace(tmp, path)
         (self.root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-        index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                 "manifests": [{"mediaType": OCI_MANIFEST, "digest": mdigest, "size": len(manifest),
-                                "artifactType": ARTIFACT_TYPE,
-                                "annotations": {"org.opencontainers.image.ref.name": self.TAG}}]}
+        from layerbuild.image.ocilayout import layout_index_json
+
         tmp = self.root / f".index.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(index, sort_keys=True))
+        tmp.write_bytes(layout_index_json(Descriptor(OCI_MANIFEST, mdigest, len(manifest)), [f"cache:{self.TAG}"]))
         os.replace(tmp, self.root / "index.json")
         keep = {p.name for p in (self._blob(d) for d in [*merged.blobs(), config.digest, mdigest])}
         for old in blobs.iterdir():  # what the previous manifest named and this one does not

@@ -20,6 +20,7 @@ from layerbuild.reference import parse_reference
 from layerbuild.registry.buildcache import ARTIFACT_TYPE, CacheRecords, RegistryCache
 from tests.cli.kit import busybox_root, lb
 from tests.conftest import fsck_problems
+from tests.image.schemas import validate
 from tests.registry.fixtures import client_for
 from tests.registry.kit import Registry
 from tests.registry.test_pull import push_index, skopeo_push
@@ -97,8 +98,9 @@ def test_a_second_runner_hits_every_step(plain_registry: Registry, base: str, tm
     assert not any(s["cached"] for s in first["steps"] if s["kind"] in ("exec", "copy"))
     assert f"cache {ref}: written" in first["stderr"]
     with client_for(plain_registry) as client:
-        raw = json.loads(client.get_manifest(parse_reference(ref)).data)
-    assert raw["artifactType"] == ARTIFACT_TYPE
+        fetched = client.get_manifest(parse_reference(ref))
+    validate(fetched.data, fetched.media_type)  # the OCI image-spec schema
+    assert json.loads(fetched.data)["artifactType"] == ARTIFACT_TYPE
     got = records(plain_registry, ref)
     assert len(got.entries) == 3  # RUN, COPY, RUN (ENV edits the config: no record)
     assert all(len(k) == 64 for k in got.entries)  # sha256 keys
@@ -204,7 +206,8 @@ def test_a_local_cache_directory(base: str, tmp_path: Path, cli_env: None, capfd
     cache = tmp_path / "cache-dir"
     report(tmp_path / "runner1", capfd, ctx, "--cache-to", f"type=local,dest={cache},compression=zstd")
     index = json.loads((cache / "index.json").read_text())
-    assert index["manifests"][0]["artifactType"] == ARTIFACT_TYPE
+    manifest = json.loads((cache / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_text())
+    assert manifest["artifactType"] == ARTIFACT_TYPE
     second = report(tmp_path / "runner2", capfd, ctx, "--cache-from", f"type=local,src={cache}")
     assert all(s["cached"] for s in second["steps"])
     code, _, err = lb(tmp_path / "runner3", capfd, "build", "--cache-to", "type=local", str(ctx))
