@@ -27,7 +27,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from layerbuild.errors import LayerbuildError, RegistryError
@@ -63,6 +63,7 @@ class CacheEntry:
     stage: str = ""
     instruction: str = ""
     files: Mapping[str, str] = field(default_factory=dict)
+    last_used: float = 0.0  # when an export last had this record (a day's precision): what max-size evicts by
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -96,6 +97,7 @@ class CacheEntry:
             created=float(data.get("created") or 0.0), platform=str(data.get("platform") or ""),
             stage=str(data.get("stage") or ""), instruction=str(data.get("instruction") or ""),
             files={str(k): str(v) for k, v in files.items()},
+            last_used=float(data.get("last_used") or 0.0),
         )  # fmt: skip
 
 
@@ -112,10 +114,21 @@ class CacheRecords:
     def get(self, key: str) -> CacheEntry | None:
         return self.entries.get(key)
 
-    def merged(self, newer: Iterable[CacheEntry]) -> CacheRecords:
+    def merged(self, newer: Iterable[CacheEntry], *, now: float | None = None,
+               max_size: int | None = None) -> CacheRecords:
+        """These records with `newer` added (they win), each marked used `now`; a record that is the
+        same but for its mark, marked within a day, stays as it is (so an export that brings nothing
+        new changes nothing). With `max_size`, the least recently used records go until the layer
+        blobs the rest name add up to at most that many bytes."""
+        at = time.time() if now is None else now
         out = dict(self.entries)
         for entry in newer:
-            out[entry.key] = entry
+            old = out.get(entry.key)
+            if old is not None and old.last_used >= at - DAY and replace(old, last_used=entry.last_used) == entry:
+                continue
+            out[entry.key] = replace(entry, last_used=at)
+        if max_size is not None:
+            out = _evict(out, max_size)
         return CacheRecords(out)
 
     def blobs(self) -> dict[str, Descriptor]:
@@ -148,6 +161,30 @@ class CacheRecords:
             if best is None or len(differ) < len(best[1]):
                 best = (entry, differ)
         return best
+
+
+DAY = 86400.0
+
+
+def _evict(entries: dict[str, CacheEntry], max_size: int) -> dict[str, CacheEntry]:
+    """`entries` without their least recently used records, until their blobs fit in `max_size`."""
+    users: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    for e in entries.values():
+        if e.layer is not None:
+            users[e.layer.digest] = users.get(e.layer.digest, 0) + 1
+            sizes[e.layer.digest] = e.layer.size
+    total = sum(sizes.values())
+    out = dict(entries)
+    for e in sorted(entries.values(), key=lambda e: (e.last_used, e.key)):
+        if total <= max_size:
+            break
+        del out[e.key]
+        if e.layer is not None:
+            users[e.layer.digest] -= 1
+            if users[e.layer.digest] == 0:
+                total -= sizes[e.layer.digest]
+    return out
 
 
 def short_fingerprint(fp: str | None) -> str | None:
@@ -196,7 +233,7 @@ class RegistryCache:
         return ingest_checked(store, layer, what=f"cache layer {desc.digest} of {self.name}")
 
     def write(self, store: Store, entries: Sequence[CacheEntry], *, compression: str,
-              attempts: int = 16, settle: float = 0.05) -> str:
+              max_size: int | None = None, attempts: int = 16, settle: float = 0.05) -> str:
         """Merge `entries` into the cache behind the reference; what it did: `unchanged` or `written`."""
         known: set[str] = set()
         outcome = "unchanged"
@@ -205,7 +242,7 @@ class RegistryCache:
                 time.sleep(random.random() * min(1.0, settle * 2 ** attempt))
             current, digest = self.read()
             known |= set(current.blobs())
-            merged = current.merged(entries)
+            merged = current.merged(entries, max_size=max_size)
             if digest is not None and merged == current:
                 return outcome
             for desc in merged.blobs().values():
@@ -226,7 +263,7 @@ class RegistryCache:
             outcome = "written"
             time.sleep(settle + random.random() * settle)  # let a writer that raced us land, then check
             after, _ = self.read()
-            if all(after.get(e.key) is not None for e in entries):
+            if all(after.get(e.key) is not None for e in entries if merged.get(e.key) is not None):
                 return outcome
             # Another writer replaced our manifest with one that lacks our records: merge again.
         raise RegistryError(f"{self.name}: the cache kept moving while it was being written",
@@ -323,12 +360,13 @@ class LocalCache:
         return ingest_checked(store, _FileLayer(self._blob(entry.layer.digest), entry.layer, entry.diff_id),  # type: ignore[arg-type]
                               what=f"cache layer {entry.layer.digest} of {self.name}")
 
-    def write(self, store: Store, entries: Sequence[CacheEntry], *, compression: str) -> str:
+    def write(self, store: Store, entries: Sequence[CacheEntry], *, compression: str,
+              max_size: int | None = None) -> str:
         import os
         import shutil
 
         current, digest = self.read()
-        merged = current.merged(entries)
+        merged = current.merged(entries, max_size=max_size)
         if digest is not None and merged == current:
             return "unchanged"
         blobs = self.root / "blobs" / "sha256"

@@ -341,7 +341,8 @@ class Build:
         for spec in self.request.cache_to:
             entries = export_entries(self.store, plan, records, mode=spec.mode, compression=spec.compression,
                                      platform=platform)
-            outcome = open_backend(spec, self._registry).write(self.store, entries, compression=spec.compression)
+            outcome = open_backend(spec, self._registry).write(self.store, entries, compression=spec.compression,
+                                                               max_size=spec.max_size)
             if self.on_event is not None:
                 self.on_event(BuildEvent("build.cache",
                                          message=f"cache {spec.describe()}: {outcome} ({len(entries)} records)"))

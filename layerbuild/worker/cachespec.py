@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from layerbuild.errors import UsageError
@@ -17,6 +18,7 @@ class CacheSpec:
     path: str = ""
     mode: str = "min"
     compression: str = "gzip"
+    max_size: int | None = None  # bytes of layer blobs the records may name; the least recently used go
 
     def describe(self) -> str:
         return self.ref if self.type == "registry" else self.path
@@ -42,6 +44,7 @@ def parse_cache_spec(value: str, *, export: bool) -> CacheSpec:
     compression = fields.pop("compression", "gzip")
     if compression not in ("gzip", "zstd"):
         raise UsageError(f"{flag}: compression={compression} is not supported", hint="use gzip or zstd")
+    max_size = _size(flag, fields.pop("max-size")) if "max-size" in fields else None
     ref = fields.pop("ref", "")
     path = fields.pop("dest" if export else "src", "")
     for ignored in ("ignore-error", "oci-mediatypes", "image-manifest", "compression-level", "force-compression"):
@@ -56,4 +59,16 @@ def parse_cache_spec(value: str, *, export: bool) -> CacheSpec:
             raise UsageError(f"{flag}: cannot export a cache to a digest reference: {ref}")
     elif not path:
         raise UsageError(f"{flag}: type=local needs {'dest' if export else 'src'}=DIR")
-    return CacheSpec(kind, ref=ref, path=path, mode=mode, compression=compression)
+    return CacheSpec(kind, ref=ref, path=path, mode=mode, compression=compression, max_size=max_size)
+
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
+
+
+def _size(flag: str, text: str) -> int:
+    """`500MB`, `10g`, `2GiB`, `1048576`: bytes, in powers of 1024 as docker's sizes are."""
+    match = _SIZE_RE.match(text.strip())
+    if match is None:
+        raise UsageError(f"{flag}: max-size={text} is not a size", hint="write e.g. max-size=5GB")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])

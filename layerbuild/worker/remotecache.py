@@ -38,7 +38,8 @@ class CacheBackend(Protocol):
 
     def fetch_layer(self, store: Store, entry: CacheEntry) -> LayerRecord: ...
 
-    def write(self, store: Store, entries: Sequence[CacheEntry], *, compression: str) -> str: ...
+    def write(self, store: Store, entries: Sequence[CacheEntry], *, compression: str,
+              max_size: int | None = None) -> str: ...
 
 
 def open_backend(spec: CacheSpec, client: Callable[[], object]) -> CacheBackend:

@@ -256,3 +256,71 @@ def test_many_writers_at_once_lose_nothing(plain_registry: Registry, tmp_path: P
     assert errors == []
     assert sorted(e.instruction for e in records(plain_registry, ref).entries.values()) == [
         f"ENV N={i}" for i in range(8)]
+
+
+def test_two_machines_make_the_same_image_with_source_date_epoch(base: str, tmp_path: Path, cli_env: None,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capfd: pytest.CaptureFixture[str]) -> None:
+    """The same inputs in two stores (two checkouts at other paths, no cache shared, a minute apart)
+    with SOURCE_DATE_EPOCH from the environment, as BuildKit takes it: one image digest."""
+    import time
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    ids = []
+    for machine in ("one", "two"):
+        ctx = app(tmp_path / machine, "checkout", base, "same\n") if (tmp_path / machine).mkdir() is None else None
+        assert ctx is not None
+        ids.append(report(tmp_path / machine / "store", capfd, ctx)["image"]["id"])
+        time.sleep(1.1)  # a second later: a timestamp not clamped would differ
+    assert ids[0] == ids[1]
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    ctx = app(tmp_path, "third", base, "same\n")
+    assert report(tmp_path / "third-store", capfd, ctx)["image"]["id"] != ids[0]
+
+
+def _entry(i: int, size: int, used: float) -> object:
+    import hashlib
+
+    from layerbuild.image.manifest import Descriptor
+    from layerbuild.registry.buildcache import CacheEntry
+
+    digest = "sha256:" + hashlib.sha256(b"blob %d" % i).hexdigest()
+    return CacheEntry(hashlib.sha256(b"key %d" % i).hexdigest(), "exec", "sha256:" + "d" * 64,
+                      Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", digest, size),
+                      instruction=f"RUN {i}", last_used=used)
+
+
+def test_merge_marks_use_by_the_day_and_evicts_the_least_recently_used() -> None:
+    """Pure logic of the records: a re-export within a day changes nothing; `max_size` drops the
+    records used longest ago first, keeping what this export brought."""
+    from layerbuild.registry.buildcache import DAY, CacheRecords
+
+    now = 1_800_000_000.0
+    old = [_entry(i, 100, now - (10 - i) * DAY) for i in range(5)]  # used 10..6 days ago
+    records = CacheRecords({e.key: e for e in old})  # type: ignore[attr-defined]
+    assert records.merged([], now=now) == records
+    fresh = CacheRecords().merged(old, now=now)  # type: ignore[arg-type]
+    assert all(e.last_used == now for e in fresh.entries.values())
+    assert fresh.merged(old, now=now + 3600) == fresh  # the same records an hour later: unchanged
+    assert fresh.merged(old, now=now + 2 * DAY) != fresh  # two days later: marked again
+    new = _entry(9, 100, 0.0)
+    kept = records.merged([new], now=now, max_size=300)  # type: ignore[list-item]
+    assert sorted(e.instruction for e in kept.entries.values()) == ["RUN 3", "RUN 4", "RUN 9"]
+
+
+def test_max_size_evicts_in_the_registry(plain_registry: Registry, base: str, tmp_path: Path, cli_env: None,
+                                         capfd: pytest.CaptureFixture[str]) -> None:
+    ref = f"{plain_registry.host}/cache/app:budget"
+    first = app(tmp_path, "first", base, "one\n")
+    report(tmp_path / "r1", capfd, first, "--cache-to", ref)
+    size_one = sum(d.size for d in records(plain_registry, ref).blobs().values())
+    second = app(tmp_path, "second", base, "two\n")
+    # Room for about one build's layers: the first build's own records (used earlier) go first.
+    report(tmp_path / "r2", capfd, second, "--cache-to", f"type=registry,ref={ref},max-size={size_one + 64}")
+    got = records(plain_registry, ref)
+    assert sum(d.size for d in got.blobs().values()) <= size_one + 64
+    texts = [e.instruction for e in got.entries.values()]
+    assert "COPY app.txt /app.txt" in texts and len(texts) < 5
+    with client_for(plain_registry) as client:
+        layers = json.loads(client.get_manifest(parse_reference(ref)).data)["layers"]
+    assert {d["digest"] for d in layers} == set(got.blobs())
