@@ -106,16 +106,39 @@ def _int_or_none(value: Any) -> int | None:
 
 
 @dataclass(frozen=True)
+class MountEntry:
+    """The contents of a `RUN --mount=type=cache` directory (by its id) as a tar blob."""
+
+    id: str
+    diff_id: str
+    layer: Descriptor
+    last_used: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "diff_id": self.diff_id, "last_used": self.last_used,
+                "layer": {"mediaType": self.layer.media_type, "digest": self.layer.digest, "size": self.layer.size}}
+
+    @staticmethod
+    def from_json(data: Any) -> MountEntry:
+        probe = CacheEntry.from_json({"key": "0" * 64, "diff_id": data.get("diff_id") if isinstance(data, dict)
+                                      else None, "layer": data.get("layer") if isinstance(data, dict) else None})
+        if probe.layer is None or probe.diff_id is None or not isinstance(data.get("id"), str):
+            raise CacheFormatError("a cache mount record is malformed")
+        return MountEntry(data["id"], probe.diff_id, probe.layer, float(data.get("last_used") or 0.0))
+
+
+@dataclass(frozen=True)
 class CacheRecords:
-    """The records of one cache reference, by key."""
+    """The records of one cache reference, by key, and its cache mounts' contents, by id."""
 
     entries: Mapping[str, CacheEntry] = field(default_factory=dict)
+    mounts: Mapping[str, MountEntry] = field(default_factory=dict)
 
     def get(self, key: str) -> CacheEntry | None:
         return self.entries.get(key)
 
     def merged(self, newer: Iterable[CacheEntry], *, now: float | None = None,
-               max_size: int | None = None) -> CacheRecords:
+               max_size: int | None = None, mounts: Iterable[MountEntry] = ()) -> CacheRecords:
         """These records with `newer` added (they win), each marked used `now`; a record that is the
         same but for its mark, marked within a day, stays as it is (so an export that brings nothing
         new changes nothing). With `max_size`, the least recently used records go until the layer
@@ -129,14 +152,24 @@ class CacheRecords:
             out[entry.key] = replace(entry, last_used=at)
         if max_size is not None:
             out = _evict(out, max_size)
-        return CacheRecords(out)
+        kept = dict(self.mounts)
+        for mount in mounts:
+            old_mount = kept.get(mount.id)
+            if old_mount is not None and old_mount.last_used >= at - DAY and \
+                    replace(old_mount, last_used=mount.last_used) == mount:
+                continue
+            kept[mount.id] = replace(mount, last_used=at)
+        return CacheRecords(out, kept)
 
     def blobs(self) -> dict[str, Descriptor]:
-        return {e.layer.digest: e.layer for e in self.entries.values() if e.layer is not None}
+        out = {e.layer.digest: e.layer for e in self.entries.values() if e.layer is not None}
+        out.update((m.layer.digest, m.layer) for m in self.mounts.values())
+        return out
 
     def to_json(self) -> bytes:
         doc = {"version": 1, "mediaType": RECORDS_TYPE,
-               "records": [self.entries[k].to_json() for k in sorted(self.entries)]}
+               "records": [self.entries[k].to_json() for k in sorted(self.entries)],
+               "mounts": [self.mounts[k].to_json() for k in sorted(self.mounts)]}
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     @staticmethod
@@ -148,7 +181,8 @@ class CacheRecords:
         if not isinstance(doc, dict) or doc.get("version") != 1 or not isinstance(doc.get("records"), list):
             raise CacheFormatError("the cache records are not layerbuild's cache format (version 1)")
         entries = [CacheEntry.from_json(r) for r in doc["records"]]
-        return CacheRecords({e.key: e for e in entries})
+        mounts = [MountEntry.from_json(m) for m in doc.get("mounts") or []]
+        return CacheRecords({e.key: e for e in entries}, {m.id: m for m in mounts})
 
     def nearest(self, stage: str, instruction: str, files: Mapping[str, str]) -> tuple[CacheEntry, list[str]] | None:
         """The record of the same step text in the same stage whose files differ least, and those paths."""
@@ -220,7 +254,7 @@ class RegistryCache:
             raise CacheFormatError(f"{self.name}: the cache manifest is malformed ({exc})") from None
         return CacheRecords.from_json(raw), fetched.digest
 
-    def fetch_layer(self, store: Store, entry: CacheEntry) -> LayerRecord:
+    def fetch_layer(self, store: Store, entry: CacheEntry | MountEntry) -> LayerRecord:
         """The record's layer brought into the store, checked against its digest and diff_id."""
         from layerbuild.image.storeimage import ingest_checked
 
@@ -233,7 +267,8 @@ class RegistryCache:
         return ingest_checked(store, layer, what=f"cache layer {desc.digest} of {self.name}")
 
     def write(self, store: Store, entries: Sequence[CacheEntry], *, compression: str,
-              max_size: int | None = None, attempts: int = 16, settle: float = 0.05) -> str:
+              max_size: int | None = None, mounts: Sequence[MountEntry] = (), attempts: int = 16,
+              settle: float = 0.05) -> str:
         """Merge `entries` into the cache behind the reference; what it did: `unchanged` or `written`."""
         known: set[str] = set()
         outcome = "unchanged"
@@ -242,7 +277,7 @@ class RegistryCache:
                 time.sleep(random.random() * min(1.0, settle * 2 ** attempt))
             current, digest = self.read()
             known |= set(current.blobs())
-            merged = current.merged(entries, max_size=max_size)
+            merged = current.merged(entries, max_size=max_size, mounts=mounts)
             if digest is not None and merged == current:
                 return outcome
             for desc in merged.blobs().values():
@@ -263,7 +298,8 @@ class RegistryCache:
             outcome = "written"
             time.sleep(settle + random.random() * settle)  # let a writer that raced us land, then check
             after, _ = self.read()
-            if all(after.get(e.key) is not None for e in entries if merged.get(e.key) is not None):
+            if all(after.get(e.key) is not None for e in entries if merged.get(e.key) is not None) and \
+                    all(m.id in after.mounts for m in mounts):
                 return outcome
             # Another writer replaced our manifest with one that lacks our records: merge again.
         raise RegistryError(f"{self.name}: the cache kept moving while it was being written",
@@ -353,7 +389,7 @@ class LocalCache:
             raise CacheFormatError(f"{self.name}: the cache manifest is malformed ({exc})") from None
         return CacheRecords.from_json(raw), manifest_digest
 
-    def fetch_layer(self, store: Store, entry: CacheEntry) -> LayerRecord:
+    def fetch_layer(self, store: Store, entry: CacheEntry | MountEntry) -> LayerRecord:
         from layerbuild.image.storeimage import ingest_checked
 
         assert entry.layer is not None and entry.diff_id is not None
@@ -361,12 +397,12 @@ class LocalCache:
                               what=f"cache layer {entry.layer.digest} of {self.name}")
 
     def write(self, store: Store, entries: Sequence[CacheEntry], *, compression: str,
-              max_size: int | None = None) -> str:
+              max_size: int | None = None, mounts: Sequence[MountEntry] = ()) -> str:
         import os
         import shutil
 
         current, digest = self.read()
-        merged = current.merged(entries, max_size=max_size)
+        merged = current.merged(entries, max_size=max_size, mounts=mounts)
         if digest is not None and merged == current:
             return "unchanged"
         blobs = self.root / "blobs" / "sha256"

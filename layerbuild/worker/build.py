@@ -257,6 +257,9 @@ class Build:
             cache = StoreCache(self.store, self.lease)
         services = BuildServices(self.store, self.rootfs, self.base_layers, self.request.source_date_epoch,
                                  limits=_limits(self.request), lease=self.lease)
+        restore = getattr(cache, "restore_mount", None)
+        if restore is not None:
+            services.restore_mount = restore
         from layerbuild.context.tree import BuildContext
 
         if stream is not None and stream.scratch_context:  # unpacked for this build: no stats, no ignore file
@@ -335,14 +338,26 @@ class Build:
 
     def _export_cache(self, plan: BuildPlan, records: Sequence[StepRecord]) -> None:
         """Each `--cache-to`: this build's records merged into what is there (see remotecache)."""
-        from layerbuild.worker.remotecache import export_entries, open_backend
+        from layerbuild.worker.remotecache import (
+            export_entries,
+            export_mounts,
+            open_backend,
+            plan_cache_mounts,
+        )
+        from layerbuild.worker.runop import cache_mount_path
 
         platform = self.request.platform or f"linux/{self.arch}"
+        mounts = None
         for spec in self.request.cache_to:
             entries = export_entries(self.store, plan, records, mode=spec.mode, compression=spec.compression,
                                      platform=platform)
-            outcome = open_backend(spec, self._registry).write(self.store, entries, compression=spec.compression,
-                                                               max_size=spec.max_size)
+            if spec.cache_mounts and mounts is None:
+                assert self.lease is not None
+                mounts = export_mounts(self.store, self.lease, plan_cache_mounts(plan),
+                                       lambda mount_id: cache_mount_path(self.store.root, mount_id))
+            outcome = open_backend(spec, self._registry).write(
+                self.store, entries, compression=spec.compression, max_size=spec.max_size,
+                mounts=mounts if spec.cache_mounts and mounts else ())
             if self.on_event is not None:
                 self.on_event(BuildEvent("build.cache",
                                          message=f"cache {spec.describe()}: {outcome} ({len(entries)} records)"))

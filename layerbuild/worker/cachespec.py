@@ -19,6 +19,7 @@ class CacheSpec:
     mode: str = "min"
     compression: str = "gzip"
     max_size: int | None = None  # bytes of layer blobs the records may name; the least recently used go
+    cache_mounts: bool = False  # export RUN --mount=type=cache contents too
 
     def describe(self) -> str:
         return self.ref if self.type == "registry" else self.path
@@ -45,6 +46,9 @@ def parse_cache_spec(value: str, *, export: bool) -> CacheSpec:
     if compression not in ("gzip", "zstd"):
         raise UsageError(f"{flag}: compression={compression} is not supported", hint="use gzip or zstd")
     max_size = _size(flag, fields.pop("max-size")) if "max-size" in fields else None
+    mounts_text = fields.pop("cache-mounts", "false").lower()
+    if mounts_text not in ("true", "false", "1", "0"):
+        raise UsageError(f"{flag}: cache-mounts={mounts_text} is neither true nor false")
     ref = fields.pop("ref", "")
     path = fields.pop("dest" if export else "src", "")
     for ignored in ("ignore-error", "oci-mediatypes", "image-manifest", "compression-level", "force-compression"):
@@ -59,7 +63,8 @@ def parse_cache_spec(value: str, *, export: bool) -> CacheSpec:
             raise UsageError(f"{flag}: cannot export a cache to a digest reference: {ref}")
     elif not path:
         raise UsageError(f"{flag}: type=local needs {'dest' if export else 'src'}=DIR")
-    return CacheSpec(kind, ref=ref, path=path, mode=mode, compression=compression, max_size=max_size)
+    return CacheSpec(kind, ref=ref, path=path, mode=mode, compression=compression, max_size=max_size,
+                     cache_mounts=mounts_text in ("true", "1"))
 
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

@@ -47,6 +47,8 @@ class BuildServices:
         self.rootfs = rootfs
         self.base_layers = base_layers
         self.source_date_epoch = source_date_epoch
+        # Fills a new cache mount directory from an imported cache (id, path) → whether it did.
+        self.restore_mount: Callable[[str, Path], bool] | None = None
 
     def reuse_from(self, output: Output | None) -> Reuse | None:
         """The frames of a layer the step made before (its last build), for an edit to build on."""

@@ -10,10 +10,13 @@ local record is written, so the next build hits locally without asking.
 
 from __future__ import annotations
 
+import os
+import tarfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 from layerbuild.errors import LayerbuildError
 from layerbuild.plan import BuildPlan, StageRef
@@ -21,6 +24,7 @@ from layerbuild.registry.buildcache import (
     CacheEntry,
     CacheRecords,
     LocalCache,
+    MountEntry,
     RegistryCache,
     short_fingerprint,
 )
@@ -36,10 +40,10 @@ class CacheBackend(Protocol):
 
     def read(self) -> tuple[CacheRecords, str | None]: ...
 
-    def fetch_layer(self, store: Store, entry: CacheEntry) -> LayerRecord: ...
+    def fetch_layer(self, store: Store, entry: CacheEntry | MountEntry) -> LayerRecord: ...
 
     def write(self, store: Store, entries: Sequence[CacheEntry], *, compression: str,
-              max_size: int | None = None) -> str: ...
+              max_size: int | None = None, mounts: Sequence[MountEntry] = ()) -> str: ...
 
 
 def open_backend(spec: CacheSpec, client: Callable[[], object]) -> CacheBackend:
@@ -108,6 +112,26 @@ class LayeredCache(StoreCache):
             return super().get(key) or output
         return None
 
+    def restore_mount(self, mount_id: str, path: Path) -> bool:
+        """Fill the new cache mount directory `path` with the contents a source exported for
+        `mount_id` (checked at the store's door, then unpacked); whether one had it."""
+        from layerbuild.layer import apply_layer
+
+        for source in self._sources:
+            entry = self._records(source).mounts.get(mount_id)
+            if entry is None:
+                continue
+            try:
+                record = source.backend.fetch_layer(self.store, entry)
+                with self.store.reading_blob(record.digest) as blob:
+                    apply_layer(blob, path, record_owners=os.geteuid() != 0)
+            except LayerbuildError as exc:
+                self._warn(f"the cache mount {mount_id!r} of cache {source.backend.name} was not restored: "
+                           f"{exc.message}")
+                continue
+            return True
+        return False
+
     def explain(self, record: StepRecord) -> str | None:
         """Why no source had the step, against the nearest record of the same step."""
         if not self._sources:
@@ -175,3 +199,70 @@ def export_entries(store: Store, plan: BuildPlan, records: Sequence[StepRecord],
             platform=platform, stage=rec.stage, instruction=rec.text, files=files,
         ))  # fmt: skip
     return out
+
+
+def plan_cache_mounts(plan: BuildPlan) -> list[str]:
+    """The ids of the shared (not private) cache mounts the plan's RUN steps use."""
+    from layerbuild.plan import CacheMountDef, Exec
+
+    ids: list[str] = []
+    for stage in plan.stages:
+        for step in stage.steps:
+            if isinstance(step.op, Exec):
+                for mount in step.op.mounts:
+                    if isinstance(mount, CacheMountDef) and mount.sharing != "private" and mount.id not in ids:
+                        ids.append(mount.id)
+    return ids
+
+
+def export_mounts(store: Store, lease: Lease, ids: Sequence[str], mount_dir: Callable[[str], Path]) -> list[MountEntry]:
+    """Each cache mount's directory as a zstd tar blob of the store (sorted names, so unchanged
+    contents give the same blob, which an export does not send again)."""
+    import zstandard
+
+    from layerbuild.image.manifest import Descriptor
+    from layerbuild.store import MEDIA_LAYER_ZSTD
+
+    out: list[MountEntry] = []
+    for mount_id in ids:
+        root = mount_dir(mount_id)
+        if not root.is_dir():
+            continue
+        with store.blobs.writer() as w:
+            sink = _TarSink(w, zstandard.ZstdCompressor(level=3).compressobj())
+            with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+                for path in sorted(_walk(root)):
+                    tar.add(path, arcname=os.path.relpath(path, root), recursive=False)
+            sink.finish()
+        diff_id = "sha256:" + sink.hash.hexdigest()
+        record = store.index.put_layer(w.info.digest, diff_id, w.info.size, sink.size, MEDIA_LAYER_ZSTD)
+        lease.add(record.digest, diff_id)
+        out.append(MountEntry(mount_id, diff_id, Descriptor(MEDIA_LAYER_ZSTD, record.digest, record.size)))
+    return out
+
+
+class _TarSink:
+    """Where a tar is written: hashed (its diff_id), counted, and compressed into a blob writer."""
+
+    def __init__(self, writer: Any, compressor: Any) -> None:
+        import hashlib
+
+        self._w, self._c = writer, compressor
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        self._w.write(self._c.compress(data))
+        return len(data)
+
+    def finish(self) -> None:
+        self._w.write(self._c.flush())
+
+
+def _walk(root: Path) -> list[str]:
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        found.extend(os.path.join(dirpath, n) for n in (*dirnames, *filenames))
+    return found

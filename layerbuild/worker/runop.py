@@ -62,6 +62,11 @@ def _bind_fingerprint(tree: SourceTree, entry: Entry) -> str:
     return key_hash(f"{tree.fingerprint(entry)}:{entry.st.st_uid}:{entry.st.st_gid}".encode())
 
 
+
+def cache_mount_path(store_root: Path, mount_id: str) -> Path:
+    """Where the shared cache mount `mount_id` keeps its files in the store."""
+    return store_root / "cache-mounts" / xxh3(mount_id.encode())
+
 class RunTask:
     """One Exec op on the sandbox."""
 
@@ -178,8 +183,16 @@ class RunTask:
         return RtBind(proxy.path, mount.target, readonly=False)
 
     def _cache_dir(self, stack: ExitStack, mount: CacheMountDef) -> Path:
-        root = self.services.store.root / "cache-mounts"
-        path = root / xxh3(mount.id.encode())
+        path = cache_mount_path(self.services.store.root, mount.id)
+        root = path.parent
+        if mount.sharing != "private" and not path.exists() and self.services.restore_mount is not None:
+            restored = path.with_name(f".{path.name}.restoring-{os.getpid()}")
+            restored.mkdir(parents=True, mode=mount.mode)
+            if self.services.restore_mount(mount.id, restored):
+                with contextlib.suppress(OSError):  # another build restored it first: theirs stays
+                    os.rename(restored, path)
+            if restored.exists():
+                _discard(restored)
         if mount.sharing == "private":
             path = Path(tempfile.mkdtemp(prefix="private-", dir=root if root.is_dir() else None))
             stack.callback(_discard, path)  # its files may belong to subordinate ids (rootless)

@@ -324,3 +324,32 @@ def test_max_size_evicts_in_the_registry(plain_registry: Registry, base: str, tm
     with client_for(plain_registry) as client:
         layers = json.loads(client.get_manifest(parse_reference(ref)).data)["layers"]
     assert {d["digest"] for d in layers} == set(got.blobs())
+
+
+def test_cache_mounts_survive_ephemeral_runners(plain_registry: Registry, base: str, tmp_path: Path, cli_env: None,
+                                                capfd: pytest.CaptureFixture[str]) -> None:
+    """With cache-mounts=true a RUN --mount=type=cache directory travels with the cache: on a fresh
+    store, the step that has to run again (its sources changed) finds the first runner's downloads."""
+    ref = f"{plain_registry.host}/cache/mounts:1"
+    dockerfile = (f"FROM {base}\nCOPY app.txt /app.txt\n"
+                  "RUN --mount=type=cache,target=/var/cache/dl,id=downloads "
+                  "if [ -f /var/cache/dl/pkg ]; then echo reused > /how; "
+                  "else echo fetched > /how; echo bytes > /var/cache/dl/pkg; fi\n")
+    ctx = app(tmp_path, "ctx", base, "v1\n", dockerfile=dockerfile)
+    first = report(tmp_path / "r1", capfd, ctx, "--cache-to", f"type=registry,ref={ref},cache-mounts=true")
+    assert "written" in first["stderr"]
+    got = records(plain_registry, ref)
+    assert list(got.mounts) == ["downloads"]
+    (ctx / "app.txt").write_text("v2\n")
+    report(tmp_path / "r2", capfd, ctx, "--cache-from", ref)
+    code, out, err = lb(tmp_path / "r2", capfd, "run", "--rm", "app:1", "cat", "/how")
+    assert (code, out) == (0, "reused\n"), err
+    # Without cache-mounts the directory stays behind: a third runner fetches again.
+    plain = f"{plain_registry.host}/cache/mounts:plain"
+    (ctx / "app.txt").write_text("v1\n")
+    report(tmp_path / "r3", capfd, ctx, "--cache-to", plain)
+    assert records(plain_registry, plain).mounts == {}
+    (ctx / "app.txt").write_text("v3\n")
+    report(tmp_path / "r4", capfd, ctx, "--cache-from", plain)
+    code, out, _ = lb(tmp_path / "r4", capfd, "run", "--rm", "app:1", "cat", "/how")
+    assert out == "fetched\n"
