@@ -238,10 +238,11 @@ class RegistryCache:
 
     def read(self) -> tuple[CacheRecords, str | None]:
         """The records behind the reference and the digest of its manifest (empty, None: no cache yet)."""
-        desc = self.client.head_manifest(self.ref, accept=[OCI_MANIFEST])
+        # Every manifest type asked for: an image named by mistake is said to be one, not taken for none.
+        desc = self.client.head_manifest(self.ref)
         if desc is None:
             return CacheRecords(), None
-        fetched = self.client.get_manifest(self.ref, accept=[OCI_MANIFEST])
+        fetched = self.client.get_manifest(self.ref)
         try:
             manifest = json.loads(fetched.data)
             config = manifest["config"]
@@ -291,7 +292,7 @@ class RegistryCache:
             self.client.upload_blob(self.ref, config.digest, config.size, _bytes_source(records), single_post=True)
             manifest = _manifest(config, list(merged.blobs().values()))
             # The tag moved since it was read (another runner exported): merge again before writing.
-            now = self.client.head_manifest(self.ref, accept=[OCI_MANIFEST])
+            now = self.client.head_manifest(self.ref)
             if (now.digest if now is not None else None) != digest:
                 continue
             self.client.put_manifest(self.ref, manifest, OCI_MANIFEST)

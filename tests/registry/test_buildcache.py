@@ -214,16 +214,21 @@ def test_a_local_cache_directory(base: str, tmp_path: Path, cli_env: None, capfd
     assert code == 2 and "type=local needs dest=DIR" in err
 
 
-def test_no_local_miss_reads_no_cache(plain_registry: Registry, base: str, tmp_path: Path, cli_env: None,
+def test_no_local_miss_reads_no_cache(base: str, tmp_path: Path, cli_env: None,
                                       capfd: pytest.CaptureFixture[str]) -> None:
-    """A build the store answers whole does not even fetch the cache manifest (a ref that does not
-    exist would only warn)."""
+    """A build the store answers whole does not even ask for the cache: here a reference that is no
+    cache at all (an ordinary image), which a build that misses is told about, and one that hits never is."""
     ctx = app(tmp_path, "ctx", base, "lazy\n")
     root = tmp_path / "runner"
     report(root, capfd, ctx)
-    again = report(root, capfd, ctx, "--cache-from", f"{plain_registry.host}/cache/none:{random.randrange(1 << 30)}")
+    nowhere = base
+    again = report(root, capfd, ctx, "--cache-from", nowhere)
     assert all(s["cached"] for s in again["steps"])
     assert "could not be read" not in again["stderr"]
+    (ctx / "app.txt").write_text("changed\n")
+    missed = report(root, capfd, ctx, "--cache-from", nowhere)
+    assert f"cache {nowhere} could not be read: {nowhere} is not a layerbuild cache" in missed["stderr"]
+    assert not next(s for s in missed["steps"] if s["kind"] == "copy")["cached"]
 
 
 def test_many_writers_at_once_lose_nothing(plain_registry: Registry, tmp_path: Path) -> None:
