@@ -292,6 +292,9 @@ class Build:
                 on_event=self.on_event,
             )  # fmt: skip
             solved = solver.solve()
+            summary = getattr(cache, "summary", None)
+            if summary is not None and self.on_event is not None:
+                self.on_event(BuildEvent("build.cache", message=summary()))
             final = solved.states[plan.target]
             self.lease.add(*[d for d in final.layers])
             image = self._assemble(plan, final)

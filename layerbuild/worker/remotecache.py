@@ -73,6 +73,8 @@ class LayeredCache(StoreCache):
         self._lock = threading.Lock()
         self._warn = warn
         self.fetched: list[str] = []  # digests of the layers brought from a source
+        self.fetched_bytes = 0
+        self.used = 0  # steps answered by a source
         self.asked = False  # whether any source's records were read
 
     def _records(self, source: _Source) -> CacheRecords:
@@ -106,9 +108,13 @@ class LayeredCache(StoreCache):
                 assert self.lease is not None
                 self.lease.add(record.digest, record.diff_id)
                 with self._lock:
-                    self.fetched.append(record.digest)
+                    if record.digest not in self.fetched:
+                        self.fetched.append(record.digest)
+                        self.fetched_bytes += record.size
                 output = Output(record.diff_id, size=record.size, created=entry.created)
             self.put(key, entry.kind, output)
+            with self._lock:
+                self.used += 1
             return super().get(key) or output
         return None
 
@@ -131,6 +137,13 @@ class LayeredCache(StoreCache):
                 continue
             return True
         return False
+
+    def summary(self) -> str:
+        """What the imported caches gave this build, for its progress."""
+        if not self.asked:
+            return "imported caches: not read (the store had every step)"
+        return (f"imported caches: {self.used} step(s) taken, {len(self.fetched)} layer(s) downloaded "
+                f"({self.fetched_bytes / 1e6:.1f} MB)")
 
     def explain(self, record: StepRecord) -> str | None:
         """Why no source had the step, against the nearest record of the same step."""

@@ -109,6 +109,7 @@ def test_a_second_runner_hits_every_step(plain_registry: Registry, base: str, tm
     second = report(tmp_path / "runner2", capfd, ctx, "--cache-from", f"type=registry,ref={ref}",
                     "--cache-to", f"type=registry,ref={ref},mode=max")
     assert all(s["cached"] for s in second["steps"]), second["steps"]
+    assert "imported caches: 3 step(s) taken, 3 layer(s) downloaded" in second["stderr"]
     assert second["image"]["id"] == first["image"]["id"]
     assert f"cache {ref}: unchanged" in second["stderr"]  # nothing new: the ref was not rewritten
     code, out, err = lb(tmp_path / "runner2", capfd, "run", "--rm", "app:1", "cat", "/out.txt")
@@ -224,6 +225,7 @@ def test_no_local_miss_reads_no_cache(base: str, tmp_path: Path, cli_env: None,
     nowhere = base
     again = report(root, capfd, ctx, "--cache-from", nowhere)
     assert all(s["cached"] for s in again["steps"])
+    assert "imported caches: not read (the store had every step)" in again["stderr"]
     assert "could not be read" not in again["stderr"]
     (ctx / "app.txt").write_text("changed\n")
     missed = report(root, capfd, ctx, "--cache-from", nowhere)
