@@ -265,7 +265,10 @@ class RegistryCache:
         from layerbuild.registry.images import RegistryLayer
 
         layer = RegistryLayer(self.client, self.ref, desc, entry.diff_id)
-        return ingest_checked(store, layer, what=f"cache layer {desc.digest} of {self.name}")
+        record = ingest_checked(store, layer, what=f"cache layer {desc.digest} of {self.name}")
+        if record.digest == desc.digest:  # kept as it came: a push to this registry can mount it from here
+            store.index.note_blob_repos(self.ref.name, [desc.digest])
+        return record
 
     def write(self, store: Store, entries: Sequence[CacheEntry], *, compression: str,
               max_size: int | None = None, mounts: Sequence[MountEntry] = (), attempts: int = 16,
@@ -313,7 +316,16 @@ class RegistryCache:
         if record is None:
             raise LayerbuildError(f"the layer blob {desc.digest} is not in the store")
         layer = StoreLayer(store, record)
+        prefix = self.ref.domain + "/"
+        for repo in store.index.blob_repos(desc.digest):  # pushed or pulled there: mounted, not sent again
+            if repo.startswith(prefix) and repo != self.ref.name:
+                # Mounted, or (a registry that will not mount) uploaded in the same call.
+                self.client.upload_blob(self.ref, desc.digest, desc.size, layer.compressed,  # type: ignore[arg-type]
+                                        mount_from=Reference(self.ref.domain, repo[len(prefix):]))
+                store.index.note_blob_repos(self.ref.name, [desc.digest])
+                return
         self.client.upload_blob(self.ref, desc.digest, desc.size, layer.compressed)  # type: ignore[arg-type]
+        store.index.note_blob_repos(self.ref.name, [desc.digest])
 
 
 def _manifest(config: Descriptor, layers: list[Descriptor]) -> bytes:

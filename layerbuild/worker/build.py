@@ -300,12 +300,12 @@ class Build:
             image = self._assemble(plan, final)
             stored = write_image(self.store, image, self.request.tags, lease=self.lease)
             self.store.index.put_history(history_id, target_key, [r.to_json() for r in solved.records])
-            if self.request.cache_to:
-                self._export_cache(plan, solved.records)
             self.context.save()
             for tree in named.values():
                 tree.save()
             self._export(stored)
+            if self.request.cache_to:  # after a push: its blobs are then there to mount or skip
+                self._export_cache(plan, solved.records)
         finally:
             agents.close()
             self.rootfs.close()

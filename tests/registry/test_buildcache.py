@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -114,6 +113,12 @@ def test_a_second_runner_hits_every_step(plain_registry: Registry, base: str, tm
     assert f"cache {ref}: unchanged" in second["stderr"]  # nothing new: the ref was not rewritten
     code, out, err = lb(tmp_path / "runner2", capfd, "run", "--rm", "app:1", "cat", "/out.txt")
     assert (code, out) == (0, "deps\nhello\n"), err
+    # Its push to the same registry mounts the layers the cache brought instead of uploading them.
+    pushed = f"{plain_registry.host}/app/pushed:1"
+    assert lb(tmp_path / "runner2", capfd, "tag", "app:1", pushed)[0] == 0
+    code, out, err = lb(tmp_path / "runner2", capfd, "push", "--progress", "plain", pushed)
+    assert code == 0, err
+    assert out.count("Mounted from cache/app") == 3, out
 
     # An edit: the COPY misses, saying what differs from the nearest record, and the RUN before it hits.
     (ctx / "app.txt").write_text("edited\n")
