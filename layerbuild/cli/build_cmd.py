@@ -58,12 +58,13 @@ def register(sub: Any) -> tuple[str, Any]:
                    help="add a line to every RUN step's /etc/hosts (HOST:IP, HOST=IP, IPv6 in brackets or "
                         "not; HOST:host-gateway is the host's address)")
     p.add_argument("--cache-from", action="append", default=[], metavar="type=registry,ref=REF|type=local,src=DIR",
-                   help="a cache that other builds exported, asked for the steps the store lacks (repeatable: "
-                        "asked in order)")
+                   help="a cache that other builds exported, or an image built with --cache-to type=inline, "
+                        "asked for the steps the store lacks (repeatable: asked in order)")
     p.add_argument("--cache-to", action="append", default=[],
-                   metavar="type=registry,ref=REF[,mode=min|max][,compression=gzip|zstd]|type=local,dest=DIR",
+                   metavar="type=registry,ref=REF[,mode=min|max][,compression=gzip|zstd]|type=local,dest=DIR"
+                           "|type=inline",
                    help="merge this build's cache records into that cache (min: the final image's steps; "
-                        "max: every stage's)")
+                        "max: every stage's); inline: into the image's config, for --cache-from IMAGE")
     p.add_argument("--pull", action="store_true", help="ask the registries for newer base images, and pull them")
     p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="the platform to build for (default: this "
                    "machine's; stages with RUN steps need one this machine runs)")

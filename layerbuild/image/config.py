@@ -183,8 +183,12 @@ class ImageConfig:
     author: str | None = None
     os_version: str | None = None
     os_features: tuple[str, ...] = ()
+    # Top-level fields of layerbuild's own (`layerbuild.cache.v1`: an inline build cache), each as its
+    # canonical JSON text, sorted by name. A child image's build starts without its base's.
+    extensions: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "extensions", tuple(sorted((str(k), str(v)) for k, v in self.extensions)))
         for name in ("created", "variant", "author", "os_version"):  # "" is written as absent
             object.__setattr__(self, name, getattr(self, name) or None)
         object.__setattr__(self, "diff_ids", _strs(self.diff_ids))

@@ -30,6 +30,9 @@ from layerbuild.image.config import (
 T = TypeVar("T")
 
 
+EXTENSION_PREFIX = "layerbuild."  # top-level config fields of ours, kept when a config is read
+
+
 def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
@@ -99,6 +102,8 @@ def image_to_dict(img: ImageConfig) -> dict[str, Any]:
     out["config"] = container_to_dict(img.config)
     out["rootfs"] = {"type": "layers", "diff_ids": list(img.diff_ids)}
     _put(out, "history", [history_to_dict(h) for h in img.history])
+    for name, text in img.extensions:
+        out[name] = json.loads(text)
     return out
 
 
@@ -227,4 +232,5 @@ def image_from_dict(data: Any) -> ImageConfig:
         author=r.opt_text("author") or None,
         os_version=r.opt_text("os.version") or None,
         os_features=r.texts("os.features"),
+        extensions=tuple((k, canonical_json(v).decode()) for k, v in data.items() if k.startswith(EXTENSION_PREFIX)),
     )

@@ -33,15 +33,19 @@ from typing import Any
 from layerbuild.errors import LayerbuildError, RegistryError
 from layerbuild.image.manifest import Descriptor
 from layerbuild.reference import Reference, parse_reference
-from layerbuild.registry.client import OCI_MANIFEST, RegistryClient
+from layerbuild.registry.client import INDEX_TYPES, OCI_MANIFEST, RegistryClient
 from layerbuild.store import MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD, LayerRecord, Store
 
 ARTIFACT_TYPE = "application/vnd.layerbuild.cache.v1"
 RECORDS_TYPE = "application/vnd.layerbuild.cache.records.v1+json"
-EMPTY_LAYER_TYPES = (MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD, "application/vnd.oci.image.layer.v1.tar")
+LAYER_TYPES = (MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD, "application/vnd.oci.image.layer.v1.tar",
+               # an inline cache's layers are its image's, pushed in Docker's types or OCI's
+               "application/vnd.docker.image.rootfs.diff.tar.gzip", "application/vnd.docker.image.rootfs.diff.tar")
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 MAX_RECORDS_BYTES = 64 << 20
+INLINE_KEY = "layerbuild.cache.v1"  # the image config's field that carries an inline cache
+IMAGE_CONFIG_TYPES = ("application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json")
 
 
 class CacheFormatError(LayerbuildError):
@@ -85,7 +89,7 @@ class CacheEntry:
                 raise CacheFormatError(f"the cache record {key[:12]} names no valid layer")
             digest, size, media = layer.get("digest"), layer.get("size"), layer.get("mediaType")
             if not isinstance(digest, str) or not _DIGEST_RE.match(digest) or not isinstance(size, int) \
-                    or size < 0 or media not in EMPTY_LAYER_TYPES:
+                    or size < 0 or media not in LAYER_TYPES:
                 raise CacheFormatError(f"the cache record {key[:12]} has an invalid layer descriptor")
             desc = Descriptor(media, digest, size)
         files = data.get("files") or {}
@@ -229,15 +233,18 @@ def short_fingerprint(fp: str | None) -> str | None:
 class RegistryCache:
     """The cache behind one registry reference (`host/repo:tag`)."""
 
-    def __init__(self, client: RegistryClient, ref: str) -> None:
+    def __init__(self, client: RegistryClient, ref: str, *, platform: str = "linux/amd64") -> None:
         self.client = client
+        self.platform = platform  # whose image an index's inline cache is read from
         self.ref: Reference = parse_reference(ref)
         if self.ref.digest is None and not self.ref.tag:
             self.ref = parse_reference(f"{self.ref.name}:latest")
         self.name = str(self.ref)
 
-    def read(self) -> tuple[CacheRecords, str | None]:
-        """The records behind the reference and the digest of its manifest (empty, None: no cache yet)."""
+    def read(self, *, to_write: bool = False) -> tuple[CacheRecords, str | None]:
+        """The records behind the reference and the digest of its manifest (empty, None: no cache yet).
+        An image is read for the records its config carries (`--cache-to type=inline`); `to_write`:
+        it is refused, so an export never replaces an image's tag with a cache."""
         # Every manifest type asked for: an image named by mistake is said to be one, not taken for none.
         desc = self.client.head_manifest(self.ref)
         if desc is None:
@@ -245,15 +252,40 @@ class RegistryCache:
         fetched = self.client.get_manifest(self.ref)
         try:
             manifest = json.loads(fetched.data)
+            if fetched.media_type in INDEX_TYPES or (isinstance(manifest, dict) and "manifests" in manifest
+                                                     and "config" not in manifest):
+                if to_write:
+                    raise CacheFormatError(f"{self.name} is a multi-platform image, not a layerbuild cache",
+                                           hint="export the cache to a tag of its own (e.g. REPO:buildcache)")
+                return self._inline(self._platform_manifest(fetched)), fetched.digest
             config = manifest["config"]
             if manifest.get("artifactType") != ARTIFACT_TYPE or config.get("mediaType") != RECORDS_TYPE:
-                raise CacheFormatError(f"{self.name} is not a layerbuild cache (its artifact type is "
-                                       f"{manifest.get('artifactType')!r})",
-                                       hint="name a reference that `--cache-to` wrote")
+                if to_write or manifest.get("artifactType") or config.get("mediaType") not in IMAGE_CONFIG_TYPES:
+                    raise CacheFormatError(f"{self.name} is not a layerbuild cache (its artifact type is "
+                                           f"{manifest.get('artifactType') or config.get('mediaType')!r})",
+                                           hint="name a reference that `--cache-to` wrote"
+                                           + ("" if not to_write else ", or a tag of its own for the cache"))
+                return self._inline(manifest), fetched.digest
             raw = self.client.get_blob(self.ref, str(config["digest"]), max_size=MAX_RECORDS_BYTES)
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise CacheFormatError(f"{self.name}: the cache manifest is malformed ({exc})") from None
         return CacheRecords.from_json(raw), fetched.digest
+
+    def _platform_manifest(self, fetched: Any) -> Any:
+        """The image manifest an image index holds for the build's platform."""
+        from layerbuild.platforms import parse_platform
+        from layerbuild.registry.images import RegistryIndex
+
+        index = RegistryIndex(self.client, self.ref.repository(), fetched.data, fetched.media_type, fetched.digest)
+        chosen = index.select(parse_platform(self.platform))
+        return json.loads(self.client.get_manifest(self.ref.with_digest(chosen.digest)).data)
+
+    def _inline(self, manifest: Any) -> CacheRecords:
+        """The records an image's config carries, with the image's own layers as their blobs."""
+        config = manifest["config"]
+        raw = self.client.get_blob(self.ref, str(config["digest"]), max_size=MAX_RECORDS_BYTES)
+        return inline_records(raw, [Descriptor.from_dict(d, f"layers[{i}]")
+                                    for i, d in enumerate(manifest.get("layers") or [])], self.name)
 
     def fetch_layer(self, store: Store, entry: CacheEntry | MountEntry) -> LayerRecord:
         """The record's layer brought into the store, checked against its digest and diff_id."""
@@ -279,7 +311,7 @@ class RegistryCache:
         for attempt in range(attempts):
             if attempt:  # another writer landed in between: back off, with jitter, then merge again
                 time.sleep(random.random() * min(1.0, settle * 2 ** attempt))
-            current, digest = self.read()
+            current, digest = self.read(to_write=True)
             known |= set(current.blobs())
             merged = current.merged(entries, max_size=max_size, mounts=mounts)
             if digest is not None and merged == current:
@@ -301,7 +333,7 @@ class RegistryCache:
             self.client.put_manifest(self.ref, manifest, OCI_MANIFEST)
             outcome = "written"
             time.sleep(settle + random.random() * settle)  # let a writer that raced us land, then check
-            after, _ = self.read()
+            after, _ = self.read(to_write=True)
             if all(after.get(e.key) is not None for e in entries if merged.get(e.key) is not None) and \
                     all(m.id in after.mounts for m in mounts):
                 return outcome
@@ -348,6 +380,46 @@ def _bytes_source(data: bytes) -> Callable[[], Any]:
     def opened() -> Any:
         yield io.BytesIO(data)
     return opened
+
+
+def inline_json(entries: Sequence[CacheEntry]) -> str:
+    """`--cache-to type=inline`: the records of `entries` as the image config's `layerbuild.cache.v1`
+    field. A record names its layer by diff_id only; its blob is the image's layer of that diff_id,
+    whatever compression the image is pushed in. Canonical JSON: the same steps give the same config."""
+    records = []
+    for entry in sorted(entries, key=lambda e: e.key):
+        doc = replace(entry, layer=None, last_used=0.0).to_json()
+        del doc["layer"], doc["last_used"]
+        records.append(doc)
+    return json.dumps({"version": 1, "records": records}, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def inline_records(config: bytes, layers: Sequence[Descriptor], name: str) -> CacheRecords:
+    """The records an image config (bytes verified by the caller's client) carries in its
+    `layerbuild.cache.v1` field, each layer record given the image's layer blob of its diff_id."""
+    try:
+        doc = json.loads(config)
+        diff_ids = doc["rootfs"]["diff_ids"]
+    except (KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError):
+        raise CacheFormatError(f"{name}: the image config is malformed") from None
+    inline = doc.get(INLINE_KEY) if isinstance(doc, dict) else None
+    if inline is None:
+        raise CacheFormatError(f"{name} is an image that carries no cache records",
+                               hint="build and push it with `--cache-to type=inline`, or name a reference that "
+                                    "`--cache-to type=registry` wrote")
+    if not isinstance(inline, dict) or inline.get("version") != 1 or not isinstance(inline.get("records"), list) \
+            or not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
+        raise CacheFormatError(f"{name}: the inline cache records are not layerbuild's format (version 1)")
+    blob_of = dict(zip(diff_ids, layers, strict=True))
+    entries = []
+    for record in inline["records"]:
+        if isinstance(record, dict) and record.get("diff_id") is not None:
+            desc = blob_of.get(record["diff_id"])
+            if desc is None:
+                continue  # a layer the image does not have (a step of another stage): no blob to take
+            record = {**record, "layer": {"mediaType": desc.media_type, "digest": desc.digest, "size": desc.size}}
+        entries.append(CacheEntry.from_json(record))
+    return CacheRecords({e.key: e for e in entries})
 
 
 class LocalCache:

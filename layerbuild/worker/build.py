@@ -251,7 +251,8 @@ class Build:
             from layerbuild.worker.remotecache import LayeredCache, open_backend
 
             cache = LayeredCache(self.store, self.lease,
-                                 [open_backend(spec, self._registry) for spec in self.request.cache_from],
+                                 [open_backend(spec, self._registry, platform=self._platform())
+                                  for spec in self.request.cache_from],
                                  warn=self.warnings.append)
         else:
             cache = StoreCache(self.store, self.lease)
@@ -298,6 +299,8 @@ class Build:
             final = solved.states[plan.target]
             self.lease.add(*[d for d in final.layers])
             image = self._assemble(plan, final)
+            if any(spec.type == "inline" for spec in self.request.cache_to):
+                image = self._inline_cache(plan, solved.records, image)
             stored = write_image(self.store, image, self.request.tags, lease=self.lease)
             self.store.index.put_history(history_id, target_key, [r.to_json() for r in solved.records])
             self.context.save()
@@ -339,6 +342,21 @@ class Build:
             self._client = RegistryClient()
         return self._client
 
+    def _platform(self) -> str:
+        return self.request.platform or f"linux/{self.arch}"
+
+    def _inline_cache(self, plan: BuildPlan, records: Sequence[StepRecord], image: ImageConfig) -> ImageConfig:
+        """`--cache-to type=inline`: the final image's step records in its config (as BuildKit's inline
+        cache), so `--cache-from IMAGE` of the pushed image finds them; its layers are their blobs."""
+        from layerbuild.registry.buildcache import INLINE_KEY, inline_json
+        from layerbuild.worker.remotecache import export_entries
+
+        entries = export_entries(self.store, plan, records, mode="min", compression="", platform=self._platform(),
+                                 layers=False, epoch=self.request.source_date_epoch)
+        if self.on_event is not None:
+            self.on_event(BuildEvent("build.cache", message=f"cache inline: {len(entries)} records in the image"))
+        return dataclasses.replace(image, extensions=((INLINE_KEY, inline_json(entries)),))
+
     def _export_cache(self, plan: BuildPlan, records: Sequence[StepRecord]) -> None:
         """Each `--cache-to`: this build's records merged into what is there (see remotecache)."""
         from layerbuild.worker.remotecache import (
@@ -349,16 +367,18 @@ class Build:
         )
         from layerbuild.worker.runop import cache_mount_path
 
-        platform = self.request.platform or f"linux/{self.arch}"
+        platform = self._platform()
         mounts = None
         for spec in self.request.cache_to:
+            if spec.type == "inline":
+                continue  # written into the image (see _inline_cache)
             entries = export_entries(self.store, plan, records, mode=spec.mode, compression=spec.compression,
                                      platform=platform)
             if spec.cache_mounts and mounts is None:
                 assert self.lease is not None
                 mounts = export_mounts(self.store, self.lease, plan_cache_mounts(plan),
                                        lambda mount_id: cache_mount_path(self.store.root, mount_id))
-            outcome = open_backend(spec, self._registry).write(
+            outcome = open_backend(spec, self._registry, platform=platform).write(
                 self.store, entries, compression=spec.compression, max_size=spec.max_size,
                 mounts=mounts if spec.cache_mounts and mounts else ())
             if self.on_event is not None:
@@ -369,7 +389,8 @@ class Build:
         """The image config: the base's, then every step of the chain in order."""
         if state.base is not None:
             base = self.images[state.base.identity].config
-            config = base.with_config(on_build=())  # triggers run in this build, not in its children
+            # Triggers run in this build, not in its children; a base's inline cache is not the child's.
+            config = dataclasses.replace(base, extensions=()).with_config(on_build=())
         else:
             config = empty_config(self.arch)
         builder = ConfigBuilder(config)

@@ -11,7 +11,8 @@ from layerbuild.reference import parse_reference
 
 @dataclass(frozen=True)
 class CacheSpec:
-    """One `--cache-to`/`--cache-from` value: `type=registry,ref=…` or `type=local,dest=…|src=…`."""
+    """One `--cache-to`/`--cache-from` value: `type=registry,ref=…`, `type=local,dest=…|src=…`, or
+    (`--cache-to`) `type=inline`: the records travel in the built image's config."""
 
     type: str
     ref: str = ""
@@ -22,7 +23,7 @@ class CacheSpec:
     cache_mounts: bool = False  # export RUN --mount=type=cache contents too
 
     def describe(self) -> str:
-        return self.ref if self.type == "registry" else self.path
+        return self.ref if self.type == "registry" else self.path if self.type == "local" else "inline"
 
 
 def parse_cache_spec(value: str, *, export: bool) -> CacheSpec:
@@ -37,11 +38,18 @@ def parse_cache_spec(value: str, *, export: bool) -> CacheSpec:
             raise UsageError(f"{flag} {value!r}: {part!r} is not KEY=VALUE")
         fields[key.strip()] = val.strip()
     kind = fields.pop("type", "registry")
-    if kind not in ("registry", "local"):
-        raise UsageError(f"{flag}: cache type {kind!r} is not supported", hint="use type=registry or type=local")
+    if kind not in ("registry", "local", "inline"):
+        raise UsageError(f"{flag}: cache type {kind!r} is not supported",
+                         hint="use type=registry, type=local or (--cache-to) type=inline")
+    if kind == "inline" and not export:
+        raise UsageError("--cache-from: type=inline is not a source",
+                         hint="name the image that carries the cache: --cache-from REGISTRY/IMAGE:TAG")
     mode = fields.pop("mode", "min")
     if mode not in ("min", "max"):
         raise UsageError(f"{flag}: mode={mode} is neither min nor max")
+    if kind == "inline" and mode != "min":
+        raise UsageError("--cache-to type=inline: only mode=min (the image carries its own steps' records)",
+                         hint="for every stage's records, use type=registry,mode=max")
     compression = fields.pop("compression", "gzip")
     if compression not in ("gzip", "zstd"):
         raise UsageError(f"{flag}: compression={compression} is not supported", hint="use gzip or zstd")
@@ -61,7 +69,7 @@ def parse_cache_spec(value: str, *, export: bool) -> CacheSpec:
         parsed = parse_reference(ref)
         if parsed.digest is not None and export:
             raise UsageError(f"{flag}: cannot export a cache to a digest reference: {ref}")
-    elif not path:
+    elif kind == "local" and not path:
         raise UsageError(f"{flag}: type=local needs {'dest' if export else 'src'}=DIR")
     return CacheSpec(kind, ref=ref, path=path, mode=mode, compression=compression, max_size=max_size,
                      cache_mounts=mounts_text in ("true", "1"))

@@ -46,14 +46,16 @@ class CacheBackend(Protocol):
               max_size: int | None = None, mounts: Sequence[MountEntry] = ()) -> str: ...
 
 
-def open_backend(spec: CacheSpec, client: Callable[[], object]) -> CacheBackend:
+def open_backend(spec: CacheSpec, client: Callable[[], object], *, platform: str = "linux/amd64") -> CacheBackend:
+    """Where `spec` reads and writes (`type=inline` has no backend: the build writes it into its image)."""
+    assert spec.type != "inline"
     if spec.type == "local":
         return LocalCache(spec.path)
     from layerbuild.registry.client import RegistryClient
 
     registry = client()
     assert isinstance(registry, RegistryClient)
-    return RegistryCache(registry, spec.ref)
+    return RegistryCache(registry, spec.ref, platform=platform)
 
 
 @dataclass
@@ -175,9 +177,12 @@ def chain_stages(plan: BuildPlan) -> set[str]:
 
 
 def export_entries(store: Store, plan: BuildPlan, records: Sequence[StepRecord], *, mode: str,
-                   compression: str, platform: str) -> list[CacheEntry]:
+                   compression: str, platform: str, layers: bool = True,
+                   epoch: int | None = None) -> list[CacheEntry]:
     """The cache records of this build's steps (the final image's for mode=min, every stage's for
-    max), each with its layer blob in the compression asked for (made once and kept in the store)."""
+    max), each with its layer blob in the compression asked for (made once and kept in the store);
+    without `layers`, a layer step's record names its diff_id only (an inline cache's: the blob is the
+    image's own). With `epoch` (SOURCE_DATE_EPOCH) the records say the steps were made then."""
     from layerbuild.image.manifest import Descriptor
     from layerbuild.image.storeimage import gzip_variant
     from layerbuild.store import MEDIA_LAYER_ZSTD
@@ -194,21 +199,26 @@ def export_entries(store: Store, plan: BuildPlan, records: Sequence[StepRecord],
         diff_id = cached.result or None
         desc = None
         diff_size = None
+        variants: list[LayerRecord] = []
         if diff_id is not None:
             variants = [r for r in store.index.layers_by_diff_id(diff_id) if store.blobs.stat(r.digest) is not None]
             if not variants:
                 continue
+            diff_size = variants[0].diff_size
+            if not layers:
+                variants = []
+        if variants:
             layer = next((r for r in variants if r.media_type == MEDIA_LAYER_ZSTD), variants[0])
             if compression == "gzip":
                 layer = gzip_variant(store, layer)
             elif layer.media_type != MEDIA_LAYER_ZSTD:
                 layer = variants[0]
             desc = Descriptor(layer.media_type, layer.digest, layer.size)
-            diff_size = layer.diff_size
         files = {k: v for k, v in ((p, short_fingerprint(fp)) for p, fp in (rec.files or {}).items()) if v}
         out.append(CacheEntry(
             key=rec.input, kind=rec.kind, diff_id=diff_id, layer=desc, diff_size=diff_size,
-            size=desc.size if desc is not None else None, created=float(meta.get("created") or cached.created),
+            size=desc.size if desc is not None else None,
+            created=float(epoch) if epoch is not None else float(meta.get("created") or cached.created),
             platform=platform, stage=rec.stage, instruction=rec.text, files=files,
         ))  # fmt: skip
     return out

@@ -315,3 +315,14 @@ def test_json_round_trip(img: ImageConfig) -> None:
     assert back.to_json() == data
     assert data.isascii()
     assert data == json.dumps(json.loads(data), sort_keys=True, separators=(",", ":")).encode()
+
+
+def test_layerbuild_fields_survive_a_round_trip_and_others_are_dropped() -> None:
+    raw = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
+                      "layerbuild.cache.v1": {"version": 1, "records": []}, "moby.buildkit.cache.v0": "e30="})
+    config = ImageConfig.from_json(raw)
+    assert config.extensions == (("layerbuild.cache.v1", '{"records":[],"version":1}'),)
+    again = json.loads(config.to_json())
+    assert again["layerbuild.cache.v1"] == {"version": 1, "records": []}
+    assert "moby.buildkit.cache.v0" not in again  # another builder's field is not ours to carry
+    assert ImageConfig.from_json(config.to_json()) == config

@@ -234,7 +234,7 @@ def test_no_local_miss_reads_no_cache(base: str, tmp_path: Path, cli_env: None,
     assert "could not be read" not in again["stderr"]
     (ctx / "app.txt").write_text("changed\n")
     missed = report(root, capfd, ctx, "--cache-from", nowhere)
-    assert f"cache {nowhere} could not be read: {nowhere} is not a layerbuild cache" in missed["stderr"]
+    assert f"cache {nowhere} could not be read: {nowhere} is an image that carries no cache records" in missed["stderr"]
     assert not next(s for s in missed["steps"] if s["kind"] == "copy")["cached"]
 
 
@@ -365,3 +365,65 @@ def test_cache_mounts_survive_ephemeral_runners(plain_registry: Registry, base: 
     report(tmp_path / "r4", capfd, ctx, "--cache-from", plain)
     code, out, _ = lb(tmp_path / "r4", capfd, "run", "--rm", "app:1", "cat", "/how")
     assert out == "fetched\n"
+
+
+def test_an_inline_cache_travels_in_the_pushed_image(plain_registry: Registry, base: str, tmp_path: Path,
+                                                     cli_env: None, capfd: pytest.CaptureFixture[str]) -> None:
+    """`--cache-to type=inline` (BuildKit's inline cache): the records go in the image's config, and a
+    fresh store that names the pushed image in `--cache-from` hits every step from its layers."""
+    image = f"{plain_registry.host}/inline/app:1"
+    ctx = app(tmp_path, "ctx", base, "hello\n")
+    first = report(tmp_path / "runner1", capfd, ctx, "--cache-to", "type=inline", "--output", f"type=registry,name={image}")
+    assert "cache inline: 3 records in the image" in first["stderr"]
+    with client_for(plain_registry) as client:
+        fetched = client.get_manifest(parse_reference(image))
+        manifest = json.loads(fetched.data)
+        config = client.get_blob(parse_reference(image), manifest["config"]["digest"])
+    validate(config, manifest["config"]["mediaType"])  # still an image config by the OCI schema
+    inline = json.loads(config)["layerbuild.cache.v1"]
+    assert len(inline["records"]) == 3 and all(len(r["key"]) == 64 for r in inline["records"])
+    peer = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", "--config", f"docker://{image}"],
+                          capture_output=True, text=True)
+    assert peer.returncode == 0 and "layerbuild.cache.v1" in peer.stdout, peer.stderr  # a peer reads it
+
+    second = report(tmp_path / "runner2", capfd, ctx, "--cache-from", image, "--cache-to", "type=inline")
+    assert all(s["cached"] for s in second["steps"]), second["steps"]
+    assert "imported caches: 3 step(s) taken, 3 layer(s) downloaded" in second["stderr"]
+    assert second["image"]["id"] == first["image"]["id"]  # the same records, the same config
+    code, out, err = lb(tmp_path / "runner2", capfd, "run", "--rm", "app:1", "cat", "/out.txt")
+    assert (code, out) == (0, "deps\nhello\n"), err
+    code, out, err = lb(tmp_path / "runner2", capfd, "inspect", "app:1")
+    assert code == 0 and "layerbuild.cache.v1" in out, out
+
+    # An edit: the COPY misses and says so against the image's records; the RUN before it hits.
+    (ctx / "app.txt").write_text("edited\n")
+    third = report(tmp_path / "runner3", capfd, ctx, "--cache-from", image)
+    assert [s["cached"] for s in third["steps"] if s["kind"] in ("exec", "copy")] == [True, False, False]
+    copy = next(s for s in third["steps"] if s["kind"] == "copy")
+    assert f"no record in {image} for this step; the nearest differs in app.txt" in copy["reason"], copy
+    # The image built FROM nothing inline does not carry a base's records: a child starts without them.
+    child = tmp_path / "child"
+    child.mkdir()
+    (child / "Dockerfile").write_text(f"FROM {image}\nRUN echo child > /child.txt\n")
+    code, _, err = lb(tmp_path / "runner3", capfd, "build", "--progress", "plain", "-t", "child:1", str(child))
+    assert code == 0, err
+    code, out, err = lb(tmp_path / "runner3", capfd, "inspect", "child:1")
+    assert code == 0 and "layerbuild.cache.v1" not in out, out
+
+
+def test_an_image_without_inline_records_is_said_so(plain_registry: Registry, base: str, tmp_path: Path,
+                                                    cli_env: None, capfd: pytest.CaptureFixture[str]) -> None:
+    image = f"{plain_registry.host}/inline/plain:1"
+    ctx = app(tmp_path, "ctx", base, "hello\n")
+    report(tmp_path / "runner1", capfd, ctx, "--output", f"type=registry,name={image}")
+    before = manifest_digest(plain_registry, image)
+    second = report(tmp_path / "runner2", capfd, ctx, "--cache-from", image)
+    assert not any(s["cached"] for s in second["steps"] if s["kind"] in ("exec", "copy"))
+    assert f"cache {image} could not be read: {image} is an image that carries no cache records" in second["stderr"]
+    # An export never replaces an image's tag with a cache.
+    code, _, err = lb(tmp_path / "runner2", capfd, "build", "--progress", "plain", "-t", "app:1",
+                      "--cache-to", f"type=registry,ref={image}", str(ctx))
+    assert code == 1 and "is not a layerbuild cache" in err and "Traceback" not in err, err
+    assert manifest_digest(plain_registry, image) == before
+    code, _, err = lb(tmp_path / "runner2", capfd, "build", "--cache-to", "type=inline,mode=max", str(ctx))
+    assert code == 2 and "only mode=min" in err, err
