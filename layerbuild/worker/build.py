@@ -378,9 +378,16 @@ class Build:
                 assert self.lease is not None
                 mounts = export_mounts(self.store, self.lease, plan_cache_mounts(plan),
                                        lambda mount_id: cache_mount_path(self.store.root, mount_id))
-            outcome = open_backend(spec, self._registry, platform=platform).write(
-                self.store, entries, compression=spec.compression, max_size=spec.max_size,
-                mounts=mounts if spec.cache_mounts and mounts else ())
+            try:
+                outcome = open_backend(spec, self._registry, platform=platform).write(
+                    self.store, entries, compression=spec.compression, max_size=spec.max_size,
+                    mounts=mounts if spec.cache_mounts and mounts else ())
+            except LayerbuildError as exc:
+                if not spec.ignore_error:
+                    raise
+                # ignore-error=true, as BuildKit's: the image is built; the cache was not written.
+                self.warnings.append(f"cache {spec.describe()} was not written: {exc.message}")
+                continue
             if self.on_event is not None:
                 self.on_event(BuildEvent("build.cache",
                                          message=f"cache {spec.describe()}: {outcome} ({len(entries)} records)"))

@@ -21,6 +21,7 @@ class CacheSpec:
     compression: str = "gzip"
     max_size: int | None = None  # bytes of layer blobs the records may name; the least recently used go
     cache_mounts: bool = False  # export RUN --mount=type=cache contents too
+    ignore_error: bool = False  # an export that fails is a warning, not a failed build (BuildKit's option)
 
     def describe(self) -> str:
         return self.ref if self.type == "registry" else self.path if self.type == "local" else "inline"
@@ -54,12 +55,11 @@ def parse_cache_spec(value: str, *, export: bool) -> CacheSpec:
     if compression not in ("gzip", "zstd"):
         raise UsageError(f"{flag}: compression={compression} is not supported", hint="use gzip or zstd")
     max_size = _size(flag, fields.pop("max-size")) if "max-size" in fields else None
-    mounts_text = fields.pop("cache-mounts", "false").lower()
-    if mounts_text not in ("true", "false", "1", "0"):
-        raise UsageError(f"{flag}: cache-mounts={mounts_text} is neither true nor false")
+    mounts_text = _flag(flag, "cache-mounts", fields.pop("cache-mounts", "false"))
+    ignore_text = _flag(flag, "ignore-error", fields.pop("ignore-error", "false"))
     ref = fields.pop("ref", "")
     path = fields.pop("dest" if export else "src", "")
-    for ignored in ("ignore-error", "oci-mediatypes", "image-manifest", "compression-level", "force-compression"):
+    for ignored in ("oci-mediatypes", "image-manifest", "compression-level", "force-compression"):
         fields.pop(ignored, None)  # BuildKit's options that change nothing here
     if fields:
         raise UsageError(f"{flag}: unknown option(s) {', '.join(sorted(fields))}")
@@ -72,7 +72,13 @@ def parse_cache_spec(value: str, *, export: bool) -> CacheSpec:
     elif kind == "local" and not path:
         raise UsageError(f"{flag}: type=local needs {'dest' if export else 'src'}=DIR")
     return CacheSpec(kind, ref=ref, path=path, mode=mode, compression=compression, max_size=max_size,
-                     cache_mounts=mounts_text in ("true", "1"))
+                     cache_mounts=mounts_text in ("true", "1"), ignore_error=ignore_text in ("true", "1"))
+
+
+def _flag(flag: str, name: str, text: str) -> str:
+    if text.lower() not in ("true", "false", "1", "0"):
+        raise UsageError(f"{flag}: {name}={text} is neither true nor false")
+    return text.lower()
 
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

@@ -425,5 +425,10 @@ def test_an_image_without_inline_records_is_said_so(plain_registry: Registry, ba
                       "--cache-to", f"type=registry,ref={image}", str(ctx))
     assert code == 1 and "is not a layerbuild cache" in err and "Traceback" not in err, err
     assert manifest_digest(plain_registry, image) == before
+    # ignore-error=true (BuildKit's): the build succeeds and says the cache was not written.
+    code, _, err = lb(tmp_path / "runner2", capfd, "build", "--progress", "plain", "-t", "app:1",
+                      "--cache-to", f"type=registry,ref={image},ignore-error=true", str(ctx))
+    assert code == 0 and f"cache {image} was not written: {image} is not a layerbuild cache" in err, err
+    assert manifest_digest(plain_registry, image) == before
     code, _, err = lb(tmp_path / "runner2", capfd, "build", "--cache-to", "type=inline,mode=max", str(ctx))
     assert code == 2 and "only mode=min" in err, err

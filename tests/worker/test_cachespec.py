@@ -20,6 +20,8 @@ def test_specs_read_as_buildkit_writes_them() -> None:
     assert parse_cache_spec("reg.example/app:1", export=False).ref == "reg.example/app:1"  # a bare REF
     assert parse_cache_spec("type=local,dest=/tmp/c", export=True).path == "/tmp/c"
     assert parse_cache_spec("type=inline", export=True).type == "inline"
+    assert parse_cache_spec("type=registry,ref=a/b,ignore-error=true", export=True).ignore_error
+    assert not parse_cache_spec("type=registry,ref=a/b", export=True).ignore_error
 
 
 @pytest.mark.parametrize(("value", "export", "says"), [
@@ -30,6 +32,7 @@ def test_specs_read_as_buildkit_writes_them() -> None:
     ("type=local", False, "needs src="),
     ("type=registry,ref=a/b,mode=all", True, "neither min nor max"),
     ("type=registry,ref=a/b,colour=red", True, "unknown option"),
+    ("type=registry,ref=a/b,ignore-error=maybe", True, "neither true nor false"),
 ])
 def test_bad_specs_are_refused(value: str, export: bool, says: str) -> None:
     with pytest.raises(UsageError, match=says):
