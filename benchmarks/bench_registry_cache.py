@@ -35,6 +35,9 @@ LB = [sys.executable, "-m", "layerbuild"]
 BIG_MB = int(os.environ.get("LB_BENCH_BIG_MB", "500"))
 ROUNDS = int(os.environ.get("LB_BENCH_ROUNDS", "3"))
 DOCKER = os.environ.get("DOCKER", "docker")
+# `DOCKER_BUILD_NETWORK=host` for an engine started without its bridge (dockerd --bridge=none): RUN
+# steps then share the host's network, which changes nothing of what the cache does.
+NETWORK = [f"--network={os.environ['DOCKER_BUILD_NETWORK']}"] if os.environ.get("DOCKER_BUILD_NETWORK") else []
 
 
 def _docker_answers() -> bool:
@@ -85,8 +88,8 @@ def _case(name: str, ctx: Path, registry: Registry, work: Path, benchmark: Any) 
     docker = _docker_answers()
     image = f"{registry.host}/bench/{name}-bk:inline"
     if docker:
-        subprocess.run([DOCKER, "build", "-q", "--build-arg", "BUILDKIT_INLINE_CACHE=1", "-t", image, str(ctx)],
-                       check=True, capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+        subprocess.run([DOCKER, "build", "-q", *NETWORK, "--build-arg", "BUILDKIT_INLINE_CACHE=1", "-t", image,
+                        str(ctx)], check=True, capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "1"})
         subprocess.run([DOCKER, "push", image], check=True, capture_output=True)
     results: dict[str, dict[str, list[float]]] = {}
     downloaded: dict[str, float] = {}
@@ -108,7 +111,7 @@ def _case(name: str, ctx: Path, registry: Registry, work: Path, benchmark: Any) 
             if docker:
                 subprocess.run([DOCKER, "builder", "prune", "-af"], capture_output=True)
                 subprocess.run([DOCKER, "rmi", "-f", image], capture_output=True)
-                bk.append(_timed([DOCKER, "build", "-q", "--cache-from", image, str(ctx)]))
+                bk.append(_timed([DOCKER, "build", "-q", *NETWORK, "--cache-from", image, str(ctx)]))
         results[variant] = {"layerbuild": ours, "no_cache": cold, **({"buildkit": bk} if bk else {})}
     lines = [f"\n{name} ephemeral runner ({ROUNDS} rounds, medians):"]
     for variant, got in results.items():

@@ -136,6 +136,12 @@ class Exec:
         return frozenset(m.from_input for m in self.mounts
                          if isinstance(m, BindMountDef) and m.from_input is not None)
 
+    def reads_only_inputs(self) -> bool:
+        """Whether every file it reads beyond its definition comes from its inputs (no bind mount of
+        the build context): then the inputs' results stand for all it reads."""
+        binds = [m for m in self.mounts if isinstance(m, BindMountDef)]
+        return bool(binds) and all(m.from_input is not None for m in binds)
+
 
 @dataclass(frozen=True)
 class InlineFile:
@@ -173,6 +179,10 @@ class FileCopy:
 
     def content_inputs(self) -> frozenset[int]:
         return frozenset() if self.from_input is None else frozenset({self.from_input})
+
+    def reads_only_inputs(self) -> bool:
+        """Whether its sources are an input's files (COPY --from), not the build context's."""
+        return self.from_input is not None
 
 
 @dataclass(frozen=True)

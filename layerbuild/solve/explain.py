@@ -29,6 +29,7 @@ class StepRecord:
     reason: str | None = None
     layer: str | None = None
     op: Mapping[str, Any] | None = None
+    alias: str | None = None  # the key by its sources' results, for a step that reads other stages' files
 
     def to_json(self) -> dict[str, Any]:
         # By hand rather than dataclasses.asdict: that deep-copies the (large) file map.
@@ -37,7 +38,7 @@ class StepRecord:
             "definition": self.definition, "parent": self.parent, "result": self.result,
             "args": dict(self.args), "deps": list(self.deps), "content": self.content,
             "files": dict(self.files) if self.files is not None else None, "input": self.input,
-            "reason": self.reason, "layer": self.layer, "op": self.op,
+            "reason": self.reason, "layer": self.layer, "op": self.op, "alias": self.alias,
         }  # fmt: skip
 
     @staticmethod

@@ -76,6 +76,11 @@ def input_key(definition: str, parent_result: str, dep_results: Iterable[str], c
     return combine("input", definition, parent_result, *dep_results, content or "-")
 
 
+def by_results_key(definition: str, parent_result: str, dep_results: Iterable[str]) -> str:
+    """A step's key by its sources' results alone (see Solver: steps that read other stages' files)."""
+    return combine("by-results", definition, parent_result, *dep_results)
+
+
 def base_result(base: Scratch | BaseImage) -> str:
     if isinstance(base, Scratch):
         return combine("scratch")

@@ -304,19 +304,42 @@ class Solver:
             self._finish(stage, step, record, replace(base_report, cached=True))
             return new
 
-        content = task.content()
         by_content = op.content_inputs()
         dep_results = [d.result for i, d in enumerate(deps) if i not in by_content]
-        key = keys.input_key(definition, parent.result, dep_results, content.key if content else None)
-        record = StepRecord(
-            stage=stage.label, index=step.index, text=step.text, kind=step.kind, definition=definition,
-            parent=parent.result, result="", args=dict(step.args), deps=tuple(dep_results),
-            content=content.key if content else None, files=dict(content.files) if content else None, input=key,
-            op=op_data,
-        )  # fmt: skip
-        cached = None if no_cache else self.cache.get(key)
+        # A step keyed by the files it reads from other stages or images (COPY --from, RUN --mount
+        # from=) is also recorded by those sources' results, which name their layers' contents
+        # exactly: a hit by that key needs none of their files (a stage cached elsewhere need not
+        # be downloaded). Only when those sources are all it reads (no bind mount of the build
+        # context), and never for a named local context, whose result is its name, not its contents.
+        alias = None
+        reads_only_inputs = getattr(op, "reads_only_inputs", None)
+        if by_content and reads_only_inputs is not None and reads_only_inputs() \
+                and all(deps[i].context is None for i in by_content):
+            alias = keys.by_results_key(definition, parent.result, [d.result for d in deps])
+        cached = None if no_cache or alias is None else self.cache.get(alias)
         if cached is not None and not self.executor.usable(cached):
             cached = None
+        if cached is not None and alias is not None:
+            key = alias
+            record = StepRecord(
+                stage=stage.label, index=step.index, text=step.text, kind=step.kind, definition=definition,
+                parent=parent.result, result="", args=dict(step.args), deps=tuple(dep_results), input=alias,
+                alias=alias, op=op_data,
+            )  # fmt: skip
+        else:
+            content = task.content()
+            key = keys.input_key(definition, parent.result, dep_results, content.key if content else None)
+            record = StepRecord(
+                stage=stage.label, index=step.index, text=step.text, kind=step.kind, definition=definition,
+                parent=parent.result, result="", args=dict(step.args), deps=tuple(dep_results),
+                content=content.key if content else None, files=dict(content.files) if content else None,
+                input=key, alias=alias, op=op_data,
+            )  # fmt: skip
+            cached = None if no_cache else self.cache.get(key)
+            if cached is not None and not self.executor.usable(cached):
+                cached = None
+            if cached is not None and alias is not None:
+                self.cache.put(alias, step.kind, cached)
         if cached is not None:
             output = cached
             reason = None
@@ -338,6 +361,8 @@ class Solver:
                 self._emit(BuildEvent("step.failed", failed, message=str(exc)))
                 raise BuildError(f"step {stage.label}:{step.index} `{step.text}` failed: {exc}") from exc
             self.cache.put(key, step.kind, output)
+            if alias is not None:
+                self.cache.put(alias, step.kind, output)
         result = keys.layer_result(parent.result, output.diff_id, definition) if output.diff_id else parent.result
         record = replace(record, result=result, reason=reason, layer=output.diff_id)
         records.append(record)

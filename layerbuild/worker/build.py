@@ -281,22 +281,38 @@ class Build:
                                             allow=allow, contexts=named, ssh=agents)
         if self.wrap_executor is not None:
             executor = self.wrap_executor(executor)
+        ensure = getattr(cache, "ensure", None)  # an imported cache's layers come when they are needed
+        if ensure is not None:
+            services.pending_layer = cache.pending  # type: ignore[attr-defined]
+            services.ensure_layers = ensure
         try:
             agents.start()
-            solver = Solver(
-                plan, executor, cache,
-                options=SolveOptions(
-                    jobs=self.request.jobs or (os.cpu_count() or 1),
-                    no_cache=self.request.no_cache, no_cache_filter=self.request.no_cache_filter,
-                ),
-                previous=history,
-                on_event=self.on_event,
-            )  # fmt: skip
-            solved = solver.solve()
+            for attempt in range(4):
+                solver = Solver(
+                    plan, executor, cache,
+                    options=SolveOptions(
+                        jobs=self.request.jobs or (os.cpu_count() or 1),
+                        no_cache=self.request.no_cache, no_cache_filter=self.request.no_cache_filter,
+                    ),
+                    previous=history,
+                    on_event=self.on_event,
+                )  # fmt: skip
+                try:
+                    solved = solver.solve()
+                    final = solved.states[plan.target]
+                    if ensure is not None:
+                        ensure(final.layers)  # the image's own layers, before it is written
+                    break
+                except LayerbuildError as exc:
+                    if ensure is None or attempt == 3 or not _refused_layer(exc):
+                        raise
+                    # What was taken or built so far is in the store now: the next solve hits it,
+                    # and builds the steps whose layers were refused.
+                    if self.on_event is not None:
+                        self.on_event(BuildEvent("build.cache", message="a cache layer was refused: solving again"))
             summary = getattr(cache, "summary", None)
             if summary is not None and self.on_event is not None:
                 self.on_event(BuildEvent("build.cache", message=summary()))
-            final = solved.states[plan.target]
             self.lease.add(*[d for d in final.layers])
             image = self._assemble(plan, final)
             if any(spec.type == "inline" for spec in self.request.cache_to):
@@ -311,6 +327,9 @@ class Build:
                 self._export_cache(plan, solved.records)
         finally:
             agents.close()
+            close = getattr(cache, "close", None)
+            if close is not None:
+                close()
             self.rootfs.close()
             if self._client is not None:
                 self._client.close()  # type: ignore[attr-defined]
@@ -556,6 +575,13 @@ def history_times(layer_times: list[float | None], *, base_time: float | None, n
                 fill = t
             out.append(t)
     return out
+
+
+def _refused_layer(exc: BaseException) -> bool:
+    """Whether `exc` is (or a step failed of) a layer from an imported cache that failed its check."""
+    from layerbuild.worker.remotecache import RefusedCacheLayer
+
+    return isinstance(exc, RefusedCacheLayer) or isinstance(exc.__cause__, RefusedCacheLayer)
 
 
 def _last_history_time(config: ImageConfig) -> float | None:

@@ -49,6 +49,15 @@ class BuildServices:
         self.source_date_epoch = source_date_epoch
         # Fills a new cache mount directory from an imported cache (id, path) → whether it did.
         self.restore_mount: Callable[[str, Path], bool] | None = None
+        # Layers a step took from an imported cache and not downloaded yet: whether one is, and
+        # bringing them in before their files are looked at (see worker.remotecache).
+        self.pending_layer: Callable[[str], bool] | None = None
+        self.ensure_layers: Callable[[tuple[str, ...]], None] | None = None
+
+    def need_layers(self, diff_ids: tuple[str, ...]) -> None:
+        """Before the files of `diff_ids` are read: those still at an imported cache brought in."""
+        if self.ensure_layers is not None:
+            self.ensure_layers(diff_ids)
 
     def reuse_from(self, output: Output | None) -> Reuse | None:
         """The frames of a layer the step made before (its last build), for an edit to build on."""
@@ -62,7 +71,9 @@ class BuildServices:
 
     def filesystem(self, state: State) -> Path:
         """The directory holding `state`'s filesystem (made on first use in this build)."""
-        return self.rootfs.get(state.result, (*self.base_layers(state), *state.layers))
+        diff_ids = (*self.base_layers(state), *state.layers)
+        self.need_layers(diff_ids)
+        return self.rootfs.get(state.result, diff_ids)
 
     def has_layers(self, state: State) -> bool:
         return bool(self.base_layers(state) or state.layers)
@@ -91,7 +102,7 @@ class BuildServices:
         return float(self.source_date_epoch) if self.source_date_epoch is not None else time.time()
 
     def usable(self, output: Output) -> bool:
-        if output.diff_id is None:
+        if output.diff_id is None or (self.pending_layer is not None and self.pending_layer(output.diff_id)):
             return True
         for record in self.store.index.layers_by_diff_id(output.diff_id):
             if self.store.blobs.stat(record.digest) is not None:

@@ -3,9 +3,12 @@
 
 A step is looked up in the store first; only when the store has no record is any `--cache-from`
 source asked, in the order given (the branch's cache, then main's), and its records are fetched
-then, once. A record found there has its layer brought into the store (checked against its digest
-and diff_id; a cache entry that fails the check is refused, said so, and the step is built), and a
-local record is written, so the next build hits locally without asking.
+then, once. A record found there is taken at once, but its layer is downloaded only when a later
+step needs the files (a RUN on top, a COPY --from, a COPY that looks at the directories) or the
+image is written: a build stage whose result the final image only copies from, cached as a whole,
+is never downloaded. A layer is checked at the store's door (digest, diff_id, archive rules) and a
+local record written, so the next build hits locally without asking; a layer that fails is refused,
+said so, and the build solves again, building that step.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import os
 import tarfile
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,6 +61,24 @@ def open_backend(spec: CacheSpec, client: Callable[[], object], *, platform: str
     return RegistryCache(registry, spec.ref, platform=platform)
 
 
+FETCHES_AT_ONCE = 3  # layers downloaded from the caches at once, as docker's max-concurrent-downloads
+
+
+class RefusedCacheLayer(LayerbuildError):
+    """A layer taken from an imported cache failed its check when it was downloaded."""
+
+
+@dataclass
+class _Pending:
+    """A layer some steps took from a source, to download when it is needed."""
+
+    index: int
+    source: _Source
+    entry: CacheEntry
+    keys: list[tuple[str, str, Output]] = field(default_factory=list)
+    future: Any = None
+
+
 @dataclass
 class _Source:
     backend: CacheBackend
@@ -78,6 +99,9 @@ class LayeredCache(StoreCache):
         self.fetched_bytes = 0
         self.used = 0  # steps answered by a source
         self.asked = False  # whether any source's records were read
+        self._pending: dict[str, _Pending] = {}  # diff_id → a layer taken from a source, not downloaded yet
+        self._refused: set[tuple[int, str]] = set()  # (source, key) whose layer failed its check
+        self._executor: Any = None
 
     def _records(self, source: _Source) -> CacheRecords:
         with self._lock:
@@ -94,31 +118,94 @@ class LayeredCache(StoreCache):
         local = super().get(key)
         if local is not None or not self._sources:
             return local
-        for source in self._sources:
+        for i, source in enumerate(self._sources):
             entry = self._records(source).get(key)
-            if entry is None:
+            if entry is None or (i, key) in self._refused:
                 continue
             if entry.diff_id is None:
                 output = Output(None, size=None, created=entry.created)
             else:
-                try:
-                    record = source.backend.fetch_layer(self.store, entry)
-                except LayerbuildError as exc:
-                    self._warn(f"refused the record of `{entry.instruction}` in cache {source.backend.name}: "
-                               f"{exc.message}; the step is built instead")
-                    continue
-                assert self.lease is not None
-                self.lease.add(record.digest, record.diff_id)
-                with self._lock:
-                    if record.digest not in self.fetched:
-                        self.fetched.append(record.digest)
-                        self.fetched_bytes += record.size
-                output = Output(record.diff_id, size=record.size, created=entry.created)
+                output = Output(entry.diff_id, size=entry.size, created=entry.created)
+                if not self._present(entry.diff_id):
+                    # Taken now, downloaded when a step needs its files or the image is written (ensure).
+                    with self._lock:
+                        self._pending.setdefault(entry.diff_id, _Pending(i, source, entry)).keys.append(
+                            (key, entry.kind, output))
+                        self.used += 1
+                    return output
             self.put(key, entry.kind, output)
             with self._lock:
                 self.used += 1
             return super().get(key) or output
         return None
+
+    def _present(self, diff_id: str) -> bool:
+        return any(self.store.blobs.stat(r.digest) is not None for r in self.store.index.layers_by_diff_id(diff_id))
+
+    def pending(self, diff_id: str) -> bool:
+        """Whether `diff_id` is a layer taken from a source and not downloaded yet."""
+        with self._lock:
+            return diff_id in self._pending
+
+    def ensure(self, diff_ids: Sequence[str]) -> None:
+        """Download the layers of `diff_ids` taken from a source and not yet here (a few at a time),
+        each checked at the store's door and then recorded in the store's own cache. A layer that
+        fails its check is refused for good and RefusedCacheLayer raised: the build solves again,
+        building that step (the rest is in the store by then)."""
+        from concurrent.futures import Future
+
+        waits: list[Future[None]] = []
+        with self._lock:
+            for diff_id in dict.fromkeys(diff_ids):
+                item = self._pending.get(diff_id)
+                if item is None:
+                    continue
+                if item.future is None:
+                    item.future = self._pool().submit(self._fetch, diff_id, item)
+                waits.append(item.future)
+        refused: list[str] = []
+        for future in waits:
+            try:
+                future.result()
+            except RefusedCacheLayer as exc:
+                refused.append(exc.message)
+        if refused:
+            raise RefusedCacheLayer("; ".join(refused))
+
+    def _pool(self) -> Any:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=FETCHES_AT_ONCE, thread_name_prefix="cache-fetch")
+        return self._executor
+
+    def _fetch(self, diff_id: str, item: _Pending) -> None:
+        try:
+            record = item.source.backend.fetch_layer(self.store, item.entry)
+        except LayerbuildError as exc:
+            with self._lock:
+                for key, _, _ in item.keys:
+                    self._refused.add((item.index, key))
+                self._pending.pop(diff_id, None)
+                self.used -= len(item.keys)
+            message = (f"refused the record of `{item.entry.instruction}` in cache {item.source.backend.name}: "
+                       f"{exc.message}; the step is built instead")
+            self._warn(message)
+            raise RefusedCacheLayer(message) from None
+        assert self.lease is not None
+        self.lease.add(record.digest, record.diff_id)
+        with self._lock:
+            for key, kind, output in item.keys:
+                self.put(key, kind, output)
+            if record.digest not in self.fetched:
+                self.fetched.append(record.digest)
+                self.fetched_bytes += record.size
+            self._pending.pop(diff_id, None)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
 
     def restore_mount(self, mount_id: str, path: Path) -> bool:
         """Fill the new cache mount directory `path` with the contents a source exported for
@@ -181,47 +268,57 @@ def export_entries(store: Store, plan: BuildPlan, records: Sequence[StepRecord],
                    epoch: int | None = None) -> list[CacheEntry]:
     """The cache records of this build's steps (the final image's for mode=min, every stage's for
     max), each with its layer blob in the compression asked for (made once and kept in the store);
-    without `layers`, a layer step's record names its diff_id only (an inline cache's: the blob is the
-    image's own). With `epoch` (SOURCE_DATE_EPOCH) the records say the steps were made then."""
-    from layerbuild.image.manifest import Descriptor
-    from layerbuild.image.storeimage import gzip_variant
-    from layerbuild.store import MEDIA_LAYER_ZSTD
-
+    a step that reads other stages' files also under its key by their results. Without `layers`, a
+    layer step's record names its diff_id only (an inline cache's: the blob is the image's own). With
+    `epoch` (SOURCE_DATE_EPOCH) the records say the steps were made then."""
     keep = chain_stages(plan) if mode == "min" else None
     out: list[CacheEntry] = []
     for rec in records:
         if rec.input is None or (keep is not None and rec.stage not in keep):
             continue
-        cached = store.index.get_cache(rec.input, touch=False)
-        if cached is None:
-            continue
-        meta = cached.metadata if isinstance(cached.metadata, dict) else {}
-        diff_id = cached.result or None
-        desc = None
-        diff_size = None
-        variants: list[LayerRecord] = []
-        if diff_id is not None:
-            variants = [r for r in store.index.layers_by_diff_id(diff_id) if store.blobs.stat(r.digest) is not None]
-            if not variants:
-                continue
-            diff_size = variants[0].diff_size
-            if not layers:
-                variants = []
-        if variants:
-            layer = next((r for r in variants if r.media_type == MEDIA_LAYER_ZSTD), variants[0])
-            if compression == "gzip":
-                layer = gzip_variant(store, layer)
-            elif layer.media_type != MEDIA_LAYER_ZSTD:
-                layer = variants[0]
-            desc = Descriptor(layer.media_type, layer.digest, layer.size)
-        files = {k: v for k, v in ((p, short_fingerprint(fp)) for p, fp in (rec.files or {}).items()) if v}
-        out.append(CacheEntry(
-            key=rec.input, kind=rec.kind, diff_id=diff_id, layer=desc, diff_size=diff_size,
-            size=desc.size if desc is not None else None,
-            created=float(epoch) if epoch is not None else float(meta.get("created") or cached.created),
-            platform=platform, stage=rec.stage, instruction=rec.text, files=files,
-        ))  # fmt: skip
+        for key in dict.fromkeys(k for k in (rec.input, rec.alias) if k is not None):
+            entry = _entry(store, rec, key, compression=compression, platform=platform, layers=layers, epoch=epoch)
+            if entry is not None:
+                out.append(entry)
     return out
+
+
+def _entry(store: Store, rec: StepRecord, key: str, *, compression: str, platform: str, layers: bool,
+           epoch: int | None) -> CacheEntry | None:
+    """The cache record of `rec` under `key`, or None when the store has no record or layer for it."""
+    from layerbuild.image.manifest import Descriptor
+    from layerbuild.image.storeimage import gzip_variant
+    from layerbuild.store import MEDIA_LAYER_ZSTD
+
+    cached = store.index.get_cache(key, touch=False)
+    if cached is None:
+        return None
+    meta = cached.metadata if isinstance(cached.metadata, dict) else {}
+    diff_id = cached.result or None
+    desc = None
+    diff_size = None
+    variants: list[LayerRecord] = []
+    if diff_id is not None:
+        variants = [r for r in store.index.layers_by_diff_id(diff_id) if store.blobs.stat(r.digest) is not None]
+        if not variants:
+            return None
+        diff_size = variants[0].diff_size
+        if not layers:
+            variants = []
+    if variants:
+        layer = next((r for r in variants if r.media_type == MEDIA_LAYER_ZSTD), variants[0])
+        if compression == "gzip":
+            layer = gzip_variant(store, layer)
+        elif layer.media_type != MEDIA_LAYER_ZSTD:
+            layer = variants[0]
+        desc = Descriptor(layer.media_type, layer.digest, layer.size)
+    files = {k: v for k, v in ((p, short_fingerprint(fp)) for p, fp in (rec.files or {}).items()) if v}
+    return CacheEntry(
+        key=key, kind=rec.kind, diff_id=diff_id, layer=desc, diff_size=diff_size,
+        size=desc.size if desc is not None else None,
+        created=float(epoch) if epoch is not None else float(meta.get("created") or cached.created),
+        platform=platform, stage=rec.stage, instruction=rec.text, files=files,
+    )  # fmt: skip
 
 
 def plan_cache_mounts(plan: BuildPlan) -> list[str]:

@@ -214,6 +214,7 @@ class RunTask:
         if not self._binds and any(isinstance(m, BindMountDef) for m in op.mounts):
             self.content()
         diff_ids = (*services.base_layers(parent), *parent.layers)
+        services.need_layers(diff_ids)
         lower = lower_dirs_for(services.store, diff_ids)
         tmp_root = services.store.root / "tmp"
         tmp_root.mkdir(parents=True, exist_ok=True)

@@ -200,6 +200,10 @@ def test_mode_min_and_max(plain_registry: Registry, base: str, tmp_path: Path, c
         ref = f"{plain_registry.host}/cache/modes:{mode}"
         report(tmp_path / f"runner-{mode}", capfd, ctx, "--cache-to", f"type=registry,ref={ref},mode={mode}")
         texts = sorted(e.instruction for e in records(plain_registry, ref).entries.values())
+        # COPY --from is recorded twice: by the files it copies, and by the result of the stage it
+        # copies them from (which a runner can hit without downloading that stage).
+        assert texts.count("COPY --from=deps /dep /dep") == 2
+        texts = sorted(set(texts))
         if mode == "min":
             assert texts == ["COPY --from=deps /dep /dep", "COPY app.txt /app.txt"]
         else:
@@ -432,3 +436,45 @@ def test_an_image_without_inline_records_is_said_so(plain_registry: Registry, ba
     assert manifest_digest(plain_registry, image) == before
     code, _, err = lb(tmp_path / "runner2", capfd, "build", "--cache-to", "type=inline,mode=max", str(ctx))
     assert code == 2 and "only mode=min" in err, err
+
+
+def test_layers_are_downloaded_only_when_needed(plain_registry: Registry, base: str, tmp_path: Path, cli_env: None,
+                                                capfd: pytest.CaptureFixture[str]) -> None:
+    """A build stage cached as a whole, whose result the final image only copies from, is never
+    downloaded: the runner takes its records and downloads the final image's layers only."""
+    ref = f"{plain_registry.host}/cache/app:lazy"
+    ctx = app(tmp_path, "ctx", base, "lazy\n", dockerfile=(
+        f"FROM {base} AS build\n"
+        "RUN head -c 2000000 /dev/urandom > /toolchain && echo built > /artifact\n"
+        f"FROM {base}\n"
+        "COPY --from=build /artifact /artifact\n"
+        "COPY app.txt /app.txt\n"
+        "RUN cat /artifact /app.txt > /out.txt\n"
+    ))
+    first = report(tmp_path / "runner1", capfd, ctx, "--cache-to", f"type=registry,ref={ref},mode=max")
+    toolchain = next(e for e in records(plain_registry, ref).entries.values() if "toolchain" in e.instruction)
+    assert toolchain.layer is not None and toolchain.layer.size > 1_900_000  # random bytes: no smaller gzipped
+
+    second = report(tmp_path / "runner2", capfd, ctx, "--cache-from", ref)
+    assert all(s["cached"] for s in second["steps"]), second["steps"]
+    assert second["image"]["id"] == first["image"]["id"]
+    assert "imported caches: 4 step(s) taken, 3 layer(s) downloaded" in second["stderr"], second["stderr"]
+    assert not (tmp_path / "runner2" / "blobs" / "sha256" / toolchain.layer.digest.partition(":")[2]).exists()
+    assert not list((tmp_path / "runner2").rglob(toolchain.layer.digest.partition(":")[2]))
+    assert fsck_problems(tmp_path / "runner2") == []
+    code, out, err = lb(tmp_path / "runner2", capfd, "run", "--rm", "app:1", "cat", "/out.txt")
+    assert (code, out) == (0, "built\nlazy\n"), err
+
+    # An edit after the build stage: the RUN on top needs its parent's files, so those come now; the
+    # build stage still does not.
+    (ctx / "app.txt").write_text("edited\n")
+    third = report(tmp_path / "runner3", capfd, ctx, "--cache-from", ref)
+    cached = {s["instruction"]: s["cached"] for s in third["steps"] if s["kind"] in ("exec", "copy")}
+    assert cached == {"RUN head -c 2000000 /dev/urandom > /toolchain && echo built > /artifact": True,
+                      "COPY --from=build /artifact /artifact": True, "COPY app.txt /app.txt": False,
+                      "RUN cat /artifact /app.txt > /out.txt": False}, cached
+    assert "2 step(s) taken, 1 layer(s) downloaded" in third["stderr"], third["stderr"]
+    assert not list((tmp_path / "runner3").rglob(toolchain.layer.digest.partition(":")[2]))
+    # The records it took are the store's own now: the same build again asks no cache.
+    again = report(tmp_path / "runner2", capfd, ctx, "--cache-from", ref)
+    assert "imported caches: not read" in again["stderr"] or "0 layer(s) downloaded" in again["stderr"]
