@@ -70,6 +70,7 @@ def _timed_download(argv: list[str]) -> tuple[float, float]:
     done = subprocess.run([*argv[:at], "--progress", "plain", *argv[at:]], check=True, capture_output=True,
                           cwd=REPO, text=True)
     took = time.monotonic() - started
+    assert "could not be read" not in done.stderr and "refused" not in done.stderr, done.stderr
     line = next((x for x in done.stderr.splitlines() if x.startswith("imported caches:")), "")
     mb = float(line.rsplit("(", 1)[1].split()[0]) if "downloaded" in line else 0.0
     return took, mb
