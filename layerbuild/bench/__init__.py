@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from layerbuild.lazy import lazy_getattr
 
 if TYPE_CHECKING:
-    from layerbuild.bench.history import history
+    from layerbuild.bench.measure import history
     from layerbuild.bench.model import (
         CacheMiss,
         CommitOutcome,
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from layerbuild.bench.output import write_report
 
 _LAZY = {
-    "history": "layerbuild.bench.history",
+    "history": "layerbuild.bench.measure",
     "write_report": "layerbuild.bench.output",
     **dict.fromkeys(("CacheMiss", "CommitOutcome", "Comparison", "HistoryReport", "Ideal", "StepOutcome", "Totals",
                      "WhatIf"), "layerbuild.bench.model"),

@@ -1,4 +1,4 @@
-"""`layerbuild bench history [REPO] [--last N | --rev-range A..B] [--report DIR] ...`: cache hit rates over
+"""`layerbuild.bench.measure [REPO] [--last N | --rev-range A..B] [--report DIR] ...`: cache hit rates over
 a project's git history, with a progress bar while it replays and a table at the end."""
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def register(sub: Any) -> tuple[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     if args.bench_cmd != "history":
-        raise UsageError("say what to measure", hint="layerbuild bench history REPO --last N")
-    from layerbuild.bench.history import history
+        raise UsageError("say what to measure", hint="layerbuild.bench.measure REPO --last N")
+    from layerbuild.bench.measure import history
     from layerbuild.bench.output import check_report_dir, write_report
     from layerbuild.cli.build_cmd import _build_args, _build_contexts
 

@@ -17,7 +17,8 @@ FROM busybox
 ARG VERSION={version}
 WORKDIR /app
 COPY . /app
-RUN mkdir -p /deps && while read d; do echo "$d" > "/deps/$d"; done < requirements.txt
+RUN mkdir -p /deps && while read d; do echo "$d" > "/deps/$d"; done < requirements.txt \\
+    && touch -t 200001010000 /deps /deps/* && sleep 1
 RUN {build} > /built
 LABEL version=$VERSION
 """
