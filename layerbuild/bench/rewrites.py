@@ -254,24 +254,27 @@ def move_earlier(run_text: str) -> Callable[[str, Path], str | None]:
 
 
 def _reads_copied(run: Instruction, copies: Sequence[Instruction], context: Path) -> bool:
-    """Whether the RUN names what the copies bring: a destination, a source, or a file at the top of the
-    context (a whole-context copy brings them all)."""
+    """Whether the RUN names what the copies bring: a path under a destination, a source, or a file at
+    the top of the context (a whole-context copy brings them all)."""
     text = _run_text(run) + "".join(h.content for h in run.heredocs)
     words = set(re.findall(r"[\w.\-/]+", text))
+    parts = {p for w in words for p in w.split("/") if p not in ("", ".", "..")}
+    dests: set[str] = set()
     names: set[str] = set()
     for ins in copies:
         sd = _sources_dest(ins)
         if sd is None:
             return True
         sources, dest = sd
-        names |= {dest.rstrip("/") or "/"} | {s.rstrip("/") for s in sources if s.rstrip("/") not in (".", "")}
+        dests.add(dest.rstrip("/") or "/")
+        names |= {s.rstrip("/").split("/")[-1] for s in sources if s.rstrip("/") not in (".", "")}
         if any(s.rstrip("/") in (".", "") for s in sources):
             try:
                 names |= {p.name for p in context.iterdir()}
             except OSError:
                 return True
-    stems = {w.strip("./") for w in words} | words
-    return any(n and (n in stems or n.strip("./") in stems) for n in names)
+    under = any(w == d or w.startswith(d.rstrip("/") + "/") for w in words for d in dests if d.startswith("/"))
+    return under or bool(names & parts)
 
 
 def earlier_candidates(text: str, context: Path) -> list[str]:
