@@ -61,8 +61,9 @@ def history(
     if unknown:
         raise UsageError(f"unknown --compare {unknown[0]!r}", hint="use --compare docker")
     top = repo_root(Path(repo))
-    if not (top / context).is_dir():
-        raise UsageError(f"context {context!r} is not a directory of {str(top)!r}")
+    if Path(context).is_absolute() or ".." in Path(context).parts:
+        raise UsageError(f"context {context!r} is not a directory in the repository",
+                         hint="give it relative to the repository's top, e.g. --context app")
     project = Project(top, context, dockerfile)
     commits = list_commits(top, rev_range=rev_range, last=last if last is not None or rev_range else 10)
     source = resolve_root(root)

@@ -88,7 +88,9 @@ def _build_commit(project: Project, commit: Commit, tree: Path, runner: Runner, 
             dockerfile = scratch / "Dockerfile.rewritten"
             dockerfile.write_text(new, encoding="utf-8", errors="surrogateescape")
             text = new
-    runner.seed(root, base_refs(text, runner.build_args))
+    images = [v.removeprefix("docker-image://") for v in runner.build_contexts.values()
+              if v.startswith("docker-image://")]
+    runner.seed(root, [*base_refs(text, runner.build_args), *images])
     built = runner.build(context, dockerfile, root, on_step=progress.step_done, tree=tree)
     return CommitOutcome(commit.sha, commit.subject, built.ok, built.duration_s, changed, built.steps,
                          error=built.error, bytes_written=built.bytes_written, image=built.image)
