@@ -38,15 +38,22 @@ def line_plot(title: str, labels: Sequence[str], series: Sequence[tuple[str, Seq
     parts = _axes(title, top, unit)
 
     def xy(i: int, v: float) -> tuple[float, float]:
-        return PAD + i * (W - PAD - 20) / n, H - PAD - (v / top) * (H - PAD - 24)
+        return PAD + i * (W - PAD - 60) / n, H - PAD - (v / top) * (H - PAD - 24)
 
     for k, (name, vs) in enumerate(series):
-        points = [xy(i, v) for i, v in enumerate(vs) if v is not None]
         cls = "line" if k == 0 else "line2"
-        if points:
+        # A commit that did not build breaks the line: one polyline per run of built commits.
+        runs: list[list[tuple[float, float]]] = [[]]
+        for i, v in enumerate(vs):
+            if v is None:
+                runs.append([])
+            else:
+                runs[-1].append(xy(i, v))
+        for points in (r for r in runs if r):
             parts.append(f'<polyline class="{cls}" points="' + " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
                          + '"/>')
-        parts.append(f'<text x="{W - 160}" y="{14 + 14 * k}" class="{cls}">— {escape(name)}</text>')
+        colour = "#4a7fb5" if k == 0 else "#d9822b"
+        parts.append(f'<text x="{W - 160}" y="{14 + 14 * k}" style="fill:{colour}">— {escape(name)}</text>')
         for i, v in enumerate(vs):
             if v is not None:
                 x, y = xy(i, v)

@@ -83,6 +83,11 @@ def history(
             last_store["baseline"] = _snapshot(root_dir, outcome)
 
         with Worktree(top, scratch / "tree", commits[0].sha) as tree:
+            if whatif:
+                # Replays are compared by their seconds: one unrecorded build of the first commit first,
+                # so that the replay measured first does not pay alone for cold disk and page caches.
+                replay(project, commits[:1], make_runner("warm-up"), tree, scratch / "warm-up")
+                shutil.rmtree(scratch / "warm-up", ignore_errors=True)
             outcomes = replay(project, commits, make_runner("baseline"), tree, scratch / "baseline",
                               progress=progress, keep_last=keep)
             whatifs: tuple[WhatIf, ...] = ()

@@ -118,7 +118,7 @@ def print_table(report: HistoryReport, *, plain: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False, no_color=plain, width=140 if plain else None)
+    console = Console(highlight=False, no_color=plain, width=140 if plain else None, markup=False)
     table = Table(title=f"{report.repo} · {report.dockerfile} · runner {report.runner}")
     for col in ("commit", "subject", "hit rate", "ran", "time", "changed", "first miss"):
         table.add_column(col, overflow="fold")
