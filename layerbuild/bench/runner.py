@@ -77,10 +77,8 @@ class Runner:
                 self._seeded.add(ref)
                 try:
                     image = store_image(src, ref)
-                except ImageNotFoundError:
-                    continue
-                except LayerbuildError:
-                    continue
+                except (ImageNotFoundError, LayerbuildError):
+                    continue  # not the user's: the build pulls it, as it would
                 copy_image(image, StoreSink(dst, reuse=True, keep=True), tags=[ref])
 
     def build(self, context: Path, dockerfile: Path, root: Path,
