@@ -158,3 +158,22 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, base_root: Path, capsys: pyt
     assert code == 2 and "cannot list the commits nosuch..HEAD" in capsys.readouterr().err
     code = main(["--root", str(base_root), "bench", "history", str(repo), "--last", "0"])
     assert code == 2 and "--last 0" in capsys.readouterr().err
+
+
+def test_a_run_that_reads_nothing_copied_is_moved_above_the_copy(tmp_path: Path, base_root: Path) -> None:
+    text = ("FROM busybox\nWORKDIR /app\nCOPY . /app\n"
+            "RUN mkdir -p /tools && echo tool > /tools/t && touch -t 200001010000 /tools /tools/t && sleep 1\n"
+            "RUN cat /app/app.txt > /out\n")
+    repo = tmp_path / "app"
+    make_history(repo, [("one", {"Dockerfile": text, "app.txt": "1\n"}), ("two", {"app.txt": "2\n"}),
+                        ("three", {"app.txt": "3\n"})])
+    result = bench.history(repo, last=3, root=base_root)
+    assert [c.summary.cached for c in result.commits] == [0, 0, 0]
+    [early] = [w for w in result.whatif if w.rule == "move-earlier"]
+    assert early.accepted, early.rejected
+    assert early.dockerfile.index("RUN mkdir -p /tools") < early.dockerfile.index("COPY . /app")
+    # moved above the copy, the tools step hits at every source edit: 2 of 3 steps hit at commits 2 and 3
+    assert [c.summary.cached for c in early.commits] == [0, 1, 1]
+    assert early.hit_rate == round(2 / 9, 4) and early.saved_s > 1.0
+    # the step that reads the copied file stays where it is
+    assert not any("RUN cat /app/app.txt" in w.description for w in result.whatif)
