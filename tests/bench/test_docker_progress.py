@@ -112,4 +112,4 @@ if [ "$n" -gt 1 ]; then echo "#5 CACHED" >&2; else echo "#5 DONE 0.2s" >&2; fi
     assert lines[0] == " info --format {{.ServerVersion}}"  # no DOCKER_BUILDKIT needed to ask
     tree_path = tmp_path / "tree"
     assert lines[1] == (f"1 build --progress plain -f {tree_path}/Dockerfile --build-arg V=1 --target t "
-                        f"{tree_path}/.")
+                        f"{tree_path}")
