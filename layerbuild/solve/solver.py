@@ -16,9 +16,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from layerbuild.errors import BuildError, DockerfileError, LayerbuildError, StepError
-from layerbuild.plan import BaseImage, BuildPlan, LocalContext, OpDef, PlannedStage, Scratch, StageRef, Step
+from layerbuild.plan import (
+    BaseImage,
+    BuildPlan,
+    FileCopy,
+    LocalContext,
+    OpDef,
+    PlannedStage,
+    Scratch,
+    StageRef,
+    Step,
+)
 from layerbuild.solve import keys
-from layerbuild.solve.explain import History, StepRecord, explain_miss
+from layerbuild.solve.explain import History, StepRecord, explain_miss, file_changes
 from layerbuild.solve.report import BuildEvent, StepReport
 
 
@@ -274,7 +284,9 @@ class Solver:
         if self.options.dry_run:
             pending = parent.pending or next((d.pending for d in deps if d.pending), None)
             if pending is not None:
-                return self._pending_step(stage, step, parent, pending, records)
+                own = self._own_changes(stage, step, parent, deps) if parent.pending and not any(
+                    d.pending for d in deps) else None
+                return self._pending_step(stage, step, parent, pending, records, own)
         task = self.executor.prepare(step.op, Inputs(parent, deps, self._log(stage, step)))
         try:
             return self._solve_step(task, stage, step, parent, deps, records, no_cache)
@@ -368,13 +380,34 @@ class Solver:
         self._finish(stage, step, record, report)
         return replace(parent, result="", pending=f"{stage.label}:{step.index} `{step.text}`")
 
+    def _own_changes(self, stage: PlannedStage, step: Step, parent: State, deps: tuple[State, ...]) -> str | None:
+        """For a dry run's COPY/ADD from the context on top of a step that would run: which of its own
+        sources changed since the last build (what it reads is known without running anything)."""
+        op = step.op
+        if not isinstance(op, FileCopy) or op.from_input is not None or self.previous is None:
+            return None
+        before = self.previous.get((stage.label, step.index))
+        if before is None or before.files is None:
+            return None
+        task = self.executor.prepare(op, Inputs(parent, deps))
+        try:
+            content = task.content()
+        except LayerbuildError:
+            return None
+        finally:
+            task.close()
+        return file_changes(before.files, content.files) if content is not None else None
+
     def _pending_step(self, stage: PlannedStage, step: Step, parent: State, pending: str,
-                      records: list[StepRecord]) -> State:
+                      records: list[StepRecord], own: str | None = None) -> State:
         """A dry run's step on top of one that would run: its key cannot be known, so it would run too
-        (a config-only step is listed as it is in a real build: it never runs)."""
+        (a config-only step is listed as it is in a real build: it never runs). `own` says what of its
+        own inputs changed, when that is known without running anything (a COPY's sources)."""
         op = step.op
         definition, op_data = keys.definition(op)
         reason = None if not op.cacheable else f"runs: upstream step {pending} runs"
+        if reason is not None and own:
+            reason += f"; its own sources: {own}"
         record = StepRecord(stage=stage.label, index=step.index, text=step.text, kind=step.kind,
                             definition=definition, parent="", result="", args=dict(step.args), op=op_data,
                             reason=reason)

@@ -76,6 +76,19 @@ def test_dry_run_after_an_edit_names_the_file_runs_nothing_and_matches_the_build
     assert all(s.cached for s in again.steps)
 
 
+def test_a_copy_after_a_miss_names_its_own_changed_sources(app: Path, root: Path) -> None:
+    layerbuild.build(app, root=root, tags=["app:1"])
+    (app / "deps.txt").write_text("b\n")
+    (app / "src" / "app.txt").write_text("two\n")
+    dry = layerbuild.build(app, root=root, tags=["app:1"], dry_run=True)
+    reasons = {s.instruction: s.reason for s in dry.steps}
+    assert reasons["COPY deps.txt ."] == "deps.txt changed"
+    assert reasons["COPY src/ ./src/"] == ("runs: upstream step 0:2 `COPY deps.txt .` runs; "
+                                           "its own sources: src/app.txt changed")
+    real = layerbuild.build(app, root=root, tags=["app:1"])
+    assert _answers(dry) == _answers(real)
+
+
 def test_cli_dry_run_prints_each_step_and_writes_the_report(app: Path, root: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     layerbuild.build(app, root=root, tags=["app:1"])

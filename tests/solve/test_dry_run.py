@@ -94,3 +94,21 @@ def test_an_independent_stage_is_looked_up_on_its_own() -> None:
     assert got[("tools", "RUN fetch tools")] == (True, None)
     assert got[("1", "COPY src/ ./src/")] == (False, "src/app.py changed")
     assert got[("1", "COPY --from=tools /t /t")][1] == "runs: upstream step 1:1 `COPY src/ ./src/` runs"
+
+
+def test_a_copy_on_top_of_a_miss_also_says_which_of_its_own_sources_changed() -> None:
+    w, cache = world(), DictCache()
+    first = solve(APP, w, cache)
+    runs = len(effects(w))
+    w.files["deps.txt"] = "b"
+    w.files["src/app.py"] = "print(2)"
+    dry = solve(APP, w, cache, history(first), options=DRY)
+    got = {r.instruction: r.reason for r in dry.reports}
+    assert got["COPY deps.txt ."] == "deps.txt changed"
+    assert got["COPY src/ ./src/"] == ("runs: upstream step 0:2 `COPY deps.txt .` runs; "
+                                       "its own sources: src/app.py changed")
+    assert got["RUN build"] == "runs: upstream step 0:2 `COPY deps.txt .` runs"
+    w.files["src/app.py"] = "print(1)"  # the copy's sources as they were: only the upstream step is said
+    again = {r.instruction: r.reason for r in solve(APP, w, cache, history(first), options=DRY).reports}
+    assert again["COPY src/ ./src/"] == "runs: upstream step 0:2 `COPY deps.txt .` runs"
+    assert len(effects(w)) == runs  # neither dry run ran anything
