@@ -15,8 +15,9 @@ PKG = REPO / "layerbuild"
 
 # Who may import whom (DESIGN.md): imports point down only. Everyone may use the shared modules.
 DIRECT = {
-    "cli": {"api", "compose"},
+    "cli": {"api", "compose", "bench"},
     "compose": {"api"},
+    "bench": {"api"},
     "api": {"worker"},
     "worker": {"solve", "runtime", "registry", "context"},
     "context": {"store"},

@@ -62,6 +62,7 @@ def build(
     platform: str | None = None,
     cache_from: Iterable[str] = (),
     cache_to: Iterable[str] = (),
+    dry_run: bool = False,
 ) -> BuildResult:
     """Build the Dockerfile in `context` (or `dockerfile`) into the store at `root`.
 
@@ -97,7 +98,10 @@ def build(
     (`type=registry,ref=REF[,mode=min|max][,compression=gzip|zstd]`, `type=local,src|dest=DIR`, or a
     bare REF): a step the store lacks is looked up in each `cache_from` in turn (its records read
     at the first such miss), and after the build its records are merged into each `cache_to`.
-    Returns the report
+    `dry_run` looks every step up without running any and stores nothing (no image, no history, no
+    export, no cache export): each step says whether it would hit and, if not, why; a step on top of
+    one that would run says "runs: upstream step STAGE:N `TEXT` runs". The result has `dry_run` set
+    and no image id. Returns the report
     as typed values. Raises a LayerbuildError: UsageError for bad
     arguments (before anything is built), DockerfileError for a bad Dockerfile, BuildError when a
     step fails.
@@ -116,7 +120,8 @@ def build(
                                   extra_hosts=_extra_hosts(add_hosts), pull=bool(pull),
                                   platform=_platform(platform),
                                   cache_from=tuple(parse_cache_spec(v, export=False) for v in cache_from),
-                                  cache_to=tuple(parse_cache_spec(v, export=True) for v in cache_to))
+                                  cache_to=tuple(parse_cache_spec(v, export=True) for v in cache_to),
+                                  dry_run=bool(dry_run))
     if memory is not None or memory_swap is not None or cpus is not None or pids_limit is not None:
         request = _with_limits(request, memory, memory_swap, cpus, pids_limit)
     started = time.monotonic()

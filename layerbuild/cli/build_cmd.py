@@ -65,6 +65,9 @@ def register(sub: Any) -> tuple[str, Any]:
                            "|type=inline",
                    help="merge this build's cache records into that cache (min: the final image's steps; "
                         "max: every stage's); inline: into the image's config, for --cache-from IMAGE")
+    p.add_argument("--dry-run", action="store_true",
+                   help="say for each step whether it would hit the cache, and why not, without running any "
+                        "or storing anything (the report has \"dry_run\": true)")
     p.add_argument("--pull", action="store_true", help="ask the registries for newer base images, and pull them")
     p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="the platform to build for (default: this "
                    "machine's; stages with RUN steps need one this machine runs)")
@@ -234,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = _outputs(args.output, stdout_file)
     if args.push and not any(isinstance(o, dict) and o.get("type") == "registry" for o in outputs):
         outputs.append({"type": "registry"})
-    progress = make_progress("quiet" if args.quiet else args.progress)
+    progress = make_progress("quiet" if args.quiet or (args.dry_run and args.progress != "json") else args.progress)
     try:
         result = build(
             context, dockerfile, args.tag, _build_args(args.build_arg), args.target, args.no_cache, progress,
@@ -244,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
             memory=args.memory, memory_swap=args.memory_swap, cpus=args.cpus, pids_limit=args.pids_limit,
             build_contexts=_build_contexts(args.build_context), ssh=_ssh(args.ssh),
             labels=labels, add_hosts=args.add_host, pull=args.pull, platform=args.platform,
-            cache_from=args.cache_from, cache_to=args.cache_to,
+            cache_from=args.cache_from, cache_to=args.cache_to, dry_run=args.dry_run,
         )  # fmt: skip
     finally:
         progress.close()
@@ -254,10 +257,27 @@ def run(args: argparse.Namespace) -> int:
             write_report(result, args.report)
         except OSError as exc:
             raise UsageError(f"cannot write the report to {args.report!r}: {exc.strerror or exc}") from None
+    if args.dry_run:
+        if not args.quiet and args.progress != "json":
+            print(dry_run_text(result))
+        return 0
     _write_files(args, result)
     if args.quiet and not streamed:  # standard output carries the archive, and nothing else
         print(result.image.id)
     return 0
+
+
+def dry_run_text(result: Any) -> str:
+    """A dry run as lines: each step, HIT or RUNS with its reason (config-only steps as META, FROM as BASE)."""
+    lines = []
+    for step in result.steps:
+        word = step.kind.upper() if step.kind in ("meta", "base") else "HIT" if step.cached else "RUNS"
+        why = f"  ({step.reason})" if step.reason and not step.cached else ""
+        lines.append(f"{word:<5} [{step.stage} {step.index}] {step.instruction}{why}")
+    s = result.summary
+    lines.append(f"dry run: {s.cached} of {s.cached + s.executed} steps would hit the cache "
+                 f"({s.hit_rate:.0%}), {s.executed} would run; nothing was run or stored")
+    return "\n".join(lines)
 
 
 def _write_files(args: argparse.Namespace, result: Any) -> None:

@@ -26,6 +26,9 @@ class StepReport:
     layer: str | None = None
     size: int | None = None
     line: int | None = None
+    # The solver's input key of the step (definition + inputs), None for steps without one: what a
+    # step is looked up by, so tools comparing builds (bench) can tell "seen before" from "new".
+    key: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,10 +75,18 @@ class BuildResult:
     steps: tuple[StepReport, ...]
     summary: Summary
     warnings: tuple[str, ...] = field(default=())
+    # `build --dry-run`: every step looked up, none run, nothing stored; the image has no id then.
+    dry_run: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"image": self.image.to_json(), "steps": [s.to_json() for s in self.steps],
-                "summary": self.summary.to_json()}
+        image = self.image.to_json()
+        if self.dry_run:
+            image["id"] = None
+        out: dict[str, Any] = {"image": image, "steps": [s.to_json() for s in self.steps],
+                               "summary": self.summary.to_json()}
+        if self.dry_run:
+            out["dry_run"] = True
+        return out
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> BuildResult:
@@ -85,7 +96,8 @@ class BuildResult:
                                                  "duration_s", "layer", "size")})
             for s in data["steps"]
         )
-        return BuildResult(ImageRef(image["id"], tuple(image.get("tags", ()))), steps, Summary(**data["summary"]))
+        return BuildResult(ImageRef(image["id"] or "", tuple(image.get("tags", ()))), steps, Summary(**data["summary"]),
+                           dry_run=bool(data.get("dry_run", False)))
 
 
 @dataclass(frozen=True)

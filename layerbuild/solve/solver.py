@@ -16,9 +16,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from layerbuild.errors import BuildError, DockerfileError, LayerbuildError, StepError
-from layerbuild.plan import BaseImage, BuildPlan, LocalContext, OpDef, PlannedStage, Scratch, StageRef, Step
+from layerbuild.plan import (
+    BaseImage,
+    BuildPlan,
+    FileCopy,
+    LocalContext,
+    OpDef,
+    PlannedStage,
+    Scratch,
+    StageRef,
+    Step,
+)
 from layerbuild.solve import keys
-from layerbuild.solve.explain import History, StepRecord, explain_miss
+from layerbuild.solve.explain import History, StepRecord, explain_miss, file_changes
 from layerbuild.solve.report import BuildEvent, StepReport
 
 
@@ -89,6 +99,9 @@ class State:
     base: BaseImage | None = None
     applied: Applied = NOTHING_APPLIED
     context: str | None = None
+    # A dry run's state after a step that would run: its result cannot be known without running it,
+    # so `pending` names that step (`stage:index `TEXT``) and every step on top of it would run too.
+    pending: str | None = None
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -143,6 +156,9 @@ class SolveOptions:
     jobs: int = 1
     no_cache: bool = False
     no_cache_filter: frozenset[str] = frozenset()
+    # Look every step up without running any: a miss is reported with its reason, and the steps that
+    # depend on it with "runs: upstream step … runs" (their keys need the missed step's result).
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -265,6 +281,12 @@ class Solver:
         if self._stopping.is_set():
             raise BuildError("the build was stopped")
         deps = tuple(self._source_state(s) for s in step.sources)
+        if self.options.dry_run:
+            pending = parent.pending or next((d.pending for d in deps if d.pending), None)
+            if pending is not None:
+                own = self._own_changes(stage, step, parent, deps) if parent.pending and not any(
+                    d.pending for d in deps) else None
+                return self._pending_step(stage, step, parent, pending, records, own)
         task = self.executor.prepare(step.op, Inputs(parent, deps, self._log(stage, step)))
         try:
             return self._solve_step(task, stage, step, parent, deps, records, no_cache)
@@ -295,7 +317,7 @@ class Solver:
         started = time.monotonic()
         base_report = _report(stage, step)
         if not op.cacheable:
-            output = task.run(None)
+            output = task.run(None)  # config only (ENV, LABEL, ...): nothing executes, in a dry run too
             new = replace(parent, applied=parent.applied.then(step, output))
             record = StepRecord(stage=stage.label, index=step.index, text=step.text, kind=step.kind,
                                 definition=definition, parent=parent.result, result=parent.result,
@@ -338,8 +360,8 @@ class Solver:
             cached = None if no_cache else self.cache.get(key)
             if cached is not None and not self.executor.usable(cached):
                 cached = None
-            if cached is not None and alias is not None:
-                self.cache.put(alias, step.kind, cached)
+            if cached is not None and alias is not None and not self.options.dry_run:
+                self.cache.put(alias, step.kind, cached)  # a dry run stores nothing
         if cached is not None:
             output = cached
             reason = None
@@ -349,6 +371,8 @@ class Solver:
             more = beyond(record) if beyond is not None and not no_cache else None
             if more:
                 reason = f"{reason}; {more}" if reason else more
+            if self.options.dry_run:
+                return self._would_run(stage, step, parent, record, reason, records)
             self._emit(BuildEvent("step.started", replace(base_report, reason=reason)))
             try:
                 output = task.run(self._previous_output(stage, step))
@@ -368,10 +392,53 @@ class Solver:
         records.append(record)
         report = replace(
             base_report, cached=cached is not None, reason=reason,
-            duration_s=time.monotonic() - started, layer=output.diff_id, size=output.size,
+            duration_s=time.monotonic() - started, layer=output.diff_id, size=output.size, key=key,
         )  # fmt: skip
         self._finish(stage, step, record, report)
         return State(result=result, base=parent.base, applied=parent.applied.then(step, output))
+
+    def _would_run(self, stage: PlannedStage, step: Step, parent: State, record: StepRecord, reason: str | None,
+                   records: list[StepRecord]) -> State:
+        """A dry run's miss: reported with its reason, not run; what comes after it is pending on it."""
+        records.append(replace(record, reason=reason))
+        report = replace(_report(stage, step), reason=reason, key=record.input)
+        self._finish(stage, step, record, report)
+        return replace(parent, result="", pending=f"{stage.label}:{step.index} `{step.text}`")
+
+    def _own_changes(self, stage: PlannedStage, step: Step, parent: State, deps: tuple[State, ...]) -> str | None:
+        """For a dry run's COPY/ADD from the context on top of a step that would run: which of its own
+        sources changed since the last build (what it reads is known without running anything)."""
+        op = step.op
+        if not isinstance(op, FileCopy) or op.from_input is not None or self.previous is None:
+            return None
+        before = self.previous.get((stage.label, step.index))
+        if before is None or before.files is None:
+            return None
+        task = self.executor.prepare(op, Inputs(parent, deps))
+        try:
+            content = task.content()
+        except LayerbuildError:
+            return None
+        finally:
+            task.close()
+        return file_changes(before.files, content.files) if content is not None else None
+
+    def _pending_step(self, stage: PlannedStage, step: Step, parent: State, pending: str,
+                      records: list[StepRecord], own: str | None = None) -> State:
+        """A dry run's step on top of one that would run: its key cannot be known, so it would run too
+        (a config-only step is listed as it is in a real build: it never runs). `own` says what of its
+        own inputs changed, when that is known without running anything (a COPY's sources)."""
+        op = step.op
+        definition, op_data = keys.definition(op)
+        reason = None if not op.cacheable else f"runs: upstream step {pending} runs"
+        if reason is not None and own:
+            reason += f"; its own sources: {own}"
+        record = StepRecord(stage=stage.label, index=step.index, text=step.text, kind=step.kind,
+                            definition=definition, parent="", result="", args=dict(step.args), op=op_data,
+                            reason=reason)
+        records.append(record)
+        self._finish(stage, step, record, replace(_report(stage, step), cached=not op.cacheable, reason=reason))
+        return replace(parent, result="", pending=pending)
 
     def _finish(self, stage: PlannedStage, step: Step, record: StepRecord, report: StepReport) -> None:
         with self._lock:

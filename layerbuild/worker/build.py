@@ -33,6 +33,7 @@ from layerbuild.solve import (
     SolveOptions,
     Solver,
     State,
+    StepReport,
     Summary,
 )
 from layerbuild.solve.cache import StoreCache
@@ -293,6 +294,7 @@ class Build:
                     options=SolveOptions(
                         jobs=self.request.jobs or (os.cpu_count() or 1),
                         no_cache=self.request.no_cache, no_cache_filter=self.request.no_cache_filter,
+                        dry_run=self.request.dry_run,
                     ),
                     previous=history,
                     on_event=self.on_event,
@@ -300,7 +302,7 @@ class Build:
                 try:
                     solved = solver.solve()
                     final = solved.states[plan.target]
-                    if ensure is not None:
+                    if ensure is not None and not self.request.dry_run:
                         ensure(final.layers)  # the image's own layers, before it is written
                     break
                 except LayerbuildError as exc:
@@ -313,6 +315,8 @@ class Build:
             summary = getattr(cache, "summary", None)
             if summary is not None and self.on_event is not None:
                 self.on_event(BuildEvent("build.cache", message=summary()))
+            if self.request.dry_run:  # nothing ran: no image, no history, no stat cache, no export
+                return self._dry_result(plan, solved.reports, started)
             self.lease.add(*[d for d in final.layers])
             image = self._assemble(plan, final)
             if any(spec.type == "inline" for spec in self.request.cache_to):
@@ -410,6 +414,16 @@ class Build:
             if self.on_event is not None:
                 self.on_event(BuildEvent("build.cache",
                                          message=f"cache {spec.describe()}: {outcome} ({len(entries)} records)"))
+
+    def _dry_result(self, plan: BuildPlan, reports: Sequence[StepReport], started: float) -> BuildResult:
+        steps = tuple(reports)
+        warnings = tuple(f"build-arg {name} was not consumed by any ARG" for name in plan.unused_build_args)
+        result = BuildResult(image=ImageRef("", self.request.tags), steps=steps,
+                             summary=Summary.of(steps, time.monotonic() - started),
+                             warnings=warnings + tuple(self.warnings), dry_run=True)
+        if self.on_event is not None:
+            self.on_event(BuildEvent("build.finished", result=result))
+        return result
 
     def _assemble(self, plan: BuildPlan, state: State) -> ImageConfig:
         """The image config: the base's, then every step of the chain in order."""

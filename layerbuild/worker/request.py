@@ -104,10 +104,12 @@ class BuildRequest:
     # `--cache-from` sources, asked in order at a local miss; `--cache-to` destinations, merged into.
     cache_from: tuple[CacheSpec, ...] = ()
     cache_to: tuple[CacheSpec, ...] = ()
+    # `build --dry-run`: look every step up, run none, store nothing (no image, history or stat cache).
+    dry_run: bool = False
 
     def fastpath_options(self) -> dict[str, object] | None:
         """What, besides files, decides the build's outputs; None when the fast path may not answer."""
-        if self.no_cache or self.outputs or self.secrets or self.no_cache_filter or self.pull or self.cache_to \
+        if self.dry_run or self.no_cache or self.outputs or self.secrets or self.no_cache_filter or self.pull or self.cache_to \
                 or self.cache_from:
             return None
         if self.stream is not None and self.stream.scratch_context:
