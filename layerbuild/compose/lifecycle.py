@@ -18,7 +18,7 @@ from layerbuild.compose import services as svcs
 from layerbuild.compose import supervisor
 from layerbuild.compose.model import Project
 from layerbuild.errors import ComposeFileError, LayerbuildError, UsageError
-from layerbuild.runtime import bridge, runner
+from layerbuild.runtime import bridge, containers, runner
 from layerbuild.runtime.containers import Container, command_text
 from layerbuild.store import Store
 
@@ -188,21 +188,27 @@ def _wait_ready(c: Container, deadline: float | None) -> None:
 
 def _stop(c: Container, timeout: float | None = None) -> None:
     (c.dir / supervisor.STOPPED).touch()
+    c = containers.load(c.dir)  # as it is now: a restart policy may have started it again
     grace = supervisor.settings(c).get("stop_grace_period", DEFAULT_TIMEOUT) if timeout is None else timeout
     runner.stop(c, grace)
 
 
 def stop(root: Path, project: Project, selected: Sequence[str] = (), timeout: float | None = None,
          say: Say = lambda _m: None) -> None:
-    """Stop the services' containers, dependents first."""
-    names = order(project, selected) if selected else project.service_names()
-    for c in sorted(svcs.project_containers(root, project.name),
-                    key=lambda c: -order(project).index(svcs.service_of(c)) if svcs.service_of(c) in names else 0):
-        if svcs.service_of(c) in names or not selected:
-            if c.running():
-                say(f"Container {c.name}  Stopping")
-            _stop(c, timeout)
-            say(f"Container {c.name}  Stopped")
+    """Stop the services' containers (all if none named), dependents first, each level at once."""
+    levels: dict[int, list[Container]] = {}
+    for c in svcs.project_containers(root, project.name):
+        if not selected or svcs.service_of(c) in selected:
+            levels.setdefault(_depth(project, svcs.service_of(c)), []).append(c)
+
+    def one(c: Container) -> None:
+        if c.running():
+            say(f"Container {c.name}  Stopping")
+        _stop(c, timeout)
+        say(f"Container {c.name}  Stopped")
+
+    for depth in sorted(levels, reverse=True):
+        _each(levels[depth], one)
 
 
 def start(store: Store, project: Project, selected: Sequence[str] = (), say: Say = lambda _m: None) -> None:
@@ -224,12 +230,12 @@ def down(store: Store, project: Project, *, volumes: bool = False, rmi: str | No
     supervisor, and with `volumes` its named volumes; with `rmi` its images (`local`: those it built)."""
     root = store.root
     supervisor.stop(root, project.name)
-    for c in reversed(_by_dependency(project, svcs.project_containers(root, project.name, oneoff=True))):
-        if c.running():
-            say(f"Container {c.name}  Stopping")
-            _stop(c, timeout)
-        runner.remove(c, force=True)
-        say(f"Container {c.name}  Removed")
+    # dependents first, each level of the dependency order at once (as docker compose does)
+    levels: dict[int, list[Container]] = {}
+    for c in svcs.project_containers(root, project.name, oneoff=True):
+        levels.setdefault(_depth(project, svcs.service_of(c)), []).append(c)
+    for depth in sorted(levels, reverse=True):
+        _each(levels[depth], lambda c: _remove(c, timeout, say))
     for info in bridge.list_all(root):
         if info.labels.get(svcs.PROJECT) == project.name:
             bridge.remove(root, info.name)
@@ -253,9 +259,39 @@ def down(store: Store, project: Project, *, volumes: bool = False, rmi: str | No
     shutil.rmtree(supervisor.state_dir(root, project.name), ignore_errors=True)
 
 
-def _by_dependency(project: Project, found: list[Container]) -> list[Container]:
-    rank = {n: i for i, n in enumerate(order(project))}
-    return sorted(found, key=lambda c: rank.get(svcs.service_of(c), len(rank)))
+def _depth(project: Project, service: str) -> int:
+    """0 for a service that depends on nothing, else one more than its deepest dependency."""
+    deps = [d for d in (project.services.get(service, {}).get("depends_on") or {}) if d in project.services]
+    return 1 + max((_depth(project, d) for d in deps), default=-1)
+
+
+def _each(items: list[Container], work: Callable[[Container], None]) -> None:
+    """`work` on every item at once; the first error raised once all are done."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def one(c: Container) -> None:
+        try:
+            work(c)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(c,)) for c in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def _remove(c: Container, timeout: float | None, say: Say) -> None:
+    if c.running():
+        say(f"Container {c.name}  Stopping")
+        _stop(c, timeout)
+    runner.remove(c, force=True)
+    say(f"Container {c.name}  Removed")
 
 
 def ps(root: Path, project: Project, selected: Sequence[str] = (), all_: bool = False) -> list[dict[str, Any]]:

@@ -159,7 +159,7 @@ class Supervisor:
                 print(f"restarting {c.name} (exit code {c.exit_code()}, restart {c.restarts})", flush=True)
                 try:
                     with Store.open(self.root) as store:
-                        start_existing(store, c)
+                        start_existing(store, c, unless=c.dir / STOPPED)
                 except Exception as exc:
                     print(f"cannot restart {c.name}: {exc}", flush=True)
                     c.save()

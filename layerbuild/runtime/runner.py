@@ -200,14 +200,29 @@ def spec_of(store: Store, c: Container) -> tuple[ProcessSpec, list[Path]]:
     return spec, lowers
 
 
-def start_existing(store: Store, c: Container) -> None:
-    """Start a stopped container again, detached, as `docker start` does (its upper dir kept)."""
-    if c.running():
-        return
-    spec, lowers = spec_of(store, c)
-    c.exit_path.unlink(missing_ok=True)
-    c.pid, c.pid_start, c.finished, c.end_reason = 0, None, None, None
-    start(c, spec, lowers, detach=True, seccomp_cache=store.root / SECCOMP_CACHE)
+def start_existing(store: Store, c: Container, unless: Path | None = None) -> Container:
+    """Start a stopped container again, detached, as `docker start` does (its upper dir kept). Two
+    callers at once (a `start` and a restart policy) start it once: under a lock, from its record.
+    Nothing is started if the file `unless` exists by then (a restart policy after a `stop`)."""
+    import fcntl
+
+    lock = os.open(c.dir / "start.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fresh = containers.load(c.dir)
+        fresh.restarts = max(fresh.restarts, c.restarts)
+        deadline = time.monotonic() + 5
+        while not fresh.running() and alive(fresh.helper_pid, fresh.helper_start) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the last run's helper is writing its exit code: let it finish first
+        if fresh.running() or (unless and unless.exists()):
+            return fresh
+        spec, lowers = spec_of(store, fresh)
+        fresh.exit_path.unlink(missing_ok=True)
+        fresh.pid, fresh.pid_start, fresh.finished, fresh.end_reason = 0, None, None, None
+        start(fresh, spec, lowers, detach=True, seccomp_cache=store.root / SECCOMP_CACHE)
+        return fresh
+    finally:
+        os.close(lock)
 
 
 def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool = False,
