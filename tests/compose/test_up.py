@@ -22,7 +22,7 @@ from layerbuild.runtime import bridge, containers
 from tests.compose.kit import write
 from tests.conftest import BUSYBOX_BASE, busybox_binary
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration]
 IMAGE = "lbtest/busybox:compose"
 
 
@@ -84,6 +84,7 @@ WEB = f"""\
 """
 
 
+@pytest.mark.slow
 def test_a_client_reaches_the_http_service_by_name(project: Project) -> None:
     project.write(WEB + f"""\
   client:
@@ -102,6 +103,7 @@ def test_a_client_reaches_the_http_service_by_name(project: Project) -> None:
     assert code == 4 and out == f"{web.short_id}\n"
 
 
+@pytest.mark.slow
 def test_depends_on_service_healthy_waits_for_the_healthcheck(project: Project) -> None:
     project.write(f"""\
   api:
@@ -128,6 +130,7 @@ def test_depends_on_service_healthy_waits_for_the_healthcheck(project: Project) 
     assert out == f"{project.name}-app-1  | ok\n"
 
 
+@pytest.mark.slow
 def test_unhealthy_dependency_fails_up(project: Project) -> None:
     project.write(f"""\
   api:
@@ -144,6 +147,7 @@ def test_unhealthy_dependency_fails_up(project: Project) -> None:
     assert project.ps()["api"]["Health"] == "unhealthy"
 
 
+@pytest.mark.slow
 def test_migration_with_service_completed_successfully_and_a_named_volume(project: Project) -> None:
     project.write(f"""\
   migrate:
@@ -173,6 +177,7 @@ def test_migration_with_service_completed_successfully_and_a_named_volume(projec
     assert not volume.parent.exists()
 
 
+@pytest.mark.slow
 def test_a_failed_migration_fails_up(project: Project) -> None:
     project.write(f"""\
   migrate: {{image: {IMAGE}, command: ["sh", "-c", "exit 3"]}}
@@ -192,6 +197,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_published_port_from_the_hosts_loopback(project: Project) -> None:
     port = _free_port()
     project.write(WEB + f"    ports: ['{port}:80']\n")
@@ -206,6 +212,7 @@ def test_published_port_from_the_hosts_loopback(project: Project) -> None:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
 
 
+@pytest.mark.slow
 def test_two_networks_keep_their_services_apart(project: Project) -> None:
     project.write(WEB + f"""\
     networks: [back]
@@ -227,6 +234,7 @@ def test_two_networks_keep_their_services_apart(project: Project) -> None:
     assert project.ps()["both"]["Networks"] == [f"{project.name}_back", f"{project.name}_front"]
 
 
+@pytest.mark.slow
 def test_logs_come_interleaved_with_prefixes(project: Project) -> None:
     project.write(f"""\
   ping:
@@ -245,6 +253,7 @@ def test_logs_come_interleaved_with_prefixes(project: Project) -> None:
     assert all(line.startswith(ping if "ping" in line.split("| ")[1] else pong) for line in lines)
 
 
+@pytest.mark.slow
 def test_a_crashed_service_is_restarted_by_its_policy(project: Project) -> None:
     project.write(f"""\
   flaky:
@@ -266,6 +275,7 @@ def test_a_crashed_service_is_restarted_by_its_policy(project: Project) -> None:
     assert project("logs", "--no-log-prefix", "steady")[1] == "once\n"  # exit 0: no restart
 
 
+@pytest.mark.slow
 def test_stop_start_and_no_restart_after_stop(project: Project) -> None:
     project.write(WEB + "    restart: always\n")
     assert project("up", "-d")[0] == 0
@@ -295,6 +305,7 @@ def _leftovers(root: Path) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_down_leaves_no_process_mount_or_namespace(project: Project) -> None:
     port = _free_port()
     project.write(WEB + f"    ports: ['{port}:80']\n    healthcheck: {{test: 'true', interval: 300ms}}\n"
@@ -324,6 +335,7 @@ def test_down_leaves_no_process_mount_or_namespace(project: Project) -> None:
     assert not (project.root / "compose" / project.name).exists()  # the supervisor went too
 
 
+@pytest.mark.slow
 def test_errors_are_clear(project: Project) -> None:
     project.write(f"  web: {{image: {IMAGE}, networks: [nowhere]}}\n")
     code, _, err = project("up", "-d")
@@ -334,3 +346,44 @@ def test_errors_are_clear(project: Project) -> None:
     assert code == 1 and "service 'web' is not running" in err
     code, _, err = project("up", "-d", "nosuch")
     assert code == 1 and "no such service: nosuch" in err
+
+
+@pytest.mark.slow
+def test_up_attached_follows_the_logs_until_the_services_end(project: Project) -> None:
+    project.write(f"""\
+  once:
+    image: {IMAGE}
+    command: ["sh", "-c", "sleep 0.5; echo done here; exit 0"]
+""")
+    code, out, err = project("up")
+    assert code == 0, err
+    assert out == f"{project.name}-once-1  | done here\n"
+    code, _, _ = project("run", "--rm", "once", "sh", "-c", "exit 7")
+    assert code == 7  # a one-off container's status is compose run's
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30.0), ("1m30s", 90.0), ("500ms", 0.5), ("10", 10.0),
+                                               ("1h", 3600.0), (2, 2.0)])
+def test_durations(text: object, seconds: float) -> None:
+    from layerbuild.compose.services import duration
+
+    assert duration(text, 0.0) == seconds
+
+
+def test_a_bad_duration_is_refused() -> None:
+    from layerbuild.compose.services import duration
+    from layerbuild.errors import ComposeFileError
+
+    with pytest.raises(ComposeFileError, match="invalid duration"):
+        duration("5 minutes", 0.0)
+
+
+@pytest.mark.parametrize(("policy", "code", "restarts", "expected"), [
+    ("no", 1, 0, False), ("always", 0, 5, True), ("unless-stopped", 0, 0, True),
+    ("on-failure", 0, 0, False), ("on-failure", 2, 9, True), ("on-failure:2", 2, 1, True),
+    ("on-failure:2", 2, 2, False),
+])
+def test_restart_policies(policy: str, code: int, restarts: int, expected: bool) -> None:
+    from layerbuild.compose.supervisor import should_restart
+
+    assert should_restart(policy, code, restarts) is expected
