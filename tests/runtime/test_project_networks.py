@@ -4,6 +4,7 @@ host's loopback, and nothing is left once the containers and networks are gone."
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 import urllib.request
@@ -129,3 +130,12 @@ def test_bad_network_input_is_a_clear_error(shared_root: Path, capfd: pytest.Cap
     assert "need a network" in capfd.readouterr().err
     assert lb(shared_root, "network", "create", "bad name") == 2
     assert "invalid network name" in capfd.readouterr().err
+
+
+def test_rootless_is_refused_with_the_reason(shared_root: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capfd: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert lb(shared_root, "network", "create", "rootlessnet") == 125
+    err = capfd.readouterr().err
+    assert "project networks need root" in err and "CAP_NET_ADMIN" in err
+    assert not any(i.name == "rootlessnet" for i in bridge.list_all(shared_root))
