@@ -38,8 +38,51 @@ def register(sub: Any) -> tuple[str, Any]:
     b.add_argument("--progress", choices=("auto", "tty", "plain", "json", "quiet"), default="auto")
     b.add_argument("-q", "--quiet", action="store_true")
     b.add_argument("--jobs", type=int, default=0, metavar="N", help="stages built at once per service")
-    not_yet(b, "compose build", {("--pull",): (False, "it comes with registry pulls in compose"),
-                                 ("--push",): (False, "it comes with registry pushes in compose")})
+    not_yet(b, "compose build", {("--pull",): (False, "run compose pull first"),
+                                 ("--push",): (False, "run compose push after the build")})
+    u = cmds.add_parser("up", help="create and start the services")
+    u.add_argument("services", nargs="*", metavar="SERVICE")
+    u.add_argument("-d", "--detach", action="store_true", help="return once the services are started")
+    u.add_argument("--build", action="store_true", help="build the images first")
+    u.add_argument("--wait", action="store_true", help="wait until the services run and are healthy (implies -d)")
+    u.add_argument("--wait-timeout", type=float, metavar="SECS", help="give up waiting after SECS")
+    u.add_argument("--force-recreate", action="store_true", help="recreate the containers even if unchanged")
+    d = cmds.add_parser("down", help="stop and remove the containers, networks (and volumes, images)")
+    d.add_argument("-v", "--volumes", action="store_true", help="remove the named volumes too")
+    d.add_argument("--rmi", choices=("local", "all"), help="remove images: local (built ones) or all")
+    d.add_argument("-t", "--timeout", type=float, metavar="SECS", help="grace period before SIGKILL")
+    for verb, text in (("stop", "stop the services"), ("start", "start the stopped services"),
+                       ("restart", "restart the services")):
+        x = cmds.add_parser(verb, help=text)
+        x.add_argument("services", nargs="*", metavar="SERVICE")
+        if verb != "start":
+            x.add_argument("-t", "--timeout", type=float, metavar="SECS", help="grace period before SIGKILL")
+    ps = cmds.add_parser("ps", help="list the project's containers")
+    ps.add_argument("services", nargs="*", metavar="SERVICE")
+    ps.add_argument("-a", "--all", action="store_true", help="show stopped containers too")
+    ps.add_argument("--json", dest="json", action="store_true",
+                    help="print docker compose's JSON list (Name, Service, State, Health, ExitCode, Publishers)")
+    ps.add_argument("--format", choices=("table", "json"), default="table")
+    lg = cmds.add_parser("logs", help="print the services' output, prefixed with their names")
+    lg.add_argument("services", nargs="*", metavar="SERVICE")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing until the containers end")
+    lg.add_argument("--no-color", action="store_true", help="no colours")
+    lg.add_argument("--no-log-prefix", action="store_true", help="no name prefix")
+    r = cmds.add_parser("run", help="run a one-off command in a new container of a service")
+    r.add_argument("--rm", dest="remove", action="store_true", help="remove the container when it exits")
+    r.add_argument("--no-deps", action="store_true", help="do not start the services it depends on")
+    r.add_argument("service", metavar="SERVICE")
+    r.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    e = cmds.add_parser("exec", help="run a command in a service's running container")
+    e.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
+    e.add_argument("-u", "--user")
+    e.add_argument("-w", "--workdir")
+    e.add_argument("-T", "--no-TTY", action="store_true", help="accepted: no terminal is allocated")
+    e.add_argument("service", metavar="SERVICE")
+    e.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    for verb, text in (("pull", "pull the services' images"), ("push", "push the services' built images")):
+        x = cmds.add_parser(verb, help=text)
+        x.add_argument("services", nargs="*", metavar="SERVICE")
     return "compose", run
 
 
@@ -57,7 +100,11 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("compose needs a command", hint="use compose config or compose build")
         if args.compose_cmd == "config":
             return _config(args)
-        return _build(args)
+        if args.compose_cmd == "build":
+            return _build(args)
+        from layerbuild.cli import compose_run
+
+        return int(getattr(compose_run, args.compose_cmd)(args, _project(args)))
     except LayerbuildError as exc:
         exc.exit_code = 1
         raise

@@ -27,9 +27,14 @@ def register(sub: Any) -> tuple[str, Any]:
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="set an environment variable")
     p.add_argument("-w", "--workdir", help="working directory inside the container")
     p.add_argument("-u", "--user", help="user (name|uid[:group|gid])")
-    p.add_argument("--network", choices=("default", "none", "host"), default="default",
+    p.add_argument("--network", action="append", default=[], metavar="NETWORK",
                    help="default: own network with outbound access, not the host's loopback; "
-                        "none: loopback only; host: the host's network")
+                        "none: loopback only; host: the host's network; or the name of a network "
+                        "(`layerbuild network create`; repeatable)")
+    p.add_argument("--network-alias", action="append", default=[], metavar="ALIAS",
+                   help="another name the container answers to on its networks")
+    p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:]HOST:CONTAINER",
+                   help="publish a container's TCP port on the host (default address 127.0.0.1; needs a network)")
     p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]", help="bind mount")
     p.add_argument("--entrypoint", help="override the image's entrypoint")
     p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
@@ -45,8 +50,7 @@ def register(sub: Any) -> tuple[str, Any]:
                    help="add a line to /etc/hosts (HOST:IP, HOST=IP, IPv6 in brackets or not; "
                         "HOST:host-gateway is the host's address)")
     not_yet(p, "run", {
-        ("-p", "--publish"): (True, "ports come with bridge networking; --network host reaches the host's ports"),
-        ("-P", "--publish-all"): (False, "ports come with bridge networking; --network host reaches the host's ports"),
+        ("-P", "--publish-all"): (False, "publish the ports one by one with -p"),
         ("--privileged",): (False, "not offered: RUN --security=insecure with build --allow is the one escape hatch"),
     })
     p.add_argument("image", metavar="IMAGE")
@@ -57,11 +61,14 @@ def register(sub: Any) -> tuple[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from layerbuild.runtime.limits import parse_limits
+    from layerbuild.runtime.ports import parse_publish
     from layerbuild.runtime.runner import RunOptions
     from layerbuild.runtime.runner import run as run_container
 
     try:
         add_hosts = check_options(args)
+        mode, joins = networks_of(args.network, args.network_alias)
+        ports = tuple(parse_publish(p) for p in args.publish)
         limits = parse_limits(args.memory, args.memory_swap, args.cpus, args.pids_limit)
     except LayerbuildError as exc:
         print(f"error: {exc.render()}", file=sys.stderr)
@@ -73,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         return FAILED
     opts = RunOptions(
         image=args.image, command=tuple(args.command), name=args.name, env=env, hostname=args.hostname,
-        workdir=args.workdir, user=args.user, network=args.network, volumes=tuple(args.volume),
+        workdir=args.workdir, user=args.user, network=mode, networks=joins, ports=ports, volumes=tuple(args.volume),
         detach=args.detach, interactive=args.interactive, tty=args.tty, remove=args.remove,
         entrypoint=None if args.entrypoint is None else ((args.entrypoint,) if args.entrypoint else ()),
         security_opt=tuple(args.security_opt),
@@ -91,6 +98,20 @@ def run(args: argparse.Namespace) -> int:
     if container.end_reason:
         print(f"layerbuild: {container.end_reason}", file=sys.stderr)
     return code
+
+
+def networks_of(names: list[str], aliases: list[str]) -> tuple[Any, tuple[Any, ...]]:
+    """`--network` values as (mode, project networks to join): a mode alone, or networks only."""
+    from layerbuild.runtime.bridge import Join
+
+    modes = [n for n in names if n in ("default", "none", "host", "bridge")]
+    if modes and (len(names) > 1):
+        raise UsageError("--network default, none or host cannot be combined with other networks")
+    if (aliases and not names) or (modes and aliases):
+        raise UsageError("--network-alias needs --network NAME (a network made with `layerbuild network create`)")
+    if modes:
+        return ("default" if modes[0] == "bridge" else modes[0]), ()
+    return "default", tuple(Join(n, tuple(aliases)) for n in names)
 
 
 # docker's rule for container names (a leading "/" aside, which docker strips).

@@ -64,6 +64,10 @@ class Container:
     recorded_status: str = "created"
     cgroup: dict[str, Any] | None = None  # cgroups.Cgroup.to_json() of the running container
     end_reason: str | None = None  # why it ended, when its cgroup knows (e.g. killed: out of memory)
+    forwarder_pid: int = 0  # the published ports' forwarder (ports.py), while it runs
+    forwarder_start: int | None = None
+    addresses: dict[str, str] = field(default_factory=dict)  # project network -> address there
+    restarts: int = 0  # how often a restart policy started it again
 
     @property
     def short_id(self) -> str:
@@ -101,7 +105,8 @@ class Container:
 
     def save(self) -> None:
         state = {k: getattr(self, k) for k in ("pid", "pid_start", "helper_pid", "helper_start", "started",
-                                                "finished", "recorded_status", "cgroup", "end_reason")}
+                                                "finished", "recorded_status", "cgroup", "end_reason", "forwarder_pid",
+                                                "forwarder_start", "addresses", "restarts")}
         _write_json(self.dir / "state.json", state)
 
     def to_json(self) -> dict[str, Any]:

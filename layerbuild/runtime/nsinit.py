@@ -289,6 +289,8 @@ def child(spec: Spec, status: int) -> None:
         _check(_libc.sethostname(name, len(name)), "set the hostname")
         if NETWORK is not None:
             NETWORK.wait_ready()
+        if spec.get("go_fd") is not None:
+            wait_attached(spec["go_fd"])
         if spec["tty"]:
             import_terminal_modules()  # after pivot_root nothing can be imported
         pivot(target)
@@ -327,6 +329,15 @@ def child(spec: Spec, status: int) -> None:
         fail(status, SetupError("exec", 127, f'exec: "{argv[0]}": executable file not found in $PATH'))
     except OSError as exc:
         fail(status, SetupError("exec", 126, f'exec: "{argv[0]}": {exc.strerror}'))
+
+
+def wait_attached(fd: int) -> None:
+    """Project networks: the caller plugs this namespace into their bridges (a veth pair each) once
+    it knows our pid, and writes one byte when done; EOF means it could not."""
+    ok = os.read(fd, 1)
+    os.close(fd)
+    if not ok:
+        raise SetupError("network", 125, "the container could not be connected to its networks")
 
 
 def import_terminal_modules() -> None:

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from layerbuild.errors import UsageError
-from layerbuild.runtime import cgroups, containers, terminal
+from layerbuild.runtime import bridge, cgroups, containers, terminal
 from layerbuild.runtime.containers import Container, alive, format_created
+from layerbuild.runtime.ports import Port, start_forwarder, stop_forwarder
 from layerbuild.runtime.sandbox import Launched, launch, lower_dirs_for
-from layerbuild.runtime.spec import BindMount, Network, ProcessSpec, SandboxError
+from layerbuild.runtime.spec import BindMount, Network, ProcessSpec, SandboxError, TmpfsMount
 from layerbuild.store import Store
 from layerbuild.store.layout import proc_start_time
 from layerbuild.store.snapshots import remove_tree
@@ -54,6 +55,13 @@ class RunOptions:
     hostname: str | None = None  # default: the container's short id, as docker's
     # `--add-host` entries as network.parse_add_host returns them (`host-gateway` not yet resolved)
     add_hosts: tuple[tuple[str, str], ...] = ()
+    # project networks to join (bridge.py; the first one carries the default route) and the names
+    # the container answers to on them besides its own name
+    networks: tuple[bridge.Join, ...] = ()
+    dns_names: tuple[str, ...] = ()
+    ports: tuple[Port, ...] = ()  # published through a forwarder (ports.py); needs `networks`
+    mounts: tuple[BindMount | TmpfsMount, ...] = ()  # besides `volumes`
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def command_for(entrypoint: Sequence[str] | None, cmd: Sequence[str] | None, args: Sequence[str]) -> list[str]:
@@ -136,7 +144,14 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
     cfg = image.config.config
     argv = command_for(opts.entrypoint if opts.entrypoint is not None else cfg.entrypoint, cfg.cmd, opts.command)
     lowers = lower_dirs_for(store, image.config.diff_ids)
-    mounts = tuple(parse_volume(v) for v in opts.volumes)
+    mounts = (*(parse_volume(v) for v in opts.volumes), *opts.mounts)
+    if opts.ports and not opts.networks:
+        raise UsageError("published ports need a network (--network NAME)",
+                         hint="make one with `layerbuild network create NAME`")
+    if opts.networks:
+        bridge.require_root()
+        for join in opts.networks:
+            bridge.find(store.root, join.network)  # refused before anything is made
     env = merge_env(cfg.env, opts.env)
     if opts.tty and not any(e.startswith("TERM=") for e in env):
         env.append("TERM=xterm")  # as docker does for a container with a terminal
@@ -146,13 +161,68 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
     record = {"env": env, "workdir": workdir, "user": user, "network": opts.network,
               "stop_signal": cfg.stop_signal or "SIGTERM", "auto_remove": opts.remove,
               "detached": opts.detach, "volumes": list(opts.volumes), "security_opt": list(opts.security_opt),
-              "extra_hosts": [f"{name}:{ip}" for name, ip in extra_hosts]}
+              "extra_hosts": [f"{name}:{ip}" for name, ip in extra_hosts],
+              "networks": [{"network": j.network, "aliases": list(j.aliases)} for j in opts.networks],
+              "dns_names": list(opts.dns_names), "ports": [p.to_json() for p in opts.ports],
+              "mounts": [_mount_json(m) for m in opts.mounts], "labels": dict(opts.labels),
+              "hostname": opts.hostname, "layers": list(image.config.diff_ids)}
     c = containers.create(store.root, name=opts.name, image=opts.image, image_id=image.id, argv=argv,
                           config=record)
     spec = ProcessSpec(argv=tuple(argv), env=tuple(env), cwd=workdir, user=user,
-                       hostname=opts.hostname or c.short_id, network=opts.network, mounts=mounts,
-                       extra_hosts=extra_hosts, **security)
+                       hostname=opts.hostname or c.short_id, network="none" if opts.networks else opts.network,
+                       mounts=mounts, extra_hosts=extra_hosts, **security)
     return c, spec, lowers
+
+
+def _mount_json(m: BindMount | TmpfsMount) -> dict[str, Any]:
+    if isinstance(m, TmpfsMount):
+        return {"type": "tmpfs", "target": m.target, "size": m.size, "mode": m.mode}
+    return {"type": "bind", "source": os.fspath(m.source), "target": m.target, "readonly": m.readonly}
+
+
+def _mount_of(d: dict[str, Any]) -> BindMount | TmpfsMount:
+    if d["type"] == "tmpfs":
+        return TmpfsMount(d["target"], d.get("size"), d.get("mode", 0o1777))
+    return BindMount(Path(d["source"]), d["target"], readonly=d["readonly"])
+
+
+def spec_of(store: Store, c: Container) -> tuple[ProcessSpec, list[Path]]:
+    """What starting an existing container again needs, from its record (`start`, restart policies)."""
+    cfg = c.config
+    lowers = lower_dirs_for(store, cfg["layers"])
+    mounts = (*(parse_volume(v) for v in cfg.get("volumes", [])), *(_mount_of(m) for m in cfg.get("mounts", [])))
+    hosts = tuple(tuple(h.split(":", 1)) for h in cfg.get("extra_hosts", []))
+    spec = ProcessSpec(argv=tuple(c.argv), env=tuple(cfg["env"]), cwd=cfg["workdir"], user=cfg["user"] or "",
+                       hostname=cfg.get("hostname") or c.short_id,
+                       network="none" if cfg.get("networks") else cfg["network"], mounts=mounts,
+                       extra_hosts=hosts,
+                       **parse_security_opts(cfg.get("security_opt", [])))
+    return spec, lowers
+
+
+def start_existing(store: Store, c: Container, unless: Path | None = None) -> Container:
+    """Start a stopped container again, detached, as `docker start` does (its upper dir kept). Two
+    callers at once (a `start` and a restart policy) start it once: under a lock, from its record.
+    Nothing is started if the file `unless` exists by then (a restart policy after a `stop`)."""
+    import fcntl
+
+    lock = os.open(c.dir / "start.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fresh = containers.load(c.dir)
+        fresh.restarts = max(fresh.restarts, c.restarts)
+        deadline = time.monotonic() + 5
+        while not fresh.running() and alive(fresh.helper_pid, fresh.helper_start) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the last run's helper is writing its exit code: let it finish first
+        if fresh.running() or (unless and unless.exists()):
+            return fresh
+        spec, lowers = spec_of(store, fresh)
+        fresh.exit_path.unlink(missing_ok=True)
+        fresh.pid, fresh.pid_start, fresh.finished, fresh.end_reason = 0, None, None, None
+        start(fresh, spec, lowers, detach=True, seccomp_cache=store.root / SECCOMP_CACHE)
+        return fresh
+    finally:
+        os.close(lock)
 
 
 def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool = False,
@@ -174,7 +244,8 @@ def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, 
         cgroup = cgroups.create(limits or cgroups.Limits(), label=c.short_id)
         c.cgroup = cgroup.to_json() if cgroup is not None else None
         started = launch(lowers, c.dir / "upper", c.dir / "work", spec, detached=detach, tty=tty,
-                         exit_file=c.exit_path, cgroup=cgroup, seccomp_cache=seccomp_cache, **stdio)
+                         exit_file=c.exit_path, cgroup=cgroup, seccomp_cache=seccomp_cache,
+                         attach=_attacher(c, spec), **stdio)
         if console is not None:
             fd = terminal.receive_master(console[0])
             master = None if fd is None else io.FileIO(fd, "r+")  # closing it twice is harmless
@@ -192,6 +263,43 @@ def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, 
     finally:
         if master is not None:
             master.close()
+
+
+def _attacher(c: Container, spec: ProcessSpec) -> Any:
+    """The `launch` hook that plugs the container into its project networks (None: it has none)."""
+    joins = [bridge.Join(j["network"], tuple(j["aliases"])) for j in c.config.get("networks", [])]
+    if not joins:
+        return None
+    root = c.dir.parent.parent
+
+    def attach(pid: int) -> None:
+        names = list(dict.fromkeys([c.name, *c.config.get("dns_names", []), c.short_id]))
+        c.addresses = dict(bridge.attach(root, joins, container=c.id, pid=pid, names=names,
+                                         hostname=spec.hostname, hosts=c.dir / "work" / "etc" / "hosts"))
+
+    return attach
+
+
+def _publish(c: Container) -> None:
+    """Start the forwarder of the container's published ports (on its first network's address)."""
+    ports = [Port(p["TargetPort"], p["PublishedPort"], p["URL"], p["Protocol"]) for p in c.config.get("ports", [])]
+    if not ports:
+        return
+    first = c.config["networks"][0]["network"]
+    info = bridge.find(c.dir.parent.parent, first)
+    c.forwarder_pid, c.forwarder_start = start_forwarder(ports, netns=info.netns, target_ip=c.addresses[first],
+                                                         watch_pid=c.pid, log=c.dir / "forward.log")
+    c.save()
+
+
+def _unplug(c: Container) -> None:
+    """Stop the container's forwarder and take it off its networks (the others' hosts files follow)."""
+    if c.forwarder_pid:
+        stop_forwarder(c.forwarder_pid, c.forwarder_start)
+        c.forwarder_pid, c.forwarder_start = 0, None
+    if c.config.get("networks"):
+        bridge.leave(c.dir.parent.parent, c.id)
+        c.addresses = {}
 
 
 def _start_keeping_modes(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool,
@@ -214,6 +322,13 @@ def _run_started(c: Container, started: Launched, *, detach: bool, interactive: 
         started.wait()
         _finish(c)
         raise SandboxError(started.error)
+    try:
+        _publish(c)
+    except BaseException:
+        started.helper.kill()
+        started.wait()
+        _finish(c)
+        raise
     if detach:
         return None
     previous = {sig: signal.signal(sig, lambda signum, _f: started.helper.send_signal(signum)) for sig in _FORWARDED}
@@ -255,6 +370,7 @@ def _remove_cgroup(c: Container) -> None:
 
 
 def _finish(c: Container) -> None:
+    _unplug(c)
     _remove_cgroup(c)
     c.finished, c.recorded_status = format_created(time.time()), "exited"
     c.save()
@@ -282,8 +398,10 @@ def stop(c: Container, timeout: float = 10.0) -> None:
     process of the container's cgroup is killed with it, whatever it forked."""
     cgroup = cgroups.Cgroup.from_json(c.cgroup)
     if not c.running():
-        if cgroup is not None and not alive(c.helper_pid, c.helper_start):
-            _remove_cgroup(c)
+        if not alive(c.helper_pid, c.helper_start):
+            _unplug(c)
+            if cgroup is not None:
+                _remove_cgroup(c)
             c.save()
         return
     os.kill(c.pid, parse_signal(c.config.get("stop_signal") or "SIGTERM"))
@@ -298,6 +416,7 @@ def stop(c: Container, timeout: float = 10.0) -> None:
         while c.running():
             time.sleep(0.01)
     c.status()  # waits briefly for the helper to record the exit code
+    _unplug(c)
     _remove_cgroup(c)
     c.finished, c.recorded_status = format_created(time.time()), "exited"
     c.save()
@@ -315,6 +434,7 @@ def remove(c: Container, force: bool = False) -> None:
             os.kill(c.pid, signal.SIGKILL)
         while c.running():
             time.sleep(0.01)
+    _unplug(c)
     _remove_cgroup(c)
     containers.remove(c)
 

@@ -14,7 +14,7 @@ import posixpath
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -130,7 +130,8 @@ class Launched:
             elif word == "exit":
                 self.exit_code = int(rest)
             # The helper reports the pid and the child reports readiness: either may come first.
-            if (until == "ready" and self.ready and self.pid) or word == until == "exit":
+            if (until == "ready" and self.ready and self.pid) or word == until == "exit" \
+                    or (until == "pid" and self.pid):
                 return
 
     def wait(self) -> int:
@@ -190,11 +191,14 @@ def launch(
     exit_file: Path | None = None,
     cgroup: cgroups.Cgroup | None = None,
     seccomp_cache: Path | None = None,
+    attach: Callable[[int], None] | None = None,
 ) -> Launched:
     """Start `spec` and return once it is running (or failed to start). `rootfs` is "overlay", "copy"
     or "auto" (default: $LAYERBUILD_ROOTFS, else auto: overlay, and copy if overlay cannot be mounted).
     The process joins `cgroup` before it starts (see `cgroups.create`). `seccomp_cache` is a directory
-    where compiled seccomp programs are kept between processes."""
+    where compiled seccomp programs are kept between processes. `attach(pid)`, when given, is called
+    once the process exists in its network namespace and before it is let go: it plugs that
+    namespace into the project networks (`bridge.py`); if it raises, the process never runs."""
     global _overlay_broken
     mode = rootfs or os.environ.get("LAYERBUILD_ROOTFS") or "auto"
     if mode not in ("auto", "overlay", "copy"):
@@ -202,7 +206,7 @@ def launch(
     if mode == "auto" and _overlay_broken:
         mode = "copy"
     args = dict(stdin=stdin, stdout=stdout, stderr=stderr, detached=detached, tty=tty, exit_file=exit_file,
-                cgroup=cgroup, seccomp_cache=seccomp_cache)
+                cgroup=cgroup, seccomp_cache=seccomp_cache, attach=attach)
     started = _start(lower, upper, work, spec, copy=mode == "copy", **args)  # type: ignore[arg-type]
     if started.error_stage == "overlay" and mode == "auto":
         started.wait()
@@ -218,6 +222,7 @@ def _start(
     lower: Sequence[Path], upper: Path, work: Path, spec: ProcessSpec, *, copy: bool, stdin: Stdio,
     stdout: Stdio, stderr: Stdio, detached: bool, tty: bool, exit_file: Path | None,
     cgroup: cgroups.Cgroup | None = None, seccomp_cache: Path | None = None,
+    attach: Callable[[int], None] | None = None,
 ) -> Launched:
     net = network.helper_spec(spec.network, work)  # first: a missing helper is refused before any work
     work.mkdir(parents=True, exist_ok=True)
@@ -284,19 +289,39 @@ def _start(
     payload["idmap"] = _idmap_spec(ids)
     spec_r, spec_w = os.pipe()
     status_r, status_w = os.pipe()
+    go_r, go_w = os.pipe() if attach is not None else (-1, -1)
+    payload["go_fd"] = go_r if attach is not None else None
     try:
         helper = subprocess.Popen(
             [sys.executable, "-I", "-S", os.fspath(NSINIT), str(spec_r), str(status_w)],
-            pass_fds=(spec_r, status_w), stdin=stdin, stdout=stdout, stderr=stderr,
-            start_new_session=detached, process_group=None if detached else 0,
+            pass_fds=(spec_r, status_w) + ((go_r,) if attach is not None else ()), stdin=stdin, stdout=stdout,
+            stderr=stderr, start_new_session=detached, process_group=None if detached else 0,
         )
+    except BaseException:
+        if attach is not None:
+            os.close(go_w)
+        raise
     finally:
         os.close(spec_r)
         os.close(status_w)
+        if attach is not None:
+            os.close(go_r)
     with os.fdopen(spec_w, "wb") as f:
         f.write(marshal.dumps(payload))
     started = Launched(helper, os.fdopen(status_r, "rb", buffering=0), cleanup=cleanup,
                        rootfs=rootfs_dir, baseline=before)
+    if attach is not None:
+        try:
+            started.read_status("pid")
+            if started.pid and started.error is None:
+                attach(started.pid)
+                os.write(go_w, b"g")
+        except BaseException:
+            os.close(go_w)  # EOF: the process fails to start; its helper reports it
+            started.wait()
+            started.release()
+            raise
+        os.close(go_w)
     started.read_status("ready")
     return started
 

@@ -60,7 +60,6 @@ def test_build_platform_is_checked(tmp_path: Path, ctx: Path, flags: tuple[str, 
 
 
 @pytest.mark.parametrize(("flags", "named"), [
-    (("-p", "8080:80"), "run -p/--publish"), (("--publish", "80"), "run -p/--publish"),
     (("-P",), "run -P/--publish-all"), (("--privileged",), "run --privileged"),
 ])
 def test_run_flags_not_yet_are_named(tmp_path: Path, flags: tuple[str, ...], named: str,

@@ -1,0 +1,232 @@
+"""What a service's container is: its name, labels, run options, networks and volumes, from the model.
+
+Containers carry docker compose's labels (`com.docker.compose.project`, `.service`,
+`.container-number`, `.oneoff`, `.config-hash`), so a project's containers are found by label from
+any shell; its networks are `<project>_<network>` (`name:` when given) and its named volumes
+directories under `<root>/volumes/<project>_<volume>/_data`, both kept under the store root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from layerbuild.compose.model import Project
+from layerbuild.errors import ComposeFileError
+from layerbuild.runtime import bridge, containers
+from layerbuild.runtime.bridge import Join
+from layerbuild.runtime.containers import Container
+from layerbuild.runtime.ports import DEFAULT_HOST_IP, Port
+from layerbuild.runtime.runner import RunOptions
+from layerbuild.runtime.spec import BindMount, TmpfsMount
+
+PROJECT = "com.docker.compose.project"
+SERVICE = "com.docker.compose.service"
+NUMBER = "com.docker.compose.container-number"
+ONEOFF = "com.docker.compose.oneoff"
+HASH = "com.docker.compose.config-hash"
+VOLUMES = "volumes"
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def duration(value: Any, default: float) -> float:
+    """A compose duration (`1m30s`, `500ms`, `10`: seconds) in seconds."""
+    if value is None:
+        return default
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ComposeFileError(f"invalid duration {text!r}", hint="write e.g. 30s, 1m30s or 500ms")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def container_name(project: Project, service: str, number: int = 1) -> str:
+    return str(project.services[service].get("container_name") or f"{project.name}-{service}-{number}")
+
+
+def service_networks(project: Project, service: str) -> dict[str, dict[str, Any]]:
+    """The service's networks (the project's `default` when it names none), `network_mode` aside."""
+    svc = project.services[service]
+    if svc.get("network_mode"):
+        return {}
+    nets = svc.get("networks")
+    if not nets:
+        return {"default": {}}
+    if isinstance(nets, list):
+        return {n: {} for n in nets}
+    order = sorted(nets, key=lambda n: (-(nets[n] or {}).get("priority", 0), n))
+    return {n: nets[n] or {} for n in order}
+
+
+def network_name(project: Project, key: str) -> str:
+    conf = project.networks.get(key) or {}
+    return str(conf.get("name") or f"{project.name}_{key}")
+
+
+def volume_name(project: Project, key: str) -> str:
+    conf = project.volumes.get(key) or {}
+    return str(conf.get("name") or f"{project.name}_{key}")
+
+
+def volume_dir(root: Path, name: str) -> Path:
+    return root / VOLUMES / name / "_data"
+
+
+def ensure_networks(root: Path, project: Project, services: list[str]) -> None:
+    wanted = {k for s in services for k in service_networks(project, s)}
+    for key in sorted(wanted):
+        conf = project.networks.get(key) or {}
+        if key != "default" and key not in project.networks:
+            raise ComposeFileError(f"service refers to undefined network {key}",
+                                   hint="declare it under the top-level networks:")
+        if conf.get("external"):
+            bridge.find(root, network_name(project, key))
+            continue
+        subnet = None
+        for item in ((conf.get("ipam") or {}).get("config") or []):
+            subnet = subnet or item.get("subnet")
+        bridge.create(root, network_name(project, key), subnet=subnet, exist_ok=True,
+                      labels={PROJECT: project.name, "com.docker.compose.network": key})
+
+
+def config_hash(project: Project, service: str) -> str:
+    """What the container was made from: a change recreates it on the next `up`."""
+    data = json.dumps(project.services[service], sort_keys=True, default=str)
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def _mounts(root: Path, project: Project, svc: dict[str, Any]) -> tuple[BindMount | TmpfsMount, ...]:
+    out: list[BindMount | TmpfsMount] = []
+    for v in svc.get("volumes") or []:
+        kind, target = v.get("type"), v["target"]
+        readonly = bool(v.get("read_only"))
+        if kind == "tmpfs":
+            size = (v.get("tmpfs") or {}).get("size")
+            out.append(TmpfsMount(target, int(size) if isinstance(size, int) else None))
+        elif kind == "bind":
+            source = Path(v["source"])
+            if not source.exists() and (v.get("bind") or {}).get("create_host_path", True):
+                source.mkdir(parents=True, exist_ok=True)
+            out.append(BindMount(source, target, readonly=readonly))
+        elif kind == "volume":
+            source = v.get("source")
+            if not source:  # an anonymous volume: this container's own
+                raise ComposeFileError(f"anonymous volume at {target} is not supported",
+                                       hint="name it, and declare it under the top-level volumes:")
+            if source not in project.volumes:
+                raise ComposeFileError(f"service refers to undefined volume {source}",
+                                       hint="declare it under the top-level volumes:")
+            path = volume_dir(root, volume_name(project, source))
+            path.mkdir(parents=True, exist_ok=True)
+            out.append(BindMount(path, target, readonly=readonly))
+        else:
+            raise ComposeFileError(f"volume type {kind} is not supported", hint="use volume, bind or tmpfs")
+    for item in svc.get("tmpfs") or []:
+        target = str(item).partition(":")[0]
+        out.append(TmpfsMount(target))
+    return tuple(out)
+
+
+def _ports(svc: dict[str, Any]) -> tuple[Port, ...]:
+    out = []
+    for p in svc.get("ports") or []:
+        if p.get("protocol", "tcp") != "tcp":
+            raise ComposeFileError(f"port {p.get('target')}/{p.get('protocol')}: only tcp ports are published")
+        published = str(p.get("published") or p["target"])
+        first, _, last = published.partition("-")
+        if last and last != first:
+            raise ComposeFileError(f"port range {published} is not supported", hint="publish each port")
+        out.append(Port(int(p["target"]), int(first), p.get("host_ip") or DEFAULT_HOST_IP))
+    return tuple(out)
+
+
+def _env(svc: dict[str, Any]) -> tuple[str, ...]:
+    env = svc.get("environment") or {}
+    return tuple(f"{k}={v}" if v is not None else k for k, v in env.items())
+
+
+def run_options(root: Path, project: Project, service: str, *, name: str, labels: dict[str, str],
+                command: tuple[str, ...] | None = None, detach: bool = True, remove: bool = False,
+                publish: bool = True) -> RunOptions:
+    svc = project.services[service]
+    mode = svc.get("network_mode")
+    if mode not in (None, "host", "none", "bridge"):
+        raise ComposeFileError(f"network_mode {mode} is not supported", hint="use host or none, or networks:")
+    joins = tuple(Join(network_name(project, key), tuple(conf.get("aliases") or ()))
+                  for key, conf in service_networks(project, service).items())
+    entrypoint = svc.get("entrypoint")
+    cmd = command if command else tuple(svc.get("command") or ())
+    return RunOptions(
+        image=project.image_of(service), command=cmd, name=name, env=_env(svc), workdir=svc.get("working_dir"),
+        user=None if svc.get("user") is None else str(svc["user"]),
+        network="host" if mode == "host" else "none" if mode == "none" else "default",
+        networks=joins, dns_names=(service,), ports=_ports(svc) if publish else (),
+        mounts=_mounts(root, project, svc), detach=detach, remove=remove,
+        entrypoint=None if entrypoint is None else tuple(entrypoint), hostname=svc.get("hostname"),
+        labels={**(svc.get("labels") or {}), **labels},
+        add_hosts=tuple(_extra_hosts(svc)),
+    )
+
+
+def _extra_hosts(svc: dict[str, Any]) -> list[tuple[str, str]]:
+    hosts = svc.get("extra_hosts") or {}
+    items = hosts.items() if isinstance(hosts, dict) else (str(h).split(":", 1) for h in hosts)
+    out = []
+    for name, ip in items:
+        for one in ip if isinstance(ip, list) else [ip]:
+            out.append((str(name), str(one)))
+    return out
+
+
+def project_containers(root: Path, project: str, *, oneoff: bool = False) -> list[Container]:
+    """The project's containers (service containers; with `oneoff`, those of `compose run` too)."""
+    out = []
+    for c in containers.list_all(root):
+        labels = c.config.get("labels") or {}
+        if labels.get(PROJECT) == project and (oneoff or labels.get(ONEOFF) != "True"):
+            out.append(c)
+    return sorted(out, key=lambda c: c.name)
+
+
+def service_of(c: Container) -> str:
+    return str((c.config.get("labels") or {}).get(SERVICE, ""))
+
+
+def remove_volumes(root: Path, project: Project) -> list[str]:
+    removed = []
+    for key, conf in project.volumes.items():
+        if (conf or {}).get("external"):
+            continue
+        path = root / VOLUMES / volume_name(project, key)
+        if path.exists():
+            shutil.rmtree(path)
+            removed.append(volume_name(project, key))
+    return removed
+
+
+def health_path(c: Container) -> Path:
+    return c.dir / "health.json"
+
+
+def health(c: Container) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(health_path(c).read_text())
+        return data
+    except (OSError, ValueError):
+        return None
+
+
+def write_health(c: Container, data: dict[str, Any]) -> None:
+    tmp = health_path(c).with_name("health.json.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, health_path(c))

@@ -1,0 +1,107 @@
+"""Published ports: a process that listens in the host's namespace and connects inside a network's (stdlib only).
+
+Run as `python -I -S forward.py SPEC_FD STATUS_FD` (see `ports.py`). It binds every host address and
+port first, in the host's network namespace, then moves itself (setns) into the namespace of the
+network where the container has its address: connections accepted on the host side are relayed to
+`target_ip:target_port` there, one thread each way. `ready` or `error MESSAGE` goes back on
+STATUS_FD. It ends by itself once the container's process (pid and start time) is gone, so a crash
+of the container never leaves a listener behind; `stop` of the container kills it earlier.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import marshal
+import os
+import socket
+import sys
+import threading
+import time
+
+CLONE_NEWNET = 0x40000000
+
+
+def _start_time(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()
+    return None if len(fields) <= 19 or fields[0] in (b"Z", b"X") else int(fields[19])
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
+            try:
+                s.shutdown(how)
+            except OSError:
+                pass
+
+
+def _serve(conn: socket.socket, target: tuple[str, int]) -> None:
+    try:
+        upstream = socket.create_connection(target, timeout=10)
+    except OSError:
+        conn.close()
+        return
+    upstream.settimeout(None)
+    back = threading.Thread(target=_pipe, args=(upstream, conn), daemon=True)
+    back.start()
+    _pipe(conn, upstream)
+    back.join()
+    conn.close()
+    upstream.close()
+
+
+def _accept(listener: socket.socket, target: tuple[str, int]) -> None:
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        threading.Thread(target=_serve, args=(conn, target), daemon=True).start()
+
+
+def main() -> int:
+    spec_fd, status = int(sys.argv[1]), int(sys.argv[2])
+    with os.fdopen(spec_fd, "rb") as f:
+        spec = marshal.loads(f.read())
+    listeners = []
+    try:
+        for p in spec["ports"]:
+            family = socket.AF_INET6 if ":" in p["host_ip"] else socket.AF_INET
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((p["host_ip"], p["host_port"]))
+            except OSError as exc:
+                raise OSError(f"cannot publish {p['host_ip']}:{p['host_port']}: {exc.strerror}") from None
+            s.listen(128)
+            listeners.append((s, (p["target_ip"], p["target_port"])))
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(spec["netns"], os.O_RDONLY)
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(f"cannot enter the network namespace: {os.strerror(ctypes.get_errno())}")
+        os.close(fd)
+    except OSError as exc:
+        os.write(status, f"error {exc}\n".encode())
+        return 1
+    for s, target in listeners:  # threads made after setns are in the network's namespace too
+        threading.Thread(target=_accept, args=(s, target), daemon=True).start()
+    os.write(status, b"ready\n")
+    os.close(status)
+    pid, start = spec["watch_pid"], spec["watch_start"]
+    while _start_time(pid) == start:
+        time.sleep(0.5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
