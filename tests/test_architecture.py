@@ -15,7 +15,8 @@ PKG = REPO / "layerbuild"
 
 # Who may import whom (DESIGN.md): imports point down only. Everyone may use the shared modules.
 DIRECT = {
-    "cli": {"api", "compose"},
+    "cli": {"api", "compose", "remote"},
+    "remote": {"api"},
     "compose": {"api"},
     "api": {"worker"},
     "worker": {"solve", "runtime", "registry", "context"},
