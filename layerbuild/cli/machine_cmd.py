@@ -123,7 +123,6 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _ssh(args: argparse.Namespace) -> int:
-    import shlex
     import subprocess
 
     from layerbuild.remote import machines
@@ -132,7 +131,8 @@ def _ssh(args: argparse.Namespace) -> int:
     machine = machines.get(args.name)
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     interactive = not cmd and sys.stdin.isatty()
-    argv = ssh_argv(machine.target(), shlex.join(cmd) if cmd else None, tty=interactive)
+    # As ssh does: the words are joined with spaces and the host's shell reads them.
+    argv = ssh_argv(machine.target(), " ".join(cmd) if cmd else None, tty=interactive)
     sys.stdout.flush()
     code = subprocess.call(argv)
     if code == 255:

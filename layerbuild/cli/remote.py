@@ -177,20 +177,22 @@ def _build(conn: Any, args: argparse.Namespace, rest: list[str], parser: argpars
     dockerfile = args.file or os.path.join(args.context, "Dockerfile")
     remote_args: list[str] = []
     tmp = conn.tmp
-    if os.path.isfile(dockerfile):
+    have_df = os.path.isfile(dockerfile)
+    if args.file and not have_df:
+        raise UsageError(f"no such Dockerfile {args.file!r}")
+    the_scan = scan(args.context, dockerfile if have_df else None)
+    remote_df = None
+    if have_df:
         with open(dockerfile, "rb") as f:
-            remote_df = conn.put("Dockerfile", f.read())
+            remote_df = conn.put("Dockerfile", f.read(), the_scan.context_id)
         ignore = dockerfile + ".dockerignore"
         if os.path.isfile(ignore):
             with open(ignore, "rb") as f:
-                conn.put("Dockerfile.dockerignore", f.read())
-    elif args.file:
-        raise UsageError(f"no such Dockerfile {args.file!r}")
-    else:
-        remote_df = None
+                conn.put("Dockerfile.dockerignore", f.read(), the_scan.context_id)
     quiet = args.quiet or args.progress in ("quiet", "json")
-    the_scan = scan(args.context, dockerfile if os.path.isfile(dockerfile) else None)
     synced = conn.sync(the_scan)
+    if remote_df is not None:
+        remote_df = os.path.dirname(synced.dir) + remote_df[2:]
     total = len([i for i in the_scan.items if i[1] == "f"])
     if not quiet:
         print(f"#0 sending context to {where}: {synced.files} of {total} files, {_size(synced.bytes)} of "

@@ -159,10 +159,11 @@ class Connection:
         header, _ = self._recv()
         return header
 
-    def put(self, name: str, data: bytes) -> str:
-        """Write a small file into this session's directory on the host; its path there."""
-        self.writer.send("put", data, name=name)
-        return f"{self.tmp}/{name}"
+    def put(self, name: str, data: bytes, context: str | None = None) -> str:
+        """Write a small file into this session's directory on the host (or beside the copy of the
+        context `context`, where it stays); its path there (relative to the context's copy: `../df/NAME`)."""
+        self.writer.send("put", data, name=name, context=context)
+        return f"../df/{name}" if context else f"{self.tmp}/{name}"
 
     def sync(self, scan: Scan) -> Synced:
         """Bring the host's copy of the context up to `scan`, sending only the files it lacks."""

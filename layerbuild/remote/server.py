@@ -209,7 +209,19 @@ class Server:
         name = str(header["name"])
         if "/" in name or name in ("", ".", ".."):
             raise ProtocolError(f"bad file name {name!r}")
-        (self.tmp / name).write_bytes(payload)
+        directory = self.tmp
+        if header.get("context"):  # beside the context's copy: the same path every build (its history)
+            from layerbuild.remote.sync import Mirror
+
+            directory = Mirror(self._mirrors(), str(header["context"])).dir / "df"
+            directory.mkdir(exist_ok=True)
+        path = directory / name
+        with contextlib.suppress(OSError):
+            if path.read_bytes() == payload:
+                return
+        tmp = directory / f".{name}.tmp"
+        tmp.write_bytes(payload)
+        os.replace(tmp, path)
 
     def _mirrors(self) -> Path:
         from layerbuild.store.layout import resolve_root
