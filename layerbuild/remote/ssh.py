@@ -90,7 +90,11 @@ def ssh_argv(target: SshTarget, command: str | None, *, tty: bool = False, maste
     exe = shutil.which("ssh")
     if exe is None:
         raise SshError("the OpenSSH client (ssh) is not installed", hint="install it: apt-get install openssh-client")
-    argv = [exe, "-o", f"ConnectTimeout={CONNECT_TIMEOUT}", "-o", "ServerAliveInterval=15"]
+    argv = [exe]
+    # ssh takes the first value it is given for an option: the machine's own options come first.
+    for key, value in target.options.items():
+        argv += ["-o", f"{key}={value}"]
+    argv += ["-o", f"ConnectTimeout={CONNECT_TIMEOUT}", "-o", "ServerAliveInterval=15"]
     if not tty:
         argv += ["-o", "BatchMode=yes", "-T"]
     else:
@@ -102,8 +106,6 @@ def ssh_argv(target: SshTarget, command: str | None, *, tty: bool = False, maste
         argv += ["-p", str(target.port)]
     if target.identity:
         argv += ["-i", target.identity, "-o", "IdentitiesOnly=yes"]
-    for key, value in target.options.items():
-        argv += ["-o", f"{key}={value}"]
     argv += ["--", target.destination()]
     if command is not None:
         argv.append(command)

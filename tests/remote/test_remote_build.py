@@ -150,7 +150,7 @@ def _start_slow_build(host: SshHost, machine: str, tmp_path: Path, marker: str) 
     deadline = time.monotonic() + 120
     while not _sleepers(marker):
         if proc.poll() is not None or time.monotonic() > deadline:
-            out, err = proc.communicate()
+            _out, err = proc.communicate()
             raise AssertionError(f"the RUN step never started: {proc.returncode}\n{err.decode()}")
         time.sleep(0.05)
     return proc
