@@ -176,7 +176,6 @@ def _build(conn: Any, args: argparse.Namespace, rest: list[str], parser: argpars
                              hint="use a registry cache (type=registry,ref=REF) with a host")
     dockerfile = args.file or os.path.join(args.context, "Dockerfile")
     remote_args: list[str] = []
-    tmp = conn.tmp
     have_df = os.path.isfile(dockerfile)
     if args.file and not have_df:
         raise UsageError(f"no such Dockerfile {args.file!r}")
@@ -215,7 +214,7 @@ def _build(conn: Any, args: argparse.Namespace, rest: list[str], parser: argpars
             remote_args += [name, value]
     if remote_df is not None:
         remote_args += ["-f", remote_df]
-    report_path = f"{tmp}/report.json"
+    report_path = f"{conn.tmp}/report.json"
     remote_args += ["--report", report_path]
     code = int(conn.run(["build", *remote_args], env=_term_env(),
                         tty=args.progress in ("auto", "tty") and sys.stderr.isatty()))

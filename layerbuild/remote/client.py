@@ -70,16 +70,29 @@ class Connection:
         self._stderr_thread.start()
         self.writer = FrameWriter(self.proc.stdin)  # type: ignore[arg-type]
         self.reader = FrameReader(self.proc.stdout)  # type: ignore[arg-type]
-        try:
+        self.version = __version__
+        self._hello: dict[str, Any] | None = None
+        with contextlib.suppress(BrokenPipeError):
             self.writer.send("hello", protocol=1, version=__version__)
+        # The host's answer is read on the first request: the caller works (scans the context) meanwhile.
+
+    def ready(self) -> dict[str, Any]:
+        """The host's hello (read once), checked against ours: a version mismatch says who to upgrade."""
+        if self._hello is not None:
+            return self._hello
+        try:
             hello, _ = self.reader.recv()
         except (ConnectionClosed, BrokenPipeError, ProtocolError) as exc:
             raise self._failure(exc) from None
         if hello.get("t") != "hello":
             raise self._failure(ProtocolError(f"the host did not greet: {hello}"))
-        check_hello(__version__, hello, target.url, machine)
-        self.hello = hello
-        self.tmp = str(hello["tmp"])
+        check_hello(self.version, hello, self.target.url, self.machine)
+        self._hello = hello
+        return hello
+
+    @property
+    def tmp(self) -> str:
+        return str(self.ready()["tmp"])
 
     def _drain(self, stream: IO[bytes]) -> None:
         while chunk := stream.read1(65536):  # type: ignore[attr-defined]
@@ -117,6 +130,7 @@ class Connection:
     # --- requests ---------------------------------------------------------------------------------------
 
     def _recv(self) -> tuple[dict[str, Any], bytes]:
+        self.ready()
         try:
             header, payload = self.reader.recv()
         except ConnectionClosed:
@@ -131,6 +145,7 @@ class Connection:
         Ctrl-C here cancels it there (a second one gives up on the host)."""
         out = stdout if stdout is not None else sys.stdout.buffer
         err = stderr if stderr is not None else sys.stderr.buffer
+        self.ready()
         sys.stdout.flush()
         sys.stderr.flush()
         self.writer.send("run", argv=argv, env=env or {}, tty=tty)
@@ -155,6 +170,7 @@ class Connection:
                     self.writer.send("cancel")
 
     def info(self) -> dict[str, Any]:
+        self.ready()
         self.writer.send("info")
         header, _ = self._recv()
         return header
@@ -162,11 +178,13 @@ class Connection:
     def put(self, name: str, data: bytes, context: str | None = None) -> str:
         """Write a small file into this session's directory on the host (or beside the copy of the
         context `context`, where it stays); its path there (relative to the context's copy: `../df/NAME`)."""
+        self.ready()
         self.writer.send("put", data, name=name, context=context)
         return f"../df/{name}" if context else f"{self.tmp}/{name}"
 
     def sync(self, scan: Scan) -> Synced:
         """Bring the host's copy of the context up to `scan`, sending only the files it lacks."""
+        self.ready()
         self.writer.send("sync", id=scan.context_id, digest=scan.digest)
         header, _ = self._recv()
         if header["t"] == "manifest?":
@@ -185,6 +203,7 @@ class Connection:
 
     def fetch(self, path: str, dest: IO[bytes], progress: Callable[[int], None] | None = None) -> bool:
         """Copy a file of this session on the host into `dest`; False if the host has none."""
+        self.ready()
         self.writer.send("fetch", path=path)
         header, _ = self._recv()
         if header["t"] == "missing":
@@ -208,11 +227,7 @@ class Connection:
             self.writer.send("bye")
             assert self.proc.stdin is not None
             self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            self.proc.wait()
+        # Not waited for: the host ends the session by itself (its clean-up is no reason to keep the user).
 
     def __enter__(self) -> Connection:
         return self

@@ -14,10 +14,9 @@ import os
 import shutil
 import socket
 import stat
-import tarfile
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -70,25 +69,26 @@ def scan(context: str, dockerfile: str | None) -> Scan:
     started = time.time_ns()
     items: list[Item] = []
     paths: dict[str, str] = {}
-    for entry in tree.walk(""):
-        st = entry.st
+    entries = tree.walk("") if tree.matcher is not None else _walk(root, "")
+    for entry in entries:
+        rel, path, st = entry.rel, entry.path, entry.st
         mode = st.st_mode
-        if stat.S_ISDIR(mode):
-            items.append((entry.rel, "d", mode & 0o7777, 0, st.st_mtime_ns, ""))
-        elif stat.S_ISLNK(mode):
-            items.append((entry.rel, "l", mode & 0o7777, 0, st.st_mtime_ns, os.readlink(entry.path)))
-        elif stat.S_ISREG(mode):
+        if stat.S_ISREG(mode):
             key = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, mode]
-            row = cache.get(entry.rel)
+            row = cache.get(rel)
             if row is not None and row[:6] == key:
                 content = str(row[6])
             else:
-                content, _ = hash_file(entry.path)
+                content, _ = hash_file(path)
             if st.st_ctime_ns + RACY_MARGIN_NS < started:
-                fresh[entry.rel] = [*key, content]
-            items.append((entry.rel, "f", mode & 0o7777, st.st_size, st.st_mtime_ns, content))
-            paths[entry.rel] = entry.path
-        # devices and fifos are not sent (a context of sources has none)
+                fresh[rel] = [*key, content]
+            items.append((rel, "f", mode & 0o7777, st.st_size, st.st_mtime_ns, content))
+            paths[rel] = path
+        elif stat.S_ISDIR(mode):
+            items.append((rel, "d", mode & 0o7777, 0, st.st_mtime_ns, ""))
+        elif stat.S_ISLNK(mode):
+            items.append((rel, "l", mode & 0o7777, 0, st.st_mtime_ns, os.readlink(path)))
+        # devices, fifos and sockets are not sent (a context of sources has none; docker skips sockets)
     if fresh != cache:
         try:
             cache_path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,8 +101,30 @@ def scan(context: str, dockerfile: str | None) -> Scan:
     return Scan(context_id, items, digest, paths)
 
 
+class _Entry:
+    __slots__ = ("path", "rel", "st")
+
+    def __init__(self, rel: str, path: str, st: os.stat_result) -> None:
+        self.rel, self.path, self.st = rel, path, st
+
+
+def _walk(root: str, rel: str) -> Iterator[_Entry]:
+    """Every entry below `root/rel`, parents first, names in byte order (the walk without ignore rules)."""
+    prefix = rel + "/" if rel else ""
+    with os.scandir(os.path.join(root, rel) if rel else root) as it:
+        items = sorted((de.name.encode("utf-8", "surrogateescape"), de) for de in it)
+    for _, de in items:
+        st = de.stat(follow_symlinks=False)
+        entry = _Entry(prefix + de.name, de.path, st)
+        yield entry
+        if stat.S_ISDIR(st.st_mode):
+            yield from _walk(root, entry.rel)
+
+
 def write_tar(scan_: Scan, wanted: Iterable[str], out: IO[bytes]) -> int:
     """A tar stream of the `wanted` files; the bytes of content it carries."""
+    import tarfile
+
     sent = 0
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for rel in wanted:
@@ -127,14 +149,24 @@ class Mirror:
         self.ctx = self.dir / "ctx"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ctx.mkdir(exist_ok=True)
-        try:
-            self.state: dict[str, Any] = json.loads((self.dir / "state.json").read_text())
-        except (OSError, ValueError):
-            self.state = {}
+        self._state: dict[str, Any] | None = None
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The manifest applied last (read on first use: a no-op rebuild only needs its digest)."""
+        if self._state is None:
+            try:
+                self._state = json.loads((self.dir / "state.json").read_text())
+            except (OSError, ValueError):
+                self._state = {}
+        return self._state
 
     @property
     def digest(self) -> str | None:
-        return self.state.get("digest")
+        try:
+            return (self.dir / "digest").read_text() or None
+        except OSError:
+            return None
 
     def _intact(self, rel: str, item: Item) -> bool:
         try:
@@ -164,7 +196,9 @@ class Mirror:
         modes and mtimes; anything else is removed. The state is written last (a crash re-sends)."""
         old = {row[0]: row for row in self.state.get("items", [])}
         have = {row[5]: row[0] for row in old.values() if row[1] == "f" and self._intact(row[0], row)}
-        (self.dir / "state.json").unlink(missing_ok=True)
+        (self.dir / "digest").unlink(missing_ok=True)
+        import tarfile
+
         staging = Path(tempfile.mkdtemp(dir=self.dir, prefix="in-"))
         received: dict[str, Path] = {}
         try:
@@ -214,10 +248,12 @@ class Mirror:
                     os.utime(self.ctx / item[0], ns=(item[4], item[4]))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        self.state = {"digest": digest, "items": items}
+        self._state = {"digest": digest, "items": items}
         tmp = self.dir / "state.tmp"
-        tmp.write_text(json.dumps(self.state, separators=(",", ":")))
+        tmp.write_text(json.dumps(self._state, separators=(",", ":")))
         os.replace(tmp, self.dir / "state.json")
+        (self.dir / "digest.tmp").write_text(digest)
+        os.replace(self.dir / "digest.tmp", self.dir / "digest")
 
     def _prune(self, wanted: dict[str, str]) -> None:
         """Remove what the manifest does not list (or lists as another type)."""
