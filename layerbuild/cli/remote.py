@@ -188,6 +188,8 @@ def _build(conn: Any, args: argparse.Namespace, rest: list[str], parser: argpars
         if os.path.isfile(ignore):
             with open(ignore, "rb") as f:
                 conn.put("Dockerfile.dockerignore", f.read(), the_scan.context_id)
+        else:  # one sent by an earlier build must not apply any more
+            conn.put("Dockerfile.dockerignore", None, the_scan.context_id)
     quiet = args.quiet or args.progress in ("quiet", "json")
     synced = conn.sync(the_scan)
     if remote_df is not None:

@@ -175,11 +175,11 @@ class Connection:
         header, _ = self._recv()
         return header
 
-    def put(self, name: str, data: bytes, context: str | None = None) -> str:
+    def put(self, name: str, data: bytes | None, context: str | None = None) -> str:
         """Write a small file into this session's directory on the host (or beside the copy of the
         context `context`, where it stays); its path there (relative to the context's copy: `../df/NAME`)."""
         self.ready()
-        self.writer.send("put", data, name=name, context=context)
+        self.writer.send("put", data, name=name, context=context, delete=data is None)
         return f"../df/{name}" if context else f"{self.tmp}/{name}"
 
     def sync(self, scan: Scan) -> Synced:

@@ -216,6 +216,9 @@ class Server:
             directory = Mirror(self._mirrors(), str(header["context"])).dir / "df"
             directory.mkdir(exist_ok=True)
         path = directory / name
+        if header.get("delete"):
+            path.unlink(missing_ok=True)
+            return
         with contextlib.suppress(OSError):
             if path.read_bytes() == payload:
                 return

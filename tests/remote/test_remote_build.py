@@ -208,3 +208,22 @@ def test_what_a_host_cannot_do_yet_is_refused(ssh_host: SshHost, machine: str, t
         proc = ssh_host.layerbuild("--machine", machine, *args, check=False, input=b"")
         assert proc.returncode == 2, (args, proc.stderr)
         assert word in proc.stderr and "hint:" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_dockerfile_outside_the_context_with_its_own_ignore_file(
+        ssh_host: SshHost, machine: str, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, "RUN echo x > /hello")
+    (ctx / "Dockerfile").unlink()
+    df = tmp_path / "app.Dockerfile"
+    df.write_text(BUSYBOX_BASE + "COPY . /ctx/\n")
+    ignore = tmp_path / "app.Dockerfile.dockerignore"
+    ignore.write_text("src/mod1*.py\n")  # wins over the context's .dockerignore (*.log)
+    _, report = _build(ssh_host, machine, ctx, "-f", str(df), "-t", "ignore-app:1")
+    listing = ssh_host.layerbuild("--machine", machine, "run", "--rm", "ignore-app:1", "ls", "/ctx", "/ctx/src").stdout
+    assert "mod1.py" not in listing and "mod10.py" not in listing and "mod2.py" in listing
+    assert "ignored.log" in listing  # the root .dockerignore does not apply
+    assert report["remote"]["context_files"] == 3 + 20 - 11  # busybox, .dockerignore, ignored.log; src/ less 11
+    ignore.unlink()
+    _, report = _build(ssh_host, machine, ctx, "-f", str(df), "-t", "ignore-app:1")
+    listing = ssh_host.layerbuild("--machine", machine, "run", "--rm", "ignore-app:1", "ls", "/ctx", "/ctx/src").stdout
+    assert "mod1.py" in listing and "ignored.log" not in listing
