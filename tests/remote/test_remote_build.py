@@ -227,3 +227,13 @@ def test_a_dockerfile_outside_the_context_with_its_own_ignore_file(
     _, report = _build(ssh_host, machine, ctx, "-f", str(df), "-t", "ignore-app:1")
     listing = ssh_host.layerbuild("--machine", machine, "run", "--rm", "ignore-app:1", "ls", "/ctx", "/ctx/src").stdout
     assert "mod1.py" in listing and "ignored.log" not in listing
+
+
+def test_df_prune_and_stop_on_the_host(ssh_host: SshHost, machine: str) -> None:
+    df = ssh_host.layerbuild("--machine", machine, "df").stdout
+    assert "RECLAIMABLE" in df and str(ssh_host.store) in df.replace("\n", "")
+    ssh_host.layerbuild("--machine", machine, "prune")
+    missing = ssh_host.layerbuild("--machine", machine, "stop", "no-such-container", check=False)
+    here = ssh_host.layerbuild("stop", "no-such-container", check=False)
+    assert (missing.returncode, missing.stderr) == (here.returncode, here.stderr) == (
+        2, "error: no such container: no-such-container\n")  # the same as a local stop
