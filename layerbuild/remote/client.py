@@ -18,7 +18,6 @@ from layerbuild.remote.frames import (
     FrameReader,
     FrameWriter,
     ProtocolError,
-    RemoteError,
     check_hello,
     remote_error,
 )
@@ -235,9 +234,3 @@ class Connection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def connect(target: SshTarget, machine: str | None = None) -> Connection:
-    try:
-        return Connection(target, machine)
-    except RemoteError:
-        raise
