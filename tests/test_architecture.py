@@ -15,7 +15,8 @@ PKG = REPO / "layerbuild"
 
 # Who may import whom (DESIGN.md): imports point down only. Everyone may use the shared modules.
 DIRECT = {
-    "cli": {"api", "compose", "bench"},
+    "cli": {"api", "compose", "bench", "remote"},
+    "remote": {"api"},
     "compose": {"api"},
     "bench": {"api"},
     "api": {"worker"},

@@ -50,6 +50,9 @@ def register(sub: Any) -> tuple[str, Any]:
                         "a directory or docker-image://REF[@DIGEST]")
     p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET|KEY[,KEY]]",
                    help="an ssh agent for RUN --mount=type=ssh (default: $SSH_AUTH_SOCK), or key files")
+    p.add_argument("--load", action="store_true",
+                   help="with a build host (--host): bring the image back into the local store (a local "
+                        "build puts it there anyway)")
     p.add_argument("--iidfile", metavar="FILE", help="write the image id to FILE")
     p.add_argument("--metadata-file", metavar="FILE", help="write the build's result (JSON) to FILE")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",

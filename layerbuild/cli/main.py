@@ -20,7 +20,7 @@ class _Parser(argparse.ArgumentParser):
 # One module per verb, `layerbuild.cli.<verb>_cmd`, in the order `--help` lists them.
 VERBS = ("build", "parse", "import", "df", "prune", "fsck", "images", "inspect", "history", "tag", "rmi", "run",
          "ps", "logs", "stop", "rm", "bundle", "save", "load", "push", "pull", "login", "logout", "network", "exec",
-         "compose", "bench")
+         "compose", "bench", "machine", "serve")
 
 
 def _named_verb(argv: Sequence[str]) -> str | None:
@@ -44,6 +44,9 @@ def build_parser(argv: Sequence[str] | None = None) -> tuple[argparse.ArgumentPa
     parser.add_argument("--root", metavar="DIR", help="store root (default: $LAYERBUILD_ROOT, "
                         "else $XDG_DATA_HOME/layerbuild)")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("-H", "--host", metavar="ssh://USER@HOST[:PORT]",
+                        help="run the command on that build host (default: $LAYERBUILD_HOST)")
+    parser.add_argument("--machine", metavar="NAME", help="run the command on that machine (`layerbuild machine`)")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
     verbs: dict[str, Verb] = {}
     for name in (verb,) if verb is not None else VERBS:
@@ -58,6 +61,13 @@ def build_parser(argv: Sequence[str] | None = None) -> tuple[argparse.ArgumentPa
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI in-process; returns the exit code (0 ok, 1 failed, 2 usage or Dockerfile error)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        from layerbuild.cli.remote import take_host_options
+
+        host_options, argv = take_host_options(argv)
+    except LayerbuildError as exc:
+        print(f"error: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
     parser, verbs = build_parser(argv)
     try:
         args = parser.parse_args(argv)
@@ -75,6 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        if host_options or os.environ.get("LAYERBUILD_HOST") or os.environ.get("LAYERBUILD_MACHINE"):
+            from layerbuild.cli import remote
+
+            chosen = remote.selected(host_options, args.verb)
+            if chosen is not None:
+                return remote.run(args, argv, chosen[0], chosen[1], parser)
         return verbs[args.verb](args)
     except LayerbuildError as exc:
         print(f"error: {exc.render()}", file=sys.stderr)
