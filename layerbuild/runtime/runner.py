@@ -217,6 +217,10 @@ def start_existing(store: Store, c: Container, unless: Path | None = None) -> Co
         if fresh.running() or (unless and unless.exists()):
             return fresh
         spec, lowers = spec_of(store, fresh)
+        old = cgroups.Cgroup.from_json(fresh.cgroup)
+        if old is not None:  # the last run's, empty now: the new run gets a cgroup of its own
+            old.remove()
+            fresh.cgroup = None
         fresh.exit_path.unlink(missing_ok=True)
         fresh.pid, fresh.pid_start, fresh.finished, fresh.end_reason = 0, None, None, None
         start(fresh, spec, lowers, detach=True, seccomp_cache=store.root / SECCOMP_CACHE)

@@ -273,6 +273,13 @@ def test_a_crashed_service_is_restarted_by_its_policy(project: Project) -> None:
     assert project("logs", "--no-log-prefix", "flaky")[1] == "started\n" * 3
     assert project.ps("-a")["flaky"]["ExitCode"] == 3
     assert project("logs", "--no-log-prefix", "steady")[1] == "once\n"  # exit 0: no restart
+    # Each restart ran in a cgroup of its own, and the last run's went when the next began; down
+    # leaves none of the project's.
+    ids = [c.short_id for c in containers.list_all(project.root) if c.name.startswith(project.name)]
+    assert project("down")[0] == 0
+    left = [p for h in Path("/sys/fs/cgroup").iterdir() if h.is_dir()
+            for p in h.glob("layerbuild-*") if any(p.name.endswith(i) for i in ids)]
+    assert not left, left
 
 
 @pytest.mark.slow
