@@ -9,10 +9,9 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from layerbuild.bench.git import Commit, Worktree, changed_files
+from layerbuild.bench.git import Commit, Worktree
 from layerbuild.bench.model import CommitOutcome, Comparison, StepOutcome
-from layerbuild.bench.replay import Progress, Project
-from layerbuild.errors import LayerbuildError
+from layerbuild.bench.replay import Progress, Project, checked_out
 
 _HEAD = re.compile(r"^#(\d+) \[(?:(?P<stage>[^\]\s]+) )?(?P<pos>\d+)/(?P<of>\d+)\] (?P<ins>.*)$")
 _CACHED = re.compile(r"^#(\d+) CACHED\s*$")
@@ -82,16 +81,7 @@ def compare_docker(project: Project, commits: Sequence[Commit], tree: Worktree, 
         on_phase("docker", len(commits))
     progress = progress or Progress()
     out: list[CommitOutcome] = []
-    before = commits[0].parent
-    for n, commit in enumerate(commits):
-        if progress.commit_started is not None:
-            progress.commit_started(n, commit)
-        tree.checkout(commit.sha)
-        try:
-            changed = tuple(changed_files(project.repo, before, commit.sha, project.context))
-        except LayerbuildError:
-            changed = ()
-        before = commit.sha
+    for n, commit, changed in checked_out(project, commits, tree, progress):
         # `docker build` is BuildKit on every engine that has it (DOCKER_BUILDKIT=1 for the older ones),
         # with or without the buildx plugin; the image stays in the engine, as a CI build's would.
         argv = ["docker", "build", "--progress", "plain", "-f", str(tree.path / project.dockerfile_path)]

@@ -4,7 +4,7 @@ Dockerfile as it is at that commit or rewritten (a what-if), recording each step
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +52,20 @@ def replay(project: Project, commits: Sequence[Commit], runner: Runner, tree: Wo
     progress = progress or Progress()
     scratch.mkdir(parents=True, exist_ok=True)
     out: list[CommitOutcome] = []
+    for n, commit, changed in checked_out(project, commits, tree, progress):
+        outcome = _build_commit(project, commit, tree.path, runner, scratch, rewrite, progress, changed)
+        out.append(outcome)
+        if progress.commit_done is not None:
+            progress.commit_done(n, outcome)
+        if keep_last is not None and n == len(commits) - 1:
+            keep_last(runner.last_root, outcome)
+    return tuple(out)
+
+
+def checked_out(project: Project, commits: Sequence[Commit], tree: Worktree,
+                progress: Progress) -> Iterator[tuple[int, Commit, tuple[str, ...]]]:
+    """Each commit in order, checked out in `tree` when it is yielded, with the files of the context
+    it changed since the one before (told to `progress` as it starts)."""
     before = commits[0].parent
     for n, commit in enumerate(commits):
         if progress.commit_started is not None:
@@ -61,14 +75,8 @@ def replay(project: Project, commits: Sequence[Commit], runner: Runner, tree: Wo
             changed = tuple(changed_files(project.repo, before, commit.sha, project.context))
         except LayerbuildError:
             changed = ()
-        outcome = _build_commit(project, commit, tree.path, runner, scratch, rewrite, progress, changed)
         before = commit.sha
-        out.append(outcome)
-        if progress.commit_done is not None:
-            progress.commit_done(n, outcome)
-        if keep_last is not None and n == len(commits) - 1:
-            keep_last(runner.last_root, outcome)
-    return tuple(out)
+        yield n, commit, changed
 
 
 def _build_commit(project: Project, commit: Commit, tree: Path, runner: Runner, scratch: Path,
