@@ -166,9 +166,9 @@ def ingest_checked(store: Store, layer: Layer, *, what: str) -> LayerRecord:
     """`layer` in the store: the record of its diff_id if the store has one, else its blob brought in
     as it is (see `ingest_layer(keep=True)`): checked against its size, digest and diff_id, and the
     archive door rules. A mismatch raises DigestMismatchError and nothing is recorded."""
-    for record in store.index.layers_by_diff_id(layer.diff_id):
-        if store.blobs.stat(record.digest) is not None:
-            return record
+    present = store.present_layers(layer.diff_id)
+    if present:
+        return present[0]
     if layer.media_type not in LAYER_TYPES:
         raise LayerbuildError(f"{what} has media type {layer.media_type!r}, which layerbuild cannot load")
     with layer.compressed(verify=False) as src:
@@ -232,10 +232,8 @@ class StoreSink:
         self.observe = observe
 
     def _present(self, diff_id: str) -> LayerRecord | None:
-        for record in self.store.index.layers_by_diff_id(diff_id):
-            if self.store.blobs.stat(record.digest) is not None:
-                return record
-        return None
+        present = self.store.present_layers(diff_id)
+        return present[0] if present else None
 
     def _receive(self, layer: Layer, diff_id: str, stop: threading.Event) -> LayerRecord:
         what = getattr(layer, "what", None) or f"layer {layer.digest}"

@@ -20,7 +20,7 @@ from layerbuild.store.snapshots import Snapshots, Unpack
 if TYPE_CHECKING:
     from layerbuild.store.fsck import FsckReport
     from layerbuild.store.maintenance import DfReport, PruneReport
-    from layerbuild.store.records import CacheRecord
+    from layerbuild.store.records import CacheRecord, LayerRecord
 
 DEFAULT_LEASE_TTL_S = 6 * 3600.0
 
@@ -84,6 +84,10 @@ class Store:
     def open(cls, root: str | os.PathLike[str] | None = None) -> Store:
         """Open (creating if needed) the store at `root` as `resolve_root` finds it."""
         return cls(resolve_root(root))
+
+    def present_layers(self, diff_id: str) -> list[LayerRecord]:
+        """The records of the layer `diff_id` (one per compression) whose blob the store holds."""
+        return [r for r in self.index.layers_by_diff_id(diff_id) if self.blobs.stat(r.digest) is not None]
 
     def open_blob(self, digest: str, verify: bool = True) -> BinaryIO:
         """A reader of the blob `digest` (see BlobStore.open), recording the use for LRU pruning."""

@@ -104,10 +104,7 @@ class BuildServices:
     def usable(self, output: Output) -> bool:
         if output.diff_id is None or (self.pending_layer is not None and self.pending_layer(output.diff_id)):
             return True
-        for record in self.store.index.layers_by_diff_id(output.diff_id):
-            if self.store.blobs.stat(record.digest) is not None:
-                return True
-        return False
+        return bool(self.store.present_layers(output.diff_id))
 
 
 class ConfigTask:

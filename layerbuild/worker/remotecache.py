@@ -126,7 +126,7 @@ class LayeredCache(StoreCache):
                 output = Output(None, size=None, created=entry.created)
             else:
                 output = Output(entry.diff_id, size=entry.size, created=entry.created)
-                if not self._present(entry.diff_id):
+                if not self.store.present_layers(entry.diff_id):
                     # Taken now, downloaded when a step needs its files or the image is written (ensure).
                     with self._lock:
                         self._pending.setdefault(entry.diff_id, _Pending(i, source, entry)).keys.append(
@@ -138,9 +138,6 @@ class LayeredCache(StoreCache):
                 self.used += 1
             return super().get(key) or output
         return None
-
-    def _present(self, diff_id: str) -> bool:
-        return any(self.store.blobs.stat(r.digest) is not None for r in self.store.index.layers_by_diff_id(diff_id))
 
     def pending(self, diff_id: str) -> bool:
         """Whether `diff_id` is a layer taken from a source and not downloaded yet."""
@@ -299,7 +296,7 @@ def _entry(store: Store, rec: StepRecord, key: str, *, compression: str, platfor
     diff_size = None
     variants: list[LayerRecord] = []
     if diff_id is not None:
-        variants = [r for r in store.index.layers_by_diff_id(diff_id) if store.blobs.stat(r.digest) is not None]
+        variants = store.present_layers(diff_id)
         if not variants:
             return None
         diff_size = variants[0].diff_size
