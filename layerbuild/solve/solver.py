@@ -338,30 +338,27 @@ class Solver:
         if by_content and reads_only_inputs is not None and reads_only_inputs() \
                 and all(deps[i].context is None for i in by_content):
             alias = keys.by_results_key(definition, parent.result, [d.result for d in deps])
-        cached = None if no_cache or alias is None else self.cache.get(alias)
-        if cached is not None and not self.executor.usable(cached):
-            cached = None
+
+        def usable_hit(key: str) -> Output | None:
+            hit = None if no_cache else self.cache.get(key)
+            return hit if hit is not None and self.executor.usable(hit) else None
+
+        content = None
+        cached = usable_hit(alias) if alias is not None else None
         if cached is not None and alias is not None:
-            key = alias
-            record = StepRecord(
-                stage=stage.label, index=step.index, text=step.text, kind=step.kind, definition=definition,
-                parent=parent.result, result="", args=dict(step.args), deps=tuple(dep_results), input=alias,
-                alias=alias, op=op_data,
-            )  # fmt: skip
+            key = alias  # taken without reading the sources' files
         else:
             content = task.content()
             key = keys.input_key(definition, parent.result, dep_results, content.key if content else None)
-            record = StepRecord(
-                stage=stage.label, index=step.index, text=step.text, kind=step.kind, definition=definition,
-                parent=parent.result, result="", args=dict(step.args), deps=tuple(dep_results),
-                content=content.key if content else None, files=dict(content.files) if content else None,
-                input=key, alias=alias, op=op_data,
-            )  # fmt: skip
-            cached = None if no_cache else self.cache.get(key)
-            if cached is not None and not self.executor.usable(cached):
-                cached = None
+            cached = usable_hit(key)
             if cached is not None and alias is not None and not self.options.dry_run:
                 self.cache.put(alias, step.kind, cached)  # a dry run stores nothing
+        record = StepRecord(
+            stage=stage.label, index=step.index, text=step.text, kind=step.kind, definition=definition,
+            parent=parent.result, result="", args=dict(step.args), deps=tuple(dep_results),
+            content=content.key if content else None, files=dict(content.files) if content else None,
+            input=key, alias=alias, op=op_data,
+        )  # fmt: skip
         if cached is not None:
             output = cached
             reason = None
