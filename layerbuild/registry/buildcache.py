@@ -257,7 +257,7 @@ class RegistryCache:
                 if to_write:
                     raise CacheFormatError(f"{self.name} is a multi-platform image, not a layerbuild cache",
                                            hint="export the cache to a tag of its own (e.g. REPO:buildcache)")
-                return self._inline(self._platform_manifest(fetched)), fetched.digest
+                return self._inline(fetched), fetched.digest
             config = manifest["config"]
             if manifest.get("artifactType") != ARTIFACT_TYPE or config.get("mediaType") != RECORDS_TYPE:
                 if to_write or manifest.get("artifactType") or config.get("mediaType") not in IMAGE_CONFIG_TYPES:
@@ -265,27 +265,22 @@ class RegistryCache:
                                            f"{manifest.get('artifactType') or config.get('mediaType')!r})",
                                            hint="name a reference that `--cache-to` wrote"
                                            + ("" if not to_write else ", or a tag of its own for the cache"))
-                return self._inline(manifest), fetched.digest
+                return self._inline(fetched), fetched.digest
             raw = self.client.get_blob(self.ref, str(config["digest"]), max_size=MAX_RECORDS_BYTES)
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise CacheFormatError(f"{self.name}: the cache manifest is malformed ({exc})") from None
         return CacheRecords.from_json(raw), fetched.digest
 
-    def _platform_manifest(self, fetched: Any) -> Any:
-        """The image manifest an image index holds for the build's platform."""
+    def _inline(self, fetched: Any) -> CacheRecords:
+        """The records an image's config carries (for an index, the build platform's image), with the
+        image's own layers as their blobs; its config is checked against the manifest as a pull's is."""
         from layerbuild.platforms import parse_platform
-        from layerbuild.registry.images import RegistryIndex
+        from layerbuild.registry.images import RegistryIndex, from_manifest
 
-        index = RegistryIndex(self.client, self.ref.repository(), fetched.data, fetched.media_type, fetched.digest)
-        chosen = index.select(parse_platform(self.platform))
-        return json.loads(self.client.get_manifest(self.ref.with_digest(chosen.digest)).data)
-
-    def _inline(self, manifest: Any) -> CacheRecords:
-        """The records an image's config carries, with the image's own layers as their blobs."""
-        config = manifest["config"]
-        raw = self.client.get_blob(self.ref, str(config["digest"]), max_size=MAX_RECORDS_BYTES)
-        return inline_records(raw, [Descriptor.from_dict(d, f"layers[{i}]")
-                                    for i, d in enumerate(manifest.get("layers") or [])], self.name)
+        image = from_manifest(self.client, self.ref, fetched)
+        if isinstance(image, RegistryIndex):
+            image = image.image(image.select(parse_platform(self.platform)).digest)
+        return inline_records(image.config_bytes, image.manifest.layers, self.name)
 
     def fetch_layer(self, store: Store, entry: CacheEntry | MountEntry) -> LayerRecord:
         """The record's layer brought into the store, checked against its digest and diff_id."""
