@@ -13,6 +13,7 @@ import pytest
 # The registry fixtures (docker-registry in three kinds, a storage host), for every test package.
 from tests.registry.fixtures import (  # noqa: F401
     any_registry,
+    cli_env,
     plain_registry,
     storage,
     tls_registry,

@@ -4,7 +4,6 @@ finds no cache-caused miss where, without the registry, every step the earlier c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,6 @@ from tests.registry.kit import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    (tmp_path / "docker").mkdir()
-    (tmp_path / "docker" / "config.json").write_text("{}")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
-    monkeypatch.setenv("LAYERBUILD_CERTS_DIRS", str(tmp_path / "no-certs"))
-    yield
 
 
 def test_ephemeral_runners_share_the_registry_cache(plain_registry: Registry, base_root: Path, tmp_path: Path,

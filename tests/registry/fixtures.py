@@ -81,3 +81,12 @@ def storage() -> Iterator[StorageServer]:
     yield server
     server.close()
 
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """The CLI's docker config and certs.d in the test's own directory."""
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "config.json").write_text("{}")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    monkeypatch.setenv("LAYERBUILD_CERTS_DIRS", str(tmp_path / "no-certs"))
+    yield

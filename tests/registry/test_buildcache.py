@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,14 +42,6 @@ def base(plain_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> 
     del capfd
     return f"{plain_registry.host}/tools/busybox:cache"
 
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    (tmp_path / "docker").mkdir()
-    (tmp_path / "docker" / "config.json").write_text("{}")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
-    monkeypatch.setenv("LAYERBUILD_CERTS_DIRS", str(tmp_path / "no-certs"))
-    yield
 
 
 def app(tmp_path: Path, name: str, base: str, text: str, *, dockerfile: str | None = None) -> Path:

@@ -45,15 +45,6 @@ def push_index(registry: Registry, tmp_path: Path, name: str, seed: int = 1, *, 
     return index
 
 
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """The CLI's docker config and certs.d in the test's own directory."""
-    (tmp_path / "docker").mkdir()
-    (tmp_path / "docker" / "config.json").write_text("{}")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
-    monkeypatch.setenv("LAYERBUILD_CERTS_DIRS", str(tmp_path / "no-certs"))
-    yield
-
 
 def login_for(registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     auth = base64.b64encode(f"{registry.user}:{registry.password}".encode()).decode()
