@@ -203,6 +203,22 @@ class _Observed:
             self._observe(self._layer, "reading", self.count)
         return data
 
+    def readinto(self, buffer: memoryview) -> int:
+        if self._stop.is_set():
+            raise _Stopped("stopped: another layer failed")
+        into = getattr(self._src, "readinto", None)
+        if into is None:
+            view = memoryview(buffer).cast("B")
+            data = self._src.read(len(view))
+            n = len(data)
+            view[:n] = data
+        else:
+            n = into(buffer)
+        self.count += n
+        if self._observe is not None and n:
+            self._observe(self._layer, "reading", self.count)
+        return n
+
 
 class StoreSink:
     """Images into the store, through its door: each layer blob is checked against its descriptor

@@ -27,7 +27,7 @@ class _Counted:
     """`src` read through a sha256 and a byte count, refusing to read past `limit` bytes."""
 
     def __init__(self, src: BinaryIO, limit: int | None, what: str, *, hashing: bool,
-                 sink: Callable[[bytes], object] | None = None) -> None:
+                 sink: Callable[[bytes | memoryview], object] | None = None) -> None:
         self._src = src
         self._limit = limit
         self._what = what
@@ -47,6 +47,29 @@ class _Counted:
         if self._sink is not None and data:
             self._sink(data)
         return data
+
+    def readinto(self, buffer: memoryview) -> int:
+        """As `read`, into `buffer` (a decompressor's own): the bytes are not copied on the way."""
+        view = memoryview(buffer).cast("B")
+        if self._limit is not None:
+            view = view[: max(0, self._limit - self.size + 1)]
+        into = getattr(self._src, "readinto", None)
+        if into is None:
+            data = self._src.read(len(view))
+            n = len(data)
+            view[:n] = data
+        else:
+            n = into(view)
+        self.size += n
+        if self._limit is not None and self.size > self._limit:
+            raise UnsafeArchiveError(f"{self._what} is larger than its declared {self._limit} bytes")
+        if n:
+            got = view[:n]
+            if self.hash is not None:
+                self.hash.update(got)
+            if self._sink is not None:
+                self._sink(got)
+        return n
 
 
 class _Tee(ChunkStream):

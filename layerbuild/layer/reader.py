@@ -57,20 +57,38 @@ class _Prefixed(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         if self._head:
             n = min(len(view), len(self._head))
-            data = self._head[:n]
+            view[:n] = self._head[:n]
             self._head = self._head[n:]
         else:
-            data = self._fileobj.read(len(view))
-        view[: len(data)] = data
-        if self._walker is not None:
-            self._walker.feed(data)
-        return len(data)
+            into = getattr(self._fileobj, "readinto", None)
+            if into is not None:  # straight into the decompressor's buffer: no copy on the way
+                n = into(view)
+            else:
+                data = self._fileobj.read(len(view))
+                n = len(data)
+                view[:n] = data
+        if self._walker is not None and n:
+            self._walker.feed(view[:n])
+        return n
+
+
+def _head(blob: BinaryIO, n: int) -> bytes:
+    """The first `n` bytes of `blob` (fewer only at its end), whatever its reads return."""
+    parts: list[bytes] = []
+    have = 0
+    while have < n:
+        part = blob.read(n - have)
+        if not part:
+            break
+        parts.append(part)
+        have += len(part)
+    return b"".join(parts)
 
 
 def _decompressed(blob: BinaryIO) -> tuple[Any, str, FrameWalker | None]:
     """A reader of the uncompressed tar in `blob` chosen by its magic bytes, the format's name, and for
     zstd the walker that will tell whether the stream was complete."""
-    head = blob.read(4)
+    head = _head(blob, 4)
     fmt = sniff_compression(head)
     if fmt == "zstd":
         walker = FrameWalker()
@@ -78,11 +96,11 @@ def _decompressed(blob: BinaryIO) -> tuple[Any, str, FrameWalker | None]:
         source = cast(BinaryIO, _Prefixed(head, blob, walker))
         reader = dctx.stream_reader(source, read_size=_CHUNK, read_across_frames=True)
         return reader, "zstd", walker
-    raw = io.BufferedReader(_Prefixed(head, blob), _CHUNK)
     if fmt == "gzip":
-        # ISA-L's inflate (CRC and length trailer checked as gzip's are) is several times zlib's speed.
-        return igzip.GzipFile(fileobj=raw, mode="rb"), "gzip", None  # type: ignore[no-untyped-call]
-    return raw, "tar", None
+        # ISA-L's inflate (CRC and length trailer checked as gzip's are) is several times zlib's speed;
+        # it reads with readinto into its own buffer, which the bytes reach with a single copy.
+        return igzip.GzipFile(fileobj=_Prefixed(head, blob), mode="rb"), "gzip", None  # type: ignore[no-untyped-call]
+    return io.BufferedReader(_Prefixed(head, blob), _CHUNK), "tar", None
 
 
 class ChunkStream:

@@ -32,27 +32,48 @@ _CHUNK = 1 << 20
 
 
 class _ChunkReader(io.RawIOBase):
-    """A binary reader over an iterator of byte chunks (a blob as `open_blob` streams it)."""
+    """A binary reader over an iterator of byte chunks (a blob as `open_blob` streams it): `read`
+    hands out whole chunks (fewer bytes than asked for is a raw reader's right) and `readinto` copies
+    them straight into the reader's buffer, so a chunk is copied at most once on its way."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         super().__init__()
         self._chunks = chunks
-        self._left = b""
+        self._chunk = b""
+        self._off = 0
         self._done = False
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        while not self._left and not self._done:
+    def _fill(self) -> int:
+        """Bytes left of the current chunk, after taking the next one if it is used up (0: the end)."""
+        while self._off == len(self._chunk) and not self._done:
             try:
-                self._left = next(self._chunks)
+                self._chunk, self._off = next(self._chunks), 0
             except StopIteration:
                 self._done = True
-        n = min(len(view), len(self._left))
-        view[:n] = self._left[:n]
-        self._left = self._left[n:]
+        return len(self._chunk) - self._off
+
+    def read(self, n: int | None = -1) -> bytes:
+        left = self._fill()
+        if not left:
+            return b""
+        take = left if n is None or n < 0 else min(n, left)
+        chunk, off = self._chunk, self._off
+        self._off += take
+        if off == 0 and take == len(chunk):
+            return chunk
+        return chunk[off : off + take]
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._fill()
+        if not left:
+            return 0
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), left)
+        view[:n] = memoryview(self._chunk)[self._off : self._off + n]
+        self._off += n
         return n
 
 
@@ -78,9 +99,9 @@ class RegistryLayer(DescribedLayer):
     def compressed(self, *, verify: bool = True) -> Iterator[BinaryIO]:
         # `verify=False`: the consumer hashes the bytes itself (open_blob still bounds their size).
         chunks = self.client.open_blob(self.repo, self.desc.digest, size=self.desc.size, check=verify)
-        reader = io.BufferedReader(_ChunkReader(chunks), _CHUNK)
+        reader = _ChunkReader(chunks)
         try:
-            yield reader
+            yield reader  # type: ignore[misc]
             if verify:
                 while reader.read(_CHUNK):
                     pass

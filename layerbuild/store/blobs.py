@@ -15,7 +15,7 @@ from typing import BinaryIO, Protocol
 
 from layerbuild.digest import is_sha256_digest
 from layerbuild.errors import DigestMismatchError, StoreError
-from layerbuild.store.layout import Layout, create_locked_temp, flocked, fsync_dir
+from layerbuild.store.layout import Layout, create_locked_temp, flocked, fsync_dir, start_writeback
 
 _HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
@@ -130,6 +130,9 @@ class _VerifyingReader(io.RawIOBase):
         super().close()
 
 
+_WRITEBACK_BYTES = 8 << 20  # how much a writer lets pile up before it starts those bytes' write-out
+
+
 class _FileBlobWriter:
     """Writes to a locked temp file under `tmp/`, then commits by rename."""
 
@@ -138,6 +141,7 @@ class _FileBlobWriter:
         self._expected = expected
         self._hash = hashlib.sha256()
         self._size = 0
+        self._flushed = 0  # bytes whose write-out to disk has been started
         self._fd, self._tmp = create_locked_temp(store.layout.tmp, "blob-")
         self._info: BlobInfo | None = None
         self._closed = False
@@ -151,6 +155,9 @@ class _FileBlobWriter:
         while written < len(view):
             written += os.write(self._fd, view[written:])
         self._size += len(view)
+        if self._size - self._flushed >= _WRITEBACK_BYTES:  # a large blob: its disk writes start now
+            start_writeback(self._fd, self._flushed, self._size - self._flushed)
+            self._flushed = self._size
         return len(view)
 
     @property

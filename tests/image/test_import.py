@@ -229,3 +229,40 @@ def test_names_docker_refuses_are_refused(ref: str, message: str) -> None:
                                  "UPPER.com/x:latest"])
 def test_names_docker_takes_are_taken(ref: str) -> None:
     assert normalize_tag(ref) == ref
+
+
+class _Dribble(io.RawIOBase):
+    """A source whose reads return at most `most` bytes (a socket's or a pipe's right), with or
+    without readinto: the door must not take a short read for the end or for a format."""
+
+    def __init__(self, data: bytes, most: int, *, into: bool) -> None:
+        self._src = io.BytesIO(data)
+        self._most = most
+        if not into:
+            self.readinto = None  # type: ignore[assignment,method-assign]
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1) -> bytes:
+        return self._src.read(self._most if n is None or n < 0 else min(n, self._most))
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def,override]
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+
+@pytest.mark.parametrize("into", [True, False], ids=["readinto", "read"])
+@pytest.mark.parametrize("most", [1, 3, 700])
+@pytest.mark.parametrize("wrap,media", [(lambda b: b, "tar"), (lambda b: gzip.compress(b, mtime=0), "gzip"),
+                                        (lambda b: zstandard.ZstdCompressor().compress(b), "zstd")],
+                         ids=["plain", "gzip", "zstd"])
+def test_short_reads_give_the_same_kept_layer(store: Store, wrap, media, most: int, into: bool) -> None:  # type: ignore[no-untyped-def]
+    blob = wrap(TAR)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    layer = ingest_layer(store, _Dribble(blob, most, into=into), keep=True,  # type: ignore[arg-type]
+                         expected_digest=digest, expected_size=len(blob), expected_diff_id=DIFF_ID)
+    assert (layer.digest, layer.diff_id, layer.size) == (digest, DIFF_ID, len(blob))
+    assert layer.media_type.endswith({"tar": ".tar", "gzip": "+gzip", "zstd": "+zstd"}[media])
+    assert store.blobs.read(layer.digest) == blob

@@ -511,26 +511,3 @@ def test_rate_limited_to_the_end(proxied: tuple[Registry, FaultProxy]) -> None:
     assert info.value.code == "TOOMANYREQUESTS" and "rate-limiting" in info.value.message
     assert f"layerbuild login {proxy.host}" in (info.value.hint or "")
     assert sleeps == [0.0] * 4  # the default policy's five attempts
-
-
-def test_connections_read_a_mebibyte_at_a_time(plain_registry: Registry) -> None:
-    """The registry's connections are on the LargeReads backend (httpx takes none as an argument: a
-    newer httpx that moved its pool would leave 64 KiB reads, and this fails), and its streams ask
-    the socket for 1 MiB whatever httpcore asks for; blobs still stream intact over it."""
-    import httpcore
-
-    from layerbuild.registry.transport import READ_BYTES, LargeReads, _LargeReadStream
-
-    with client_for(plain_registry) as client:
-        http = client.session(plain_registry.host).clients.get(f"http://{plain_registry.host}/v2/")
-        pool = http._transport._pool  # type: ignore[attr-defined]
-        assert isinstance(pool._network_backend, LargeReads)
-
-    asked: list[int] = []
-
-    class Inner(httpcore.NetworkStream):
-        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-            asked.append(max_bytes)
-            return b"x"
-
-    assert _LargeReadStream(Inner()).read(65536) == b"x" and asked == [READ_BYTES]
