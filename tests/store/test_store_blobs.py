@@ -11,7 +11,7 @@ import pytest
 
 from layerbuild.digest import sha256_digest
 from layerbuild.errors import DigestMismatchError, StoreError
-from layerbuild.store import BlobNotFoundError, BlobStore, FileBlobStore, Layout
+from layerbuild.store import BlobNotFoundError, BlobStore, FileBlobStore, Layout, Store
 
 Factory = Callable[[Path], BlobStore]
 
@@ -147,3 +147,28 @@ def test_blob_files_are_read_only(blobs: BlobStore, tmp_path: Path) -> None:
     info = blobs.put(b"ro")
     path = tmp_path / "root" / "blobs" / "sha256" / info.digest.split(":")[1]
     assert path.stat().st_mode & 0o222 == 0
+
+
+def test_a_large_blob_starts_its_write_out_as_it_grows(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every 8 MiB written, the writer asks the kernel to start writing those bytes out (the real
+    sync_file_range is called first, then a recorder stands in); the blob is whole either way, and
+    where the call is missing the writer goes on without it."""
+    from layerbuild.store import layout
+
+    data = os.urandom(1 << 20) * 20
+    with store.blobs.writer() as w:  # the real call, on a real file
+        for i in range(0, len(data), 1 << 20):
+            w.write(data[i : i + (1 << 20)])
+    assert layout._sync_file_range not in (None, False)
+    assert store.blobs.read(w.info.digest) == data
+
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(layout, "_sync_file_range", lambda fd, off, n, flags: calls.append((off, n)))
+    with store.blobs.writer() as w:
+        for i in range(0, len(data) - 1, 3 << 20):
+            w.write(data[i : i + (3 << 20)] + b"x")
+    assert calls == [(0, 9 * (1 << 20) + 3), (9 * (1 << 20) + 3, 9 * (1 << 20) + 3)]
+    monkeypatch.setattr(layout, "_sync_file_range", False)
+    with store.blobs.writer() as w:
+        w.write(data)
+    assert store.blobs.read(w.info.digest) == data
