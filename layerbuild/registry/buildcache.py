@@ -297,10 +297,19 @@ class RegistryCache:
             store.index.note_blob_repos(self.ref.name, [desc.digest])
         return record
 
+    def layer(self, entry: CacheEntry) -> Any:
+        """The record's layer as this cache holds it (streamed and checked as it is read)."""
+        from layerbuild.registry.images import RegistryLayer
+
+        assert entry.layer is not None and entry.diff_id is not None
+        return RegistryLayer(self.client, self.ref, entry.layer, entry.diff_id)
+
     def write(self, store: Store, entries: Sequence[CacheEntry], *, compression: str,
               max_size: int | None = None, mounts: Sequence[MountEntry] = (), attempts: int = 16,
-              settle: float = 0.05) -> str:
-        """Merge `entries` into the cache behind the reference; what it did: `unchanged` or `written`."""
+              settle: float = 0.05, borrowed: Mapping[str, Any] | None = None) -> str:
+        """Merge `entries` into the cache behind the reference; what it did: `unchanged` or `written`.
+        `borrowed`: layers (by blob digest) the store lacks, as another cache holds them: mounted from
+        there when it is a repository of the same registry, else streamed from it."""
         known: set[str] = set()
         outcome = "unchanged"
         for attempt in range(attempts):
@@ -315,7 +324,7 @@ class RegistryCache:
                 if desc.digest in known:
                     continue  # named by the records just read: the registry has it, no need to ask
                 if desc.digest not in current.blobs():
-                    self._upload_layer(store, desc)
+                    self._upload_layer(store, desc, (borrowed or {}).get(desc.digest))
                 known.add(desc.digest)
             records = merged.to_json()
             config = Descriptor(RECORDS_TYPE, "sha256:" + _sha256(records), len(records))
@@ -336,12 +345,19 @@ class RegistryCache:
         raise RegistryError(f"{self.name}: the cache kept moving while it was being written",
                             hint="other builds export to the same reference; try again")
 
-    def _upload_layer(self, store: Store, desc: Descriptor) -> None:
+    def _upload_layer(self, store: Store, desc: Descriptor, elsewhere: Any = None) -> None:
         from layerbuild.image.storeimage import StoreLayer
+        from layerbuild.registry.images import RegistryLayer
 
         record = store.index.get_layer(desc.digest)
-        if record is None:
-            raise LayerbuildError(f"the layer blob {desc.digest} is not in the store")
+        if record is None or store.blobs.stat(desc.digest) is None:
+            if elsewhere is None:
+                raise LayerbuildError(f"the layer blob {desc.digest} is not in the store")
+            # Taken from another cache and never downloaded: mounted from it, or streamed through.
+            source = elsewhere.repo if isinstance(elsewhere, RegistryLayer) else None
+            mount = source if source is not None and source.domain == self.ref.domain else None
+            self.client.upload_blob(self.ref, desc.digest, desc.size, elsewhere.compressed, mount_from=mount)
+            return
         layer = StoreLayer(store, record)
         prefix = self.ref.domain + "/"
         for repo in store.index.blob_repos(desc.digest):  # pushed or pulled there: mounted, not sent again
@@ -476,8 +492,16 @@ class LocalCache:
         return ingest_checked(store, _FileLayer(self._blob(entry.layer.digest), entry.layer, entry.diff_id),  # type: ignore[arg-type]
                               what=f"cache layer {entry.layer.digest} of {self.name}")
 
+    def layer(self, entry: CacheEntry) -> Any:
+        """The record's layer as this cache holds it (a file; the store's door checks what is read)."""
+        assert entry.layer is not None and entry.diff_id is not None
+        return _FileLayer(self._blob(entry.layer.digest), entry.layer, entry.diff_id)
+
     def write(self, store: Store, entries: Sequence[CacheEntry], *, compression: str,
-              max_size: int | None = None, mounts: Sequence[MountEntry] = ()) -> str:
+              max_size: int | None = None, mounts: Sequence[MountEntry] = (),
+              borrowed: Mapping[str, Any] | None = None) -> str:
+        import contextlib
+        import hashlib
         import os
         import shutil
 
@@ -492,8 +516,25 @@ class LocalCache:
             if dest.exists():
                 continue
             tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-            with store.reading_blob(desc.digest) as src, open(tmp, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
+            elsewhere = (borrowed or {}).get(desc.digest)
+            if elsewhere is not None and store.blobs.stat(desc.digest) is None:
+                # Taken from another cache and never downloaded: copied from there, checked on the way.
+                digest_of = hashlib.sha256()
+                try:
+                    with elsewhere.compressed() as src, open(tmp, "wb") as out:
+                        while chunk := src.read(1 << 20):
+                            digest_of.update(chunk)
+                            out.write(chunk)
+                    if f"sha256:{digest_of.hexdigest()}" != desc.digest:
+                        raise CacheFormatError(f"the cache layer {desc.digest} read from another cache has "
+                                               "other bytes", hint="that cache is damaged; nothing was kept")
+                except BaseException:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
+                    raise
+            else:
+                with store.reading_blob(desc.digest) as src, open(tmp, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
             os.replace(tmp, dest)
         records = merged.to_json()
         config = Descriptor(RECORDS_TYPE, "sha256:" + _sha256(records), len(records))

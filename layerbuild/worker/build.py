@@ -328,7 +328,7 @@ class Build:
                 tree.save()
             self._export(stored)
             if self.request.cache_to:  # after a push: its blobs are then there to mount or skip
-                self._export_cache(plan, solved.records)
+                self._export_cache(plan, solved.records, getattr(cache, "borrowed", None))
         finally:
             agents.close()
             close = getattr(cache, "close", None)
@@ -380,8 +380,10 @@ class Build:
             self.on_event(BuildEvent("build.cache", message=f"cache inline: {len(entries)} records in the image"))
         return dataclasses.replace(image, extensions=((INLINE_KEY, inline_json(entries)),))
 
-    def _export_cache(self, plan: BuildPlan, records: Sequence[StepRecord]) -> None:
-        """Each `--cache-to`: this build's records merged into what is there (see remotecache)."""
+    def _export_cache(self, plan: BuildPlan, records: Sequence[StepRecord],
+                      borrowed: Callable[[], tuple[dict[str, Any], dict[str, Any]]] | None = None) -> None:
+        """Each `--cache-to`: this build's records merged into what is there (see remotecache), with
+        those taken from a `--cache-from` source and never downloaded (`borrowed`) as the source has them."""
         from layerbuild.worker.remotecache import (
             export_entries,
             export_mounts,
@@ -392,11 +394,12 @@ class Build:
 
         platform = self._platform()
         mounts = None
+        taken, taken_layers = borrowed() if borrowed is not None else ({}, {})
         for spec in self.request.cache_to:
             if spec.type == "inline":
                 continue  # written into the image (see _inline_cache)
             entries = export_entries(self.store, plan, records, mode=spec.mode, compression=spec.compression,
-                                     platform=platform)
+                                     platform=platform, borrowed=taken)
             if spec.cache_mounts and mounts is None:
                 assert self.lease is not None
                 mounts = export_mounts(self.store, self.lease, plan_cache_mounts(plan),
@@ -404,7 +407,7 @@ class Build:
             try:
                 outcome = open_backend(spec, self._registry, platform=platform).write(
                     self.store, entries, compression=spec.compression, max_size=spec.max_size,
-                    mounts=mounts if spec.cache_mounts and mounts else ())
+                    mounts=mounts if spec.cache_mounts and mounts else (), borrowed=taken_layers)
             except LayerbuildError as exc:
                 if not spec.ignore_error:
                     raise

@@ -13,10 +13,11 @@ said so, and the build solves again, building that step.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tarfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,8 +46,11 @@ class CacheBackend(Protocol):
 
     def fetch_layer(self, store: Store, entry: CacheEntry | MountEntry) -> LayerRecord: ...
 
+    def layer(self, entry: CacheEntry) -> Any: ...
+
     def write(self, store: Store, entries: Sequence[CacheEntry], *, compression: str,
-              max_size: int | None = None, mounts: Sequence[MountEntry] = ()) -> str: ...
+              max_size: int | None = None, mounts: Sequence[MountEntry] = (),
+              borrowed: Mapping[str, Any] | None = None) -> str: ...
 
 
 def open_backend(spec: CacheSpec, client: Callable[[], object], *, platform: str = "linux/amd64") -> CacheBackend:
@@ -199,6 +203,23 @@ class LayeredCache(StoreCache):
                 self.fetched_bytes += record.size
             self._pending.pop(diff_id, None)
 
+    def borrowed(self) -> tuple[dict[str, CacheEntry], dict[str, Any]]:
+        """The records taken from a source whose layers were never downloaded (by key, as the source
+        has them) and those layers as the source holds them (by blob digest, to stream or mount from
+        there): an export names them as they are, so a cache written from this build keeps every
+        step it took without this runner downloading a layer it did not need."""
+        entries: dict[str, CacheEntry] = {}
+        layers: dict[str, Any] = {}
+        with self._lock:
+            for item in self._pending.values():
+                records = item.source.records
+                for key, _, _ in item.keys:
+                    entry = records.get(key) if records is not None else None
+                    if entry is not None and entry.layer is not None:
+                        entries[key] = entry
+                        layers.setdefault(entry.layer.digest, item.source.backend.layer(entry))
+        return entries, layers
+
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
@@ -262,12 +283,14 @@ def chain_stages(plan: BuildPlan) -> set[str]:
 
 def export_entries(store: Store, plan: BuildPlan, records: Sequence[StepRecord], *, mode: str,
                    compression: str, platform: str, layers: bool = True,
-                   epoch: int | None = None) -> list[CacheEntry]:
+                   epoch: int | None = None, borrowed: Mapping[str, CacheEntry] | None = None) -> list[CacheEntry]:
     """The cache records of this build's steps (the final image's for mode=min, every stage's for
     max), each with its layer blob in the compression asked for (made once and kept in the store);
     a step that reads other stages' files also under its key by their results. Without `layers`, a
     layer step's record names its diff_id only (an inline cache's: the blob is the image's own). With
-    `epoch` (SOURCE_DATE_EPOCH) the records say the steps were made then."""
+    `epoch` (SOURCE_DATE_EPOCH) the records say the steps were made then. `borrowed`: records taken
+    from an imported cache and never downloaded (`LayeredCache.borrowed`), exported as they are,
+    their blobs the source's."""
     keep = chain_stages(plan) if mode == "min" else None
     out: list[CacheEntry] = []
     for rec in records:
@@ -275,6 +298,8 @@ def export_entries(store: Store, plan: BuildPlan, records: Sequence[StepRecord],
             continue
         for key in dict.fromkeys(k for k in (rec.input, rec.alias) if k is not None):
             entry = _entry(store, rec, key, compression=compression, platform=platform, layers=layers, epoch=epoch)
+            if entry is None and layers and borrowed and key in borrowed:
+                entry = dataclasses.replace(borrowed[key], stage=rec.stage, instruction=rec.text, platform=platform)
             if entry is not None:
                 out.append(entry)
     return out

@@ -469,3 +469,52 @@ def test_layers_are_downloaded_only_when_needed(plain_registry: Registry, base: 
     # The records it took are the store's own now: the same build again asks no cache.
     again = report(tmp_path / "runner2", capfd, ctx, "--cache-from", ref)
     assert "imported caches: not read" in again["stderr"] or "0 layer(s) downloaded" in again["stderr"]
+
+
+def test_records_taken_and_never_downloaded_are_exported_to_another_cache(
+        plain_registry: Registry, base: str, tmp_path: Path, cli_env: None, capfd: pytest.CaptureFixture[str]) -> None:
+    """A branch runner imports main's cache and exports its own: the build stage it took without
+    downloading goes into the branch's cache too (its blob mounted from main's repository, not
+    downloaded), and into a local cache (copied from the registry, checked); a third runner that
+    reads only the branch's cache, or only the local one, hits every step."""
+    main_ref = f"{plain_registry.host}/cache/main:max"
+    branch_ref = f"{plain_registry.host}/cache/branch:max"
+    ctx = app(tmp_path, "ctx", base, "lazy\n", dockerfile=(
+        f"FROM {base} AS build\n"
+        "RUN head -c 1500000 /dev/urandom > /toolchain && echo built > /artifact\n"
+        f"FROM {base}\n"
+        "COPY --from=build /artifact /artifact\n"
+        "COPY app.txt /app.txt\n"
+    ))
+    first = report(tmp_path / "runner1", capfd, ctx, "--cache-to", f"type=registry,ref={main_ref},mode=max")
+    toolchain = next(e for e in records(plain_registry, main_ref).entries.values() if "toolchain" in e.instruction)
+    assert toolchain.layer is not None
+    blob = toolchain.layer.digest.partition(":")[2]
+
+    local = tmp_path / "local-cache"
+    second = report(tmp_path / "runner2", capfd, ctx, "--cache-from", main_ref,
+                    "--cache-to", f"type=registry,ref={branch_ref},mode=max",
+                    "--cache-to", f"type=local,dest={local},mode=max")
+    assert all(s["cached"] for s in second["steps"]), second["steps"]
+    assert not list((tmp_path / "runner2").rglob(blob))  # taken, never downloaded
+    branch = records(plain_registry, branch_ref)
+    main = records(plain_registry, main_ref)
+    # Every step is there (the COPY --from under the key by its sources' results, by which it hit:
+    # its key by content was never computed here, as its sources were never read).
+    assert {e.instruction for e in branch.entries.values()} == {e.instruction for e in main.entries.values()}
+    assert set(branch.entries) <= set(main.entries) and toolchain.key in branch.entries
+    assert toolchain.layer.digest in branch.blobs()
+    assert (local / "blobs" / "sha256" / blob).read_bytes() == subprocess.run(
+        ["curl", "-sf", f"http://{plain_registry.host}/v2/cache/main/blobs/{toolchain.layer.digest}"],
+        capture_output=True, check=True).stdout
+    # The branch's copy is the registry's own (mounted): same digest, readable from the branch repo.
+    with client_for(plain_registry) as client:
+        assert client.stat_blob(parse_reference(branch_ref).repository(), toolchain.layer.digest) == toolchain.layer.size
+
+    for name, flag in (("runner3", branch_ref), ("runner4", f"type=local,src={local}")):
+        third = report(tmp_path / name, capfd, ctx, "--cache-from", flag, "--target", "build")
+        assert [s["cached"] for s in third["steps"] if s["kind"] == "exec"] == [True], (name, third["steps"])
+        assert "1 layer(s) downloaded" in third["stderr"] or "1 step(s) taken" in third["stderr"], third["stderr"]
+        code, out, err = lb(tmp_path / name, capfd, "run", "--rm", "app:1", "cat", "/artifact")
+        assert (code, out) == (0, "built\n"), err
+    assert first["image"]["id"] == second["image"]["id"]
