@@ -254,7 +254,7 @@ class Build:
             cache = LayeredCache(self.store, self.lease,
                                  [open_backend(spec, self._registry, platform=self._platform())
                                   for spec in self.request.cache_from],
-                                 warn=self.warnings.append)
+                                 warn=self.warnings.append, dry_run=self.request.dry_run)
         else:
             cache = StoreCache(self.store, self.lease)
         services = BuildServices(self.store, self.rootfs, self.base_layers, self.request.source_date_epoch,

@@ -94,8 +94,9 @@ class LayeredCache(StoreCache):
     """The store's cache, then the `--cache-from` sources (see the module docstring)."""
 
     def __init__(self, store: Store, lease: Lease, sources: Sequence[CacheBackend],
-                 warn: Callable[[str], None]) -> None:
+                 warn: Callable[[str], None], *, dry_run: bool = False) -> None:
         super().__init__(store, lease)
+        self._dry_run = dry_run  # a dry run takes records to plan with and stores none of them
         self._sources = [_Source(b) for b in sources]
         self._lock = threading.Lock()
         self._warn = warn
@@ -137,9 +138,11 @@ class LayeredCache(StoreCache):
                             (key, entry.kind, output))
                         self.used += 1
                     return output
-            self.put(key, entry.kind, output)
             with self._lock:
                 self.used += 1
+            if self._dry_run:
+                return output
+            self.put(key, entry.kind, output)
             return super().get(key) or output
         return None
 

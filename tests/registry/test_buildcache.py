@@ -518,3 +518,28 @@ def test_records_taken_and_never_downloaded_are_exported_to_another_cache(
         code, out, err = lb(tmp_path / name, capfd, "run", "--rm", "app:1", "cat", "/artifact")
         assert (code, out) == (0, "built\n"), err
     assert first["image"]["id"] == second["image"]["id"]
+
+
+def test_a_dry_run_takes_records_and_stores_none(plain_registry: Registry, base: str, tmp_path: Path, cli_env: None,
+                                                 capfd: pytest.CaptureFixture[str]) -> None:
+    """`build --dry-run --cache-from`: a record whose layer the store already has (made by another
+    build) is taken to plan with, as one that would need a download is, and neither is written into
+    the store's own cache."""
+    from layerbuild.store import Store
+
+    ref = f"{plain_registry.host}/cache/app:dry"
+    ctx = app(tmp_path, "ctx", base, "dry\n")
+    report(tmp_path / "runner1", capfd, ctx, "--cache-to", f"type=registry,ref={ref},mode=max")
+    other = tmp_path / "Dockerfile.other"  # the same COPY layer, made by a build without the RUN before it
+    other.write_text(f"FROM {base}\nCOPY app.txt /app.txt\n")
+    report(tmp_path / "runner2", capfd, ctx, "-f", str(other))
+    with Store.open(tmp_path / "runner2") as store:
+        before = {r.key for r in store.index.list_cache()}
+    out = tmp_path / "dry.json"
+    code, _, err = lb(tmp_path / "runner2", capfd, "build", "--dry-run", "--report", str(out), "--cache-from", ref,
+                      str(ctx))
+    assert code == 0, err
+    steps = [s for s in json.loads(out.read_text())["steps"] if s["kind"] in ("exec", "copy")]
+    assert len(steps) == 3 and all(s["cached"] for s in steps), steps
+    with Store.open(tmp_path / "runner2") as store:
+        assert {r.key for r in store.index.list_cache()} == before
