@@ -80,9 +80,15 @@ def register(sub: Any) -> tuple[str, Any]:
     e.add_argument("-T", "--no-TTY", action="store_true", help="accepted: no terminal is allocated")
     e.add_argument("service", metavar="SERVICE")
     e.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
-    for verb, text in (("pull", "pull the services' images"), ("push", "push the services' built images")):
-        x = cmds.add_parser(verb, help=text)
-        x.add_argument("services", nargs="*", metavar="SERVICE")
+    pl = cmds.add_parser("pull", help="pull the services' images")
+    pl.add_argument("--ignore-buildable", action="store_true", help="skip the services that have a build section")
+    pl.add_argument("--ignore-pull-failures", action="store_true", help="pull what can be pulled, warn of the rest")
+    pl.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    pl.add_argument("services", nargs="*", metavar="SERVICE")
+    ps_ = cmds.add_parser("push", help="push the services' built images")
+    ps_.add_argument("--ignore-push-failures", action="store_true", help="push what can be pushed, warn of the rest")
+    ps_.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    ps_.add_argument("services", nargs="*", metavar="SERVICE")
     return "compose", run
 
 

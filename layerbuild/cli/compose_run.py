@@ -187,29 +187,65 @@ def exec(args: argparse.Namespace, project: Project) -> int:
 
 
 def pull(args: argparse.Namespace, project: Project) -> int:
+    """docker compose pull: every service that names an image; a service that can be built and
+    whose image cannot be pulled is only told to be built (as docker compose does), a failure of any
+    other stops the pull with exit 1 (`--ignore-pull-failures`: a warning); `--ignore-buildable`
+    leaves the buildable ones alone."""
+    from layerbuild.errors import LayerbuildError
     from layerbuild.reference import parse_reference
     from layerbuild.registry.client import RegistryClient
     from layerbuild.registry.pull import pull as pull_image
 
+    say = (lambda text: None) if args.quiet else _say
     names = args.services or project.service_names()
+    must_build: list[str] = []
     with open_store(args) as store, RegistryClient() as client:
         for name in names:
             svc = project.services[name]
-            if svc.get("image") and svc.get("build") is None:
-                _say(f"{name} Pulling")
-                pull_image(store, parse_reference(str(svc["image"])), client=client)
-                _say(f"{name} Pulled")
+            image, buildable = svc.get("image"), svc.get("build") is not None
+            if not image or (buildable and args.ignore_buildable):
+                say(f"{name} Skipped")
+                continue
+            say(f"{name} Pulling")
+            try:
+                pull_image(store, parse_reference(str(image)), client=client)
+            except LayerbuildError as exc:
+                if buildable:
+                    must_build.append(name)
+                    say(f"{name} Warning {exc.message}")
+                    continue
+                if not args.ignore_pull_failures:
+                    raise
+                print(f"warning: {name}: {exc.message}", file=sys.stderr)
+                continue
+            say(f"{name} Pulled")
+    if must_build:
+        print("WARNING: Some service image(s) must be built from source by running:\n"
+              f"    layerbuild compose build {' '.join(must_build)}", file=sys.stderr)
     return 0
 
 
 def push(args: argparse.Namespace, project: Project) -> int:
+    """docker compose push: the images of the services that are built and name an image; the rest
+    are skipped. A failure exits 1 (`--ignore-push-failures`: a warning)."""
+    from layerbuild.errors import LayerbuildError
     from layerbuild.registry.push import push as push_image
 
+    say = (lambda text: None) if args.quiet else _say
     names = args.services or project.service_names()
     with open_store(args) as store:
         for name in names:
             svc = project.services[name]
-            if svc.get("image") and svc.get("build") is not None:
-                _say(f"Pushing {name}: {svc['image']}")
+            if not svc.get("image") or svc.get("build") is None:
+                say(f"{name} Skipped")
+                continue
+            say(f"Pushing {name}: {svc['image']}")
+            try:
                 push_image(store, str(svc["image"]))
+            except LayerbuildError as exc:
+                if not args.ignore_push_failures:
+                    raise
+                print(f"warning: {name}: {exc.message}", file=sys.stderr)
+                continue
+            say(f"{name} Pushed")
     return 0
