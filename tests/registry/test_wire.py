@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from layerbuild.registry.wire import WireTransport
+from tests.registry.kit import Registry
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -215,3 +216,32 @@ def test_a_blob_reader_hands_out_every_byte_once(sizes: list[int], reads: list[i
                 got += reader.read(n)
         assert got == whole
         assert reader.read(5) == b"" and reader.readinto(bytearray(5)) == 0
+
+
+def test_one_tls_connection_carries_a_registry_session(tls_registry: Registry,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over TLS (the fixture's CA, htpasswd auth), an upload's requests, a manifest and blobs go over
+    the connections kept from one request to the next: one TLS handshake per connection, not one per
+    request (a TLS 1.3 ticket that arrives after the handshake must not make a kept one look closed)."""
+    from tests.registry.fixtures import client_for
+    from tests.registry.test_client import image, ref_of, sha
+
+    made: list[tuple[str, str, int]] = []
+    connect = WireTransport._connect
+
+    def counted(self: WireTransport, key: tuple[str, str, int], timeout: float | None) -> object:
+        made.append(key)
+        return connect(self, key, timeout)
+
+    monkeypatch.setattr(WireTransport, "_connect", counted)
+    config, layer, _ = image()
+    with client_for(tls_registry) as client:
+        ref = ref_of(tls_registry.host, "wire/kept:1")
+        for data in (layer, config):
+            client.upload_blob(ref, sha(data), len(data), data)
+        for _ in range(5):
+            assert client.get_blob(ref, sha(layer)) == layer
+            assert client.stat_blob(ref, sha(config)) == len(config)
+    # A loopback registry is pinged over plain HTTP first (it answers 400: it speaks TLS), then one
+    # TLS connection carries everything.
+    assert [k[0] for k in made] == ["http", "https"], made
