@@ -275,3 +275,18 @@ def test_the_oci_json_check_sees_a_raw_manifest(tmp_path: Path) -> None:
     src = tmp_path / "raw.py"
     src.write_text('manifest = {"schemaVersion": 2, "layers": []}\n')
     assert _oci_json_keys(src) == {"schemaVersion"}
+
+
+def test_a_pull_does_not_load_the_layer_writers() -> None:
+    """What a pull reaches for (the image protocol, the store's door, the registry's images) loads
+    the layer reader and the compression sniffer only: not the writers and the extractor, which
+    the `layerbuild.layer` package names lazily."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import layerbuild.image.protocol, layerbuild.image.storeimage, "
+            "layerbuild.registry.images, layerbuild.registry.pull; "
+            "heavy = [m for m in ('layerbuild.layer.apply', 'layerbuild.layer.writer', 'layerbuild.layer.mapped') "
+            "if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"imported by a pull: {out}"
