@@ -88,17 +88,20 @@ class RegistryClient:
     `certs_dirs`: where `<host>/*.crt` CAs and `*.cert`/`*.key` client pairs are looked for (default
     $LAYERBUILD_CERTS_DIRS, else /etc/docker/certs.d and /etc/containers/certs.d). `oauth`: fetch
     tokens for a password with the OAuth2 POST form instead of GET with Basic. `sleep`: how waits
-    between retries are spent (tests record them).
+    between retries are spent (tests record them). `timeout`/`connect_timeout`: seconds a read (or a
+    connection) may stall before it counts as lost.
     """
 
     def __init__(self, *, credentials: CredentialSource | None = None, insecure: Iterable[str] = (),
                  retry: RetryPolicy | None = None, timeout: float = 60.0, oauth: bool = False,
-                 certs_dirs: Iterable[Path] | None = None, sleep: Callable[[float], None] | None = None) -> None:
+                 certs_dirs: Iterable[Path] | None = None, sleep: Callable[[float], None] | None = None,
+                 connect_timeout: float = 15.0) -> None:
         self.options = Options(
             credentials=credentials if credentials is not None else DockerConfig(),
             insecure=frozenset(insecure) | insecure_from_env(),
             retry=retry or RetryPolicy(),
             timeout=timeout,
+            connect_timeout=connect_timeout,
             oauth=oauth,
             certs_dirs=list(certs_dirs) if certs_dirs is not None else None,
         )

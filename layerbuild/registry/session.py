@@ -47,7 +47,8 @@ class Options:
     insecure: frozenset[str]
     retry: RetryPolicy
     timeout: float
-    oauth: bool = False  # the OAuth2 POST form for password logins too (identity tokens always use it)
+    oauth: bool = False
+    connect_timeout: float = 15.0  # the OAuth2 POST form for password logins too (identity tokens always use it)
     certs_dirs: list[Path] | None = None  # None: $LAYERBUILD_CERTS_DIRS, else docker's and containers' certs.d
     sleep: Callable[[float], None] = field(default=time.sleep)
 
@@ -316,7 +317,7 @@ class OriginClients:
                 # Plain HTTP needs no TLS context (httpx would build a verifying one, for nothing).
                 ctx = tls_context(netloc, verify=verify, dirs=self.options.certs_dirs) if u.scheme == "https" else False
                 client = httpx.Client(verify=ctx, transport=http_transport(ctx),
-                                      timeout=httpx.Timeout(self.options.timeout, connect=15.0),
+                                      timeout=httpx.Timeout(self.options.timeout, connect=self.options.connect_timeout),
                                       follow_redirects=False, trust_env=True,  # HTTP(S)_PROXY, NO_PROXY
                                       headers={"User-Agent": USER_AGENT})
                 self._clients[key] = client

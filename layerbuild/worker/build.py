@@ -117,6 +117,7 @@ class Build:
         self.arch = request.platform.split("/")[1] if request.platform else host_arch()
         self.pulled: set[tuple[str, str | None]] = set()  # what this build asked a registry for
         self._client: object | None = None
+        self._cache_client: object | None = None
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -252,7 +253,7 @@ class Build:
             from layerbuild.worker.remotecache import LayeredCache, open_backend
 
             cache = LayeredCache(self.store, self.lease,
-                                 [open_backend(spec, self._registry, platform=self._platform())
+                                 [open_backend(spec, self._cache_registry, platform=self._platform())
                                   for spec in self.request.cache_from],
                                  warn=self.warnings.append, dry_run=self.request.dry_run)
         else:
@@ -335,8 +336,9 @@ class Build:
             if close is not None:
                 close()
             self.rootfs.close()
-            if self._client is not None:
-                self._client.close()  # type: ignore[attr-defined]
+            for client in (self._client, self._cache_client):
+                if client is not None:
+                    client.close()  # type: ignore[attr-defined]
         warnings = tuple(f"build-arg {name} was not consumed by any ARG" for name in plan.unused_build_args)
         warnings += tuple(self.warnings)
         result = BuildResult(
@@ -364,6 +366,22 @@ class Build:
         if self._client is None:
             self._client = RegistryClient()
         return self._client
+
+    def _cache_registry(self) -> object:
+        """The client `--cache-from` sources are read with: a cache is optional, so a registry that
+        does not answer is given up on after a short wait (LAYERBUILD_CACHE_TIMEOUT seconds a read may
+        stall, default 15; two tries), and the build goes on without it, said so."""
+        from layerbuild.registry.client import RegistryClient
+        from layerbuild.registry.transport import RetryPolicy
+
+        if self._cache_client is None:
+            try:
+                wait = float(os.environ.get("LAYERBUILD_CACHE_TIMEOUT", "") or 15.0)
+            except ValueError:
+                wait = 15.0
+            self._cache_client = RegistryClient(timeout=wait, connect_timeout=min(wait, 5.0),
+                                                retry=RetryPolicy(attempts=2))
+        return self._cache_client
 
     def _platform(self) -> str:
         return self.request.platform or f"linux/{self.arch}"

@@ -543,3 +543,28 @@ def test_a_dry_run_takes_records_and_stores_none(plain_registry: Registry, base:
     assert len(steps) == 3 and all(s["cached"] for s in steps), steps
     with Store.open(tmp_path / "runner2") as store:
         assert {r.key for r in store.index.list_cache()} == before
+
+
+def test_a_cache_registry_that_never_answers_is_given_up_on(base: str, tmp_path: Path, cli_env: None,
+                                                            capfd: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `--cache-from` registry that takes the connection and never answers: after the short wait
+    (LAYERBUILD_CACHE_TIMEOUT, two tries) the build goes on without it and says so, instead of
+    waiting out a pull's minute-long timeouts five times."""
+    import socket
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # connections are taken by the kernel, and nothing ever reads or answers them
+    try:
+        monkeypatch.setenv("LAYERBUILD_CACHE_TIMEOUT", "1")
+        ctx = app(tmp_path, "ctx", base, "silent\n")
+        started = time.monotonic()
+        got = report(tmp_path / "runner", capfd, ctx, "--cache-from", f"127.0.0.1:{silent.getsockname()[1]}/c:x")
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert any(not s["cached"] for s in got["steps"])
+    assert "could not be read" in got["stderr"] and "building without it" in got["stderr"], got["stderr"]
+    assert took < 30, took
