@@ -18,7 +18,7 @@ from layerbuild.compose import services as svcs
 from layerbuild.compose import supervisor
 from layerbuild.compose.model import Project
 from layerbuild.errors import ComposeFileError, LayerbuildError, UsageError
-from layerbuild.runtime import bridge, containers, runner
+from layerbuild.runtime import bridge, containers, runner, sharedns
 from layerbuild.runtime.containers import Container, command_text
 from layerbuild.store import Store
 
@@ -132,8 +132,8 @@ def up(store: Store, project: Project, selected: Sequence[str] = (), *, force_re
     `wait`: running and, with a healthcheck, healthy)."""
     root = store.root
     names = order(project, selected)
-    if any(svcs.service_networks(project, n) for n in names):
-        bridge.require_root()
+    if svcs.shared(project, names):
+        say(f"Network {project.name}  {sharedns.NOTICE}")
     svcs.ensure_networks(root, project, names)
     supervisor.ensure(root, project.name)
     started: list[Container] = []
@@ -240,6 +240,8 @@ def down(store: Store, project: Project, *, volumes: bool = False, rmi: str | No
         if info.labels.get(svcs.PROJECT) == project.name:
             bridge.remove(root, info.name)
             say(f"Network {info.name}  Removed")
+    if sharedns.remove(root, project.name):
+        say(f"Network {project.name}  Removed")
     if volumes:
         for name in svcs.remove_volumes(root, project):
             say(f"Volume {name}  Removed")

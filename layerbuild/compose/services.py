@@ -18,7 +18,7 @@ from typing import Any
 
 from layerbuild.compose.model import Project
 from layerbuild.errors import ComposeFileError
-from layerbuild.runtime import bridge, containers
+from layerbuild.runtime import bridge, containers, sharedns
 from layerbuild.runtime.bridge import Join
 from layerbuild.runtime.containers import Container
 from layerbuild.runtime.ports import DEFAULT_HOST_IP, Port
@@ -82,13 +82,25 @@ def volume_dir(root: Path, name: str) -> Path:
     return root / VOLUMES / name / "_data"
 
 
+def shared(project: Project, services: list[str]) -> bool:
+    """Whether the services' networks fall back to the project's shared namespace (sharedns.py)."""
+    return any(service_networks(project, s) for s in services) and sharedns.wanted()
+
+
 def ensure_networks(root: Path, project: Project, services: list[str]) -> None:
+    """Make the services' project networks (or, where bridges cannot be made, the shared namespace)."""
     wanted = {k for s in services for k in service_networks(project, s)}
     for key in sorted(wanted):
-        conf = project.networks.get(key) or {}
         if key != "default" and key not in project.networks:
             raise ComposeFileError(f"service refers to undefined network {key}",
                                    hint="declare it under the top-level networks:")
+    if wanted and sharedns.wanted():
+        sharedns.ensure(root, project.name)
+        return
+    if wanted:
+        bridge.require_root()
+    for key in sorted(wanted):
+        conf = project.networks.get(key) or {}
         if conf.get("external"):
             bridge.find(root, network_name(project, key))
             continue
@@ -162,15 +174,19 @@ def run_options(root: Path, project: Project, service: str, *, name: str, labels
     mode = svc.get("network_mode")
     if mode not in (None, "host", "none", "bridge"):
         raise ComposeFileError(f"network_mode {mode} is not supported", hint="use host or none, or networks:")
-    joins = tuple(Join(network_name(project, key), tuple(conf.get("aliases") or ()))
-                  for key, conf in service_networks(project, service).items())
+    nets = service_networks(project, service)
+    share = bool(nets) and sharedns.wanted()
+    joins = () if share else tuple(Join(network_name(project, key), tuple(conf.get("aliases") or ()))
+                                   for key, conf in nets.items())
+    aliases = [a for conf in nets.values() for a in conf.get("aliases") or ()] if share else []
     entrypoint = svc.get("entrypoint")
     cmd = command if command else tuple(svc.get("command") or ())
     return RunOptions(
         image=project.image_of(service), command=cmd, name=name, env=_env(svc), workdir=svc.get("working_dir"),
         user=None if svc.get("user") is None else str(svc["user"]),
         network="host" if mode == "host" else "none" if mode == "none" else "default",
-        networks=joins, dns_names=(service,), ports=_ports(svc) if publish else (),
+        networks=joins, dns_names=(service, *aliases), shared_netns=project.name if share else "",
+        ports=_ports(svc) if publish else (),
         mounts=_mounts(root, project, svc), detach=detach, remove=remove,
         entrypoint=None if entrypoint is None else tuple(entrypoint), hostname=svc.get("hostname"),
         labels={**(svc.get("labels") or {}), **labels},

@@ -2,7 +2,8 @@
 
 Run as `python -I -S forward.py SPEC_FD STATUS_FD` (see `ports.py`). It binds every host address and
 port first, in the host's network namespace, then moves itself (setns) into the namespace of the
-network where the container has its address: connections accepted on the host side are relayed to
+network where the container has its address (rootless, entering the user namespace that owns it
+first, before any thread exists): connections accepted on the host side are relayed to
 `target_ip:target_port` there, one thread each way. `ready` or `error MESSAGE` goes back on
 STATUS_FD. It ends by itself once the container's process (pid and start time) is gone, so a crash
 of the container never leaves a listener behind; `stop` of the container kills it earlier.
@@ -19,6 +20,7 @@ import threading
 import time
 
 CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
 
 
 def _start_time(pid: int) -> int | None:
@@ -86,6 +88,11 @@ def main() -> int:
             s.listen(128)
             listeners.append((s, (p["target_ip"], p["target_port"])))
         libc = ctypes.CDLL(None, use_errno=True)
+        if spec.get("userns"):  # rootless: the user namespace that owns the network's, first
+            fd = os.open(spec["userns"], os.O_RDONLY)
+            if libc.setns(fd, CLONE_NEWUSER) != 0:
+                raise OSError(f"cannot enter the user namespace: {os.strerror(ctypes.get_errno())}")
+            os.close(fd)
         fd = os.open(spec["netns"], os.O_RDONLY)
         if libc.setns(fd, CLONE_NEWNET) != 0:
             raise OSError(f"cannot enter the network namespace: {os.strerror(ctypes.get_errno())}")

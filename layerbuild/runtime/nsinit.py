@@ -11,6 +11,11 @@ master there before it reports `ready` (`setup_terminal`).
 Rootless with subordinate ids (spec "idmap"), a process forked before the user namespace is made
 runs newuidmap/newgidmap on this helper once it has unshared, and the helper waits for it.
 For the default network it also starts slirp4netns and reports its pid as `net N`.
+With spec "join" ({"user": PATH or None, "net": PATH}) the process enters an existing network
+namespace (and, rootless, the user namespace that owns it) instead of making its own: the shared
+namespace of a rootless compose project (`sharedns.py`). With spec "hold" this helper makes only
+that user and network namespace, brings loopback up, reports `pid N` and `ready`, and then does
+nothing but keep them alive until it is killed.
 """
 
 from __future__ import annotations
@@ -538,8 +543,22 @@ def enter_cgroup(spec: Spec, status: int) -> None:
         fail(status, exc)
 
 
-def enter_namespaces(spec: Spec) -> None:
-    flags = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
+def setns(path: str, nstype: int, what: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_libc.setns(fd, nstype), f"enter the {what} namespace")
+    finally:
+        os.close(fd)
+
+
+def enter_namespaces(spec: Spec, flags: int = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC) -> None:
+    join = spec.get("join")
+    if join:  # one thread here: setns into a user namespace allows no other
+        if join.get("user"):
+            setns(join["user"], CLONE_NEWUSER, "user")
+        setns(join["net"], CLONE_NEWNET, "network")
+        _check(_libc.unshare(flags), "unshare the namespaces")
+        return
     if spec["netns"]:
         flags |= CLONE_NEWNET
     if spec["userns"] and spec.get("idmap"):
@@ -611,12 +630,29 @@ def finish_mapper(mapper: tuple[int, int, int]) -> None:
         raise SetupError("userns", 125, f"cannot map the subordinate ids: {text}")
 
 
+def hold(spec: Spec, status: int) -> int:
+    """Make a user (rootless) and network namespace with loopback up, and keep them until killed."""
+    try:
+        enter_namespaces(spec, 0)
+        loopback_up()
+    except (SetupError, OSError) as exc:
+        fail(status, exc)
+    os.write(status, f"pid {os.getpid()}\nready\n".encode())
+    os.close(status)
+    for name in ("SIGINT", "SIGHUP", "SIGPIPE"):
+        _signal.signal(getattr(_signal, name), _signal.SIG_IGN)
+    while True:
+        _signal.pause()
+
+
 def main() -> int:
     spec_fd, status = int(sys.argv[1]), int(sys.argv[2])
     with os.fdopen(spec_fd, "rb") as f:
         spec = marshal.loads(f.read())
     os.set_inheritable(status, False)  # closes on exec: EOF then tells the caller exec happened
     global NETWORK
+    if spec.get("hold"):
+        return hold(spec, status)
     if spec["die_with_parent"]:  # a killed build or `run` takes its container and network along
         _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
     if spec.get("network"):

@@ -61,7 +61,8 @@ def parse_publish(spec: str) -> Port:
     raise UsageError(f"invalid published port {spec!r}", hint="write [IP:]HOST_PORT:CONTAINER_PORT")
 
 
-def start_forwarder(ports: list[Port], *, netns: Path, target_ip: str, watch_pid: int, log: Path) -> tuple[int, int]:
+def start_forwarder(ports: list[Port], *, netns: Path, target_ip: str, watch_pid: int, log: Path,
+                    userns: Path | None = None) -> tuple[int, int]:
     """Start the forwarder for `ports`; returns its (pid, start time) once it listens, or SandboxError."""
     spec_r, spec_w = os.pipe()
     status_r, status_w = os.pipe()
@@ -75,7 +76,8 @@ def start_forwarder(ports: list[Port], *, netns: Path, target_ip: str, watch_pid
             os.close(fd)
     with os.fdopen(spec_w, "wb") as f:
         f.write(marshal.dumps({
-            "netns": os.fspath(netns), "watch_pid": watch_pid, "watch_start": proc_start_time(watch_pid),
+            "netns": os.fspath(netns), "userns": os.fspath(userns) if userns else None,
+            "watch_pid": watch_pid, "watch_start": proc_start_time(watch_pid),
             "ports": [{"host_ip": p.host_ip, "host_port": p.host_port, "target_ip": target_ip,
                        "target_port": p.container_port} for p in ports]}))
     with os.fdopen(status_r, "rb") as f:
