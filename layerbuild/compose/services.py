@@ -150,16 +150,36 @@ def _mounts(root: Path, project: Project, svc: dict[str, Any]) -> tuple[BindMoun
 
 
 def _ports(svc: dict[str, Any]) -> tuple[Port, ...]:
+    """The service's published ports (long syntax, one entry per port): tcp and udp, on `host_ip`
+    (127.0.0.1 unless given); a published range for one target takes its first free port, as docker's
+    does; no published port publishes the target's own number."""
     out = []
     for p in svc.get("ports") or []:
-        if p.get("protocol", "tcp") != "tcp":
-            raise ComposeFileError(f"port {p.get('target')}/{p.get('protocol')}: only tcp ports are published")
+        protocol = str(p.get("protocol") or "tcp")
+        if protocol not in ("tcp", "udp"):
+            raise ComposeFileError(f"port {p.get('target')}/{protocol}: only tcp and udp ports are published")
+        host_ip = str(p.get("host_ip") or DEFAULT_HOST_IP)
         published = str(p.get("published") or p["target"])
         first, _, last = published.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise ComposeFileError(f"invalid published port {published!r}", hint="write a port or a range 8000-8010")
+        host = int(first)
         if last and last != first:
-            raise ComposeFileError(f"port range {published} is not supported", hint="publish each port")
-        out.append(Port(int(p["target"]), int(first), p.get("host_ip") or DEFAULT_HOST_IP))
+            host = next((n for n in range(int(first), int(last) + 1) if _free(host_ip, n, protocol)), int(first))
+        out.append(Port(int(p["target"]), host, host_ip, protocol))
     return tuple(out)
+
+
+def _free(host_ip: str, port: int, protocol: str) -> bool:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host_ip, port))
+        except OSError:
+            return False
+    return True
 
 
 def _env(svc: dict[str, Any]) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from layerbuild.runtime import containers, sharedns
-from tests.compose.test_up import WEB, Project, _free_port, _leftovers, project, root  # noqa: F401
+from tests.compose.test_up import FORWARDER, WEB, Project, _free_port, _leftovers
 
 pytestmark = [pytest.mark.integration]
 
@@ -23,7 +23,7 @@ def shared(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.slow
-def test_services_share_one_namespace_and_reach_each_other_by_name(project: Project) -> None:  # noqa: F811
+def test_services_share_one_namespace_and_reach_each_other_by_name(project: Project) -> None:
     port = _free_port()
     project.write(WEB + f"    ports: ['{port}:80']\n    networks: [back]\n" + """\
   client:
@@ -61,7 +61,7 @@ def test_services_share_one_namespace_and_reach_each_other_by_name(project: Proj
     assert not Path(f"/proc/{holder.pid}").exists()
     assert sharedns.find(project.root, project.name) is None
     assert not (project.root / sharedns.SHARED / project.name).exists()
-    problems = [p for p in _leftovers(project.root) if project.name in p or "forward.py" in p
+    problems = [p for p in _leftovers(project.root) if project.name in p or FORWARDER in p
                 or "/containers/" in p or "nsinit" in p]
     assert not problems, problems
     with pytest.raises(OSError):
@@ -153,9 +153,21 @@ def test_rootless_falls_back_to_the_shared_namespace(monkeypatch: pytest.MonkeyP
         assert out == {"up": 0, "exec": 0, "published": "hello\n", "down": 0, "left": False}, proc.stderr
         assert proc.stdout.count("hello\n") == 1
         assert proc.stderr.count(sharedns.NOTICE) == 1
-        left = [p for p in _leftovers(home) if "forward.py" in p or "nsinit" in p or str(home) in p]
-        assert not left, left
+        left = [pid for pid in os.listdir("/proc") if pid.isdigit() and _owner(pid) == user.pw_uid]
+        assert not left, left  # no holder, forwarder, supervisor or container process of the user's
+        assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(home) in line]
     finally:
         import shutil
 
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _owner(pid: str) -> int | None:
+    """The uid of a live process (None for one gone or a zombie: this machine's init reaps late)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        if "\nState:\tZ" in status:
+            return None
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
