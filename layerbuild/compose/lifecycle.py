@@ -350,5 +350,9 @@ def run_oneoff(store: Store, project: Project, service: str, command: Sequence[s
     name = f"{project.name}-{service}-run-{secrets.token_hex(6)}"
     opts = svcs.run_options(store.root, project, service, name=name, labels=labels, command=tuple(command),
                             detach=False, remove=remove, publish=False)
-    _, code = runner.run(store, opts)
+    try:
+        _, code = runner.run(store, opts)
+    finally:
+        if remove:  # its anonymous volumes go with it, as docker compose run --rm removes them
+            svcs.remove_anonymous(store.root, project.name, name)
     return code if code is not None else 0

@@ -31,6 +31,7 @@ NUMBER = "com.docker.compose.container-number"
 ONEOFF = "com.docker.compose.oneoff"
 HASH = "com.docker.compose.config-hash"
 VOLUMES = "volumes"
+ANONYMOUS = "anonymous.json"  # in an anonymous volume's directory: its project, container and target
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
@@ -117,14 +118,20 @@ def config_hash(project: Project, service: str) -> str:
     return hashlib.sha256(data.encode()).hexdigest()
 
 
-def _mounts(root: Path, project: Project, svc: dict[str, Any]) -> tuple[BindMount | TmpfsMount, ...]:
+def _mounts(root: Path, project: Project, svc: dict[str, Any], container: str
+            ) -> tuple[tuple[BindMount | TmpfsMount, ...], tuple[tuple[Path, str], ...]]:
+    """The service's mounts, and the volumes among them made just now that the image's content at
+    their target fills (docker's copy-up; `volume.nocopy` opts out)."""
     out: list[BindMount | TmpfsMount] = []
+    fills: list[tuple[Path, str]] = []
     for v in svc.get("volumes") or []:
         kind, target = v.get("type"), v["target"]
         readonly = bool(v.get("read_only"))
         if kind == "tmpfs":
-            size = (v.get("tmpfs") or {}).get("size")
-            out.append(TmpfsMount(target, int(size) if isinstance(size, int) else None))
+            tmpfs = v.get("tmpfs") or {}
+            mode = tmpfs.get("mode")
+            out.append(TmpfsMount(target, byte_size(tmpfs.get("size")),
+                                  0o1777 if mode is None else int(str(mode), 8) if isinstance(mode, str) else mode))
         elif kind == "bind":
             source = Path(v["source"])
             if not source.exists() and (v.get("bind") or {}).get("create_host_path", True):
@@ -133,20 +140,82 @@ def _mounts(root: Path, project: Project, svc: dict[str, Any]) -> tuple[BindMoun
         elif kind == "volume":
             source = v.get("source")
             if not source:  # an anonymous volume: this container's own
-                raise ComposeFileError(f"anonymous volume at {target} is not supported",
-                                       hint="name it, and declare it under the top-level volumes:")
-            if source not in project.volumes:
+                path = anonymous_volume(root, project, container, target)
+            elif source not in project.volumes:
                 raise ComposeFileError(f"service refers to undefined volume {source}",
                                        hint="declare it under the top-level volumes:")
-            path = volume_dir(root, volume_name(project, source))
-            path.mkdir(parents=True, exist_ok=True)
+            else:
+                path = volume_dir(root, volume_name(project, source))
+                if path.exists():  # an existing volume keeps what it holds
+                    out.append(BindMount(path, target, readonly=readonly))
+                    continue
+                path.mkdir(parents=True, exist_ok=True)
+            if not (v.get("volume") or {}).get("nocopy"):
+                fills.append((path, target))
             out.append(BindMount(path, target, readonly=readonly))
         else:
             raise ComposeFileError(f"volume type {kind} is not supported", hint="use volume, bind or tmpfs")
     for item in svc.get("tmpfs") or []:
-        target = str(item).partition(":")[0]
-        out.append(TmpfsMount(target))
-    return tuple(out)
+        target, _, options = str(item).partition(":")
+        size, mode = None, 0o1777
+        for option in (o for o in options.split(",") if o):
+            key, _, value = option.partition("=")
+            if key == "size":
+                size = byte_size(value)
+            elif key == "mode":
+                mode = int(value, 8)
+        out.append(TmpfsMount(target, size, mode))
+    return tuple(out), tuple(fills)
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?", re.IGNORECASE)
+
+
+def byte_size(value: Any) -> int | None:
+    """A compose size (`64m`, `1gb`, `1024`: bytes) in bytes."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int):
+        return value
+    m = _SIZE.fullmatch(str(value).strip())
+    if m is None:
+        raise ComposeFileError(f"invalid size {value!r}", hint="write e.g. 64m, 1g or a number of bytes")
+    return int(float(m.group(1)) * 1024 ** "bkmgt".index((m.group(2) or "b").lower()))
+
+
+def anonymous_volume(root: Path, project: Project, container: str, target: str) -> Path:
+    """A new anonymous volume for `container` at `target`: `<root>/volumes/<random id>/_data`, with a
+    record of whose it is (so `down -v` and `run --rm` find it)."""
+    import secrets
+
+    vdir = root / VOLUMES / secrets.token_hex(32)
+    (vdir / "_data").mkdir(parents=True)
+    _write_json(vdir / ANONYMOUS, {PROJECT: project.name, "container": container, "target": target})
+    return vdir / "_data"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def remove_anonymous(root: Path, project: str, container: str | None = None) -> list[str]:
+    """Remove the project's anonymous volumes (only `container`'s, if given); their ids."""
+    removed = []
+    try:
+        entries = list(os.scandir(root / VOLUMES))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        try:
+            meta = json.loads(Path(entry.path, ANONYMOUS).read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get(PROJECT) == project and container in (None, meta.get("container")):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.name)
+    return removed
 
 
 def _ports(svc: dict[str, Any]) -> tuple[Port, ...]:
@@ -201,13 +270,14 @@ def run_options(root: Path, project: Project, service: str, *, name: str, labels
     aliases = [a for conf in nets.values() for a in conf.get("aliases") or ()] if share else []
     entrypoint = svc.get("entrypoint")
     cmd = command if command else tuple(svc.get("command") or ())
+    mounts, fills = _mounts(root, project, svc, name)
     return RunOptions(
         image=project.image_of(service), command=cmd, name=name, env=_env(svc), workdir=svc.get("working_dir"),
         user=None if svc.get("user") is None else str(svc["user"]),
         network="host" if mode == "host" else "none" if mode == "none" else "default",
         networks=joins, dns_names=(service, *aliases), shared_netns=project.name if share else "",
         ports=_ports(svc) if publish else (),
-        mounts=_mounts(root, project, svc), detach=detach, remove=remove,
+        mounts=mounts, fill_volumes=fills, detach=detach, remove=remove,
         entrypoint=None if entrypoint is None else tuple(entrypoint), hostname=svc.get("hostname"),
         labels={**(svc.get("labels") or {}), **labels},
         add_hosts=tuple(_extra_hosts(svc)),
@@ -247,7 +317,7 @@ def remove_volumes(root: Path, project: Project) -> list[str]:
         if path.exists():
             shutil.rmtree(path)
             removed.append(volume_name(project, key))
-    return removed
+    return removed + remove_anonymous(root, project.name)
 
 
 def health_path(c: Container) -> Path:

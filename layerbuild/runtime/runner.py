@@ -63,6 +63,8 @@ class RunOptions:
     # instead of `networks`: the project whose shared network namespace (sharedns.py) the container enters
     shared_netns: str = ""
     mounts: tuple[BindMount | TmpfsMount, ...] = ()  # besides `volumes`
+    # new volumes (host dir, target) filled from the image at their mount point when the container is made
+    fill_volumes: tuple[tuple[Path, str], ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -146,6 +148,8 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
     cfg = image.config.config
     argv = command_for(opts.entrypoint if opts.entrypoint is not None else cfg.entrypoint, cfg.cmd, opts.command)
     lowers = lower_dirs_for(store, image.config.diff_ids)
+    for dest, target in opts.fill_volumes:
+        _fill(lowers, target, dest)
     mounts = (*(parse_volume(v) for v in opts.volumes), *opts.mounts)
     if opts.ports and not opts.networks and not opts.shared_netns:
         raise UsageError("published ports need a network (--network NAME)",
@@ -175,6 +179,19 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
                        network="none" if opts.networks or opts.shared_netns else opts.network,
                        mounts=mounts, extra_hosts=extra_hosts, **security)
     return c, spec, lowers
+
+
+def _fill(lowers: list[Path], target: str, dest: Path) -> None:
+    """docker's copy-up: an empty new volume gets what the image has at its mount point."""
+    from layerbuild.runtime.copyfs import copy_up
+    from layerbuild.store import idmap
+
+    if any(dest.iterdir()):
+        return
+    if os.geteuid() != 0:  # the image's owners, as the container's user namespace shows them
+        idmap.call_in_userns(copy_up, lowers, target, dest)
+    else:
+        copy_up(lowers, target, dest)
 
 
 def _mount_json(m: BindMount | TmpfsMount) -> dict[str, Any]:
