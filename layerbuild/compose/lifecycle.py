@@ -9,6 +9,7 @@ networks' and the volumes' names under the store root, so `ps` and `down` work f
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -256,8 +257,6 @@ def down(store: Store, project: Project, *, volumes: bool = False, rmi: str | No
                     say(f"Image {project.image_of(name)}  Removed")
                 except LayerbuildError:
                     pass
-    import shutil
-
     shutil.rmtree(supervisor.state_dir(root, project.name), ignore_errors=True)
 
 
@@ -355,4 +354,5 @@ def run_oneoff(store: Store, project: Project, service: str, command: Sequence[s
     finally:
         if remove:  # its anonymous volumes go with it, as docker compose run --rm removes them
             svcs.remove_anonymous(store.root, project.name, name)
+            shutil.rmtree(svcs.files_dir(store.root, project.name, name), ignore_errors=True)
     return code if code is not None else 0

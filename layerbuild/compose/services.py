@@ -165,7 +165,74 @@ def _mounts(root: Path, project: Project, svc: dict[str, Any], container: str
             elif key == "mode":
                 mode = int(value, 8)
         out.append(TmpfsMount(target, size, mode))
+    out.extend(_file_mounts(root, project, svc, container))
     return tuple(out), tuple(fills)
+
+
+FILES = "files"  # under <root>/compose/<project>/: the secrets' and configs' copies, per container
+
+
+def files_dir(root: Path, project: str, container: str) -> Path:
+    return root / "compose" / project / FILES / container
+
+
+def _file_mounts(root: Path, project: Project, svc: dict[str, Any], container: str) -> list[BindMount]:
+    """The service's `secrets:` (at /run/secrets/<name> unless `target` says otherwise) and `configs:`
+    (at /<name>), read-only. A `file:` source without uid, gid or mode is bound as it is, as docker
+    compose binds it; anything else (`environment:`, `content:`, or ownership and mode asked) is a
+    copy made for this container with them (default: root, 0444)."""
+    out = []
+    for kind in ("secrets", "configs"):
+        table = project.secrets if kind == "secrets" else project.configs
+        for ref in svc.get(kind) or []:
+            name = str(ref["source"])
+            spec = table.get(name) or {}
+            target = str(ref.get("target") or name)
+            if not target.startswith("/"):
+                target = f"/run/secrets/{target}" if kind == "secrets" else f"/{target}"
+            what = f"{kind[:-1]} {name}"
+            if spec.get("external"):
+                raise ComposeFileError(f"{what} is external: external {kind} need a swarm",
+                                       hint="give it a file:, environment: or content: source")
+            custom = any(ref.get(k) is not None for k in ("uid", "gid", "mode"))
+            if "file" in spec:
+                source = Path(spec["file"])
+                if not source.exists():
+                    raise ComposeFileError(f"{what}: the file {source} does not exist")
+                if not custom:
+                    out.append(BindMount(source, target, readonly=True))
+                    continue
+                data = source.read_bytes()
+            elif "environment" in spec:
+                value = project.environment.get(str(spec["environment"]))
+                if value is None:
+                    raise ComposeFileError(f"{what}: the environment variable {spec['environment']} is not set")
+                data = value.encode()
+            elif "content" in spec and kind == "configs":
+                data = str(spec["content"]).encode()
+            else:
+                raise ComposeFileError(f"{what} has no source", hint="give it a file: or environment: source")
+            mode = ref.get("mode")
+            mode = 0o444 if mode is None else int(mode, 8) if isinstance(mode, str) else int(mode)
+            copy = files_dir(root, project.name, container) / kind / name
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            tmp = copy.with_name(copy.name + ".tmp")
+            tmp.write_bytes(data)
+            os.chmod(tmp, mode)
+            _chown(tmp, int(ref.get("uid") or 0), int(ref.get("gid") or 0))
+            os.replace(tmp, copy)
+            out.append(BindMount(copy, target, readonly=True))
+    return out
+
+
+def _chown(path: Path, uid: int, gid: int) -> None:
+    """Owned by uid:gid as the container sees them (rootless: through the user namespace's mapping)."""
+    if os.geteuid() == 0:
+        os.chown(path, uid, gid)
+    elif uid or gid:
+        from layerbuild.store import idmap
+
+        idmap.call_in_userns(os.chown, os.fspath(path), uid, gid)
 
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?", re.IGNORECASE)

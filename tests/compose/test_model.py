@@ -302,3 +302,10 @@ def test_a_bad_project_name_in_the_file_is_a_compose_error(tmp_path: Path) -> No
     with pytest.raises(ComposeFileError, match="invalid project name 'we:app'") as info:
         load_project(Options(cwd=tmp_path, environ={}), warn=lambda m: None)
     assert info.value.exit_code == 1
+
+
+def test_a_leading_zero_is_octal_as_docker_compose_reads_it() -> None:
+    from layerbuild.compose.yamlsrc import load
+
+    data, _ = load("a: 0440\nb: 0o440\nc: 440\nd: '0440'\ne: 0\n", "compose.yaml")
+    assert data == {"a": 0o440, "b": 0o440, "c": 440, "d": "0440", "e": 0}

@@ -124,3 +124,60 @@ def test_byte_sizes(text: object, size: int) -> None:
 def test_a_bad_size_is_refused() -> None:
     with pytest.raises(ComposeFileError, match="invalid size"):
         byte_size("lots")
+
+
+@pytest.mark.slow
+def test_secrets_and_configs_from_files_environment_and_content(project: Project,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    (project.dir / "db_password.txt").write_text("s3cret\n")
+    (project.dir / "app.conf").write_text("port=80\n")
+    monkeypatch.setenv("API_TOKEN", "tok-123")
+    project.write("""\
+  app:
+    image: lbtest/busybox:compose
+    command: ["sleep", "60"]
+    secrets:
+      - db_password
+      - source: token
+        target: api_token
+        uid: "7"
+        gid: "8"
+        mode: 0400
+    configs:
+      - app_conf
+      - source: inline
+        target: /etc/inline.conf
+        mode: 0440
+""", """\
+secrets:
+  db_password: {file: ./db_password.txt}
+  token: {environment: API_TOKEN}
+configs:
+  app_conf: {file: ./app.conf}
+  inline: {content: "hello $${USER}\\n"}
+""")
+    code, _, err = project("up", "-d")
+    assert code == 0, err
+    script = ("for f in /run/secrets/db_password /run/secrets/api_token /app_conf /etc/inline.conf; do "
+              "echo \"$(cat $f)\"; done; "
+              "stat -c '%n %u %g %a' /run/secrets/api_token /etc/inline.conf; echo x > /run/secrets/db_password")
+    code, out, err = project("exec", "app", "sh", "-c", script)
+    assert out.splitlines() == ["s3cret", "tok-123", "port=80", "hello ${USER}",
+                                "/run/secrets/api_token 7 8 400", "/etc/inline.conf 0 0 440"]
+    assert code != 0 and "Read-only file system" in err  # mounted read-only
+    # a file bound as it is (no uid, gid or mode asked) shows a change, as docker compose's bind does
+    (project.dir / "db_password.txt").write_text("changed\n")
+    assert project("exec", "app", "cat", "/run/secrets/db_password")[1] == "changed\n"
+    assert project("down", "-t", "1")[0] == 0
+    assert not (project.root / "compose" / project.name).exists()  # the copies went with the project
+
+
+def test_a_secret_without_its_variable_is_a_clear_error(project: Project) -> None:
+    project.write("""\
+  app:
+    image: lbtest/busybox:compose
+    secrets: [token]
+""", "secrets:\n  token: {environment: LB_NO_SUCH_VARIABLE_SET}\n")
+    code, _, err = project("up", "-d")
+    assert code == 1 and "secret token: the environment variable LB_NO_SUCH_VARIABLE_SET is not set" in err
+    assert "Traceback" not in err
