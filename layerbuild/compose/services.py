@@ -55,6 +55,37 @@ def container_name(project: Project, service: str, number: int = 1) -> str:
     return str(project.services[service].get("container_name") or f"{project.name}-{service}-{number}")
 
 
+def scale_of(project: Project, service: str) -> int:
+    """How many containers the service runs: `scale:`, else `deploy.replicas`, else 1."""
+    svc = project.services[service]
+    value = svc.get("scale")
+    if value is None:
+        value = (svc.get("deploy") or {}).get("replicas")
+    count = 1 if value is None else int(value)
+    if count > 1 and svc.get("container_name"):
+        raise ComposeFileError(f"service {service} has container_name {svc['container_name']!r}: it cannot "
+                               f"run {count} containers, each needs a name of its own",
+                               hint="remove container_name: to scale the service")
+    return count
+
+
+def with_scale(project: Project, scale: dict[str, int]) -> Project:
+    """The project with `up --scale SERVICE=N` applied (as `scale:` of those services)."""
+    if not scale:
+        return project
+    import dataclasses
+
+    services = {n: ({**s, "scale": scale[n]} if n in scale else s) for n, s in project.services.items()}
+    return dataclasses.replace(project, services=services)
+
+
+def number_of(c: Container) -> int:
+    try:
+        return int((c.config.get("labels") or {}).get(NUMBER, 1))
+    except ValueError:
+        return 1
+
+
 def service_networks(project: Project, service: str) -> dict[str, dict[str, Any]]:
     """The service's networks (the project's `default` when it names none), `network_mode` aside."""
     svc = project.services[service]
@@ -113,8 +144,12 @@ def ensure_networks(root: Path, project: Project, services: list[str]) -> None:
 
 
 def config_hash(project: Project, service: str) -> str:
-    """What the container was made from: a change recreates it on the next `up`."""
-    data = json.dumps(project.services[service], sort_keys=True, default=str)
+    """What the container was made from: a change recreates it on the next `up` (its scale aside:
+    scaling adds or removes containers and leaves the others be, as docker compose does)."""
+    svc = {k: v for k, v in project.services[service].items() if k != "scale"}
+    if isinstance(svc.get("deploy"), dict):
+        svc["deploy"] = {k: v for k, v in svc["deploy"].items() if k != "replicas"}
+    data = json.dumps(svc, sort_keys=True, default=str)
     return hashlib.sha256(data.encode()).hexdigest()
 
 
