@@ -79,7 +79,7 @@ def register(sub: Any) -> tuple[str, Any]:
     e.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
     e.add_argument("-u", "--user")
     e.add_argument("-w", "--workdir")
-    e.add_argument("-T", "--no-TTY", action="store_true", help="accepted: no terminal is allocated")
+    e.add_argument("-T", "--no-TTY", action="store_true", help="no pseudo-terminal (by default one is allocated when stdout is a terminal)")
     e.add_argument("--index", type=int, default=1, metavar="N", help="the container of the service (default 1)")
     e.add_argument("service", metavar="SERVICE")
     e.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")

@@ -196,7 +196,9 @@ def exec(args: argparse.Namespace, project: Project) -> int:
     from layerbuild.runtime.enter import exec_in
 
     c = lifecycle.service_container(args_root(args), project, args.service, args.index)
-    return exec_in(c, args.command, env=args.env, user=args.user, workdir=args.workdir)
+    tty = not args.no_TTY and sys.stdout.isatty()  # docker compose exec: a pty unless -T
+    return exec_in(c, args.command, env=args.env, user=args.user, workdir=args.workdir, tty=tty,
+                   forward_signals=True)
 
 
 def pull(args: argparse.Namespace, project: Project) -> int:

@@ -277,7 +277,7 @@ def _start(
         env.append(f"HOME={user.home}")
     target = work / "merged"
     target.mkdir()
-    payload = {**_security(spec, seccomp_cache),
+    payload = {**security(spec, seccomp_cache),
         "userns": rootless, "netns": spec.network != "host", "tty": tty, "die_with_parent": not detached,
         "network": net,
         "exit_file": os.fspath(exit_file) if exit_file else None,
@@ -372,7 +372,7 @@ def hold_namespace(log: Path) -> int:
     return started.pid
 
 
-def _security(spec: ProcessSpec, cache: Path | None) -> dict[str, Any]:
+def security(spec: ProcessSpec, cache: Path | None) -> dict[str, Any]:
     """What nsinit needs to confine the process: capabilities kept, no_new_privs, the compiled filter."""
     if spec.privileged:
         return {"privileged": True, "capabilities": None, "no_new_privs": False, "seccomp": None}
