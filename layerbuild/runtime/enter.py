@@ -183,6 +183,7 @@ def exec_in(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), user:
         try:
             code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            _kill_process(status)  # it is in the container's PID namespace: killing the helper leaves it
             proc.kill()
             proc.wait()
             return 124
@@ -196,6 +197,20 @@ def exec_in(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), user:
     if rest is not None and rest[0] not in ("exec",):
         raise SandboxError(f"cannot exec in container {c.name}: {rest[1]}")
     return code if code >= 0 else 128 - code
+
+
+def _kill_process(status: IO[bytes]) -> None:
+    """SIGKILL the exec'd process, whose pid the helper reported on `status` (read without waiting)."""
+    os.set_blocking(status.fileno(), False)
+    try:
+        data = os.read(status.fileno(), 65536)
+    except (BlockingIOError, OSError):
+        return
+    for line in data.decode("utf-8", "replace").splitlines():
+        word, _, rest = line.partition(" ")
+        if word == "pid" and rest.strip().isdigit():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(rest), signal.SIGKILL)
 
 
 def _isatty(fd: int) -> bool:

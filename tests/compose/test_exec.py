@@ -94,3 +94,17 @@ def test_layerbuild_exec_t(project: Project, tmp_path: Path) -> None:
                  "[ -t 1 ] && echo tty; exit 4"])
     out, _ = project.capfd.readouterr()
     assert code == 4 and out.replace("\r", "") == "tty\n"
+
+
+def test_a_timed_out_exec_leaves_no_process(project: Project) -> None:
+    """A healthcheck's timeout kills the command itself, not only its helper outside the container."""
+    from layerbuild.runtime import containers
+    from layerbuild.runtime.enter import exec_in
+
+    project.write(SERVICE)
+    assert project("up", "-d")[0] == 0
+    c = containers.find(project.root, f"{project.name}-app-1")
+    marker = str(1000 + uuid.uuid4().int % 9000)  # sleep's argument tells this one apart
+    assert exec_in(c, ["sleep", marker], timeout=0.5) == 124
+    code, out, _ = project("exec", "app", "ps", "-o", "args")
+    assert code == 0 and marker not in out
