@@ -52,14 +52,14 @@ def _record_path(root: Path, dockerfile: Path, target: str | None, key: str | No
 class Scan:
     """One look at a build's inputs: the stat fingerprint, and what the touch path and the record need.
 
-    `entries` are (tree label, relative path, lstat, link target) of every entry the fingerprint
-    covered; `keys` the content keys known so far of regular files, by (label, path); `racy` is set
+    `entries` are (tree label, relative path, lstat, link target, stat line) of every entry the
+    fingerprint covered (the stat line is what the fingerprint hashed of it); `keys` the content keys known so far of regular files, by (label, path); `racy` is set
     when a file's ctime is too close to the scan for its stat to vouch for its content (see
     RACY_MARGIN_NS): then the stat fingerprint is not recorded, and such files are hashed again."""
 
     __slots__ = ("entries", "fingerprint", "header", "keys", "racy", "started_ns", "tried")
 
-    def __init__(self, fingerprint: str, header: bytes, entries: list[tuple[str, str, os.stat_result, str]],
+    def __init__(self, fingerprint: str, header: bytes, entries: list[tuple[str, str, os.stat_result, str, str]],
                  started_ns: int, racy: bool) -> None:
         self.fingerprint = fingerprint
         self.header = header
@@ -113,7 +113,8 @@ def scan(
     except Exception:
         return None  # a missing directory or a bad ignore file: let the full path report it properly
     header = h.digest()
-    entries: list[tuple[str, str, os.stat_result, str]] = []
+    entries: list[tuple[str, str, os.stat_result, str, str]] = []
+    lines: list[str] = []  # hashed at the end, at once
     racy_after = started_ns - RACY_MARGIN_NS
     racy = False
     label = ""
@@ -126,30 +127,32 @@ def scan(
             name = rel + entry.name
             excluded, info = matcher.matches(name, parent) if not matcher.empty else (False, None)
             st = entry.stat(follow_symlinks=False)
-            is_dir = stat.S_ISDIR(st.st_mode)
+            mode = st.st_mode
+            is_dir = stat.S_ISDIR(mode)
             if excluded and not (is_dir and matcher.may_reinclude_below(name)):
                 continue
-            h.update(f"{name}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0"
-                     f"{st.st_ino}\0{st.st_dev}\n".encode("utf-8", "surrogateescape"))
+            line = f"{name}\0{mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_dev}\n"
+            lines.append(line)
             link = ""
-            if stat.S_ISLNK(st.st_mode):
-                link = os.readlink(entry.path)
-                h.update(link.encode("utf-8", "surrogateescape"))
-            elif is_dir:
-                entries.append((label, name, st, link))
+            if is_dir:
+                entries.append((label, name, st, link, line))
                 walk(entry.path, name + "/", info)
                 continue
+            if stat.S_ISLNK(mode):
+                link = os.readlink(entry.path)
+                lines.append(link)
             if st.st_ctime_ns > racy_after:
                 racy = True
-            entries.append((label, name, st, link))
+            entries.append((label, name, st, link, line))
 
     try:
         for label, directory, tree_matcher in trees:
             matcher = tree_matcher
-            h.update(f"\0tree\0{label}\0".encode("utf-8", "surrogateescape"))
+            lines.append(f"\0tree\0{label}\0")
             walk(str(directory), "", None)
     except OSError:
         return None
+    h.update("".join(lines).encode("utf-8", "surrogateescape"))
     return Scan(h.hexdigest(), header, entries, started_ns, racy)
 
 
@@ -175,9 +178,8 @@ def file_key(rel: str, path: str, st: os.stat_result) -> str:
 def content_fingerprint(taken: Scan, keys: Mapping[tuple[str, str], str]) -> str | None:
     """The fingerprint of the inputs by content: what the stat fingerprint covers, with every regular
     file's content key (`keys`) instead of its times, inode and device. None if a key is missing."""
-    h = xxhash.xxh3_128()
-    h.update(b"content\0" + taken.header)
-    for label, rel, st, link in taken.entries:
+    lines = ["content\0"]
+    for label, rel, st, link, _line in taken.entries:
         mode = st.st_mode
         if stat.S_ISREG(mode):
             key = keys.get((label, rel))
@@ -187,7 +189,9 @@ def content_fingerprint(taken: Scan, keys: Mapping[tuple[str, str], str]) -> str
             key = link
         else:
             key = f"{st.st_rdev}" if not stat.S_ISDIR(mode) else ""
-        h.update(f"{label}\0{rel}\0{mode}\0{st.st_uid}\0{st.st_gid}\0{key}\n".encode("utf-8", "surrogateescape"))
+        lines.append(f"{label}\0{rel}\0{mode}\0{st.st_uid}\0{st.st_gid}\0{key}\n")
+    h = xxhash.xxh3_128(taken.header)
+    h.update("".join(lines).encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -232,41 +236,37 @@ def _stats_path(record_path: Path) -> Path:
     return record_path.with_name(record_path.stem + ".stats.json")  # a JSON cache file, as fsck and df see it
 
 
-def _load_stats(path: Path, content: str) -> dict[tuple[str, str], list[Any]]:
-    """The side file's rows by (label, path): [dev, ino, size, mtime_ns, ctime_ns, mode, key, trusted]."""
+def _load_stats(path: Path, content: str) -> dict[tuple[str, str], str]:
+    """The side file's content keys by (label, stat line): only rows whose stat vouches for the key."""
     try:
         data = json.loads(path.read_text(encoding="utf-8", errors="surrogateescape"))
     except (OSError, ValueError):
         return {}
     if not isinstance(data, dict) or data.get("version") != VERSION or data.get("content") != content:
         return {}
-    rows: dict[tuple[str, str], list[Any]] = {}
-    trees = data.get("trees")
-    if not isinstance(trees, dict):
+    rows = data.get("rows")
+    if not isinstance(rows, list) or len(rows) % 3 or not all(isinstance(x, str) for x in rows):
         return {}
-    for label, files in trees.items():
-        if isinstance(files, dict):
-            for rel, row in files.items():
-                if isinstance(row, list) and len(row) == 8:
-                    rows[(label, rel)] = row
-    return rows
+    it = iter(rows)
+    return {(label, line): key for label, line, key in zip(it, it, it, strict=True)}
 
 
-def _content_keys(taken: Scan, rows: Mapping[tuple[str, str], list[Any]], roots: Mapping[str, Path]) -> bool:
-    """Fill `taken.keys` for every regular file: from its row of the side file when its stat is the
-    one recorded there and the row is trusted, else by reading it. False if a file could not be read
-    as it was seen (gone, changed meanwhile): the full path decides then."""
+def _content_keys(taken: Scan, rows: Mapping[tuple[str, str], str], roots: Mapping[str, Path]) -> bool:
+    """Fill `taken.keys` for every regular file: from the side file's row for its exact stat, else
+    by reading it. False if a file could not be read as it was seen (gone, changed meanwhile): the
+    full path decides then."""
     from layerbuild.errors import BuildError
 
-    for label, rel, st, _link in taken.entries:
-        if not stat.S_ISREG(st.st_mode) or (label, rel) in taken.keys:
+    keys = taken.keys
+    for label, rel, st, _link, line in taken.entries:
+        if not stat.S_ISREG(st.st_mode) or (label, rel) in keys:
             continue
-        row = rows.get((label, rel))
-        if row is not None and row[7] and row[:6] == _stat_key(st) and isinstance(row[6], str):
-            taken.keys[(label, rel)] = row[6]
+        key = rows.get((label, line))
+        if key is not None:
+            keys[(label, rel)] = key
             continue
         try:
-            taken.keys[(label, rel)] = file_key(rel, os.path.join(roots[label], rel), st)
+            keys[(label, rel)] = file_key(rel, os.path.join(roots[label], rel), st)
         except (OSError, BuildError):
             return False
     return True
@@ -279,15 +279,16 @@ def _write(path: Path, text: str) -> None:
 
 
 def _save_stats(path: Path, taken: Scan, content: str) -> None:
-    """The side file: each regular file's stat and content key, trusted when its ctime is older than
-    the scan by RACY_MARGIN_NS (a later write then shows in its stat)."""
-    trees: dict[str, dict[str, list[Any]]] = {}
+    """The side file: each regular file's stat line and content key, for the files whose ctime is
+    older than the scan by RACY_MARGIN_NS (a later write then shows in their stat); others are read
+    again by the next build that needs them."""
+    rows: list[str] = []
     trusted_before = taken.started_ns - RACY_MARGIN_NS
-    for label, rel, st, _link in taken.entries:
-        if stat.S_ISREG(st.st_mode):
-            trees.setdefault(label, {})[rel] = [*_stat_key(st), taken.keys[(label, rel)],
-                                                int(st.st_ctime_ns < trusted_before)]
-    _write(path, json.dumps({"version": VERSION, "content": content, "trees": trees}))
+    keys = taken.keys
+    for label, rel, st, _link, line in taken.entries:
+        if stat.S_ISREG(st.st_mode) and st.st_ctime_ns < trusted_before:
+            rows += (label, line, keys[(label, rel)])
+    _write(path, json.dumps({"version": VERSION, "content": content, "rows": rows}))
 
 
 def save(root: Path, dockerfile: Path, target: str | None, fp: str | Scan, *, manifest: str, blobs: list[str],
@@ -328,7 +329,7 @@ def _learn_keys(taken: Scan, trees: Mapping[str, Any]) -> str | None:
     from layerbuild.errors import BuildError
 
     budget = _LEARN_LIMIT
-    for label, rel, st, _link in taken.entries:
+    for label, rel, st, _link, _line in taken.entries:
         if not stat.S_ISREG(st.st_mode) or (label, rel) in taken.keys:
             continue
         tree = trees.get(label)
