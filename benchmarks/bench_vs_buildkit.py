@@ -144,6 +144,10 @@ class Layerbuild:
         return timed(self.argv(self.root("run"), "run", "--rm", "bb", "true"))
 
     def tool(self) -> Tool:
+        # Byte-compiled first, as an installed package is: an environment with PYTHONDONTWRITEBYTECODE
+        # would otherwise compile every module of a fresh tree in every process.
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(self.src / "layerbuild")], check=True,
+                       capture_output=True)
         return Tool(self.label, self.build, self.cold, self.run_true)
 
 
