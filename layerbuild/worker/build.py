@@ -248,6 +248,8 @@ class Build:
         self.plan = plan
         history = history_from_json(previous.steps) if previous is not None else None
         self.rootfs = RootfsCache(self.store)
+        if not self.request.dry_run and any(isinstance(s.base, BaseImage) for s in plan.stages):
+            self.rootfs.prestart()  # a stage on an image will look at its filesystem
         cache: StoreCache
         if self.request.cache_from:
             from layerbuild.worker.remotecache import LayeredCache, open_backend
