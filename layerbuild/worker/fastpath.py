@@ -13,6 +13,7 @@ which then decides step by step. This module imports little, so a no-op costs ab
 from __future__ import annotations
 
 import json
+import operator
 import os
 import re
 import stat
@@ -37,6 +38,7 @@ VERSION = "fastpath-2"
 # write within the same clock tick: "racy git"), so its stat does not vouch for its content (as the
 # context's stat cache, context/tree.py).
 RACY_MARGIN_NS = 50_000_000
+_IFMT, _IFDIR, _IFLNK = stat.S_IFMT(0o177777), stat.S_IFDIR, stat.S_IFLNK
 # A remote source anywhere in the Dockerfile (ADD https://…, ADD git@…): such builds take the full path.
 _REMOTE = re.compile(rb"://|git@", re.IGNORECASE)
 
@@ -57,7 +59,7 @@ class Scan:
     when a file's ctime is too close to the scan for its stat to vouch for its content (see
     RACY_MARGIN_NS): then the stat fingerprint is not recorded, and such files are hashed again."""
 
-    __slots__ = ("entries", "fingerprint", "header", "keys", "racy", "started_ns", "tried")
+    __slots__ = ("content", "entries", "fingerprint", "header", "keys", "racy", "rows", "started_ns", "tried")
 
     def __init__(self, fingerprint: str, header: bytes, entries: list[tuple[str, str, os.stat_result, str, str]],
                  started_ns: int, racy: bool) -> None:
@@ -68,6 +70,8 @@ class Scan:
         self.racy = racy
         self.keys: dict[tuple[str, str], str] = {}
         self.tried = False  # the touch path was tried (a full build asks `check` twice)
+        self.rows: Mapping[tuple[str, str], str] = {}  # the last record's side file, once read
+        self.content: str | None = None  # the content fingerprint over `keys`, once computed
 
 
 def fingerprint(
@@ -119,31 +123,38 @@ def scan(
     racy = False
     label = ""
 
+    add_entry, add_line = entries.append, lines.append
+    by_name = operator.attrgetter("name")
+
     def walk(path: str, rel: str, parent: Any) -> None:
         nonlocal racy
         with os.scandir(path) as it:
-            found = sorted(it, key=lambda e: e.name)
+            found = sorted(it, key=by_name)
+        check = not matcher.empty
         for entry in found:
             name = rel + entry.name
-            excluded, info = matcher.matches(name, parent) if not matcher.empty else (False, None)
+            if check:
+                excluded, info = matcher.matches(name, parent)
+            else:
+                excluded, info = False, None
             st = entry.stat(follow_symlinks=False)
             mode = st.st_mode
-            is_dir = stat.S_ISDIR(mode)
-            if excluded and not (is_dir and matcher.may_reinclude_below(name)):
+            kind = mode & _IFMT
+            if excluded and not (kind == _IFDIR and matcher.may_reinclude_below(name)):
                 continue
             line = f"{name}\0{mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_dev}\n"
-            lines.append(line)
-            link = ""
-            if is_dir:
-                entries.append((label, name, st, link, line))
+            add_line(line)
+            if kind == _IFDIR:
+                add_entry((label, name, st, "", line))
                 walk(entry.path, name + "/", info)
                 continue
-            if stat.S_ISLNK(mode):
+            link = ""
+            if kind == _IFLNK:
                 link = os.readlink(entry.path)
-                lines.append(link)
+                add_line(link)
             if st.st_ctime_ns > racy_after:
                 racy = True
-            entries.append((label, name, st, link, line))
+            add_entry((label, name, st, link, line))
 
     try:
         for label, directory, tree_matcher in trees:
@@ -253,11 +264,12 @@ def _load_stats(path: Path, content: str) -> dict[tuple[str, str], str]:
 
 def _content_keys(taken: Scan, rows: Mapping[tuple[str, str], str], roots: Mapping[str, Path]) -> bool:
     """Fill `taken.keys` for every regular file: from the side file's row for its exact stat, else
-    by reading it. False if a file could not be read as it was seen (gone, changed meanwhile): the
-    full path decides then."""
+    by reading it. False if a file could not be read as it was seen (gone, changed meanwhile), or
+    reads as other content than the side file's row of that path says (an edit: no need to read on)."""
     from layerbuild.errors import BuildError
 
     keys = taken.keys
+    before: dict[tuple[str, str], str] | None = None
     for label, rel, st, _link, line in taken.entries:
         if not stat.S_ISREG(st.st_mode) or (label, rel) in keys:
             continue
@@ -266,8 +278,12 @@ def _content_keys(taken: Scan, rows: Mapping[tuple[str, str], str], roots: Mappi
             keys[(label, rel)] = key
             continue
         try:
-            keys[(label, rel)] = file_key(rel, os.path.join(roots[label], rel), st)
+            key = keys[(label, rel)] = file_key(rel, os.path.join(roots[label], rel), st)
         except (OSError, BuildError):
+            return False
+        if before is None:  # the recorded key of each path (its stat line starts with the path)
+            before = {(lab, ln.partition("\0")[0]): k for (lab, ln), k in rows.items()}
+        if before.get((label, rel), key) != key:
             return False
     return True
 
@@ -329,8 +345,15 @@ def _learn_keys(taken: Scan, trees: Mapping[str, Any]) -> str | None:
     from layerbuild.errors import BuildError
 
     budget = _LEARN_LIMIT
-    for label, rel, st, _link, _line in taken.entries:
-        if not stat.S_ISREG(st.st_mode) or (label, rel) in taken.keys:
+    rows, keys = taken.rows, taken.keys
+    learned = False
+    for label, rel, st, _link, line in taken.entries:
+        if not stat.S_ISREG(st.st_mode) or (label, rel) in keys:
+            continue
+        learned = True
+        known = rows.get((label, line))  # the last record's key for this very stat
+        if known is not None:
+            keys[(label, rel)] = known
             continue
         tree = trees.get(label)
         known = tree.known_fingerprint(rel, tuple(_stat_key(st))) if tree is not None else None
@@ -342,8 +365,10 @@ def _learn_keys(taken: Scan, trees: Mapping[str, Any]) -> str | None:
                 known = file_key(rel, os.path.join(tree.root, rel), st)
             except (OSError, BuildError):
                 return None
-        taken.keys[(label, rel)] = known
-    return content_fingerprint(taken, taken.keys)
+        keys[(label, rel)] = known
+    if not learned and taken.content is not None:
+        return taken.content  # computed by `check` over the same keys
+    return content_fingerprint(taken, keys)
 
 
 def check(request: BuildRequest, root: Path, started: float) -> tuple[dict[str, Any] | None, Scan | None]:
@@ -378,10 +403,12 @@ def check(request: BuildRequest, root: Path, started: float) -> tuple[dict[str, 
     report = _outputs_present(root, record, request.tags)
     if report is None:
         return None, taken
-    rows = _load_stats(_stats_path(_record_path(root, path, request.target, key)), content)
+    rows = taken.rows = _load_stats(_stats_path(_record_path(root, path, request.target, key)), content)
     roots = {"": request.context, **named}
-    if not _content_keys(taken, rows, {label: Path(p) for label, p in roots.items()}) \
-            or content_fingerprint(taken, taken.keys) != content:
+    if not _content_keys(taken, rows, {label: Path(p) for label, p in roots.items()}):
+        return None, taken
+    taken.content = content_fingerprint(taken, taken.keys)
+    if taken.content != content:
         return None, taken
     try:  # only stats moved: the record now vouches for these stats
         record_path = _record_path(root, path, request.target, key)
