@@ -270,6 +270,7 @@ def _content_keys(taken: Scan, rows: Mapping[tuple[str, str], str], roots: Mappi
 
     keys = taken.keys
     before: dict[tuple[str, str], str] | None = None
+    budget = _READ_LIMIT
     for label, rel, st, _link, line in taken.entries:
         if not stat.S_ISREG(st.st_mode) or (label, rel) in keys:
             continue
@@ -277,6 +278,9 @@ def _content_keys(taken: Scan, rows: Mapping[tuple[str, str], str], roots: Mappi
         if key is not None:
             keys[(label, rel)] = key
             continue
+        budget -= st.st_size
+        if budget < 0:
+            return False  # more to read than the full path would (its stat cache knows these files)
         try:
             key = keys[(label, rel)] = file_key(rel, os.path.join(roots[label], rel), st)
         except (OSError, BuildError):
@@ -334,8 +338,10 @@ def save(root: Path, dockerfile: Path, target: str | None, fp: str | Scan, *, ma
     _write(path, json.dumps(data))
 
 
-# Bytes a build's record may read to learn the keys of files the build itself did not read.
+# Bytes a build's record may read to learn the keys of files the build itself did not read, and
+# bytes the touch path may read before it leaves the build to the full path.
 _LEARN_LIMIT = 64 << 20
+_READ_LIMIT = 256 << 20
 
 
 def _learn_keys(taken: Scan, trees: Mapping[str, Any]) -> str | None:

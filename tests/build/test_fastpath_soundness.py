@@ -192,3 +192,18 @@ def test_files_written_just_before_a_build_are_read_again_by_the_next(ctx: Path,
     request = BuildRequest(context=ctx, tags=("fp:1",))
     assert fastpath.check(request, root, time.monotonic())[0] is not None  # nothing changed: answered,
     assert sorted(read) == ["Dockerfile", "a"]  # but only once the files were read again
+
+
+def test_the_touch_path_leaves_a_big_read_to_the_full_path(ctx: Path, root: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files the side file cannot vouch for are read again only up to a budget: past it the full
+    path (whose stat cache knows them) decides, and records them for the next build."""
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY . /x/\n")
+    for name in ("a", "b"):
+        (ctx / name).write_bytes(b"x" * 1000)
+    layerbuild.build(ctx, root=root, tags=["fp:1"])  # just written: nothing vouched for by its stat
+    request = BuildRequest(context=ctx, tags=("fp:1",))
+    monkeypatch.setattr(fastpath, "_READ_LIMIT", 1500)
+    assert fastpath.check(request, root, time.monotonic())[0] is None
+    monkeypatch.setattr(fastpath, "_READ_LIMIT", 1 << 20)
+    assert fastpath.check(request, root, time.monotonic())[0] is not None
