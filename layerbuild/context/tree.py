@@ -269,6 +269,21 @@ class SourceTree:
         self._fps[entry.rel] = fp
         return fp
 
+    def known_fingerprint(self, rel: str, key: tuple[int, ...]) -> str | None:
+        """The fingerprint this tree computed of the file at `rel`, if it did and the file's stat was
+        then `key` (device, inode, size, mtime_ns, ctime_ns, mode); else None. Reads nothing."""
+        fp = self._fps.get(rel)
+        if fp is None:
+            return None
+        parent, _, name = rel.rpartition("/")
+        entry = self._children.get(parent, {}).get(name)
+        if entry is None:
+            return None
+        st = entry.st
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode) != key:
+            return None
+        return fp
+
     def save(self) -> None:
         """Persist what this build learned about file stats (one transaction); a no-op without a store."""
         if self._store is None:
