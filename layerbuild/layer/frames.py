@@ -22,8 +22,8 @@ import zstandard
 MIN_GROUP = 256 << 10  # below this a group never ends at a chosen path
 PICK_MASK = 31  # about one entry in 32 may end a group
 MAX_GROUP = 4 << 20  # at an entry boundary past this, a group always ends
-HARD_GROUP = 16 << 20  # inside one big file, cut here anyway (memory bound)
-_IN_FLIGHT = 4
+HARD_GROUP = 8 << 20  # inside one big file, cut here anyway (memory bound)
+_IN_FLIGHT = 2
 
 Emit = Callable[[bytes], None]
 

@@ -25,7 +25,8 @@ MEDIA_TYPE_TAR = "application/vnd.oci.image.layer.v1.tar"
 MEDIA_TYPE_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 MEDIA_TYPE_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 
-_QUEUE_CHUNKS = 16  # with ~1 MiB chunks: at most ~16 MiB in flight
+_QUEUE_CHUNKS = 8  # with ~1 MiB chunks: at most ~8 MiB of tar in flight
+_QUEUE_FRAMES = 2  # compressed frames (up to HARD_GROUP each) waiting for the blob writer
 _STOP = object()
 
 
@@ -104,7 +105,7 @@ class LayerSink:
         self._queue: queue.Queue[object] = queue.Queue(_QUEUE_CHUNKS)
         # The blob is hashed and written on a thread of its own, so that hashing the tar, hashing
         # the blob and compressing (all GIL-free) overlap instead of taking turns.
-        self._blobs: queue.Queue[object] = queue.Queue(_QUEUE_CHUNKS)
+        self._blobs: queue.Queue[object] = queue.Queue(_QUEUE_FRAMES)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="layer-sink", daemon=True)
         self._writer = threading.Thread(target=self._write_blob, name="layer-blob", daemon=True)
