@@ -124,11 +124,14 @@ def write_mapped(
     level: int | None = None,
     threads: int = -1,
     reuse: Reuse | None = None,
+    pack_only: bool = False,
 ) -> LayerInfo:
     """Write `entries` as a layer blob into `out` (which the caller opens and closes).
 
     `reuse` offers an earlier layer's zstd frames: groups of entries whose bytes are unchanged are
     copied from it instead of compressed again (see frames.py); the result is the same either way.
+    With `pack_only`, the frames taken from `reuse` are not written to `out` (the returned frames say
+    where each lies: the store keeps such a layer as a recipe).
 
     A path given twice is an error. mtimes are clamped to `source_date_epoch` when given."""
     keyed: dict[tuple[bytes, ...], MappedEntry] = {}
@@ -169,4 +172,4 @@ def write_mapped(
         buf += END_OF_ARCHIVE
         sink.write(bytes(buf), marks)
 
-    return drive(LayerSink(out, compression, level=level, threads=threads, reuse=reuse), produce)
+    return drive(LayerSink(out, compression, level=level, threads=threads, reuse=reuse, pack_only=pack_only), produce)

@@ -287,11 +287,13 @@ def write_copy_layer(
     source_date_epoch: int | None = None,
     compression: Compression = Compression.ZSTD,
     reuse: Reuse | None = None,
+    pack_only: bool = False,
 ) -> LayerInfo:
     """Write the layer of `sel` into `out` (the caller opens and closes it).
 
     `reuse` offers the frames of this step's previous layer, so an edit costs the changed files
-    (see layer.frames); the bytes written are the same as without it.
+    (see layer.frames); the bytes written are the same as without it. With `pack_only` only the new
+    frames are written (see write_mapped).
 
     `existing` says which directories the image below already has and `below` their metadata (both
     ignored with --link, whose layer must not depend on them); `user_db` resolves --chown names. Source mtimes are kept (clamped to
@@ -313,7 +315,7 @@ def write_copy_layer(
             layout.add_source(src, tmp)
         return write_mapped(
             layout.final_entries(), out, compression=compression, source_date_epoch=source_date_epoch,
-            reuse=reuse,
+            reuse=reuse, pack_only=pack_only,
         )
     finally:
         for path in scratch:
