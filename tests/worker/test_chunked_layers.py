@@ -260,3 +260,63 @@ def test_a_recipe_is_refused_when_its_pack_is_gone(two_versions: Any) -> None:
     assert list(store.layout.tmp.iterdir()) == []
     store.fsck()
     assert store.fsck().ok
+
+
+def _archive_blobs(path: Path) -> dict[str, bytes]:
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        out = {}
+        for m in tar.getmembers():
+            f = tar.extractfile(m) if m.isfile() else None
+            if f is not None:
+                out[m.name] = f.read()
+        return out
+
+
+def test_a_rebuilt_copy_saves_the_same_layers_as_a_cold_build(tmp_path: Path) -> None:
+    from layerbuild.cli.main import main
+    from layerbuild.image.archive import save
+    from layerbuild.image.store_io import resolve_image
+    from layerbuild.image.storeimage import store_image
+
+    ctx = tmp_path / "ctx"
+    make_tree(ctx / "data")
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY data/ /data/\n")
+    warm, cold = tmp_path / "warm", tmp_path / "cold"
+    assert main(["--root", str(warm), "build", "-q", "-t", "x", str(ctx)]) == 0
+    edit(ctx / "data")
+    assert main(["--root", str(warm), "build", "-q", "-t", "x", str(ctx)]) == 0
+    assert main(["--root", str(cold), "build", "-q", "-t", "x", str(ctx)]) == 0
+    with Store(warm) as a, Store(cold) as b:
+        ia, ib = store_image(a, "x"), store_image(b, "x")
+        assert ia.config.diff_ids == ib.config.diff_ids
+        (la,), (lb,) = ia.layers, ib.layers
+        assert (la.digest, la.size) == (lb.digest, lb.size)
+        recipe = a.blobs.recipe(la.digest)
+        assert recipe is not None and not recipe.self_contained  # the warm store kept it as a recipe
+        with la.compressed() as fa, lb.compressed() as fb:
+            assert fa.read() == fb.read()
+        assert store_image(a, "x", compression="gzip").layers[0].digest == \
+            store_image(b, "x", compression="gzip").layers[0].digest  # what a push sends
+        for fmt, compression in (("oci", "zstd"), ("oci", "gzip"), ("docker", "gzip")):
+            save(a, resolve_image(a, "x"), tmp_path / "a.tar", fmt, compression=compression)
+            save(b, resolve_image(b, "x"), tmp_path / "b.tar", fmt, compression=compression)
+            blobs_a, blobs_b = _archive_blobs(tmp_path / "a.tar"), _archive_blobs(tmp_path / "b.tar")
+            layer_a = {k: v for k, v in blobs_a.items() if len(v) > 100_000}
+            assert layer_a and layer_a == {k: v for k, v in blobs_b.items() if len(v) > 100_000}
+        assert a.fsck().ok
+
+
+def test_a_layer_whose_tar_is_not_its_diff_id_never_leaves_as_gzip(two_versions: Any) -> None:
+    from layerbuild.image.storeimage import gzip_variant
+    from layerbuild.store.blobs import CorruptBlobError
+
+    store, _, _, _, second, _ = two_versions
+    real = store.index.get_layer(second.extra["blob"])
+    wrong = real.__class__(**{**real.__dict__, "diff_id": "sha256:" + "0" * 64})
+    before = set(store.blobs.list())
+    with pytest.raises(CorruptBlobError, match="its tar hashes to"):
+        gzip_variant(store, wrong)
+    assert set(store.blobs.list()) == before  # no gzip blob made
+    assert gzip_variant(store, real).diff_id == second.diff_id
