@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import xxhash
 import zstandard
 
+from layerbuild.errors import LayerbuildError
 from layerbuild.layer import sha256state
 
 MIN_GROUP = 256 << 10  # below this a group never ends at a chosen path
@@ -50,6 +51,7 @@ class Frame:
     pack: str | None = None
     tar_state: bytes = b""
     blob_state: bytes = b""
+    mkey: str = ""  # the group's key by its headers and files' content keys, known without reading them
 
     def to_json(self) -> list[object]:
         return [self.key, self.raw, self.offset, self.size]
@@ -76,6 +78,11 @@ class Reuse:
     def resumable(self) -> bool:
         return bool(self.frames and self.end_tar_state and self.end_blob_state
                     and all(f.tar_state and f.blob_state for f in self.frames))
+
+    @property
+    def skippable(self) -> bool:
+        """Whether a writer may skip its unchanged leading groups by their meta keys alone."""
+        return self.resumable and all(f.pack for f in self.frames)
 
 
 def ends_group(size: int, path: bytes) -> bool:
@@ -147,6 +154,7 @@ class FramedZstd:
         # While the groups are those of `reuse`, in the same places, nothing is hashed (`_tar` is None).
         self._prefix = reuse is not None and reuse.resumable and sha256state.available()
         self._tar: StateHash | None = None if self._prefix else StateHash()
+        self._skippable = reuse is not None and reuse.skippable
         self._index = 0
 
     def _compress(self, data: bytes) -> bytes:
@@ -234,18 +242,40 @@ class FramedZstd:
         start = 0
         for offset, path in marks:
             if offset > start:
-                piece = chunk[start:offset]
-                self._group.append(piece)
-                self._size += len(piece)
+                self._append(chunk[start:offset], emit)
                 start = offset
             if ends_group(self._size, path):
                 self._cut(emit)
-        rest = chunk[start:]
-        if rest:
-            self._group.append(rest)
-            self._size += len(rest)
+        if start < len(chunk):
+            self._append(chunk[start:], emit)
+
+    def _append(self, piece: bytes, emit: Emit) -> None:
+        """Add bytes to the group, cutting it exactly at HARD_GROUP (where writers that plan groups
+        ahead, like mapped.py's, expect the cut whatever the chunks were)."""
+        while piece:
+            take = min(len(piece), HARD_GROUP - self._size)
+            self._group.append(piece[:take] if take < len(piece) else piece)
+            self._size += take
+            piece = piece[take:]
             if self._size >= HARD_GROUP:
                 self._cut(emit)
+
+    @property
+    def can_skip(self) -> bool:
+        return self._prefix and self._pack_only and self._skippable
+
+    def skip(self, frame: Frame, emit: Emit) -> None:
+        """Take the old layer's next frame as it is, unread and unhashed (its writer knows by the meta
+        key that the group is unchanged); only before the first byte of the stream arrives."""
+        if not self.can_skip or self._group or self._tar is not None:
+            raise LayerbuildError("a frame can only be skipped at the start of a layer that reuses one")
+        if self._index >= len(self._old) or self._old[self._index] != frame:
+            raise LayerbuildError("a skipped frame must be the old layer's frame in the same place")
+        self._index += 1
+        self.tar_size += frame.raw
+        self.reused += 1
+        self._pending.append((frame, None, False, False, None))
+        self._drain(emit, _IN_FLIGHT)
 
     def finish(self, emit: Emit) -> tuple[str, bytes, bytes | None]:
         """Flush the last frames; the diff_id, the tar's end state, and (when the whole layer was the

@@ -105,6 +105,7 @@ class LayerSink:
         self._frames: list[Frame] = []
         self._diff_id = ""
         self._end_tar_state = b""
+        self._groups: dict[tuple[int, int], str] = {}
         self._compressor = _compressor(compression, level, threads) if self._framed is None else _Identity()
         self._tar_hash = hashlib.sha256()
         self._blob_hash = hashlib.sha256()
@@ -174,6 +175,10 @@ class LayerSink:
                             self._blobs.put(("end", end))
                     self._emit(self._compressor.flush())
                     return
+                if isinstance(item, Frame):
+                    assert self._framed is not None
+                    self._framed.skip(item, self._emit_frame)
+                    continue
                 assert isinstance(item, tuple)
                 chunk, marks = item
                 if self._framed is not None:  # the framer hashes the tar, skipping what it can
@@ -196,6 +201,21 @@ class LayerSink:
             raise self._error
         self._queue.put((chunk, tuple(marks)))
 
+    def skip(self, frame: Frame) -> None:
+        """Take `frame` of the reused layer unread, as the layer's next group (see FramedZstd.skip)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(frame)
+
+    @property
+    def can_skip(self) -> bool:
+        return self._framed is not None and self._framed.can_skip
+
+    def set_groups(self, groups: Sequence[tuple[int, int, str]]) -> None:
+        """The groups the producer planned, (start, end, meta key) in the tar stream: each frame that
+        is exactly one of them gets its meta key (a frame cut elsewhere gets none: never skipped)."""
+        self._groups = {(start, end): mkey for start, end, mkey in groups}
+
     def _join(self) -> None:
         self._queue.put(_STOP)
         self._thread.join()
@@ -208,8 +228,13 @@ class LayerSink:
         if self._error is not None:
             raise self._error
         if self._framed is not None:
+            frames: list[Frame] = []
+            at = 0
+            for frame in self._frames:
+                frames.append(replace(frame, mkey=self._groups.get((at, at + frame.raw), "")))
+                at += frame.raw
             return LayerInfo(self._diff_id, "sha256:" + self._frame_hash.hexdigest(), self._blob_size,
-                             self._tar_size, self._compression.value, tuple(self._frames), self._framed.reused,
+                             self._tar_size, self._compression.value, tuple(frames), self._framed.reused,
                              self._end_tar_state, self._frame_hash.state())
         diff_id = "sha256:" + self._tar_hash.hexdigest()
         digest = diff_id if self._compression is Compression.NONE else "sha256:" + self._blob_hash.hexdigest()

@@ -53,23 +53,24 @@ class RecipeFrame:
     key: str  # content key (xxh3-128) of the uncompressed bytes
     tar_state: str = ""  # hex sha256 state of the tar stream where the frame starts ("" unknown)
     blob_state: str = ""  # the same for the blob stream
+    mkey: str = ""  # the group's key by its headers and files' content keys ("" none)
 
     def to_json(self) -> list[object]:
-        return [self.pack, self.offset, self.size, self.raw, self.key, self.tar_state, self.blob_state]
+        return [self.pack, self.offset, self.size, self.raw, self.key, self.tar_state, self.blob_state, self.mkey]
 
     @staticmethod
     def from_json(data: object) -> RecipeFrame:
-        if not isinstance(data, list) or len(data) != 7:
-            raise ValueError("a frame is a list of seven fields")
-        pack, offset, size, raw, key, tar_state, blob_state = data
+        if not isinstance(data, list) or len(data) != 8:
+            raise ValueError("a frame is a list of eight fields")
+        pack, offset, size, raw, key, tar_state, blob_state, mkey = data
         if not (isinstance(pack, str) and is_sha256_digest(pack)):
             raise ValueError(f"bad pack digest {pack!r}")
         ints = (offset, size, raw)
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints):
             raise ValueError("offset, size and raw are non-negative integers")
-        if not all(isinstance(v, str) for v in (key, tar_state, blob_state)):
-            raise ValueError("key and states are strings")
-        return RecipeFrame(pack, offset, size, raw, key, tar_state, blob_state)
+        if not all(isinstance(v, str) for v in (key, tar_state, blob_state, mkey)):
+            raise ValueError("keys and states are strings")
+        return RecipeFrame(pack, offset, size, raw, key, tar_state, blob_state, mkey)
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,9 @@ class _Layout:
                 source=entry.path,
                 identity=(st.st_dev, st.st_ino),
                 xattrs=((b"security.capability", cap),) if cap else (),
+                # The fingerprint the step's cache key took (content, mode, size, path): a rebuild
+                # skips the unchanged groups of the previous layer by it, unread.
+                content_key=tree.known_fingerprint(entry),
             )
         if kind is Kind.SYMLINK:
             return MappedEntry(path, kind, uid=uid, gid=gid, mtime=mtime, linkname=os.readlink(entry.path))

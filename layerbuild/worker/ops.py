@@ -70,7 +70,7 @@ class BuildServices:
             recipe = self.store.blobs.recipe(blob)
             if recipe is not None:
                 frames = tuple(Frame(f.key, f.raw, f.offset, f.size, f.pack, bytes.fromhex(f.tar_state),
-                                     bytes.fromhex(f.blob_state)) for f in recipe.frames)
+                                     bytes.fromhex(f.blob_state), f.mkey) for f in recipe.frames)
                 packs = {p: str(self.store.blobs.path(p)) for p in recipe.packs}
                 reuse = Reuse(str(self.store.blobs.path(blob)), frames, packs,
                               bytes.fromhex(recipe.end_tar_state), bytes.fromhex(recipe.end_blob_state))
@@ -124,7 +124,7 @@ class BuildServices:
 
         recipe = Recipe(info.digest, info.diff_id, info.size, info.uncompressed_size, info.media_type,
                         tuple(RecipeFrame(f.pack or written, f.offset, f.size, f.raw, f.key, f.tar_state.hex(),
-                                          f.blob_state.hex()) for f in info.frames),
+                                          f.blob_state.hex(), f.mkey) for f in info.frames),
                         info.end_tar_state.hex(), info.end_blob_state.hex())
         if recipe.packs == {written} and written != info.digest:
             raise StoreError(f"layer blob {written} does not hash to {info.digest} as its frames do")

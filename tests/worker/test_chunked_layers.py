@@ -34,7 +34,9 @@ def entries(root: Path) -> list[MappedEntry]:
         if path.is_dir():
             out.append(MappedEntry(rel, Kind.DIR, mode=0o755, mtime=0))
         else:
-            out.append(MappedEntry(rel, Kind.FILE, mode=0o644, mtime=0, source=str(path), size=path.stat().st_size))
+            key = hashlib.sha256(path.read_bytes()).hexdigest()  # as the context's fingerprint stands for it
+            out.append(MappedEntry(rel, Kind.FILE, mode=0o644, mtime=0, source=str(path), size=path.stat().st_size,
+                                   content_key=key))
     return out
 
 
@@ -320,3 +322,42 @@ def test_a_layer_whose_tar_is_not_its_diff_id_never_leaves_as_gzip(two_versions:
         gzip_variant(store, wrong)
     assert set(store.blobs.list()) == before  # no gzip blob made
     assert gzip_variant(store, real).diff_id == second.diff_id
+
+
+def test_unchanged_groups_are_skipped_unread_and_big_files_split_exactly(tmp_path: Path, monkeypatch: Any) -> None:
+    from layerbuild.layer import mapped
+
+    store = Store(tmp_path / "root")
+    svc = services(store)
+    root = tmp_path / "ctx"
+    make_tree(root)
+    (root / "d2" / "big.bin").write_bytes(os.urandom(19 << 20))  # cut inside, at exact 8 MiB marks
+    out, _ = build(svc, root)
+    reads: list[tuple[str, int]] = []
+    real = mapped._copy_file
+
+    def counting(entry: MappedEntry, *args: Any) -> None:
+        reads.append((entry.path, args[1]))
+        real(entry, *args)
+
+    monkeypatch.setattr(mapped, "_copy_file", counting)
+    edit(root, "d4/f0599.txt")  # near the end of the stream
+    out, _ = build(svc, root, out)
+    assert reads and all(path.startswith("/d4/") for path, _ in reads)  # d0..d3 were never read
+    fresh, data = whole(root)
+    assert (out.diff_id, out.extra["blob"]) == (fresh.diff_id, fresh.digest)
+    assert read_blob(store, fresh.digest) == data
+    reads.clear()
+    with open(root / "d2" / "big.bin", "r+b") as f:  # same size, new bytes in its second piece
+        f.seek(10 << 20)
+        f.write(b"changed")
+    out, _ = build(svc, root, out)
+    # Its content key changed: every group holding a piece of it is read (from each piece's offset),
+    # the groups before it are not.
+    big = [offset for path, offset in reads if path == "/d2/big.bin"]
+    assert len(big) == 3 and big[0] == 0 and 0 < big[1] <= 8 << 20
+    assert not any(path.startswith("/d0/") for path, _ in reads)  # (d1's last files share a group with its first piece)
+    fresh, data = whole(root)
+    assert (out.diff_id, out.extra["blob"]) == (fresh.diff_id, fresh.digest)
+    assert read_blob(store, fresh.digest) == data
+    assert store.fsck().ok
