@@ -226,7 +226,7 @@ class SourceTree:
         """The (uid, gid) a COPY of `entry` keeps; None where owners are reset to 0:0."""
         return (entry.st.st_uid, entry.st.st_gid) if self.keep_owner else None
 
-    def known_fingerprint(self, entry: Entry) -> str | None:
+    def taken_fingerprint(self, entry: Entry) -> str | None:
         """The entry's fingerprint if this build has taken it already (never reads the file)."""
         return self._fps.get(entry.rel)
 
