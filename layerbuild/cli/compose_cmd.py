@@ -47,6 +47,8 @@ def register(sub: Any) -> tuple[str, Any]:
     u.add_argument("--wait", action="store_true", help="wait until the services run and are healthy (implies -d)")
     u.add_argument("--wait-timeout", type=float, metavar="SECS", help="give up waiting after SECS")
     u.add_argument("--force-recreate", action="store_true", help="recreate the containers even if unchanged")
+    u.add_argument("-V", "--renew-anon-volumes", action="store_true",
+                   help="new anonymous volumes for recreated containers instead of their predecessors'")
     u.add_argument("--scale", action="append", default=[], metavar="SERVICE=NUM",
                    help="run NUM containers of SERVICE (overrides scale: and deploy.replicas)")
     d = cmds.add_parser("down", help="stop and remove the containers, networks (and volumes, images)")

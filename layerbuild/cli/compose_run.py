@@ -35,7 +35,8 @@ def up(args: argparse.Namespace, project: Project) -> int:
         _build_missing(args, project)
     with open_store(args) as store:
         started = lifecycle.up(store, project, args.services, force_recreate=args.force_recreate,
-                               wait=args.wait, wait_timeout=args.wait_timeout, scale=_scale(args.scale), say=_say)
+                               wait=args.wait, wait_timeout=args.wait_timeout, scale=_scale(args.scale),
+                               renew_anon_volumes=args.renew_anon_volumes, say=_say)
     if args.detach or args.wait:
         return 0
     # attached: follow the logs until the containers end; Ctrl-C stops them, as docker compose does

@@ -146,10 +146,11 @@ def _restarting(c: Container) -> bool:
 
 def up(store: Store, project: Project, selected: Sequence[str] = (), *, force_recreate: bool = False,
        wait: bool = False, wait_timeout: float | None = None, scale: dict[str, int] | None = None,
-       say: Say = lambda _m: None) -> list[Container]:
+       renew_anon_volumes: bool = False, say: Say = lambda _m: None) -> list[Container]:
     """Create or start the services (and their dependencies), each as many containers as its scale
     (`scale` overrides, as `up --scale` does; extra ones are removed, highest numbers first); return
-    once each is started (with `wait`: running and, with a healthcheck, healthy)."""
+    once each is started (with `wait`: running and, with a healthcheck, healthy). A recreated
+    container keeps its predecessor's anonymous volumes, unless `renew_anon_volumes` (`up -V`)."""
     root = store.root
     names = order(project, selected)
     for name, count in (scale or {}).items():
@@ -171,7 +172,7 @@ def up(store: Store, project: Project, selected: Sequence[str] = (), *, force_re
         _each([c for c in _replicas(root, project, name) if svcs.number_of(c) > count][::-1],
               lambda c: _remove(c, None, say))
         for number in range(1, count + 1):
-            started.append(_up_one(store, project, name, number, force_recreate, say))
+            started.append(_up_one(store, project, name, number, force_recreate, renew_anon_volumes, say))
     if wait:
         deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
         for c in started:
@@ -181,13 +182,16 @@ def up(store: Store, project: Project, selected: Sequence[str] = (), *, force_re
     return started
 
 
-def _up_one(store: Store, project: Project, name: str, number: int, force_recreate: bool, say: Say) -> Container:
+def _up_one(store: Store, project: Project, name: str, number: int, force_recreate: bool, renew: bool,
+            say: Say) -> Container:
     c = _find(store.root, project, name, number)
     if c is not None and (force_recreate or c.config.get("labels", {}).get(svcs.HASH)
                           != svcs.config_hash(project, name)):
         say(f"Container {c.name}  Recreate")
         _stop(c)
         runner.remove(c, force=True)
+        if renew:
+            svcs.orphan_anonymous(store.root, project.name, c.name)
         c = None
     if c is None:
         say(f"Container {svcs.container_name(project, name, number)}  Creating")
@@ -322,10 +326,14 @@ def _each(items: list[Container], work: Callable[[Container], None]) -> None:
 
 
 def _remove(c: Container, timeout: float | None, say: Say) -> None:
+    """Stop and remove a container for good (its anonymous volumes stay, nobody's, until down -v)."""
     if c.running():
         say(f"Container {c.name}  Stopping")
         _stop(c, timeout)
     runner.remove(c, force=True)
+    project = (c.config.get("labels") or {}).get(svcs.PROJECT)
+    if project:
+        svcs.orphan_anonymous(c.dir.parent.parent, project, c.name)
     say(f"Container {c.name}  Removed")
 
 

@@ -174,8 +174,11 @@ def _mounts(root: Path, project: Project, svc: dict[str, Any], container: str
             out.append(BindMount(source, target, readonly=readonly))
         elif kind == "volume":
             source = v.get("source")
-            if not source:  # an anonymous volume: this container's own
-                path = anonymous_volume(root, project, container, target)
+            if not source:  # an anonymous volume: this container's own (its predecessor's, recreated)
+                path, fresh = anonymous_volume(root, project, container, target)
+                if not fresh:
+                    out.append(BindMount(path, target, readonly=readonly))
+                    continue
             elif source not in project.volumes:
                 raise ComposeFileError(f"service refers to undefined volume {source}",
                                        hint="declare it under the top-level volumes:")
@@ -285,15 +288,42 @@ def byte_size(value: Any) -> int | None:
     return int(float(m.group(1)) * 1024 ** "bkmgt".index((m.group(2) or "b").lower()))
 
 
-def anonymous_volume(root: Path, project: Project, container: str, target: str) -> Path:
-    """A new anonymous volume for `container` at `target`: `<root>/volumes/<random id>/_data`, with a
-    record of whose it is (so `down -v` and `run --rm` find it)."""
+def anonymous_volume(root: Path, project: Project, container: str, target: str) -> tuple[Path, bool]:
+    """The anonymous volume of `container` at `target` (and whether it is new): the one a container
+    of that name left when it was recreated (docker compose's inheritance), else a new one,
+    `<root>/volumes/<random id>/_data`, with a record of whose it is (so `down -v` and `run --rm`
+    find it)."""
     import secrets
 
+    for vdir, meta in _anonymous(root):
+        if meta.get(PROJECT) == project.name and meta.get("container") == container and meta.get("target") == target:
+            return vdir / "_data", False
     vdir = root / VOLUMES / secrets.token_hex(32)
     (vdir / "_data").mkdir(parents=True)
     _write_json(vdir / ANONYMOUS, {PROJECT: project.name, "container": container, "target": target})
-    return vdir / "_data"
+    return vdir / "_data", True
+
+
+def _anonymous(root: Path) -> list[tuple[Path, dict[str, Any]]]:
+    out = []
+    try:
+        entries = list(os.scandir(root / VOLUMES))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        try:
+            out.append((Path(entry.path), json.loads(Path(entry.path, ANONYMOUS).read_text())))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def orphan_anonymous(root: Path, project: str, container: str) -> None:
+    """The anonymous volumes of a container that is gone for good (`down`, scaled away, `up -V`) stay
+    (until `down -v`) but are nobody's: a later container of that name gets new ones."""
+    for vdir, meta in _anonymous(root):
+        if meta.get(PROJECT) == project and meta.get("container") == container:
+            _write_json(vdir / ANONYMOUS, {**meta, "container": ""})
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -305,18 +335,10 @@ def _write_json(path: Path, data: Any) -> None:
 def remove_anonymous(root: Path, project: str, container: str | None = None) -> list[str]:
     """Remove the project's anonymous volumes (only `container`'s, if given); their ids."""
     removed = []
-    try:
-        entries = list(os.scandir(root / VOLUMES))
-    except FileNotFoundError:
-        return []
-    for entry in entries:
-        try:
-            meta = json.loads(Path(entry.path, ANONYMOUS).read_text())
-        except (OSError, ValueError):
-            continue
+    for vdir, meta in _anonymous(root):
         if meta.get(PROJECT) == project and container in (None, meta.get("container")):
-            shutil.rmtree(entry.path, ignore_errors=True)
-            removed.append(entry.name)
+            shutil.rmtree(vdir, ignore_errors=True)
+            removed.append(vdir.name)
     return removed
 
 
