@@ -355,7 +355,7 @@ def ps(root: Path, project: Project, selected: Sequence[str] = (), all_: bool = 
                     "Project": project.name, "Service": service, "Created": c.created, "State": state,
                     "Health": (h or {}).get("Status", "") if h is not None else "",
                     "ExitCode": code or 0, "Status": _status_text(c, state, h),
-                    "Publishers": c.config.get("ports", []), "Networks": sorted(c.addresses)})
+                    "Publishers": c.published or c.config.get("ports", []), "Networks": sorted(c.addresses)})
     return out
 
 

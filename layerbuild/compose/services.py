@@ -345,14 +345,17 @@ def remove_anonymous(root: Path, project: str, container: str | None = None) -> 
 def _ports(svc: dict[str, Any]) -> tuple[Port, ...]:
     """The service's published ports (long syntax, one entry per port): tcp and udp, on `host_ip`
     (127.0.0.1 unless given); a published range for one target takes its first free port, as docker's
-    does; no published port publishes the target's own number."""
+    does; without a published port, the kernel picks one (host port 0 here), as docker's does."""
     out = []
     for p in svc.get("ports") or []:
         protocol = str(p.get("protocol") or "tcp")
         if protocol not in ("tcp", "udp"):
             raise ComposeFileError(f"port {p.get('target')}/{protocol}: only tcp and udp ports are published")
         host_ip = str(p.get("host_ip") or DEFAULT_HOST_IP)
-        published = str(p.get("published") or p["target"])
+        if p.get("published") in (None, ""):
+            out.append(Port(int(p["target"]), 0, host_ip, protocol))
+            continue
+        published = str(p["published"])
         first, _, last = published.partition("-")
         if not first.isdigit() or (last and not last.isdigit()):
             raise ComposeFileError(f"invalid published port {published!r}", hint="write a port or a range 8000-8010")
