@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from layerbuild.compose import mounts, supervisor
 from layerbuild.compose import services as svcs
-from layerbuild.compose import supervisor
 from layerbuild.compose.model import Project
 from layerbuild.errors import ComposeFileError, LayerbuildError, UsageError
 from layerbuild.runtime import bridge, containers, runner, sharedns
@@ -191,7 +191,7 @@ def _up_one(store: Store, project: Project, name: str, number: int, force_recrea
         _stop(c)
         runner.remove(c, force=True)
         if renew:
-            svcs.orphan_anonymous(store.root, project.name, c.name)
+            mounts.orphan_anonymous(store.root, project.name, c.name)
         c = None
     if c is None:
         say(f"Container {svcs.container_name(project, name, number)}  Creating")
@@ -282,7 +282,7 @@ def down(store: Store, project: Project, *, volumes: bool = False, rmi: str | No
     if sharedns.remove(root, project.name):
         say(f"Network {project.name}  Removed")
     if volumes:
-        for name in svcs.remove_volumes(root, project):
+        for name in mounts.remove_volumes(root, project):
             say(f"Volume {name}  Removed")
     if rmi is not None:
         from layerbuild.image.store_io import untag_image
@@ -333,7 +333,7 @@ def _remove(c: Container, timeout: float | None, say: Say) -> None:
     runner.remove(c, force=True)
     project = (c.config.get("labels") or {}).get(svcs.PROJECT)
     if project:
-        svcs.orphan_anonymous(c.dir.parent.parent, project, c.name)
+        mounts.orphan_anonymous(c.dir.parent.parent, project, c.name)
     say(f"Container {c.name}  Removed")
 
 
@@ -396,6 +396,6 @@ def run_oneoff(store: Store, project: Project, service: str, command: Sequence[s
         _, code = runner.run(store, opts)
     finally:
         if remove:  # its anonymous volumes go with it, as docker compose run --rm removes them
-            svcs.remove_anonymous(store.root, project.name, name)
-            shutil.rmtree(svcs.files_dir(store.root, project.name, name), ignore_errors=True)
+            mounts.remove_anonymous(store.root, project.name, name)
+            shutil.rmtree(mounts.files_dir(store.root, project.name, name), ignore_errors=True)
     return code if code is not None else 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from layerbuild.cli.main import main
-from layerbuild.compose.services import ANONYMOUS, byte_size
+from layerbuild.compose.mounts import ANONYMOUS, byte_size
 from layerbuild.errors import ComposeFileError
 from tests.compose.test_up import Project
 from tests.conftest import BUSYBOX_BASE, busybox_binary
