@@ -75,6 +75,8 @@ def register(sub: Any) -> tuple[str, Any]:
     r = cmds.add_parser("run", help="run a one-off command in a new container of a service")
     r.add_argument("--rm", dest="remove", action="store_true", help="remove the container when it exits")
     r.add_argument("--no-deps", action="store_true", help="do not start the services it depends on")
+    r.add_argument("-T", "--no-TTY", action="store_true",
+                   help="no pseudo-terminal (by default one is allocated when stdin and stdout are terminals)")
     r.add_argument("service", metavar="SERVICE")
     r.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
     e = cmds.add_parser("exec", help="run a command in a service's running container")

@@ -188,8 +188,9 @@ def run(args: argparse.Namespace, project: Project) -> int:
 
     _build_missing(args, project)
     with open_store(args) as store:
+        tty = not args.no_TTY and sys.stdin.isatty() and sys.stdout.isatty()  # docker compose run's default
         return lifecycle.run_oneoff(store, project, args.service, args.command, remove=args.remove,
-                                    deps=not args.no_deps, say=_say)
+                                    deps=not args.no_deps, tty=tty, say=_say)
 
 
 def exec(args: argparse.Namespace, project: Project) -> int:

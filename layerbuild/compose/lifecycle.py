@@ -8,6 +8,7 @@ networks' and the volumes' names under the store root, so `ps` and `down` work f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -378,8 +379,9 @@ def service_container(root: Path, project: Project, service: str, index: int = 1
 
 
 def run_oneoff(store: Store, project: Project, service: str, command: Sequence[str], *, remove: bool,
-               deps: bool = True, say: Say = lambda _m: None) -> int:
-    """`compose run`: a new container of the service in the foreground (its dependencies started first)."""
+               deps: bool = True, tty: bool = False, say: Say = lambda _m: None) -> int:
+    """`compose run`: a new container of the service in the foreground (its dependencies started first),
+    its stdin attached, as docker compose's is; with `tty`, on a pty of its own relayed to ours."""
     import secrets
 
     if service not in project.services:
@@ -392,6 +394,7 @@ def run_oneoff(store: Store, project: Project, service: str, command: Sequence[s
     name = f"{project.name}-{service}-run-{secrets.token_hex(6)}"
     opts = svcs.run_options(store.root, project, service, name=name, labels=labels, command=tuple(command),
                             detach=False, remove=remove, publish=False)
+    opts = dataclasses.replace(opts, interactive=True, tty=tty)
     try:
         _, code = runner.run(store, opts)
     finally:
