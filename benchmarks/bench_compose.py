@@ -1,6 +1,8 @@
 """`compose up -d` + `down` of a three-service project on its own network, against the same three
 containers started by hand (`run -d` on a project network, then `rm -f`), and `--network none`
-containers as the floor: what project networking and the compose machinery add.
+containers as the floor: what project networking and the compose machinery add. The same project in
+the rootless fallback (one shared network namespace, forced with LAYERBUILD_NETWORK_BACKEND=shared),
+and `exec` of `true` in a running container.
 
 Run: pytest benchmarks/bench_compose.py --benchmark-only -s   (as root; needs busybox-static)
 Whole processes (the CLI as a user runs it); each round starts from nothing and leaves nothing.
@@ -47,9 +49,9 @@ def root() -> Iterator[Path]:
     shutil.rmtree(base, ignore_errors=True)
 
 
-def lb(base: Path, *argv: str) -> str:
+def lb(base: Path, *argv: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run([sys.executable, "-m", "layerbuild", "--root", str(base / "root"), *argv],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, env=None if env is None else {**os.environ, **env})
     return done.stdout
 
 
@@ -79,3 +81,21 @@ def test_floor_run_without_network(benchmark: Any, root: Path) -> None:
             lb(root, "rm", "-f", cid)
 
     benchmark.pedantic(cycle, rounds=5, warmup_rounds=1)
+
+
+def test_compose_up_down_shared_namespace(benchmark: Any, root: Path) -> None:
+    shared = {"LAYERBUILD_NETWORK_BACKEND": "shared"}
+
+    def cycle() -> None:
+        lb(root, "compose", "-f", str(root / "compose.yaml"), "up", "-d", env=shared)
+        lb(root, "compose", "-f", str(root / "compose.yaml"), "down", "-t", "0", env=shared)
+
+    benchmark.pedantic(cycle, rounds=5, warmup_rounds=1)
+
+
+def test_exec_true(benchmark: Any, root: Path) -> None:
+    cid = lb(root, "run", "-d", "--network", "none", "busybox", "sleep", "300").strip()
+    try:
+        benchmark.pedantic(lambda: lb(root, "exec", cid, "true"), rounds=10, warmup_rounds=1)
+    finally:
+        lb(root, "rm", "-f", cid)

@@ -47,6 +47,8 @@ def register(sub: Any) -> tuple[str, Any]:
     u.add_argument("--wait", action="store_true", help="wait until the services run and are healthy (implies -d)")
     u.add_argument("--wait-timeout", type=float, metavar="SECS", help="give up waiting after SECS")
     u.add_argument("--force-recreate", action="store_true", help="recreate the containers even if unchanged")
+    u.add_argument("-V", "--renew-anon-volumes", action="store_true",
+                   help="new anonymous volumes for recreated containers instead of their predecessors'")
     u.add_argument("--scale", action="append", default=[], metavar="SERVICE=NUM",
                    help="run NUM containers of SERVICE (overrides scale: and deploy.replicas)")
     d = cmds.add_parser("down", help="stop and remove the containers, networks (and volumes, images)")
@@ -73,6 +75,8 @@ def register(sub: Any) -> tuple[str, Any]:
     r = cmds.add_parser("run", help="run a one-off command in a new container of a service")
     r.add_argument("--rm", dest="remove", action="store_true", help="remove the container when it exits")
     r.add_argument("--no-deps", action="store_true", help="do not start the services it depends on")
+    r.add_argument("-T", "--no-TTY", action="store_true",
+                   help="no pseudo-terminal (by default one is allocated when stdin and stdout are terminals)")
     r.add_argument("service", metavar="SERVICE")
     r.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
     e = cmds.add_parser("exec", help="run a command in a service's running container")

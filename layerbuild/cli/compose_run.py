@@ -35,7 +35,8 @@ def up(args: argparse.Namespace, project: Project) -> int:
         _build_missing(args, project)
     with open_store(args) as store:
         started = lifecycle.up(store, project, args.services, force_recreate=args.force_recreate,
-                               wait=args.wait, wait_timeout=args.wait_timeout, scale=_scale(args.scale), say=_say)
+                               wait=args.wait, wait_timeout=args.wait_timeout, scale=_scale(args.scale),
+                               renew_anon_volumes=args.renew_anon_volumes, say=_say)
     if args.detach or args.wait:
         return 0
     # attached: follow the logs until the containers end; Ctrl-C stops them, as docker compose does
@@ -187,8 +188,9 @@ def run(args: argparse.Namespace, project: Project) -> int:
 
     _build_missing(args, project)
     with open_store(args) as store:
+        tty = not args.no_TTY and sys.stdin.isatty() and sys.stdout.isatty()  # docker compose run's default
         return lifecycle.run_oneoff(store, project, args.service, args.command, remove=args.remove,
-                                    deps=not args.no_deps, say=_say)
+                                    deps=not args.no_deps, tty=tty, say=_say)
 
 
 def exec(args: argparse.Namespace, project: Project) -> int:

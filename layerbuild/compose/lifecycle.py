@@ -8,6 +8,7 @@ networks' and the volumes' names under the store root, so `ps` and `down` work f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -15,8 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from layerbuild.compose import mounts, supervisor
 from layerbuild.compose import services as svcs
-from layerbuild.compose import supervisor
 from layerbuild.compose.model import Project
 from layerbuild.errors import ComposeFileError, LayerbuildError, UsageError
 from layerbuild.runtime import bridge, containers, runner, sharedns
@@ -146,10 +147,11 @@ def _restarting(c: Container) -> bool:
 
 def up(store: Store, project: Project, selected: Sequence[str] = (), *, force_recreate: bool = False,
        wait: bool = False, wait_timeout: float | None = None, scale: dict[str, int] | None = None,
-       say: Say = lambda _m: None) -> list[Container]:
+       renew_anon_volumes: bool = False, say: Say = lambda _m: None) -> list[Container]:
     """Create or start the services (and their dependencies), each as many containers as its scale
     (`scale` overrides, as `up --scale` does; extra ones are removed, highest numbers first); return
-    once each is started (with `wait`: running and, with a healthcheck, healthy)."""
+    once each is started (with `wait`: running and, with a healthcheck, healthy). A recreated
+    container keeps its predecessor's anonymous volumes, unless `renew_anon_volumes` (`up -V`)."""
     root = store.root
     names = order(project, selected)
     for name, count in (scale or {}).items():
@@ -171,7 +173,7 @@ def up(store: Store, project: Project, selected: Sequence[str] = (), *, force_re
         _each([c for c in _replicas(root, project, name) if svcs.number_of(c) > count][::-1],
               lambda c: _remove(c, None, say))
         for number in range(1, count + 1):
-            started.append(_up_one(store, project, name, number, force_recreate, say))
+            started.append(_up_one(store, project, name, number, force_recreate, renew_anon_volumes, say))
     if wait:
         deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
         for c in started:
@@ -181,13 +183,16 @@ def up(store: Store, project: Project, selected: Sequence[str] = (), *, force_re
     return started
 
 
-def _up_one(store: Store, project: Project, name: str, number: int, force_recreate: bool, say: Say) -> Container:
+def _up_one(store: Store, project: Project, name: str, number: int, force_recreate: bool, renew: bool,
+            say: Say) -> Container:
     c = _find(store.root, project, name, number)
     if c is not None and (force_recreate or c.config.get("labels", {}).get(svcs.HASH)
                           != svcs.config_hash(project, name)):
         say(f"Container {c.name}  Recreate")
         _stop(c)
         runner.remove(c, force=True)
+        if renew:
+            mounts.orphan_anonymous(store.root, project.name, c.name)
         c = None
     if c is None:
         say(f"Container {svcs.container_name(project, name, number)}  Creating")
@@ -278,7 +283,7 @@ def down(store: Store, project: Project, *, volumes: bool = False, rmi: str | No
     if sharedns.remove(root, project.name):
         say(f"Network {project.name}  Removed")
     if volumes:
-        for name in svcs.remove_volumes(root, project):
+        for name in mounts.remove_volumes(root, project):
             say(f"Volume {name}  Removed")
     if rmi is not None:
         from layerbuild.image.store_io import untag_image
@@ -322,10 +327,14 @@ def _each(items: list[Container], work: Callable[[Container], None]) -> None:
 
 
 def _remove(c: Container, timeout: float | None, say: Say) -> None:
+    """Stop and remove a container for good (its anonymous volumes stay, nobody's, until down -v)."""
     if c.running():
         say(f"Container {c.name}  Stopping")
         _stop(c, timeout)
     runner.remove(c, force=True)
+    project = (c.config.get("labels") or {}).get(svcs.PROJECT)
+    if project:
+        mounts.orphan_anonymous(c.dir.parent.parent, project, c.name)
     say(f"Container {c.name}  Removed")
 
 
@@ -347,7 +356,7 @@ def ps(root: Path, project: Project, selected: Sequence[str] = (), all_: bool = 
                     "Project": project.name, "Service": service, "Created": c.created, "State": state,
                     "Health": (h or {}).get("Status", "") if h is not None else "",
                     "ExitCode": code or 0, "Status": _status_text(c, state, h),
-                    "Publishers": c.config.get("ports", []), "Networks": sorted(c.addresses)})
+                    "Publishers": c.published or c.config.get("ports", []), "Networks": sorted(c.addresses)})
     return out
 
 
@@ -370,8 +379,9 @@ def service_container(root: Path, project: Project, service: str, index: int = 1
 
 
 def run_oneoff(store: Store, project: Project, service: str, command: Sequence[str], *, remove: bool,
-               deps: bool = True, say: Say = lambda _m: None) -> int:
-    """`compose run`: a new container of the service in the foreground (its dependencies started first)."""
+               deps: bool = True, tty: bool = False, say: Say = lambda _m: None) -> int:
+    """`compose run`: a new container of the service in the foreground (its dependencies started first),
+    its stdin attached, as docker compose's is; with `tty`, on a pty of its own relayed to ours."""
     import secrets
 
     if service not in project.services:
@@ -384,10 +394,11 @@ def run_oneoff(store: Store, project: Project, service: str, command: Sequence[s
     name = f"{project.name}-{service}-run-{secrets.token_hex(6)}"
     opts = svcs.run_options(store.root, project, service, name=name, labels=labels, command=tuple(command),
                             detach=False, remove=remove, publish=False)
+    opts = dataclasses.replace(opts, interactive=True, tty=tty)
     try:
         _, code = runner.run(store, opts)
     finally:
         if remove:  # its anonymous volumes go with it, as docker compose run --rm removes them
-            svcs.remove_anonymous(store.root, project.name, name)
-            shutil.rmtree(svcs.files_dir(store.root, project.name, name), ignore_errors=True)
+            mounts.remove_anonymous(store.root, project.name, name)
+            shutil.rmtree(mounts.files_dir(store.root, project.name, name), ignore_errors=True)
     return code if code is not None else 0

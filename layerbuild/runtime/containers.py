@@ -66,6 +66,7 @@ class Container:
     forwarder_pid: int = 0  # the published ports' forwarder (ports.py), while it runs
     forwarder_start: int | None = None
     addresses: dict[str, str] = field(default_factory=dict)  # project network -> address there
+    published: list[dict[str, Any]] = field(default_factory=list)  # the ports as bound, while it runs
     restarts: int = 0  # how often a restart policy started it again
 
     @property
@@ -105,7 +106,8 @@ class Container:
     def save(self) -> None:
         state = {k: getattr(self, k) for k in ("pid", "pid_start", "helper_pid", "helper_start", "started",
                                                 "finished", "recorded_status", "cgroup", "end_reason", "forwarder_pid",
-                                                "forwarder_start", "addresses", "restarts")}
+                                                "forwarder_start", "addresses", "restarts",
+                                                "published")}
         _write_json(self.dir / "state.json", state)
 
     def to_json(self) -> dict[str, Any]:

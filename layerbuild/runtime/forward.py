@@ -7,8 +7,8 @@ first, before any thread exists): connections accepted on the host side are rela
 `target_ip:target_port` there, one thread each way. A UDP port relays datagrams: each client
 (address and port) gets a socket of its own inside, connected to the target, whose replies go back
 to that client from the published port; it is dropped after UDP_IDLE seconds without traffic, as a
-connection-tracking entry expires. `ready` or `error MESSAGE` goes back on
-STATUS_FD. It ends by itself once the container's process (pid and start time) is gone, so a crash
+connection-tracking entry expires. `ready PORT...` (the host ports bound, in order: a
+host port 0 is one the kernel picked) or `error MESSAGE` goes back on STATUS_FD. It ends by itself once the container's process (pid and start time) is gone, so a crash
 of the container never leaves a listener behind; `stop` of the container kills it earlier.
 """
 
@@ -121,6 +121,7 @@ def main() -> int:
     with os.fdopen(spec_fd, "rb") as f:
         spec = marshal.loads(f.read())
     listeners = []
+    bound: list[str] = []
     try:
         for p in spec["ports"]:
             family = socket.AF_INET6 if ":" in p["host_ip"] else socket.AF_INET
@@ -138,6 +139,7 @@ def main() -> int:
             if not udp:
                 s.listen(128)
             listeners.append((s, (p["target_ip"], p["target_port"]), udp))
+            bound.append(str(s.getsockname()[1]))  # the port the kernel picked for host port 0
         libc = ctypes.CDLL(None, use_errno=True)
         if spec.get("userns"):  # rootless: the user namespace that owns the network's, first
             fd = os.open(spec["userns"], os.O_RDONLY)
@@ -153,7 +155,7 @@ def main() -> int:
         return 1
     for s, target, udp in listeners:  # threads made after setns are in the network's namespace too
         threading.Thread(target=_udp if udp else _accept, args=(s, target), daemon=True).start()
-    os.write(status, b"ready\n")
+    os.write(status, f"ready {' '.join(bound)}\n".encode())
     os.close(status)
     pid, start = spec["watch_pid"], spec["watch_start"]
     while _start_time(pid) == start:

@@ -42,7 +42,8 @@ def _port(text: str, what: str) -> int:
 
 
 def parse_publish(spec: str) -> Port:
-    """docker's `-p [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`; a missing host port takes the container's."""
+    """docker's `-p [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp]`; without a host port, one the kernel picks
+    (host port 0 here), as docker's."""
     body, _, proto = spec.partition("/")
     if proto not in ("", "tcp", "udp"):
         raise UsageError(f"unsupported protocol in published port {spec!r}", hint="tcp and udp ports are published")
@@ -57,18 +58,20 @@ def _parse_body(body: str, spec: str) -> Port:
     else:
         parts = body.split(":")
     if len(parts) == 1:
-        return Port(_port(parts[0], "container port"), _port(parts[0], "host port"))
+        return Port(_port(parts[0], "container port"), 0)
     if len(parts) == 2:
         return Port(_port(parts[1], "container port"), _port(parts[0], "host port"))
     if len(parts) == 3:
-        host = _port(parts[1], "host port") if parts[1] else _port(parts[2], "host port")
+        host = _port(parts[1], "host port") if parts[1] else 0
         return Port(_port(parts[2], "container port"), host, parts[0] or DEFAULT_HOST_IP)
     raise UsageError(f"invalid published port {spec!r}", hint="write [IP:]HOST_PORT:CONTAINER_PORT")
 
 
 def start_forwarder(ports: list[Port], *, netns: Path, target_ip: str, watch_pid: int, log: Path,
-                    userns: Path | None = None) -> tuple[int, int]:
-    """Start the forwarder for `ports`; returns its (pid, start time) once it listens, or SandboxError."""
+                    userns: Path | None = None) -> tuple[int, int, list[Port]]:
+    """Start the forwarder for `ports`; returns its pid, its start time and the ports as bound (a host
+    port 0 replaced by the one the kernel picked, as docker publishes an ephemeral port) once it
+    listens, or SandboxError."""
     spec_r, spec_w = os.pipe()
     status_r, status_w = os.pipe()
     out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
@@ -87,14 +90,17 @@ def start_forwarder(ports: list[Port], *, netns: Path, target_ip: str, watch_pid
                        "target_port": p.container_port, "protocol": p.protocol} for p in ports]}))
     with os.fdopen(status_r, "rb") as f:
         line = f.readline().decode("utf-8", "replace").strip()
-    if line != "ready":
+    word, _, rest = line.partition(" ")
+    if word != "ready":
         proc.wait()
         raise SandboxError(line.removeprefix("error ") or "the port forwarder did not start",
                            hint="pick another host port, or stop what listens there")
     start = proc_start_time(proc.pid)
     # Not waited for here: it outlives us; reaped by init once we are gone, or by a later wait below.
     proc.returncode = 0  # Popen's finaliser must not warn about a child it thinks still runs
-    return proc.pid, start or 0
+    bound = [int(n) for n in rest.split()]
+    return proc.pid, start or 0, [Port(p.container_port, n, p.host_ip, p.protocol) for p, n in zip(ports, bound,
+                                                                                                 strict=True)]
 
 
 def stop_forwarder(pid: int, start: int | None) -> None:

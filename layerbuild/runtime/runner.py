@@ -334,15 +334,17 @@ def _publish(c: Container) -> None:
         return
     holder = _holder(c)
     if holder is not None:
-        c.forwarder_pid, c.forwarder_start = start_forwarder(ports, netns=holder.netns, target_ip="127.0.0.1",
-                                                             watch_pid=c.pid, log=c.dir / "forward.log",
-                                                             userns=holder.userns)
+        c.forwarder_pid, c.forwarder_start, bound = start_forwarder(
+            ports, netns=holder.netns, target_ip="127.0.0.1", watch_pid=c.pid, log=c.dir / "forward.log",
+            userns=holder.userns)
+        c.published = [p.to_json() for p in bound]
         c.save()
         return
     first = c.config["networks"][0]["network"]
     info = bridge.find(c.dir.parent.parent, first)
-    c.forwarder_pid, c.forwarder_start = start_forwarder(ports, netns=info.netns, target_ip=c.addresses[first],
-                                                         watch_pid=c.pid, log=c.dir / "forward.log")
+    c.forwarder_pid, c.forwarder_start, bound = start_forwarder(
+        ports, netns=info.netns, target_ip=c.addresses[first], watch_pid=c.pid, log=c.dir / "forward.log")
+    c.published = [p.to_json() for p in bound]
     c.save()
 
 
@@ -351,6 +353,7 @@ def _unplug(c: Container) -> None:
     if c.forwarder_pid:
         stop_forwarder(c.forwarder_pid, c.forwarder_start)
         c.forwarder_pid, c.forwarder_start = 0, None
+    c.published = []
     if c.config.get("networks"):
         bridge.leave(c.dir.parent.parent, c.id)
         c.addresses = {}

@@ -108,3 +108,29 @@ def test_a_timed_out_exec_leaves_no_process(project: Project) -> None:
     assert exec_in(c, ["sleep", marker], timeout=0.5) == 124
     code, out, _ = project("exec", "app", "ps", "-o", "args")
     assert code == 0 and marker not in out
+
+
+@pytest.mark.slow
+def test_compose_run_gets_a_pty_on_a_terminal_and_none_with_T(project: Project) -> None:
+    project.write(SERVICE)
+    compose = ["compose", "-f", str(project.dir / "compose.yaml")]
+    pane = Pane()
+    try:
+        pane.line(layerbuild(project.root, *compose, "run", "--rm", "app", "sh") + "; echo rc=$?")
+        pane.wait_for(r"^/www \$ $")
+        pane.line("[ -t 0 ] && [ -t 1 ] && echo on-a-tty; stty size; echo :size")
+        pane.wait_for(r"^on-a-tty$")
+        assert pane.wait_for(r"^(\d+ \d+)\n:size$").group(1) == "30 100"
+        pane.line("exit 3")
+        pane.wait_for(r"^rc=3$")
+        # -T: no pty of the container's (the caller's terminal is none of its devpts)
+        pane.line(layerbuild(project.root, *compose, "run", "--rm", "-T", "app", "tty") + "; echo rc2=$?")
+        pane.wait_for(r"^not a tty\nrc2=1$")
+        marker = uuid.uuid4().hex[:8]
+        # stdin reaches the command, as docker compose run's does
+        pane.line(f"echo {marker} | " + layerbuild(project.root, *compose, "run", "--rm", "app", "sh", "-c",
+                                                   "read x; echo got-$x") + "; echo rc3=$?")
+        pane.wait_for(rf"^got-{marker}$")
+        pane.wait_for(r"^rc3=0$")
+    finally:
+        pane.close()

@@ -1,6 +1,6 @@
 """`ports:` in docker's spellings, published and reached from the host's loopback: a host address,
 ranges, long syntax (`target`, `published`, `host_ip`, `protocol`, `mode`), UDP, IPv6 where the host
-has ::1; `expose` publishes nothing."""
+has ::1, a port the kernel picks when none is published; `expose` publishes nothing."""
 
 from __future__ import annotations
 
@@ -76,6 +76,7 @@ def test_every_spelling_of_ports(project: Project) -> None:
         mode: host
       - "{udp}:53/udp"
       - "{pick}-{pick + 2}:80"
+      - "8002"
 {six}""")
         code, _, err = project("up", "-d")
         assert code == 0, err
@@ -91,7 +92,11 @@ def test_every_spelling_of_ports(project: Project) -> None:
     pubs = json.loads(out)[0]["Publishers"]
     assert {"URL": "127.0.0.1", "TargetPort": 53, "PublishedPort": udp, "Protocol": "udp"} in pubs
     assert {"URL": "127.0.0.1", "TargetPort": 80, "PublishedPort": pick + 1, "Protocol": "tcp"} in pubs
-    assert len(pubs) == 7 + bool(six) and not [p for p in pubs if p["TargetPort"] in (9000, 9001)]
+    assert len(pubs) == 8 + bool(six) and not [p for p in pubs if p["TargetPort"] in (9000, 9001)]
+    # no published port: one the kernel picked, as docker's, and ps says which
+    ephemeral = [p["PublishedPort"] for p in pubs if p["TargetPort"] == 8002 and p["PublishedPort"] != rng + 2]
+    assert len(ephemeral) == 1 and ephemeral[0] > 0
+    assert _get("127.0.0.1", ephemeral[0]) == "8002\n"
     code, out, _ = project("config", "--format", "json")
     assert json.loads(out)["services"]["web"]["expose"] == ["9000", "9001/udp"]
     web = containers.find(project.root, f"{project.name}-web-1")

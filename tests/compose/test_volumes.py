@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from layerbuild.cli.main import main
-from layerbuild.compose.services import ANONYMOUS, byte_size
+from layerbuild.compose.mounts import ANONYMOUS, byte_size
 from layerbuild.errors import ComposeFileError
 from tests.compose.test_up import Project
 from tests.conftest import BUSYBOX_BASE, busybox_binary
@@ -70,6 +70,7 @@ def test_anonymous_volumes_per_container_go_with_run_rm_and_down_v(project: Proj
   app:
     image: {seeded}
     command: ["sh", "-c", "echo kept > /data/f; sleep 60"]
+    stop_grace_period: 1s
     volumes:
       - /data
       - type: volume
@@ -85,8 +86,21 @@ def test_anonymous_volumes_per_container_go_with_run_rm_and_down_v(project: Proj
     assert code == 0, err
     assert out.split() == ["0", "f"]  # a one-off container has fresh ones of its own
     assert len(_anonymous(project)) == 2  # and run --rm removed them
+    # a recreated container inherits its predecessor's anonymous volumes, as docker compose's does ...
+    assert project("exec", "app", "sh", "-c", "echo mine > /data/mark")[0] == 0
+    assert project("up", "-d", "--force-recreate")[0] == 0
+    assert project("exec", "app", "cat", "/data/mark")[1] == "mine\n"
+    assert len(_anonymous(project)) == 2
+    # ... unless -V
+    code, _, err = project("up", "-d", "--force-recreate", "-V")
+    assert code == 0, err
+    assert project("exec", "app", "ls", "/data")[1] == "f\n"
+    assert len(_anonymous(project)) == 4
     assert project("down", "-t", "1")[0] == 0
-    assert len(_anonymous(project)) == 2  # down keeps them, as docker compose does
+    assert len(_anonymous(project)) == 4  # down keeps them, as docker compose does, but they are nobody's:
+    assert project("up", "-d")[0] == 0
+    assert project("exec", "app", "ls", "/data")[1] == "f\n"  # a new container gets new ones
+    assert len(_anonymous(project)) == 6
     code, _, err = project("down", "-v", "-t", "1")
     assert code == 0, err
     assert _anonymous(project) == []

@@ -74,8 +74,11 @@ def test_tcp_and_udp_on_ipv4_and_ipv6(servers: int, tmp_path: Path) -> None:
     if v6:
         ports += [Port(7000, _free(socket.AF_INET6, socket.SOCK_STREAM, "::1"), "::1"),
                   Port(7001, _free(socket.AF_INET6, socket.SOCK_DGRAM, "::1"), "::1", "udp")]
-    pid, start = start_forwarder(ports, netns=Path(f"/proc/{servers}/ns/net"), target_ip="127.0.0.1",
-                                 watch_pid=servers, log=tmp_path / "forward.log")
+    ports.append(Port(7000, 0))  # a port the kernel picks
+    pid, start, bound = start_forwarder(ports, netns=Path(f"/proc/{servers}/ns/net"), target_ip="127.0.0.1",
+                                        watch_pid=servers, log=tmp_path / "forward.log")
+    assert bound[:-1] == ports[:-1] and bound[-1].host_port > 0 and bound[-1].container_port == 7000
+    ports = bound
     try:
         for p in ports:
             family = socket.AF_INET6 if ":" in p.host_ip else socket.AF_INET
@@ -117,7 +120,8 @@ def test_a_taken_udp_port_is_a_clear_error(servers: int, tmp_path: Path) -> None
     ("53:53/udp", Port(53, 53, protocol="udp")),
     ("127.0.0.2:8080:80/tcp", Port(80, 8080, "127.0.0.2")),
     ("[::1]:8080:80/udp", Port(80, 8080, "::1", "udp")),
-    ("80", Port(80, 80)),
+    ("80", Port(80, 0)),
+    ("127.0.0.1::80", Port(80, 0)),
 ])
 def test_publish_spellings(spec: str, port: Port) -> None:
     assert parse_publish(spec) == port
