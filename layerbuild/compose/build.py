@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from layerbuild.solve.report import BuildEvent, BuildResult
 
 # Build keys read from the model but not applied yet: a warning names each one a service sets.
-IGNORED = ("labels", "cache_from", "cache_to", "platforms", "shm_size", "extra_hosts", "isolation", "pull",
+IGNORED = ("labels", "platforms", "shm_size", "extra_hosts", "isolation", "pull",
            "privileged", "ulimits", "entitlements", "ssh")
 
 
@@ -46,6 +46,10 @@ class ServiceBuild:
     secrets: Mapping[str, str]
     contexts: Mapping[str, str]
     after: tuple[str, ...]
+    # `build.cache_from` / `cache_to`: as `build --cache-from/--cache-to` takes them (a registry
+    # reference, or `type=registry|local|inline,...`), docker compose's meaning.
+    cache_from: tuple[str, ...] = ()
+    cache_to: tuple[str, ...] = ()
 
     @property
     def lane_key(self) -> tuple[str, str]:
@@ -101,6 +105,8 @@ def plan(project: Project, services: Sequence[str] = (), build_args: Mapping[str
             dockerfile=Path(spec["dockerfile"]) if "dockerfile" in spec and "dockerfile_inline" not in spec else None,
             inline=spec.get("dockerfile_inline"), tags=tuple(dict.fromkeys(tags)), build_args=args,
             target=spec.get("target"), network=network, secrets=secrets, contexts=contexts, after=tuple(after),
+            cache_from=tuple(_relative_cache(c, project) for c in spec.get("cache_from", ())),
+            cache_to=tuple(_relative_cache(c, project) for c in spec.get("cache_to", ())),
         ))
     wanted = {b.service for b in out}
     for b in out:
@@ -109,6 +115,20 @@ def plan(project: Project, services: Sequence[str] = (), build_args: Mapping[str
                 raise ComposeFileError(f"service {b.service!r} builds from service {dep!r}, which is not being built",
                                  hint=f"build both: compose build {dep} {b.service}")
     return out
+
+
+def _relative_cache(spec: str, project: Project) -> str:
+    """A cache spec with a local directory (`src=`/`dest=`) relative to the project directory, as
+    docker compose resolves it; anything else as written."""
+    if "type=local" not in spec:
+        return spec
+    parts = []
+    for part in spec.split(","):
+        key, eq, value = part.partition("=")
+        if eq and key.strip() in ("src", "dest") and value and not os.path.isabs(value):
+            part = f"{key}={os.path.join(project.working_dir, value)}"
+        parts.append(part)
+    return ",".join(parts)
 
 
 def lanes(builds: Sequence[ServiceBuild]) -> list[list[ServiceBuild]]:
@@ -192,7 +212,8 @@ def build_services(builds: Sequence[ServiceBuild], *, root: str | os.PathLike[st
                 result = build(b.context, dockerfile=dockerfile, tags=b.tags, build_args=dict(b.build_args),
                                target=b.target, no_cache=no_cache, on_event=events, root=root, jobs=jobs,
                                network=b.network, secrets=dict(b.secrets) or None,
-                               build_contexts=dict(b.contexts) or None)
+                               build_contexts=dict(b.contexts) or None,
+                               cache_from=b.cache_from, cache_to=b.cache_to)
             with lock:
                 results[b.service] = result
         except BaseException as exc:

@@ -213,3 +213,46 @@ def test_the_shop_sample_builds_its_shared_base_once(tmp_path: Path, capfd: pyte
     out, _ = capfd.readouterr()
     names = {f"{i['name']}:{i['tag']}" for i in json.loads(out)}
     assert {"shop-frontend:latest", "shop-api:latest", "shop-worker:latest"} <= names
+
+
+@pytest.mark.integration
+def test_build_cache_from_and_cache_to_reach_the_builds(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service's `build.cache_to` exports its steps (a local cache directory, relative to the project)
+    and `cache_from` reads them: a second runner's empty store hits every step of the service."""
+    project = tmp_path / "p"
+    write(project, {
+        "Dockerfile": ('FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+                       "RUN echo cached > /out.txt\n"),
+        "compose.yaml": ("services:\n"
+                         "  app:\n"
+                         "    build:\n"
+                         "      context: .\n"
+                         "      cache_from: ['type=local,src=ci-cache']\n"
+                         "      cache_to: ['type=local,dest=ci-cache']\n"),
+    })
+    shutil.copy(busybox_binary(), project / "busybox")
+    monkeypatch.chdir(tmp_path)  # not the project: the cache directory is the project's
+    compose = ["compose", "-f", str(project / "compose.yaml"), "build", "--progress", "json"]
+    code = main(["--root", str(tmp_path / "runner1"), *compose])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert (project / "ci-cache" / "index.json").exists(), sorted(p.name for p in project.iterdir())
+    code = main(["--root", str(tmp_path / "runner2"), *compose])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    steps = [json.loads(line) for line in out.splitlines() if '"step.' in line]
+    work = [e for e in steps if e.get("kind") in ("exec", "copy") and e["event"] in ("step.cached", "step.finished")]
+    assert len(work) == 3 and all(e["event"] == "step.cached" for e in work), work
+    code = main(["--root", str(tmp_path / "runner2"), "run", "--rm", "p-app", "cat", "/out.txt"])
+    out, err = capfd.readouterr()
+    assert (code, out) == (0, "cached\n"), err
+
+
+def test_build_cache_specs_are_planned(tmp_path: Path) -> None:
+    write(tmp_path, {"compose.yaml": ("services:\n  app:\n    build:\n      context: .\n"
+                                      "      cache_from: [reg.example/app:cache, 'type=local,src=c']\n"
+                                      "      cache_to: ['type=registry,ref=reg.example/app:cache,mode=max']\n")})
+    (b,) = plan(load(tmp_path))
+    assert b.cache_from == ("reg.example/app:cache", f"type=local,src={tmp_path / 'c'}")
+    assert b.cache_to == ("type=registry,ref=reg.example/app:cache,mode=max",)

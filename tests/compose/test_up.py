@@ -396,3 +396,32 @@ def test_restart_policies(policy: str, code: int, restarts: int, expected: bool)
     from layerbuild.compose.supervisor import should_restart
 
     assert should_restart(policy, code, restarts) is expected
+
+
+@pytest.mark.slow
+def test_down_rmi_local_removes_the_images_it_built_and_all_the_rest_too(project: Project) -> None:
+    """As docker compose: `--rmi local` removes the images of services without an `image:` name,
+    `--rmi all` every service's image."""
+    (project.dir / "Dockerfile").write_text(f"FROM {IMAGE}\nRUN echo built > /built.txt\n")
+    tagged = f"lbtest/{project.name}-tagged:1"
+    project.write("  plain:\n    build: .\n    command: [sleep, '30']\n"
+                  f"  tagged:\n    build: .\n    image: {tagged}\n    command: [sleep, '30']\n")
+    code, _, err = project("up", "-d", "--build")
+    assert code == 0, err
+
+    def images() -> set[str]:
+        project.capfd.readouterr()
+        assert main(["--root", str(project.root), "images", "--json"]) == 0
+        out, _ = project.capfd.readouterr()
+        return {f"{i['name']}:{i['tag']}" for i in json.loads(out)}
+
+    plain = f"{project.name}-plain:latest"
+    assert {plain, tagged} <= images()
+    code, _, err = project("down", "--rmi", "local", "-t", "1")
+    assert code == 0, err
+    left = images()
+    assert plain not in left and tagged in left and f"{IMAGE}" in left
+    code, _, err = project("down", "--rmi", "all", "-t", "1")
+    assert code == 0, err
+    left = images()
+    assert tagged not in left and f"{IMAGE}" in left  # an image no service names is kept
