@@ -290,3 +290,36 @@ def test_a_pull_does_not_load_the_layer_writers() -> None:
             "if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"imported by a pull: {out}"
+
+
+_FAST_PATH_HEAVY = ("lark", "zstandard", "layerbuild.parser.ast", "layerbuild.parser.core", "layerbuild.worker.build",
+                    "layerbuild.solve.solver", "layerbuild.context.tree", "layerbuild.store.db", "tempfile",
+                    "secrets")
+
+
+def test_a_no_op_or_touch_build_answered_by_its_record_stays_light(tmp_path: Path) -> None:
+    """A rebuild answered by the last build's record (nothing changed, or only a file's times) loads
+    neither the build machinery nor the parser's AST, the store's database layer or tempfile (argparse
+    itself loads shutil)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY a /a\n")
+    (ctx / "a").write_text("a")
+    time.sleep(0.06)  # older than the fast path's racy margin: the stats vouch for the files
+    code = ("import sys, io, contextlib; from layerbuild.cli.main import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    assert main(['--root', {str(tmp_path / 'root')!r}, 'build', '-q', '-t', 't', {str(ctx)!r}]) == 0\n"
+            f"heavy = [m for m in {_FAST_PATH_HEAVY!r} if m in sys.modules]; print(','.join(heavy))")
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert "layerbuild.worker.build" in first  # the first build takes the full path: the check sees it
+    for change in (None, "touch"):
+        if change == "touch":
+            st = (ctx / "a").stat()
+            os.utime(ctx / "a", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        assert out == "", f"imported by a rebuild answered from its record ({change or 'no-op'}): {out}"

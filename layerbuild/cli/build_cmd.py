@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -234,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
     scratch: list[str] = []
 
     def stdout_file() -> str:  # a private dir: the archive is written there, then streamed
+        import tempfile  # only for `-o -`: not on a no-op's start-up path
+
         scratch.append(tempfile.mkdtemp(prefix="layerbuild-output-"))
         return os.path.join(scratch[0], "archive.tar")
 
@@ -310,6 +310,8 @@ def _write_files(args: argparse.Namespace, result: Any) -> None:
 def _stream_out(directory: str) -> bool:
     """Copy the archive written for `dest=-` to standard output and remove its dir; False if the build
     wrote none (it failed)."""
+    import shutil
+
     try:
         try:
             f = open(os.path.join(directory, "archive.tar"), "rb")  # noqa: SIM115

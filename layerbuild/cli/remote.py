@@ -4,11 +4,8 @@ route a verb to the host's `layerbuild serve --stdio` (layerbuild.remote) instea
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -116,6 +113,8 @@ def run(args: argparse.Namespace, argv: Sequence[str], target: Any, machine: str
 
 
 def _term_env() -> dict[str, str]:
+    import shutil  # deferred: not on a local build's start-up path
+
     if not sys.stderr.isatty():
         return {}
     size = shutil.get_terminal_size()
@@ -161,6 +160,8 @@ def _split(rest: list[str], takes: dict[str, bool]) -> list[tuple[str, str | Non
 
 def _build(conn: Any, args: argparse.Namespace, rest: list[str], parser: argparse.ArgumentParser,
            where: str) -> int:
+    import json
+
     from layerbuild.remote.sync import scan
 
     build_parser = parser._subparsers._group_actions[0].choices["build"]  # type: ignore[union-attr,index]
@@ -246,6 +247,7 @@ def _build(conn: Any, args: argparse.Namespace, rest: list[str], parser: argpars
 def _load(conn: Any, args: argparse.Namespace, image_id: str, tags: list[str], quiet: bool) -> None:
     """Bring the built image into the local store: `save` on the host, the archive fetched, loaded here."""
     import io
+    import tempfile
 
     from layerbuild.errors import BuildError
 

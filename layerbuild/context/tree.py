@@ -226,7 +226,7 @@ class SourceTree:
         """The (uid, gid) a COPY of `entry` keeps; None where owners are reset to 0:0."""
         return (entry.st.st_uid, entry.st.st_gid) if self.keep_owner else None
 
-    def known_fingerprint(self, entry: Entry) -> str | None:
+    def taken_fingerprint(self, entry: Entry) -> str | None:
         """The entry's fingerprint if this build has taken it already (never reads the file)."""
         return self._fps.get(entry.rel)
 
@@ -271,6 +271,21 @@ class SourceTree:
         if st.st_ctime_ns + RACY_MARGIN_NS < self._started_ns:
             self._dirty[entry.rel] = (*key, content, fp)
         self._fps[entry.rel] = fp
+        return fp
+
+    def known_fingerprint(self, rel: str, key: tuple[int, ...]) -> str | None:
+        """The fingerprint this tree computed of the file at `rel`, if it did and the file's stat was
+        then `key` (device, inode, size, mtime_ns, ctime_ns, mode); else None. Reads nothing."""
+        fp = self._fps.get(rel)
+        if fp is None:
+            return None
+        parent, _, name = rel.rpartition("/")
+        entry = self._children.get(parent, {}).get(name)
+        if entry is None:
+            return None
+        st = entry.st
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode) != key:
+            return None
         return fp
 
     def save(self) -> None:

@@ -8,13 +8,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from layerbuild.lazy import lazy_getattr
-from layerbuild.parser.ast import Dockerfile, Heredoc, Instruction
 
 if TYPE_CHECKING:
+    from layerbuild.parser.ast import Dockerfile, Heredoc, Instruction
     from layerbuild.parser.core import parse, parse_file
     from layerbuild.parser.dump import dump
 
-_LAZY = {"parse": "layerbuild.parser.core", "parse_file": "layerbuild.parser.core", "dump": "layerbuild.parser.dump"}
+# The AST types too: a no-op build reads its Dockerfile through parser.limits and never parses it.
+_LAZY = {"Dockerfile": "layerbuild.parser.ast", "Heredoc": "layerbuild.parser.ast", "Instruction": "layerbuild.parser.ast",
+         "parse": "layerbuild.parser.core", "parse_file": "layerbuild.parser.core", "dump": "layerbuild.parser.dump"}
 
 __getattr__ = lazy_getattr(__name__, _LAZY, globals())
 

@@ -26,7 +26,6 @@ import ipaddress
 import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import time
@@ -171,7 +170,7 @@ def create(root: Path, name: str, *, subnet: str | None = None, labels: dict[str
                 raise SandboxError(f"cannot make the namespace of network {name}: {done.stderr.strip()}")
             _ip(os.fspath(netns), ["link set lo up", f"link add {BRIDGE} type bridge",
                                    f"addr add {gateway}/{net.prefixlen} dev {BRIDGE}", f"link set {BRIDGE} up"])
-            info = NetworkInfo(ndir, name, secrets.token_hex(32), str(net), gateway,
+            info = NetworkInfo(ndir, name, os.urandom(32).hex(), str(net), gateway,
                                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), dict(labels or {}))
             _write_json(ndir / "network.json", {"name": name, "id": info.id, "subnet": info.subnet,
                                                 "gateway": gateway, "created": info.created, "labels": info.labels})

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import signal
 import time
 from collections.abc import Iterable
@@ -225,7 +224,7 @@ def create(limits: Limits, label: str = "", hierarchy: Hierarchy | None = None) 
     Raises SandboxError when a limit was asked for that cannot be applied."""
     hierarchy = hierarchy or Hierarchy.detect()
     remove_leftovers(hierarchy)
-    name = f"{PREFIX}{os.getpid()}-{label or secrets.token_hex(6)}"
+    name = f"{PREFIX}{os.getpid()}-{label or os.urandom(6).hex()}"
     need = needed(limits)
     try:
         if hierarchy.version == 2:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -146,7 +145,7 @@ def create(root: Path, *, name: str | None, image: str, image_id: str, argv: lis
         elif name in taken:
             raise UsageError(f'the container name "{name}" is already in use by container {taken[name].short_id}',
                              hint="remove that container (`layerbuild rm`) or pick another name")
-        cid = secrets.token_hex(32)
+        cid = os.urandom(32).hex()
         cdir = base / cid
         cdir.mkdir()
         c = Container(cdir, cid, name, image, image_id, argv, format_created(time.time()), config)
@@ -158,8 +157,12 @@ def create(root: Path, *, name: str | None, image: str, image_id: str, argv: lis
     return c
 
 
+def _choice(words: tuple[str, ...]) -> str:
+    return words[int.from_bytes(os.urandom(4), "big") % len(words)]  # not `secrets`: its import costs more
+
+
 def _random_name() -> str:
-    return f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"
+    return f"{_choice(_ADJECTIVES)}_{_choice(_NOUNS)}"
 
 
 def load(cdir: Path) -> Container:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import secrets
+import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -282,7 +282,7 @@ class Index:
 
     def create_lease(self, ttl: float) -> str:
         # The owner in the id lets prune end the lease of a process that died before its ttl did.
-        lease_id = f"{scratch_owner()}-{secrets.token_hex(16)}"
+        lease_id = f"{scratch_owner()}-{os.urandom(16).hex()}"
         with self.db.write() as conn:
             conn.execute("INSERT INTO leases (id, expires) VALUES (?, ?)", (lease_id, time.time() + ttl))
         return lease_id

@@ -6,7 +6,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +145,7 @@ def release_reserve(layout: Layout) -> bool:
 
 
 def random_name(prefix: str, suffix: str = "") -> str:
-    return f"{prefix}{os.getpid()}-{secrets.token_hex(8)}{suffix}"
+    return f"{prefix}{os.getpid()}-{os.urandom(8).hex()}{suffix}"
 
 
 # Scratch directories under the root's tmp/ carry their owner in the name, `<prefix><owner>-<random>`

@@ -199,7 +199,7 @@ class Build:
 
     # -- the build -----------------------------------------------------------------------------
 
-    def _fast(self, started: float) -> tuple[BuildResult | None, str | None]:
+    def _fast(self, started: float) -> tuple[BuildResult | None, fastpath.Scan | None]:
         """The last build's result if nothing it read has changed (see fastpath), and the fingerprint."""
         return fastpath.answer(self.request, self.store.root, started, self.on_event)
 
@@ -226,7 +226,7 @@ class Build:
             with contextlib.suppress(StoreError):  # on a full disk, an expired lease does no harm
                 self.lease.release()
 
-    def _run(self, started: float, fp: str | None, path: Path, df: Dockerfile) -> BuildResult:
+    def _run(self, started: float, fp: fastpath.Scan | None, path: Path, df: Dockerfile) -> BuildResult:
         plan = plan_build(
             df, resolve_image=self._resolve, build_args=self.request.build_args, target=self.request.target,
             network=_network(self.request.network), source_date_epoch=self.request.source_date_epoch,
@@ -248,6 +248,8 @@ class Build:
         self.plan = plan
         history = history_from_json(previous.steps) if previous is not None else None
         self.rootfs = RootfsCache(self.store)
+        if not self.request.dry_run and any(isinstance(s.base, BaseImage) for s in plan.stages):
+            self.rootfs.prestart()  # a stage on an image will look at its filesystem
         cache: StoreCache
         if self.request.cache_from:
             from layerbuild.worker.remotecache import LayeredCache, open_backend
@@ -355,7 +357,7 @@ class Build:
                     bases[tag.name] = self.images[base.identity].manifest_digest
             fastpath.save(self.store.root, path, self.request.target, fp, manifest=stored.manifest_digest,
                           blobs=blobs, bases=bases, report=result.to_json(),
-                          key=stream.key if stream is not None else None)
+                          key=stream.key if stream is not None else None, trees={"": self.context, **named})
         if self.on_event is not None:
             self.on_event(BuildEvent("build.finished", result=result))
         return result

@@ -175,7 +175,7 @@ class _Layout:
                 xattrs=((b"security.capability", cap),) if cap else (),
                 # The fingerprint the step's cache key took (content, mode, size, path): a rebuild
                 # skips the unchanged groups of the previous layer by it, unread.
-                content_key=tree.known_fingerprint(entry),
+                content_key=tree.taken_fingerprint(entry),
             )
         if kind is Kind.SYMLINK:
             return MappedEntry(path, kind, uid=uid, gid=gid, mtime=mtime, linkname=os.readlink(entry.path))

@@ -13,6 +13,7 @@ which then decides step by step. This module imports little, so a no-op costs ab
 from __future__ import annotations
 
 import json
+import operator
 import os
 import re
 import stat
@@ -32,7 +33,12 @@ from layerbuild.store.layout import Layout, resolve_root
 from layerbuild.store.peek import blob_exists, tag_targets
 from layerbuild.worker.request import BuildRequest
 
-VERSION = "fastpath-1"
+VERSION = "fastpath-2"
+# A file whose ctime is this close to a scan may change again without its stat showing it (a second
+# write within the same clock tick: "racy git"), so its stat does not vouch for its content (as the
+# context's stat cache, context/tree.py).
+RACY_MARGIN_NS = 50_000_000
+_IFMT, _IFDIR, _IFLNK = stat.S_IFMT(0o177777), stat.S_IFDIR, stat.S_IFLNK
 # A remote source anywhere in the Dockerfile (ADD https://…, ADD git@…): such builds take the full path.
 _REMOTE = re.compile(rb"://|git@", re.IGNORECASE)
 
@@ -45,12 +51,45 @@ def _record_path(root: Path, dockerfile: Path, target: str | None, key: str | No
     return Layout(root).fastpath / f"{digest}.json"
 
 
+class Scan:
+    """One look at a build's inputs: the stat fingerprint, and what the touch path and the record need.
+
+    `entries` are (tree label, relative path, lstat, link target, stat line) of every entry the
+    fingerprint covered (the stat line is what the fingerprint hashed of it); `keys` the content keys known so far of regular files, by (label, path); `racy` is set
+    when a file's ctime is too close to the scan for its stat to vouch for its content (see
+    RACY_MARGIN_NS): then the stat fingerprint is not recorded, and such files are hashed again."""
+
+    __slots__ = ("content", "entries", "fingerprint", "header", "keys", "racy", "rows", "started_ns", "tried")
+
+    def __init__(self, fingerprint: str, header: bytes, entries: list[tuple[str, str, os.stat_result, str, str]],
+                 started_ns: int, racy: bool) -> None:
+        self.fingerprint = fingerprint
+        self.header = header
+        self.entries = entries
+        self.started_ns = started_ns
+        self.racy = racy
+        self.keys: dict[tuple[str, str], str] = {}
+        self.tried = False  # the touch path was tried (a full build asks `check` twice)
+        self.rows: Mapping[tuple[str, str], str] = {}  # the last record's side file, once read
+        self.content: str | None = None  # the content fingerprint over `keys`, once computed
+
+
 def fingerprint(
     context: Path, dockerfile: Path, options: Mapping[str, Any], version: str,
     named: Mapping[str, Path] | None = None,
 ) -> str | None:
     """The fingerprint of everything a build of `dockerfile` in `context` (and the named contexts
     that are directories, `named`) reads, or None if unsure."""
+    taken = scan(context, dockerfile, options, version, named)
+    return taken.fingerprint if taken is not None else None
+
+
+def scan(
+    context: Path, dockerfile: Path, options: Mapping[str, Any], version: str,
+    named: Mapping[str, Path] | None = None,
+) -> Scan | None:
+    """`fingerprint`'s look at the inputs, with the entries it saw (None if unsure)."""
+    started_ns = time.time_ns()
     h = xxhash.xxh3_128()
     h.update(f"{VERSION}\0{version}\0".encode())
     h.update(json.dumps(options, sort_keys=True, default=str).encode())
@@ -77,43 +116,106 @@ def fingerprint(
             trees.append((name, directory, named_matcher))
     except Exception:
         return None  # a missing directory or a bad ignore file: let the full path report it properly
+    header = h.digest()
+    entries: list[tuple[str, str, os.stat_result, str, str]] = []
+    lines: list[str] = []  # hashed at the end, at once
+    racy_after = started_ns - RACY_MARGIN_NS
+    racy = False
+    label = ""
+
+    add_entry, add_line = entries.append, lines.append
+    by_name = operator.attrgetter("name")
 
     def walk(path: str, rel: str, parent: Any) -> None:
+        nonlocal racy
         with os.scandir(path) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
+            found = sorted(it, key=by_name)
+        check = not matcher.empty
+        for entry in found:
             name = rel + entry.name
-            excluded, info = matcher.matches(name, parent) if not matcher.empty else (False, None)
+            if check:
+                excluded, info = matcher.matches(name, parent)
+            else:
+                excluded, info = False, None
             st = entry.stat(follow_symlinks=False)
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if excluded and not (is_dir and matcher.may_reinclude_below(name)):
+            mode = st.st_mode
+            kind = mode & _IFMT
+            if excluded and not (kind == _IFDIR and matcher.may_reinclude_below(name)):
                 continue
-            h.update(f"{name}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0"
-                     f"{st.st_ino}\0{st.st_dev}\n".encode("utf-8", "surrogateescape"))
-            if stat.S_ISLNK(st.st_mode):
-                h.update(os.readlink(entry.path).encode("utf-8", "surrogateescape"))
-            elif is_dir:
+            line = f"{name}\0{mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_dev}\n"
+            add_line(line)
+            if kind == _IFDIR:
+                add_entry((label, name, st, "", line))
                 walk(entry.path, name + "/", info)
+                continue
+            link = ""
+            if kind == _IFLNK:
+                link = os.readlink(entry.path)
+                add_line(link)
+            if st.st_ctime_ns > racy_after:
+                racy = True
+            add_entry((label, name, st, link, line))
 
     try:
         for label, directory, tree_matcher in trees:
             matcher = tree_matcher
-            h.update(f"\0tree\0{label}\0".encode("utf-8", "surrogateescape"))
+            lines.append(f"\0tree\0{label}\0")
             walk(str(directory), "", None)
     except OSError:
         return None
+    h.update("".join(lines).encode("utf-8", "surrogateescape"))
+    return Scan(h.hexdigest(), header, entries, started_ns, racy)
+
+
+def _stat_key(st: os.stat_result) -> list[int]:
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode]
+
+
+def file_key(rel: str, path: str, st: os.stat_result) -> str:
+    """A regular file's content key: the build context's own fingerprint of it (contenthash: path,
+    type, permission bits, size, content, capability), read now. Raises OSError or BuildError if the
+    file is not the one `st` describes any more (gone, or changed while it was read)."""
+    from layerbuild.context.contenthash import fingerprint as content_fingerprint
+    from layerbuild.context.contenthash import hash_file, read_capability
+    from layerbuild.errors import BuildError
+
+    content, after = hash_file(path)
+    if _stat_key(after) != _stat_key(st):
+        raise BuildError(f"{rel!r} changed since it was looked at")
+    return content_fingerprint(rel.encode("utf-8", "surrogateescape"), st.st_mode, st.st_size, content,
+                               capability=read_capability(path))
+
+
+def content_fingerprint(taken: Scan, keys: Mapping[tuple[str, str], str]) -> str | None:
+    """The fingerprint of the inputs by content: what the stat fingerprint covers, with every regular
+    file's content key (`keys`) instead of its times, inode and device. None if a key is missing."""
+    lines = ["content\0"]
+    for label, rel, st, link, _line in taken.entries:
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
+            key = keys.get((label, rel))
+            if key is None:
+                return None
+        elif stat.S_ISLNK(mode):
+            key = link
+        else:
+            key = f"{st.st_rdev}" if not stat.S_ISDIR(mode) else ""
+        lines.append(f"{label}\0{rel}\0{mode}\0{st.st_uid}\0{st.st_gid}\0{key}\n")
+    h = xxhash.xxh3_128(taken.header)
+    h.update("".join(lines).encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
-def lookup(root: Path, dockerfile: Path, target: str | None, fp: str, tags: tuple[str, ...], *,
-           key: str | None = None) -> dict[str, Any] | None:
-    """The last build's report if it answers this build (same fingerprint, outputs all still there)."""
+def _read_record(root: Path, dockerfile: Path, target: str | None, key: str | None) -> dict[str, Any] | None:
     try:
         record = json.loads(_record_path(root, dockerfile, target, key).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("fingerprint") != fp:
-        return None
+    return record if isinstance(record, dict) else None
+
+
+def _outputs_present(root: Path, record: Mapping[str, Any], tags: tuple[str, ...]) -> dict[str, Any] | None:
+    """The record's report if its image, blobs, tags and bases are all still in the store."""
     blobs = record.get("blobs") or []
     if not blobs or not all(blob_exists(root, d) for d in blobs):
         return None
@@ -132,9 +234,92 @@ def lookup(root: Path, dockerfile: Path, target: str | None, fp: str, tags: tupl
     return report if isinstance(report, dict) else None
 
 
-def save(root: Path, dockerfile: Path, target: str | None, fp: str, *, manifest: str, blobs: list[str],
-         bases: Mapping[str, str], report: Mapping[str, Any], key: str | None = None) -> None:
-    """Record a successful build for the next one (written to a temp file, then renamed)."""
+def lookup(root: Path, dockerfile: Path, target: str | None, fp: str, tags: tuple[str, ...], *,
+           key: str | None = None) -> dict[str, Any] | None:
+    """The last build's report if it answers this build (same fingerprint, outputs all still there)."""
+    record = _read_record(root, dockerfile, target, key)
+    if record is None or record.get("fingerprint") != fp:
+        return None
+    return _outputs_present(root, record, tags)
+
+
+def _stats_path(record_path: Path) -> Path:
+    return record_path.with_name(record_path.stem + ".stats.json")  # a JSON cache file, as fsck and df see it
+
+
+def _load_stats(path: Path, content: str) -> dict[tuple[str, str], str]:
+    """The side file's content keys by (label, stat line): only rows whose stat vouches for the key."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8", errors="surrogateescape"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != VERSION or data.get("content") != content:
+        return {}
+    rows = data.get("rows")
+    if not isinstance(rows, list) or len(rows) % 3 or not all(isinstance(x, str) for x in rows):
+        return {}
+    it = iter(rows)
+    return {(label, line): key for label, line, key in zip(it, it, it, strict=True)}
+
+
+def _content_keys(taken: Scan, rows: Mapping[tuple[str, str], str], roots: Mapping[str, Path]) -> bool:
+    """Fill `taken.keys` for every regular file: from the side file's row for its exact stat, else
+    by reading it. False if a file could not be read as it was seen (gone, changed meanwhile), or
+    reads as other content than the side file's row of that path says (an edit: no need to read on)."""
+    from layerbuild.errors import BuildError
+
+    keys = taken.keys
+    before: dict[tuple[str, str], str] | None = None
+    budget = _READ_LIMIT
+    for label, rel, st, _link, line in taken.entries:
+        if not stat.S_ISREG(st.st_mode) or (label, rel) in keys:
+            continue
+        key = rows.get((label, line))
+        if key is not None:
+            keys[(label, rel)] = key
+            continue
+        budget -= st.st_size
+        if budget < 0:
+            return False  # more to read than the full path would (its stat cache knows these files)
+        try:
+            key = keys[(label, rel)] = file_key(rel, os.path.join(roots[label], rel), st)
+        except (OSError, BuildError):
+            return False
+        if before is None:  # the recorded key of each path (its stat line starts with the path)
+            before = {(lab, ln.partition("\0")[0]): k for (lab, ln), k in rows.items()}
+        if before.get((label, rel), key) != key:
+            return False
+    return True
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
+    os.replace(tmp, path)
+
+
+def _save_stats(path: Path, taken: Scan, content: str) -> None:
+    """The side file: each regular file's stat line and content key, for the files whose ctime is
+    older than the scan by RACY_MARGIN_NS (a later write then shows in their stat); others are read
+    again by the next build that needs them."""
+    rows: list[str] = []
+    trusted_before = taken.started_ns - RACY_MARGIN_NS
+    keys = taken.keys
+    for label, rel, st, _link, line in taken.entries:
+        if stat.S_ISREG(st.st_mode) and st.st_ctime_ns < trusted_before:
+            rows += (label, line, keys[(label, rel)])
+    _write(path, json.dumps({"version": VERSION, "content": content, "rows": rows}))
+
+
+def save(root: Path, dockerfile: Path, target: str | None, fp: str | Scan, *, manifest: str, blobs: list[str],
+         bases: Mapping[str, str], report: Mapping[str, Any], key: str | None = None,
+         trees: Mapping[str, Any] | None = None) -> None:
+    """Record a successful build for the next one (written to a temp file, then renamed).
+
+    Given the Scan taken before the build and the build's source `trees` by label (the context's
+    `known_fingerprint` gives what the build read of a file whose stat is still the scanned one),
+    the record also holds the inputs' content fingerprint, and its side file the files' stats and
+    content keys, so that a build that finds only times changed may be answered (see `check`)."""
     path = _record_path(root, dockerfile, target, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     cached = dict(report)
@@ -143,33 +328,107 @@ def save(root: Path, dockerfile: Path, target: str | None, fp: str, *, manifest:
     counted = summary.get("cached", 0) + summary.get("executed", 0)
     summary.update(cached=counted, executed=0, hit_rate=1.0)
     cached["summary"] = summary
-    data = {"fingerprint": fp, "manifest": manifest, "blobs": blobs, "bases": dict(bases), "report": cached}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    taken = fp if isinstance(fp, Scan) else None
+    content = _learn_keys(taken, trees or {}) if taken is not None else None
+    stat_fp = fp if isinstance(fp, str) else (None if fp.racy else fp.fingerprint)
+    data = {"fingerprint": stat_fp, "content": content, "manifest": manifest, "blobs": blobs,
+            "bases": dict(bases), "report": cached}
+    if taken is not None and content is not None:
+        _save_stats(_stats_path(path), taken, content)  # first: the record it belongs to names it
+    _write(path, json.dumps(data))
 
 
-def check(request: BuildRequest, root: Path, started: float) -> tuple[dict[str, Any] | None, str | None]:
-    """The replayed report if the last build answers `request` (else None), and the fingerprint
-    taken, which the full path records after the build (None when the fast path may not be used)."""
+# Bytes a build's record may read to learn the keys of files the build itself did not read, and
+# bytes the touch path may read before it leaves the build to the full path.
+_LEARN_LIMIT = 64 << 20
+_READ_LIMIT = 256 << 20
+
+
+def _learn_keys(taken: Scan, trees: Mapping[str, Any]) -> str | None:
+    """Every regular file's content key for the record: known from the scan, else what the build
+    read of it if its stat is the scanned one, else read now if that is cheap; the content
+    fingerprint, or None (the touch path then stays closed until the next full build)."""
+    from layerbuild.errors import BuildError
+
+    budget = _LEARN_LIMIT
+    rows, keys = taken.rows, taken.keys
+    learned = False
+    for label, rel, st, _link, line in taken.entries:
+        if not stat.S_ISREG(st.st_mode) or (label, rel) in keys:
+            continue
+        learned = True
+        known = rows.get((label, line))  # the last record's key for this very stat
+        if known is not None:
+            keys[(label, rel)] = known
+            continue
+        tree = trees.get(label)
+        known = tree.known_fingerprint(rel, tuple(_stat_key(st))) if tree is not None else None
+        if known is None:
+            budget -= st.st_size
+            if budget < 0 or tree is None:
+                return None
+            try:
+                known = file_key(rel, os.path.join(tree.root, rel), st)
+            except (OSError, BuildError):
+                return None
+        keys[(label, rel)] = known
+    if not learned and taken.content is not None:
+        return taken.content  # computed by `check` over the same keys
+    return content_fingerprint(taken, keys)
+
+
+def check(request: BuildRequest, root: Path, started: float) -> tuple[dict[str, Any] | None, Scan | None]:
+    """The replayed report if the last build answers `request` (else None), and the Scan taken,
+    which the full path records after the build (None when the fast path may not be used).
+
+    The last build answers when the inputs' stat fingerprint is the recorded one (a no-op), or,
+    when only stats moved (a touched file, a copy of the same content), when re-reading just the
+    files whose stat differs from the side file gives the recorded content fingerprint: then the
+    record is brought up to date, so the next no-op is answered by stats alone."""
     from layerbuild import __version__
 
     options = request.fastpath_options()
     if options is None or not request.context.is_dir():
         return None, None
     path = request.dockerfile_path()
-    fp = request.fingerprint or fingerprint(request.context, path, options, __version__, request.local_contexts())
-    if fp is None:
+    named = request.local_contexts()
+    taken = request.fingerprint or scan(request.context, path, options, __version__, named)
+    if taken is None:
         return None, None
-    report = lookup(root, path, request.target, fp, request.tags,
-                    key=request.stream.key if request.stream is not None else None)
-    return (replay(report, started) if report is not None else None), fp
+    key = request.stream.key if request.stream is not None else None
+    record = _read_record(root, path, request.target, key)
+    if record is None:
+        return None, taken
+    if record.get("fingerprint") == taken.fingerprint and not taken.racy:
+        report = _outputs_present(root, record, request.tags)
+        return (replay(report, started) if report is not None else None), taken
+    content = record.get("content")
+    if taken.tried or not isinstance(content, str):
+        return None, taken
+    taken.tried = True
+    report = _outputs_present(root, record, request.tags)
+    if report is None:
+        return None, taken
+    rows = taken.rows = _load_stats(_stats_path(_record_path(root, path, request.target, key)), content)
+    roots = {"": request.context, **named}
+    if not _content_keys(taken, rows, {label: Path(p) for label, p in roots.items()}):
+        return None, taken
+    taken.content = content_fingerprint(taken, taken.keys)
+    if taken.content != content:
+        return None, taken
+    try:  # only stats moved: the record now vouches for these stats
+        record_path = _record_path(root, path, request.target, key)
+        _save_stats(_stats_path(record_path), taken, content)
+        _write(record_path, json.dumps(dict(record, fingerprint=None if taken.racy else taken.fingerprint)))
+    except OSError:
+        pass  # a record, nothing more: the next build reads the files again
+    return replay(report, started), taken
 
 
 def answer(request: BuildRequest, root: Path, started: float,
-           on_event: Callable[[BuildEvent], None] | None = None) -> tuple[BuildResult | None, str | None]:
+           on_event: Callable[[BuildEvent], None] | None = None) -> tuple[BuildResult | None, Scan | None]:
     """`check`, as typed values: the last build's result if it answers `request` (its steps and the
-    end replayed to `on_event` as `step.cached` and `build.finished` events), and the fingerprint."""
+    end replayed to `on_event` as `step.cached` and `build.finished` events), and the Scan taken."""
     report, fp = check(request, root, started)
     if report is None:
         return None, fp
@@ -188,4 +447,5 @@ def replay(report: Mapping[str, Any], started: float) -> dict[str, Any]:
     return out
 
 
-__all__ = ["answer", "check", "fingerprint", "lookup", "replay", "resolve_root", "save"]
+__all__ = ["Scan", "answer", "check", "content_fingerprint", "file_key", "fingerprint", "lookup", "replay",
+           "resolve_root", "save", "scan"]

@@ -5,6 +5,7 @@ a new mount namespace (a fresh, single-threaded process can, where the library's
 cannot), makes every mount in it private, and then serves requests on stdin, one per line:
 
     mount <TAB> target <TAB> overlay options    ->  "ok" | "error <errno> <message>"
+    bind <TAB> target <TAB> source              ->  "ok" | "error <errno> <message>"  (read-only)
 
 It exits when stdin ends, which happens when its parent closes the pipe or dies however it dies
 (SIGKILL included); with it goes the namespace and every mount in it, so nothing is ever mounted in
@@ -20,7 +21,7 @@ import signal
 import sys
 
 CLONE_NEWNS = 0x00020000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 1, 2, 4, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -71,6 +72,14 @@ def handle(line: bytes) -> str:
         flags = MS_RDONLY | MS_NOSUID | MS_NODEV
         if _libc.mount(b"overlay", parts[1], b"overlay", flags, parts[2]) != 0:
             err = ctypes.get_errno()
+            return f"error {err} {os.strerror(err)}"
+        return "ok"
+    if len(parts) == 3 and parts[0] == b"bind":  # one layer's snapshot as it is, read-only
+        flags = MS_RDONLY | MS_NOSUID | MS_NODEV
+        if _libc.mount(parts[2], parts[1], None, MS_BIND, None) != 0 \
+                or _libc.mount(None, parts[1], None, MS_BIND | MS_REMOUNT | flags, None) != 0:
+            err = ctypes.get_errno()
+            _libc.umount2(parts[1], 2)  # MNT_DETACH: no half-made view stays behind
             return f"error {err} {os.strerror(err)}"
         return "ok"
     return "error 22 unknown request"

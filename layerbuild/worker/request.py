@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from layerbuild.platforms import host_platform_args
 from layerbuild.worker.cachespec import CacheSpec
+
+if TYPE_CHECKING:
+    from layerbuild.worker.fastpath import Scan
 
 # docker's words when standard input is asked for twice, or holds a Dockerfile while -f names another
 # (docker/cli cli/command/image/build.go, docker/buildx build/opt.go)
@@ -77,7 +81,7 @@ class BuildRequest:
     secrets: Mapping[str, Path] = field(default_factory=dict)
     outputs: tuple[OutputSpec, ...] = ()
     source_date_epoch: int | None = None
-    fingerprint: str | None = None  # of the inputs, if the caller already took it (fastpath.fingerprint)
+    fingerprint: Scan | None = None  # of the inputs, if the caller already took it (fastpath.scan)
     allow: frozenset[str] = frozenset()  # entitlements (`--allow security.insecure`)
     # Resource limits of every RUN step (cgroups.Limits' fields); like BuildKit, not part of any key.
     memory: int | None = None

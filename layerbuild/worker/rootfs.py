@@ -36,7 +36,7 @@ class RootfsCache:
         self._locks: dict[str, threading.Lock] = {}
         self._base = make_scratch(store.layout.tmp, "rootfs-")
         self._helper: subprocess.Popen[bytes] | None = None
-        self._helper_failed = False
+        self._helper_failed = False  # also set by close(): no helper is started after it
 
     def get(self, identity: str, diff_ids: tuple[str, ...]) -> Path:
         """The directory holding `diff_ids` applied in order (made now if this build has not yet)."""
@@ -58,14 +58,20 @@ class RootfsCache:
     def _mount(self, diff_ids: tuple[str, ...], target: Path) -> Path | None:
         """A read-only overlay of the layer snapshots at `target` in the helper's namespace, as the
         path this process reads it by; None where that cannot be done."""
-        if os.geteuid() != 0 or len(diff_ids) < 2 or os.environ.get("LAYERBUILD_ROOTFS") == "copy":
+        if os.geteuid() != 0 or not diff_ids or os.environ.get("LAYERBUILD_ROOTFS") == "copy":
             return None
         from layerbuild.runtime import lower_dirs_for
 
         lowers = lower_dirs_for(self.store, diff_ids)
-        option = "lowerdir=" + ":".join(str(p) for p in reversed(lowers))
-        if len(option) > 3500 or any(c in str(p) for p in lowers for c in ":,\t\n"):
-            return None  # the kernel takes one page of mount options
+        if len(lowers) == 1:  # overlay wants two lower dirs without an upper: one snapshot is bound as it is
+            if any(c in str(lowers[0]) for c in "\t\n"):
+                return None
+            request = b"bind\t%s\t%s\n" % (os.fsencode(target), os.fsencode(lowers[0]))
+        else:
+            option = "lowerdir=" + ":".join(str(p) for p in reversed(lowers))
+            if len(option) > 3500 or any(c in str(p) for p in lowers for c in ":,\t\n"):
+                return None  # the kernel takes one page of mount options
+            request = b"mount\t%s\t%s\n" % (os.fsencode(target), os.fsencode(option))
         if "\t" in str(target) or "\n" in str(target):
             return None
         with self._lock:
@@ -74,7 +80,7 @@ class RootfsCache:
                 return None
             assert helper.stdin is not None and helper.stdout is not None
             try:
-                helper.stdin.write(b"mount\t%s\t%s\n" % (os.fsencode(target), os.fsencode(option)))
+                helper.stdin.write(request)
                 helper.stdin.flush()
                 answer = helper.stdout.readline()
             except OSError:
@@ -82,6 +88,18 @@ class RootfsCache:
         if answer != b"ok\n":
             return None
         return Path(f"/proc/{helper.pid}/root") / target.relative_to("/")
+
+    def prestart(self) -> None:
+        """Start the helper now, in the background, where views will be made (as root): its
+        interpreter then starts while the build's first steps run, not when a step first looks."""
+        if os.geteuid() != 0 or os.environ.get("LAYERBUILD_ROOTFS") == "copy":
+            return
+
+        def start() -> None:
+            with self._lock:
+                self._start_helper()
+
+        threading.Thread(target=start, name="rootfs-helper", daemon=True).start()
 
     def _start_helper(self) -> subprocess.Popen[bytes] | None:
         """The helper that owns this build's mount namespace (started on first use); None if it
@@ -115,9 +133,10 @@ class RootfsCache:
     def close(self) -> None:
         """End the helper (its namespace and mounts go with it) and remove every directory made
         (read-only directories included)."""
-        if self._helper is not None:
-            _stop(self._helper)
-            self._helper = None
+        with self._lock:  # a helper being started (prestart) is there once the lock is free
+            helper, self._helper, self._helper_failed = self._helper, None, True
+        if helper is not None:
+            _stop(helper)
         with contextlib.suppress(StoreError):
             remove_tree(self._base)
 

@@ -1,0 +1,36 @@
+"""The BuildKit comparison (benchmarks/bench_vs_buildkit.py) runs at a tiny size without an engine:
+every case of issue 14's table builds and the table prints. (Its figures come from full-size runs.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.runtime.conftest import find_busybox
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_buildkit_comparison_runs_without_an_engine(tmp_path: Path) -> None:
+    if os.geteuid() != 0 or find_busybox() is None:
+        pytest.skip("needs root and busybox-static (its RUN steps)")
+    env = {**os.environ, "DOCKER": "/nonexistent/docker"}
+    done = subprocess.run([sys.executable, "benchmarks/bench_vs_buildkit.py", "--rounds", "1", "--app-files", "20",
+                           "--big-mb", "2", "--work", str(tmp_path / "work"), "--json", str(tmp_path / "s.json")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "| case | layerbuild | target |" in done.stdout
+    cases = ("app cold", "app no-op", "app edit one file", "app touch one file", "multistage cold",
+             "bigcopy cold", "bigcopy no-op", "bigcopy edit one file", "bigcopy touch one file",
+             "run --rm IMAGE true")
+    for case in cases:
+        assert f"| {case} |" in done.stdout, done.stdout
+    samples = json.loads((tmp_path / "s.json").read_text())["samples"]
+    assert sorted(samples) == sorted(cases) and all(len(v["layerbuild"]) >= 1 for v in samples.values())
