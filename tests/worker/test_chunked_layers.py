@@ -55,7 +55,7 @@ def build(svc: BuildServices, root: Path, previous: Output | None = None) -> tup
         got["info"] = info
         return info
 
-    return svc.store_layer(write), got
+    return svc.store_layer(write, frames=True), got
 
 
 def whole(root: Path) -> tuple[LayerInfo, bytes]:
@@ -365,3 +365,15 @@ def test_unchanged_groups_are_skipped_unread_and_big_files_split_exactly(tmp_pat
     assert (out.diff_id, out.extra["blob"]) == (fresh.diff_id, fresh.digest)
     assert read_blob(store, fresh.digest) == data
     assert store.fsck().ok
+
+
+def test_a_layer_no_step_builds_on_gets_no_recipe(tmp_path: Path) -> None:
+    store = Store(tmp_path / "root")
+    svc = services(store)
+    root = tmp_path / "ctx"
+    make_tree(root, files=50)
+    out = svc.store_layer(lambda f: write_mapped(entries(root), f))  # as a RUN step's layer
+    assert out.extra == {}
+    assert list(chunks.recipe_digests(store.layout)) == []
+    fresh, data = whole(root)
+    assert read_blob(store, fresh.digest) == data
