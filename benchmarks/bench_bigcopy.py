@@ -23,10 +23,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from scenarios import edit_one, make_bigcopy
 
 HERE = Path(__file__).resolve().parent.parent
+CASES = {"cold": "s", "cold_cpu": "s", "cold_rss": "MiB", "edit": "s", "edit_cpu": "s", "edit_rss": "MiB"}
 
 
-def run(checkout: Path, root: Path, ctx: Path) -> tuple[float, int]:
-    """One `layerbuild build` of `ctx` into `root` with the package of `checkout`: (seconds, peak KiB)."""
+def run(checkout: Path, root: Path, ctx: Path) -> tuple[float, int, float]:
+    """One `layerbuild build` of `ctx` into `root` with the package of `checkout`: (wall seconds, peak
+    KiB, CPU seconds: user + system, the figure a loaded machine disturbs least)."""
     env = dict(os.environ, PYTHONPATH=str(checkout))
     argv = [sys.executable, "-m", "layerbuild", "--root", str(root), "build", "-q", "-t", "bench", str(ctx)]
     start = time.perf_counter()
@@ -36,7 +38,7 @@ def run(checkout: Path, root: Path, ctx: Path) -> tuple[float, int]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"build with {checkout} failed ({proc.returncode})")
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -49,15 +51,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-bigcopy-"))
     try:
         ctx = make_bigcopy(work / "ctx", args.mb)
-        results: dict[str, dict[str, list[float]]] = {v: {"cold": [], "cold_rss": [], "edit": [], "edit_rss": []}
+        results: dict[str, dict[str, list[float]]] = {v: {c: [] for c in CASES}
                                                       for v in variants}
         for i in range(args.rounds):
             order = list(variants) if i % 2 == 0 else list(reversed(variants))
             for name in order:  # cold: a new root each time
                 root = work / f"cold-{name}"
                 shutil.rmtree(root, ignore_errors=True)
-                t, rss = run(variants[name], root, ctx)
+                t, rss, cpu = run(variants[name], root, ctx)
                 results[name]["cold"].append(t)
+                results[name]["cold_cpu"].append(cpu)
                 results[name]["cold_rss"].append(rss / 1024)
         for name in variants:  # the roots the edits build on
             run(variants[name], work / f"warm-{name}", ctx)
@@ -65,14 +68,15 @@ def main() -> None:
             edit_one(ctx)
             order = list(variants) if i % 2 == 0 else list(reversed(variants))
             for name in order:
-                t, rss = run(variants[name], work / f"warm-{name}", ctx)
+                t, rss, cpu = run(variants[name], work / f"warm-{name}", ctx)
                 results[name]["edit"].append(t)
+                results[name]["edit_cpu"].append(cpu)
                 results[name]["edit_rss"].append(rss / 1024)
         load = os.getloadavg()
         print(f"bigcopy {args.mb} MB, {args.rounds} rounds, {os.cpu_count()} CPUs, "
               f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         print(f"{'case':<10}{'this':>14}{'ref':>14}{'ratio':>8}")
-        for case, unit in (("cold", "s"), ("cold_rss", "MiB"), ("edit", "s"), ("edit_rss", "MiB")):
+        for case, unit in CASES.items():
             a = statistics.median(results["this"][case])
             b = statistics.median(results["ref"][case])
             print(f"{case:<10}{a:>10.3f} {unit:<3}{b:>10.3f} {unit:<3}{a / b:>8.2f}")

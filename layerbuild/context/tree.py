@@ -13,7 +13,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +34,8 @@ _MAX_LINKS = 40
 # A file whose ctime is this close to the scan is not remembered: a second write within the same
 # timestamp tick would leave its stat unchanged ("racy git"). Coarse kernel clocks tick every 1-10 ms.
 RACY_MARGIN_NS = 50_000_000
+# Files at least this big are hashed on several threads ahead of the fingerprint loop (`prefetch`).
+PREFETCH_MIN_BYTES = 1 << 20
 
 
 class Entry:
@@ -117,6 +119,7 @@ class SourceTree:
         self._hiding: set[str] = set()  # directories whose listing left an entry out
         self._info: dict[str, MatchInfo] = {"": ()}
         self._fps: dict[str, str] = {}
+        self._hashed: dict[str, tuple[str, os.stat_result]] = {}  # content hashes taken ahead (prefetch)
         self._started_ns = time.time_ns()
         self.stats = ScanStats()
 
@@ -226,6 +229,36 @@ class SourceTree:
         """The (uid, gid) a COPY of `entry` keeps; None where owners are reset to 0:0."""
         return (entry.st.st_uid, entry.st.st_gid) if self.keep_owner else None
 
+    def _vouched(self, entry: Entry) -> bool:
+        """Whether the stat cache has this entry's fingerprint for its current stat."""
+        st = entry.st
+        row = self._cache.get(entry.rel)
+        return row is not None and row[:6] == (
+            st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode
+        )  # fmt: skip
+
+    def prefetch(self, entries: Iterable[Entry]) -> None:
+        """Hash the big regular files among `entries` whose stat the cache cannot vouch for, several
+        at once (hashlib lets go of the GIL), so that `fingerprint` taking them one by one finds their
+        content hashes ready. A file that fails here is left to `fingerprint`, which reports it."""
+        todo = [e for e in entries if e.is_file and e.st.st_size >= PREFETCH_MIN_BYTES
+                and e.rel not in self._fps and e.rel not in self._hashed and not self._vouched(e)]
+        workers = min(len(todo), os.cpu_count() or 1)
+        if workers < 2:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        def take(entry: Entry) -> tuple[str, os.stat_result] | None:
+            try:
+                return hash_file(entry.path)
+            except (OSError, BuildError):
+                return None
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash") as pool:
+            for entry, got in zip(todo, pool.map(take, todo), strict=True):
+                if got is not None:
+                    self._hashed[entry.rel] = got
+
     def taken_fingerprint(self, entry: Entry) -> str | None:
         """The entry's fingerprint if this build has taken it already (never reads the file)."""
         return self._fps.get(entry.rel)
@@ -258,7 +291,8 @@ class SourceTree:
             fp = fingerprint(relb, st.st_mode, 0, content, link=target, owner=owner)
         else:
             try:
-                content, st2 = hash_file(entry.path)
+                ahead = self._hashed.pop(entry.rel, None)
+                content, st2 = ahead if ahead is not None else hash_file(entry.path)
             except OSError as exc:
                 raise BuildError(f"cannot read {entry.rel!r} in the {self.kind}: {exc}") from exc
             if (st2.st_ino, st2.st_size, st2.st_mtime_ns) != (st.st_ino, st.st_size, st.st_mtime_ns):

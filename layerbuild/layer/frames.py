@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,7 +34,7 @@ from layerbuild.layer import sha256state
 MIN_GROUP = 256 << 10  # below this a group never ends at a chosen path
 PICK_MASK = 31  # about one entry in 32 may end a group
 MAX_GROUP = 4 << 20  # at an entry boundary past this, a group always ends
-HARD_GROUP = 8 << 20  # inside one big file, cut here anyway (memory bound)
+HARD_GROUP = 4 << 20  # inside one big file, cut here anyway, exactly (memory bound)
 _IN_FLIGHT = 2
 
 
@@ -136,6 +137,7 @@ class FramedZstd:
         self._level = level
         workers = (os.cpu_count() or 1) if threads <= 0 else threads
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zstd")
+        self._local = threading.local()
         # (frame, its bytes or their compression or None, write, hash, blob state to resume from)
         self._pending: deque[tuple[Frame, Future[bytes] | bytes | None, bool, bool, bytes | None]] = deque()
         self._group: list[bytes] = []
@@ -158,7 +160,11 @@ class FramedZstd:
         self._index = 0
 
     def _compress(self, data: bytes) -> bytes:
-        cctx = zstandard.ZstdCompressor(level=self._level, write_checksum=True, write_content_size=True)
+        # One compressor per worker thread, kept: its buffers are allocated once, not per group.
+        cctx: zstandard.ZstdCompressor | None = getattr(self._local, "cctx", None)
+        if cctx is None:
+            cctx = zstandard.ZstdCompressor(level=self._level, write_checksum=True, write_content_size=True)
+            self._local.cctx = cctx
         return cctx.compress(data)
 
     def _old_frame(self, frame: Frame) -> bytes | None:

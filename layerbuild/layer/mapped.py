@@ -185,6 +185,27 @@ class _Plan:
             if length == 0:
                 break
 
+    def fits(self, op: _Op) -> bool:
+        """Whether `op` lies inside the current group without filling it (then `add` it whole)."""
+        length = len(op.data) if isinstance(op, _Bytes) else op.length
+        return length > 0 and self.size + length < HARD_GROUP
+
+    def add(self, op: _Op) -> None:
+        """`split` for an op that `fits`: the common case, without the generator."""
+        if isinstance(op, _Bytes):
+            length = len(op.data)
+            self._hash.update(b"B%d:" % length)
+            self._hash.update(op.data)
+        else:
+            length = op.length
+            key = op.entry.content_key
+            if key is None:
+                self._keyed = False
+            else:
+                self._hash.update(b"F%d:%d:%s;" % (op.offset, length, key.encode()))
+        self.size += length
+        self.pos += length
+
     def close(self) -> bool:
         """End the current group (if it has bytes); whether there was one."""
         if self.size == 0:
@@ -270,6 +291,13 @@ def write_mapped(
             held.clear()
 
         def put(op: _Op) -> None:
+            if plan.fits(op):
+                plan.add(op)
+                if skipping:
+                    held.append(op)
+                else:
+                    emit(op)
+                return
             for piece, ended in plan.split(op):
                 if skipping:
                     held.append(piece)

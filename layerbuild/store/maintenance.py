@@ -306,8 +306,10 @@ def df(store: Store, *, grace: float | None = None) -> DfReport:
         graph = Graph.load(conn, now)
         plan, stats, pins = _plan(store, graph, snaps, now, grace, all_records=False, keep_storage=None)
     rows: dict[str, list[int]] = {k: [0, 0, 0] for k in ("layers", "configs", "manifests", "other blobs")}
+    frames = packs_in_use(store.layout, set())  # blobs holding frames of layers kept as recipes
     for digest, (size, _) in stats.items():
-        row = rows[_KIND_LABEL.get(graph.kinds.get(digest, ""), "other blobs")]
+        kind = "layer" if digest in frames else graph.kinds.get(digest, "")
+        row = rows[_KIND_LABEL.get(kind, "other blobs")]
         row[0] += 1
         row[1] += size
         row[2] += size if digest in plan.nodes else 0

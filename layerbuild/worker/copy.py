@@ -284,6 +284,8 @@ def _key(
     h.update("\0".join(flags).encode("utf-8", "surrogateescape"))
     fps: dict[str, str] = {}
     tree = sel.tree
+    if tree is not None:  # the big files the stat cache cannot vouch for, hashed in parallel first
+        tree.prefetch(entry for src in sel.sources for _, entry in src.members)
     for src in sel.sources:
         h.update(f"\n{src.kind}\0{src.name}\0".encode("utf-8", "surrogateescape"))
         if src.root is not None:

@@ -112,7 +112,7 @@ class CopyTask:
             lambda out: write_copy_layer(
                 sel, out, user_db=user_db, existing=existing, below=below, source_date_epoch=epoch, reuse=reuse,
                 pack_only=True,
-            )
+            ), frames=True,
         )  # fmt: skip
 
     def close(self) -> None:

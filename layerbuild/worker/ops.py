@@ -95,12 +95,15 @@ class BuildServices:
     def has_layers(self, state: State) -> bool:
         return bool(self.base_layers(state) or state.layers)
 
-    def store_layer(self, write: Callable[[Any], LayerInfo]) -> Output:
-        """Write a layer through `write(out)` into the store and register it; the step's Output."""
+    def store_layer(self, write: Callable[[Any], LayerInfo], *, frames: bool = False) -> Output:
+        """Write a layer through `write(out)` into the store and register it; the step's Output.
+
+        `frames`: the layer's frames are recorded (its recipe), for the step's next build to reuse,
+        and `write` may leave frames it took from an earlier layer out of `out` (pack_only)."""
         for _ in range(3):
             with self.store.blobs.writer() as out:
                 info = write(out)
-            if info.frames:
+            if info.frames and (frames or out.info.digest != info.digest):
                 self._put_recipe(info, out.info.digest)
             self.store.index.put_layer(
                 info.digest, info.diff_id, info.size, info.uncompressed_size, info.media_type
@@ -113,7 +116,7 @@ class BuildServices:
             if self.store.blobs.stat(info.digest) is not None and self.store.index.get_layer(info.digest):
                 break
         extra: dict[str, object] = {}
-        if info.frames:  # the frames themselves are in the layer's recipe
+        if info.frames and frames:  # the frames themselves are in the layer's recipe
             extra = {"blob": info.digest, "reused": info.reused}
         return Output(diff_id=info.diff_id, size=info.size, created=self.now(), extra=extra)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from layerbuild.context import contenthash
 from layerbuild.context import tree as ctxmod
 from layerbuild.context.contenthash import changed_paths, describe_changes
 from layerbuild.context.tree import BuildContext, StageTree
@@ -182,3 +183,34 @@ def test_stage_tree_keeps_owners_in_fingerprints(tmp_path: Path) -> None:
     k1 = select_copy(StageTree(tmp_path), ["/bin/tool"], "/x").content_key
     os.chown(tmp_path / "bin/tool", 1000, 1000)
     assert select_copy(StageTree(tmp_path), ["/bin/tool"], "/x").content_key != k1
+
+
+def test_big_files_are_hashed_ahead_in_parallel_with_the_same_fingerprints(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "big"
+    root.mkdir()
+    for i in range(4):
+        (root / f"b{i}.bin").write_bytes(os.urandom(ctxmod.PREFETCH_MIN_BYTES + i))
+    (root / "small.txt").write_text("small\n")
+    plain = BuildContext(root)
+    expected = {e.rel: plain.fingerprint(e) for e in plain.walk("")}
+    calls: list[str] = []
+    real = contenthash.hash_file
+
+    def counting(path: str) -> tuple[str, os.stat_result]:
+        calls.append(os.path.basename(path))
+        return real(path)
+
+    monkeypatch.setattr(ctxmod, "hash_file", counting)
+    tree = BuildContext(root, store=store)
+    entries = list(tree.walk(""))
+    tree.prefetch(entries)
+    assert sorted(calls) == [f"b{i}.bin" for i in range(4)]  # the small one is left to the loop
+    assert {e.rel: tree.fingerprint(e) for e in entries} == expected
+    assert sorted(calls) == [*(f"b{i}.bin" for i in range(4)), "small.txt"]  # nothing hashed twice
+    tree.save()
+    calls.clear()
+    again = BuildContext(root, store=store)
+    again.prefetch(list(again.walk("")))  # the stat cache vouches for all of them: nothing read
+    assert calls == []

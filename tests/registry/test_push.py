@@ -470,3 +470,36 @@ def test_build_push_and_output_registry(plain_registry: Registry, tmp_path: Path
     code, _, err = lb(capfd, "--root", root, "build", "-t", "x:1", "--output", "type=registry,bogus=1", str(ctx))
     assert code == 2 and "unknown key 'bogus'" in err
 
+
+
+def test_a_copy_layer_kept_as_a_recipe_pushes_and_pulls_intact(plain_registry: Registry, tmp_path: Path,
+                                                                capfd: pytest.CaptureFixture[str]) -> None:
+    ctx = tmp_path / "ctx"
+    for i in range(400):
+        path = ctx / "data" / f"d{i % 4}" / f"f{i:04}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(3000).hex().encode())
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY data/ /data/\n")
+    warm, cold = tmp_path / "warm", tmp_path / "cold"
+    layerbuild.build(ctx, tags=["x"], root=warm)
+    with open(ctx / "data" / "d1" / "f0201.txt", "ab") as f:
+        f.write(b"edited\n")
+    layerbuild.build(ctx, tags=["x"], root=warm)  # the edit: its layer kept as a recipe of frames
+    layerbuild.build(ctx, tags=["x"], root=cold)
+    with Store(warm) as store:
+        digest = resolve_image(store, "x").layers[0].digest
+        recipe = store.blobs.recipe(digest)
+        assert recipe is not None and not recipe.self_contained
+    with Store(cold) as store:
+        cold_image = resolve_image(store, "x")
+    for fmt, compression in (("docker", "gzip"), ("oci", "zstd")):
+        name = f"{plain_registry.host}/push/recipe-{compression}:1"
+        assert lb(capfd, "--root", str(warm), "tag", "x", name)[0] == 0
+        code, _, err = lb(capfd, "--root", str(warm), "push", "-q", "--format", fmt, "--compression", compression, name)
+        assert code == 0, err
+        manifest, _, config = remote(plain_registry, name)
+        assert config["rootfs"]["diff_ids"] == list(cold_image.config.diff_ids)
+        if compression == "zstd":
+            assert [la["digest"] for la in manifest["layers"]] == [cold_image.layers[0].digest]
+        code, _, err = lb(capfd, "--root", str(tmp_path / f"pulled-{compression}"), "pull", name)
+        assert code == 0, err  # the pull checks every blob's digest and the layers' diff_ids

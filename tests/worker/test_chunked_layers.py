@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import zstandard
 
+from layerbuild.layer.frames import HARD_GROUP
 from layerbuild.layer.mapped import MappedEntry, write_mapped
 from layerbuild.layer.sink import LayerInfo
 from layerbuild.layer.tarformat import Kind
@@ -53,7 +55,7 @@ def build(svc: BuildServices, root: Path, previous: Output | None = None) -> tup
         got["info"] = info
         return info
 
-    return svc.store_layer(write), got
+    return svc.store_layer(write, frames=True), got
 
 
 def whole(root: Path) -> tuple[LayerInfo, bytes]:
@@ -221,6 +223,7 @@ def test_df_counts_a_recipe_once(two_versions: Any) -> None:
     df = store.df()
     blob_rows = sum(e.size for e in df.entries if e.kind in ("layers", "configs", "manifests", "other blobs"))
     assert blob_rows == total
+    assert next(e for e in df.entries if e.kind == "other blobs").count == 0  # packs count as layers
 
 
 def test_a_crash_between_frames_and_recipe_leaves_a_consistent_store(tmp_path: Path, monkeypatch: Any) -> None:
@@ -331,7 +334,7 @@ def test_unchanged_groups_are_skipped_unread_and_big_files_split_exactly(tmp_pat
     svc = services(store)
     root = tmp_path / "ctx"
     make_tree(root)
-    (root / "d2" / "big.bin").write_bytes(os.urandom(19 << 20))  # cut inside, at exact 8 MiB marks
+    (root / "d2" / "big.bin").write_bytes(os.urandom(19 << 20))  # cut inside, at exact HARD_GROUP marks
     out, _ = build(svc, root)
     reads: list[tuple[str, int]] = []
     real = mapped._copy_file
@@ -355,9 +358,22 @@ def test_unchanged_groups_are_skipped_unread_and_big_files_split_exactly(tmp_pat
     # Its content key changed: every group holding a piece of it is read (from each piece's offset),
     # the groups before it are not.
     big = [offset for path, offset in reads if path == "/d2/big.bin"]
-    assert len(big) == 3 and big[0] == 0 and 0 < big[1] <= 8 << 20
+    assert len(big) >= (19 << 20) // HARD_GROUP and big[0] == 0 and 0 < big[1] <= HARD_GROUP
+    assert all(b - a == HARD_GROUP for a, b in itertools.pairwise(big[1:]))  # exact cuts
     assert not any(path.startswith("/d0/") for path, _ in reads)  # (d1's last files share a group with its first piece)
     fresh, data = whole(root)
     assert (out.diff_id, out.extra["blob"]) == (fresh.diff_id, fresh.digest)
     assert read_blob(store, fresh.digest) == data
     assert store.fsck().ok
+
+
+def test_a_layer_no_step_builds_on_gets_no_recipe(tmp_path: Path) -> None:
+    store = Store(tmp_path / "root")
+    svc = services(store)
+    root = tmp_path / "ctx"
+    make_tree(root, files=50)
+    out = svc.store_layer(lambda f: write_mapped(entries(root), f))  # as a RUN step's layer
+    assert out.extra == {}
+    assert list(chunks.recipe_digests(store.layout)) == []
+    fresh, data = whole(root)
+    assert read_blob(store, fresh.digest) == data
