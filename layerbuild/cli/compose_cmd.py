@@ -47,6 +47,8 @@ def register(sub: Any) -> tuple[str, Any]:
     u.add_argument("--wait", action="store_true", help="wait until the services run and are healthy (implies -d)")
     u.add_argument("--wait-timeout", type=float, metavar="SECS", help="give up waiting after SECS")
     u.add_argument("--force-recreate", action="store_true", help="recreate the containers even if unchanged")
+    u.add_argument("--scale", action="append", default=[], metavar="SERVICE=NUM",
+                   help="run NUM containers of SERVICE (overrides scale: and deploy.replicas)")
     d = cmds.add_parser("down", help="stop and remove the containers, networks (and volumes, images)")
     d.add_argument("-v", "--volumes", action="store_true", help="remove the named volumes too")
     d.add_argument("--rmi", choices=("local", "all"), help="remove images: local (built ones) or all")
@@ -77,7 +79,8 @@ def register(sub: Any) -> tuple[str, Any]:
     e.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
     e.add_argument("-u", "--user")
     e.add_argument("-w", "--workdir")
-    e.add_argument("-T", "--no-TTY", action="store_true", help="accepted: no terminal is allocated")
+    e.add_argument("-T", "--no-TTY", action="store_true", help="no pseudo-terminal (by default one is allocated when stdout is a terminal)")
+    e.add_argument("--index", type=int, default=1, metavar="N", help="the container of the service (default 1)")
     e.add_argument("service", metavar="SERVICE")
     e.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
     pl = cmds.add_parser("pull", help="pull the services' images")

@@ -35,7 +35,7 @@ def up(args: argparse.Namespace, project: Project) -> int:
         _build_missing(args, project)
     with open_store(args) as store:
         started = lifecycle.up(store, project, args.services, force_recreate=args.force_recreate,
-                               wait=args.wait, wait_timeout=args.wait_timeout, say=_say)
+                               wait=args.wait, wait_timeout=args.wait_timeout, scale=_scale(args.scale), say=_say)
     if args.detach or args.wait:
         return 0
     # attached: follow the logs until the containers end; Ctrl-C stops them, as docker compose does
@@ -49,6 +49,19 @@ def up(args: argparse.Namespace, project: Project) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     return 0
+
+
+def _scale(items: list[str]) -> dict[str, int]:
+    """`--scale SERVICE=NUM`, repeatable."""
+    from layerbuild.errors import UsageError
+
+    out = {}
+    for item in items:
+        name, sep, count = item.partition("=")
+        if not sep or not name or not count.isdigit():
+            raise UsageError(f"invalid --scale {item!r}", hint="write --scale SERVICE=NUM")
+        out[name] = int(count)
+    return out
 
 
 def _build_missing(args: argparse.Namespace, project: Project) -> None:
@@ -182,8 +195,10 @@ def exec(args: argparse.Namespace, project: Project) -> int:
     from layerbuild.compose import lifecycle
     from layerbuild.runtime.enter import exec_in
 
-    c = lifecycle.service_container(args_root(args), project, args.service)
-    return exec_in(c, args.command, env=args.env, user=args.user, workdir=args.workdir)
+    c = lifecycle.service_container(args_root(args), project, args.service, args.index)
+    tty = not args.no_TTY and sys.stdout.isatty()  # docker compose exec: a pty unless -T
+    return exec_in(c, args.command, env=args.env, user=args.user, workdir=args.workdir, tty=tty,
+                   forward_signals=True)
 
 
 def pull(args: argparse.Namespace, project: Project) -> int:

@@ -9,6 +9,7 @@ networks' and the volumes' names under the store root, so `ps` and `down` work f
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from layerbuild.compose import services as svcs
 from layerbuild.compose import supervisor
 from layerbuild.compose.model import Project
 from layerbuild.errors import ComposeFileError, LayerbuildError, UsageError
-from layerbuild.runtime import bridge, containers, runner
+from layerbuild.runtime import bridge, containers, runner, sharedns
 from layerbuild.runtime.containers import Container, command_text
 from layerbuild.store import Store
 
@@ -68,18 +69,25 @@ def _healthcheck(svc: dict[str, Any]) -> dict[str, Any] | None:
             "start_interval": svcs.duration(hc.get("start_interval"), 5.0)}
 
 
-def _find(root: Path, project: Project, service: str) -> Container | None:
-    name = svcs.container_name(project, service)
+def _find(root: Path, project: Project, service: str, number: int = 1) -> Container | None:
+    name = svcs.container_name(project, service, number)
     for c in svcs.project_containers(root, project.name):
         if c.name == name:
             return c
     return None
 
 
-def _create(store: Store, project: Project, service: str) -> Container:
-    labels = {svcs.PROJECT: project.name, svcs.SERVICE: service, svcs.NUMBER: "1", svcs.ONEOFF: "False",
+def _replicas(root: Path, project: Project, service: str) -> list[Container]:
+    """The service's containers, by their number."""
+    found = [c for c in svcs.project_containers(root, project.name) if svcs.service_of(c) == service]
+    return sorted(found, key=svcs.number_of)
+
+
+def _create(store: Store, project: Project, service: str, number: int = 1) -> Container:
+    labels = {svcs.PROJECT: project.name, svcs.SERVICE: service, svcs.NUMBER: str(number), svcs.ONEOFF: "False",
               svcs.HASH: svcs.config_hash(project, service)}
-    opts = svcs.run_options(store.root, project, service, name=svcs.container_name(project, service), labels=labels)
+    opts = svcs.run_options(store.root, project, service, name=svcs.container_name(project, service, number),
+                            labels=labels)
     c, spec, lowers = runner.create(store, opts)
     svc = project.services[service]
     (c.dir / supervisor.COMPOSE).write_text(json.dumps({
@@ -94,7 +102,17 @@ def _create(store: Store, project: Project, service: str) -> Container:
 
 
 def _wait_condition(root: Path, project: Project, service: str, dep: str, condition: str, say: Say) -> None:
-    c = _find(root, project, dep)
+    replicas = _replicas(root, project, dep)
+    if not replicas:
+        if svcs.scale_of(project, dep) == 0:
+            return  # scaled to zero: nothing to wait for
+        raise ServiceError(f"service {dep} has no container", hint="start it with compose up")
+    for number in (svcs.number_of(c) for c in replicas):
+        _wait_one(root, project, dep, number, condition)
+
+
+def _wait_one(root: Path, project: Project, dep: str, number: int, condition: str) -> None:
+    c = _find(root, project, dep, number)
     if c is None:
         raise ServiceError(f"service {dep} has no container", hint="start it with compose up")
     if condition == "service_healthy" and supervisor.settings(c).get("healthcheck") is None:
@@ -118,7 +136,7 @@ def _wait_condition(root: Path, project: Project, service: str, dep: str, condit
             if status == "exited" and not _restarting(c):
                 raise ServiceError(f"dependency failed to start: container {c.name} exited ({c.exit_code()})")
         time.sleep(0.1)
-        c = _find(root, project, dep) or c
+        c = _find(root, project, dep, number) or c
 
 
 def _restarting(c: Container) -> bool:
@@ -127,13 +145,21 @@ def _restarting(c: Container) -> bool:
 
 
 def up(store: Store, project: Project, selected: Sequence[str] = (), *, force_recreate: bool = False,
-       wait: bool = False, wait_timeout: float | None = None, say: Say = lambda _m: None) -> list[Container]:
-    """Create or start the services (and their dependencies); return once each is started (with
-    `wait`: running and, with a healthcheck, healthy)."""
+       wait: bool = False, wait_timeout: float | None = None, scale: dict[str, int] | None = None,
+       say: Say = lambda _m: None) -> list[Container]:
+    """Create or start the services (and their dependencies), each as many containers as its scale
+    (`scale` overrides, as `up --scale` does; extra ones are removed, highest numbers first); return
+    once each is started (with `wait`: running and, with a healthcheck, healthy)."""
     root = store.root
     names = order(project, selected)
-    if any(svcs.service_networks(project, n) for n in names):
-        bridge.require_root()
+    for name, count in (scale or {}).items():
+        if name not in project.services:
+            raise UsageError(f"no such service: {name}", hint=f"the project has {', '.join(project.service_names())}")
+        if count < 0:
+            raise UsageError(f"invalid scale {count} for service {name}", hint="give a number of containers >= 0")
+    project = svcs.with_scale(project, scale or {})
+    if svcs.shared(project, names):
+        say(f"Network {project.name}  {sharedns.NOTICE}")
     svcs.ensure_networks(root, project, names)
     supervisor.ensure(root, project.name)
     started: list[Container] = []
@@ -141,24 +167,11 @@ def up(store: Store, project: Project, selected: Sequence[str] = (), *, force_re
         for dep, conf in (project.services[name].get("depends_on") or {}).items():
             if dep in project.services:
                 _wait_condition(root, project, name, dep, (conf or {}).get("condition", "service_started"), say)
-        c = _find(root, project, name)
-        if c is not None and (force_recreate or c.config.get("labels", {}).get(svcs.HASH)
-                              != svcs.config_hash(project, name)):
-            say(f"Container {c.name}  Recreate")
-            _stop(c)
-            runner.remove(c, force=True)
-            c = None
-        if c is None:
-            say(f"Container {svcs.container_name(project, name)}  Creating")
-            c = _create(store, project, name)
-            say(f"Container {c.name}  Started")
-        elif c.status() != "running":
-            (c.dir / supervisor.STOPPED).unlink(missing_ok=True)
-            runner.start_existing(store, c)
-            say(f"Container {c.name}  Started")
-        else:
-            say(f"Container {c.name}  Running")
-        started.append(c)
+        count = svcs.scale_of(project, name)
+        _each([c for c in _replicas(root, project, name) if svcs.number_of(c) > count][::-1],
+              lambda c: _remove(c, None, say))
+        for number in range(1, count + 1):
+            started.append(_up_one(store, project, name, number, force_recreate, say))
     if wait:
         deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
         for c in started:
@@ -166,6 +179,27 @@ def up(store: Store, project: Project, selected: Sequence[str] = (), *, force_re
             say(f"Container {c.name}  Healthy" if supervisor.settings(c).get("healthcheck") else
                 f"Container {c.name}  Running")
     return started
+
+
+def _up_one(store: Store, project: Project, name: str, number: int, force_recreate: bool, say: Say) -> Container:
+    c = _find(store.root, project, name, number)
+    if c is not None and (force_recreate or c.config.get("labels", {}).get(svcs.HASH)
+                          != svcs.config_hash(project, name)):
+        say(f"Container {c.name}  Recreate")
+        _stop(c)
+        runner.remove(c, force=True)
+        c = None
+    if c is None:
+        say(f"Container {svcs.container_name(project, name, number)}  Creating")
+        c = _create(store, project, name, number)
+        say(f"Container {c.name}  Started")
+    elif c.status() != "running":
+        (c.dir / supervisor.STOPPED).unlink(missing_ok=True)
+        runner.start_existing(store, c)
+        say(f"Container {c.name}  Started")
+    else:
+        say(f"Container {c.name}  Running")
+    return c
 
 
 def _wait_ready(c: Container, deadline: float | None) -> None:
@@ -215,13 +249,14 @@ def start(store: Store, project: Project, selected: Sequence[str] = (), say: Say
     names = order(project, selected)
     supervisor.ensure(store.root, project.name)
     for name in names:
-        c = _find(store.root, project, name)
-        if c is None:
+        replicas = _replicas(store.root, project, name)
+        if not replicas and svcs.scale_of(project, name):
             raise ServiceError(f"service {name} has no container to start", hint="create it with compose up")
-        if not c.running():
-            (c.dir / supervisor.STOPPED).unlink(missing_ok=True)
-            runner.start_existing(store, c)
-            say(f"Container {c.name}  Started")
+        for c in replicas:
+            if not c.running():
+                (c.dir / supervisor.STOPPED).unlink(missing_ok=True)
+                runner.start_existing(store, c)
+                say(f"Container {c.name}  Started")
 
 
 def down(store: Store, project: Project, *, volumes: bool = False, rmi: str | None = None,
@@ -240,6 +275,8 @@ def down(store: Store, project: Project, *, volumes: bool = False, rmi: str | No
         if info.labels.get(svcs.PROJECT) == project.name:
             bridge.remove(root, info.name)
             say(f"Network {info.name}  Removed")
+    if sharedns.remove(root, project.name):
+        say(f"Network {project.name}  Removed")
     if volumes:
         for name in svcs.remove_volumes(root, project):
             say(f"Volume {name}  Removed")
@@ -254,8 +291,6 @@ def down(store: Store, project: Project, *, volumes: bool = False, rmi: str | No
                     say(f"Image {project.image_of(name)}  Removed")
                 except LayerbuildError:
                     pass
-    import shutil
-
     shutil.rmtree(supervisor.state_dir(root, project.name), ignore_errors=True)
 
 
@@ -324,10 +359,11 @@ def _status_text(c: Container, state: str, h: dict[str, Any] | None) -> str:
     return state.capitalize()
 
 
-def service_container(root: Path, project: Project, service: str) -> Container:
+def service_container(root: Path, project: Project, service: str, index: int = 1) -> Container:
+    """The running container number `index` of the service (`exec --index`)."""
     if service not in project.services:
         raise UsageError(f"no such service: {service}", hint=f"the project has {', '.join(project.service_names())}")
-    c = _find(root, project, service)
+    c = next((c for c in _replicas(root, project, service) if svcs.number_of(c) == index), None)
     if c is None or not c.running():
         raise ServiceError(f"service {service!r} is not running", hint="start it with compose up -d")
     return c
@@ -348,5 +384,10 @@ def run_oneoff(store: Store, project: Project, service: str, command: Sequence[s
     name = f"{project.name}-{service}-run-{secrets.token_hex(6)}"
     opts = svcs.run_options(store.root, project, service, name=name, labels=labels, command=tuple(command),
                             detach=False, remove=remove, publish=False)
-    _, code = runner.run(store, opts)
+    try:
+        _, code = runner.run(store, opts)
+    finally:
+        if remove:  # its anonymous volumes go with it, as docker compose run --rm removes them
+            svcs.remove_anonymous(store.root, project.name, name)
+            shutil.rmtree(svcs.files_dir(store.root, project.name, name), ignore_errors=True)
     return code if code is not None else 0

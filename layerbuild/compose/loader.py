@@ -304,7 +304,8 @@ class _Loader:
         files = [Path(syntax.resolve_path(p, parent)) for p in paths]
         key = f"include[{index}]"
         if files[0] in seen or files[0] == file:
-            raise ComposeFileError("include cycle: a file includes itself", filename=lines.filename,
+            chain = " -> ".join(str(f) for f in (*seen, file, files[0]) if str(f) != "-")
+            raise ComposeFileError(f"include cycle detected: {chain}", filename=lines.filename,
                                    line=lines.line(("include", index)), key=key)
         project_dir = Path(syntax.resolve_path(entry["project_directory"], parent)) if "project_directory" in entry \
             else files[0].parent

@@ -92,6 +92,18 @@ def _service(service: dict[str, Any]) -> dict[str, Any]:
         elif key == "volumes":
             value = [_ordered(v, VOLUME_ORDER) for v in value]
         elif key in ("secrets", "configs"):
-            value = [_ordered(v, REF_ORDER) for v in value]
+            value = [_ordered(_file_ref(v, key), REF_ORDER) for v in value]
         out[key] = value
+    return out
+
+
+def _file_ref(ref: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A service's secret or config as docker compose prints it: a secret's target defaults to
+    /run/secrets/<source> (a config's has no default), and a mode is an octal string ("0440"), as
+    compose-go's FileMode marshals itself in YAML and in JSON."""
+    out = dict(ref)
+    if kind == "secrets" and "target" not in out:
+        out["target"] = f"/run/secrets/{out['source']}"
+    if isinstance(out.get("mode"), int) and not isinstance(out["mode"], bool):
+        out["mode"] = f"0{out['mode']:o}"
     return out

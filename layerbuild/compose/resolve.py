@@ -112,7 +112,7 @@ def complete(name: str, project_dir: Path, files: list[Path], model: dict[str, A
                                            key=f"services.{svc_name}.{kind}")
         for dep in svc.get("depends_on", {}):
             if dep == svc_name:
-                raise ComposeFileError("a service cannot depend on itself", filename=lines.filename,
+                raise ComposeFileError(f"dependency cycle detected: {svc_name} -> {svc_name}", filename=lines.filename,
                                        line=lines.line((*path, "depends_on")), key=f"services.{svc_name}.depends_on")
         if "env_file" in svc:
             values: dict[str, str | None] = {}

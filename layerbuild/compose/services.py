@@ -18,7 +18,7 @@ from typing import Any
 
 from layerbuild.compose.model import Project
 from layerbuild.errors import ComposeFileError
-from layerbuild.runtime import bridge, containers
+from layerbuild.runtime import bridge, containers, sharedns
 from layerbuild.runtime.bridge import Join
 from layerbuild.runtime.containers import Container
 from layerbuild.runtime.ports import DEFAULT_HOST_IP, Port
@@ -31,6 +31,7 @@ NUMBER = "com.docker.compose.container-number"
 ONEOFF = "com.docker.compose.oneoff"
 HASH = "com.docker.compose.config-hash"
 VOLUMES = "volumes"
+ANONYMOUS = "anonymous.json"  # in an anonymous volume's directory: its project, container and target
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
@@ -52,6 +53,37 @@ def duration(value: Any, default: float) -> float:
 
 def container_name(project: Project, service: str, number: int = 1) -> str:
     return str(project.services[service].get("container_name") or f"{project.name}-{service}-{number}")
+
+
+def scale_of(project: Project, service: str) -> int:
+    """How many containers the service runs: `scale:`, else `deploy.replicas`, else 1."""
+    svc = project.services[service]
+    value = svc.get("scale")
+    if value is None:
+        value = (svc.get("deploy") or {}).get("replicas")
+    count = 1 if value is None else int(value)
+    if count > 1 and svc.get("container_name"):
+        raise ComposeFileError(f"service {service} has container_name {svc['container_name']!r}: it cannot "
+                               f"run {count} containers, each needs a name of its own",
+                               hint="remove container_name: to scale the service")
+    return count
+
+
+def with_scale(project: Project, scale: dict[str, int]) -> Project:
+    """The project with `up --scale SERVICE=N` applied (as `scale:` of those services)."""
+    if not scale:
+        return project
+    import dataclasses
+
+    services = {n: ({**s, "scale": scale[n]} if n in scale else s) for n, s in project.services.items()}
+    return dataclasses.replace(project, services=services)
+
+
+def number_of(c: Container) -> int:
+    try:
+        return int((c.config.get("labels") or {}).get(NUMBER, 1))
+    except ValueError:
+        return 1
 
 
 def service_networks(project: Project, service: str) -> dict[str, dict[str, Any]]:
@@ -82,13 +114,25 @@ def volume_dir(root: Path, name: str) -> Path:
     return root / VOLUMES / name / "_data"
 
 
+def shared(project: Project, services: list[str]) -> bool:
+    """Whether the services' networks fall back to the project's shared namespace (sharedns.py)."""
+    return any(service_networks(project, s) for s in services) and sharedns.wanted()
+
+
 def ensure_networks(root: Path, project: Project, services: list[str]) -> None:
+    """Make the services' project networks (or, where bridges cannot be made, the shared namespace)."""
     wanted = {k for s in services for k in service_networks(project, s)}
     for key in sorted(wanted):
-        conf = project.networks.get(key) or {}
         if key != "default" and key not in project.networks:
             raise ComposeFileError(f"service refers to undefined network {key}",
                                    hint="declare it under the top-level networks:")
+    if wanted and sharedns.wanted():
+        sharedns.ensure(root, project.name)
+        return
+    if wanted:
+        bridge.require_root()
+    for key in sorted(wanted):
+        conf = project.networks.get(key) or {}
         if conf.get("external"):
             bridge.find(root, network_name(project, key))
             continue
@@ -100,19 +144,29 @@ def ensure_networks(root: Path, project: Project, services: list[str]) -> None:
 
 
 def config_hash(project: Project, service: str) -> str:
-    """What the container was made from: a change recreates it on the next `up`."""
-    data = json.dumps(project.services[service], sort_keys=True, default=str)
+    """What the container was made from: a change recreates it on the next `up` (its scale aside:
+    scaling adds or removes containers and leaves the others be, as docker compose does)."""
+    svc = {k: v for k, v in project.services[service].items() if k != "scale"}
+    if isinstance(svc.get("deploy"), dict):
+        svc["deploy"] = {k: v for k, v in svc["deploy"].items() if k != "replicas"}
+    data = json.dumps(svc, sort_keys=True, default=str)
     return hashlib.sha256(data.encode()).hexdigest()
 
 
-def _mounts(root: Path, project: Project, svc: dict[str, Any]) -> tuple[BindMount | TmpfsMount, ...]:
+def _mounts(root: Path, project: Project, svc: dict[str, Any], container: str
+            ) -> tuple[tuple[BindMount | TmpfsMount, ...], tuple[tuple[Path, str], ...]]:
+    """The service's mounts, and the volumes among them made just now that the image's content at
+    their target fills (docker's copy-up; `volume.nocopy` opts out)."""
     out: list[BindMount | TmpfsMount] = []
+    fills: list[tuple[Path, str]] = []
     for v in svc.get("volumes") or []:
         kind, target = v.get("type"), v["target"]
         readonly = bool(v.get("read_only"))
         if kind == "tmpfs":
-            size = (v.get("tmpfs") or {}).get("size")
-            out.append(TmpfsMount(target, int(size) if isinstance(size, int) else None))
+            tmpfs = v.get("tmpfs") or {}
+            mode = tmpfs.get("mode")
+            out.append(TmpfsMount(target, byte_size(tmpfs.get("size")),
+                                  0o1777 if mode is None else int(str(mode), 8) if isinstance(mode, str) else mode))
         elif kind == "bind":
             source = Path(v["source"])
             if not source.exists() and (v.get("bind") or {}).get("create_host_path", True):
@@ -121,33 +175,182 @@ def _mounts(root: Path, project: Project, svc: dict[str, Any]) -> tuple[BindMoun
         elif kind == "volume":
             source = v.get("source")
             if not source:  # an anonymous volume: this container's own
-                raise ComposeFileError(f"anonymous volume at {target} is not supported",
-                                       hint="name it, and declare it under the top-level volumes:")
-            if source not in project.volumes:
+                path = anonymous_volume(root, project, container, target)
+            elif source not in project.volumes:
                 raise ComposeFileError(f"service refers to undefined volume {source}",
                                        hint="declare it under the top-level volumes:")
-            path = volume_dir(root, volume_name(project, source))
-            path.mkdir(parents=True, exist_ok=True)
+            else:
+                path = volume_dir(root, volume_name(project, source))
+                if path.exists():  # an existing volume keeps what it holds
+                    out.append(BindMount(path, target, readonly=readonly))
+                    continue
+                path.mkdir(parents=True, exist_ok=True)
+            if not (v.get("volume") or {}).get("nocopy"):
+                fills.append((path, target))
             out.append(BindMount(path, target, readonly=readonly))
         else:
             raise ComposeFileError(f"volume type {kind} is not supported", hint="use volume, bind or tmpfs")
     for item in svc.get("tmpfs") or []:
-        target = str(item).partition(":")[0]
-        out.append(TmpfsMount(target))
-    return tuple(out)
+        target, _, options = str(item).partition(":")
+        size, mode = None, 0o1777
+        for option in (o for o in options.split(",") if o):
+            key, _, value = option.partition("=")
+            if key == "size":
+                size = byte_size(value)
+            elif key == "mode":
+                mode = int(value, 8)
+        out.append(TmpfsMount(target, size, mode))
+    out.extend(_file_mounts(root, project, svc, container))
+    return tuple(out), tuple(fills)
+
+
+FILES = "files"  # under <root>/compose/<project>/: the secrets' and configs' copies, per container
+
+
+def files_dir(root: Path, project: str, container: str) -> Path:
+    return root / "compose" / project / FILES / container
+
+
+def _file_mounts(root: Path, project: Project, svc: dict[str, Any], container: str) -> list[BindMount]:
+    """The service's `secrets:` (at /run/secrets/<name> unless `target` says otherwise) and `configs:`
+    (at /<name>), read-only. A `file:` source without uid, gid or mode is bound as it is, as docker
+    compose binds it; anything else (`environment:`, `content:`, or ownership and mode asked) is a
+    copy made for this container with them (default: root, 0444)."""
+    out = []
+    for kind in ("secrets", "configs"):
+        table = project.secrets if kind == "secrets" else project.configs
+        for ref in svc.get(kind) or []:
+            name = str(ref["source"])
+            spec = table.get(name) or {}
+            target = str(ref.get("target") or name)
+            if not target.startswith("/"):
+                target = f"/run/secrets/{target}" if kind == "secrets" else f"/{target}"
+            what = f"{kind[:-1]} {name}"
+            if spec.get("external"):
+                raise ComposeFileError(f"{what} is external: external {kind} need a swarm",
+                                       hint="give it a file:, environment: or content: source")
+            custom = any(ref.get(k) is not None for k in ("uid", "gid", "mode"))
+            if "file" in spec:
+                source = Path(spec["file"])
+                if not source.exists():
+                    raise ComposeFileError(f"{what}: the file {source} does not exist")
+                if not custom:
+                    out.append(BindMount(source, target, readonly=True))
+                    continue
+                data = source.read_bytes()
+            elif "environment" in spec:
+                value = project.environment.get(str(spec["environment"]))
+                if value is None:
+                    raise ComposeFileError(f"{what}: the environment variable {spec['environment']} is not set")
+                data = value.encode()
+            elif "content" in spec and kind == "configs":
+                data = str(spec["content"]).encode()
+            else:
+                raise ComposeFileError(f"{what} has no source", hint="give it a file: or environment: source")
+            mode = ref.get("mode")
+            mode = 0o444 if mode is None else int(mode, 8) if isinstance(mode, str) else int(mode)
+            copy = files_dir(root, project.name, container) / kind / name
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            tmp = copy.with_name(copy.name + ".tmp")
+            tmp.write_bytes(data)
+            os.chmod(tmp, mode)
+            _chown(tmp, int(ref.get("uid") or 0), int(ref.get("gid") or 0))
+            os.replace(tmp, copy)
+            out.append(BindMount(copy, target, readonly=True))
+    return out
+
+
+def _chown(path: Path, uid: int, gid: int) -> None:
+    """Owned by uid:gid as the container sees them (rootless: through the user namespace's mapping)."""
+    if os.geteuid() == 0:
+        os.chown(path, uid, gid)
+    elif uid or gid:
+        from layerbuild.store import idmap
+
+        idmap.call_in_userns(os.chown, os.fspath(path), uid, gid)
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?", re.IGNORECASE)
+
+
+def byte_size(value: Any) -> int | None:
+    """A compose size (`64m`, `1gb`, `1024`: bytes) in bytes."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int):
+        return value
+    m = _SIZE.fullmatch(str(value).strip())
+    if m is None:
+        raise ComposeFileError(f"invalid size {value!r}", hint="write e.g. 64m, 1g or a number of bytes")
+    return int(float(m.group(1)) * 1024 ** "bkmgt".index((m.group(2) or "b").lower()))
+
+
+def anonymous_volume(root: Path, project: Project, container: str, target: str) -> Path:
+    """A new anonymous volume for `container` at `target`: `<root>/volumes/<random id>/_data`, with a
+    record of whose it is (so `down -v` and `run --rm` find it)."""
+    import secrets
+
+    vdir = root / VOLUMES / secrets.token_hex(32)
+    (vdir / "_data").mkdir(parents=True)
+    _write_json(vdir / ANONYMOUS, {PROJECT: project.name, "container": container, "target": target})
+    return vdir / "_data"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def remove_anonymous(root: Path, project: str, container: str | None = None) -> list[str]:
+    """Remove the project's anonymous volumes (only `container`'s, if given); their ids."""
+    removed = []
+    try:
+        entries = list(os.scandir(root / VOLUMES))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        try:
+            meta = json.loads(Path(entry.path, ANONYMOUS).read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get(PROJECT) == project and container in (None, meta.get("container")):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.name)
+    return removed
 
 
 def _ports(svc: dict[str, Any]) -> tuple[Port, ...]:
+    """The service's published ports (long syntax, one entry per port): tcp and udp, on `host_ip`
+    (127.0.0.1 unless given); a published range for one target takes its first free port, as docker's
+    does; no published port publishes the target's own number."""
     out = []
     for p in svc.get("ports") or []:
-        if p.get("protocol", "tcp") != "tcp":
-            raise ComposeFileError(f"port {p.get('target')}/{p.get('protocol')}: only tcp ports are published")
+        protocol = str(p.get("protocol") or "tcp")
+        if protocol not in ("tcp", "udp"):
+            raise ComposeFileError(f"port {p.get('target')}/{protocol}: only tcp and udp ports are published")
+        host_ip = str(p.get("host_ip") or DEFAULT_HOST_IP)
         published = str(p.get("published") or p["target"])
         first, _, last = published.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise ComposeFileError(f"invalid published port {published!r}", hint="write a port or a range 8000-8010")
+        host = int(first)
         if last and last != first:
-            raise ComposeFileError(f"port range {published} is not supported", hint="publish each port")
-        out.append(Port(int(p["target"]), int(first), p.get("host_ip") or DEFAULT_HOST_IP))
+            host = next((n for n in range(int(first), int(last) + 1) if _free(host_ip, n, protocol)), int(first))
+        out.append(Port(int(p["target"]), host, host_ip, protocol))
     return tuple(out)
+
+
+def _free(host_ip: str, port: int, protocol: str) -> bool:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host_ip, port))
+        except OSError:
+            return False
+    return True
 
 
 def _env(svc: dict[str, Any]) -> tuple[str, ...]:
@@ -162,16 +365,21 @@ def run_options(root: Path, project: Project, service: str, *, name: str, labels
     mode = svc.get("network_mode")
     if mode not in (None, "host", "none", "bridge"):
         raise ComposeFileError(f"network_mode {mode} is not supported", hint="use host or none, or networks:")
-    joins = tuple(Join(network_name(project, key), tuple(conf.get("aliases") or ()))
-                  for key, conf in service_networks(project, service).items())
+    nets = service_networks(project, service)
+    share = bool(nets) and sharedns.wanted()
+    joins = () if share else tuple(Join(network_name(project, key), tuple(conf.get("aliases") or ()))
+                                   for key, conf in nets.items())
+    aliases = [a for conf in nets.values() for a in conf.get("aliases") or ()] if share else []
     entrypoint = svc.get("entrypoint")
     cmd = command if command else tuple(svc.get("command") or ())
+    mounts, fills = _mounts(root, project, svc, name)
     return RunOptions(
         image=project.image_of(service), command=cmd, name=name, env=_env(svc), workdir=svc.get("working_dir"),
         user=None if svc.get("user") is None else str(svc["user"]),
         network="host" if mode == "host" else "none" if mode == "none" else "default",
-        networks=joins, dns_names=(service,), ports=_ports(svc) if publish else (),
-        mounts=_mounts(root, project, svc), detach=detach, remove=remove,
+        networks=joins, dns_names=(service, *aliases), shared_netns=project.name if share else "",
+        ports=_ports(svc) if publish else (),
+        mounts=mounts, fill_volumes=fills, detach=detach, remove=remove,
         entrypoint=None if entrypoint is None else tuple(entrypoint), hostname=svc.get("hostname"),
         labels={**(svc.get("labels") or {}), **labels},
         add_hosts=tuple(_extra_hosts(svc)),
@@ -211,7 +419,7 @@ def remove_volumes(root: Path, project: Project) -> list[str]:
         if path.exists():
             shutil.rmtree(path)
             removed.append(volume_name(project, key))
-    return removed
+    return removed + remove_anonymous(root, project.name)
 
 
 def health_path(c: Container) -> Path:

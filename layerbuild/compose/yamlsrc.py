@@ -139,12 +139,23 @@ def _plain(node: Any, path: Path_, lines: Lines, filename: str, budget: list[int
     if isinstance(node, bool) or node is None:
         return node
     if isinstance(node, int):
-        return int(node)
+        return _integer(node)
     if isinstance(node, float):
         return float(node)
     if isinstance(node, str):
         return str(node)
     return node
+
+
+def _integer(node: int) -> int:
+    """An integer; one written with a leading zero (`0440`) is octal, as docker compose's YAML parser
+    (go-yaml, `strconv.ParseInt(text, 0, 64)`) reads it, where YAML 1.2 would read decimal."""
+    width = getattr(node, "_width", None)
+    if type(node).__name__ == "ScalarInt" and width and node >= 0:
+        text = f"{int(node):0{width}d}"
+        if len(text) > 1 and text[0] == "0" and set(text) <= set("01234567"):
+            return int(text, 8)
+    return int(node)
 
 
 def _scalar_key(key: Any) -> str:

@@ -226,6 +226,10 @@ class SourceTree:
         """The (uid, gid) a COPY of `entry` keeps; None where owners are reset to 0:0."""
         return (entry.st.st_uid, entry.st.st_gid) if self.keep_owner else None
 
+    def taken_fingerprint(self, entry: Entry) -> str | None:
+        """The entry's fingerprint if this build has taken it already (never reads the file)."""
+        return self._fps.get(entry.rel)
+
     def fingerprint(self, entry: Entry) -> str:
         """The entry's fingerprint (see contenthash), from the stat cache when its stat is unchanged."""
         known = self._fps.get(entry.rel)

@@ -7,6 +7,7 @@ Only this module and `store_io` reach for blobs: everything else reads them thro
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +23,7 @@ from layerbuild.image.receive import CONFIG_TYPES, LAYER_TYPES
 from layerbuild.image.store_io import StoredImage, read_blob, resolve_image, write_image
 from layerbuild.layer.ingest import ingest_layer
 from layerbuild.store import MEDIA_LAYER_GZIP, LayerRecord, Store
-from layerbuild.store.blobs import read_to_end
+from layerbuild.store.blobs import corrupt_blob, read_to_end
 
 
 @dataclass(frozen=True)
@@ -154,9 +155,13 @@ def gzip_variant(store: Store, layer: LayerRecord) -> LayerRecord:
     with source.compressed() as src, store.blobs.writer() as out:
         gz = zlib.compressobj(6, zlib.DEFLATED, 31)
         reader = decompressed(src)
+        tar = hashlib.sha256()  # the diff_id checked too: a layer kept as a recipe had it continued
         while chunk := reader.read(1 << 20):
+            tar.update(chunk)
             out.write(gz.compress(chunk))
         read_to_end(src)  # checked before the new blob is committed: a damaged source makes none
+        if "sha256:" + tar.hexdigest() != layer.diff_id:
+            raise corrupt_blob(layer.digest, f"its tar hashes to sha256:{tar.hexdigest()}, not {layer.diff_id}")
         out.write(gz.flush())
     info = out.info
     return store.index.put_layer(info.digest, layer.diff_id, info.size, layer.diff_size, MEDIA_LAYER_GZIP)

@@ -10,12 +10,14 @@ a layer must carry and which already exist below it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
+
+import xxhash
 
 from layerbuild.errors import LayerbuildError, UsageError
-from layerbuild.layer.frames import Reuse
+from layerbuild.layer.frames import HARD_GROUP, Reuse, ends_group
 from layerbuild.layer.sink import Compression, LayerInfo, LayerSink, drive
 from layerbuild.layer.sources import WHITEOUT_PREFIX
 from layerbuild.layer.tarformat import END_OF_ARCHIVE, Header, Kind, encode_header, padding
@@ -33,6 +35,9 @@ class MappedEntry:
     whose `size` bytes are written; `identity` (st_dev, st_ino), when given, must match the opened
     file, so a source swapped since it was hashed is refused rather than silently written. A hard link
     (Kind.HARDLINK) names in `linkname` the layer path of a regular file entry that sorts before it.
+    `content_key`, when given, stands for the source's content (it must change when the bytes do): a
+    rebuild that reuses an earlier layer's frames skips the groups of files whose keys are unchanged
+    without reading them.
     """
 
     path: str
@@ -49,6 +54,7 @@ class MappedEntry:
     devminor: int = 0
     identity: tuple[int, int] | None = None
     xattrs: tuple[tuple[bytes, bytes], ...] = field(default=())
+    content_key: str | None = None  # what the file's content hashes to (a context fingerprint), if known
 
 
 def canonical_order(path: str) -> tuple[bytes, ...]:
@@ -88,7 +94,9 @@ def _header(entry: MappedEntry, parts: tuple[bytes, ...], sde: int | None) -> He
     )
 
 
-def _copy_file(entry: MappedEntry, size: int, buf: bytearray, marks: list[tuple[int, bytes]], sink: LayerSink) -> None:
+def _copy_file(entry: MappedEntry, size: int, offset: int, length: int, buf: bytearray,
+               marks: list[tuple[int, bytes]], sink: LayerSink) -> None:
+    """Bytes [offset, offset + length) of the source of `entry` (of `size` bytes) into the stream."""
     assert entry.source is not None
     fd = os.open(entry.source, _OPEN_FLAGS)
     try:
@@ -98,7 +106,9 @@ def _copy_file(entry: MappedEntry, size: int, buf: bytearray, marks: list[tuple[
                 raise LayerbuildError(
                     f"{entry.path!r}: its source file was replaced or changed while the layer was written"
                 )
-        remaining = size
+        if offset:
+            os.lseek(fd, offset, os.SEEK_SET)
+        remaining = length
         while remaining:
             data = os.read(fd, min(remaining, _CHUNK))
             if not data:
@@ -115,6 +125,77 @@ def _copy_file(entry: MappedEntry, size: int, buf: bytearray, marks: list[tuple[
         os.close(fd)
 
 
+# What the producer puts in the stream: tar bytes (a header with its path, padding, inline content,
+# the end blocks) or a range of a source file.
+class _Bytes(NamedTuple):
+    data: bytes
+    path: bytes | None  # of the entry whose header starts `data`
+
+
+class _Range(NamedTuple):
+    entry: MappedEntry
+    size: int  # the file's
+    offset: int
+    length: int
+
+
+_Op = _Bytes | _Range
+
+
+class _Plan:
+    """The producer's view of the groups the framer will cut (frames.ends_group at entry starts, exact
+    HARD_GROUP cuts), with each group's meta key: xxh3-128 over its tar bytes, except that file data
+    counts by its content key and range, so the key is known without reading any file ("" when a file
+    without a content key has bytes in the group). `done` lists (start, end, meta key)."""
+
+    def __init__(self) -> None:
+        self.pos = 0
+        self.start = 0
+        self.size = 0
+        self._hash = xxhash.xxh3_128()
+        self._keyed = True
+        self.done: list[tuple[int, int, str]] = []
+
+    def split(self, op: _Op) -> Iterator[tuple[_Op, bool]]:
+        """`op` in pieces that each lie in one group, each with whether its group ends after it."""
+        length = len(op.data) if isinstance(op, _Bytes) else op.length
+        at = 0
+        while at < length or (length == 0 and at == 0):
+            take = min(length - at, HARD_GROUP - self.size)
+            piece: _Op
+            if isinstance(op, _Bytes):
+                data = op.data if take == length else op.data[at:at + take]
+                piece = _Bytes(data, op.path if at == 0 else None)
+                self._hash.update(b"B%d:" % take)
+                self._hash.update(data)
+            else:
+                piece = _Range(op.entry, op.size, op.offset + at, take)
+                key = op.entry.content_key
+                if key is None:
+                    self._keyed = False
+                else:
+                    self._hash.update(b"F%d:%d:%s;" % (op.offset + at, take, key.encode()))
+            self.size += take
+            self.pos += take
+            at += take
+            full = self.size >= HARD_GROUP
+            if full:
+                self.close()
+            yield piece, full
+            if length == 0:
+                break
+
+    def close(self) -> bool:
+        """End the current group (if it has bytes); whether there was one."""
+        if self.size == 0:
+            return False
+        self.done.append((self.start, self.pos, self._hash.hexdigest() if self._keyed else ""))
+        self.start, self.size = self.pos, 0
+        self._hash = xxhash.xxh3_128()
+        self._keyed = True
+        return True
+
+
 def write_mapped(
     entries: Iterable[MappedEntry],
     out: BinaryIO,
@@ -124,11 +205,14 @@ def write_mapped(
     level: int | None = None,
     threads: int = -1,
     reuse: Reuse | None = None,
+    pack_only: bool = False,
 ) -> LayerInfo:
     """Write `entries` as a layer blob into `out` (which the caller opens and closes).
 
     `reuse` offers an earlier layer's zstd frames: groups of entries whose bytes are unchanged are
     copied from it instead of compressed again (see frames.py); the result is the same either way.
+    With `pack_only`, the frames taken from `reuse` are not written to `out` (the returned frames say
+    where each lies: the store keeps such a layer as a recipe).
 
     A path given twice is an error. mtimes are clamped to `source_date_epoch` when given."""
     keyed: dict[tuple[bytes, ...], MappedEntry] = {}
@@ -151,22 +235,70 @@ def write_mapped(
     def produce(sink: LayerSink) -> None:
         buf = bytearray()
         marks: list[tuple[int, bytes]] = []  # where entries start in buf: the sink cuts frames there
-        for parts in sorted(keyed):
-            entry = keyed[parts]
-            header = _header(entry, parts, source_date_epoch)
-            marks.append((len(buf), header.path))
-            buf += encode_header(header)
-            if header.kind is Kind.FILE and header.size:
-                if entry.data is not None:
-                    buf += entry.data
-                else:
-                    _copy_file(entry, header.size, buf, marks, sink)
-                buf += b"\0" * padding(header.size)
+        plan = _Plan()
+        # While the groups are the reused layer's, unchanged by their meta keys, they are skipped
+        # unread; the ops of the group being planned wait in `held` until its key is known.
+        old = reuse.frames if reuse is not None and sink.can_skip else ()
+        skipping = bool(old)
+        held: list[_Op] = []
+
+        def emit(op: _Op) -> None:
+            if isinstance(op, _Bytes):
+                if op.path is not None:
+                    marks.append((len(buf), op.path))
+                buf.extend(op.data)
+            else:
+                _copy_file(op.entry, op.size, op.offset, op.length, buf, marks, sink)
             if len(buf) >= _CHUNK:
                 sink.write(bytes(buf), marks)
                 buf.clear()
                 marks.clear()
-        buf += END_OF_ARCHIVE
-        sink.write(bytes(buf), marks)
 
-    return drive(LayerSink(out, compression, level=level, threads=threads, reuse=reuse), produce)
+        def group_ended() -> None:
+            nonlocal skipping
+            if not skipping:
+                return
+            index = len(plan.done) - 1
+            start, end, mkey = plan.done[index]
+            frame = old[index] if index < len(old) else None
+            if frame is not None and mkey and frame.mkey == mkey and frame.raw == end - start:
+                sink.skip(frame)
+            else:
+                skipping = False
+                for op in held:
+                    emit(op)
+            held.clear()
+
+        def put(op: _Op) -> None:
+            for piece, ended in plan.split(op):
+                if skipping:
+                    held.append(piece)
+                else:
+                    emit(piece)
+                if ended:
+                    group_ended()
+
+        for parts in sorted(keyed):
+            entry = keyed[parts]
+            header = _header(entry, parts, source_date_epoch)
+            if ends_group(plan.size, header.path) and plan.close():
+                group_ended()
+            put(_Bytes(encode_header(header), header.path))
+            if header.kind is Kind.FILE and header.size:
+                if entry.data is not None:
+                    put(_Bytes(entry.data, None))
+                else:
+                    put(_Range(entry, header.size, 0, header.size))
+                pad = padding(header.size)
+                if pad:
+                    put(_Bytes(b"\0" * pad, None))
+        put(_Bytes(END_OF_ARCHIVE, None))
+        if plan.close():
+            group_ended()
+        if held:  # cannot happen: every op belongs to a group that ended
+            for op in held:
+                emit(op)
+        sink.write(bytes(buf), marks)
+        sink.set_groups(plan.done)
+
+    return drive(LayerSink(out, compression, level=level, threads=threads, reuse=reuse, pack_only=pack_only), produce)

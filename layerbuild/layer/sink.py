@@ -13,19 +13,20 @@ import queue
 import threading
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, Protocol
 
 import zstandard
 
 from layerbuild.errors import LayerbuildError
-from layerbuild.layer.frames import Frame, FramedZstd, Reuse
+from layerbuild.layer.frames import Frame, FramedZstd, Out, Reuse, StateHash
 
 MEDIA_TYPE_TAR = "application/vnd.oci.image.layer.v1.tar"
 MEDIA_TYPE_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 MEDIA_TYPE_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 
-_QUEUE_CHUNKS = 16  # with ~1 MiB chunks: at most ~16 MiB in flight
+_QUEUE_CHUNKS = 8  # with ~1 MiB chunks: at most ~8 MiB of tar in flight
+_QUEUE_FRAMES = 2  # compressed frames (up to HARD_GROUP each) waiting for the blob writer
 _STOP = object()
 
 
@@ -42,7 +43,9 @@ class LayerInfo:
     """What a written layer is: its identity (diff_id) and the blob that stores it (digest, size).
 
     For zstd, `frames` lists the blob's frames, so that a later, similar layer can reuse them
-    (`reused` says how many this one took from an earlier layer).
+    (`reused` says how many this one took from an earlier layer), and `end_*_state` are the sha256
+    states after the last one. Written with `pack_only`, the output holds only the frames without a
+    `pack`; `digest` and `size` are those of the whole blob, all frames in order.
     """
 
     diff_id: str
@@ -52,6 +55,8 @@ class LayerInfo:
     media_type: str = MEDIA_TYPE_ZSTD
     frames: tuple[Frame, ...] = ()
     reused: int = 0
+    end_tar_state: bytes = b""
+    end_blob_state: bytes = b""
 
 
 class _Compressor(Protocol):
@@ -89,13 +94,18 @@ class LayerSink:
 
     def __init__(
         self, out: BinaryIO, compression: Compression, *, level: int | None = None, threads: int = -1,
-        reuse: Reuse | None = None,
+        reuse: Reuse | None = None, pack_only: bool = False,
     ):
         self._out = out
         self._compression = compression
         # zstd is written as independent frames (see frames.py); gzip and plain tar as one stream.
-        self._framed = FramedZstd(3 if level is None else level, threads, reuse) \
+        self._framed = FramedZstd(3 if level is None else level, threads, reuse, pack_only=pack_only) \
             if compression is Compression.ZSTD else None
+        self._frame_hash = StateHash()  # the framed blob's digest (resumed from a saved state after a prefix)
+        self._frames: list[Frame] = []
+        self._diff_id = ""
+        self._end_tar_state = b""
+        self._groups: dict[tuple[int, int], str] = {}
         self._compressor = _compressor(compression, level, threads) if self._framed is None else _Identity()
         self._tar_hash = hashlib.sha256()
         self._blob_hash = hashlib.sha256()
@@ -104,7 +114,7 @@ class LayerSink:
         self._queue: queue.Queue[object] = queue.Queue(_QUEUE_CHUNKS)
         # The blob is hashed and written on a thread of its own, so that hashing the tar, hashing
         # the blob and compressing (all GIL-free) overlap instead of taking turns.
-        self._blobs: queue.Queue[object] = queue.Queue(_QUEUE_CHUNKS)
+        self._blobs: queue.Queue[object] = queue.Queue(_QUEUE_FRAMES)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="layer-sink", daemon=True)
         self._writer = threading.Thread(target=self._write_blob, name="layer-blob", daemon=True)
@@ -115,12 +125,35 @@ class LayerSink:
         if data:
             self._blobs.put(data)
 
+    def _emit_frame(self, out: Out) -> None:
+        self._blobs.put(out)
+
+    def _take_frame(self, out: Out) -> None:
+        if out.resume is not None:
+            self._frame_hash = StateHash(out.resume)
+        frame = out.frame
+        if out.hash:
+            assert out.data is not None
+            frame = replace(frame, blob_state=self._frame_hash.state())
+            self._frame_hash.update(out.data)
+        if out.write:
+            assert out.data is not None
+            self._out.write(out.data)
+        self._frames.append(frame)
+        self._blob_size += frame.size
+
     def _write_blob(self) -> None:
         try:
             while True:
                 data = self._blobs.get()
                 if data is _STOP:
                     return
+                if isinstance(data, Out):
+                    self._take_frame(data)
+                    continue
+                if isinstance(data, tuple):  # the whole layer was the old one's: its end state
+                    self._frame_hash = StateHash(data[1])
+                    continue
                 assert isinstance(data, bytes)
                 self._blob_hash.update(data)
                 self._blob_size += len(data)
@@ -136,16 +169,23 @@ class LayerSink:
                 item = self._queue.get()
                 if item is _STOP:
                     if self._framed is not None:
-                        self._framed.finish(self._emit)
+                        self._diff_id, self._end_tar_state, end = self._framed.finish(self._emit_frame)
+                        self._tar_size = self._framed.tar_size
+                        if end is not None:
+                            self._blobs.put(("end", end))
                     self._emit(self._compressor.flush())
                     return
+                if isinstance(item, Frame):
+                    assert self._framed is not None
+                    self._framed.skip(item, self._emit_frame)
+                    continue
                 assert isinstance(item, tuple)
                 chunk, marks = item
-                self._tar_hash.update(chunk)
-                self._tar_size += len(chunk)
-                if self._framed is not None:
-                    self._framed.feed(chunk, marks, self._emit)
+                if self._framed is not None:  # the framer hashes the tar, skipping what it can
+                    self._framed.feed(chunk, marks, self._emit_frame)
                 else:
+                    self._tar_hash.update(chunk)
+                    self._tar_size += len(chunk)
                     self._emit(self._compressor.compress(chunk))
         except BaseException as exc:
             self._error = self._error or exc
@@ -161,6 +201,21 @@ class LayerSink:
             raise self._error
         self._queue.put((chunk, tuple(marks)))
 
+    def skip(self, frame: Frame) -> None:
+        """Take `frame` of the reused layer unread, as the layer's next group (see FramedZstd.skip)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(frame)
+
+    @property
+    def can_skip(self) -> bool:
+        return self._framed is not None and self._framed.can_skip
+
+    def set_groups(self, groups: Sequence[tuple[int, int, str]]) -> None:
+        """The groups the producer planned, (start, end, meta key) in the tar stream: each frame that
+        is exactly one of them gets its meta key (a frame cut elsewhere gets none: never skipped)."""
+        self._groups = {(start, end): mkey for start, end, mkey in groups}
+
     def _join(self) -> None:
         self._queue.put(_STOP)
         self._thread.join()
@@ -172,11 +227,18 @@ class LayerSink:
         self._join()
         if self._error is not None:
             raise self._error
+        if self._framed is not None:
+            frames: list[Frame] = []
+            at = 0
+            for frame in self._frames:
+                frames.append(replace(frame, mkey=self._groups.get((at, at + frame.raw), "")))
+                at += frame.raw
+            return LayerInfo(self._diff_id, "sha256:" + self._frame_hash.hexdigest(), self._blob_size,
+                             self._tar_size, self._compression.value, tuple(frames), self._framed.reused,
+                             self._end_tar_state, self._frame_hash.state())
         diff_id = "sha256:" + self._tar_hash.hexdigest()
         digest = diff_id if self._compression is Compression.NONE else "sha256:" + self._blob_hash.hexdigest()
-        frames = tuple(self._framed.frames) if self._framed is not None else ()
-        reused = self._framed.reused if self._framed is not None else 0
-        return LayerInfo(diff_id, digest, self._blob_size, self._tar_size, self._compression.value, frames, reused)
+        return LayerInfo(diff_id, digest, self._blob_size, self._tar_size, self._compression.value)
 
     def abort(self) -> None:
         """Stop the workers after a producer-side failure; what was written to `out` is garbage."""

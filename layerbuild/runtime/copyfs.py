@@ -72,6 +72,25 @@ def merge_lowers(lowers: list[Path], dest: Path) -> None:
         _merge_dir(os.fspath(lower), os.fspath(dest), {})
 
 
+def copy_up(lowers: list[Path], target: str, dest: Path) -> bool:
+    """Fill the empty directory `dest` with what the image (its overlay-form lower dirs, bottom first)
+    has at `target`, owners, modes and times kept, as docker fills a new volume from the image at its
+    mount point; the directory's own mode and owner too. False if the image has no directory there."""
+    from layerbuild.runtime.merged import MergedView
+
+    view = MergedView(lowers)
+    parts, _ = view.resolve(target)
+    layers = view.layers_at(parts)
+    if not layers:
+        return False
+    links: dict[tuple[int, int], str] = {}
+    for layer in reversed(layers):
+        _merge_dir(layer, os.fspath(dest), links)
+    top = layers[0]
+    _copy_meta(os.lstat(top), top, os.fspath(dest))
+    return True
+
+
 def _merge_dir(src: str, dest: str, links: dict[tuple[int, int], str]) -> None:
     dirs: list[tuple[str, str, os.stat_result]] = []
     with os.scandir(src) as it:

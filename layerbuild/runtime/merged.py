@@ -46,6 +46,20 @@ class MergedView:
         under an upper directory is hidden, never followed on the host."""
         if not parts:
             return self.top_first[0] if self.top_first else None
+        live = self._live(parts)
+        return None if live is None else os.path.join(live[0], *parts)
+
+    def layers_at(self, parts: Sequence[str]) -> list[str]:
+        """The host paths (top layer first) whose contents overlayfs merges at the directory `parts`;
+        empty if it is no directory."""
+        live = self._live(parts) if parts else self.top_first
+        if not live:
+            return []
+        paths = [os.path.join(layer, *parts) for layer in live]
+        return [p for p in paths if os.path.isdir(p) and not os.path.islink(p)] if os.path.isdir(paths[0]) \
+            and not os.path.islink(paths[0]) else []
+
+    def _live(self, parts: Sequence[str]) -> list[str] | None:
         live = self.top_first
         for depth in range(len(parts)):
             rel = os.path.join(*parts[: depth + 1])
@@ -71,7 +85,7 @@ class MergedView:
             if depth < len(parts) - 1 and not top_is_dir:
                 return None  # a file or a symlink cannot have children here (resolve follows links)
             live = nxt
-        return os.path.join(live[0], *parts)
+        return live
 
     def resolve(self, path: str) -> tuple[list[str], str | None]:
         """`path` with the image's symlinks followed inside the image: (components, host path or None)."""

@@ -11,6 +11,11 @@ master there before it reports `ready` (`setup_terminal`).
 Rootless with subordinate ids (spec "idmap"), a process forked before the user namespace is made
 runs newuidmap/newgidmap on this helper once it has unshared, and the helper waits for it.
 For the default network it also starts slirp4netns and reports its pid as `net N`.
+With spec "join" ({"user": PATH or None, "net": PATH}) the process enters an existing network
+namespace (and, rootless, the user namespace that owns it) instead of making its own: the shared
+namespace of a rootless compose project (`sharedns.py`). With spec "hold" this helper makes only
+that user and network namespace, brings loopback up, reports `pid N` and `ready`, and then does
+nothing but keep them alive until it is killed.
 """
 
 from __future__ import annotations
@@ -346,7 +351,7 @@ def import_terminal_modules() -> None:
     import termios  # noqa: F401
 
 
-def setup_terminal(uid: int) -> None:
+def setup_terminal(uid: int, console: bool = True) -> None:
     """`run -t`: a new pty of the container's devpts becomes this process's controlling terminal and
     stdio (and /dev/console), and its master goes to the caller over the console socket on fd 0."""
     import _socket
@@ -375,8 +380,9 @@ def setup_terminal(uid: int) -> None:
     except OSError:
         pass
     try:
-        os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-        mount(os.ttyname(slave), "/dev/console", None, MS_BIND)
+        if console:  # (not for exec: /dev/console is the container's)
+            os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+            mount(os.ttyname(slave), "/dev/console", None, MS_BIND)
     except (OSError, SetupError):
         pass  # nice to have: the terminal itself works without it
     for fd in (0, 1, 2):
@@ -538,8 +544,22 @@ def enter_cgroup(spec: Spec, status: int) -> None:
         fail(status, exc)
 
 
-def enter_namespaces(spec: Spec) -> None:
-    flags = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
+def setns(path: str, nstype: int, what: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_libc.setns(fd, nstype), f"enter the {what} namespace")
+    finally:
+        os.close(fd)
+
+
+def enter_namespaces(spec: Spec, flags: int = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC) -> None:
+    join = spec.get("join")
+    if join:  # one thread here: setns into a user namespace allows no other
+        if join.get("user"):
+            setns(join["user"], CLONE_NEWUSER, "user")
+        setns(join["net"], CLONE_NEWNET, "network")
+        _check(_libc.unshare(flags), "unshare the namespaces")
+        return
     if spec["netns"]:
         flags |= CLONE_NEWNET
     if spec["userns"] and spec.get("idmap"):
@@ -611,12 +631,116 @@ def finish_mapper(mapper: tuple[int, int, int]) -> None:
         raise SetupError("userns", 125, f"cannot map the subordinate ids: {text}")
 
 
+def hold(spec: Spec, status: int) -> int:
+    """Make a user (rootless) and network namespace with loopback up, and keep them until killed."""
+    try:
+        enter_namespaces(spec, 0)
+        loopback_up()
+    except (SetupError, OSError) as exc:
+        fail(status, exc)
+    os.write(status, f"pid {os.getpid()}\nready\n".encode())
+    os.close(status)
+    for name in ("SIGINT", "SIGHUP", "SIGPIPE"):
+        _signal.signal(getattr(_signal, name), _signal.SIG_IGN)
+    while True:
+        _signal.pause()
+
+
+def confine(spec: Spec) -> None:
+    """A process's confinement as `child` applies it: the capability bounding set, seccomp,
+    no_new_privs, groups, gid and uid, working directory (the same order, for the same reasons)."""
+    caps = spec["capabilities"]
+    if caps is not None:
+        drop_capabilities(caps)
+    proc = spec["process"]
+    if spec["seccomp"] and not spec["no_new_privs"]:
+        load_seccomp(spec["seccomp"])
+    if proc.get("groups") is not None:
+        os.setgroups(proc["groups"])
+    os.setresgid(proc["gid"], proc["gid"], proc["gid"])
+    os.setresuid(proc["uid"], proc["uid"], proc["uid"])
+    os.chdir(proc["cwd"])
+    if spec["no_new_privs"]:
+        _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
+    if spec["seccomp"] and spec["no_new_privs"]:
+        load_seccomp(spec["seccomp"])
+
+
+def enter(spec: Spec, status: int) -> int:
+    """`exec`: a new process in a running container, joined to its cgroup and namespaces (its user
+    namespace first, rootless), chrooted to its root, and confined as its own process is (`confine`);
+    with `tty`, a pty of the container's devpts whose master goes to the caller over fd 0. The
+    process's status is this helper's exit code; signals this helper gets are forwarded to it."""
+    target = spec["enter"]
+    try:
+        for path in spec.get("cgroup_procs", ()):
+            try:
+                write_file(path, "0")
+            except OSError:
+                pass  # (rootless without a delegated cgroup) it runs outside it, as before
+        if spec["tty"]:
+            import_terminal_modules()
+        root = os.open(f"/proc/{target}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        kinds = [("user", CLONE_NEWUSER)] if spec["userns"] else []
+        kinds += [("mnt", CLONE_NEWNS), ("uts", CLONE_NEWUTS), ("ipc", CLONE_NEWIPC), ("net", CLONE_NEWNET),
+                  ("pid", CLONE_NEWPID)]
+        fds = [(os.open(f"/proc/{target}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), kind, name) for name, kind in kinds]
+        for fd, kind, name in fds:
+            _check(_libc.setns(fd, kind), f"enter the container's {name} namespace")
+            os.close(fd)
+        os.fchdir(root)
+        _check(_libc.chroot(b"."), "enter the container's root")
+        os.close(root)
+    except (SetupError, OSError) as exc:
+        fail(status, exc)
+    pid = os.fork()  # the new PID namespace is our children's
+    if pid == 0:
+        try:
+            if spec["tty"]:
+                setup_terminal(spec["process"]["uid"], console=False)
+            else:
+                os.setsid()
+            confine(spec)
+        except FileNotFoundError as exc:
+            fail(status, SetupError("exec", 126, f"chdir to cwd ({spec['process']['cwd']!r}) set in config: "
+                                    f"{exc.strerror}"))
+        except Exception as exc:
+            fail(status, exc)
+        proc = spec["process"]
+        env = dict(e.split("=", 1) if "=" in e else (e, "") for e in proc["env"])
+        for name in ("SIGPIPE", "SIGXFSZ", "SIGINT", "SIGQUIT"):
+            _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
+        os.write(status, b"ready\n")
+        try:
+            execute(proc["argv"], env)
+        except FileNotFoundError:
+            fail(status, SetupError("exec", 127, f'exec: "{proc["argv"][0]}": executable file not found in $PATH'))
+        except OSError as exc:
+            fail(status, SetupError("exec", 126, f'exec: "{proc["argv"][0]}": {exc.strerror}'))
+    os.write(status, f"pid {pid}\n".encode())
+    forward = lambda signum, frame: os.kill(pid, signum)  # noqa: E731
+    for name in FORWARDED:
+        _signal.signal(getattr(_signal, name), forward)
+    _, wstatus = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(wstatus)
+    code = 128 - code if code < 0 else code
+    try:
+        os.write(status, f"exit {code}\n".encode())
+    except OSError:
+        pass
+    return code
+
+
 def main() -> int:
     spec_fd, status = int(sys.argv[1]), int(sys.argv[2])
     with os.fdopen(spec_fd, "rb") as f:
         spec = marshal.loads(f.read())
     os.set_inheritable(status, False)  # closes on exec: EOF then tells the caller exec happened
     global NETWORK
+    if spec.get("hold"):
+        return hold(spec, status)
+    if spec.get("enter"):
+        return enter(spec, status)
     if spec["die_with_parent"]:  # a killed build or `run` takes its container and network along
         _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
     if spec.get("network"):

@@ -42,10 +42,15 @@ def _port(text: str, what: str) -> int:
 
 
 def parse_publish(spec: str) -> Port:
-    """docker's `-p [IP:]HOST_PORT:CONTAINER_PORT[/tcp]`; a missing host port takes the container's."""
+    """docker's `-p [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`; a missing host port takes the container's."""
     body, _, proto = spec.partition("/")
-    if proto not in ("", "tcp"):
-        raise UsageError(f"unsupported protocol in published port {spec!r}", hint="only tcp ports are published")
+    if proto not in ("", "tcp", "udp"):
+        raise UsageError(f"unsupported protocol in published port {spec!r}", hint="tcp and udp ports are published")
+    port = _parse_body(body, spec)
+    return Port(port.container_port, port.host_port, port.host_ip, proto or "tcp")
+
+
+def _parse_body(body: str, spec: str) -> Port:
     if body.startswith("["):  # [IPv6]:HOST:CONTAINER
         ip, _, rest = body[1:].partition("]")
         parts = [ip, *rest.lstrip(":").split(":")]
@@ -61,7 +66,8 @@ def parse_publish(spec: str) -> Port:
     raise UsageError(f"invalid published port {spec!r}", hint="write [IP:]HOST_PORT:CONTAINER_PORT")
 
 
-def start_forwarder(ports: list[Port], *, netns: Path, target_ip: str, watch_pid: int, log: Path) -> tuple[int, int]:
+def start_forwarder(ports: list[Port], *, netns: Path, target_ip: str, watch_pid: int, log: Path,
+                    userns: Path | None = None) -> tuple[int, int]:
     """Start the forwarder for `ports`; returns its (pid, start time) once it listens, or SandboxError."""
     spec_r, spec_w = os.pipe()
     status_r, status_w = os.pipe()
@@ -75,9 +81,10 @@ def start_forwarder(ports: list[Port], *, netns: Path, target_ip: str, watch_pid
             os.close(fd)
     with os.fdopen(spec_w, "wb") as f:
         f.write(marshal.dumps({
-            "netns": os.fspath(netns), "watch_pid": watch_pid, "watch_start": proc_start_time(watch_pid),
+            "netns": os.fspath(netns), "userns": os.fspath(userns) if userns else None,
+            "watch_pid": watch_pid, "watch_start": proc_start_time(watch_pid),
             "ports": [{"host_ip": p.host_ip, "host_port": p.host_port, "target_ip": target_ip,
-                       "target_port": p.container_port} for p in ports]}))
+                       "target_port": p.container_port, "protocol": p.protocol} for p in ports]}))
     with os.fdopen(status_r, "rb") as f:
         line = f.readline().decode("utf-8", "replace").strip()
     if line != "ready":

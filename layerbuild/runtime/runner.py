@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from layerbuild.errors import UsageError
-from layerbuild.runtime import bridge, cgroups, containers, terminal
+from layerbuild.runtime import bridge, cgroups, containers, sharedns, terminal
 from layerbuild.runtime.containers import Container, alive, format_created
 from layerbuild.runtime.ports import Port, start_forwarder, stop_forwarder
 from layerbuild.runtime.sandbox import Launched, launch, lower_dirs_for
@@ -59,8 +59,12 @@ class RunOptions:
     # the container answers to on them besides its own name
     networks: tuple[bridge.Join, ...] = ()
     dns_names: tuple[str, ...] = ()
-    ports: tuple[Port, ...] = ()  # published through a forwarder (ports.py); needs `networks`
+    ports: tuple[Port, ...] = ()  # published through a forwarder (ports.py); needs `networks` or `shared_netns`
+    # instead of `networks`: the project whose shared network namespace (sharedns.py) the container enters
+    shared_netns: str = ""
     mounts: tuple[BindMount | TmpfsMount, ...] = ()  # besides `volumes`
+    # new volumes (host dir, target) filled from the image at their mount point when the container is made
+    fill_volumes: tuple[tuple[Path, str], ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -144,8 +148,10 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
     cfg = image.config.config
     argv = command_for(opts.entrypoint if opts.entrypoint is not None else cfg.entrypoint, cfg.cmd, opts.command)
     lowers = lower_dirs_for(store, image.config.diff_ids)
+    for dest, target in opts.fill_volumes:
+        _fill(lowers, target, dest)
     mounts = (*(parse_volume(v) for v in opts.volumes), *opts.mounts)
-    if opts.ports and not opts.networks:
+    if opts.ports and not opts.networks and not opts.shared_netns:
         raise UsageError("published ports need a network (--network NAME)",
                          hint="make one with `layerbuild network create NAME`")
     if opts.networks:
@@ -163,15 +169,29 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
               "detached": opts.detach, "volumes": list(opts.volumes), "security_opt": list(opts.security_opt),
               "extra_hosts": [f"{name}:{ip}" for name, ip in extra_hosts],
               "networks": [{"network": j.network, "aliases": list(j.aliases)} for j in opts.networks],
-              "dns_names": list(opts.dns_names), "ports": [p.to_json() for p in opts.ports],
+              "dns_names": list(opts.dns_names), "shared_netns": opts.shared_netns, "ports": [p.to_json() for p in opts.ports],
               "mounts": [_mount_json(m) for m in opts.mounts], "labels": dict(opts.labels),
               "hostname": opts.hostname, "layers": list(image.config.diff_ids)}
     c = containers.create(store.root, name=opts.name, image=opts.image, image_id=image.id, argv=argv,
                           config=record)
     spec = ProcessSpec(argv=tuple(argv), env=tuple(env), cwd=workdir, user=user,
-                       hostname=opts.hostname or c.short_id, network="none" if opts.networks else opts.network,
+                       hostname=opts.hostname or c.short_id,
+                       network="none" if opts.networks or opts.shared_netns else opts.network,
                        mounts=mounts, extra_hosts=extra_hosts, **security)
     return c, spec, lowers
+
+
+def _fill(lowers: list[Path], target: str, dest: Path) -> None:
+    """docker's copy-up: an empty new volume gets what the image has at its mount point."""
+    from layerbuild.runtime.copyfs import copy_up
+    from layerbuild.store import idmap
+
+    if any(dest.iterdir()):
+        return
+    if os.geteuid() != 0:  # the image's owners, as the container's user namespace shows them
+        idmap.call_in_userns(copy_up, lowers, target, dest)
+    else:
+        copy_up(lowers, target, dest)
 
 
 def _mount_json(m: BindMount | TmpfsMount) -> dict[str, Any]:
@@ -194,7 +214,8 @@ def spec_of(store: Store, c: Container) -> tuple[ProcessSpec, list[Path]]:
     hosts = tuple(tuple(h.split(":", 1)) for h in cfg.get("extra_hosts", []))
     spec = ProcessSpec(argv=tuple(c.argv), env=tuple(cfg["env"]), cwd=cfg["workdir"], user=cfg["user"] or "",
                        hostname=cfg.get("hostname") or c.short_id,
-                       network="none" if cfg.get("networks") else cfg["network"], mounts=mounts,
+                       network="none" if cfg.get("networks") or cfg.get("shared_netns") else cfg["network"],
+                       mounts=mounts,
                        extra_hosts=hosts,
                        **parse_security_opts(cfg.get("security_opt", [])))
     return spec, lowers
@@ -245,11 +266,12 @@ def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, 
     master = None
     cgroup = None
     try:
+        holder = _holder(c)
         cgroup = cgroups.create(limits or cgroups.Limits(), label=c.short_id)
         c.cgroup = cgroup.to_json() if cgroup is not None else None
         started = launch(lowers, c.dir / "upper", c.dir / "work", spec, detached=detach, tty=tty,
                          exit_file=c.exit_path, cgroup=cgroup, seccomp_cache=seccomp_cache,
-                         attach=_attacher(c, spec), **stdio)
+                         attach=_attacher(c, spec), join_netns=holder.pid if holder else None, **stdio)
         if console is not None:
             fd = terminal.receive_master(console[0])
             master = None if fd is None else io.FileIO(fd, "r+")  # closing it twice is harmless
@@ -269,12 +291,33 @@ def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, 
             master.close()
 
 
+def _holder(c: Container) -> sharedns.Holder | None:
+    """The holder of the shared namespace the container enters (None: it has none)."""
+    project = c.config.get("shared_netns")
+    if not project:
+        return None
+    holder = sharedns.find(c.dir.parent.parent, project)
+    if holder is None:
+        raise SandboxError(f"the shared network namespace of project {project} is gone",
+                           hint="run compose up again (it makes it anew)")
+    return holder
+
+
 def _attacher(c: Container, spec: ProcessSpec) -> Any:
-    """The `launch` hook that plugs the container into its project networks (None: it has none)."""
+    """The `launch` hook that plugs the container into its project networks, or records it in its
+    project's shared namespace (None: it has neither)."""
     joins = [bridge.Join(j["network"], tuple(j["aliases"])) for j in c.config.get("networks", [])]
+    root = c.dir.parent.parent
+    project = c.config.get("shared_netns")
+    if project:
+        def join_shared(pid: int) -> None:
+            names = list(dict.fromkeys([c.name, *c.config.get("dns_names", []), spec.hostname, c.short_id]))
+            sharedns.join(root, project, container=c.id, pid=pid, names=names,
+                          hosts=c.dir / "work" / "etc" / "hosts")
+
+        return join_shared
     if not joins:
         return None
-    root = c.dir.parent.parent
 
     def attach(pid: int) -> None:
         names = list(dict.fromkeys([c.name, *c.config.get("dns_names", []), c.short_id]))
@@ -288,6 +331,13 @@ def _publish(c: Container) -> None:
     """Start the forwarder of the container's published ports (on its first network's address)."""
     ports = [Port(p["TargetPort"], p["PublishedPort"], p["URL"], p["Protocol"]) for p in c.config.get("ports", [])]
     if not ports:
+        return
+    holder = _holder(c)
+    if holder is not None:
+        c.forwarder_pid, c.forwarder_start = start_forwarder(ports, netns=holder.netns, target_ip="127.0.0.1",
+                                                             watch_pid=c.pid, log=c.dir / "forward.log",
+                                                             userns=holder.userns)
+        c.save()
         return
     first = c.config["networks"][0]["network"]
     info = bridge.find(c.dir.parent.parent, first)
@@ -304,6 +354,8 @@ def _unplug(c: Container) -> None:
     if c.config.get("networks"):
         bridge.leave(c.dir.parent.parent, c.id)
         c.addresses = {}
+    if c.config.get("shared_netns"):
+        sharedns.leave(c.dir.parent.parent, c.config["shared_netns"], c.id)
 
 
 def _start_keeping_modes(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool,

@@ -192,13 +192,16 @@ def launch(
     cgroup: cgroups.Cgroup | None = None,
     seccomp_cache: Path | None = None,
     attach: Callable[[int], None] | None = None,
+    join_netns: int | None = None,
 ) -> Launched:
     """Start `spec` and return once it is running (or failed to start). `rootfs` is "overlay", "copy"
     or "auto" (default: $LAYERBUILD_ROOTFS, else auto: overlay, and copy if overlay cannot be mounted).
     The process joins `cgroup` before it starts (see `cgroups.create`). `seccomp_cache` is a directory
     where compiled seccomp programs are kept between processes. `attach(pid)`, when given, is called
     once the process exists in its network namespace and before it is let go: it plugs that
-    namespace into the project networks (`bridge.py`); if it raises, the process never runs."""
+    namespace into the project networks (`bridge.py`); if it raises, the process never runs.
+    `join_netns` is the pid of a process whose network namespace (and, rootless, user namespace) the
+    container enters instead of making its own (`hold`, the shared namespace of `sharedns.py`)."""
     global _overlay_broken
     mode = rootfs or os.environ.get("LAYERBUILD_ROOTFS") or "auto"
     if mode not in ("auto", "overlay", "copy"):
@@ -206,7 +209,7 @@ def launch(
     if mode == "auto" and _overlay_broken:
         mode = "copy"
     args = dict(stdin=stdin, stdout=stdout, stderr=stderr, detached=detached, tty=tty, exit_file=exit_file,
-                cgroup=cgroup, seccomp_cache=seccomp_cache, attach=attach)
+                cgroup=cgroup, seccomp_cache=seccomp_cache, attach=attach, join_netns=join_netns)
     started = _start(lower, upper, work, spec, copy=mode == "copy", **args)  # type: ignore[arg-type]
     if started.error_stage == "overlay" and mode == "auto":
         started.wait()
@@ -222,7 +225,7 @@ def _start(
     lower: Sequence[Path], upper: Path, work: Path, spec: ProcessSpec, *, copy: bool, stdin: Stdio,
     stdout: Stdio, stderr: Stdio, detached: bool, tty: bool, exit_file: Path | None,
     cgroup: cgroups.Cgroup | None = None, seccomp_cache: Path | None = None,
-    attach: Callable[[int], None] | None = None,
+    attach: Callable[[int], None] | None = None, join_netns: int | None = None,
 ) -> Launched:
     net = network.helper_spec(spec.network, work)  # first: a missing helper is refused before any work
     work.mkdir(parents=True, exist_ok=True)
@@ -274,7 +277,7 @@ def _start(
         env.append(f"HOME={user.home}")
     target = work / "merged"
     target.mkdir()
-    payload = {**_security(spec, seccomp_cache),
+    payload = {**security(spec, seccomp_cache),
         "userns": rootless, "netns": spec.network != "host", "tty": tty, "die_with_parent": not detached,
         "network": net,
         "exit_file": os.fspath(exit_file) if exit_file else None,
@@ -287,6 +290,8 @@ def _start(
                     "gid": user.gid, "groups": list(user.groups)},
     }
     payload["idmap"] = _idmap_spec(ids)
+    if join_netns is not None:
+        payload["join"] = _join_spec(join_netns)
     spec_r, spec_w = os.pipe()
     status_r, status_w = os.pipe()
     go_r, go_w = os.pipe() if attach is not None else (-1, -1)
@@ -326,7 +331,48 @@ def _start(
     return started
 
 
-def _security(spec: ProcessSpec, cache: Path | None) -> dict[str, Any]:
+def _join_spec(pid: int) -> dict[str, str | None]:
+    """The namespaces of `pid` that a container joins: its network namespace, and its user namespace
+    when that is not ours (rootless: the one that owns that network namespace)."""
+    user = f"/proc/{pid}/ns/user"
+    try:
+        other = os.readlink(user) != os.readlink("/proc/self/ns/user")
+    except OSError as exc:
+        raise SandboxError(f"the shared network namespace is gone ({exc.strerror})",
+                           hint="run compose down, then up again") from None
+    return {"user": user if other else None, "net": f"/proc/{pid}/ns/net"}
+
+
+def hold_namespace(log: Path) -> int:
+    """Start a process that makes a network namespace (in a user namespace of its own when rootless,
+    mapped as containers are) and holds it until killed; returns its pid once loopback is up there.
+    It runs in a session of its own and outlives the caller."""
+    rootless = os.geteuid() != 0
+    ids = idmap.current() if rootless else None
+    payload = {"hold": True, "userns": rootless, "netns": True, "idmap": _idmap_spec(ids)}
+    spec_r, spec_w = os.pipe()
+    status_r, status_w = os.pipe()
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    try:
+        helper = subprocess.Popen([sys.executable, "-I", "-S", os.fspath(NSINIT), str(spec_r), str(status_w)],
+                                  pass_fds=(spec_r, status_w), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                  start_new_session=True)
+    finally:
+        for fd in (spec_r, status_w, out):
+            os.close(fd)
+    with os.fdopen(spec_w, "wb") as f:
+        f.write(marshal.dumps(payload))
+    started = Launched(helper, os.fdopen(status_r, "rb", buffering=0))
+    started.read_status("ready")
+    started.status.close()
+    if started.error or not started.pid:
+        helper.wait()
+        raise SandboxError(f"cannot make the shared network namespace: {started.error or 'the helper ended'}")
+    helper.returncode = 0  # not waited for: it outlives us (Popen's finaliser must not warn)
+    return started.pid
+
+
+def security(spec: ProcessSpec, cache: Path | None) -> dict[str, Any]:
     """What nsinit needs to confine the process: capabilities kept, no_new_privs, the compiled filter."""
     if spec.privileged:
         return {"privileged": True, "capabilities": None, "no_new_privs": False, "seccomp": None}

@@ -192,6 +192,17 @@ class Solver:
         self._reports: dict[tuple[int, int], StepReport] = {}
         self._records: dict[tuple[int, int], StepRecord] = {}
         self._futures: dict[int, Future[State]] = {}
+        # The stages whose layers end up in the image: the target and the stages it starts FROM. A
+        # cache that fetches layers lazily (`prefetch`) is told of their hits at once, so the image's
+        # layers download while the rest solves (never in a dry run, which writes no image).
+        self._prefetch = None if self.options.dry_run else getattr(cache, "prefetch", None)
+        self._final: set[int] = set()
+        if self._prefetch is not None:
+            index: int | None = plan.target
+            while index is not None and index not in self._final:
+                self._final.add(index)
+                base = plan.stage(index).base
+                index = base.index if isinstance(base, StageRef) else None
 
     def _emit(self, event: BuildEvent) -> None:
         if self._on_event is not None:
@@ -362,6 +373,8 @@ class Solver:
         if cached is not None:
             output = cached
             reason = None
+            if self._prefetch is not None and output.diff_id is not None and stage.index in self._final:
+                self._prefetch([output.diff_id])
         else:
             reason = explain_miss(record, records, self.previous, no_cache=no_cache)
             beyond = getattr(self.cache, "explain", None)  # a cache shared with other machines says more

@@ -15,6 +15,7 @@ from typing import BinaryIO, Protocol
 
 from layerbuild.digest import is_sha256_digest
 from layerbuild.errors import DigestMismatchError, StoreError
+from layerbuild.store import chunks
 from layerbuild.store.layout import Layout, create_locked_temp, flocked, fsync_dir, start_writeback
 
 _HEX_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -255,7 +256,10 @@ class FileBlobStore:
         try:
             raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - the caller closes the reader
         except FileNotFoundError:
-            raise BlobNotFoundError(f"blob {digest} is not in the store") from None
+            recipe = chunks.read_recipe(self.layout, digest)
+            if recipe is None:
+                raise BlobNotFoundError(f"blob {digest} is not in the store") from None
+            raw = chunks.open_recipe(self.layout, recipe)
         if not verify:
             return raw
         return io.BufferedReader(_VerifyingReader(raw, digest), buffer_size=_CHUNK)
@@ -269,29 +273,81 @@ class FileBlobStore:
         try:
             st = os.stat(self.path(digest))
         except FileNotFoundError:
-            return None
+            return self._stat_recipe(digest)
         return BlobInfo(digest, st.st_size, st.st_mtime)
+
+    def _stat_recipe(self, digest: str) -> BlobInfo | None:
+        try:
+            st = os.stat(chunks.recipe_path(self.layout, _checked(digest)))
+            recipe = chunks.read_recipe(self.layout, digest)
+        except (FileNotFoundError, chunks.RecipeError):
+            return None
+        return None if recipe is None else BlobInfo(digest, recipe.size, st.st_mtime)
+
+    def stored_size(self, digest: str) -> tuple[int, float] | None:
+        """The bytes `digest` takes on disk itself (its file and its recipe, not the frames a recipe
+        names in other blobs) and when it was last put; None if it is not stored."""
+        found: tuple[int, float] | None = None
+        for path in (self.path(digest), chunks.recipe_path(self.layout, digest)):
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue
+            found = (st.st_size + (found[0] if found else 0), max(st.st_mtime, found[1] if found else 0.0))
+        return found
+
+    def recipe(self, digest: str) -> chunks.Recipe | None:
+        """The recipe (frame list) of the layer blob `digest`, if it has one and it can be read."""
+        try:
+            return chunks.read_recipe(self.layout, _checked(digest))
+        except chunks.RecipeError:
+            return None
+
+    def put_recipe(self, recipe: chunks.Recipe) -> BlobInfo:
+        """Store the blob `recipe.digest` as its frames (see chunks.write_recipe); idempotent."""
+        if not chunks.has_recipe(self.layout, recipe.digest):
+            chunks.write_recipe(self.layout, recipe)
+        info = self.stat(recipe.digest)
+        if info is None:
+            raise StoreError(f"blob {recipe.digest} vanished as it was stored")
+        return info
 
     def delete(self, digest: str) -> bool:
         path = self.path(digest)
         # The exclusive gc lock keeps a delete from landing between a put's "already there" check
         # and the caller relying on that blob.
         with flocked(self.layout.gc_lock):
+            removed = self.delete_locked(digest)
+        if removed:
+            fsync_dir(path.parent)
+            fsync_dir(self.layout.recipes)
+        return removed
+
+    def delete_locked(self, digest: str) -> bool:
+        """`delete` for a caller that holds the gc lock: the blob file and its recipe, if any (the
+        caller fsyncs both directories)."""
+        removed = False
+        for path in (self.path(digest), chunks.recipe_path(self.layout, digest)):
             try:
                 os.unlink(path)
             except FileNotFoundError:
-                return False
-        fsync_dir(path.parent)
-        return True
+                continue
+            removed = True
+        return removed
 
     def list(self) -> Iterator[str]:
         try:
             entries = list(os.scandir(self.layout.blobs))
         except FileNotFoundError:
             return
+        seen: set[str] = set()
         for entry in entries:
             if _HEX_RE.match(entry.name):
+                seen.add(entry.name)
                 yield "sha256:" + entry.name
+        for digest in chunks.recipe_digests(self.layout):
+            if digest[7:] not in seen:
+                yield digest
 
     def _touch_existing(self, digest: str) -> BlobInfo | None:
         path = self.path(digest)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from layerbuild.errors import StoreError
-from layerbuild.store import caches
+from layerbuild.store import caches, chunks
 from layerbuild.store.db import LOW_SPACE, free_space
 from layerbuild.store.layout import flocked, fsync_dir
 from layerbuild.store.maintenance import clean_temp
@@ -70,6 +70,7 @@ def fsck(store: Store, *, repair: bool = True) -> FsckReport:
     if check != ["ok"]:
         problems.append(FsckProblem("index", str(store.layout.index_db), "; ".join(check[:5]), "none"))
     checked = _check_blobs(store, problems, repair)
+    checked += _check_recipes(store, problems, repair)
     try:
         _check_index(store, problems, repair)
     except StoreError as exc:  # a damaged index: say so, and leave it as it is for the user to save
@@ -110,6 +111,48 @@ def _check_blobs(store: Store, problems: list[FsckProblem], repair: bool) -> int
     return checked
 
 
+def _check_recipes(store: Store, problems: list[FsckProblem], repair: bool) -> int:
+    """Every recipe readable, its packs present (after `_check_blobs` quarantined damaged ones) and its
+    frames, read from them, hashing to its digest; a bad recipe is quarantined, so its layer's rows go."""
+    checked = 0
+    for digest in sorted(chunks.recipe_digests(store.layout)):
+        path = chunks.recipe_path(store.layout, digest)
+        try:
+            ino = os.stat(path).st_ino
+            recipe = chunks.read_recipe(store.layout, digest)
+        except FileNotFoundError:
+            continue
+        except chunks.RecipeError as exc:
+            action = _quarantine(store, path, ino, "recipe-") if repair else "none"
+            problems.append(FsckProblem("corrupt recipe", digest, exc.message, action))
+            continue
+        if recipe is None:
+            continue
+        missing = sorted(p for p in recipe.packs if not store.layout.blob_path(p).is_file())
+        if missing:
+            action = _quarantine(store, path, ino, "recipe-") if repair else "none"
+            problems.append(FsckProblem("missing frames", digest, f"its frames in {missing[0]} are gone", action))
+            continue
+        if recipe.self_contained:
+            continue  # its frames are its own blob file, which `_check_blobs` verified
+        h = hashlib.sha256()
+        try:
+            with chunks.open_recipe(store.layout, recipe) as f:
+                while chunk := f.read(_CHUNK):
+                    h.update(chunk)
+            actual = "sha256:" + h.hexdigest()
+            detail = "" if actual == digest else f"its frames hash to {actual}"
+        except chunks.RecipeError as exc:
+            detail = exc.message
+        except FileNotFoundError:
+            continue  # pruned while we looked
+        checked += 1
+        if detail:
+            action = _quarantine(store, path, ino, "recipe-") if repair else "none"
+            problems.append(FsckProblem("corrupt recipe", digest, detail, action))
+    return checked
+
+
 def _hash_file(path: Path) -> tuple[str, int]:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -119,8 +162,8 @@ def _hash_file(path: Path) -> tuple[str, int]:
     return "sha256:" + h.hexdigest(), ino
 
 
-def _quarantine(store: Store, path: Path, ino: int | None) -> str:
-    dest = store.layout.quarantine / f"{path.name}.{int(time.time())}.{os.getpid()}"
+def _quarantine(store: Store, path: Path, ino: int | None, prefix: str = "") -> str:
+    dest = store.layout.quarantine / f"{prefix}{path.name}.{int(time.time())}.{os.getpid()}"
     with flocked(store.layout.gc_lock):
         try:
             # Only move the very file we judged: it may have been pruned and re-put meanwhile.

@@ -36,6 +36,11 @@ class Layout:
         return self.root / "blobs" / "sha256"
 
     @property
+    def recipes(self) -> Path:
+        """Layer blobs kept as their frames in other blobs (see chunks.py), one small file each."""
+        return self.root / "recipes"
+
+    @property
     def tmp(self) -> Path:
         # Temp files must be on the same filesystem as their final place so rename is atomic,
         # hence under the root rather than in $TMPDIR.
@@ -74,7 +79,7 @@ class Layout:
         return (self.parsed, self.fastpath)
 
     def create(self) -> None:
-        for path in (self.blobs, self.tmp, self.snapshots, self.quarantine, self.locks):
+        for path in (self.blobs, self.recipes, self.tmp, self.snapshots, self.quarantine, self.locks):
             path.mkdir(parents=True, exist_ok=True)
         # Snapshots and scratch dirs hold images' device nodes and setuid files as they are: only the
         # owner may reach them (like Docker's 0700 /var/lib/docker), including in a store made before.

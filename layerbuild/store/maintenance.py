@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from layerbuild.errors import StoreError
 from layerbuild.store import caches
+from layerbuild.store.chunks import packs_in_use
 from layerbuild.store.db import LOW_SPACE, free_space, no_space_error
 from layerbuild.store.graph import Graph, Plan, plan_eviction
 from layerbuild.store.layout import (
@@ -163,9 +164,10 @@ def _unmount_below(path: Path) -> bool:
 def _blob_stats(store: Store) -> dict[str, tuple[int, float]]:
     stats: dict[str, tuple[int, float]] = {}
     for digest in store.blobs.list():
-        info = store.blobs.stat(digest)
-        if info is not None:
-            stats[digest] = (info.size, info.mtime)
+        # What the digest itself takes: a recipe's own small file (its frames are blobs of their own).
+        stored = store.blobs.stored_size(digest)
+        if stored is not None:
+            stats[digest] = stored
     return stats
 
 
@@ -201,6 +203,12 @@ def _plan(
     )
     # Snapshots of layers the index does not know at all are rebuildable leftovers.
     plan.nodes.update(d for d in snaps if d not in graph.edges and d not in pins)
+    # The packs holding the frames of layers kept as recipes live as long as a recipe names them.
+    while True:
+        keep = packs_in_use(store.layout, plan.nodes) & plan.nodes
+        if not keep:
+            break
+        plan.nodes -= keep
     return plan, stats, pins
 
 
@@ -240,14 +248,10 @@ def prune(
         plan, stats, _ = _plan(store, graph, snaps, now, grace, all_records=all, keep_storage=keep_storage)
         # Files first: on a full disk, the space they free is what lets the row deletions be written.
         for node in sorted(plan.nodes):
-            if node in stats:
-                try:
-                    # Not BlobStore.delete: that takes the gc lock we already hold.
-                    os.unlink(store.blobs.path(node))
-                    removed_blobs.append(node)
-                    reclaimed += stats[node][0]
-                except FileNotFoundError:
-                    pass
+            # Not BlobStore.delete: that takes the gc lock we already hold.
+            if node in stats and store.blobs.delete_locked(node):
+                removed_blobs.append(node)
+                reclaimed += stats[node][0]
         conn.executemany("DELETE FROM cache WHERE key = ?", [(k,) for k in plan.cache_keys])
         for node in sorted(plan.nodes):
             for sql in (
@@ -267,6 +271,7 @@ def prune(
                 detached.append((diff_id, doomed))
     if removed_blobs:
         fsync_dir(store.layout.blobs)
+        fsync_dir(store.layout.recipes)
     removed_snaps: list[str] = []
     for diff_id, doomed in detached:
         remove_tree(doomed)

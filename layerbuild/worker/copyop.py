@@ -111,6 +111,7 @@ class CopyTask:
         return self.services.store_layer(
             lambda out: write_copy_layer(
                 sel, out, user_db=user_db, existing=existing, below=below, source_date_epoch=epoch, reuse=reuse,
+                pack_only=True,
             )
         )  # fmt: skip
 

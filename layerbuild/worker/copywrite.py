@@ -173,6 +173,9 @@ class _Layout:
                 source=entry.path,
                 identity=(st.st_dev, st.st_ino),
                 xattrs=((b"security.capability", cap),) if cap else (),
+                # The fingerprint the step's cache key took (content, mode, size, path): a rebuild
+                # skips the unchanged groups of the previous layer by it, unread.
+                content_key=tree.taken_fingerprint(entry),
             )
         if kind is Kind.SYMLINK:
             return MappedEntry(path, kind, uid=uid, gid=gid, mtime=mtime, linkname=os.readlink(entry.path))
@@ -287,11 +290,13 @@ def write_copy_layer(
     source_date_epoch: int | None = None,
     compression: Compression = Compression.ZSTD,
     reuse: Reuse | None = None,
+    pack_only: bool = False,
 ) -> LayerInfo:
     """Write the layer of `sel` into `out` (the caller opens and closes it).
 
     `reuse` offers the frames of this step's previous layer, so an edit costs the changed files
-    (see layer.frames); the bytes written are the same as without it.
+    (see layer.frames); the bytes written are the same as without it. With `pack_only` only the new
+    frames are written (see write_mapped).
 
     `existing` says which directories the image below already has and `below` their metadata (both
     ignored with --link, whose layer must not depend on them); `user_db` resolves --chown names. Source mtimes are kept (clamped to
@@ -313,7 +318,7 @@ def write_copy_layer(
             layout.add_source(src, tmp)
         return write_mapped(
             layout.final_entries(), out, compression=compression, source_date_epoch=source_date_epoch,
-            reuse=reuse,
+            reuse=reuse, pack_only=pack_only,
         )
     finally:
         for path in scratch:

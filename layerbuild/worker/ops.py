@@ -9,10 +9,11 @@ import shutil
 import stat
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from layerbuild.errors import BuildError
+from layerbuild.errors import BuildError, StoreError
 from layerbuild.layer import ChangeSet, LayerInfo, write_changes
 from layerbuild.layer.frames import Frame, Reuse
 from layerbuild.plan import MakeDir
@@ -60,14 +61,30 @@ class BuildServices:
             self.ensure_layers(diff_ids)
 
     def reuse_from(self, output: Output | None) -> Reuse | None:
-        """The frames of a layer the step made before (its last build), for an edit to build on."""
-        if output is None or not output.extra.get("frames") or not output.extra.get("blob"):
+        """The frames of a layer the step made before (its last build), for an edit to build on: from
+        the layer's recipe (with the digests' saved states), else from the record (older stores)."""
+        if output is None or not output.extra.get("blob"):
             return None
+        blob = str(output.extra["blob"])
         try:
-            frames = tuple(Frame.from_json(f) for f in output.extra["frames"])
-            return Reuse(str(self.store.blobs.path(str(output.extra["blob"]))), frames)
-        except (TypeError, ValueError):
+            recipe = self.store.blobs.recipe(blob)
+            if recipe is not None:
+                frames = tuple(Frame(f.key, f.raw, f.offset, f.size, f.pack, bytes.fromhex(f.tar_state),
+                                     bytes.fromhex(f.blob_state), f.mkey) for f in recipe.frames)
+                packs = {p: str(self.store.blobs.path(p)) for p in recipe.packs}
+                reuse = Reuse(str(self.store.blobs.path(blob)), frames, packs,
+                              bytes.fromhex(recipe.end_tar_state), bytes.fromhex(recipe.end_blob_state))
+            elif output.extra.get("frames"):
+                frames = tuple(replace(Frame.from_json(f), pack=blob) for f in output.extra["frames"])
+                packs = {blob: str(self.store.blobs.path(blob))}
+                reuse = Reuse(packs[blob], frames, packs)
+            else:
+                return None
+        except (TypeError, ValueError, StoreError):
             return None
+        if self.lease is not None:  # read from now on, and named by the new layer's recipe: held
+            self.lease.add(*sorted(packs))
+        return reuse
 
     def filesystem(self, state: State) -> Path:
         """The directory holding `state`'s filesystem (made on first use in this build)."""
@@ -83,6 +100,8 @@ class BuildServices:
         for _ in range(3):
             with self.store.blobs.writer() as out:
                 info = write(out)
+            if info.frames:
+                self._put_recipe(info, out.info.digest)
             self.store.index.put_layer(
                 info.digest, info.diff_id, info.size, info.uncompressed_size, info.media_type
             )
@@ -94,9 +113,22 @@ class BuildServices:
             if self.store.blobs.stat(info.digest) is not None and self.store.index.get_layer(info.digest):
                 break
         extra: dict[str, object] = {}
-        if info.frames:
-            extra = {"blob": info.digest, "frames": [f.to_json() for f in info.frames], "reused": info.reused}
+        if info.frames:  # the frames themselves are in the layer's recipe
+            extra = {"blob": info.digest, "reused": info.reused}
         return Output(diff_id=info.diff_id, size=info.size, created=self.now(), extra=extra)
+
+    def _put_recipe(self, info: LayerInfo, written: str) -> None:
+        """Record the frames of the zstd layer `info`: frames without a pack are in the blob just
+        written (`written`), which is the layer's whole blob unless frames were kept in older packs."""
+        from layerbuild.store.chunks import Recipe, RecipeFrame
+
+        recipe = Recipe(info.digest, info.diff_id, info.size, info.uncompressed_size, info.media_type,
+                        tuple(RecipeFrame(f.pack or written, f.offset, f.size, f.raw, f.key, f.tar_state.hex(),
+                                          f.blob_state.hex(), f.mkey) for f in info.frames),
+                        info.end_tar_state.hex(), info.end_blob_state.hex())
+        if recipe.packs == {written} and written != info.digest:
+            raise StoreError(f"layer blob {written} does not hash to {info.digest} as its frames do")
+        self.store.blobs.put_recipe(recipe)
 
     def now(self) -> float:
         return float(self.source_date_epoch) if self.source_date_epoch is not None else time.time()

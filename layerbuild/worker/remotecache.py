@@ -106,6 +106,7 @@ class LayeredCache(StoreCache):
         self.asked = False  # whether any source's records were read
         self._pending: dict[str, _Pending] = {}  # diff_id → a layer taken from a source, not downloaded yet
         self._refused: set[tuple[int, str]] = set()  # (source, key) whose layer failed its check
+        self._failed: dict[str, str] = {}  # diff_id → why its download was refused, until ensure says so
         self._executor: Any = None
 
     def _records(self, source: _Source) -> CacheRecords:
@@ -155,10 +156,31 @@ class LayeredCache(StoreCache):
         """Download the layers of `diff_ids` taken from a source and not yet here (a few at a time),
         each checked at the store's door and then recorded in the store's own cache. A layer that
         fails its check is refused for good and RefusedCacheLayer raised: the build solves again,
-        building that step (the rest is in the store by then)."""
-        from concurrent.futures import Future
+        building that step (the rest is in the store by then). A layer `prefetch` started is waited
+        for, and one whose download already failed is refused here (unless a step built it since)."""
+        waits = self._start(diff_ids)
+        with self._lock:
+            failed = [(d, self._failed.pop(d)) for d in dict.fromkeys(diff_ids) if d in self._failed]
+        refused = [message for diff_id, message in failed if not self.store.present_layers(diff_id)]
+        for diff_id, future in waits:
+            try:
+                future.result()
+            except RefusedCacheLayer as exc:
+                with self._lock:
+                    self._failed.pop(diff_id, None)
+                if exc.message not in refused:
+                    refused.append(exc.message)
+        if refused:
+            raise RefusedCacheLayer("; ".join(refused))
 
-        waits: list[Future[None]] = []
+    def prefetch(self, diff_ids: Sequence[str]) -> None:
+        """Start downloading the layers of `diff_ids` taken from a source, without waiting: the
+        solver calls this for the steps whose layers the image will hold, so they arrive while the
+        rest of the build solves. A failure is kept for `ensure` to refuse."""
+        self._start(diff_ids)
+
+    def _start(self, diff_ids: Sequence[str]) -> list[tuple[str, Any]]:
+        started = []
         with self._lock:
             for diff_id in dict.fromkeys(diff_ids):
                 item = self._pending.get(diff_id)
@@ -166,15 +188,8 @@ class LayeredCache(StoreCache):
                     continue
                 if item.future is None:
                     item.future = self._pool().submit(self._fetch, diff_id, item)
-                waits.append(item.future)
-        refused: list[str] = []
-        for future in waits:
-            try:
-                future.result()
-            except RefusedCacheLayer as exc:
-                refused.append(exc.message)
-        if refused:
-            raise RefusedCacheLayer("; ".join(refused))
+                started.append((diff_id, item.future))
+        return started
 
     def _pool(self) -> Any:
         from concurrent.futures import ThreadPoolExecutor
@@ -192,8 +207,9 @@ class LayeredCache(StoreCache):
                     self._refused.add((item.index, key))
                 self._pending.pop(diff_id, None)
                 self.used -= len(item.keys)
-            message = (f"refused the record of `{item.entry.instruction}` in cache {item.source.backend.name}: "
-                       f"{exc.message}; the step is built instead")
+                message = (f"refused the record of `{item.entry.instruction}` in cache {item.source.backend.name}: "
+                           f"{exc.message}; the step is built instead")
+                self._failed[diff_id] = message
             self._warn(message)
             raise RefusedCacheLayer(message) from None
         assert self.lease is not None

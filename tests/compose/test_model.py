@@ -302,3 +302,49 @@ def test_a_bad_project_name_in_the_file_is_a_compose_error(tmp_path: Path) -> No
     with pytest.raises(ComposeFileError, match="invalid project name 'we:app'") as info:
         load_project(Options(cwd=tmp_path, environ={}), warn=lambda m: None)
     assert info.value.exit_code == 1
+
+
+def test_a_leading_zero_is_octal_as_docker_compose_reads_it() -> None:
+    from layerbuild.compose.yamlsrc import load
+
+    data, _ = load("a: 0440\nb: 0o440\nc: 440\nd: '0440'\ne: 0\n", "compose.yaml")
+    assert data == {"a": 0o440, "b": 0o440, "c": 440, "d": "0440", "e": 0}
+
+
+def test_config_prints_secrets_and_configs_as_docker_compose(tmp_path: Path) -> None:
+    """compose-go's defaults and marshalling: a secret's target is /run/secrets/<source> unless given
+    (a config gets none), and modes are octal strings in YAML and JSON; the output loads back the same."""
+    from layerbuild.compose.render import to_json, to_yaml
+
+    write(tmp_path, {"s.txt": "x\n", "compose.yaml": """\
+name: refs
+services:
+  app:
+    image: busybox
+    secrets:
+      - db
+      - {source: tok, target: api, uid: "7", gid: "8", mode: 0400}
+    configs:
+      - conf
+      - {source: conf, target: /etc/x, mode: 0440}
+      - {source: conf, target: /etc/y, mode: "644"}
+secrets:
+  db: {file: ./s.txt}
+  tok: {environment: TOK}
+configs:
+  conf: {file: ./s.txt}
+"""})
+    model = load(tmp_path).to_dict()
+    app = model["services"]["app"]
+    assert app["secrets"] == [{"source": "db", "target": "/run/secrets/db"},
+                              {"source": "tok", "target": "api", "uid": "7", "gid": "8", "mode": "0400"}]
+    assert app["configs"] == [{"source": "conf"}, {"source": "conf", "target": "/etc/x", "mode": "0440"},
+                              {"source": "conf", "target": "/etc/y", "mode": "0644"}]
+    import json
+
+    assert json.loads(to_json(model))["services"]["app"]["secrets"][1]["mode"] == "0400"
+    text = to_yaml(model)
+    assert '        mode: "0400"\n' in text
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "compose.yaml").write_text(text)
+    assert load(tmp_path / "again").to_dict() == model

@@ -19,11 +19,13 @@ import pytest
 
 from layerbuild.cli.main import main
 from layerbuild.runtime import bridge, containers
+from layerbuild.runtime.ports import FORWARD
 from tests.compose.kit import write
 from tests.conftest import BUSYBOX_BASE, busybox_binary
 
 pytestmark = [pytest.mark.integration]
 IMAGE = "lbtest/busybox:compose"
+FORWARDER = str(FORWARD)  # this checkout's: other checkouts' tests may run on the machine at once
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +309,7 @@ def _leftovers(root: Path) -> list[str]:
             env = Path(f"/proc/{pid}/cwd").resolve()
         except OSError:
             continue
-        if str(root) in cmd or str(env).startswith(str(root)) or "forward.py" in cmd:
+        if str(root) in cmd or str(env).startswith(str(root)) or FORWARDER in cmd:
             found.append(f"process {pid}: {cmd}")
     return found
 
@@ -336,7 +338,7 @@ def test_down_leaves_no_process_mount_or_namespace(project: Project) -> None:
     assert all(not Path(f"/proc/{pid}").exists() for pid in pids)
     assert not [i for i in bridge.list_all(project.root) if i.name.startswith(project.name)]
     assert not [c for c in containers.list_all(project.root) if c.name.startswith(project.name)]
-    problems = [p for p in _leftovers(project.root) if project.name in p or "forward.py" in p
+    problems = [p for p in _leftovers(project.root) if project.name in p or FORWARDER in p
                 or "/networks/" in p or "/containers/" in p]
     assert not problems, problems
     assert not (project.root / "compose" / project.name).exists()  # the supervisor went too

@@ -86,3 +86,23 @@ def test_reuse_of_a_missing_or_lying_blob_is_harmless(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("size", "expected"), [(0, False), (100, False), (8 << 20, True)])
 def test_group_rule_sizes(size: int, expected: bool) -> None:
     assert ends_group(size, b"x") is expected
+
+
+def test_reuse_with_saved_states_skips_the_prefix_and_gives_identical_bytes(tmp_path: Path) -> None:
+    root = tmp_path / "t"
+    make_tree(root, files=800)
+    old_blob = tmp_path / "old.zst"
+    with open(old_blob, "wb") as f:
+        old = write_mapped(entries(root), f)
+    assert all(fr.tar_state and fr.blob_state for fr in old.frames) or not old.end_tar_state
+    (root / "d3" / "f0700.txt").write_bytes(b"edited")  # near the end: a long unchanged prefix
+    fresh = io.BytesIO()
+    fresh_info = write_mapped(entries(root), fresh)
+    reuse = Reuse(str(old_blob), old.frames, end_tar_state=old.end_tar_state, end_blob_state=old.end_blob_state)
+    again = io.BytesIO()
+    info = write_mapped(entries(root), again, reuse=reuse)
+    assert again.getvalue() == fresh.getvalue()
+    assert (info.diff_id, info.digest, info.size) == (fresh_info.diff_id, fresh_info.digest, fresh_info.size)
+    assert info.end_tar_state == fresh_info.end_tar_state and info.end_blob_state == fresh_info.end_blob_state
+    assert [(f.key, f.tar_state, f.blob_state) for f in info.frames] == \
+        [(f.key, f.tar_state, f.blob_state) for f in fresh_info.frames]

@@ -221,3 +221,40 @@ def test_a_history_from_before_op_keys_says_so() -> None:
     second = by_text(solve(APP, w, DictCache(), old))
     cached, reason = second["COPY deps.txt ."]
     assert not cached and reason is not None and "older layerbuild" in reason
+
+
+class PrefetchingCache(DictCache):
+    """A cache that fetches layers lazily: it is told which hits' layers the image will hold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prefetched: list[str] = []
+
+    def prefetch(self, diff_ids: list[str]) -> None:
+        self.prefetched.extend(diff_ids)
+
+
+CHAIN = """\
+FROM base AS tools
+RUN make-tools
+FROM base AS runtime
+RUN add-runtime
+FROM runtime
+COPY --from=tools /t /t
+COPY app /app
+"""
+
+
+def test_hits_of_the_image_s_own_stages_are_prefetched_and_a_build_stage_s_are_not() -> None:
+    w, cache = World(files={"app": "1"}), PrefetchingCache()
+    first = solve(CHAIN, w, cache)
+    assert cache.prefetched == []  # nothing was a hit
+    layer = {r.text: r.layer for r in first.records}
+    solve(CHAIN, w, cache)
+    # The target and the stage it starts FROM hold the image's layers; the tools stage is only copied from.
+    assert sorted(cache.prefetched) == sorted(
+        [layer["RUN add-runtime"], layer["COPY --from=tools /t /t"], layer["COPY app /app"]])
+    assert layer["RUN make-tools"] not in cache.prefetched
+    cache.prefetched.clear()
+    solve(CHAIN, w, cache, options=SolveOptions(dry_run=True))
+    assert cache.prefetched == []  # a dry run writes no image: nothing to fetch for it
