@@ -332,7 +332,8 @@ def save(root: Path, dockerfile: Path, target: str | None, fp: str | Scan, *, ma
     taken = fp if isinstance(fp, Scan) else None
     content = _learn_keys(taken, trees or {}) if taken is not None else None
     stat_fp = fp if isinstance(fp, str) else (None if fp.racy else fp.fingerprint)
-    data = {"fingerprint": stat_fp, "content": content, "manifest": manifest, "blobs": blobs,
+    data = {"fingerprint": stat_fp, "content": content, "header": taken.header.hex() if taken is not None else None,
+            "manifest": manifest, "blobs": blobs,
             "bases": dict(bases), "report": cached}
     if taken is not None and content is not None:
         _save_stats(_stats_path(path), taken, content)  # first: the record it belongs to names it
@@ -342,7 +343,7 @@ def save(root: Path, dockerfile: Path, target: str | None, fp: str | Scan, *, ma
 # Bytes a build's record may read to learn the keys of files the build itself did not read, and
 # bytes the touch path may read before it leaves the build to the full path.
 _LEARN_LIMIT = 64 << 20
-_READ_LIMIT = 256 << 20
+_READ_LIMIT = 32 << 20  # about what the full path's start costs, at sha256's speed
 
 
 def _learn_keys(taken: Scan, trees: Mapping[str, Any]) -> str | None:
@@ -404,8 +405,8 @@ def check(request: BuildRequest, root: Path, started: float) -> tuple[dict[str, 
         report = _outputs_present(root, record, request.tags)
         return (replay(report, started) if report is not None else None), taken
     content = record.get("content")
-    if taken.tried or not isinstance(content, str):
-        return None, taken
+    if taken.tried or not isinstance(content, str) or record.get("header") != taken.header.hex():
+        return None, taken  # another Dockerfile, ignore file, option or version: no file needs reading
     taken.tried = True
     report = _outputs_present(root, record, request.tags)
     if report is None:
