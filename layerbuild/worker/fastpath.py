@@ -59,7 +59,8 @@ class Scan:
     when a file's ctime is too close to the scan for its stat to vouch for its content (see
     RACY_MARGIN_NS): then the stat fingerprint is not recorded, and such files are hashed again."""
 
-    __slots__ = ("content", "entries", "fingerprint", "header", "keys", "racy", "rows", "started_ns", "tried")
+    __slots__ = ("content", "entries", "fingerprint", "header", "keys", "learned", "racy", "rows", "started_ns",
+                 "tried")
 
     def __init__(self, fingerprint: str, header: bytes, entries: list[tuple[str, str, os.stat_result, str, str]],
                  started_ns: int, racy: bool) -> None:
@@ -72,6 +73,7 @@ class Scan:
         self.tried = False  # the touch path was tried (a full build asks `check` twice)
         self.rows: Mapping[tuple[str, str], tuple[str, str]] = {}  # the last record's side file, once read
         self.content: str | None = None  # the content fingerprint over `keys`, once computed
+        self.learned = False  # a file read again now vouches for its key by its stat (see _save_stats)
 
 
 def fingerprint(
@@ -290,6 +292,8 @@ def _content_keys(taken: Scan, rows: Mapping[tuple[str, str], tuple[str, str]], 
             return False
         if row is not None and row[1] != key:
             return False
+        if st.st_ctime_ns < taken.started_ns - RACY_MARGIN_NS:
+            taken.learned = True
     return True
 
 
@@ -418,12 +422,17 @@ def check(request: BuildRequest, root: Path, started: float) -> tuple[dict[str, 
     taken.content = content_fingerprint(taken, taken.keys)
     if taken.content != content:
         return None, taken
-    try:  # only stats moved: the record now vouches for these stats
-        record_path = _record_path(root, path, request.target, key)
-        _save_stats(_stats_path(record_path), taken, content)
-        _write(record_path, json.dumps(dict(record, fingerprint=None if taken.racy else taken.fingerprint)))
-    except OSError:
-        pass  # a record, nothing more: the next build reads the files again
+    # Only stats moved: the record now vouches for these stats. Unless every file read again was
+    # written just now (racy: its stat vouches for nothing yet): then the side file would only lose
+    # rows that no longer match anyway, and the record could gain no stat fingerprint, so neither
+    # is written (the next build reads those files again, as it would after the rewrite).
+    if taken.learned or not taken.racy:
+        try:
+            record_path = _record_path(root, path, request.target, key)
+            _save_stats(_stats_path(record_path), taken, content)
+            _write(record_path, json.dumps(dict(record, fingerprint=None if taken.racy else taken.fingerprint)))
+        except OSError:
+            pass  # a record, nothing more: the next build reads the files again
     return replay(report, started), taken
 
 
