@@ -10,9 +10,13 @@ from layerbuild.store.layout import Layout
 
 
 def blob_exists(root: Path, digest: str) -> bool:
-    """Whether the blob `digest` is in the store (by its file; contents are fsck's business)."""
+    """Whether the blob `digest` is in the store, as a file or as a recipe of frames (an edited
+    COPY layer, store/chunks.py); contents are fsck's business."""
     algo, _, hexpart = digest.partition(":")
-    return algo == "sha256" and (Layout(root).blobs / hexpart).is_file()
+    if algo != "sha256":
+        return False
+    layout = Layout(root)
+    return (layout.blobs / hexpart).is_file() or (layout.recipes / hexpart).is_file()
 
 
 def tag_targets(root: Path, names: Iterable[str]) -> dict[str, str | None]:

@@ -33,7 +33,7 @@ from layerbuild.store.layout import Layout, resolve_root
 from layerbuild.store.peek import blob_exists, tag_targets
 from layerbuild.worker.request import BuildRequest
 
-VERSION = "fastpath-2"
+VERSION = "fastpath-3"
 # A file whose ctime is this close to a scan may change again without its stat showing it (a second
 # write within the same clock tick: "racy git"), so its stat does not vouch for its content (as the
 # context's stat cache, context/tree.py).
@@ -59,7 +59,8 @@ class Scan:
     when a file's ctime is too close to the scan for its stat to vouch for its content (see
     RACY_MARGIN_NS): then the stat fingerprint is not recorded, and such files are hashed again."""
 
-    __slots__ = ("content", "entries", "fingerprint", "header", "keys", "racy", "rows", "started_ns", "tried")
+    __slots__ = ("content", "entries", "fingerprint", "header", "keys", "learned", "racy", "rows", "started_ns",
+                 "tried")
 
     def __init__(self, fingerprint: str, header: bytes, entries: list[tuple[str, str, os.stat_result, str, str]],
                  started_ns: int, racy: bool) -> None:
@@ -70,8 +71,9 @@ class Scan:
         self.racy = racy
         self.keys: dict[tuple[str, str], str] = {}
         self.tried = False  # the touch path was tried (a full build asks `check` twice)
-        self.rows: Mapping[tuple[str, str], str] = {}  # the last record's side file, once read
+        self.rows: Mapping[tuple[str, str], tuple[str, str]] = {}  # the last record's side file, once read
         self.content: str | None = None  # the content fingerprint over `keys`, once computed
+        self.learned = False  # a file read again now vouches for its key by its stat (see _save_stats)
 
 
 def fingerprint(
@@ -247,8 +249,9 @@ def _stats_path(record_path: Path) -> Path:
     return record_path.with_name(record_path.stem + ".stats.json")  # a JSON cache file, as fsck and df see it
 
 
-def _load_stats(path: Path, content: str) -> dict[tuple[str, str], str]:
-    """The side file's content keys by (label, stat line): only rows whose stat vouches for the key."""
+def _load_stats(path: Path, content: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """The side file's rows by (label, path): (stat line, content key), of files whose stat vouches
+    for their key (a row of another shape than strings is not used: see `_content_keys`)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8", errors="surrogateescape"))
     except (OSError, ValueError):
@@ -256,27 +259,29 @@ def _load_stats(path: Path, content: str) -> dict[tuple[str, str], str]:
     if not isinstance(data, dict) or data.get("version") != VERSION or data.get("content") != content:
         return {}
     rows = data.get("rows")
-    if not isinstance(rows, list) or len(rows) % 3 or not all(isinstance(x, str) for x in rows):
+    if not isinstance(rows, list) or len(rows) % 4:
         return {}
     it = iter(rows)
-    return {(label, line): key for label, line, key in zip(it, it, it, strict=True)}
+    try:
+        return {(label, rel): (line, key) for label, rel, line, key in zip(it, it, it, it, strict=True)}
+    except TypeError:  # an unhashable label or path
+        return {}
 
 
-def _content_keys(taken: Scan, rows: Mapping[tuple[str, str], str], roots: Mapping[str, Path]) -> bool:
-    """Fill `taken.keys` for every regular file: from the side file's row for its exact stat, else
-    by reading it. False if a file could not be read as it was seen (gone, changed meanwhile), or
-    reads as other content than the side file's row of that path says (an edit: no need to read on)."""
+def _content_keys(taken: Scan, rows: Mapping[tuple[str, str], tuple[str, str]], roots: Mapping[str, Path]) -> bool:
+    """Fill `taken.keys` for every regular file: from the side file's row when its stat line is the
+    file's, else by reading it. False if a file could not be read as it was seen (gone, changed
+    meanwhile), or reads as other content than its row says (an edit: no need to read on)."""
     from layerbuild.errors import BuildError
 
     keys = taken.keys
-    before: dict[tuple[str, str], str] | None = None
     budget = _READ_LIMIT
     for label, rel, st, _link, line in taken.entries:
         if not stat.S_ISREG(st.st_mode) or (label, rel) in keys:
             continue
-        key = rows.get((label, line))
-        if key is not None:
-            keys[(label, rel)] = key
+        row = rows.get((label, rel))
+        if row is not None and row[0] == line and row[1].__class__ is str:
+            keys[(label, rel)] = row[1]
             continue
         budget -= st.st_size
         if budget < 0:
@@ -285,10 +290,10 @@ def _content_keys(taken: Scan, rows: Mapping[tuple[str, str], str], roots: Mappi
             key = keys[(label, rel)] = file_key(rel, os.path.join(roots[label], rel), st)
         except (OSError, BuildError):
             return False
-        if before is None:  # the recorded key of each path (its stat line starts with the path)
-            before = {(lab, ln.partition("\0")[0]): k for (lab, ln), k in rows.items()}
-        if before.get((label, rel), key) != key:
+        if row is not None and row[1] != key:
             return False
+        if st.st_ctime_ns < taken.started_ns - RACY_MARGIN_NS:
+            taken.learned = True
     return True
 
 
@@ -299,7 +304,7 @@ def _write(path: Path, text: str) -> None:
 
 
 def _save_stats(path: Path, taken: Scan, content: str) -> None:
-    """The side file: each regular file's stat line and content key, for the files whose ctime is
+    """The side file: each regular file's path, stat line and content key, for the files whose ctime is
     older than the scan by RACY_MARGIN_NS (a later write then shows in their stat); others are read
     again by the next build that needs them."""
     rows: list[str] = []
@@ -307,7 +312,7 @@ def _save_stats(path: Path, taken: Scan, content: str) -> None:
     keys = taken.keys
     for label, rel, st, _link, line in taken.entries:
         if stat.S_ISREG(st.st_mode) and st.st_ctime_ns < trusted_before:
-            rows += (label, line, keys[(label, rel)])
+            rows += (label, rel, line, keys[(label, rel)])
     _write(path, json.dumps({"version": VERSION, "content": content, "rows": rows}))
 
 
@@ -331,7 +336,8 @@ def save(root: Path, dockerfile: Path, target: str | None, fp: str | Scan, *, ma
     taken = fp if isinstance(fp, Scan) else None
     content = _learn_keys(taken, trees or {}) if taken is not None else None
     stat_fp = fp if isinstance(fp, str) else (None if fp.racy else fp.fingerprint)
-    data = {"fingerprint": stat_fp, "content": content, "manifest": manifest, "blobs": blobs,
+    data = {"fingerprint": stat_fp, "content": content, "header": taken.header.hex() if taken is not None else None,
+            "manifest": manifest, "blobs": blobs,
             "bases": dict(bases), "report": cached}
     if taken is not None and content is not None:
         _save_stats(_stats_path(path), taken, content)  # first: the record it belongs to names it
@@ -341,7 +347,7 @@ def save(root: Path, dockerfile: Path, target: str | None, fp: str | Scan, *, ma
 # Bytes a build's record may read to learn the keys of files the build itself did not read, and
 # bytes the touch path may read before it leaves the build to the full path.
 _LEARN_LIMIT = 64 << 20
-_READ_LIMIT = 256 << 20
+_READ_LIMIT = 32 << 20  # about what the full path's start costs, at sha256's speed
 
 
 def _learn_keys(taken: Scan, trees: Mapping[str, Any]) -> str | None:
@@ -357,9 +363,9 @@ def _learn_keys(taken: Scan, trees: Mapping[str, Any]) -> str | None:
         if not stat.S_ISREG(st.st_mode) or (label, rel) in keys:
             continue
         learned = True
-        known = rows.get((label, line))  # the last record's key for this very stat
-        if known is not None:
-            keys[(label, rel)] = known
+        row = rows.get((label, rel))  # the last record's key, if for this very stat
+        if row is not None and row[0] == line and row[1].__class__ is str:
+            keys[(label, rel)] = row[1]
             continue
         tree = trees.get(label)
         known = tree.known_fingerprint(rel, tuple(_stat_key(st))) if tree is not None else None
@@ -403,8 +409,8 @@ def check(request: BuildRequest, root: Path, started: float) -> tuple[dict[str, 
         report = _outputs_present(root, record, request.tags)
         return (replay(report, started) if report is not None else None), taken
     content = record.get("content")
-    if taken.tried or not isinstance(content, str):
-        return None, taken
+    if taken.tried or not isinstance(content, str) or record.get("header") != taken.header.hex():
+        return None, taken  # another Dockerfile, ignore file, option or version: no file needs reading
     taken.tried = True
     report = _outputs_present(root, record, request.tags)
     if report is None:
@@ -416,12 +422,17 @@ def check(request: BuildRequest, root: Path, started: float) -> tuple[dict[str, 
     taken.content = content_fingerprint(taken, taken.keys)
     if taken.content != content:
         return None, taken
-    try:  # only stats moved: the record now vouches for these stats
-        record_path = _record_path(root, path, request.target, key)
-        _save_stats(_stats_path(record_path), taken, content)
-        _write(record_path, json.dumps(dict(record, fingerprint=None if taken.racy else taken.fingerprint)))
-    except OSError:
-        pass  # a record, nothing more: the next build reads the files again
+    # Only stats moved: the record now vouches for these stats. Unless every file read again was
+    # written just now (racy: its stat vouches for nothing yet): then the side file would only lose
+    # rows that no longer match anyway, and the record could gain no stat fingerprint, so neither
+    # is written (the next build reads those files again, as it would after the rewrite).
+    if taken.learned or not taken.racy:
+        try:
+            record_path = _record_path(root, path, request.target, key)
+            _save_stats(_stats_path(record_path), taken, content)
+            _write(record_path, json.dumps(dict(record, fingerprint=None if taken.racy else taken.fingerprint)))
+        except OSError:
+            pass  # a record, nothing more: the next build reads the files again
     return replay(report, started), taken
 
 

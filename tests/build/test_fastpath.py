@@ -164,3 +164,25 @@ def test_an_archive_on_stdin_always_takes_the_full_path(ctx: Path, root: Path, c
     out = build_stdin(ctx, root, capsys, buf.getvalue(), "-")
     assert len(calls) == 1 and "hit rate 100%" in out
     assert not any(root.joinpath("fastpath").glob("*.json"))  # nothing recorded for a scratch context
+
+
+def test_a_no_op_after_an_edit_kept_as_a_recipe_is_answered(ctx: Path, root: Path, capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edited COPY layer is kept as a recipe of frames (store/chunks.py), not a blob file: the
+    fast path counts it as present, so the no-op after the edit is answered like any other."""
+    write(ctx, {"Dockerfile": "FROM scratch\nCOPY src/ /src/\n"})
+    for i in range(600):
+        path = ctx / "src" / f"d{i % 5}" / f"f{i:04}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(3000).hex().encode())  # poorly compressible: many frames
+    build(ctx, root, capsys)
+    with open(ctx / "src" / "d2" / "f0152.txt", "ab") as f:
+        f.write(b"edited\n")
+    build(ctx, root, capsys)
+    assert any((root / "recipes").iterdir()), "the edit was not kept as a recipe: the test needs one"
+    calls: list[object] = []
+    import layerbuild.worker.build as full
+
+    monkeypatch.setattr(full, "run_build", lambda *a, **k: calls.append(a))  # must not be reached
+    out = build(ctx, root, capsys)
+    assert calls == [] and "hit rate 100%" in out

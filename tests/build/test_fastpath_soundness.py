@@ -152,15 +152,19 @@ def test_a_touched_or_copied_file_is_answered_and_an_edit_is_not(ctx: Path, root
     monkeypatch.setattr(fastpath, "file_key", lambda rel, *a: read.append(rel) or real(rel, *a))
     request = BuildRequest(context=ctx, tags=("fp:1",))
 
+    (side,) = (root / "fastpath").glob("*.stats.json")
+    written = side.stat().st_mtime_ns
     st = (ctx / "a").stat()
     os.utime(ctx / "a", ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
     answered, _ = fastpath.check(request, root, time.monotonic())
     assert answered is not None and answered["image"]["id"] == first.image.id
     assert read == ["a"]  # only the file whose stat moved is read again
+    assert side.stat().st_mtime_ns == written  # touched just now: its stat vouches for nothing yet
     time.sleep(fastpath.RACY_MARGIN_NS / 1e9 + 0.01)
     read.clear()
     assert fastpath.check(request, root, time.monotonic())[0] is not None
     assert read == ["a"]  # its ctime was too recent to vouch for it then: read once more, now trusted
+    assert side.stat().st_mtime_ns != written  # and recorded
     read.clear()
     assert fastpath.check(request, root, time.monotonic())[0] is not None
     assert read == []  # the record was brought up to date: a no-op again, by stats alone
@@ -207,3 +211,20 @@ def test_the_touch_path_leaves_a_big_read_to_the_full_path(ctx: Path, root: Path
     assert fastpath.check(request, root, time.monotonic())[0] is None
     monkeypatch.setattr(fastpath, "_READ_LIMIT", 1 << 20)
     assert fastpath.check(request, root, time.monotonic())[0] is not None
+
+
+def test_another_dockerfile_or_option_reads_no_file(ctx: Path, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record's content fingerprint covers the Dockerfile, ignore file, options and version: when
+    one of those differs no file can make it match, so the touch path reads none."""
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY a /a\n")
+    (ctx / "a").write_text("a" * 100)
+    time.sleep(fastpath.RACY_MARGIN_NS / 1e9 + 0.01)
+    layerbuild.build(ctx, root=root, tags=["fp:1"])
+    read: list[str] = []
+    monkeypatch.setattr(fastpath, "file_key", lambda rel, *a: read.append(rel) or "")
+    st = (ctx / "a").stat()
+    os.utime(ctx / "a", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert fastpath.check(BuildRequest(context=ctx, tags=("fp:1",), build_args={"X": "1"}), root, 0.0)[0] is None
+    assert read == []
+    assert fastpath.check(BuildRequest(context=ctx, tags=("fp:1",)), root, 0.0)[0] is None  # read: ""≠key
+    assert read == ["a"]
