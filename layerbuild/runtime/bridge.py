@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import ipaddress
 import json
 import os
@@ -37,7 +36,7 @@ from typing import Any
 from layerbuild.errors import LayerbuildError, UsageError
 from layerbuild.runtime.network import LOCALHOST
 from layerbuild.runtime.spec import SandboxError
-from layerbuild.store.layout import proc_start_time
+from layerbuild.store.layout import flocked, proc_start_time
 
 NETWORKS = "networks"
 BRIDGE = "br0"
@@ -105,12 +104,8 @@ def _locked(root: Path) -> Iterator[None]:
     """One lock for every network of the store: creation, removal, addresses and hosts files."""
     base = networks_dir(root)
     base.mkdir(parents=True, exist_ok=True)
-    fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with flocked(base / ".lock"):
         yield
-    finally:
-        os.close(fd)
 
 
 def check_name(name: str) -> None:

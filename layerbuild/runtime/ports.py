@@ -4,16 +4,13 @@
 from __future__ import annotations
 
 import contextlib
-import marshal
 import os
 import signal
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from layerbuild.errors import UsageError
-from layerbuild.runtime.spec import SandboxError
+from layerbuild.runtime.spec import SandboxError, start_detached
 from layerbuild.store.layout import proc_start_time
 
 FORWARD = Path(__file__).with_name("forward.py")
@@ -72,22 +69,11 @@ def start_forwarder(ports: list[Port], *, netns: Path, target_ip: str, watch_pid
     """Start the forwarder for `ports`; returns its pid, its start time and the ports as bound (a host
     port 0 replaced by the one the kernel picked, as docker publishes an ephemeral port) once it
     listens, or SandboxError."""
-    spec_r, spec_w = os.pipe()
-    status_r, status_w = os.pipe()
-    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-    try:
-        proc = subprocess.Popen([sys.executable, "-I", "-S", os.fspath(FORWARD), str(spec_r), str(status_w)],
-                                pass_fds=(spec_r, status_w), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True)
-    finally:
-        for fd in (spec_r, status_w, out):
-            os.close(fd)
-    with os.fdopen(spec_w, "wb") as f:
-        f.write(marshal.dumps({
-            "netns": os.fspath(netns), "userns": os.fspath(userns) if userns else None,
-            "watch_pid": watch_pid, "watch_start": proc_start_time(watch_pid),
-            "ports": [{"host_ip": p.host_ip, "host_port": p.host_port, "target_ip": target_ip,
-                       "target_port": p.container_port, "protocol": p.protocol} for p in ports]}))
+    proc, status_r = start_detached(FORWARD, {
+        "netns": os.fspath(netns), "userns": os.fspath(userns) if userns else None,
+        "watch_pid": watch_pid, "watch_start": proc_start_time(watch_pid),
+        "ports": [{"host_ip": p.host_ip, "host_port": p.host_port, "target_ip": target_ip,
+                   "target_port": p.container_port, "protocol": p.protocol} for p in ports]}, log)
     with os.fdopen(status_r, "rb") as f:
         line = f.readline().decode("utf-8", "replace").strip()
     word, _, rest = line.partition(" ")

@@ -31,6 +31,7 @@ from layerbuild.runtime.spec import (
     SecretMount,
     StepResult,
     TmpfsMount,
+    start_detached,
 )
 from layerbuild.runtime.users import resolve_user
 from layerbuild.store import Store, idmap
@@ -350,18 +351,7 @@ def hold_namespace(log: Path) -> int:
     rootless = os.geteuid() != 0
     ids = idmap.current() if rootless else None
     payload = {"hold": True, "userns": rootless, "netns": True, "idmap": _idmap_spec(ids)}
-    spec_r, spec_w = os.pipe()
-    status_r, status_w = os.pipe()
-    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-    try:
-        helper = subprocess.Popen([sys.executable, "-I", "-S", os.fspath(NSINIT), str(spec_r), str(status_w)],
-                                  pass_fds=(spec_r, status_w), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                  start_new_session=True)
-    finally:
-        for fd in (spec_r, status_w, out):
-            os.close(fd)
-    with os.fdopen(spec_w, "wb") as f:
-        f.write(marshal.dumps(payload))
+    helper, status_r = start_detached(NSINIT, payload, log)
     started = Launched(helper, os.fdopen(status_r, "rb", buffering=0))
     started.read_status("ready")
     started.status.close()

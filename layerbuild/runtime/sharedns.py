@@ -17,7 +17,6 @@ here, and two services cannot listen on the same port.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ from pathlib import Path
 
 from layerbuild.errors import UsageError
 from layerbuild.runtime.network import LOCALHOST
-from layerbuild.store.layout import proc_start_time
+from layerbuild.store.layout import flocked, proc_start_time
 
 SHARED = "sharedns"
 BACKEND_ENV = "LAYERBUILD_NETWORK_BACKEND"
@@ -85,12 +84,8 @@ def _dir(root: Path, project: str) -> Path:
 def _locked(root: Path) -> Iterator[None]:
     base = root / SHARED
     base.mkdir(parents=True, exist_ok=True)
-    fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with flocked(base / ".lock"):
         yield
-    finally:
-        os.close(fd)
 
 
 def _write_json(path: Path, data: object) -> None:

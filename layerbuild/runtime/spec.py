@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import marshal
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -100,3 +105,29 @@ class StepResult:
     exit_code: int
     output_tail: bytes
     error: str | None = None
+
+
+def start_detached(script: Path, payload: Mapping[str, object], log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Start one of the runtime's stdlib-only helper scripts (`script SPEC_FD STATUS_FD`) in a session
+    of its own, its output appended to `log`, and hand it `payload` (marshal) on its spec pipe;
+    returns the process and the read end of its status pipe (the caller reads it and closes it)."""
+    spec_r, spec_w = os.pipe()
+    status_r, status_w = os.pipe()
+    try:
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        try:
+            proc = subprocess.Popen([sys.executable, "-I", "-S", os.fspath(script), str(spec_r), str(status_w)],
+                                    pass_fds=(spec_r, status_w), stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=out, start_new_session=True)
+        finally:
+            os.close(out)
+    except BaseException:
+        for fd in (spec_w, status_r):
+            os.close(fd)
+        raise
+    finally:
+        for fd in (spec_r, status_w):
+            os.close(fd)
+    with os.fdopen(spec_w, "wb") as f:
+        f.write(marshal.dumps(dict(payload)))
+    return proc, status_r
