@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,3 +225,15 @@ def remove(c: Container) -> None:
     doomed = c.dir.with_name(c.dir.name + ".removing")
     os.rename(c.dir, doomed)  # gone from listings at once, even if deleting the tree takes a while
     remove_tree(doomed)
+
+
+def apply_env(env: dict[str, str], overrides: Sequence[str]) -> None:
+    """`-e K=V` sets K in `env`; `-e K` copies the caller's K when it has one (run and exec alike)."""
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if not key:
+            raise UsageError(f"invalid environment variable {item!r}", hint="write -e KEY=VALUE")
+        if eq:
+            env[key] = value
+        elif key in os.environ:
+            env[key] = os.environ[key]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from layerbuild.errors import UsageError
-from layerbuild.runtime.containers import Container
+from layerbuild.runtime.containers import Container, apply_env
 from layerbuild.runtime.spec import SandboxError
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -105,14 +105,7 @@ def payload(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), user:
     environ.setdefault("HOME", _home(c, uid))
     if tty:
         environ.setdefault("TERM", "xterm")
-    for item in env:
-        key, eq, value = item.partition("=")
-        if not key:
-            raise UsageError(f"invalid environment variable {item!r}", hint="write -e KEY=VALUE")
-        if eq:
-            environ[key] = value
-        elif key in os.environ:
-            environ[key] = os.environ[key]
+    apply_env(environ, env)
     root = c.dir.parent.parent
     spec = ProcessSpec(argv=tuple(argv), **parse_security_opts(c.config.get("security_opt", [])))
     cgroup = cgroups.Cgroup.from_json(c.cgroup)

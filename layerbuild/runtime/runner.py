@@ -20,7 +20,7 @@ from typing import Any
 
 from layerbuild.errors import UsageError
 from layerbuild.runtime import bridge, cgroups, containers, sharedns, terminal
-from layerbuild.runtime.containers import Container, alive, format_created
+from layerbuild.runtime.containers import Container, alive, apply_env, format_created
 from layerbuild.runtime.ports import Port, start_forwarder, stop_forwarder
 from layerbuild.runtime.sandbox import Launched, launch, lower_dirs_for
 from layerbuild.runtime.spec import BindMount, Network, ProcessSpec, SandboxError, TmpfsMount
@@ -79,14 +79,7 @@ def command_for(entrypoint: Sequence[str] | None, cmd: Sequence[str] | None, arg
 def merge_env(image_env: Sequence[str], overrides: Sequence[str]) -> list[str]:
     """The image's Env with `-e K=V` applied; `-e K` copies the caller's K, or drops it if unset."""
     env = dict(e.partition("=")[::2] for e in image_env)
-    for item in overrides:
-        key, eq, value = item.partition("=")
-        if not key:
-            raise UsageError(f"invalid environment variable {item!r}", hint="write -e KEY=VALUE")
-        if eq:
-            env[key] = value
-        elif key in os.environ:
-            env[key] = os.environ[key]
+    apply_env(env, overrides)
     return [f"{k}={v}" for k, v in env.items()]
 
 
