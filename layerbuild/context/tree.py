@@ -38,6 +38,12 @@ RACY_MARGIN_NS = 50_000_000
 PREFETCH_MIN_BYTES = 1 << 20
 
 
+def stat_key(st: os.stat_result) -> tuple[int, int, int, int, int, int]:
+    """What says a file is unchanged since it was looked at: device, inode, size, mtime, ctime, mode
+    (the stat cache's first six columns)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+
+
 class Entry:
     """One file, directory or link of a tree, as lstat saw it."""
 
@@ -231,11 +237,8 @@ class SourceTree:
 
     def _vouched(self, entry: Entry) -> bool:
         """Whether the stat cache has this entry's fingerprint for its current stat."""
-        st = entry.st
         row = self._cache.get(entry.rel)
-        return row is not None and row[:6] == (
-            st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode
-        )  # fmt: skip
+        return row is not None and row[:6] == stat_key(entry.st)
 
     def prefetch(self, entries: Iterable[Entry]) -> None:
         """Hash the big regular files among `entries` whose stat the cache cannot vouch for, several
@@ -269,14 +272,11 @@ class SourceTree:
         if known is not None:
             return known
         st = entry.st
-        if not stat.S_ISDIR(st.st_mode):
-            row = self._cache.get(entry.rel)
-            if row is not None and row[:6] == (
-                st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode
-            ):  # fmt: skip
-                self.stats.cache_hits += 1
-                self._fps[entry.rel] = row[7]
-                return row[7]
+        if not stat.S_ISDIR(st.st_mode) and self._vouched(entry):
+            row = self._cache[entry.rel]
+            self.stats.cache_hits += 1
+            self._fps[entry.rel] = row[7]
+            return row[7]
         owner = self.owner(entry)
         relb = entry.rel.encode("utf-8", "surrogateescape")
         if stat.S_ISDIR(st.st_mode) or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
@@ -284,7 +284,7 @@ class SourceTree:
             fp = fingerprint(relb, st.st_mode, 0, "", link=dev, owner=owner)
             self._fps[entry.rel] = fp
             return fp
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+        key = stat_key(st)
         if stat.S_ISLNK(st.st_mode):
             target = os.fsencode(os.readlink(entry.path))
             content = key_hash(target)
@@ -317,10 +317,7 @@ class SourceTree:
         entry = self._children.get(parent, {}).get(name)
         if entry is None:
             return None
-        st = entry.st
-        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode) != key:
-            return None
-        return fp
+        return fp if stat_key(entry.st) == key else None
 
     def save(self) -> None:
         """Persist what this build learned about file stats (one transaction); a no-op without a store."""
