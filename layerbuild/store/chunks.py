@@ -188,19 +188,27 @@ def write_recipe(layout: Layout, recipe: Recipe) -> None:
         os.close(fd)
 
 
-def packs_in_use(layout: Layout, doomed: set[str]) -> set[str]:
-    """The packs that recipes other than those of `doomed` digests name (prune must keep them).
-    A recipe that cannot be read keeps nothing: fsck reports it."""
-    keep: set[str] = set()
+def recipe_packs(layout: Layout) -> dict[str, set[str]]:
+    """Each recipe's digest with the packs it names besides its own blob. A recipe that cannot be
+    read names nothing: fsck reports it."""
+    named: dict[str, set[str]] = {}
     for digest in recipe_digests(layout):
-        if digest in doomed:
-            continue
         try:
             recipe = read_recipe(layout, digest)
         except RecipeError:
             continue
         if recipe is not None:
-            keep |= recipe.packs - {digest}
+            named[digest] = recipe.packs - {digest}
+    return named
+
+
+def packs_in_use(named: dict[str, set[str]], doomed: set[str]) -> set[str]:
+    """The packs that the recipes of `named` (recipe_packs) other than those of `doomed` digests
+    name: prune must keep them."""
+    keep: set[str] = set()
+    for digest, packs in named.items():
+        if digest not in doomed:
+            keep |= packs
     return keep
 
 

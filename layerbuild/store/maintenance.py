@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from layerbuild.errors import StoreError
 from layerbuild.store import caches
-from layerbuild.store.chunks import packs_in_use
+from layerbuild.store.chunks import packs_in_use, recipe_packs
 from layerbuild.store.db import LOW_SPACE, free_space, no_space_error
 from layerbuild.store.graph import Graph, Plan, plan_eviction
 from layerbuild.store.layout import (
@@ -204,8 +204,9 @@ def _plan(
     # Snapshots of layers the index does not know at all are rebuildable leftovers.
     plan.nodes.update(d for d in snaps if d not in graph.edges and d not in pins)
     # The packs holding the frames of layers kept as recipes live as long as a recipe names them.
+    named = recipe_packs(store.layout)
     while True:
-        keep = packs_in_use(store.layout, plan.nodes) & plan.nodes
+        keep = packs_in_use(named, plan.nodes) & plan.nodes
         if not keep:
             break
         plan.nodes -= keep
@@ -306,7 +307,7 @@ def df(store: Store, *, grace: float | None = None) -> DfReport:
         graph = Graph.load(conn, now)
         plan, stats, pins = _plan(store, graph, snaps, now, grace, all_records=False, keep_storage=None)
     rows: dict[str, list[int]] = {k: [0, 0, 0] for k in ("layers", "configs", "manifests", "other blobs")}
-    frames = packs_in_use(store.layout, set())  # blobs holding frames of layers kept as recipes
+    frames = packs_in_use(recipe_packs(store.layout), set())  # blobs holding frames of layers kept as recipes
     for digest, (size, _) in stats.items():
         kind = "layer" if digest in frames else graph.kinds.get(digest, "")
         row = rows[_KIND_LABEL.get(kind, "other blobs")]
