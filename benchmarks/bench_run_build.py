@@ -19,6 +19,9 @@ from layerbuild.image import import_rootfs
 from layerbuild.store import Store
 from tests.runtime.conftest import busybox_tar
 
+sys.path.insert(0, str(Path(__file__).parent))
+from scenarios import MULTISTAGE_DOCKERFILE
+
 EXE = str(Path(sys.executable).with_name("layerbuild"))
 
 APP = """\
@@ -29,16 +32,6 @@ COPY src/ ./src/
 RUN dd if=/dev/urandom of=/app/blob bs=1M count=5 2>/dev/null && sleep 1
 ENV APP=1
 CMD ["/app/src/run"]
-"""
-
-MULTI = """\
-FROM bb AS left
-RUN sleep 2 && echo left > /left.txt
-FROM bb AS right
-RUN sleep 2 && echo right > /right.txt
-FROM bb
-COPY --from=left /left.txt /out/
-COPY --from=right /right.txt /out/
 """
 
 TRIVIAL = "FROM bb\nRUN true\n"
@@ -102,5 +95,5 @@ def test_app_with_run_noop(benchmark, tmp_path: Path, base_tar: bytes) -> None: 
 
 @pytest.mark.benchmark(group="run-build")
 def test_multistage_parallel(benchmark, tmp_path: Path, base_tar: bytes) -> None:  # type: ignore[no-untyped-def]
-    ctx = context(tmp_path / "ctx", MULTI)
+    ctx = context(tmp_path / "ctx", MULTISTAGE_DOCKERFILE)
     _cold(benchmark, ctx, tmp_path, base_tar, 3)

@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).parent))
-from scenarios import edit_one, make_app, make_bigcopy, touch_one  # noqa: E402
+from scenarios import MULTISTAGE_DOCKERFILE, edit_one, make_app, make_bigcopy, touch_one  # noqa: E402
 
 DOCKER = os.environ.get("DOCKER", "docker")
 NETWORK = [f"--network={os.environ['DOCKER_BUILD_NETWORK']}"] if os.environ.get("DOCKER_BUILD_NETWORK") else []
@@ -51,16 +51,6 @@ RUN dd if=/dev/urandom of=/app/blob bs=1M count=5 2>/dev/null && sleep 1
 COPY src/ ./src/
 ENV APP_ENV=production
 CMD ["/app/src/main"]
-"""
-
-MULTI = """\
-FROM bb AS left
-RUN sleep 2 && echo left > /left.txt
-FROM bb AS right
-RUN sleep 2 && echo right > /right.txt
-FROM bb
-COPY --from=left /left.txt /out/
-COPY --from=right /right.txt /out/
 """
 
 # (case, target ratio to BuildKit, or an absolute target in seconds for `run`)
@@ -237,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds("app touch one file", "app", app, touch_one, cold=False)
     multi = work / "multi"
     multi.mkdir(exist_ok=True)
-    (multi / "Dockerfile").write_text(MULTI)
+    (multi / "Dockerfile").write_text(MULTISTAGE_DOCKERFILE)
     rounds("multistage cold", "multi", multi, None, cold=True)
     if args.big_mb > 0 and any(want(c) for c in TARGETS if c.startswith("bigcopy")):
         big = make_bigcopy(work / "big", args.big_mb)

@@ -22,6 +22,18 @@ ENV APP_ENV=production
 CMD ["/app/src/main"]
 """
 
+# Two independent 2 s RUN stages copied into a final one, on a base named `bb` (bench_run_build,
+# bench_vs_buildkit).
+MULTISTAGE_DOCKERFILE = """\
+FROM bb AS left
+RUN sleep 2 && echo left > /left.txt
+FROM bb AS right
+RUN sleep 2 && echo right > /right.txt
+FROM bb
+COPY --from=left /left.txt /out/
+COPY --from=right /right.txt /out/
+"""
+
 BIGCOPY_DOCKERFILE = """\
 FROM scratch
 COPY data/ /data/
