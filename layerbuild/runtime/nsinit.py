@@ -323,8 +323,14 @@ def child(spec: Spec, status: int) -> None:
             load_seccomp(spec["seccomp"])
     except Exception as exc:  # after pivot_root nothing can be imported: report, never raise
         fail(status, exc)
+    start_process(proc, status)
+
+
+def start_process(proc: dict[str, Any], status: int) -> None:
+    """Say `ready` and exec the process (`run` and `exec` alike): its environment, the signals Python
+    and the tty mode changed back to their defaults, and docker's 127/126 when it cannot start."""
     env = dict(e.split("=", 1) if "=" in e else (e, "") for e in proc["env"])
-    for name in ("SIGPIPE", "SIGXFSZ", "SIGINT", "SIGQUIT"):  # undo what Python and the tty mode set
+    for name in ("SIGPIPE", "SIGXFSZ", "SIGINT", "SIGQUIT"):
         _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
     argv = proc["argv"]
     os.write(status, b"ready\n")
@@ -706,17 +712,7 @@ def enter(spec: Spec, status: int) -> int:
                                     f"{exc.strerror}"))
         except Exception as exc:
             fail(status, exc)
-        proc = spec["process"]
-        env = dict(e.split("=", 1) if "=" in e else (e, "") for e in proc["env"])
-        for name in ("SIGPIPE", "SIGXFSZ", "SIGINT", "SIGQUIT"):
-            _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
-        os.write(status, b"ready\n")
-        try:
-            execute(proc["argv"], env)
-        except FileNotFoundError:
-            fail(status, SetupError("exec", 127, f'exec: "{proc["argv"][0]}": executable file not found in $PATH'))
-        except OSError as exc:
-            fail(status, SetupError("exec", 126, f'exec: "{proc["argv"][0]}": {exc.strerror}'))
+        start_process(spec["process"], status)
     os.write(status, f"pid {pid}\n".encode())
     forward = lambda signum, frame: os.kill(pid, signum)  # noqa: E731
     for name in FORWARDED:
