@@ -24,6 +24,19 @@ def register(sub: Any) -> tuple[str, Any]:
     return "import", run
 
 
+def _unpack(store: Any, diff_id: str) -> None:
+    """Unpack the layer where RUN steps and containers read it, as `docker import` does into its
+    graph driver: the first build FROM the image then starts its RUN at once. Only a cache: if it
+    cannot be made here, the first step that needs it makes it (and reports what is wrong)."""
+    from layerbuild.errors import LayerbuildError
+    from layerbuild.runtime import lower_dirs_for
+
+    try:
+        lower_dirs_for(store, [diff_id])
+    except (OSError, LayerbuildError):
+        pass
+
+
 def run(args: argparse.Namespace) -> int:
     from layerbuild.image import import_rootfs
     from layerbuild.platforms import host_arch
@@ -46,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(f"cannot read {args.tarball}: {exc.strerror}") from None
             with src:
                 result = import_rootfs(store, src, args.name, edit=edit, message=args.message)
+        _unpack(store, result.layer.diff_id)
     print(result.config)  # the image id, as docker import prints it (and `images` shows)
     return 0
 

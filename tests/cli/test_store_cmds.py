@@ -69,6 +69,24 @@ def test_import_df_prune_fsck(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert ", ok" in capsys.readouterr().out
 
 
+def test_import_unpacks_the_layer_for_runs_as_docker_import_does(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The imported layer is unpacked where RUN steps and containers read it (docker import puts it
+    in its graph driver), so the first build FROM it does not unpack it; it stays a cache that prune
+    may take and fsck accepts."""
+    root = ["--root", str(tmp_path / "store")]
+    assert main([*root, "import", str(rootfs_tar(tmp_path / "rootfs.tar")), "base"]) == 0
+    capsys.readouterr()
+    with Store.open(tmp_path / "store") as store:
+        (diff_id,) = resolve_image(store, "base").config.diff_ids
+        snapshot = store.snapshots.path(diff_id)
+        assert store.snapshots.exists(diff_id)
+    assert (snapshot / "bin" / "hello").read_bytes() == b"#!/bin/sh\necho hi\n"
+    assert (snapshot / "etc" / "hostname").stat().st_mode & 0o777 == 0o755
+    assert main([*root, "fsck"]) == 0
+    assert ", ok" in capsys.readouterr().out
+
+
 def test_fsck_reports_a_corrupted_blob(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = tmp_path / "store"
     assert main(["--root", str(store), "import", str(rootfs_tar(tmp_path / "r.tar")), "base:1"]) == 0
