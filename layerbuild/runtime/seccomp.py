@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -256,6 +257,16 @@ def compile_profile(profile: Mapping[str, Any] | None, capabilities: Iterable[in
     reads the file instead of compiling again."""
     text = json.dumps(profile if profile is not None else DEFAULT_PROFILE, sort_keys=True)
     caps = frozenset(capabilities)
+    # One compile per program in a process: the parallel stages of a build that start their RUN
+    # steps together wait for the first instead of each compiling the same program.
+    with _compiling:
+        return _cached(text, caps, cache_dir)
+
+
+_compiling = threading.Lock()
+
+
+def _cached(text: str, caps: frozenset[int], cache_dir: Path | None) -> bytes:
     if cache_dir is None:
         return _compile(text, caps)
     uname = os.uname()

@@ -68,6 +68,11 @@ class Layout:
         return self.root / "parsed"
 
     @property
+    def seccomp(self) -> Path:
+        """Compiled seccomp programs by what decides them (runtime.seccomp), read instead of compiling."""
+        return self.root / "seccomp"
+
+    @property
     def fastpath(self) -> Path:
         """No-op records: the last build of a Dockerfile and target, replayed when nothing changed (worker)."""
         return self.root / "fastpath"

@@ -21,7 +21,7 @@ from layerbuild.image.config import HistoryEntry, ImageConfig, format_created
 from layerbuild.image.store_io import ImageNotFoundError, StoredImage, find_tag, resolve_image, write_image
 from layerbuild.parser import Dockerfile
 from layerbuild.parser.limits import read_dockerfile
-from layerbuild.plan import BaseImage, BuildPlan, plan_build
+from layerbuild.plan import BaseImage, BuildPlan, Exec, plan_build
 from layerbuild.plan.opmake import Network, network_mode
 from layerbuild.platforms import host_arch
 from layerbuild.runtime.limits import Limits
@@ -250,6 +250,11 @@ class Build:
         self.rootfs = RootfsCache(self.store)
         if not self.request.dry_run and any(isinstance(s.base, BaseImage) for s in plan.stages):
             self.rootfs.prestart()  # a stage on an image will look at its filesystem
+        if not self.request.dry_run and any(isinstance(step.op, Exec) and step.op.security != "insecure"
+                                            for stage in plan.stages for step in stage.steps):
+            from layerbuild.worker.runop import prewarm_seccomp
+
+            prewarm_seccomp(self.store.layout.seccomp)
         cache: StoreCache
         if self.request.cache_from:
             from layerbuild.worker.remotecache import LayeredCache, open_backend

@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -230,7 +231,7 @@ class RunTask:
                                extra_hosts=op.extra_hosts)
             lines = _LineWriter(self.inputs.log) if self.inputs.log is not None else None
             result = run_step(lower, upper, work, spec, stdout=lines, limits=services.limits,  # type: ignore[arg-type]
-                              seccomp_cache=services.store.root / "seccomp")
+                              seccomp_cache=services.store.layout.seccomp)
             if lines is not None:
                 lines.close()
             if result.exit_code != 0:
@@ -273,6 +274,21 @@ def check_entitled(op: Exec, allow: frozenset[str]) -> None:
 def entitlements(allow: frozenset[str], network: str) -> frozenset[str]:
     """The entitlements a build has: those it was given, plus `network.host` when its network is host."""
     return allow | {NETWORK_HOST} if network == "host" else allow
+
+
+def prewarm_seccomp(cache: Path) -> threading.Thread:
+    """Compile the default seccomp program of RUN steps in the background, now: a build's first RUN
+    then finds it compiled (or waits for this compile) instead of compiling it on its critical path."""
+    from layerbuild.runtime import seccomp
+    from layerbuild.runtime.spec import DEFAULT_CAPABILITIES
+
+    def compile_now() -> None:
+        with contextlib.suppress(Exception):  # the RUN step compiles it again and reports what is wrong
+            seccomp.compile_profile(None, DEFAULT_CAPABILITIES, cache)
+
+    thread = threading.Thread(target=compile_now, name="seccomp-prewarm", daemon=True)
+    thread.start()
+    return thread
 
 
 def check_plan_entitled(plan: BuildPlan, allow: frozenset[str]) -> None:
