@@ -252,6 +252,24 @@ def test_cli_start_up_imports_stay_light() -> None:
     assert out == "", f"imported at start-up: {out}"
 
 
+def test_a_build_loads_only_the_machinery_its_steps_use(tmp_path: Path) -> None:
+    """A build of COPY steps into the store does not load the sandbox (only RUN steps use it), the
+    archive writers (only --output uses them) or the ssh agent relay (only --ssh uses it)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM scratch\nCOPY a /a\n")
+    (tmp_path / "ctx" / "a").write_text("a\n")
+    code = ("import sys; from layerbuild.cli.main import main; "
+            f"assert main(['--root', {str(tmp_path / 'store')!r}, 'build', '-q', {str(tmp_path / 'ctx')!r}]) == 0; "
+            "heavy = [m for m in ('layerbuild.runtime.sandbox', 'layerbuild.runtime.spec', 'layerbuild.image.archive', "
+            "'layerbuild.image.ocilayout', 'layerbuild.image.dockerarchive', 'layerbuild.worker.sshagent', 'socket') "
+            "if m in sys.modules]; print(','.join(heavy), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.strip() == "", f"loaded by a COPY-only build: {done.stderr}"
+
+
 def _oci_json_keys(path: Path) -> set[str]:
     """Keys of dict literals in `path` that only an OCI manifest or config has."""
     found: set[str] = set()

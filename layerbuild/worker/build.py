@@ -283,9 +283,11 @@ class Build:
         # Dockerfile's) and its own stat cache, as BuildKit reads a local named context.
         named = {name: BuildContext.open(directory, store=self.store)
                  for name, directory in self.request.local_contexts().items()}
-        from layerbuild.worker.sshagent import SshAgents
+        agents = None
+        if self.request.ssh:  # its module (sockets, an agent) is loaded by builds that forward one
+            from layerbuild.worker.sshagent import SshAgents
 
-        agents = SshAgents(self.request.ssh)
+            agents = SshAgents(self.request.ssh)
         executor: Executor = WorkerExecutor(services, self.context, secrets=self.request.secrets,
                                             allow=allow, contexts=named, ssh=agents)
         if self.wrap_executor is not None:
@@ -295,7 +297,8 @@ class Build:
             services.pending_layer = cache.pending  # type: ignore[attr-defined]
             services.ensure_layers = ensure
         try:
-            agents.start()
+            if agents is not None:
+                agents.start()
             for attempt in range(4):
                 solver = Solver(
                     plan, executor, cache,
@@ -338,7 +341,8 @@ class Build:
             if self.request.cache_to:  # after a push: its blobs are then there to mount or skip
                 self._export_cache(plan, solved.records, getattr(cache, "borrowed", None))
         finally:
-            agents.close()
+            if agents is not None:
+                agents.close()
             close = getattr(cache, "close", None)
             if close is not None:
                 close()
@@ -511,11 +515,12 @@ class Build:
         return tell
 
     def _export(self, stored: StoredImage) -> None:
-        from layerbuild.image.archive import save
-        from layerbuild.image.export import export_local, export_tar
-
+        # The writers are imported by the outputs that use them: a build into the store alone (most
+        # builds) never loads them.
         for spec in self.request.outputs:
             if spec.type == "local":
+                from layerbuild.image.export import export_local
+
                 written = export_local(self.store, stored, spec.dest, devices=spec.devices)
                 if written.devices_skipped:
                     shown = ", ".join(written.devices_skipped[:5])
@@ -524,8 +529,12 @@ class Build:
                         f"--output type=local,dest={spec.dest}: left out {len(written.devices_skipped)} device "
                         f"node(s): {shown}{f' and {more} more' if more > 0 else ''} (devices=true writes them)")
             elif spec.type == "tar":
+                from layerbuild.image.export import export_tar
+
                 export_tar(self.store, stored, spec.dest)
             elif spec.type in ("oci", "docker"):
+                from layerbuild.image.archive import save
+
                 save(self.store, stored, spec.dest, spec.type, self.request.tags)
             elif spec.type in ("registry", "image"):
                 if spec.push:

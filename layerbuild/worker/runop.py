@@ -19,6 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from layerbuild import runtime as rt  # its names load the sandbox when a RUN step first runs
 from layerbuild.context.ignore import go_clean
 from layerbuild.context.tree import BuildContext, Entry, SourceTree, StageTree
 from layerbuild.digest import key_hash, xxh3
@@ -33,11 +34,6 @@ from layerbuild.plan import (
     SshMountDef,
     TmpfsMountDef,
 )
-from layerbuild.runtime import BindMount as RtBind
-from layerbuild.runtime import Mount as RtMount
-from layerbuild.runtime import ProcessSpec, lower_dirs_for, run_step
-from layerbuild.runtime import SecretMount as RtSecret
-from layerbuild.runtime import TmpfsMount as RtTmpfs
 from layerbuild.solve import Content, Inputs, Output
 from layerbuild.store.db import LOW_SPACE, free_space
 from layerbuild.store.idmap import call_in_userns, current, unmapped
@@ -124,11 +120,11 @@ class RunTask:
     def close(self) -> None:
         pass
 
-    def _mounts(self, stack: ExitStack, tmp: Path) -> list[RtMount]:
-        mounts: list[RtMount] = []
+    def _mounts(self, stack: ExitStack, tmp: Path) -> list[rt.Mount]:
+        mounts: list[rt.Mount] = []
         for position, mount in enumerate(self.op.mounts):
             if isinstance(mount, CacheMountDef):
-                mounts.append(RtBind(self._cache_dir(stack, mount), mount.target, readonly=mount.readonly))
+                mounts.append(rt.BindMount(self._cache_dir(stack, mount), mount.target, readonly=mount.readonly))
             elif isinstance(mount, BindMountDef):
                 tree, entry, copy = self._binds[position]
                 source = Path(entry.path)
@@ -137,16 +133,16 @@ class RunTask:
                     # or the stage's files.
                     source = tmp / f"bind-{position}"
                     _copy_visible(tree, entry, source)
-                mounts.append(RtBind(source, mount.target, readonly=mount.readonly))
+                mounts.append(rt.BindMount(source, mount.target, readonly=mount.readonly))
             elif isinstance(mount, TmpfsMountDef):
-                mounts.append(RtTmpfs(mount.target, size=mount.size))
+                mounts.append(rt.TmpfsMount(mount.target, size=mount.size))
             elif isinstance(mount, SecretMountDef):
                 path = self.secrets.get(mount.id)
                 if path is None:
                     if mount.required:
                         raise BuildError(f"secret {mount.id} not provided", hint=f"pass --secret id={mount.id},src=FILE")
                     continue
-                mounts.append(RtSecret(mount.id, Path(path), mount.target or ""))
+                mounts.append(rt.SecretMount(mount.id, Path(path), mount.target or ""))
             elif isinstance(mount, SshMountDef):
                 ssh = self._ssh(stack, mount)
                 if ssh is not None:
@@ -158,10 +154,10 @@ class RunTask:
                 path = pipes / script.name
                 path.write_text(script.body)
                 path.chmod(0o755)
-            mounts.append(RtBind(pipes, "/dev/pipes", readonly=True))
+            mounts.append(rt.BindMount(pipes, "/dev/pipes", readonly=True))
         return mounts
 
-    def _ssh(self, stack: ExitStack, mount: SshMountDef) -> RtMount | None:
+    def _ssh(self, stack: ExitStack, mount: SshMountDef) -> rt.Mount | None:
         """A socket of this step's own at the target, relaying to the agent `mount.id` names; None
         (the mount skipped, as BuildKit skips it) when that id was not given and it is not required."""
         proxy = self.ssh.proxy(mount.id) if self.ssh is not None else None
@@ -181,7 +177,7 @@ class RunTask:
             if not current().has(mount.uid, mount.gid):
                 raise unmapped(f"--mount=type=ssh,id={mount.id}", mount.uid, mount.gid)
             call_in_userns(os.chown, proxy.path, mount.uid, mount.gid)
-        return RtBind(proxy.path, mount.target, readonly=False)
+        return rt.BindMount(proxy.path, mount.target, readonly=False)
 
     def _cache_dir(self, stack: ExitStack, mount: CacheMountDef) -> Path:
         path = cache_mount_path(self.services.store.root, mount.id)
@@ -216,7 +212,7 @@ class RunTask:
             self.content()
         diff_ids = (*services.base_layers(parent), *parent.layers)
         services.need_layers(diff_ids)
-        lower = lower_dirs_for(services.store, diff_ids)
+        lower = rt.lower_dirs_for(services.store, diff_ids)
         tmp_root = services.store.root / "tmp"
         tmp_root.mkdir(parents=True, exist_ok=True)
         with ExitStack() as stack:
@@ -225,12 +221,12 @@ class RunTask:
             upper, work = tmp / "upper", tmp / "work"
             upper.mkdir()
             work.mkdir()
-            spec = ProcessSpec(argv=op.argv, env=tuple(f"{k}={v}" for k, v in op.env), cwd=op.workdir or "/",
+            spec = rt.ProcessSpec(argv=op.argv, env=tuple(f"{k}={v}" for k, v in op.env), cwd=op.workdir or "/",
                                user=op.user, hostname=op.hostname, network=op.network,
                                mounts=tuple(self._mounts(stack, tmp)), privileged=op.security == "insecure",
                                extra_hosts=op.extra_hosts)
             lines = _LineWriter(self.inputs.log) if self.inputs.log is not None else None
-            result = run_step(lower, upper, work, spec, stdout=lines, limits=services.limits,  # type: ignore[arg-type]
+            result = rt.run_step(lower, upper, work, spec, stdout=lines, limits=services.limits,  # type: ignore[arg-type]
                               seccomp_cache=services.store.layout.seccomp)
             if lines is not None:
                 lines.close()
