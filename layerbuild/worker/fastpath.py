@@ -33,7 +33,7 @@ from layerbuild.store.layout import Layout, resolve_root
 from layerbuild.store.peek import blob_exists, tag_targets
 from layerbuild.worker.request import BuildRequest
 
-VERSION = "fastpath-3"
+VERSION = "fastpath-4"
 # A file whose ctime is this close to a scan may change again without its stat showing it (a second
 # write within the same clock tick: "racy git"), so its stat does not vouch for its content (as the
 # context's stat cache, context/tree.py).
@@ -71,7 +71,7 @@ class Scan:
         self.racy = racy
         self.keys: dict[tuple[str, str], str] = {}
         self.tried = False  # the touch path was tried (a full build asks `check` twice)
-        self.rows: Mapping[tuple[str, str], tuple[str, str]] = {}  # the last record's side file, once read
+        self.rows: Mapping[str, str] = {}  # the last record's side file, once read (see _load_stats)
         self.content: str | None = None  # the content fingerprint over `keys`, once computed
         self.learned = False  # a file read again now vouches for its key by its stat (see _save_stats)
 
@@ -249,29 +249,35 @@ def _stats_path(record_path: Path) -> Path:
     return record_path.with_name(record_path.stem + ".stats.json")  # a JSON cache file, as fsck and df see it
 
 
-def _load_stats(path: Path, content: str) -> dict[tuple[str, str], tuple[str, str]]:
-    """The side file's rows by (label, path): (stat line, content key), of files whose stat vouches
-    for their key (a row of another shape than strings is not used: see `_content_keys`)."""
+def _row(label: str, line: str) -> str:
+    """A side file row's name: the tree label and the file's stat line (which starts with its path)."""
+    return f"{label}\0{line[:-1]}"
+
+
+def _load_stats(path: Path, content: str) -> dict[str, str]:
+    """The side file's content keys by row name (`_row`: label and stat line), of files whose stat
+    vouches for their key. Two strings hold the rows (stat lines, keys; one per line) rather than a
+    list of them: a build reads them with two splits, where JSON lists cost a parsed object each."""
     try:
         data = json.loads(path.read_text(encoding="utf-8", errors="surrogateescape"))
     except (OSError, ValueError):
         return {}
     if not isinstance(data, dict) or data.get("version") != VERSION or data.get("content") != content:
         return {}
-    rows = data.get("rows")
-    if not isinstance(rows, list) or len(rows) % 4:
+    stats, keys = data.get("stats"), data.get("keys")
+    if not isinstance(stats, str) or not isinstance(keys, str):
         return {}
-    it = iter(rows)
-    try:
-        return {(label, rel): (line, key) for label, rel, line, key in zip(it, it, it, it, strict=True)}
-    except TypeError:  # an unhashable label or path
+    names = stats.split("\n")[:-1]  # every stat line ends with a newline
+    values = keys.split("\n") if keys else []
+    if len(names) != len(values):
         return {}
+    return dict(zip(names, values, strict=True))
 
 
-def _content_keys(taken: Scan, rows: Mapping[tuple[str, str], tuple[str, str]], roots: Mapping[str, Path]) -> bool:
+def _content_keys(taken: Scan, rows: Mapping[str, str], roots: Mapping[str, Path]) -> bool:
     """Fill `taken.keys` for every regular file: from the side file's row when its stat line is the
     file's, else by reading it. False if a file could not be read as it was seen (gone, changed
-    meanwhile), or reads as other content than its row says (an edit: no need to read on)."""
+    meanwhile), or if more would be read than the full path reads (see _READ_LIMIT)."""
     from layerbuild.errors import BuildError
 
     keys = taken.keys
@@ -279,18 +285,16 @@ def _content_keys(taken: Scan, rows: Mapping[tuple[str, str], tuple[str, str]], 
     for label, rel, st, _link, line in taken.entries:
         if not stat.S_ISREG(st.st_mode) or (label, rel) in keys:
             continue
-        row = rows.get((label, rel))
-        if row is not None and row[0] == line and row[1].__class__ is str:
-            keys[(label, rel)] = row[1]
+        known = rows.get(_row(label, line))
+        if known is not None:
+            keys[(label, rel)] = known
             continue
         budget -= st.st_size
         if budget < 0:
             return False  # more to read than the full path would (its stat cache knows these files)
         try:
-            key = keys[(label, rel)] = file_key(rel, os.path.join(roots[label], rel), st)
+            keys[(label, rel)] = file_key(rel, os.path.join(roots[label], rel), st)
         except (OSError, BuildError):
-            return False
-        if row is not None and row[1] != key:
             return False
         if st.st_ctime_ns < taken.started_ns - RACY_MARGIN_NS:
             taken.learned = True
@@ -304,16 +308,19 @@ def _write(path: Path, text: str) -> None:
 
 
 def _save_stats(path: Path, taken: Scan, content: str) -> None:
-    """The side file: each regular file's path, stat line and content key, for the files whose ctime is
-    older than the scan by RACY_MARGIN_NS (a later write then shows in their stat); others are read
-    again by the next build that needs them."""
-    rows: list[str] = []
+    """The side file: each regular file's stat line (with its path) and content key, for the files
+    whose ctime is older than the scan by RACY_MARGIN_NS (a later write then shows in their stat);
+    others, and names with a newline (rows are lines), are read again by the next build that needs them."""
+    stats: list[str] = []
+    values: list[str] = []
     trusted_before = taken.started_ns - RACY_MARGIN_NS
     keys = taken.keys
     for label, rel, st, _link, line in taken.entries:
-        if stat.S_ISREG(st.st_mode) and st.st_ctime_ns < trusted_before:
-            rows += (label, rel, line, keys[(label, rel)])
-    _write(path, json.dumps({"version": VERSION, "content": content, "rows": rows}))
+        if stat.S_ISREG(st.st_mode) and st.st_ctime_ns < trusted_before and "\n" not in rel and "\n" not in label:
+            stats.append(f"{label}\0{line}")
+            values.append(keys[(label, rel)])
+    _write(path, json.dumps({"version": VERSION, "content": content, "stats": "".join(stats),
+                             "keys": "\n".join(values)}))
 
 
 def save(root: Path, dockerfile: Path, target: str | None, fp: str | Scan, *, manifest: str, blobs: list[str],
@@ -363,9 +370,9 @@ def _learn_keys(taken: Scan, trees: Mapping[str, Any]) -> str | None:
         if not stat.S_ISREG(st.st_mode) or (label, rel) in keys:
             continue
         learned = True
-        row = rows.get((label, rel))  # the last record's key, if for this very stat
-        if row is not None and row[0] == line and row[1].__class__ is str:
-            keys[(label, rel)] = row[1]
+        known = rows.get(_row(label, line))  # the last record's key, if for this very stat
+        if known is not None:
+            keys[(label, rel)] = known
             continue
         tree = trees.get(label)
         known = tree.known_fingerprint(rel, tuple(_stat_key(st))) if tree is not None else None
