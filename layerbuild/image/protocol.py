@@ -93,6 +93,8 @@ class Image(Protocol):
 
 @dataclass(frozen=True)
 class Platform:
+    """An image's platform: os, architecture and variant."""
+
     os: str
     architecture: str
     variant: str = ""

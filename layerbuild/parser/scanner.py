@@ -128,6 +128,8 @@ class Directives:
 
 @dataclass(frozen=True)
 class LogicalLine:
+    """One instruction's text with its continuations joined, and where it stands in the file."""
+
     text: str
     start_line: int
     end_line: int

@@ -12,6 +12,8 @@ MAX_ID = 2**31 - 1  # moby/sys/user's bound on uids and gids (larger ones are re
 
 @dataclass(frozen=True)
 class ExecUser:
+    """The ids and home a process runs with, as the image's passwd and group files resolve USER."""
+
     uid: int
     gid: int
     groups: tuple[int, ...]

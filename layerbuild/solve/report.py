@@ -40,6 +40,8 @@ class StepReport:
 
 @dataclass(frozen=True)
 class Summary:
+    """A build's totals: steps, cached and executed, the hit rate and the duration."""
+
     steps: int
     cached: int
     executed: int
@@ -60,6 +62,8 @@ class Summary:
 
 @dataclass(frozen=True)
 class ImageRef:
+    """The image a build made: its id (the config digest) and the tags it got."""
+
     id: str
     tags: tuple[str, ...] = ()
 

@@ -153,6 +153,8 @@ class Cache(Protocol):
 
 @dataclass(frozen=True)
 class SolveOptions:
+    """How the solver runs: stages at once, cache bypasses, and dry runs."""
+
     jobs: int = 1
     no_cache: bool = False
     no_cache_filter: frozenset[str] = frozenset()
@@ -163,6 +165,8 @@ class SolveOptions:
 
 @dataclass(frozen=True)
 class SolveResult:
+    """What solving a plan gave: each stage's final state, the step reports and the records to keep."""
+
     states: Mapping[int, State]
     reports: tuple[StepReport, ...]
     records: tuple[StepRecord, ...]

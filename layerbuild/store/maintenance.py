@@ -54,6 +54,8 @@ class DfEntry:
 
 @dataclass(frozen=True)
 class DfReport:
+    """What `df` shows: the store's space by kind."""
+
     entries: tuple[DfEntry, ...]
 
     @property

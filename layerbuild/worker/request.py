@@ -69,6 +69,8 @@ class StreamOrigin:
 
 @dataclass(frozen=True)
 class BuildRequest:
+    """One build as the API and the CLI ask for it: the context, the Dockerfile, and every option."""
+
     context: Path
     dockerfile: Path | None = None
     tags: tuple[str, ...] = ()
