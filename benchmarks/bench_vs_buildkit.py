@@ -10,7 +10,8 @@ base for layerbuild, and `docker builder prune -af` (the base image kept) for Bu
 
 References, each measured in the same run when available: BuildKit when a docker engine answers
 (`$DOCKER version`; `DOCKER_HOST` picks the engine, `DOCKER_BUILD_NETWORK=host` is passed to its
-builds and runs for an engine without a bridge), and the layerbuild of another source tree
+builds and runs for an engine without a bridge, and then to layerbuild's too, so both give RUN steps
+and containers the same network), and the layerbuild of another source tree
 (`--baseline-src DIR`, e.g. a `git worktree` of main), run with the same interpreter and packages.
 The base for both is a busybox-static rootfs made here (`layerbuild import`, `docker import`).
 
@@ -125,13 +126,13 @@ class Layerbuild:
         return root
 
     def build(self, ctx: Path, key: str) -> float:
-        return timed(self.argv(self.root(key), "build", "-q", "-t", f"bench-{key}", str(ctx)))
+        return timed(self.argv(self.root(key), "build", "-q", *NETWORK, "-t", f"bench-{key}", str(ctx)))
 
     def cold(self, key: str) -> None:
         self.fresh(key)
 
     def run_true(self) -> float:
-        return timed(self.argv(self.root("run"), "run", "--rm", "bb", "true"))
+        return timed(self.argv(self.root("run"), "run", "--rm", *NETWORK, "bb", "true"))
 
     def tool(self) -> Tool:
         # Byte-compiled first, as an installed package is: an environment with PYTHONDONTWRITEBYTECODE
