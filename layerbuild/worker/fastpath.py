@@ -38,7 +38,7 @@ VERSION = "fastpath-4"
 # write within the same clock tick: "racy git"), so its stat does not vouch for its content (as the
 # context's stat cache, context/tree.py).
 RACY_MARGIN_NS = 50_000_000
-_IFMT, _IFDIR, _IFLNK = stat.S_IFMT(0o177777), stat.S_IFDIR, stat.S_IFLNK
+_IFMT, _IFDIR, _IFLNK, _IFREG = stat.S_IFMT(0o177777), stat.S_IFDIR, stat.S_IFLNK, stat.S_IFREG
 # A remote source anywhere in the Dockerfile (ADD https://…, ADD git@…): such builds take the full path.
 _REMOTE = re.compile(rb"://|git@", re.IGNORECASE)
 
@@ -192,17 +192,19 @@ def content_fingerprint(taken: Scan, keys: Mapping[tuple[str, str], str]) -> str
     """The fingerprint of the inputs by content: what the stat fingerprint covers, with every regular
     file's content key (`keys`) instead of its times, inode and device. None if a key is missing."""
     lines = ["content\0"]
+    add, get = lines.append, keys.get
     for label, rel, st, link, _line in taken.entries:
         mode = st.st_mode
-        if stat.S_ISREG(mode):
-            key = keys.get((label, rel))
+        kind = mode & _IFMT
+        if kind == _IFREG:
+            key = get((label, rel))
             if key is None:
                 return None
-        elif stat.S_ISLNK(mode):
+        elif kind == _IFLNK:
             key = link
         else:
-            key = f"{st.st_rdev}" if not stat.S_ISDIR(mode) else ""
-        lines.append(f"{label}\0{rel}\0{mode}\0{st.st_uid}\0{st.st_gid}\0{key}\n")
+            key = f"{st.st_rdev}" if kind != _IFDIR else ""
+        add(f"{label}\0{rel}\0{mode}\0{st.st_uid}\0{st.st_gid}\0{key}\n")
     h = xxhash.xxh3_128(taken.header)
     h.update("".join(lines).encode("utf-8", "surrogateescape"))
     return h.hexdigest()
@@ -282,10 +284,11 @@ def _content_keys(taken: Scan, rows: Mapping[str, str], roots: Mapping[str, Path
 
     keys = taken.keys
     budget = _READ_LIMIT
+    get = rows.get
     for label, rel, st, _link, line in taken.entries:
-        if not stat.S_ISREG(st.st_mode) or (label, rel) in keys:
+        if st.st_mode & _IFMT != _IFREG or (label, rel) in keys:
             continue
-        known = rows.get(_row(label, line))
+        known = get(f"{label}\0{line[:-1]}")  # its row (_row), if its stat is the recorded one
         if known is not None:
             keys[(label, rel)] = known
             continue
@@ -315,10 +318,12 @@ def _save_stats(path: Path, taken: Scan, content: str) -> None:
     values: list[str] = []
     trusted_before = taken.started_ns - RACY_MARGIN_NS
     keys = taken.keys
+    add_stat, add_value = stats.append, values.append
     for label, rel, st, _link, line in taken.entries:
-        if stat.S_ISREG(st.st_mode) and st.st_ctime_ns < trusted_before and "\n" not in rel and "\n" not in label:
-            stats.append(f"{label}\0{line}")
-            values.append(keys[(label, rel)])
+        if st.st_mode & _IFMT == _IFREG and st.st_ctime_ns < trusted_before and "\n" not in rel \
+                and "\n" not in label:
+            add_stat(f"{label}\0{line}")
+            add_value(keys[(label, rel)])
     _write(path, json.dumps({"version": VERSION, "content": content, "stats": "".join(stats),
                              "keys": "\n".join(values)}))
 
