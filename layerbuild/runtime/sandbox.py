@@ -12,7 +12,6 @@ import marshal
 import os
 import posixpath
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,6 +30,7 @@ from layerbuild.runtime.spec import (
     SecretMount,
     StepResult,
     TmpfsMount,
+    helper_argv,
     start_detached,
 )
 from layerbuild.runtime.users import resolve_user
@@ -284,7 +284,7 @@ def _start(
         "exit_file": os.fspath(exit_file) if exit_file else None,
         "hostname": os.uname().nodename if spec.network == "host" else spec.hostname,
         "target": os.fspath(target), "rootfs": root,
-        "cgroup_procs": cgroup.procs_files() if cgroup else [],
+        "cgroup_join": cgroup.join_files() if cgroup else [],
         "drop_mknod": not rootless and not (cgroup and cgroup.devices),
         "mounts": [_placed(op, point) for op, point in zip(ops, points, strict=True)],
         "process": {"argv": list(spec.argv), "env": env, "cwd": spec.cwd or "/", "uid": user.uid,
@@ -299,7 +299,7 @@ def _start(
     payload["go_fd"] = go_r if attach is not None else None
     try:
         helper = subprocess.Popen(
-            [sys.executable, "-I", "-S", os.fspath(NSINIT), str(spec_r), str(status_w)],
+            helper_argv(NSINIT, str(spec_r), str(status_w)),
             pass_fds=(spec_r, status_w) + ((go_r,) if attach is not None else ()), stdin=stdin, stdout=stdout,
             stderr=stderr, start_new_session=detached, process_group=None if detached else 0,
         )
