@@ -732,7 +732,10 @@ def enter(spec: Spec, status: int) -> int:
 def main() -> int:
     spec_fd, status = int(sys.argv[1]), int(sys.argv[2])
     with os.fdopen(spec_fd, "rb") as f:
-        spec = marshal.loads(f.read())
+        data = f.read()
+    if not data:  # started ahead of its spec (`sandbox.prestart`), and not needed after all
+        os._exit(0)
+    spec = marshal.loads(data)
     os.set_inheritable(status, False)  # closes on exec: EOF then tells the caller exec happened
     global NETWORK
     if spec.get("hold"):
@@ -779,7 +782,7 @@ def main() -> int:
         os.write(status, f"exit {code}\n".encode())
     except OSError:  # a detached run's caller is long gone
         pass
-    return code
+    os._exit(code)  # nothing is buffered: the interpreter's finalization would only delay the caller
 
 
 if __name__ == "__main__":

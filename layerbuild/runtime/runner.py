@@ -22,7 +22,7 @@ from layerbuild.errors import UsageError
 from layerbuild.runtime import bridge, cgroups, containers, sharedns, terminal
 from layerbuild.runtime.containers import Container, alive, apply_env, format_created
 from layerbuild.runtime.ports import Port, start_forwarder, stop_forwarder
-from layerbuild.runtime.sandbox import Launched, launch, lower_dirs_for
+from layerbuild.runtime.sandbox import Helper, Launched, launch, lower_dirs_for, prestart
 from layerbuild.runtime.spec import BindMount, Network, ProcessSpec, SandboxError, TmpfsMount
 from layerbuild.store import Store
 from layerbuild.store.layout import proc_start_time
@@ -245,9 +245,11 @@ def start_existing(store: Store, c: Container, unless: Path | None = None) -> Co
 
 def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool = False,
           tty: bool = False, limits: cgroups.Limits | None = None,
-          seccomp_cache: Path | None = None) -> int | None:
+          seccomp_cache: Path | None = None, helper: Helper | None = None) -> int | None:
     """Start the container in its own cgroup (with `limits`); in the foreground wait and return its exit
-    code (137 and `end_reason` "killed: out of memory" after an OOM kill), detached return None."""
+    code (137 and `end_reason` "killed: out of memory" after an OOM kill), detached return None.
+    `helper` is a `sandbox.prestart` for these stdio, which `launch` takes (the caller discards it
+    if this raises)."""
     console = terminal.console_pair() if tty and not detach else None
     if detach:
         log = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
@@ -264,7 +266,8 @@ def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, 
         c.cgroup = cgroup.to_json() if cgroup is not None else None
         started = launch(lowers, c.dir / "upper", c.dir / "work", spec, detached=detach, tty=tty,
                          exit_file=c.exit_path, cgroup=cgroup, seccomp_cache=seccomp_cache,
-                         attach=_attacher(c, spec), join_netns=holder.pid if holder else None, **stdio)
+                         attach=_attacher(c, spec), join_netns=holder.pid if holder else None, helper=helper,
+                         **stdio)
         if console is not None:
             fd = terminal.receive_master(console[0])
             master = None if fd is None else io.FileIO(fd, "r+")  # closing it twice is harmless
@@ -355,13 +358,14 @@ def _unplug(c: Container) -> None:
 
 
 def _start_keeping_modes(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool,
-                          tty: bool, limits: cgroups.Limits | None, seccomp_cache: Path | None = None) -> int | None:
+                          tty: bool, limits: cgroups.Limits | None, seccomp_cache: Path | None = None,
+                          helper: Helper | None = None) -> int | None:
     """`start`, with the caller's terminal modes kept when a foreground container without -t writes
     to it (saved before the container starts, restored once it ended)."""
     fd = None if tty or detach else terminal.terminal_fd(0, 1, 2)
     with terminal.modes_kept(fd):
         return start(c, spec, lowers, detach=detach, interactive=interactive, tty=tty, limits=limits,
-                     seccomp_cache=seccomp_cache)
+                     seccomp_cache=seccomp_cache, helper=helper)
 
 
 def _run_started(c: Container, started: Launched, *, detach: bool, interactive: bool,
@@ -515,11 +519,24 @@ def run(store: Store, opts: RunOptions) -> tuple[Container, int | None]:
     """Create and start a container (`layerbuild run`)."""
     if opts.tty and opts.interactive and not opts.detach and not sys.stdin.isatty():
         raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")
-    c, spec, lowers = create(store, opts)
+    # A foreground container's helper starts now, its interpreter in parallel with the rest of the
+    # work here; it gets its spec once the container is made (a detached one's output goes to a log
+    # that does not exist yet, and -t and project networks hand the helper more than its stdio).
+    helper = None
+    if not (opts.detach or opts.tty or opts.networks or opts.shared_netns):
+        helper = prestart(stdin=None if opts.interactive else subprocess.DEVNULL)
+    try:
+        c, spec, lowers = create(store, opts)
+    except BaseException:
+        if helper is not None:
+            helper.discard()
+        raise
     try:
         code = _start_keeping_modes(c, spec, lowers, detach=opts.detach, interactive=opts.interactive, tty=opts.tty,
-                                    limits=opts.limits, seccomp_cache=store.root / SECCOMP_CACHE)
+                                    limits=opts.limits, seccomp_cache=store.root / SECCOMP_CACHE, helper=helper)
     except BaseException:
+        if helper is not None:
+            helper.discard()
         if opts.remove and c.dir.exists():
             containers.remove(c)
         raise
