@@ -16,17 +16,20 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from layerbuild.errors import UsageError
-from layerbuild.runtime import bridge, cgroups, containers, sharedns, terminal
+from layerbuild.runtime import cgroups, containers, terminal
 from layerbuild.runtime.containers import Container, alive, apply_env, format_created
-from layerbuild.runtime.ports import Port, start_forwarder, stop_forwarder
 from layerbuild.runtime.sandbox import Helper, Launched, launch, lower_dirs_for, prestart
 from layerbuild.runtime.spec import BindMount, Network, ProcessSpec, SandboxError, TmpfsMount
 from layerbuild.store import Store
 from layerbuild.store.layout import proc_start_time
 from layerbuild.store.snapshots import remove_tree
+
+if TYPE_CHECKING:  # project networks, shared namespaces and published ports load where they are used
+    from layerbuild.runtime import bridge, sharedns
+    from layerbuild.runtime.ports import Port
 
 SECCOMP_CACHE = "seccomp"  # compiled seccomp programs, under the store root
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -148,6 +151,8 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
         raise UsageError("published ports need a network (--network NAME)",
                          hint="make one with `layerbuild network create NAME`")
     if opts.networks:
+        from layerbuild.runtime import bridge
+
         bridge.require_root()
         for join in opts.networks:
             bridge.find(store.root, join.network)  # refused before anything is made
@@ -292,6 +297,8 @@ def _holder(c: Container) -> sharedns.Holder | None:
     project = c.config.get("shared_netns")
     if not project:
         return None
+    from layerbuild.runtime import sharedns
+
     holder = sharedns.find(c.dir.parent.parent, project)
     if holder is None:
         raise SandboxError(f"the shared network namespace of project {project} is gone",
@@ -302,18 +309,22 @@ def _holder(c: Container) -> sharedns.Holder | None:
 def _attacher(c: Container, spec: ProcessSpec) -> Any:
     """The `launch` hook that plugs the container into its project networks, or records it in its
     project's shared namespace (None: it has neither)."""
-    joins = [bridge.Join(j["network"], tuple(j["aliases"])) for j in c.config.get("networks", [])]
     root = c.dir.parent.parent
     project = c.config.get("shared_netns")
     if project:
+        from layerbuild.runtime import sharedns
+
         def join_shared(pid: int) -> None:
             names = list(dict.fromkeys([c.name, *c.config.get("dns_names", []), spec.hostname, c.short_id]))
             sharedns.join(root, project, container=c.id, pid=pid, names=names,
                           hosts=c.dir / "work" / "etc" / "hosts")
 
         return join_shared
-    if not joins:
+    if not c.config.get("networks"):
         return None
+    from layerbuild.runtime import bridge
+
+    joins = [bridge.Join(j["network"], tuple(j["aliases"])) for j in c.config["networks"]]
 
     def attach(pid: int) -> None:
         names = list(dict.fromkeys([c.name, *c.config.get("dns_names", []), c.short_id]))
@@ -325,9 +336,12 @@ def _attacher(c: Container, spec: ProcessSpec) -> Any:
 
 def _publish(c: Container) -> None:
     """Start the forwarder of the container's published ports (on its first network's address)."""
-    ports = [Port(p["TargetPort"], p["PublishedPort"], p["URL"], p["Protocol"]) for p in c.config.get("ports", [])]
-    if not ports:
+    if not c.config.get("ports"):
         return
+    from layerbuild.runtime import bridge
+    from layerbuild.runtime.ports import Port, start_forwarder
+
+    ports = [Port(p["TargetPort"], p["PublishedPort"], p["URL"], p["Protocol"]) for p in c.config["ports"]]
     holder = _holder(c)
     if holder is not None:
         c.forwarder_pid, c.forwarder_start, bound = start_forwarder(
@@ -347,13 +361,19 @@ def _publish(c: Container) -> None:
 def _unplug(c: Container) -> None:
     """Stop the container's forwarder and take it off its networks (the others' hosts files follow)."""
     if c.forwarder_pid:
+        from layerbuild.runtime.ports import stop_forwarder
+
         stop_forwarder(c.forwarder_pid, c.forwarder_start)
         c.forwarder_pid, c.forwarder_start = 0, None
     c.published = []
     if c.config.get("networks"):
+        from layerbuild.runtime import bridge
+
         bridge.leave(c.dir.parent.parent, c.id)
         c.addresses = {}
     if c.config.get("shared_netns"):
+        from layerbuild.runtime import sharedns
+
         sharedns.leave(c.dir.parent.parent, c.config["shared_netns"], c.id)
 
 
