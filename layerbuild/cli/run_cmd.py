@@ -61,14 +61,13 @@ def register(sub: Any) -> tuple[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from layerbuild.runtime.limits import parse_limits
-    from layerbuild.runtime.ports import parse_publish
     from layerbuild.runtime.runner import RunOptions
     from layerbuild.runtime.runner import run as run_container
 
     try:
         add_hosts = check_options(args)
         mode, joins = networks_of(args.network, args.network_alias)
-        ports = tuple(parse_publish(p) for p in args.publish)
+        ports = publish_of(args.publish)
         limits = parse_limits(args.memory, args.memory_swap, args.cpus, args.pids_limit)
     except LayerbuildError as exc:
         print(f"error: {exc.render()}", file=sys.stderr)
@@ -100,10 +99,17 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
+def publish_of(specs: list[str]) -> tuple[Any, ...]:
+    """`-p` values as `ports.Port`s (the module loads only when a port is published)."""
+    if not specs:
+        return ()
+    from layerbuild.runtime.ports import parse_publish
+
+    return tuple(parse_publish(p) for p in specs)
+
+
 def networks_of(names: list[str], aliases: list[str]) -> tuple[Any, tuple[Any, ...]]:
     """`--network` values as (mode, project networks to join): a mode alone, or networks only."""
-    from layerbuild.runtime.bridge import Join
-
     modes = [n for n in names if n in ("default", "none", "host", "bridge")]
     if modes and (len(names) > 1):
         raise UsageError("--network default, none or host cannot be combined with other networks")
@@ -111,6 +117,10 @@ def networks_of(names: list[str], aliases: list[str]) -> tuple[Any, tuple[Any, .
         raise UsageError("--network-alias needs --network NAME (a network made with `layerbuild network create`)")
     if modes:
         return ("default" if modes[0] == "bridge" else modes[0]), ()
+    if not names:
+        return "default", ()
+    from layerbuild.runtime.bridge import Join
+
     return "default", tuple(Join(n, tuple(aliases)) for n in names)
 
 

@@ -10,7 +10,6 @@ last a unique prefix of at least 12 hex digits of an image id.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -273,6 +272,8 @@ def resolve_image(store: Store, ref: str) -> StoredImage:
 def _not_found(store: Store, ref: str) -> ImageNotFoundError:
     names = [t.name for t in store.index.list_tags()]
     candidates = set(names) | {n.rpartition(":")[0] for n in names}
+    import difflib  # only for a reference that names nothing
+
     close = difflib.get_close_matches(ref, sorted(candidates), n=3, cutoff=0.6)
     if close:
         hint = "did you mean " + " or ".join(close) + "?"

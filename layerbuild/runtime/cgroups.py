@@ -97,6 +97,16 @@ class Cgroup:
         """The `cgroup.procs` files a process writes itself into to join."""
         return list(dict.fromkeys(str(d / "cgroup.procs") for d in self.dirs.values()))
 
+    def join_files(self) -> list[str]:
+        """The files a process of one thread writes "0" into to join (nsinit, before any thread or
+        exec). On v1, each hierarchy's `tasks`: moving the writing thread alone is done without the
+        kernel's threadgroup lock, whose write side waits for an RCU grace period (10-30 ms) each
+        time it is taken after a quiet spell, as a write to `cgroup.procs` takes it; a process of
+        one thread moves with its thread. On v2 (no `tasks`), `cgroup.procs`."""
+        if self.version == 2:
+            return self.procs_files()
+        return list(dict.fromkeys(str(d / "tasks") for d in self.dirs.values()))
+
     def _main(self) -> Path:
         return self.dirs.get("") or self.dirs.get("freezer") or self.dirs.get("pids") or next(iter(self.dirs.values()))
 

@@ -14,14 +14,13 @@ import marshal
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from layerbuild.errors import UsageError
 from layerbuild.runtime.containers import Container, apply_env
-from layerbuild.runtime.spec import SandboxError
+from layerbuild.runtime.spec import SandboxError, helper_argv
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -112,7 +111,7 @@ def payload(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), user:
     groups = _groups(c, uid, gid, who)
     rootless = os.readlink(f"/proc/{c.pid}/ns/user") != os.readlink("/proc/self/ns/user")
     return {**security(spec, root / SECCOMP_CACHE), "enter": c.pid, "userns": rootless, "tty": tty,
-            "cgroup_procs": cgroup.procs_files() if cgroup is not None else [],
+            "cgroup_join": cgroup.join_files() if cgroup is not None else [],
             "process": {"argv": list(argv), "env": [f"{k}={v}" for k, v in environ.items()],
                         "cwd": workdir or c.config.get("workdir") or "/", "uid": uid, "gid": gid,
                         "groups": None if rootless and _single_mapping(c) else groups}}
@@ -147,7 +146,7 @@ def exec_in(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), user:
                             if given is None and _isatty(fd)]
     stdio = [subprocess.PIPE if fd in piped else given for fd, given in ((0, stdin), (1, stdout), (2, stderr))]
     try:
-        proc = subprocess.Popen([sys.executable, "-I", "-S", os.fspath(NSINIT), str(spec_r), str(status_w)],
+        proc = subprocess.Popen(helper_argv(NSINIT, str(spec_r), str(status_w)),
                                 pass_fds=(spec_r, status_w), stdin=console[1].fileno() if console else stdio[0],
                                 stdout=stdio[1], stderr=stdio[2])
     finally:

@@ -1,6 +1,6 @@
 """Published ports: a process that listens in the host's namespace and connects inside a network's (stdlib only).
 
-Run as `python -I -S forward.py SPEC_FD STATUS_FD` (see `ports.py`). It binds every host address and
+Run by `spec.helper_argv` (`python -I -S`, `main()` reading SPEC_FD STATUS_FD; see `ports.py`). It binds every host address and
 port first, in the host's network namespace, then moves itself (setns) into the namespace of the
 network where the container has its address (rootless, entering the user namespace that owns it
 first, before any thread exists): connections accepted on the host side are relayed to

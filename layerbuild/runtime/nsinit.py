@@ -1,8 +1,8 @@
 """In-namespace entry point: unshare, mount the rootfs, pivot_root and exec the process (stdlib only).
 
-Run as `python -I -S nsinit.py SPEC_FD STATUS_FD`. It is started for every RUN step and every
-`layerbuild run`, so it imports nothing of layerbuild and nothing slow (no json, no enum-based
-modules): the spec arrives as a marshal'd dict on SPEC_FD, and progress goes back as text lines on
+Run as `python -I -S` with `main()` reading `SPEC_FD STATUS_FD` (`spec.helper_argv`, which imports it
+from its cached bytecode). It is started for every RUN step and every `layerbuild run`, so it imports
+nothing of layerbuild and nothing slow (no json, no enum-based modules): the spec arrives as a marshal'd dict on SPEC_FD, and progress goes back as text lines on
 STATUS_FD: `pid N` once the process exists, `error STAGE CODE MESSAGE` if it could not start,
 `exit CODE` when it ended. The process itself is PID 1 of a new PID namespace; this helper stays
 outside it, forwards signals to it, and reports its status (128+N for a signal, like a shell).
@@ -540,9 +540,11 @@ class Network:
 
 def enter_cgroup(spec: Spec, status: int) -> None:
     """Join the container's cgroup before anything else runs, so that every later process is counted
-    and killed with it; without a device controller, CAP_MKNOD leaves the bounding set instead."""
+    and killed with it; without a device controller, CAP_MKNOD leaves the bounding set instead.
+    This process has one thread (nsinit starts none), so "0" in v1's `tasks` moves all of it
+    (`Cgroup.join_files`)."""
     try:
-        for path in spec.get("cgroup_procs", ()):
+        for path in spec.get("cgroup_join", ()):
             write_file(path, "0")
         if spec.get("drop_mknod"):
             _check(_libc.prctl(PR_CAPBSET_DROP, CAP_MKNOD, 0, 0, 0), "drop CAP_MKNOD")
@@ -679,7 +681,7 @@ def enter(spec: Spec, status: int) -> int:
     process's status is this helper's exit code; signals this helper gets are forwarded to it."""
     target = spec["enter"]
     try:
-        for path in spec.get("cgroup_procs", ()):
+        for path in spec.get("cgroup_join", ()):
             try:
                 write_file(path, "0")
             except OSError:
@@ -730,7 +732,10 @@ def enter(spec: Spec, status: int) -> int:
 def main() -> int:
     spec_fd, status = int(sys.argv[1]), int(sys.argv[2])
     with os.fdopen(spec_fd, "rb") as f:
-        spec = marshal.loads(f.read())
+        data = f.read()
+    if not data:  # started ahead of its spec (`sandbox.prestart`), and not needed after all
+        os._exit(0)
+    spec = marshal.loads(data)
     os.set_inheritable(status, False)  # closes on exec: EOF then tells the caller exec happened
     global NETWORK
     if spec.get("hold"):
@@ -777,7 +782,7 @@ def main() -> int:
         os.write(status, f"exit {code}\n".encode())
     except OSError:  # a detached run's caller is long gone
         pass
-    return code
+    os._exit(code)  # nothing is buffered: the interpreter's finalization would only delay the caller
 
 
 if __name__ == "__main__":

@@ -16,17 +16,20 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from layerbuild.errors import UsageError
-from layerbuild.runtime import bridge, cgroups, containers, sharedns, terminal
+from layerbuild.runtime import cgroups, containers, terminal
 from layerbuild.runtime.containers import Container, alive, apply_env, format_created
-from layerbuild.runtime.ports import Port, start_forwarder, stop_forwarder
-from layerbuild.runtime.sandbox import Launched, launch, lower_dirs_for
+from layerbuild.runtime.sandbox import Helper, Launched, launch, lower_dirs_for, prestart
 from layerbuild.runtime.spec import BindMount, Network, ProcessSpec, SandboxError, TmpfsMount
 from layerbuild.store import Store
 from layerbuild.store.layout import proc_start_time
 from layerbuild.store.snapshots import remove_tree
+
+if TYPE_CHECKING:  # project networks, shared namespaces and published ports load where they are used
+    from layerbuild.runtime import bridge, sharedns
+    from layerbuild.runtime.ports import Port
 
 SECCOMP_CACHE = "seccomp"  # compiled seccomp programs, under the store root
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -148,6 +151,8 @@ def create(store: Store, opts: RunOptions) -> tuple[Container, ProcessSpec, list
         raise UsageError("published ports need a network (--network NAME)",
                          hint="make one with `layerbuild network create NAME`")
     if opts.networks:
+        from layerbuild.runtime import bridge
+
         bridge.require_root()
         for join in opts.networks:
             bridge.find(store.root, join.network)  # refused before anything is made
@@ -245,9 +250,11 @@ def start_existing(store: Store, c: Container, unless: Path | None = None) -> Co
 
 def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool = False,
           tty: bool = False, limits: cgroups.Limits | None = None,
-          seccomp_cache: Path | None = None) -> int | None:
+          seccomp_cache: Path | None = None, helper: Helper | None = None) -> int | None:
     """Start the container in its own cgroup (with `limits`); in the foreground wait and return its exit
-    code (137 and `end_reason` "killed: out of memory" after an OOM kill), detached return None."""
+    code (137 and `end_reason` "killed: out of memory" after an OOM kill), detached return None.
+    `helper` is a `sandbox.prestart` for these stdio, which `launch` takes (the caller discards it
+    if this raises)."""
     console = terminal.console_pair() if tty and not detach else None
     if detach:
         log = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
@@ -264,7 +271,8 @@ def start(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, 
         c.cgroup = cgroup.to_json() if cgroup is not None else None
         started = launch(lowers, c.dir / "upper", c.dir / "work", spec, detached=detach, tty=tty,
                          exit_file=c.exit_path, cgroup=cgroup, seccomp_cache=seccomp_cache,
-                         attach=_attacher(c, spec), join_netns=holder.pid if holder else None, **stdio)
+                         attach=_attacher(c, spec), join_netns=holder.pid if holder else None, helper=helper,
+                         **stdio)
         if console is not None:
             fd = terminal.receive_master(console[0])
             master = None if fd is None else io.FileIO(fd, "r+")  # closing it twice is harmless
@@ -289,6 +297,8 @@ def _holder(c: Container) -> sharedns.Holder | None:
     project = c.config.get("shared_netns")
     if not project:
         return None
+    from layerbuild.runtime import sharedns
+
     holder = sharedns.find(c.dir.parent.parent, project)
     if holder is None:
         raise SandboxError(f"the shared network namespace of project {project} is gone",
@@ -299,18 +309,22 @@ def _holder(c: Container) -> sharedns.Holder | None:
 def _attacher(c: Container, spec: ProcessSpec) -> Any:
     """The `launch` hook that plugs the container into its project networks, or records it in its
     project's shared namespace (None: it has neither)."""
-    joins = [bridge.Join(j["network"], tuple(j["aliases"])) for j in c.config.get("networks", [])]
     root = c.dir.parent.parent
     project = c.config.get("shared_netns")
     if project:
+        from layerbuild.runtime import sharedns
+
         def join_shared(pid: int) -> None:
             names = list(dict.fromkeys([c.name, *c.config.get("dns_names", []), spec.hostname, c.short_id]))
             sharedns.join(root, project, container=c.id, pid=pid, names=names,
                           hosts=c.dir / "work" / "etc" / "hosts")
 
         return join_shared
-    if not joins:
+    if not c.config.get("networks"):
         return None
+    from layerbuild.runtime import bridge
+
+    joins = [bridge.Join(j["network"], tuple(j["aliases"])) for j in c.config["networks"]]
 
     def attach(pid: int) -> None:
         names = list(dict.fromkeys([c.name, *c.config.get("dns_names", []), c.short_id]))
@@ -322,9 +336,12 @@ def _attacher(c: Container, spec: ProcessSpec) -> Any:
 
 def _publish(c: Container) -> None:
     """Start the forwarder of the container's published ports (on its first network's address)."""
-    ports = [Port(p["TargetPort"], p["PublishedPort"], p["URL"], p["Protocol"]) for p in c.config.get("ports", [])]
-    if not ports:
+    if not c.config.get("ports"):
         return
+    from layerbuild.runtime import bridge
+    from layerbuild.runtime.ports import Port, start_forwarder
+
+    ports = [Port(p["TargetPort"], p["PublishedPort"], p["URL"], p["Protocol"]) for p in c.config["ports"]]
     holder = _holder(c)
     if holder is not None:
         c.forwarder_pid, c.forwarder_start, bound = start_forwarder(
@@ -344,24 +361,31 @@ def _publish(c: Container) -> None:
 def _unplug(c: Container) -> None:
     """Stop the container's forwarder and take it off its networks (the others' hosts files follow)."""
     if c.forwarder_pid:
+        from layerbuild.runtime.ports import stop_forwarder
+
         stop_forwarder(c.forwarder_pid, c.forwarder_start)
         c.forwarder_pid, c.forwarder_start = 0, None
     c.published = []
     if c.config.get("networks"):
+        from layerbuild.runtime import bridge
+
         bridge.leave(c.dir.parent.parent, c.id)
         c.addresses = {}
     if c.config.get("shared_netns"):
+        from layerbuild.runtime import sharedns
+
         sharedns.leave(c.dir.parent.parent, c.config["shared_netns"], c.id)
 
 
 def _start_keeping_modes(c: Container, spec: ProcessSpec, lowers: list[Path], *, detach: bool, interactive: bool,
-                          tty: bool, limits: cgroups.Limits | None, seccomp_cache: Path | None = None) -> int | None:
+                          tty: bool, limits: cgroups.Limits | None, seccomp_cache: Path | None = None,
+                          helper: Helper | None = None) -> int | None:
     """`start`, with the caller's terminal modes kept when a foreground container without -t writes
     to it (saved before the container starts, restored once it ended)."""
     fd = None if tty or detach else terminal.terminal_fd(0, 1, 2)
     with terminal.modes_kept(fd):
         return start(c, spec, lowers, detach=detach, interactive=interactive, tty=tty, limits=limits,
-                     seccomp_cache=seccomp_cache)
+                     seccomp_cache=seccomp_cache, helper=helper)
 
 
 def _run_started(c: Container, started: Launched, *, detach: bool, interactive: bool,
@@ -515,11 +539,24 @@ def run(store: Store, opts: RunOptions) -> tuple[Container, int | None]:
     """Create and start a container (`layerbuild run`)."""
     if opts.tty and opts.interactive and not opts.detach and not sys.stdin.isatty():
         raise UsageError("the input device is not a TTY", hint="drop -t, or run from a terminal")
-    c, spec, lowers = create(store, opts)
+    # A foreground container's helper starts now, its interpreter in parallel with the rest of the
+    # work here; it gets its spec once the container is made (a detached one's output goes to a log
+    # that does not exist yet, and -t and project networks hand the helper more than its stdio).
+    helper = None
+    if not (opts.detach or opts.tty or opts.networks or opts.shared_netns):
+        helper = prestart(stdin=None if opts.interactive else subprocess.DEVNULL)
+    try:
+        c, spec, lowers = create(store, opts)
+    except BaseException:
+        if helper is not None:
+            helper.discard()
+        raise
     try:
         code = _start_keeping_modes(c, spec, lowers, detach=opts.detach, interactive=opts.interactive, tty=opts.tty,
-                                    limits=opts.limits, seccomp_cache=store.root / SECCOMP_CACHE)
+                                    limits=opts.limits, seccomp_cache=store.root / SECCOMP_CACHE, helper=helper)
     except BaseException:
+        if helper is not None:
+            helper.discard()
         if opts.remove and c.dir.exists():
             containers.remove(c)
         raise

@@ -12,7 +12,6 @@ import marshal
 import os
 import posixpath
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,6 +30,7 @@ from layerbuild.runtime.spec import (
     SecretMount,
     StepResult,
     TmpfsMount,
+    helper_argv,
     start_detached,
 )
 from layerbuild.runtime.users import resolve_user
@@ -177,6 +177,56 @@ def _target(m: BindMount | TmpfsMount | SecretMount) -> str:
     return m.path if isinstance(m, SecretMount) else m.target
 
 
+@dataclass
+class Helper:
+    """An nsinit started before its spec is known (`prestart`), so that its interpreter starts while
+    the caller still makes the container; `launch(helper=)` hands it the spec. `discard` ends one
+    that was not used (it sees EOF where the spec would come and exits)."""
+
+    proc: subprocess.Popen[bytes]
+    spec_w: int
+    status_r: int
+    stdio: tuple[Stdio, Stdio, Stdio]
+    detached: bool
+    used: bool = False
+
+    def discard(self) -> None:
+        """End the helper unless `launch` took it; idempotent."""
+        if self.used:
+            return
+        self.used = True
+        os.close(self.spec_w)
+        os.close(self.status_r)
+        self.proc.wait()
+
+
+def prestart(*, stdin: Stdio = subprocess.DEVNULL, stdout: Stdio = None, stderr: Stdio = None,
+             detached: bool = False) -> Helper:
+    """Start the helper of a `launch` that will follow with these stdio and `detached` (and no
+    `attach`); the caller gives it to that `launch`, or `discard`s it."""
+    spec_r, spec_w = os.pipe()
+    status_r, status_w = os.pipe()
+    try:
+        proc = _popen(spec_r, status_w, (), stdin, stdout, stderr, detached)
+    except BaseException:
+        os.close(spec_w)
+        os.close(status_r)
+        raise
+    finally:
+        os.close(spec_r)
+        os.close(status_w)
+    return Helper(proc, spec_w, status_r, (stdin, stdout, stderr), detached)
+
+
+def _popen(spec_r: int, status_w: int, extra_fds: tuple[int, ...], stdin: Stdio, stdout: Stdio, stderr: Stdio,
+           detached: bool) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        helper_argv(NSINIT, str(spec_r), str(status_w)),
+        pass_fds=(spec_r, status_w, *extra_fds), stdin=stdin, stdout=stdout,
+        stderr=stderr, start_new_session=detached, process_group=None if detached else 0,
+    )
+
+
 def launch(
     lower: Sequence[Path],
     upper: Path,
@@ -194,6 +244,7 @@ def launch(
     seccomp_cache: Path | None = None,
     attach: Callable[[int], None] | None = None,
     join_netns: int | None = None,
+    helper: Helper | None = None,
 ) -> Launched:
     """Start `spec` and return once it is running (or failed to start). `rootfs` is "overlay", "copy"
     or "auto" (default: $LAYERBUILD_ROOTFS, else auto: overlay, and copy if overlay cannot be mounted).
@@ -202,16 +253,27 @@ def launch(
     once the process exists in its network namespace and before it is let go: it plugs that
     namespace into the project networks (`bridge.py`); if it raises, the process never runs.
     `join_netns` is the pid of a process whose network namespace (and, rootless, user namespace) the
-    container enters instead of making its own (`hold`, the shared namespace of `sharedns.py`)."""
+    container enters instead of making its own (`hold`, the shared namespace of `sharedns.py`).
+    `helper` is one `prestart` started for these stdio; launch takes it (and discards it if it fails
+    before the helper has its spec)."""
     global _overlay_broken
-    mode = rootfs or os.environ.get("LAYERBUILD_ROOTFS") or "auto"
-    if mode not in ("auto", "overlay", "copy"):
-        raise SandboxError(f"unknown rootfs mode {mode!r}", hint="use auto, overlay or copy")
-    if mode == "auto" and _overlay_broken:
-        mode = "copy"
-    args = dict(stdin=stdin, stdout=stdout, stderr=stderr, detached=detached, tty=tty, exit_file=exit_file,
-                cgroup=cgroup, seccomp_cache=seccomp_cache, attach=attach, join_netns=join_netns)
-    started = _start(lower, upper, work, spec, copy=mode == "copy", **args)  # type: ignore[arg-type]
+    try:
+        mode = rootfs or os.environ.get("LAYERBUILD_ROOTFS") or "auto"
+        if mode not in ("auto", "overlay", "copy"):
+            raise SandboxError(f"unknown rootfs mode {mode!r}", hint="use auto, overlay or copy")
+        if mode == "auto" and _overlay_broken:
+            mode = "copy"
+        if helper is not None and (attach is not None or helper.stdio != (stdin, stdout, stderr)
+                                   or helper.detached != detached):
+            helper.discard()  # started for another launch: of no use here
+        args = dict(stdin=stdin, stdout=stdout, stderr=stderr, detached=detached, tty=tty, exit_file=exit_file,
+                    cgroup=cgroup, seccomp_cache=seccomp_cache, attach=attach, join_netns=join_netns)
+        started = _start(lower, upper, work, spec, copy=mode == "copy", helper=helper,
+                         **args)  # type: ignore[arg-type]
+    except BaseException:
+        if helper is not None:
+            helper.discard()
+        raise
     if started.error_stage == "overlay" and mode == "auto":
         started.wait()
         started.release()
@@ -226,7 +288,7 @@ def _start(
     lower: Sequence[Path], upper: Path, work: Path, spec: ProcessSpec, *, copy: bool, stdin: Stdio,
     stdout: Stdio, stderr: Stdio, detached: bool, tty: bool, exit_file: Path | None,
     cgroup: cgroups.Cgroup | None = None, seccomp_cache: Path | None = None,
-    attach: Callable[[int], None] | None = None, join_netns: int | None = None,
+    attach: Callable[[int], None] | None = None, join_netns: int | None = None, helper: Helper | None = None,
 ) -> Launched:
     net = network.helper_spec(spec.network, work)  # first: a missing helper is refused before any work
     work.mkdir(parents=True, exist_ok=True)
@@ -284,7 +346,7 @@ def _start(
         "exit_file": os.fspath(exit_file) if exit_file else None,
         "hostname": os.uname().nodename if spec.network == "host" else spec.hostname,
         "target": os.fspath(target), "rootfs": root,
-        "cgroup_procs": cgroup.procs_files() if cgroup else [],
+        "cgroup_join": cgroup.join_files() if cgroup else [],
         "drop_mknod": not rootless and not (cgroup and cgroup.devices),
         "mounts": [_placed(op, point) for op, point in zip(ops, points, strict=True)],
         "process": {"argv": list(spec.argv), "env": env, "cwd": spec.cwd or "/", "uid": user.uid,
@@ -293,28 +355,32 @@ def _start(
     payload["idmap"] = _idmap_spec(ids)
     if join_netns is not None:
         payload["join"] = _join_spec(join_netns)
-    spec_r, spec_w = os.pipe()
-    status_r, status_w = os.pipe()
-    go_r, go_w = os.pipe() if attach is not None else (-1, -1)
-    payload["go_fd"] = go_r if attach is not None else None
-    try:
-        helper = subprocess.Popen(
-            [sys.executable, "-I", "-S", os.fspath(NSINIT), str(spec_r), str(status_w)],
-            pass_fds=(spec_r, status_w) + ((go_r,) if attach is not None else ()), stdin=stdin, stdout=stdout,
-            stderr=stderr, start_new_session=detached, process_group=None if detached else 0,
-        )
-    except BaseException:
-        if attach is not None:
-            os.close(go_w)
-        raise
-    finally:
-        os.close(spec_r)
-        os.close(status_w)
-        if attach is not None:
-            os.close(go_r)
+    if helper is not None and not helper.used:  # started ahead (prestart): it waits for this spec
+        helper.used = True
+        proc, spec_w, status_r = helper.proc, helper.spec_w, helper.status_r
+        go_w = -1
+        payload["go_fd"] = None
+    else:
+        spec_r, spec_w = os.pipe()
+        status_r, status_w = os.pipe()
+        go_r, go_w = os.pipe() if attach is not None else (-1, -1)
+        payload["go_fd"] = go_r if attach is not None else None
+        try:
+            proc = _popen(spec_r, status_w, (go_r,) if attach is not None else (), stdin, stdout, stderr, detached)
+        except BaseException:
+            os.close(spec_w)
+            os.close(status_r)
+            if attach is not None:
+                os.close(go_w)
+            raise
+        finally:
+            os.close(spec_r)
+            os.close(status_w)
+            if attach is not None:
+                os.close(go_r)
     with os.fdopen(spec_w, "wb") as f:
         f.write(marshal.dumps(payload))
-    started = Launched(helper, os.fdopen(status_r, "rb", buffering=0), cleanup=cleanup,
+    started = Launched(proc, os.fdopen(status_r, "rb", buffering=0), cleanup=cleanup,
                        rootfs=rootfs_dir, baseline=before)
     if attach is not None:
         try:

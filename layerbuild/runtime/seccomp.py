@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import functools
 import hashlib
 import json
@@ -190,7 +189,11 @@ def _lib() -> ctypes.CDLL:
         lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
     except OSError:
         lib = None
-    name = None if lib is not None else ctypes.util.find_library("seccomp")
+    name = None
+    if lib is None:
+        from ctypes.util import find_library  # (it imports tempfile: only for this fallback)
+
+        name = find_library("seccomp")
     try:
         lib = lib or ctypes.CDLL(name or "libseccomp.so.2", use_errno=True)
     except OSError:

@@ -107,6 +107,18 @@ class StepResult:
     error: str | None = None
 
 
+# Runs a helper script's `main()` as a module found on its own directory, appended to sys.path (the
+# standard library still comes first): an import uses the script's cached bytecode (__pycache__, made
+# by the first start if missing), where running the file as a script would compile it on every start.
+_HELPER_BOOT = "import sys; sys.path.append(sys.argv.pop(1)); sys.exit(__import__(sys.argv.pop(1)).main())"
+
+
+def helper_argv(script: Path, *args: str) -> list[str]:
+    """The command line that runs the stdlib-only helper `script` (`main()`, reading `sys.argv[1:]`
+    = `args`) isolated from the caller's environment and site (`-I -S`), from its cached bytecode."""
+    return [sys.executable, "-I", "-S", "-c", _HELPER_BOOT, os.fspath(script.parent), script.stem, *args]
+
+
 def start_detached(script: Path, payload: Mapping[str, object], log: Path) -> tuple[subprocess.Popen[bytes], int]:
     """Start one of the runtime's stdlib-only helper scripts (`script SPEC_FD STATUS_FD`) in a session
     of its own, its output appended to `log`, and hand it `payload` (marshal) on its spec pipe;
@@ -116,7 +128,7 @@ def start_detached(script: Path, payload: Mapping[str, object], log: Path) -> tu
     try:
         out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         try:
-            proc = subprocess.Popen([sys.executable, "-I", "-S", os.fspath(script), str(spec_r), str(status_w)],
+            proc = subprocess.Popen(helper_argv(script, str(spec_r), str(status_w)),
                                     pass_fds=(spec_r, status_w), stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=out, start_new_session=True)
         finally:

@@ -17,16 +17,21 @@ import fcntl
 import os
 import select
 import signal
-import socket
 import termios
 import tty
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # (socket is slow to import, and only `-t` needs it)
+    import socket
 
 _CHUNK = 65536
 
 
 def console_pair() -> tuple[socket.socket, socket.socket]:
     """(ours, theirs): `theirs` becomes the helper's stdin, `ours` receives the master."""
+    import socket
+
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     ours.set_inheritable(False)
     return ours, theirs
@@ -37,6 +42,8 @@ def receive_master(sock: socket.socket) -> int | None:
 
     Called once the helper reported the container ready (or failed): the master is sent before
     that, so nothing here waits."""
+    import socket
+
     fds = array.array("i")
     try:
         _, ancdata, _, _ = sock.recvmsg(1, socket.CMSG_LEN(fds.itemsize), socket.MSG_DONTWAIT)

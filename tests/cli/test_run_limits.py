@@ -105,6 +105,45 @@ def test_run_limits_are_in_the_cgroup_files(root: Path, capfd: pytest.CaptureFix
     assert lb(root, capfd, "rm", cid)[0] == 0
 
 
+def _membership(text: str) -> dict[str, str]:
+    """/proc/PID/cgroup as {controller: path} ("" for v2's line)."""
+    out = {}
+    for line in text.splitlines():
+        _, ctrls, path = line.split(":", 2)
+        for ctrl in ctrls.split(",") if ctrls else [""]:
+            out[ctrl] = path
+    return out
+
+
+def _in_cgroup(membership: dict[str, str], cg: Cgroup) -> bool:
+    return all(membership.get(ctrl, "").endswith("/" + d.name) for ctrl, d in cg.dirs.items())
+
+
+def test_run_and_exec_processes_are_in_every_controller_of_the_cgroup(root: Path,
+                                                                       capfd: pytest.CaptureFixture[str]) -> None:
+    """The container's first process (and what it forks) is in each of its cgroup's hierarchies
+    before any of its code runs (nsinit joins before exec: v1 `tasks`, v2 `cgroup.procs`); a
+    process started by `exec` joins the same cgroup."""
+    code, out, _ = lb(root, capfd, "run", "-d", "busybox", "sh", "-c", "cat /proc/self/cgroup; exec sleep 1000")
+    assert code == 0
+    cid = out.strip()
+    cg = _cgroup(root, cid)
+    container = containers.find(root, cid)
+    assert cg.dirs and _in_cgroup(_membership(Path(f"/proc/{container.pid}/cgroup").read_text()), cg)
+    deadline = time.monotonic() + 10
+    while not container.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _in_cgroup(_membership(container.log_path.read_text()), cg)  # cat, forked by PID 1
+    code, out, _ = lb(root, capfd, "exec", cid, "cat", "/proc/self/cgroup")
+    assert code == 0 and _in_cgroup(_membership(out), cg)
+    assert lb(root, capfd, "rm", "-f", cid)[0] == 0
+    code, out, _ = lb(root, capfd, "run", "--rm", "busybox", "cat", "/proc/self/cgroup")
+    assert code == 0
+    ours = [line.rpartition("/")[2] for line in out.splitlines() if cgroups.PREFIX in line]
+    controllers = Hierarchy.detect().parents
+    assert len(ours) == len({str(p) for p in controllers.values()}) and len(set(ours)) == 1, out
+
+
 def test_bad_limits_are_usage_errors(root: Path, capfd: pytest.CaptureFixture[str]) -> None:
     for flags, message in ((["--memory", "lots"], "invalid --memory"), (["--cpus", "0"], "range of CPUs"),
                            (["--memory-swap", "1g"], "--memory-swap needs --memory"),

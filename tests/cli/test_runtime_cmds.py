@@ -44,7 +44,17 @@ def test_run_output_and_exit_codes(root: Path, capfd: pytest.CaptureFixture[str]
     assert lb(root, capfd, "run", "--rm", "busybox", "/etc/passwd")[0] == 126
     code, _, err = lb(root, capfd, "run", "--rm", "no-such-image")
     assert code == 125 and "no such image" in err
+    # The helper started ahead for it (sandbox.prestart) ended without a word, and is reaped.
+    assert err.startswith("error: no such image") and "Traceback" not in err
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and _child_of_ours(p)]
     assert lb(root, capfd, "run", "--rm", "-u", "nobody", "busybox", "true")[0] == 125
+
+
+def _child_of_ours(pid: str) -> bool:
+    try:
+        return f"\nPPid:\t{os.getpid()}\n" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
 
 
 def test_entrypoint_cmd_env_workdir_user(root: Path, capfd: pytest.CaptureFixture[str]) -> None:

@@ -144,6 +144,16 @@ def test_v2_reports_and_kill_file(tmp_path: Path) -> None:
     assert Cgroup.from_json(cg.to_json()).dirs == cg.dirs  # type: ignore[union-attr]
 
 
+def test_join_files_are_v1_tasks_and_v2_cgroup_procs(tmp_path: Path) -> None:
+    """A process of one thread joins v1 through `tasks` (no threadgroup lock, see `join_files`),
+    once per directory where controllers share a hierarchy; v2 through `cgroup.procs`."""
+    cpu = tmp_path / "cpu,cpuacct" / "c"
+    v1 = Cgroup(1, {"cpu": cpu, "cpuacct": cpu, "pids": tmp_path / "pids" / "c"})
+    assert v1.join_files() == [str(cpu / "tasks"), str(tmp_path / "pids" / "c" / "tasks")]
+    v2 = Cgroup(2, {"": tmp_path / "c"})
+    assert v2.join_files() == [str(tmp_path / "c" / "cgroup.procs")]
+
+
 def test_hierarchy_detection(tmp_path: Path) -> None:
     unified = tmp_path / "unified"
     unified.mkdir()

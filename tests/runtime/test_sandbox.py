@@ -209,3 +209,50 @@ def test_auto_falls_back_to_copy_when_overlay_fails(
     finally:
         subprocess.run(["rm", "-rf", str(upper)], check=False)
         monkeypatch.setattr(sandbox_mod, "_overlay_broken", False)
+
+
+def _helpers_of_ours() -> list[int]:
+    """Our child processes that run nsinit."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if f"\nPPid:\t{os.getpid()}\n" in status and b"nsinit" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def test_a_helper_started_ahead_runs_the_launch_it_is_given(lowers: list[Path], scratch: Path) -> None:
+    helper = sandbox_mod.prestart(stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    started = launch(lowers, scratch / "upper", scratch / "work", sh("echo $$ ahead; exit 5"),
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, helper=helper)
+    assert started.helper is helper.proc and helper.used
+    assert started.helper.stdout is not None
+    assert started.helper.stdout.read() == b"1 ahead\n"
+    assert started.wait() == 5
+    started.release()
+    helper.discard()  # taken by launch: nothing to do
+    assert not _helpers_of_ours()
+
+
+def test_a_helper_started_ahead_and_not_used_ends_quietly(lowers: list[Path], scratch: Path) -> None:
+    helper = sandbox_mod.prestart(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    helper.discard()
+    assert helper.proc.returncode == 0
+    assert helper.proc.stdout is not None and helper.proc.stderr is not None
+    assert helper.proc.stdout.read() == b"" and helper.proc.stderr.read() == b""  # no traceback
+    # One started for other stdio than the launch's is discarded there, and the launch runs anyway.
+    helper = sandbox_mod.prestart(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    started = launch(lowers, scratch / "upper", scratch / "work", sh("exit 0"), helper=helper)
+    assert started.helper is not helper.proc and helper.proc.returncode == 0
+    assert started.wait() == 0
+    started.release()
+    # A launch that fails before the helper has its spec ends it too.
+    helper = sandbox_mod.prestart()
+    with pytest.raises(SandboxError, match="unable to find user"):
+        launch(lowers, scratch / "upper", scratch / "work", sh("true", user="nobody-here"), helper=helper)
+    assert helper.proc.returncode == 0
+    assert not _helpers_of_ours()
