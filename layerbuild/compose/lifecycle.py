@@ -95,7 +95,7 @@ def _create(store: Store, project: Project, service: str, number: int = 1) -> Co
         "healthcheck": _healthcheck(svc), "restart": str(svc.get("restart") or "no"),
         "stop_grace_period": svcs.duration(svc.get("stop_grace_period"), DEFAULT_TIMEOUT)}))
     try:
-        runner.start(c, spec, lowers, detach=True, seccomp_cache=store.root / runner.SECCOMP_CACHE)
+        runner.start(c, spec, lowers, detach=True, seccomp_cache=store.layout.seccomp)
     except BaseException:
         runner.remove(c, force=True)
         raise

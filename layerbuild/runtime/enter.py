@@ -88,9 +88,10 @@ def payload(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), user:
             workdir: str | None = None, tty: bool = False) -> dict[str, Any]:
     """What nsinit's "enter" mode needs to run `argv` in `c`."""
     from layerbuild.runtime import cgroups
-    from layerbuild.runtime.runner import SECCOMP_CACHE, parse_security_opts
+    from layerbuild.runtime.runner import parse_security_opts
     from layerbuild.runtime.sandbox import security
     from layerbuild.runtime.spec import ProcessSpec
+    from layerbuild.store.layout import Layout
 
     if not c.running():
         raise UsageError(f"container {c.name} is not running", hint="start it first")
@@ -110,7 +111,7 @@ def payload(c: Container, argv: Sequence[str], *, env: Sequence[str] = (), user:
     cgroup = cgroups.Cgroup.from_json(c.cgroup)
     groups = _groups(c, uid, gid, who)
     rootless = os.readlink(f"/proc/{c.pid}/ns/user") != os.readlink("/proc/self/ns/user")
-    return {**security(spec, root / SECCOMP_CACHE), "enter": c.pid, "userns": rootless, "tty": tty,
+    return {**security(spec, Layout(root).seccomp), "enter": c.pid, "userns": rootless, "tty": tty,
             "cgroup_join": cgroup.join_files() if cgroup is not None else [],
             "process": {"argv": list(argv), "env": [f"{k}={v}" for k, v in environ.items()],
                         "cwd": workdir or c.config.get("workdir") or "/", "uid": uid, "gid": gid,

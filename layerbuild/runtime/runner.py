@@ -31,7 +31,6 @@ if TYPE_CHECKING:  # project networks, shared namespaces and published ports loa
     from layerbuild.runtime import bridge, sharedns
     from layerbuild.runtime.ports import Port
 
-SECCOMP_CACHE = "seccomp"  # compiled seccomp programs, under the store root
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -242,7 +241,7 @@ def start_existing(store: Store, c: Container, unless: Path | None = None) -> Co
             fresh.cgroup = None
         fresh.exit_path.unlink(missing_ok=True)
         fresh.pid, fresh.pid_start, fresh.finished, fresh.end_reason = 0, None, None, None
-        start(fresh, spec, lowers, detach=True, seccomp_cache=store.root / SECCOMP_CACHE)
+        start(fresh, spec, lowers, detach=True, seccomp_cache=store.layout.seccomp)
         return fresh
     finally:
         os.close(lock)
@@ -553,7 +552,7 @@ def run(store: Store, opts: RunOptions) -> tuple[Container, int | None]:
         raise
     try:
         code = _start_keeping_modes(c, spec, lowers, detach=opts.detach, interactive=opts.interactive, tty=opts.tty,
-                                    limits=opts.limits, seccomp_cache=store.root / SECCOMP_CACHE, helper=helper)
+                                    limits=opts.limits, seccomp_cache=store.layout.seccomp, helper=helper)
     except BaseException:
         if helper is not None:
             helper.discard()
