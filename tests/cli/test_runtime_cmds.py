@@ -38,6 +38,8 @@ def ps(root: Path, capfd: pytest.CaptureFixture[str], *flags: str) -> dict[str, 
 
 
 def test_run_output_and_exit_codes(root: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    # Other tests' fixtures (a registry, an sshd) may be children of this process too; only new ones count.
+    children_before = _children_of_ours()
     assert lb(root, capfd, "run", "--rm", "busybox", "sh", "-c", "echo hi; exit 3")[:2] == (3, "hi\n")
     code, _, err = lb(root, capfd, "run", "--rm", "busybox", "no-such-command")
     assert code == 127 and "executable file not found" in err
@@ -46,8 +48,12 @@ def test_run_output_and_exit_codes(root: Path, capfd: pytest.CaptureFixture[str]
     assert code == 125 and "no such image" in err
     # The helper started ahead for it (sandbox.prestart) ended without a word, and is reaped.
     assert err.startswith("error: no such image") and "Traceback" not in err
-    assert not [p for p in os.listdir("/proc") if p.isdigit() and _child_of_ours(p)]
+    assert not _children_of_ours() - children_before
     assert lb(root, capfd, "run", "--rm", "-u", "nobody", "busybox", "true")[0] == 125
+
+
+def _children_of_ours() -> set[str]:
+    return {p for p in os.listdir("/proc") if p.isdigit() and _child_of_ours(p)}
 
 
 def _child_of_ours(pid: str) -> bool:
