@@ -21,7 +21,7 @@ from layerbuild.errors import LayerbuildError, UsageError
 from layerbuild.layer.frames import HARD_GROUP, Reuse, ends_group
 from layerbuild.layer.sink import Compression, LayerInfo, LayerSink, drive
 from layerbuild.layer.sources import WHITEOUT_PREFIX
-from layerbuild.layer.tarformat import END_OF_ARCHIVE, Header, Kind, encode_header, padding
+from layerbuild.layer.tarformat import END_OF_ARCHIVE, Kind, encode_entry, padding
 
 _CHUNK = 1 << 20
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -74,25 +74,16 @@ def _components(path: str) -> tuple[bytes, ...]:
     return parts
 
 
-def _header(entry: MappedEntry, parts: tuple[bytes, ...], sde: int | None) -> Header:
+def _encoded_header(entry: MappedEntry, path: bytes, sde: int | None) -> tuple[bytes, int]:
+    """The header block(s) of `entry` at `path`, and the size of the content that follows it."""
+    kind = entry.kind
+    size = (len(entry.data) if entry.data is not None else entry.size) if kind is Kind.FILE else 0
     mtime = entry.mtime if sde is None or entry.mtime <= sde else sde
-    size = 0
-    if entry.kind is Kind.FILE:
-        size = len(entry.data) if entry.data is not None else entry.size
-    mode = 0o777 if entry.kind is Kind.SYMLINK else entry.mode & 0o7777
-    return Header(
-        path=b"/".join(parts),
-        kind=entry.kind,
-        mode=mode,
-        uid=entry.uid,
-        gid=entry.gid,
-        size=size,
-        mtime=mtime,
-        linkname=os.fsencode(entry.linkname),
-        devmajor=entry.devmajor,
-        devminor=entry.devminor,
-        xattrs=tuple(sorted(entry.xattrs)),
-    )
+    mode = 0o777 if kind is Kind.SYMLINK else entry.mode & 0o7777
+    linkname = os.fsencode(entry.linkname) if entry.linkname else b""
+    xattrs = tuple(sorted(entry.xattrs)) if entry.xattrs else ()
+    return encode_entry(path, kind, mode, entry.uid, entry.gid, size, mtime, linkname, entry.devmajor,
+                        entry.devminor, xattrs), size
 
 
 def _copy_file(entry: MappedEntry, size: int, offset: int, length: int, buf: bytearray,
@@ -380,16 +371,17 @@ def write_mapped(
         try:
             for parts in sorted(keyed):
                 entry = keyed[parts]
-                header = _header(entry, parts, source_date_epoch)
-                if ends_group(plan.size, header.path) and plan.close():
+                path = b"/".join(parts)
+                block, size = _encoded_header(entry, path, source_date_epoch)
+                if ends_group(plan.size, path) and plan.close():
                     group_ended()
-                put(_Bytes(encode_header(header), header.path))
-                if header.kind is Kind.FILE and header.size:
+                put(_Bytes(block, path))
+                if size:
                     if entry.data is not None:
                         put(_Bytes(entry.data, None))
                     else:
-                        put(_Range(entry, header.size, 0, header.size))
-                    pad = padding(header.size)
+                        put(_Range(entry, size, 0, size))
+                    pad = padding(size)
                     if pad:
                         put(_Bytes(b"\0" * pad, None))
             put(_Bytes(END_OF_ARCHIVE, None))
