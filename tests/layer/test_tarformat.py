@@ -27,10 +27,11 @@ def reference_block(name: bytes, mode: int, uid: int, gid: int, size: int, mtime
     return bytes(block)
 
 
-names = st.binary(min_size=1, max_size=120).filter(lambda b: b"\0" not in b)
+names = st.binary(min_size=1, max_size=120).filter(
+    lambda b: b"\0" not in b and not b.startswith(b"/") and not b.endswith(b"/") and b"//" not in b)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(path=names, kind=st.sampled_from(list(Kind)), mode=st.integers(0, 0o7777),
        uid=st.integers(0, 0o7777777 + 5), gid=st.integers(0, 70000), size=st.integers(0, 1 << 34),
        mtime=st.integers(-1, 1 << 34), link=st.one_of(st.just(b""), names),
@@ -53,10 +54,10 @@ def test_the_fast_path_is_the_plain_encoding(path: bytes, kind: Kind, mode: int,
     else:
         assert got[156:157] == b"x"  # a pax header first
     data = got + b"\0" * (size if kind is Kind.FILE else 0) + b"\0" * (-size % 512 if kind is Kind.FILE else 0)
-    if kind is Kind.FILE and size > 1 << 20:
+    if kind is Kind.FILE and size > 1 << 16:
         return  # not worth materialising for tarfile
     with tarfile.open(fileobj=io.BytesIO(data + b"\0" * 1024)) as tar:
         member = tar.next()
         assert member is not None
-        assert member.name == name.rstrip(b"/").decode("utf-8", "surrogateescape") or not name.rstrip(b"/")
+        assert member.name == path.decode("utf-8", "surrogateescape")
         assert (member.mode, member.uid, member.gid) == (mode, uid, gid)
