@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple
 
 import xxhash
+import zstandard
 
 from layerbuild.errors import LayerbuildError, UsageError
 from layerbuild.layer.frames import HARD_GROUP, Reuse, ends_group
 from layerbuild.layer.sink import Compression, LayerInfo, LayerSink, drive
 from layerbuild.layer.sources import WHITEOUT_PREFIX
-from layerbuild.layer.tarformat import END_OF_ARCHIVE, Header, Kind, encode_header, padding
+from layerbuild.layer.tarformat import END_OF_ARCHIVE, Kind, encode_entry, padding
 
 _CHUNK = 1 << 20
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -73,25 +74,16 @@ def _components(path: str) -> tuple[bytes, ...]:
     return parts
 
 
-def _header(entry: MappedEntry, parts: tuple[bytes, ...], sde: int | None) -> Header:
+def _encoded_header(entry: MappedEntry, path: bytes, sde: int | None) -> tuple[bytes, int]:
+    """The header block(s) of `entry` at `path`, and the size of the content that follows it."""
+    kind = entry.kind
+    size = (len(entry.data) if entry.data is not None else entry.size) if kind is Kind.FILE else 0
     mtime = entry.mtime if sde is None or entry.mtime <= sde else sde
-    size = 0
-    if entry.kind is Kind.FILE:
-        size = len(entry.data) if entry.data is not None else entry.size
-    mode = 0o777 if entry.kind is Kind.SYMLINK else entry.mode & 0o7777
-    return Header(
-        path=b"/".join(parts),
-        kind=entry.kind,
-        mode=mode,
-        uid=entry.uid,
-        gid=entry.gid,
-        size=size,
-        mtime=mtime,
-        linkname=os.fsencode(entry.linkname),
-        devmajor=entry.devmajor,
-        devminor=entry.devminor,
-        xattrs=tuple(sorted(entry.xattrs)),
-    )
+    mode = 0o777 if kind is Kind.SYMLINK else entry.mode & 0o7777
+    linkname = os.fsencode(entry.linkname) if entry.linkname else b""
+    xattrs = tuple(sorted(entry.xattrs)) if entry.xattrs else ()
+    return encode_entry(path, kind, mode, entry.uid, entry.gid, size, mtime, linkname, entry.devmajor,
+                        entry.devminor, xattrs), size
 
 
 def _copy_file(entry: MappedEntry, size: int, offset: int, length: int, buf: bytearray,
@@ -217,6 +209,48 @@ class _Plan:
         return True
 
 
+class _OldGroups:
+    """The frames of a reused layer by their meta keys, read back uncompressed on demand."""
+
+    def __init__(self, reuse: Reuse) -> None:
+        self._frames = {f.mkey: f for f in reuse.frames if f.mkey}
+        self._paths: dict[str | None, str] = {None: reuse.blob}
+        self._paths.update(reuse.packs)
+        self._fds: dict[str | None, int] = {}
+        self._dctx = zstandard.ZstdDecompressor()
+
+    def raw(self, mkey: str, length: int) -> bytes | None:
+        """The tar bytes of the frame whose group had meta key `mkey` and `length` bytes; None when
+        there is none, or it cannot be read back exactly (the group is then read from its files)."""
+        frame = self._frames.get(mkey)
+        if frame is None or frame.raw != length:
+            return None
+        fd = self._fds.get(frame.pack)
+        if fd is None:
+            path = self._paths.get(frame.pack)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC) if path else -1
+            except OSError:
+                fd = -1
+            self._fds[frame.pack] = fd
+        if fd < 0:
+            return None
+        try:
+            data = os.pread(fd, frame.size, frame.offset)
+            raw = self._dctx.decompress(data, max_output_size=length)
+        except (OSError, zstandard.ZstdError):
+            return None
+        if len(raw) != length or xxhash.xxh3_128_hexdigest(raw) != frame.key:
+            return None
+        return raw
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            if fd >= 0:
+                os.close(fd)
+        self._fds.clear()
+
+
 def write_mapped(
     entries: Iterable[MappedEntry],
     out: BinaryIO,
@@ -261,6 +295,10 @@ def write_mapped(
         # unread; the ops of the group being planned wait in `held` until its key is known.
         old = reuse.frames if reuse is not None and sink.can_skip else ()
         skipping = bool(old)
+        # Past them, a group whose meta key a frame of the reused layer has is that frame's bytes:
+        # they are decompressed from it instead of read from the group's files (and the framer
+        # finds the compressed frame by its key, so nothing is compressed again either).
+        known = _OldGroups(reuse) if reuse is not None else None
         held: list[_Op] = []
 
         def emit(op: _Op) -> None:
@@ -275,54 +313,83 @@ def write_mapped(
                 buf.clear()
                 marks.clear()
 
+        def take(raw: bytes) -> None:
+            """The held group's bytes are `raw`: into the stream, with its entries' marks."""
+            starts: list[tuple[int, bytes]] = []
+            at = 0
+            for op in held:
+                if isinstance(op, _Bytes):
+                    if op.path is not None:
+                        starts.append((at, op.path))
+                    at += len(op.data)
+                else:
+                    at += op.length
+            if buf:
+                sink.write(bytes(buf), marks)
+                buf.clear()
+                marks.clear()
+            for piece in range(0, len(raw), _CHUNK):  # in blocks, as the queue to the sink expects
+                upto = piece + _CHUNK
+                sink.write(raw[piece:upto], [(o - piece, p) for o, p in starts if piece <= o < upto])
+
         def group_ended() -> None:
             nonlocal skipping
-            if not skipping:
-                return
             index = len(plan.done) - 1
             start, end, mkey = plan.done[index]
-            frame = old[index] if index < len(old) else None
-            if frame is not None and mkey and frame.mkey == mkey and frame.raw == end - start:
-                sink.skip(frame)
-            else:
+            if skipping:
+                frame = old[index] if index < len(old) else None
+                if frame is not None and mkey and frame.mkey == mkey and frame.raw == end - start:
+                    sink.skip(frame)
+                    held.clear()
+                    return
                 skipping = False
+            raw = known.raw(mkey, end - start) if known is not None and mkey else None
+            if raw is not None:
+                take(raw)
+            else:
                 for op in held:
                     emit(op)
             held.clear()
 
         def put(op: _Op) -> None:
+            hold = skipping or known is not None
             if plan.fits(op):
                 plan.add(op)
-                if skipping:
+                if hold:
                     held.append(op)
                 else:
                     emit(op)
                 return
             for piece, ended in plan.split(op):
-                if skipping:
+                if hold:
                     held.append(piece)
                 else:
                     emit(piece)
                 if ended:
                     group_ended()
 
-        for parts in sorted(keyed):
-            entry = keyed[parts]
-            header = _header(entry, parts, source_date_epoch)
-            if ends_group(plan.size, header.path) and plan.close():
+        try:
+            for parts in sorted(keyed):
+                entry = keyed[parts]
+                path = b"/".join(parts)
+                block, size = _encoded_header(entry, path, source_date_epoch)
+                if ends_group(plan.size, path) and plan.close():
+                    group_ended()
+                put(_Bytes(block, path))
+                if size:
+                    if entry.data is not None:
+                        put(_Bytes(entry.data, None))
+                    else:
+                        put(_Range(entry, size, 0, size))
+                    pad = padding(size)
+                    if pad:
+                        put(_Bytes(b"\0" * pad, None))
+            put(_Bytes(END_OF_ARCHIVE, None))
+            if plan.close():
                 group_ended()
-            put(_Bytes(encode_header(header), header.path))
-            if header.kind is Kind.FILE and header.size:
-                if entry.data is not None:
-                    put(_Bytes(entry.data, None))
-                else:
-                    put(_Range(entry, header.size, 0, header.size))
-                pad = padding(header.size)
-                if pad:
-                    put(_Bytes(b"\0" * pad, None))
-        put(_Bytes(END_OF_ARCHIVE, None))
-        if plan.close():
-            group_ended()
+        finally:
+            if known is not None:
+                known.close()
         if held:  # cannot happen: every op belongs to a group that ended
             for op in held:
                 emit(op)

@@ -92,6 +92,11 @@ def _pax_record(key: bytes, value: bytes) -> bytes:
     return b"%d" % n + body
 
 
+_MAGIC = b"ustar\x0000" + b"\0" * 64  # magic, version; uname, gname: OCI layers carry numeric ids only
+_TAIL = b"\0" * 167  # prefix (unused, long names go to pax instead) and the block's padding
+_CHECKSUM_BASE = 8 * 0x20 + sum(_MAGIC)  # the checksum field sums as eight spaces
+
+
 def _ustar_block(
     name: bytes,
     mode: int,
@@ -104,27 +109,15 @@ def _ustar_block(
     devmajor: int,
     devminor: int,
 ) -> bytes:
-    parts = [
-        name.ljust(100, b"\0"),
-        _octal(mode, 8),
-        _octal(uid, 8),
-        _octal(gid, 8),
-        _octal(size, 12),
-        _octal(mtime, 12),
-        b" " * 8,  # checksum placeholder, summed as spaces
-        typeflag,
-        linkname.ljust(100, b"\0"),
-        b"ustar\x0000",
-        b"\0" * 32,  # uname: OCI layers carry numeric ids only
-        b"\0" * 32,  # gname
-        _octal(devmajor, 8),
-        _octal(devminor, 8),
-        b"\0" * 155,  # prefix: unused, long names go to pax instead
-        b"\0" * 12,
-    ]
-    block = bytearray(b"".join(parts))
-    block[148:156] = b"%06o\0 " % sum(block)
-    return bytes(block)
+    # One format per group of fields, and the checksum summed over the fields that vary only (NUL
+    # padding adds nothing): a layer of many small files encodes thousands of these.
+    numbers = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (mode, uid, gid, size, mtime)
+    devices = b"%07o\0%07o\0" % (devmajor, devminor)
+    checksum = _CHECKSUM_BASE + sum(name) + sum(numbers) + typeflag[0] + sum(linkname) + sum(devices)
+    return b"".join((
+        name.ljust(100, b"\0"), numbers, b"%06o\0 " % checksum, typeflag, linkname.ljust(100, b"\0"), _MAGIC,
+        devices, _TAIL,
+    ))
 
 
 def _fits_ustar_text(value: bytes) -> bool:
@@ -133,6 +126,27 @@ def _fits_ustar_text(value: bytes) -> bool:
 
 def encode_header(h: Header) -> bytes:
     """The header block(s) for `h`: a pax extended header first when needed, then the ustar block."""
+    return encode_entry(h.path, h.kind, h.mode, h.uid, h.gid, h.size, h.mtime, h.linkname, h.devmajor, h.devminor,
+                        h.xattrs)
+
+
+def encode_entry(
+    path: bytes, kind: Kind, mode: int, uid: int, gid: int, size: int, mtime: int, linkname: bytes = b"",
+    devmajor: int = 0, devminor: int = 0, xattrs: tuple[tuple[bytes, bytes], ...] = (),
+) -> bytes:
+    """`encode_header` of the Header these fields make, without making it (the writers' hot path)."""
+    name = path + b"/" if kind is Kind.DIR else path
+    if (not xattrs and 0 <= uid <= _MAX_OCTAL7 and 0 <= gid <= _MAX_OCTAL7 and 0 <= size <= _MAX_OCTAL11
+            and 0 <= mtime <= _MAX_OCTAL11 and _fits_ustar_text(name) and (not linkname or _fits_ustar_text(linkname))):
+        if kind is not Kind.CHAR and kind is not Kind.BLOCK:
+            devmajor = devminor = 0
+        return _ustar_block(name, mode & 0o7777, uid, gid, size if kind is Kind.FILE else 0, mtime, kind.value,
+                            linkname, devmajor, devminor)
+    return _encode_pax(Header(path, kind, mode, uid, gid, size, mtime, linkname, devmajor, devminor, xattrs))
+
+
+def _encode_pax(h: Header) -> bytes:
+    """`encode_header` for a header that needs a pax extended header (or may)."""
     name = h.path + b"/" if h.kind is Kind.DIR else h.path
     pax: list[tuple[bytes, bytes]] = []
     ustar_name, ustar_link = name, h.linkname

@@ -127,8 +127,9 @@ class Task(Protocol):
         """The content key of what the op reads from the context or its content-keyed inputs."""
 
     def run(self, previous: Output | None) -> Output:
-        """Do the op; `previous` is this step's output in the last build (a hint for incremental
-        writes, never an input of the result). Raises a LayerbuildError on failure."""
+        """Do the op; `previous` is this step's output in the last build, or of a guess run ahead of
+        it (a hint for incremental writes, never an input of the result). Raises a LayerbuildError
+        on failure."""
 
     def close(self) -> None:
         """Release what the task holds (downloads, selections)."""
@@ -143,6 +144,11 @@ class Executor(Protocol):
 
     def usable(self, output: Output) -> bool:
         """Whether a cached output can still be used (its layer is in the store)."""
+
+    # Optional: `speculate(op, inputs) -> Task | None`, a task for `op` on a guess of its parent
+    # (the state before the step that is still running before it), whose `run(None)` has no effect
+    # but on the store; its output is only ever the real run's `previous` (frames to build on),
+    # never a cached result. None when the op cannot be run ahead (see Solver._speculate_next).
 
 
 class Cache(Protocol):
@@ -196,6 +202,10 @@ class Solver:
         self._reports: dict[tuple[int, int], StepReport] = {}
         self._records: dict[tuple[int, int], StepRecord] = {}
         self._futures: dict[int, Future[State]] = {}
+        # Steps run ahead on a guess of their parent while the step before them runs (speculate):
+        # (stage, step) -> (the task, its content taken, its output or None).
+        self._ahead: dict[tuple[int, int], tuple[Task, threading.Event, Future[Output | None]]] = {}
+        self._ahead_pool: ThreadPoolExecutor | None = None
         # The stages whose layers end up in the image: the target and the stages it starts FROM. A
         # cache that fetches layers lazily (`prefetch`) is told of their hits at once, so the image's
         # layers download while the rest solves (never in a dry run, which writes no image).
@@ -215,6 +225,20 @@ class Solver:
 
     def solve(self) -> SolveResult:
         jobs = max(1, self.options.jobs)
+        if getattr(self.executor, "speculate", None) is not None and not self.options.dry_run:
+            self._ahead_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ahead")
+        try:
+            return self._solve(jobs)
+        finally:
+            if self._ahead_pool is not None:
+                with self._lock:
+                    left = list(self._ahead.values())
+                    self._ahead.clear()
+                for task, _taken, _future in left:
+                    _cancel(task)
+                self._ahead_pool.shutdown(wait=True)
+
+    def _solve(self, jobs: int) -> SolveResult:
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage") as pool:
             # Submitted in dependency order, so a stage only ever waits for stages already started.
             for stage in self.plan.stages:
@@ -358,6 +382,7 @@ class Solver:
             hit = None if no_cache else self.cache.get(key)
             return hit if hit is not None and self.executor.usable(hit) else None
 
+        ahead = self._take_ahead(stage, step)
         content = None
         cached = usable_hit(alias) if alias is not None else None
         if cached is not None and alias is not None:
@@ -375,6 +400,8 @@ class Solver:
             input=key, alias=alias, op=op_data,
         )  # fmt: skip
         if cached is not None:
+            if ahead is not None:
+                _cancel(ahead[0])  # its guess is not needed: let it stop
             output = cached
             reason = None
             if self._prefetch is not None and output.diff_id is not None and stage.index in self._final:
@@ -388,8 +415,14 @@ class Solver:
             if self.options.dry_run:
                 return self._would_run(stage, step, parent, record, reason, records)
             self._emit(BuildEvent("step.started", replace(base_report, reason=reason)))
+            if step.kind == "exec":
+                self._speculate_next(stage, step, parent)
+            previous = self._previous_output(stage, step)
+            if ahead is not None:
+                guess = ahead[2].result()  # never raises: a failed guess is None
+                previous = guess if guess is not None else previous
             try:
-                output = task.run(self._previous_output(stage, step))
+                output = task.run(previous)
             except LayerbuildError as exc:
                 failed = replace(base_report, reason=reason, duration_s=time.monotonic() - started)
                 self._emit(BuildEvent("step.failed", failed, message=exc.render()))
@@ -410,6 +443,48 @@ class Solver:
         )  # fmt: skip
         self._finish(stage, step, record, report)
         return State(result=result, base=parent.base, applied=parent.applied.then(step, output))
+
+    def _speculate_next(self, stage: PlannedStage, step: Step, parent: State) -> None:
+        """While `step` runs, run the stage's next step that does something (config-only steps
+        between change no files) on `parent`, the state before `step`, as a guess of the state it
+        will have: a COPY from the context then hashes its files and compresses its layer during a
+        long RUN, and its real run builds on that layer's frames (reading and compressing only
+        what the RUN changed in what it writes). The guess is never cached or reported."""
+        speculate = getattr(self.executor, "speculate", None)
+        if speculate is None or self._ahead_pool is None or self._stopping.is_set():
+            return
+        position = stage.steps.index(step)
+        following = next((s for s in stage.steps[position + 1:] if s.op.cacheable), None)
+        if following is None or following.sources:  # a step reading other stages would wait for them
+            return
+        task = speculate(following.op, Inputs(parent, ()))
+        if task is None:
+            return
+        taken = threading.Event()
+
+        def guess() -> Output | None:
+            try:
+                task.content()
+                taken.set()
+                output: Output = task.run(None)
+                return output
+            except Exception:  # a guess that fails costs nothing: the real run does its own work
+                return None
+            finally:
+                taken.set()
+                task.close()
+
+        with self._lock:
+            self._ahead[stage.index, following.index] = (task, taken, self._ahead_pool.submit(guess))
+
+    def _take_ahead(self, stage: PlannedStage, step: Step) -> tuple[Task, threading.Event, Future[Output | None]] | None:
+        """The guess run ahead for `step`, if any, once it has taken its content (so the real
+        task's content, which reads the same files, never runs beside it)."""
+        with self._lock:
+            ahead = self._ahead.pop((stage.index, step.index), None)
+        if ahead is not None:
+            ahead[1].wait()
+        return ahead
 
     def _would_run(self, stage: PlannedStage, step: Step, parent: State, record: StepRecord, reason: str | None,
                    records: list[StepRecord]) -> State:
@@ -459,6 +534,12 @@ class Solver:
             self._reports[stage.index, step.index] = report
             self._records[stage.index, step.index] = record
         self._emit(BuildEvent("step.cached" if report.cached else "step.finished", report))
+
+
+def _cancel(task: Task) -> None:
+    cancel = getattr(task, "cancel", None)
+    if cancel is not None:
+        cancel()
 
 
 def _report(stage: PlannedStage, step: Step) -> StepReport:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from layerbuild.context.tree import BuildContext, SourceTree, StageTree
 from layerbuild.errors import BuildError
@@ -36,6 +38,19 @@ def _exists_in(root: Path) -> Callable[[str], bool]:
     return existing
 
 
+class _Stoppable:
+    """A blob writer that refuses further bytes once `stop` is set (a cancelled guess)."""
+
+    def __init__(self, out: BinaryIO, stop: threading.Event) -> None:
+        self._out = out
+        self._stop = stop
+
+    def write(self, data: bytes) -> int:
+        if self._stop.is_set():
+            raise BuildError("the guessed layer is no longer needed")
+        return self._out.write(data)
+
+
 def named_context(contexts: Mapping[str, BuildContext], name: str) -> BuildContext:
     """The named context `name` of the build; the planner names only those the build was given."""
     tree = contexts.get(name)
@@ -48,8 +63,10 @@ class CopyTask:
     """One FileCopy op: what it reads is the context, or the input `from_input` names."""
 
     def __init__(self, services: BuildServices, op: FileCopy, inputs: Inputs, context: BuildContext, *,
-                 contexts: Mapping[str, BuildContext] | None = None) -> None:
+                 contexts: Mapping[str, BuildContext] | None = None, guess: bool = False) -> None:
         self.services = services
+        # A guess (Executor.speculate) stops writing once `cancel` is called: nobody needs it then.
+        self._cancelled = threading.Event() if guess else None
         self.op = op
         self.inputs = inputs
         self.context = context
@@ -108,12 +125,18 @@ class CopyTask:
             sel.dest = "/" + "/".join(parts)
         epoch = self.op.source_date_epoch
         reuse = self.services.reuse_from(previous)
+        cancelled = self._cancelled
         return self.services.store_layer(
             lambda out: write_copy_layer(
-                sel, out, user_db=user_db, existing=existing, below=below, source_date_epoch=epoch, reuse=reuse,
-                pack_only=True,
+                sel, out if cancelled is None else cast(BinaryIO, _Stoppable(out, cancelled)), user_db=user_db, existing=existing,
+                below=below, source_date_epoch=epoch, reuse=reuse, pack_only=True,
             ), frames=True,
         )  # fmt: skip
+
+    def cancel(self) -> None:
+        """A guess that is no longer wanted: its layer write fails at its next block (nothing stored)."""
+        if self._cancelled is not None:
+            self._cancelled.set()
 
     def close(self) -> None:
         if self.selection is not None:

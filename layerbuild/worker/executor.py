@@ -63,5 +63,16 @@ class WorkerExecutor:
             return ConfigTask()
         raise BuildError(f"no executor for a {type(op).__name__} op")
 
+    def speculate(self, op: OpDef, inputs: Inputs) -> Task | None:
+        """A task for `op` on a guessed parent, run while the step before it still runs (see
+        Solver._speculate_next): only a COPY from the build context, whose run writes nothing but a
+        layer into the store (no download, no other stage to wait for). Its layer is never cached;
+        the real run takes its frames where they are the same."""
+        if not isinstance(op, FileCopy) or op.from_input is not None or op.add:
+            return None
+        from layerbuild.worker.copyop import CopyTask
+
+        return CopyTask(self.services, op, inputs, self.context, contexts=self.contexts, guess=True)
+
     def usable(self, output: Output) -> bool:
         return self.services.usable(output)

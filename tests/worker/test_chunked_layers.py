@@ -367,6 +367,32 @@ def test_unchanged_groups_are_skipped_unread_and_big_files_split_exactly(tmp_pat
     assert store.fsck().ok
 
 
+def test_groups_after_an_edit_are_read_back_from_their_frames_not_their_files(tmp_path: Path, monkeypatch: Any) -> None:
+    from layerbuild.layer import mapped
+
+    store = Store(tmp_path / "root")
+    svc = services(store)
+    root = tmp_path / "ctx"
+    make_tree(root)
+    out, _ = build(svc, root)
+    reads: list[str] = []
+    real = mapped._copy_file
+
+    def counting(entry: MappedEntry, *args: Any) -> None:
+        reads.append(entry.path)
+        real(entry, *args)
+
+    monkeypatch.setattr(mapped, "_copy_file", counting)
+    edit(root, "d0/f0005.txt")  # near the start: every group after its own is as it was
+    out, got = build(svc, root, out)
+    assert "/d0/f0005.txt" in reads and len(reads) < 60  # the edited file's group, not the 600 files
+    assert got["info"].reused == len(got["info"].frames) - 1
+    fresh, data = whole(root)
+    assert (out.diff_id, out.extra["blob"]) == (fresh.diff_id, fresh.digest)
+    assert read_blob(store, fresh.digest) == data
+    assert store.fsck().ok
+
+
 def test_a_layer_no_step_builds_on_gets_no_recipe(tmp_path: Path) -> None:
     store = Store(tmp_path / "root")
     svc = services(store)
