@@ -122,4 +122,23 @@ def _os_error(exc: OSError) -> str:
 
 def entry() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    code = main()
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    """End the process with `code`. When the command has left nothing running (no thread but this
+    one) and its output is flushed, the interpreter's teardown (freeing every module and object, a
+    tenth of a no-op build's time) is skipped: the project registers no atexit work and closes its
+    files and stores itself. Otherwise, and for a `LAYERBUILD_DEBUG` run, the ordinary exit."""
+    import threading
+
+    if threading.active_count() == 1 and not os.environ.get("LAYERBUILD_DEBUG"):
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass  # the ordinary exit reports it, as it always did
+        else:
+            os._exit(code)
+    sys.exit(code)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from layerbuild.cli.main import VERBS, _named_verb, build_parser, main
@@ -45,3 +47,55 @@ def test_an_os_error_is_reported_plainly(capsys: pytest.CaptureFixture[str], mon
     assert main(["df"]) == 1
     err = capsys.readouterr().err
     assert err == "error: Permission denied: '/some/file'\n"
+
+
+def test_the_process_ends_without_teardown_only_when_nothing_else_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import sys
+    import threading
+
+    from layerbuild.cli import main as cli
+
+    ended: list[tuple[str, int]] = []
+
+    def fast(code: int) -> None:
+        ended.append(("os._exit", code))
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "_exit", fast)
+    monkeypatch.delenv("LAYERBUILD_DEBUG", raising=False)
+    with pytest.raises(SystemExit):
+        cli._exit(3)
+    assert ended == [("os._exit", 3)]
+    # A thread still running (a pool not shut down, a guess): the ordinary exit, which waits for it.
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        with pytest.raises(SystemExit) as exc:
+            cli._exit(4)
+        assert exc.value.code == 4 and ended == [("os._exit", 3)]
+    finally:
+        stop.set()
+        other.join()
+    monkeypatch.setenv("LAYERBUILD_DEBUG", "1")
+    with pytest.raises(SystemExit):
+        cli._exit(5)
+    assert ended == [("os._exit", 3)]
+    assert sys.stdout is not None
+
+
+def test_a_process_ended_early_has_written_all_its_output_and_its_code(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM scratch\n" + "".join(f"LABEL n{i}={'x' * 50}\n" for i in range(3000)))
+    got = subprocess.run([sys.executable, "-m", "layerbuild", "parse", "--json", str(dockerfile)],
+                         capture_output=True, text=True, check=False)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.count('"n2999') == 1 and got.stdout.rstrip().endswith(("}", "]"))
+    bad = tmp_path / "Bad"
+    bad.write_text("FROM scratch\nCOPY\n")
+    got = subprocess.run([sys.executable, "-m", "layerbuild", "parse", str(bad)], capture_output=True, text=True,
+                         check=False)
+    assert got.returncode == 2 and "Bad:2:1: COPY requires" in got.stderr and "2 instructions" in got.stdout
