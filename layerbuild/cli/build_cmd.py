@@ -237,10 +237,18 @@ def run(args: argparse.Namespace) -> int:
         scratch.append(tempfile.mkdtemp(prefix="layerbuild-output-"))
         return os.path.join(scratch[0], "archive.tar")
 
-    outputs = _outputs(args.output, stdout_file)
+    try:
+        outputs = _outputs(args.output, stdout_file)
+        progress = make_progress("quiet" if args.quiet or (args.dry_run and args.progress != "json")
+                                 else args.progress)
+    except BaseException:  # a bad -o after `dest=-`'s: its private dir goes too
+        if scratch:
+            import shutil
+
+            shutil.rmtree(scratch[0], ignore_errors=True)
+        raise
     if args.push and not any(isinstance(o, dict) and o.get("type") == "registry" for o in outputs):
         outputs.append({"type": "registry"})
-    progress = make_progress("quiet" if args.quiet or (args.dry_run and args.progress != "json") else args.progress)
     try:
         result = build(
             context, dockerfile, args.tag, _build_args(args.build_arg), args.target, args.no_cache, progress,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -19,8 +20,10 @@ def build(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[bytes]:
     ctx.mkdir(exist_ok=True)
     (ctx / "Dockerfile").write_text(DOCKERFILE)
     (ctx / "hello.txt").write_text("hello\n")
+    (tmp_path / "tmp").mkdir(exist_ok=True)  # where the archive for standard output is staged
     return subprocess.run([sys.executable, "-m", "layerbuild", "--root", str(tmp_path / "store"), "build",
-                           "--progress", "quiet", *flags, str(ctx)], capture_output=True, cwd=ctx, check=False)
+                           "--progress", "quiet", *flags, str(ctx)], capture_output=True, cwd=ctx, check=False,
+                          env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
 
 
 @pytest.mark.parametrize("flag", ["type=tar,dest=-", "-"])
@@ -31,6 +34,7 @@ def test_a_tar_goes_to_standard_output(tmp_path: Path, flag: str) -> None:
         member = tar.extractfile("greeting/hello.txt")
         assert member is not None and member.read() == b"hello\n"
     assert sorted(p.name for p in (tmp_path / "ctx").iterdir()) == ["Dockerfile", "hello.txt"]  # no file "-"
+    assert not list((tmp_path / "tmp").iterdir())
 
 
 def test_an_image_archive_goes_to_standard_output_and_nothing_else(tmp_path: Path) -> None:
@@ -43,10 +47,12 @@ def test_an_image_archive_goes_to_standard_output_and_nothing_else(tmp_path: Pat
 @pytest.mark.parametrize(("flags", "message"), [
     (("-o", "type=local,dest=-"), "a local export is a directory"),
     (("-o", "-", "-o", "type=oci,dest=-"), "only one --output can write to standard output"),
+    (("-o", "-", "-o", "type=bogus"), "needs dest=PATH"),
 ])
 def test_streams_that_cannot_be(tmp_path: Path, flags: tuple[str, ...], message: str) -> None:
     done = build(tmp_path, *flags)
     assert done.returncode == 2 and message in done.stderr.decode(), done.stderr
     assert b"Traceback" not in done.stderr
+    assert not list((tmp_path / "tmp").iterdir())  # the archive's private dir is gone too
 
 
