@@ -127,13 +127,17 @@ def entry() -> None:
 
 
 def _exit(code: int) -> None:
-    """End the process with `code`. When the command has left nothing running (no thread but this
-    one) and its output is flushed, the interpreter's teardown (freeing every module and object, a
-    tenth of a no-op build's time) is skipped: the project registers no atexit work and closes its
-    files and stores itself. Otherwise, and for a `LAYERBUILD_DEBUG` run, the ordinary exit."""
+    """End the process with `code`. When the command has left nothing to do at exit (no thread but
+    this one, no atexit callback, no tracer or profiler such as coverage or pyinstrument) and its
+    output is flushed, the interpreter's teardown (freeing every module and object, a tenth of a
+    no-op build's time) is skipped: the project closes its files and stores itself. Otherwise, and
+    for a `LAYERBUILD_DEBUG` run, the ordinary exit."""
+    import atexit
     import threading
 
-    if threading.active_count() == 1 and not os.environ.get("LAYERBUILD_DEBUG"):
+    callbacks = getattr(atexit, "_ncallbacks", None)
+    if (threading.active_count() == 1 and callbacks is not None and callbacks() == 0 and sys.gettrace() is None
+            and sys.getprofile() is None and not os.environ.get("LAYERBUILD_DEBUG")):
         try:
             sys.stdout.flush()
             sys.stderr.flush()

@@ -62,7 +62,10 @@ def test_the_process_ends_without_teardown_only_when_nothing_else_runs(monkeypat
         ended.append(("os._exit", code))
         raise SystemExit(code)
 
+    import atexit
+
     monkeypatch.setattr(os, "_exit", fast)
+    monkeypatch.setattr(atexit, "_ncallbacks", lambda: 0)  # pytest's own callbacks left out
     monkeypatch.delenv("LAYERBUILD_DEBUG", raising=False)
     with pytest.raises(SystemExit):
         cli._exit(3)
@@ -78,9 +81,18 @@ def test_the_process_ends_without_teardown_only_when_nothing_else_runs(monkeypat
     finally:
         stop.set()
         other.join()
-    monkeypatch.setenv("LAYERBUILD_DEBUG", "1")
+    # Something to do at exit (coverage's atexit callback, a profiler's hook): the ordinary exit too.
+    monkeypatch.setattr(atexit, "_ncallbacks", lambda: 1)
     with pytest.raises(SystemExit):
         cli._exit(5)
+    monkeypatch.setattr(atexit, "_ncallbacks", lambda: 0)
+    with monkeypatch.context() as m:
+        m.setattr(sys, "getprofile", lambda: object())
+        with pytest.raises(SystemExit):
+            cli._exit(6)
+    monkeypatch.setenv("LAYERBUILD_DEBUG", "1")
+    with pytest.raises(SystemExit):
+        cli._exit(7)
     assert ended == [("os._exit", 3)]
     assert sys.stdout is not None
 
