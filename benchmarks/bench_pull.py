@@ -34,6 +34,9 @@ from layerbuild.image.ocilayout import OciLayoutWriter
 from tests.image.kit import MemoryImage, MemoryLayer
 from tests.registry.kit import Registry, start_registry
 
+sys.path.insert(0, str(Path(__file__).parent))
+from installed import installed_python
+
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = 5
 LAYER_BYTES = 100 << 20
@@ -89,7 +92,7 @@ def _timed(argv: list[str]) -> float:
 
 def test_pull_against_skopeo(pushed: tuple[Registry, str, int, Path], benchmark: Any) -> None:
     _registry, name, moved, base = pushed
-    layerbuild = [sys.executable, "-m", "layerbuild"]
+    layerbuild = [installed_python(), "-m", "layerbuild"]
     ours: list[float] = []
     theirs: list[float] = []
     podmans: list[float] = []

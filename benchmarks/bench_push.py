@@ -26,9 +26,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(Path(__file__).parent))
+from installed import installed_python  # noqa: E402
+
 from tests.registry.kit import start_registry  # noqa: E402
 
-LAYERBUILD = [sys.executable, "-m", "layerbuild"]
+LAYERBUILD = [installed_python(), "-m", "layerbuild"]
 
 
 def make_image(work: Path, size_mb: int, layers: int = 5) -> tuple[Path, str]:

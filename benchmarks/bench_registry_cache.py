@@ -26,12 +26,13 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from installed import installed_python
 from scenarios import edit_one, make_app, make_bigcopy
 
 from tests.registry.kit import Registry, start_registry
 
 REPO = Path(__file__).resolve().parents[1]
-LB = [sys.executable, "-m", "layerbuild"]
+LB = [installed_python(), "-m", "layerbuild"]
 BIG_MB = int(os.environ.get("LB_BENCH_BIG_MB", "500"))
 ROUNDS = int(os.environ.get("LB_BENCH_ROUNDS", "3"))
 DOCKER = os.environ.get("DOCKER", "docker")

@@ -13,6 +13,8 @@ References, each measured in the same run when available: BuildKit when a docker
 builds and runs for an engine without a bridge, and then to layerbuild's too, so both give RUN steps
 and containers the same network), and the layerbuild of another source tree
 (`--baseline-src DIR`, e.g. a `git worktree` of main), run with the same interpreter and packages.
+Both layerbuilds start as a wheel install would, without the development install's import hook
+(benchmarks/installed.py: about 20 ms of every process).
 The base for both is a busybox-static rootfs made here (`layerbuild import`, `docker import`).
 
 Run (as root, from the repository):
@@ -39,6 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).parent))
+from installed import installed_python  # noqa: E402
 from scenarios import MULTISTAGE_DOCKERFILE, edit_one, make_app, make_bigcopy, touch_one  # noqa: E402
 
 DOCKER = os.environ.get("DOCKER", "docker")
@@ -111,7 +114,7 @@ class Layerbuild:
     roots: dict[str, Path] = field(default_factory=dict)
 
     def argv(self, root: Path, *args: str) -> list[str]:
-        return [sys.executable, "-c", _LAUNCH, str(self.src), "--root", str(root), *args]
+        return [installed_python(self.work), "-c", _LAUNCH, str(self.src), "--root", str(root), *args]
 
     def root(self, key: str) -> Path:
         if key not in self.roots:

@@ -125,6 +125,7 @@ class SourceTree:
         self._hiding: set[str] = set()  # directories whose listing left an entry out
         self._info: dict[str, MatchInfo] = {"": ()}
         self._fps: dict[str, str] = {}
+        self._caps: dict[str, bytes] = {}  # a hashed file's capability, as its fingerprint took it
         self._hashed: dict[str, tuple[str, os.stat_result]] = {}  # content hashes taken ahead (prefetch)
         self._started_ns = time.time_ns()
         self.stats = ScanStats()
@@ -262,6 +263,13 @@ class SourceTree:
                 if got is not None:
                     self._hashed[entry.rel] = got
 
+    def capability(self, entry: Entry) -> bytes:
+        """The security.capability xattr of the regular file `entry` (b'' for none): as its
+        fingerprint took it when this build hashed the file (so a cold COPY reads it once), else
+        read now."""
+        known = self._caps.get(entry.rel)
+        return known if known is not None else read_capability(entry.path)
+
     def taken_fingerprint(self, entry: Entry) -> str | None:
         """The entry's fingerprint if this build has taken it already (never reads the file)."""
         return self._fps.get(entry.rel)
@@ -299,9 +307,8 @@ class SourceTree:
                 raise BuildError(f"{entry.rel!r} changed while the {self.kind} was being read")
             self.stats.hashed_files += 1
             self.stats.hashed_bytes += st.st_size
-            fp = fingerprint(
-                relb, st.st_mode, st.st_size, content, capability=read_capability(entry.path), owner=owner
-            )
+            capability = self._caps[entry.rel] = read_capability(entry.path)
+            fp = fingerprint(relb, st.st_mode, st.st_size, content, capability=capability, owner=owner)
         if st.st_ctime_ns + RACY_MARGIN_NS < self._started_ns:
             self._dirty[entry.rel] = (*key, content, fp)
         self._fps[entry.rel] = fp

@@ -45,13 +45,12 @@ _S_IFMT_OF_KIND = {
 }
 
 
+_KIND_OF_S_IFMT = {ifmt: kind for kind, ifmt in _S_IFMT_OF_KIND.items()}
+
+
 def kind_of_mode(st_mode: int) -> Kind | None:
     """The entry kind for a file mode, or None for what tar cannot hold (sockets)."""
-    fmt = stat.S_IFMT(st_mode)
-    for kind, ifmt in _S_IFMT_OF_KIND.items():
-        if ifmt == fmt:
-            return kind
-    return None
+    return _KIND_OF_S_IFMT.get(stat.S_IFMT(st_mode))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from layerbuild.context.contenthash import read_capability
 from layerbuild.context.tree import Entry, SourceTree, StageTree
 from layerbuild.errors import BuildError
 from layerbuild.layer import Compression, Kind, LayerInfo, MappedEntry, write_mapped
@@ -161,7 +160,7 @@ class _Layout:
         if kind is Kind.FILE:
             if st.st_nlink > 1:
                 self.linked[path] = (self.source_number, st.st_dev, st.st_ino)
-            cap = read_capability(entry.path)
+            cap = tree.capability(entry)
             return MappedEntry(
                 path,
                 kind,

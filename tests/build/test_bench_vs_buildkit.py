@@ -34,3 +34,20 @@ def test_the_buildkit_comparison_runs_without_an_engine(tmp_path: Path) -> None:
         assert f"| {case} |" in done.stdout, done.stdout
     samples = json.loads((tmp_path / "s.json").read_text())["samples"]
     assert sorted(samples) == sorted(cases) and all(len(v["layerbuild"]) >= 1 for v in samples.values())
+
+
+def test_the_benchmarks_python_starts_as_a_wheel_install_does(tmp_path: Path) -> None:
+    """benchmarks/installed.py: layerbuild (this tree) and its dependencies import, and no
+    development-install hook runs at start-up (the editable finder that site imports otherwise)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from installed import installed_python
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    python = installed_python(tmp_path)
+    assert installed_python(tmp_path) == python  # made once
+    probe = ("import sys, layerbuild, zstandard, lark, xxhash; "
+             "print(layerbuild.__file__); print([m for m in sys.modules if 'editable' in m.lower()])")
+    done = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path)
+    where, hooks = done.stdout.splitlines()
+    assert Path(where) == REPO / "layerbuild" / "__init__.py" and hooks == "[]"

@@ -214,3 +214,52 @@ def test_big_files_are_hashed_ahead_in_parallel_with_the_same_fingerprints(
     again = BuildContext(root, store=store)
     again.prefetch(list(again.walk("")))  # the stat cache vouches for all of them: nothing read
     assert calls == []
+
+
+def _capability(bit: int) -> bytes:
+    """A vfs_cap_data (revision 2) with one permitted capability, as `setcap cap_x+p` writes it."""
+    import struct
+
+    return struct.pack("<5I", 0x02000000, 1 << bit, 0, 0, 0)
+
+
+def _layer_capabilities(ctx: BuildContext) -> dict[str, str | None]:
+    import io
+    import tarfile
+
+    from layerbuild.layer import Compression
+    from layerbuild.worker.copy import write_copy_layer
+
+    buf = io.BytesIO()
+    write_copy_layer(select_copy(ctx, ["src/"], "/app/"), buf, compression=Compression.NONE)
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
+        return {m.name: m.pax_headers.get("SCHILY.xattr.security.capability") for m in tar if m.isfile()}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setting security.capability needs root")
+def test_a_copy_carries_file_capabilities_as_its_fingerprints_took_them(
+    ctxdir: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file's capability goes into the layer (as a pax xattr), read once when the file is hashed,
+    again where the stat cache vouches for the file; setting or dropping one is seen (it changes the
+    ctime, which the stat key holds)."""
+    os.setxattr(ctxdir / "src/m1.py", "security.capability", _capability(10))
+    read: list[str] = []
+    real = ctxmod.read_capability
+    monkeypatch.setattr(ctxmod, "read_capability", lambda path: read.append(os.path.basename(path)) or real(path))
+    first = BuildContext.open(ctxdir, store=store)
+    caps = _layer_capabilities(first)
+    assert sorted(read) == sorted(f"m{i}.py" for i in range(20))  # once each, for the fingerprint
+    assert caps["app/m1.py"] is not None and caps["app/m1.py"].encode("latin-1") == _capability(10)
+    assert [n for n, c in caps.items() if c is not None] == ["app/m1.py"]
+    first.save()
+    again = BuildContext.open(ctxdir, store=store)
+    assert _layer_capabilities(again) == caps
+    assert again.stats.cache_hits == 20 and again.stats.hashed_files == 0  # every file vouched for
+    again.save()
+    os.removexattr(ctxdir / "src/m1.py", "security.capability")
+    os.setxattr(ctxdir / "src/m2.py", "security.capability", _capability(12))
+    third = BuildContext.open(ctxdir, store=store)
+    got = _layer_capabilities(third)
+    assert got["app/m1.py"] is None and got["app/m2.py"] is not None
+    assert third.stats.hashed_files == 2
