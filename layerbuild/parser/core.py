@@ -6,13 +6,13 @@ conformance suite was made with); every failure is a DockerfileSyntaxError with 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import threading
 from dataclasses import replace
 from functools import lru_cache
-from importlib.resources import files
-
-from lark import Lark, Token, Tree
-from lark.exceptions import LarkError
+from typing import TYPE_CHECKING
 
 from layerbuild.errors import DockerfileSyntaxError, ExpansionError
 from layerbuild.parser import args as line_parsers
@@ -24,6 +24,24 @@ from layerbuild.parser.scanner import DirectiveError, LineScanner, LogicalLine, 
 HEREDOC_INSTRUCTIONS = frozenset({"run", "copy", "add"})
 _HEREDOC_WORD_RE = re.compile(r"^(\d*)<<(-?)([^<]*)$")
 
+if TYPE_CHECKING:
+    from lark import Lark
+
+Split = tuple[str, tuple[str, ...], str]  # split_command's answer: keyword as written, flags, rest
+
+
+def _user_cache_dir() -> str | None:
+    """The user's own cache directory for the parser's files, None if there is no safe place."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(base, "layerbuild")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        if os.stat(folder).st_uid != os.getuid():
+            return None
+    except OSError:
+        return None
+    return folder
+
 
 def _grammar_cache_file(text: str) -> str | bool:
     """A per-user file for Lark's compiled grammar; False (no disk cache) if there is no safe place.
@@ -32,40 +50,122 @@ def _grammar_cache_file(text: str) -> str | bool:
     kept in the user's own cache directory instead.
     """
     import hashlib
-    import os
 
     import lark
 
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    folder = os.path.join(base, "layerbuild")
-    try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        if os.stat(folder).st_uid != os.getuid():
-            return False
-    except OSError:
+    folder = _user_cache_dir()
+    if folder is None:
         return False
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     return os.path.join(folder, f"grammar-{digest}-lark{lark.__version__}.cache")
 
 
-def grammar_text() -> str:
-    """The grammar from the installed package (`layerbuild.grammar`), or from the source tree's
-    top-level `grammar/` when layerbuild runs from a checkout on sys.path without being installed."""
-    try:
-        return files("layerbuild.grammar").joinpath("dockerfile.lark").read_text(encoding="utf-8")
-    except (ModuleNotFoundError, FileNotFoundError):
-        from pathlib import Path
+def _grammar_path() -> str:
+    """The grammar file: in the installed package (`layerbuild/grammar/`, package data of
+    `layerbuild.grammar`), else the source tree's top-level `grammar/` (a checkout on sys.path)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(os.path.dirname(here), "grammar", "dockerfile.lark")
+    if os.path.isfile(installed):
+        return installed
+    return os.path.join(os.path.dirname(os.path.dirname(here)), "grammar", "dockerfile.lark")
 
-        source = Path(__file__).resolve().parents[2] / "grammar" / "dockerfile.lark"
-        return source.read_text(encoding="utf-8")
+
+def grammar_text() -> str:
+    """The Lark grammar of one logical line (see `_grammar_path`)."""
+    with open(_grammar_path(), encoding="utf-8") as f:
+        return f.read()
 
 
 @lru_cache(maxsize=1)
 def line_grammar() -> Lark:
     """The LALR parser for one logical line, built once per process (compiled form cached on disk)."""
+    from lark import Lark
+
     text = grammar_text()
     return Lark(text, parser="lalr", lexer="contextual", cache=_grammar_cache_file(text),
                 maybe_placeholders=False)
+
+
+class _SplitMemo:
+    """`split_command`'s answers by trimmed line, kept per user beside Lark's compiled grammar, for
+    the builds (`parse(remember=True)`): a build whose Dockerfile lines were all split before loads
+    no Lark. The file is named by a digest of everything an answer depends on (the grammar, this
+    module and gotext, Lark's installed version), so it never answers for another grammar or
+    splitter; a damaged or foreign file is ignored and rewritten. It keeps the latest lines only."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._path: str | None = None
+        self._known: dict[str, Split] | None = None
+        self._learned = False
+
+    def _file(self) -> str | None:
+        import hashlib
+        from importlib.util import find_spec
+
+        folder = _user_cache_dir()
+        spec = find_spec("lark")
+        if folder is None or spec is None or spec.origin is None:
+            return None
+        h = hashlib.sha256()
+        for name in (_grammar_path(), __file__, gotext.__file__):
+            with open(name, "rb") as f:
+                h.update(f.read())
+            h.update(b"\0")
+        st = os.stat(spec.origin)
+        h.update(f"{spec.origin}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        return os.path.join(folder, f"split-{h.hexdigest()[:24]}.json")
+
+    def _load(self) -> dict[str, Split]:
+        if self._known is None:
+            import json
+
+            self._known = {}
+            self._path = self._file()
+            try:
+                with open(self._path or "", encoding="utf-8") as f:
+                    rows = json.load(f)
+            except (OSError, ValueError):
+                rows = None
+            if isinstance(rows, dict):
+                for line, got in rows.items():
+                    if (isinstance(got, list) and len(got) == 3 and isinstance(got[0], str)
+                            and isinstance(got[2], str) and isinstance(got[1], list)
+                            and all(isinstance(flag, str) for flag in got[1])):
+                        self._known[line] = (got[0], tuple(got[1]), got[2])
+        return self._known
+
+    def get(self, line: str) -> Split | None:
+        with self._lock:
+            return self._load().get(line)
+
+    def learn(self, line: str, answer: Split) -> None:
+        with self._lock:
+            self._load()[line] = answer
+            self._learned = True
+
+    def save(self) -> None:
+        """Write what was learned (atomically; a failure only means the next build splits again)."""
+        with self._lock:
+            if not self._learned or self._path is None or self._known is None:
+                return
+            import json
+
+            rows = list(self._known.items())[-self.LIMIT:]
+            tmp = f"{self._path}.{os.getpid()}.{threading.get_ident()}.tmp"
+            try:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    json.dump({line: [a[0], list(a[1]), a[2]] for line, a in rows}, f)
+                os.replace(tmp, self._path)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            self._learned = False
+
+
+_MEMO = _SplitMemo()
 
 
 class _LineError(Exception):
@@ -100,11 +200,26 @@ def _unquote_flag(token: str) -> str:
     return "".join(out)
 
 
-def split_command(line: str) -> tuple[str, tuple[str, ...], str]:
-    """A logical line → (keyword as written, flags, rest of the line)."""
+def split_command(line: str, *, remember: bool = False) -> Split:
+    """A logical line → (keyword as written, flags, rest of the line); with `remember`, through the
+    per-user memo of earlier answers (`_SplitMemo`)."""
     trimmed = gotext.trim_space(line)
     if trimmed == "":
         return "", (), ""
+    if not remember:
+        return _split(trimmed)
+    known = _MEMO.get(trimmed)
+    if known is None:
+        known = _split(trimmed)
+        _MEMO.learn(trimmed, known)
+    return known
+
+
+def _split(trimmed: str) -> Split:
+    """`split_command` of a trimmed, non-empty line, by the grammar."""
+    from lark import Token, Tree
+    from lark.exceptions import LarkError
+
     view = gotext.byte_view(trimmed)
     try:
         tree = line_grammar().parse(view)
@@ -136,12 +251,12 @@ def split_command(line: str) -> tuple[str, tuple[str, ...], str]:
     return keyword, tuple(flags), gotext.trim_space(rest)
 
 
-def _node_from_line(line: str, escape: str) -> Instruction:
+def _node_from_line(line: str, escape: str, remember: bool = False) -> Instruction:
     """One logical line to an Instruction (without positions or heredocs)."""
-    keyword, flags, rest = split_command(line)
+    keyword, flags, rest = split_command(line, remember=remember)
     cmd = gotext.lower(keyword)
     if cmd == "onbuild":
-        inner = _node_from_line(rest, escape) if rest != "" else None
+        inner = _node_from_line(rest, escape, remember) if rest != "" else None
         return Instruction(cmd=cmd, original=line, start_line=0, end_line=0, flags=flags,
                            inner=inner, keyword=keyword)
     fn = line_parsers.LINE_PARSERS.get(cmd, line_parsers.ignore)
@@ -233,10 +348,12 @@ def _can_contain_heredoc(node: Instruction) -> bool:
     return target.cmd in HEREDOC_INSTRUCTIONS and not target.json
 
 
-def parse(text: str | bytes, filename: str = "Dockerfile") -> Dockerfile:
+def parse(text: str | bytes, filename: str = "Dockerfile", *, remember: bool = False) -> Dockerfile:
     """Parse Dockerfile text (str, or bytes read as UTF-8) into the typed AST.
 
-    Raises DockerfileSyntaxError, and nothing else, for any input.
+    Raises DockerfileSyntaxError, and nothing else, for any input. With `remember` (a build's
+    Dockerfile), lines are split through the per-user memo of earlier splits (`_SplitMemo`), and
+    what was new is added to it: the same AST, without loading Lark for lines seen before.
     """
     if isinstance(text, bytes):
         check_size(text, filename)
@@ -263,7 +380,7 @@ def parse(text: str | bytes, filename: str = "Dockerfile") -> Dockerfile:
         if logical is None:
             break
         try:
-            node = _node_from_line(logical.text, scanner.directives.escape)
+            node = _node_from_line(logical.text, scanner.directives.escape, remember)
             heredocs: list[Heredoc] = []
             if _can_contain_heredoc(node) and "<<" in logical.text:
                 heredocs = _read_heredoc_bodies(
@@ -301,6 +418,8 @@ def parse(text: str | bytes, filename: str = "Dockerfile") -> Dockerfile:
     if not instructions:
         raise fail("file with no instructions", max(len(physical), 1), 1,
                    "a Dockerfile needs at least a FROM instruction")
+    if remember:
+        _MEMO.save()
     return Dockerfile(
         instructions=tuple(instructions),
         escape=scanner.directives.escape,

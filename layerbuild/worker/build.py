@@ -75,7 +75,7 @@ def parsed(data: bytes, filename: str, root: Path) -> Dockerfile:
         pass
     from layerbuild.parser.core import parse
 
-    df = parse(data, filename=filename)
+    df = parse(data, filename=filename, remember=True)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
