@@ -6,8 +6,6 @@ first use of `build`, `parse` or the result types.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from layerbuild.errors import (
     BuildError,
     DigestMismatchError,
@@ -23,6 +21,8 @@ from layerbuild.errors import (
     UsageError,
 )
 from layerbuild.lazy import lazy_getattr
+
+TYPE_CHECKING = False  # typing's, without importing typing: the no-op build's start-up path
 
 if TYPE_CHECKING:
     from layerbuild.api.build import build

@@ -312,13 +312,13 @@ def test_a_pull_does_not_load_the_layer_writers() -> None:
 
 _FAST_PATH_HEAVY = ("lark", "zstandard", "layerbuild.parser.ast", "layerbuild.parser.core", "layerbuild.worker.build",
                     "layerbuild.solve.solver", "layerbuild.context.tree", "layerbuild.store.db", "tempfile",
-                    "secrets")
+                    "secrets", "typing")
 
 
 def test_a_no_op_or_touch_build_answered_by_its_record_stays_light(tmp_path: Path) -> None:
     """A rebuild answered by the last build's record (nothing changed, or only a file's times) loads
     neither the build machinery nor the parser's AST, the store's database layer or tempfile (argparse
-    itself loads shutil)."""
+    itself loads shutil), nor `typing` (its modules take TYPE_CHECKING as a constant of their own)."""
     import os
     import subprocess
     import sys

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from layerbuild.lazy import lazy_getattr
+
+TYPE_CHECKING = False  # typing's, without importing typing: the no-op build's start-up path
 
 if TYPE_CHECKING:
     from layerbuild.api.build import build

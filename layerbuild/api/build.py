@@ -11,7 +11,6 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
 
 from layerbuild.api.contexts import named_contexts, ssh_sources
 from layerbuild.errors import UsageError
@@ -20,7 +19,11 @@ from layerbuild.worker import fastpath
 from layerbuild.worker.cachespec import parse_cache_spec
 from layerbuild.worker.request import BOTH_STDIN, BOTH_STDIN_HINT, BuildRequest, OutputSpec
 
+TYPE_CHECKING = False  # typing's, without importing typing: the no-op build's start-up path
+
 if TYPE_CHECKING:
+    from typing import BinaryIO
+
     from layerbuild.solve.report import BuildEvent, BuildResult
 
 OUTPUT_TYPES = ("local", "tar", "oci", "docker", "registry", "image")

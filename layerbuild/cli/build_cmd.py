@@ -6,10 +6,13 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from layerbuild.cli.common import not_yet, open_store
 from layerbuild.errors import UsageError
+
+TYPE_CHECKING = False  # typing's, without importing typing: the no-op build's start-up path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def register(sub: Any) -> tuple[str, Any]:

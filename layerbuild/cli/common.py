@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import TYPE_CHECKING
 
 from layerbuild.errors import UsageError
+
+TYPE_CHECKING = False  # typing's, without importing typing: the no-op build's start-up path
 
 if TYPE_CHECKING:
     from layerbuild.store import Store

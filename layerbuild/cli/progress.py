@@ -10,11 +10,14 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
 
 from layerbuild.cli.common import human_size
 
+TYPE_CHECKING = False  # typing's, without importing typing: the no-op build's start-up path
+
 if TYPE_CHECKING:
+    from typing import Any, TextIO
+
     from layerbuild.solve import BuildEvent, BuildResult, StepReport
 
 

@@ -7,9 +7,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from layerbuild.errors import UsageError
+
+TYPE_CHECKING = False  # typing's, without importing typing: the no-op build's start-up path
+if TYPE_CHECKING:
+    from typing import Any
 
 # Verbs that act on the host's store when a host is selected; the rest are refused there.
 REMOTE_VERBS = {"build", "images", "inspect", "history", "tag", "rmi", "run", "ps", "logs", "stop", "rm",

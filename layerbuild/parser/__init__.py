@@ -5,9 +5,9 @@ The AST types load without Lark; `parse` loads the grammar machinery on first us
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from layerbuild.lazy import lazy_getattr
+
+TYPE_CHECKING = False  # typing's, without importing typing: the no-op build's start-up path
 
 if TYPE_CHECKING:
     from layerbuild.parser.ast import Dockerfile, Heredoc, Instruction

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
-EventType = Literal[
-    "build.planned", "build.pulled", "step.started", "step.log", "step.cached", "step.finished", "step.failed",
-    "build.finished", "build.pushed", "build.cache",
-]
+TYPE_CHECKING = False  # typing's, without importing typing: the no-op build's start-up path
+if TYPE_CHECKING:
+    from typing import Any, Literal
+
+    EventType = Literal[
+        "build.planned", "build.pulled", "step.started", "step.log", "step.cached", "step.finished", "step.failed",
+        "build.finished", "build.pushed", "build.cache",
+    ]
+
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ import stat
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import xxhash
 
@@ -32,6 +31,10 @@ from layerbuild.solve.report import BuildEvent, BuildResult
 from layerbuild.store.layout import Layout, resolve_root
 from layerbuild.store.peek import blob_exists, tag_targets
 from layerbuild.worker.request import BuildRequest
+
+TYPE_CHECKING = False  # typing's, without importing typing: the no-op build's start-up path
+if TYPE_CHECKING:
+    from typing import Any
 
 VERSION = "fastpath-4"
 # A file whose ctime is this close to a scan may change again without its stat showing it (a second

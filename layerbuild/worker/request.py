@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from layerbuild.platforms import host_platform_args
 from layerbuild.worker.cachespec import CacheSpec
+
+TYPE_CHECKING = False  # typing's, without importing typing: the no-op build's start-up path
 
 if TYPE_CHECKING:
     from layerbuild.worker.fastpath import Scan
