@@ -312,7 +312,7 @@ def test_a_pull_does_not_load_the_layer_writers() -> None:
 
 _FAST_PATH_HEAVY = ("lark", "zstandard", "layerbuild.parser.ast", "layerbuild.parser.core", "layerbuild.worker.build",
                     "layerbuild.solve.solver", "layerbuild.context.tree", "layerbuild.store.db", "tempfile",
-                    "secrets", "typing")
+                    "secrets", "typing", "layerbuild.cli.remote")
 
 
 def test_a_no_op_or_touch_build_answered_by_its_record_stays_light(tmp_path: Path) -> None:

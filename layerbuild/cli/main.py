@@ -61,13 +61,15 @@ def build_parser(argv: Sequence[str] | None = None) -> tuple[argparse.ArgumentPa
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI in-process; returns the exit code (0 ok, 1 failed, 2 usage or Dockerfile error)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        from layerbuild.cli.remote import take_host_options
+    host_options: dict[str, str] = {}
+    if any(a in ("-H", "--host", "--machine") or a.startswith(("--host=", "--machine=")) for a in argv):
+        try:  # the remote module only for a command that may name a host: not on a no-op's start-up
+            from layerbuild.cli.remote import take_host_options
 
-        host_options, argv = take_host_options(argv)
-    except LayerbuildError as exc:
-        print(f"error: {exc.render()}", file=sys.stderr)
-        return exc.exit_code
+            host_options, argv = take_host_options(argv)
+        except LayerbuildError as exc:
+            print(f"error: {exc.render()}", file=sys.stderr)
+            return exc.exit_code
     parser, verbs = build_parser(argv)
     try:
         args = parser.parse_args(argv)
