@@ -279,32 +279,52 @@ def _load_stats(path: Path, content: str) -> dict[str, str]:
     return dict(zip(names, values, strict=True))
 
 
-def _content_keys(taken: Scan, rows: Mapping[str, str], roots: Mapping[str, Path]) -> bool:
-    """Fill `taken.keys` for every regular file: from the side file's row when its stat line is the
-    file's, else by reading it. False if a file could not be read as it was seen (gone, changed
+def _touched_content(taken: Scan, rows: Mapping[str, str], roots: Mapping[str, Path]
+                     ) -> tuple[str, list[str], list[str]] | None:
+    """For a rebuild whose stats moved, in one pass over the entries: every regular file's content
+    key into `taken.keys` (from the side file's row when its stat line is the file's, else read
+    now), the content fingerprint (as `content_fingerprint` gives it) and the side file's next rows
+    (as `_save_stats` makes them). None if a file could not be read as it was seen (gone, changed
     meanwhile), or if more would be read than the full path reads (see _READ_LIMIT)."""
     from layerbuild.errors import BuildError
 
     keys = taken.keys
     budget = _READ_LIMIT
-    get = rows.get
-    for label, rel, st, _link, line in taken.entries:
-        if st.st_mode & _IFMT != _IFREG or (label, rel) in keys:
-            continue
-        known = get(f"{label}\0{line[:-1]}")  # its row (_row), if its stat is the recorded one
-        if known is not None:
-            keys[(label, rel)] = known
-            continue
-        budget -= st.st_size
-        if budget < 0:
-            return False  # more to read than the full path would (its stat cache knows these files)
-        try:
-            keys[(label, rel)] = file_key(rel, os.path.join(roots[label], rel), st)
-        except (OSError, BuildError):
-            return False
-        if st.st_ctime_ns < taken.started_ns - RACY_MARGIN_NS:
-            taken.learned = True
-    return True
+    get, known = rows.get, keys.get
+    trusted_before = taken.started_ns - RACY_MARGIN_NS
+    lines = ["content\0"]
+    stats: list[str] = []
+    values: list[str] = []
+    add, add_stat, add_value = lines.append, stats.append, values.append
+    for label, rel, st, link, line in taken.entries:
+        mode = st.st_mode
+        kind = mode & _IFMT
+        if kind == _IFREG:
+            key = known((label, rel))
+            if key is None:
+                key = get(f"{label}\0{line[:-1]}")  # its row (_row), if its stat is the recorded one
+                if key is None:
+                    budget -= st.st_size
+                    if budget < 0:
+                        return None
+                    try:
+                        key = file_key(rel, os.path.join(roots[label], rel), st)
+                    except (OSError, BuildError):
+                        return None
+                    if st.st_ctime_ns < trusted_before:
+                        taken.learned = True
+                keys[(label, rel)] = key
+            if st.st_ctime_ns < trusted_before and "\n" not in rel and "\n" not in label:
+                add_stat(f"{label}\0{line}")
+                add_value(key)
+        elif kind == _IFLNK:
+            key = link
+        else:
+            key = f"{st.st_rdev}" if kind != _IFDIR else ""
+        add(f"{label}\0{rel}\0{mode}\0{st.st_uid}\0{st.st_gid}\0{key}\n")
+    h = xxhash.xxh3_128(taken.header)
+    h.update("".join(lines).encode("utf-8", "surrogateescape"))
+    return h.hexdigest(), stats, values
 
 
 def _write(path: Path, text: str) -> None:
@@ -327,6 +347,10 @@ def _save_stats(path: Path, taken: Scan, content: str) -> None:
                 and "\n" not in label:
             add_stat(f"{label}\0{line}")
             add_value(keys[(label, rel)])
+    _write_stats(path, stats, values, content)
+
+
+def _write_stats(path: Path, stats: list[str], values: list[str], content: str) -> None:
     _write(path, json.dumps({"version": VERSION, "content": content, "stats": "".join(stats),
                              "keys": "\n".join(values)}))
 
@@ -432,9 +456,10 @@ def check(request: BuildRequest, root: Path, started: float) -> tuple[dict[str, 
         return None, taken
     rows = taken.rows = _load_stats(_stats_path(_record_path(root, path, request.target, key)), content)
     roots = {"": request.context, **named}
-    if not _content_keys(taken, rows, {label: Path(p) for label, p in roots.items()}):
+    got = _touched_content(taken, rows, {label: Path(p) for label, p in roots.items()})
+    if got is None:
         return None, taken
-    taken.content = content_fingerprint(taken, taken.keys)
+    taken.content, stats, values = got
     if taken.content != content:
         return None, taken
     # Only stats moved: the record now vouches for these stats. Unless every file read again was
@@ -444,7 +469,7 @@ def check(request: BuildRequest, root: Path, started: float) -> tuple[dict[str, 
     if taken.learned or not taken.racy:
         try:
             record_path = _record_path(root, path, request.target, key)
-            _save_stats(_stats_path(record_path), taken, content)
+            _write_stats(_stats_path(record_path), stats, values, content)
             _write(record_path, json.dumps(dict(record, fingerprint=None if taken.racy else taken.fingerprint)))
         except OSError:
             pass  # a record, nothing more: the next build reads the files again

@@ -186,3 +186,33 @@ def test_a_no_op_after_an_edit_kept_as_a_recipe_is_answered(ctx: Path, root: Pat
     monkeypatch.setattr(full, "run_build", lambda *a, **k: calls.append(a))  # must not be reached
     out = build(ctx, root, capsys)
     assert calls == [] and "hit rate 100%" in out
+
+
+def test_the_touch_pass_gives_the_content_fingerprint_and_side_file_rows_of_the_separate_steps(
+    ctx: Path, tmp_path: Path
+) -> None:
+    """fastpath._touched_content (one pass: keys, content fingerprint, side-file rows) agrees with
+    content_fingerprint over the same keys and with the rows _save_stats writes, with some keys
+    from the side file, one read again, a symlink and a directory among the entries."""
+    setup(ctx)
+    os.symlink("a.txt", ctx / "link")
+    (ctx / "dir" / "c.txt").write_text("c")
+    old = time.time() - 100
+    for p in (ctx / "a.txt", ctx / "dir" / "b.txt", ctx / "dir" / "c.txt"):
+        os.utime(p, (old, old))
+    time.sleep(0.06)  # past the racy margin: the stats vouch for these files
+    taken = fastpath.scan(ctx, ctx / "Dockerfile", {}, "v")
+    assert taken is not None
+    rows = {fastpath._row(label, line): f"key-of-{rel}" for label, rel, _st, _link, line in taken.entries
+            if rel != "dir/c.txt"}  # c.txt's row is missing: read again
+    got = fastpath._touched_content(taken, rows, {"": ctx})
+    assert got is not None
+    content, stats, values = got
+    assert taken.keys[("", "a.txt")] == "key-of-a.txt"
+    assert taken.keys[("", "dir/c.txt")] == fastpath.file_key("dir/c.txt", str(ctx / "dir/c.txt"),
+                                                             (ctx / "dir/c.txt").stat())
+    assert content == fastpath.content_fingerprint(taken, taken.keys)
+    side = tmp_path / "side.json"
+    fastpath._save_stats(side, taken, content)
+    assert fastpath._load_stats(side, content) == dict(zip([s[:-1] for s in stats], values, strict=True))
+    assert len(values) == 5  # the regular files: Dockerfile, .dockerignore, a.txt, dir/b.txt, dir/c.txt
