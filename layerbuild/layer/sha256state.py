@@ -10,7 +10,7 @@ Where libcrypto is missing, `available()` is False and callers hash everything w
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+from collections.abc import Iterator
 from typing import Any
 
 _CTX_SIZE = 112  # sizeof(SHA256_CTX): h[8], Nl, Nh, data[16], num, md_len (32-bit words)
@@ -23,10 +23,7 @@ def _load() -> Any:
     if _tried:
         return _lib
     _tried = True
-    names = [ctypes.util.find_library("crypto"), "libcrypto.so.3", "libcrypto.so"]
-    for name in names:
-        if not name:
-            continue
+    for name in _names():
         try:
             lib = ctypes.CDLL(name)
             for fn in (lib.SHA256_Init, lib.SHA256_Update, lib.SHA256_Final):
@@ -39,6 +36,19 @@ def _load() -> Any:
         _lib = lib
         break
     return _lib
+
+
+def _names() -> Iterator[str]:
+    """Where libcrypto may be: its sonames first (the one hashlib's OpenSSL already loaded answers at
+    once), then what `find_library` finds, which runs ldconfig and loads tempfile: only when those
+    fail."""
+    yield from ("libcrypto.so.3", "libcrypto.so.1.1")
+    import ctypes.util
+
+    name = ctypes.util.find_library("crypto")
+    if name:
+        yield name
+    yield "libcrypto.so"
 
 
 def available() -> bool:

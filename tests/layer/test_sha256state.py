@@ -40,3 +40,15 @@ def test_a_digest_does_not_end_the_hash(a: bytes, b: bytes) -> None:
 def test_a_state_of_the_wrong_size_is_refused() -> None:
     with pytest.raises(ValueError, match="112 bytes"):
         sha256state.Sha256(b"short")
+
+
+def test_libcrypto_is_found_by_its_soname_without_running_ldconfig() -> None:
+    """A layer written as frames loads libcrypto by its soname (the one hashlib's OpenSSL loaded
+    answers): ctypes.util.find_library, which spawns ldconfig on every build, only as a fallback."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from layerbuild.layer import sha256state; assert sha256state.available(); "
+            "print('ctypes.util' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
