@@ -94,6 +94,9 @@ def main() -> None:
         sys.stdout.flush()
         return
     serve()
+    # Every reply is flushed: nothing is left for the interpreter's teardown, which the build waits
+    # for (it reaps this helper as it ends); the kernel drops the namespace and its mounts either way.
+    os._exit(0)
 
 
 if __name__ == "__main__":

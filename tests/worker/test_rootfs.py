@@ -46,7 +46,9 @@ def test_a_one_layer_view_is_its_snapshot_read_only_and_goes_with_the_cache(tmp_
         with pytest.raises(OSError) as info:
             (view / "etc" / "new").write_text("x")
         assert info.value.errno == errno.EROFS
+        helper = cache._helper
         cache.close()
+        assert helper is not None and helper.returncode == 0  # ended on EOF, reaped
         assert not (view / "etc" / "hello").exists()
         assert not any((store.root / "tmp").glob("rootfs-*"))
 
