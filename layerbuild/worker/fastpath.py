@@ -62,8 +62,8 @@ class Scan:
     when a file's ctime is too close to the scan for its stat to vouch for its content (see
     RACY_MARGIN_NS): then the stat fingerprint is not recorded, and such files are hashed again."""
 
-    __slots__ = ("content", "entries", "fingerprint", "header", "keys", "learned", "racy", "rows", "started_ns",
-                 "tried")
+    __slots__ = ("content", "entries", "fingerprint", "header", "keys", "learned", "racy", "rows", "side",
+                 "started_ns", "tried")
 
     def __init__(self, fingerprint: str, header: bytes, entries: list[tuple[str, str, os.stat_result, str, str]],
                  started_ns: int, racy: bool) -> None:
@@ -77,6 +77,9 @@ class Scan:
         self.rows: Mapping[str, str] = {}  # the last record's side file, once read (see _load_stats)
         self.content: str | None = None  # the content fingerprint over `keys`, once computed
         self.learned = False  # a file read again now vouches for its key by its stat (see _save_stats)
+        # The side file's rows (stat lines, keys) the touch path made with `content`, for the record
+        # of the full build that follows when the content changed (see _touched_content).
+        self.side: tuple[list[str], list[str]] | None = None
 
 
 def fingerprint(
@@ -378,8 +381,11 @@ def save(root: Path, dockerfile: Path, target: str | None, fp: str | Scan, *, ma
     data = {"fingerprint": stat_fp, "content": content, "header": taken.header.hex() if taken is not None else None,
             "manifest": manifest, "blobs": blobs,
             "bases": dict(bases), "report": cached}
-    if taken is not None and content is not None:
-        _save_stats(_stats_path(path), taken, content)  # first: the record it belongs to names it
+    if taken is not None and content is not None:  # first: the record it belongs to names it
+        if taken.side is not None and content == taken.content:  # rows of these keys, made by check
+            _write_stats(_stats_path(path), *taken.side, content)
+        else:
+            _save_stats(_stats_path(path), taken, content)
     _write(path, json.dumps(data))
 
 
@@ -461,6 +467,7 @@ def check(request: BuildRequest, root: Path, started: float) -> tuple[dict[str, 
         return None, taken
     taken.content, stats, values = got
     if taken.content != content:
+        taken.side = (stats, values)
         return None, taken
     # Only stats moved: the record now vouches for these stats. Unless every file read again was
     # written just now (racy: its stat vouches for nothing yet): then the side file would only lose

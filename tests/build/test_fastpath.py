@@ -216,3 +216,43 @@ def test_the_touch_pass_gives_the_content_fingerprint_and_side_file_rows_of_the_
     fastpath._save_stats(side, taken, content)
     assert fastpath._load_stats(side, content) == dict(zip([s[:-1] for s in stats], values, strict=True))
     assert len(values) == 5  # the regular files: Dockerfile, .dockerignore, a.txt, dir/b.txt, dir/c.txt
+
+
+def test_an_edit_build_records_the_side_file_rows_the_touch_check_made(
+    ctx: Path, root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a build whose touch check found the content changed (an edit), the record's side file
+    is the rows that check made over the same keys: the same file _save_stats writes, without its
+    loop; and the next touch is answered from it."""
+    setup(ctx)
+    old = time.time() - 100
+    for p in ctx.rglob("*"):
+        os.utime(p, (old, old))
+    time.sleep(0.06)
+    build(ctx, root, capsys)
+    (ctx / "a.txt").write_text("edited")
+    os.utime(ctx / "a.txt", (old + 1, old + 1))
+    time.sleep(0.06)
+    calls: list[object] = []
+    real = fastpath._save_stats
+    monkeypatch.setattr(fastpath, "_save_stats", lambda *a: calls.append(a) or real(*a))
+    build(ctx, root, capsys)
+    assert calls == []  # the check's rows were written as they were
+    side = fastpath._stats_path(fastpath._record_path(root, ctx / "Dockerfile", None))
+    written = side.read_text()
+    taken = fastpath.scan(ctx, ctx / "Dockerfile", {}, "v")
+    assert taken is not None
+    import json
+
+    content = json.loads(written)["content"]
+    rows = fastpath._load_stats(side, content)
+    got = fastpath._touched_content(taken, rows, {"": ctx})
+    assert got is not None and len(rows) == len(got[2]) == 4  # every regular file but the ignored one
+    real(side, taken, content)
+    assert side.read_text() == written  # what _save_stats makes of the same scan and keys
+    os.utime(ctx / "dir" / "b.txt", (old + 5, old + 5))
+    monkeypatch.setattr(fastpath, "_save_stats", real)
+    import layerbuild.worker.build as full
+
+    monkeypatch.setattr(full, "run_build", lambda *a, **k: pytest.fail("the touch is answered by the record"))
+    assert "hit rate 100%" in build(ctx, root, capsys)
