@@ -67,8 +67,12 @@ def test_the_process_ends_without_teardown_only_when_nothing_else_runs(monkeypat
     monkeypatch.setattr(os, "_exit", fast)
     monkeypatch.setattr(atexit, "_ncallbacks", lambda: 0)  # pytest's own callbacks left out
     monkeypatch.delenv("LAYERBUILD_DEBUG", raising=False)
-    with pytest.raises(SystemExit):
-        cli._exit(3)
+    with monkeypatch.context() as m:
+        m.setattr(threading, "active_count", lambda: 1)  # other tests' threads left out
+        m.setattr(sys, "gettrace", lambda: None)  # and a tracer pytest may run under
+        m.setattr(sys, "getprofile", lambda: None)
+        with pytest.raises(SystemExit):
+            cli._exit(3)
     assert ended == [("os._exit", 3)]
     # A thread still running (a pool not shut down, a guess): the ordinary exit, which waits for it.
     stop = threading.Event()
@@ -82,6 +86,7 @@ def test_the_process_ends_without_teardown_only_when_nothing_else_runs(monkeypat
         stop.set()
         other.join()
     # Something to do at exit (coverage's atexit callback, a profiler's hook): the ordinary exit too.
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
     monkeypatch.setattr(atexit, "_ncallbacks", lambda: 1)
     with pytest.raises(SystemExit):
         cli._exit(5)
