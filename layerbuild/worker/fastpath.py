@@ -283,16 +283,18 @@ def _load_stats(path: Path, content: str) -> dict[str, str]:
 
 
 def _touched_content(taken: Scan, rows: Mapping[str, str], roots: Mapping[str, Path]
-                     ) -> tuple[str, list[str], list[str]] | None:
+                     ) -> tuple[str, list[str], list[str], int, int] | None:
     """For a rebuild whose stats moved, in one pass over the entries: every regular file's content
     key into `taken.keys` (from the side file's row when its stat line is the file's, else read
-    now), the content fingerprint (as `content_fingerprint` gives it) and the side file's next rows
-    (as `_save_stats` makes them). None if a file could not be read as it was seen (gone, changed
-    meanwhile), or if more would be read than the full path reads (see _READ_LIMIT)."""
+    now), the content fingerprint (as `content_fingerprint` gives it), the side file's next rows
+    (as `_save_stats` makes them), and how many files and bytes were read now. None if a file could not be read as it was
+    seen (gone, changed meanwhile), or if more would be read than the full path reads (see
+    _READ_LIMIT)."""
     from layerbuild.errors import BuildError
 
     keys = taken.keys
     budget = _READ_LIMIT
+    reread = 0
     get, known = rows.get, keys.get
     trusted_before = taken.started_ns - RACY_MARGIN_NS
     lines = ["content\0"]
@@ -308,6 +310,7 @@ def _touched_content(taken: Scan, rows: Mapping[str, str], roots: Mapping[str, P
                 key = get(f"{label}\0{line[:-1]}")  # its row (_row), if its stat is the recorded one
                 if key is None:
                     budget -= st.st_size
+                    reread += 1
                     if budget < 0:
                         return None
                     try:
@@ -327,7 +330,7 @@ def _touched_content(taken: Scan, rows: Mapping[str, str], roots: Mapping[str, P
         add(f"{label}\0{rel}\0{mode}\0{st.st_uid}\0{st.st_gid}\0{key}\n")
     h = xxhash.xxh3_128(taken.header)
     h.update("".join(lines).encode("utf-8", "surrogateescape"))
-    return h.hexdigest(), stats, values
+    return h.hexdigest(), stats, values, reread, _READ_LIMIT - budget
 
 
 def _write(path: Path, text: str) -> None:
@@ -393,6 +396,10 @@ def save(root: Path, dockerfile: Path, target: str | None, fp: str | Scan, *, ma
 # bytes the touch path may read before it leaves the build to the full path.
 _LEARN_LIMIT = 64 << 20
 _READ_LIMIT = 32 << 20  # about what the full path's start costs, at sha256's speed
+# How many files a touch may read again (their rows in the side file stale), and what they may weigh,
+# before it rewrites the side file: a few ms of reading at the next touch, against every row now.
+_STALE_ROWS = 32
+_STALE_ROWS_BYTES = 1 << 20
 
 
 def _learn_keys(taken: Scan, trees: Mapping[str, Any]) -> str | None:
@@ -465,18 +472,21 @@ def check(request: BuildRequest, root: Path, started: float) -> tuple[dict[str, 
     got = _touched_content(taken, rows, {label: Path(p) for label, p in roots.items()})
     if got is None:
         return None, taken
-    taken.content, stats, values = got
+    taken.content, stats, values, reread, reread_bytes = got
     if taken.content != content:
         taken.side = (stats, values)
         return None, taken
     # Only stats moved: the record now vouches for these stats. Unless every file read again was
     # written just now (racy: its stat vouches for nothing yet): then the side file would only lose
     # rows that no longer match anyway, and the record could gain no stat fingerprint, so neither
-    # is written (the next build reads those files again, as it would after the rewrite).
+    # is written (the next build reads those files again, as it would after the rewrite). The side
+    # file is rewritten only once the files its stale rows send to be read again weigh something:
+    # a stale row costs the next touch one small read (the same key), the rewrite all the rows.
     if taken.learned or not taken.racy:
         try:
             record_path = _record_path(root, path, request.target, key)
-            _write_stats(_stats_path(record_path), stats, values, content)
+            if reread > _STALE_ROWS or reread_bytes > _STALE_ROWS_BYTES:
+                _write_stats(_stats_path(record_path), stats, values, content)
             _write(record_path, json.dumps(dict(record, fingerprint=None if taken.racy else taken.fingerprint)))
         except OSError:
             pass  # a record, nothing more: the next build reads the files again

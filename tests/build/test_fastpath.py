@@ -207,7 +207,8 @@ def test_the_touch_pass_gives_the_content_fingerprint_and_side_file_rows_of_the_
             if rel != "dir/c.txt"}  # c.txt's row is missing: read again
     got = fastpath._touched_content(taken, rows, {"": ctx})
     assert got is not None
-    content, stats, values = got
+    content, stats, values, reread, reread_bytes = got
+    assert (reread, reread_bytes) == (1, 1)  # c.txt
     assert taken.keys[("", "a.txt")] == "key-of-a.txt"
     assert taken.keys[("", "dir/c.txt")] == fastpath.file_key("dir/c.txt", str(ctx / "dir/c.txt"),
                                                              (ctx / "dir/c.txt").stat())
@@ -247,7 +248,7 @@ def test_an_edit_build_records_the_side_file_rows_the_touch_check_made(
     content = json.loads(written)["content"]
     rows = fastpath._load_stats(side, content)
     got = fastpath._touched_content(taken, rows, {"": ctx})
-    assert got is not None and len(rows) == len(got[2]) == 4  # every regular file but the ignored one
+    assert got is not None and len(rows) == len(got[2]) == 4 and got[3:] == (0, 0)  # every regular file but the ignored one
     real(side, taken, content)
     assert side.read_text() == written  # what _save_stats makes of the same scan and keys
     os.utime(ctx / "dir" / "b.txt", (old + 5, old + 5))
@@ -256,3 +257,40 @@ def test_an_edit_build_records_the_side_file_rows_the_touch_check_made(
 
     monkeypatch.setattr(full, "run_build", lambda *a, **k: pytest.fail("the touch is answered by the record"))
     assert "hit rate 100%" in build(ctx, root, capsys)
+
+
+def test_a_touch_leaves_the_side_file_until_its_stale_rows_weigh_something(
+    ctx: Path, root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A touch answered by the record rewrites the record (its stat fingerprint) but not the side
+    file while the files it sends to be read again are few and small; each later touch reads them
+    again (same keys) and is still answered; past the bound the side file is rewritten; an edit is
+    always seen."""
+    write(ctx, {"Dockerfile": "FROM scratch\nCOPY src/ /src/\n",
+                **{f"src/f{i:02}.txt": f"file {i}\n" for i in range(40)}})
+    old = time.time() - 100
+    for p in ctx.rglob("*"):
+        os.utime(p, (old, old))
+    time.sleep(0.06)
+    build(ctx, root, capsys)
+    side = fastpath._stats_path(fastpath._record_path(root, ctx / "Dockerfile", None))
+    first = side.read_text()
+    import layerbuild.worker.build as full
+
+    real = full.run_build
+    monkeypatch.setattr(full, "run_build", lambda *a, **k: pytest.fail("answered by the record"))
+    for i in range(fastpath._STALE_ROWS):
+        os.utime(ctx / f"src/f{i:02}.txt", (old + 10 + i, old + 10 + i))
+        time.sleep(0.06)  # the touched file's stat vouches for it by the next build
+        assert "hit rate 100%" in build(ctx, root, capsys)
+        assert side.read_text() == first  # up to the bound, the rows stay as they were
+        assert "hit rate 100%" in build(ctx, root, capsys)  # a no-op: answered by stats alone
+    os.utime(ctx / "src/f39.txt", (old + 99, old + 99))
+    time.sleep(0.06)
+    assert "hit rate 100%" in build(ctx, root, capsys)
+    assert side.read_text() != first  # 33 files to read again: the side file is rewritten
+    (ctx / "src/f05.txt").write_text("edited\n")
+    os.utime(ctx / "src/f05.txt", (old + 200, old + 200))
+    monkeypatch.setattr(full, "run_build", real)
+    out = build(ctx, root, capsys)
+    assert "hit rate 100%" not in out and "COPY src/ /src/" in out

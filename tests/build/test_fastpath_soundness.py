@@ -164,7 +164,12 @@ def test_a_touched_or_copied_file_is_answered_and_an_edit_is_not(ctx: Path, root
     read.clear()
     assert fastpath.check(request, root, time.monotonic())[0] is not None
     assert read == ["a"]  # its ctime was too recent to vouch for it then: read once more, now trusted
-    assert side.stat().st_mtime_ns != written  # and recorded
+    import json
+
+    (record,) = (p for p in (root / "fastpath").iterdir() if not p.name.endswith(".stats.json"))
+    taken = fastpath.check(request, root, time.monotonic())[1]
+    assert taken is not None and json.loads(record.read_text())["fingerprint"] == taken.fingerprint  # recorded
+    assert side.stat().st_mtime_ns == written  # one small file to read again: the side file's rows stay
     read.clear()
     assert fastpath.check(request, root, time.monotonic())[0] is not None
     assert read == []  # the record was brought up to date: a no-op again, by stats alone
