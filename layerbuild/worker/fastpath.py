@@ -206,11 +206,22 @@ def content_fingerprint(taken: Scan, keys: Mapping[tuple[str, str], str]) -> str
             key = get((label, rel))
             if key is None:
                 return None
-        elif kind == _IFLNK:
-            key = link
         else:
-            key = f"{st.st_rdev}" if kind != _IFDIR else ""
+            key = _other_key(kind, st, link)
         add(f"{label}\0{rel}\0{mode}\0{st.st_uid}\0{st.st_gid}\0{key}\n")
+    return _content_digest(taken, lines)
+
+
+def _other_key(kind: int, st: os.stat_result, link: str) -> str:
+    """What stands for the content of an entry that is not a regular file: a link's target, a
+    device's numbers, nothing for a directory."""
+    if kind == _IFLNK:
+        return link
+    return f"{st.st_rdev}" if kind != _IFDIR else ""
+
+
+def _content_digest(taken: Scan, lines: list[str]) -> str:
+    """The content fingerprint of the entries' lines (`content_fingerprint`'s and the touch pass's)."""
     h = xxhash.xxh3_128(taken.header)
     h.update("".join(lines).encode("utf-8", "surrogateescape"))
     return h.hexdigest()
@@ -323,14 +334,10 @@ def _touched_content(taken: Scan, rows: Mapping[str, str], roots: Mapping[str, P
             if st.st_ctime_ns < trusted_before and "\n" not in rel and "\n" not in label:
                 add_stat(f"{label}\0{line}")
                 add_value(key)
-        elif kind == _IFLNK:
-            key = link
         else:
-            key = f"{st.st_rdev}" if kind != _IFDIR else ""
+            key = _other_key(kind, st, link)
         add(f"{label}\0{rel}\0{mode}\0{st.st_uid}\0{st.st_gid}\0{key}\n")
-    h = xxhash.xxh3_128(taken.header)
-    h.update("".join(lines).encode("utf-8", "surrogateescape"))
-    return h.hexdigest(), stats, values, reread, _READ_LIMIT - budget
+    return _content_digest(taken, lines), stats, values, reread, _READ_LIMIT - budget
 
 
 def _write(path: Path, text: str) -> None:
