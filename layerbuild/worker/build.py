@@ -250,8 +250,9 @@ class Build:
         self.rootfs = RootfsCache(self.store)
         if not self.request.dry_run and any(isinstance(s.base, BaseImage) for s in plan.stages):
             self.rootfs.prestart()  # a stage on an image will look at its filesystem
-        if not self.request.dry_run and any(isinstance(step.op, Exec) and step.op.security != "insecure"
-                                            for stage in plan.stages for step in stage.steps):
+        if (not self.request.dry_run and not _compiled_any(self.store.layout.seccomp)
+                and any(isinstance(step.op, Exec) and step.op.security != "insecure"
+                        for stage in plan.stages for step in stage.steps)):
             from layerbuild.worker.runop import prewarm_seccomp
 
             prewarm_seccomp(self.store.layout.seccomp)
@@ -643,3 +644,12 @@ def _last_history_time(config: ImageConfig) -> float | None:
             except ValueError:
                 return None
     return None
+
+
+def _compiled_any(cache: Path) -> bool:
+    """Whether the store keeps a compiled seccomp program already: then a RUN step reads it (a file)
+    and nothing is compiled ahead, in a build whose RUN steps may all hit the cache anyway."""
+    try:
+        return any(name.endswith(".bpf") for name in os.listdir(cache))
+    except OSError:
+        return False
