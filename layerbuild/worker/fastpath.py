@@ -41,6 +41,16 @@ VERSION = "fastpath-4"
 # write within the same clock tick: "racy git"), so its stat does not vouch for its content (as the
 # context's stat cache, context/tree.py).
 RACY_MARGIN_NS = 50_000_000
+
+# Bytes a build's record may read to learn the keys of files the build itself did not read, and
+# bytes the touch path may read before it leaves the build to the full path.
+_LEARN_LIMIT = 64 << 20
+_READ_LIMIT = 32 << 20  # about what the full path's start costs, at sha256's speed
+# How many files a touch may read again (their rows in the side file stale), and what they may weigh,
+# before it rewrites the side file: a few ms of reading at the next touch, against every row now.
+_STALE_ROWS = 32
+_STALE_ROWS_BYTES = 1 << 20
+
 _IFMT, _IFDIR, _IFLNK, _IFREG = stat.S_IFMT(0o177777), stat.S_IFDIR, stat.S_IFLNK, stat.S_IFREG
 # A remote source anywhere in the Dockerfile (ADD https://…, ADD git@…): such builds take the full path.
 _REMOTE = re.compile(rb"://|git@", re.IGNORECASE)
@@ -76,9 +86,9 @@ class Scan:
         self.tried = False  # the touch path was tried (a full build asks `check` twice)
         self.rows: Mapping[str, str] = {}  # the last record's side file, once read (see _load_stats)
         self.content: str | None = None  # the content fingerprint over `keys`, once computed
-        self.learned = False  # a file read again now vouches for its key by its stat (see _save_stats)
+        self.learned = False  # a file read again now vouches for its key by its stat (see _content_pass)
         # The side file's rows (stat lines, keys) the touch path made with `content`, for the record
-        # of the full build that follows when the content changed (see _touched_content).
+        # of the full build that follows when the content changed (see _content_pass).
         self.side: tuple[list[str], list[str]] | None = None
 
 
@@ -293,19 +303,25 @@ def _load_stats(path: Path, content: str) -> dict[str, str]:
     return dict(zip(names, values, strict=True))
 
 
-def _touched_content(taken: Scan, rows: Mapping[str, str], roots: Mapping[str, Path]
-                     ) -> tuple[str, list[str], list[str], int, int] | None:
-    """For a rebuild whose stats moved, in one pass over the entries: every regular file's content
-    key into `taken.keys` (from the side file's row when its stat line is the file's, else read
-    now), the content fingerprint (as `content_fingerprint` gives it), the side file's next rows
-    (as `_save_stats` makes them), and how many files and bytes were read now. None if a file could not be read as it was
-    seen (gone, changed meanwhile), or if more would be read than the full path reads (see
-    _READ_LIMIT)."""
+def _content_pass(taken: Scan, rows: Mapping[str, str], roots: Mapping[str, Path], *,
+                  trees: Mapping[str, Any] | None = None, limit: int | None = None,
+                  ) -> tuple[str, list[str], list[str], int, int] | None:
+    """In one pass over the entries: every regular file's content key into `taken.keys` (known
+    already; else from the side file's row when its stat line is the file's; else, given the
+    build's source `trees` by label, what the build read of it if its stat is the scanned one; else
+    read now, at most `limit` bytes in all), the content fingerprint (as `content_fingerprint` gives
+    it), the side file's rows (each regular file's stat line and key, for files whose ctime is older
+    than the scan by RACY_MARGIN_NS, so that a later write shows in their stat; others, and names
+    with a newline, are read again by the next build that needs them), and how many files and bytes
+    were read now. None if a file could not be read as it was seen (gone, changed meanwhile), or
+    if more would be read than `limit` (default _READ_LIMIT: what the full path's start costs)."""
     from layerbuild.errors import BuildError
 
     keys = taken.keys
-    budget = _READ_LIMIT
+    limit = _READ_LIMIT if limit is None else limit
+    budget = limit
     reread = 0
+    have = trees or {}
     get, known = rows.get, keys.get
     trusted_before = taken.started_ns - RACY_MARGIN_NS
     lines = ["content\0"]
@@ -319,10 +335,14 @@ def _touched_content(taken: Scan, rows: Mapping[str, str], roots: Mapping[str, P
             key = known((label, rel))
             if key is None:
                 key = get(f"{label}\0{line[:-1]}")  # its row (_row), if its stat is the recorded one
+                if key is None and have:
+                    tree = have.get(label)
+                    key = None if tree is None else tree.known_fingerprint(
+                        rel, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode))
                 if key is None:
                     budget -= st.st_size
                     reread += 1
-                    if budget < 0:
+                    if budget < 0 or label not in roots:
                         return None
                     try:
                         key = file_key(rel, os.path.join(roots[label], rel), st)
@@ -337,30 +357,13 @@ def _touched_content(taken: Scan, rows: Mapping[str, str], roots: Mapping[str, P
         else:
             key = _other_key(kind, st, link)
         add(f"{label}\0{rel}\0{mode}\0{st.st_uid}\0{st.st_gid}\0{key}\n")
-    return _content_digest(taken, lines), stats, values, reread, _READ_LIMIT - budget
+    return _content_digest(taken, lines), stats, values, reread, limit - budget
 
 
 def _write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
     os.replace(tmp, path)
-
-
-def _save_stats(path: Path, taken: Scan, content: str) -> None:
-    """The side file: each regular file's stat line (with its path) and content key, for the files
-    whose ctime is older than the scan by RACY_MARGIN_NS (a later write then shows in their stat);
-    others, and names with a newline (rows are lines), are read again by the next build that needs them."""
-    stats: list[str] = []
-    values: list[str] = []
-    trusted_before = taken.started_ns - RACY_MARGIN_NS
-    keys = taken.keys
-    add_stat, add_value = stats.append, values.append
-    for label, rel, st, _link, line in taken.entries:
-        if st.st_mode & _IFMT == _IFREG and st.st_ctime_ns < trusted_before and "\n" not in rel \
-                and "\n" not in label:
-            add_stat(f"{label}\0{line}")
-            add_value(keys[(label, rel)])
-    _write_stats(path, stats, values, content)
 
 
 def _write_stats(path: Path, stats: list[str], values: list[str], content: str) -> None:
@@ -386,60 +389,25 @@ def save(root: Path, dockerfile: Path, target: str | None, fp: str | Scan, *, ma
     summary.update(cached=counted, executed=0, hit_rate=1.0)
     cached["summary"] = summary
     taken = fp if isinstance(fp, Scan) else None
-    content = _learn_keys(taken, trees or {}) if taken is not None else None
+    content: str | None = None
+    side: tuple[list[str], list[str]] | None = None
+    if taken is not None and taken.side is not None and taken.content is not None:
+        content, side = taken.content, taken.side  # every key known: made by check's touch pass
+    elif taken is not None:
+        # Every regular file's key for the record: known from the scan or the last side file, else
+        # what the build read of it if its stat is still the scanned one, else read now if cheap.
+        # None (no content fingerprint): the touch path stays closed until the next full build.
+        got = _content_pass(taken, taken.rows, {label: Path(t.root) for label, t in (trees or {}).items()},
+                            trees=trees or {}, limit=_LEARN_LIMIT)
+        if got is not None:
+            content, side = got[0], (got[1], got[2])
     stat_fp = fp if isinstance(fp, str) else (None if fp.racy else fp.fingerprint)
     data = {"fingerprint": stat_fp, "content": content, "header": taken.header.hex() if taken is not None else None,
             "manifest": manifest, "blobs": blobs,
             "bases": dict(bases), "report": cached}
-    if taken is not None and content is not None:  # first: the record it belongs to names it
-        if taken.side is not None and content == taken.content:  # rows of these keys, made by check
-            _write_stats(_stats_path(path), *taken.side, content)
-        else:
-            _save_stats(_stats_path(path), taken, content)
+    if content is not None and side is not None:  # first: the record it belongs to names it
+        _write_stats(_stats_path(path), *side, content)
     _write(path, json.dumps(data))
-
-
-# Bytes a build's record may read to learn the keys of files the build itself did not read, and
-# bytes the touch path may read before it leaves the build to the full path.
-_LEARN_LIMIT = 64 << 20
-_READ_LIMIT = 32 << 20  # about what the full path's start costs, at sha256's speed
-# How many files a touch may read again (their rows in the side file stale), and what they may weigh,
-# before it rewrites the side file: a few ms of reading at the next touch, against every row now.
-_STALE_ROWS = 32
-_STALE_ROWS_BYTES = 1 << 20
-
-
-def _learn_keys(taken: Scan, trees: Mapping[str, Any]) -> str | None:
-    """Every regular file's content key for the record: known from the scan, else what the build
-    read of it if its stat is the scanned one, else read now if that is cheap; the content
-    fingerprint, or None (the touch path then stays closed until the next full build)."""
-    from layerbuild.errors import BuildError
-
-    budget = _LEARN_LIMIT
-    rows, keys = taken.rows, taken.keys
-    learned = False
-    for label, rel, st, _link, line in taken.entries:
-        if not stat.S_ISREG(st.st_mode) or (label, rel) in keys:
-            continue
-        learned = True
-        known = rows.get(_row(label, line))  # the last record's key, if for this very stat
-        if known is not None:
-            keys[(label, rel)] = known
-            continue
-        tree = trees.get(label)
-        known = tree.known_fingerprint(rel, tuple(_stat_key(st))) if tree is not None else None
-        if known is None:
-            budget -= st.st_size
-            if budget < 0 or tree is None:
-                return None
-            try:
-                known = file_key(rel, os.path.join(tree.root, rel), st)
-            except (OSError, BuildError):
-                return None
-        keys[(label, rel)] = known
-    if not learned and taken.content is not None:
-        return taken.content  # computed by `check` over the same keys
-    return content_fingerprint(taken, keys)
 
 
 def check(request: BuildRequest, root: Path, started: float) -> tuple[dict[str, Any] | None, Scan | None]:
@@ -476,7 +444,7 @@ def check(request: BuildRequest, root: Path, started: float) -> tuple[dict[str, 
         return None, taken
     rows = taken.rows = _load_stats(_stats_path(_record_path(root, path, request.target, key)), content)
     roots = {"": request.context, **named}
-    got = _touched_content(taken, rows, {label: Path(p) for label, p in roots.items()})
+    got = _content_pass(taken, rows, {label: Path(p) for label, p in roots.items()})
     if got is None:
         return None, taken
     taken.content, stats, values, reread, reread_bytes = got

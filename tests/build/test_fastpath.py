@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -188,12 +189,18 @@ def test_a_no_op_after_an_edit_kept_as_a_recipe_is_answered(ctx: Path, root: Pat
     assert calls == [] and "hit rate 100%" in out
 
 
-def test_the_touch_pass_gives_the_content_fingerprint_and_side_file_rows_of_the_separate_steps(
-    ctx: Path, tmp_path: Path
-) -> None:
-    """fastpath._touched_content (one pass: keys, content fingerprint, side-file rows) agrees with
-    content_fingerprint over the same keys and with the rows _save_stats writes, with some keys
-    from the side file, one read again, a symlink and a directory among the entries."""
+def _expected_rows(taken: fastpath.Scan) -> dict[str, str]:
+    """The side file's rows, spelled out: every regular file whose ctime is past the racy margin of
+    the scan, by its row name (tree label and stat line), with its key."""
+    trusted = taken.started_ns - fastpath.RACY_MARGIN_NS
+    return {fastpath._row(label, line): taken.keys[(label, rel)] for label, rel, st, _link, line in taken.entries
+            if stat.S_ISREG(st.st_mode) and st.st_ctime_ns < trusted}
+
+
+def test_the_content_pass_gives_the_content_fingerprint_and_the_side_file_rows(ctx: Path, tmp_path: Path) -> None:
+    """fastpath._content_pass (one pass: keys, content fingerprint, side-file rows) agrees with
+    content_fingerprint over the same keys and with the rows spelled out, with some keys from the
+    side file, one read again, a symlink and a directory among the entries."""
     setup(ctx)
     os.symlink("a.txt", ctx / "link")
     (ctx / "dir" / "c.txt").write_text("c")
@@ -205,7 +212,7 @@ def test_the_touch_pass_gives_the_content_fingerprint_and_side_file_rows_of_the_
     assert taken is not None
     rows = {fastpath._row(label, line): f"key-of-{rel}" for label, rel, _st, _link, line in taken.entries
             if rel != "dir/c.txt"}  # c.txt's row is missing: read again
-    got = fastpath._touched_content(taken, rows, {"": ctx})
+    got = fastpath._content_pass(taken, rows, {"": ctx})
     assert got is not None
     content, stats, values, reread, reread_bytes = got
     assert (reread, reread_bytes) == (1, 1)  # c.txt
@@ -214,8 +221,8 @@ def test_the_touch_pass_gives_the_content_fingerprint_and_side_file_rows_of_the_
                                                              (ctx / "dir/c.txt").stat())
     assert content == fastpath.content_fingerprint(taken, taken.keys)
     side = tmp_path / "side.json"
-    fastpath._save_stats(side, taken, content)
-    assert fastpath._load_stats(side, content) == dict(zip([s[:-1] for s in stats], values, strict=True))
+    fastpath._write_stats(side, stats, values, content)
+    assert fastpath._load_stats(side, content) == _expected_rows(taken)
     assert len(values) == 5  # the regular files: Dockerfile, .dockerignore, a.txt, dir/b.txt, dir/c.txt
 
 
@@ -223,8 +230,8 @@ def test_an_edit_build_records_the_side_file_rows_the_touch_check_made(
     ctx: Path, root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After a build whose touch check found the content changed (an edit), the record's side file
-    is the rows that check made over the same keys: the same file _save_stats writes, without its
-    loop; and the next touch is answered from it."""
+    is the rows that check made over the same keys, without a second pass; and the next touch is
+    answered from it."""
     setup(ctx)
     old = time.time() - 100
     for p in ctx.rglob("*"):
@@ -235,24 +242,53 @@ def test_an_edit_build_records_the_side_file_rows_the_touch_check_made(
     os.utime(ctx / "a.txt", (old + 1, old + 1))
     time.sleep(0.06)
     calls: list[object] = []
-    real = fastpath._save_stats
-    monkeypatch.setattr(fastpath, "_save_stats", lambda *a: calls.append(a) or real(*a))
+    real = fastpath._content_pass
+    monkeypatch.setattr(fastpath, "_content_pass", lambda *a, **k: calls.append(a) or real(*a, **k))
     build(ctx, root, capsys)
-    assert calls == []  # the check's rows were written as they were
+    assert len(calls) == 1  # the check's pass; the record wrote its rows as they were
     side = fastpath._stats_path(fastpath._record_path(root, ctx / "Dockerfile", None))
-    written = side.read_text()
-    taken = fastpath.scan(ctx, ctx / "Dockerfile", {}, "v")
-    assert taken is not None
     import json
 
-    content = json.loads(written)["content"]
+    content = json.loads(side.read_text())["content"]
+    taken = fastpath.scan(ctx, ctx / "Dockerfile", {}, "v")
+    assert taken is not None
     rows = fastpath._load_stats(side, content)
-    got = fastpath._touched_content(taken, rows, {"": ctx})
-    assert got is not None and len(rows) == len(got[2]) == 4 and got[3:] == (0, 0)  # every regular file but the ignored one
-    real(side, taken, content)
-    assert side.read_text() == written  # what _save_stats makes of the same scan and keys
+    got = real(taken, rows, {"": ctx})
+    assert got is not None and got[3:] == (0, 0)  # every key from the side file
+    assert rows == _expected_rows(taken) and len(rows) == 4  # every regular file but the ignored one
     os.utime(ctx / "dir" / "b.txt", (old + 5, old + 5))
-    monkeypatch.setattr(fastpath, "_save_stats", real)
+    import layerbuild.worker.build as full
+
+    monkeypatch.setattr(full, "run_build", lambda *a, **k: pytest.fail("the touch is answered by the record"))
+    assert "hit rate 100%" in build(ctx, root, capsys)
+
+
+def test_a_cold_build_records_every_key_from_what_it_read(ctx: Path, root: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record of a full build takes the keys of the files it read from its context tree (no file
+    read again for it), and the rest (a file no step copies) read now; its side file is the rows of
+    every regular file, and a later touch is answered from them."""
+    setup(ctx)
+    (ctx / "unused.txt").write_text("no step copies me")
+    old = time.time() - 100
+    for p in ctx.rglob("*"):
+        os.utime(p, (old, old))
+    time.sleep(0.06)
+    read: list[str] = []
+    real = fastpath.file_key
+    monkeypatch.setattr(fastpath, "file_key", lambda rel, *a: read.append(rel) or real(rel, *a))
+    build(ctx, root, capsys)
+    assert sorted(read) == [".dockerignore", "Dockerfile", "unused.txt"]  # a.txt, dir/b.txt: the build's own
+    side = fastpath._stats_path(fastpath._record_path(root, ctx / "Dockerfile", None))
+    import json
+
+    content = json.loads(side.read_text())["content"]
+    taken = fastpath.scan(ctx, ctx / "Dockerfile", {}, "v")
+    assert taken is not None
+    rows = fastpath._load_stats(side, content)
+    got = fastpath._content_pass(taken, rows, {"": ctx})
+    assert got is not None and rows == _expected_rows(taken) and len(rows) == 5  # (the touch below checks content)
+    os.utime(ctx / "unused.txt", (old + 5, old + 5))
     import layerbuild.worker.build as full
 
     monkeypatch.setattr(full, "run_build", lambda *a, **k: pytest.fail("the touch is answered by the record"))
