@@ -124,11 +124,13 @@ class _SplitMemo:
 
             self._known = {}
             self._path = self._file()
-            try:
-                with open(self._path or "", encoding="utf-8") as f:
-                    rows = json.load(f)
-            except (OSError, ValueError):
-                rows = None
+            rows = None
+            if self._path is not None:
+                try:
+                    with open(self._path, encoding="utf-8") as f:
+                        rows = json.load(f)
+                except (OSError, ValueError):
+                    pass  # none yet, or damaged: rewritten by the next save
             if isinstance(rows, dict):
                 for line, got in rows.items():
                     if (isinstance(got, list) and len(got) == 3 and isinstance(got[0], str)

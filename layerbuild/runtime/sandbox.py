@@ -204,10 +204,22 @@ def prestart(*, stdin: Stdio = subprocess.DEVNULL, stdout: Stdio = None, stderr:
              detached: bool = False) -> Helper:
     """Start the helper of a `launch` that will follow with these stdio and `detached` (and no
     `attach`); the caller gives it to that `launch`, or `discard`s it."""
+    proc, spec_w, status_r = _spawn(stdin, stdout, stderr, detached)
+    return Helper(proc, spec_w, status_r, (stdin, stdout, stderr), detached)
+
+
+def _spawn(stdin: Stdio, stdout: Stdio, stderr: Stdio, detached: bool, extra_fds: tuple[int, ...] = ()
+           ) -> tuple[subprocess.Popen[bytes], int, int]:
+    """nsinit started with its spec and status pipes (and `extra_fds` passed on): the process, the
+    spec pipe's end to write and the status pipe's end to read (the child's ends are closed here)."""
     spec_r, spec_w = os.pipe()
     status_r, status_w = os.pipe()
     try:
-        proc = _popen(spec_r, status_w, (), stdin, stdout, stderr, detached)
+        proc = subprocess.Popen(
+            helper_argv(NSINIT, str(spec_r), str(status_w)),
+            pass_fds=(spec_r, status_w, *extra_fds), stdin=stdin, stdout=stdout,
+            stderr=stderr, start_new_session=detached, process_group=None if detached else 0,
+        )
     except BaseException:
         os.close(spec_w)
         os.close(status_r)
@@ -215,16 +227,7 @@ def prestart(*, stdin: Stdio = subprocess.DEVNULL, stdout: Stdio = None, stderr:
     finally:
         os.close(spec_r)
         os.close(status_w)
-    return Helper(proc, spec_w, status_r, (stdin, stdout, stderr), detached)
-
-
-def _popen(spec_r: int, status_w: int, extra_fds: tuple[int, ...], stdin: Stdio, stdout: Stdio, stderr: Stdio,
-           detached: bool) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        helper_argv(NSINIT, str(spec_r), str(status_w)),
-        pass_fds=(spec_r, status_w, *extra_fds), stdin=stdin, stdout=stdout,
-        stderr=stderr, start_new_session=detached, process_group=None if detached else 0,
-    )
+    return proc, spec_w, status_r
 
 
 def launch(
@@ -361,21 +364,15 @@ def _start(
         go_w = -1
         payload["go_fd"] = None
     else:
-        spec_r, spec_w = os.pipe()
-        status_r, status_w = os.pipe()
         go_r, go_w = os.pipe() if attach is not None else (-1, -1)
         payload["go_fd"] = go_r if attach is not None else None
         try:
-            proc = _popen(spec_r, status_w, (go_r,) if attach is not None else (), stdin, stdout, stderr, detached)
+            proc, spec_w, status_r = _spawn(stdin, stdout, stderr, detached, (go_r,) if attach is not None else ())
         except BaseException:
-            os.close(spec_w)
-            os.close(status_r)
             if attach is not None:
                 os.close(go_w)
             raise
         finally:
-            os.close(spec_r)
-            os.close(status_w)
             if attach is not None:
                 os.close(go_r)
     with os.fdopen(spec_w, "wb") as f:

@@ -185,8 +185,9 @@ def scan(
     return Scan(h.hexdigest(), header, entries, started_ns, racy)
 
 
-def _stat_key(st: os.stat_result) -> list[int]:
-    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode]
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int, int]:
+    """What says a file is unchanged (context.tree's stat_key, without loading that module)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
 
 
 def file_key(rel: str, path: str, st: os.stat_result) -> str:
@@ -202,39 +203,6 @@ def file_key(rel: str, path: str, st: os.stat_result) -> str:
         raise BuildError(f"{rel!r} changed since it was looked at")
     return content_fingerprint(rel.encode("utf-8", "surrogateescape"), st.st_mode, st.st_size, content,
                                capability=read_capability(path))
-
-
-def content_fingerprint(taken: Scan, keys: Mapping[tuple[str, str], str]) -> str | None:
-    """The fingerprint of the inputs by content: what the stat fingerprint covers, with every regular
-    file's content key (`keys`) instead of its times, inode and device. None if a key is missing."""
-    lines = ["content\0"]
-    add, get = lines.append, keys.get
-    for label, rel, st, link, _line in taken.entries:
-        mode = st.st_mode
-        kind = mode & _IFMT
-        if kind == _IFREG:
-            key = get((label, rel))
-            if key is None:
-                return None
-        else:
-            key = _other_key(kind, st, link)
-        add(f"{label}\0{rel}\0{mode}\0{st.st_uid}\0{st.st_gid}\0{key}\n")
-    return _content_digest(taken, lines)
-
-
-def _other_key(kind: int, st: os.stat_result, link: str) -> str:
-    """What stands for the content of an entry that is not a regular file: a link's target, a
-    device's numbers, nothing for a directory."""
-    if kind == _IFLNK:
-        return link
-    return f"{st.st_rdev}" if kind != _IFDIR else ""
-
-
-def _content_digest(taken: Scan, lines: list[str]) -> str:
-    """The content fingerprint of the entries' lines (`content_fingerprint`'s and the touch pass's)."""
-    h = xxhash.xxh3_128(taken.header)
-    h.update("".join(lines).encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
 
 
 def _read_record(root: Path, dockerfile: Path, target: str | None, key: str | None) -> dict[str, Any] | None:
@@ -306,15 +274,19 @@ def _load_stats(path: Path, content: str) -> dict[str, str]:
 def _content_pass(taken: Scan, rows: Mapping[str, str], roots: Mapping[str, Path], *,
                   trees: Mapping[str, Any] | None = None, limit: int | None = None,
                   ) -> tuple[str, list[str], list[str], int, int] | None:
-    """In one pass over the entries: every regular file's content key into `taken.keys` (known
-    already; else from the side file's row when its stat line is the file's; else, given the
-    build's source `trees` by label, what the build read of it if its stat is the scanned one; else
-    read now, at most `limit` bytes in all), the content fingerprint (as `content_fingerprint` gives
-    it), the side file's rows (each regular file's stat line and key, for files whose ctime is older
-    than the scan by RACY_MARGIN_NS, so that a later write shows in their stat; others, and names
-    with a newline, are read again by the next build that needs them), and how many files and bytes
-    were read now. None if a file could not be read as it was seen (gone, changed meanwhile), or
-    if more would be read than `limit` (default _READ_LIMIT: what the full path's start costs)."""
+    """In one pass over the entries:
+    - every regular file's content key into `taken.keys`: known already; else from the side file's
+      row when its stat line is the file's; else, given the build's source `trees` by label, what
+      the build read of it if its stat is the scanned one; else read now, at most `limit` bytes in
+      all (default _READ_LIMIT: what the full path's start costs);
+    - the content fingerprint: what the stat fingerprint covers, with every regular file's key
+      instead of its times, inode and device;
+    - the side file's rows: each regular file's stat line and key, for files whose ctime is older
+      than the scan by RACY_MARGIN_NS, so that a later write shows in their stat (others, and names
+      with a newline, are read again by the next build that needs them);
+    - how many files and bytes were read now.
+    None if a file could not be read as it was seen (gone, changed meanwhile), or if more would be
+    read than `limit`."""
     from layerbuild.errors import BuildError
 
     keys = taken.keys
@@ -337,8 +309,7 @@ def _content_pass(taken: Scan, rows: Mapping[str, str], roots: Mapping[str, Path
                 key = get(f"{label}\0{line[:-1]}")  # its row (_row), if its stat is the recorded one
                 if key is None and have:
                     tree = have.get(label)
-                    key = None if tree is None else tree.known_fingerprint(
-                        rel, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode))
+                    key = None if tree is None else tree.known_fingerprint(rel, _stat_key(st))
                 if key is None:
                     budget -= st.st_size
                     reread += 1
@@ -354,10 +325,14 @@ def _content_pass(taken: Scan, rows: Mapping[str, str], roots: Mapping[str, Path
             if st.st_ctime_ns < trusted_before and "\n" not in rel and "\n" not in label:
                 add_stat(f"{label}\0{line}")
                 add_value(key)
+        elif kind == _IFLNK:
+            key = link
         else:
-            key = _other_key(kind, st, link)
+            key = f"{st.st_rdev}" if kind != _IFDIR else ""
         add(f"{label}\0{rel}\0{mode}\0{st.st_uid}\0{st.st_gid}\0{key}\n")
-    return _content_digest(taken, lines), stats, values, reread, limit - budget
+    h = xxhash.xxh3_128(taken.header)
+    h.update("".join(lines).encode("utf-8", "surrogateescape"))
+    return h.hexdigest(), stats, values, reread, limit - budget
 
 
 def _write(path: Path, text: str) -> None:
@@ -490,5 +465,5 @@ def replay(report: Mapping[str, Any], started: float) -> dict[str, Any]:
     return out
 
 
-__all__ = ["Scan", "answer", "check", "content_fingerprint", "file_key", "fingerprint", "lookup", "replay",
+__all__ = ["Scan", "answer", "check", "file_key", "fingerprint", "lookup", "replay",
            "resolve_root", "save", "scan"]
