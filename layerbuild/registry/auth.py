@@ -11,9 +11,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import httpx
-
 from layerbuild.errors import RegistryAuthError, RegistryError
+from layerbuild.registry import wire
 from layerbuild.registry.credentials import Credentials
 
 CLIENT_ID = "layerbuild"
@@ -103,7 +102,7 @@ class TokenCache:
             self._tokens.pop(frozenset(scopes), None)
 
 
-def fetch_token(client: httpx.Client, challenge: Challenge, scopes: list[str], creds: Credentials | None, *,
+def fetch_token(client: wire.Client, challenge: Challenge, scopes: list[str], creds: Credentials | None, *,
                 host: str, oauth: bool = False) -> tuple[str, float]:
     """A token for `scopes` from the challenge's realm: (token, lifetime in seconds).
 
@@ -129,7 +128,7 @@ def fetch_token(client: httpx.Client, challenge: Challenge, scopes: list[str], c
         if resp.status_code not in (404, 405) or creds.identity_token:
             return _token_from(resp, host=host, realm=realm)
         resp.close()
-    params: list[tuple[str, str | int | float | bool | None]] = []
+    params: list[tuple[str, str]] = []
     if service:
         params.append(("service", service))
     params.extend(("scope", s) for s in scopes)
@@ -141,8 +140,8 @@ def fetch_token(client: httpx.Client, challenge: Challenge, scopes: list[str], c
     return _token_from(resp, host=host, realm=realm)
 
 
-def _token_from(resp: httpx.Response, *, host: str, realm: str) -> tuple[str, float]:
-    realm_host = httpx.URL(realm).netloc.decode()
+def _token_from(resp: wire.Response, *, host: str, realm: str) -> tuple[str, float]:
+    realm_host = wire.URL(realm).netloc
     if resp.status_code in (401, 403):
         raise RegistryAuthError(f"{host}: the token service ({realm_host}) refused the credentials",
                                 hint=f"check the user name and password: layerbuild login {host}",

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import httpx
-
 from layerbuild.errors import DigestMismatchError, RegistryError, UsageError
 from layerbuild.reference import Reference
+from layerbuild.registry import wire
 from layerbuild.registry.auth import pull_scope, push_scope
 from layerbuild.registry.credentials import Credentials, DockerConfig
 from layerbuild.registry.failures import transport_error
@@ -224,7 +223,7 @@ class RegistryClient:
                 raise RegistryError(f"{s.domain}: the tag list of {repo.name} is not JSON") from None
             tags.extend(str(t) for t in got)
             nxt = resp.links.get("next", {}).get("url")
-            url = str(httpx.URL(s.base()).join(nxt)) if nxt else None
+            url = str(wire.URL(s.base()).join(nxt)) if nxt else None
         return tags
 
     # --- blobs: reading ---------------------------------------------------------------------------
@@ -281,7 +280,7 @@ class RegistryClient:
                             hasher.update(chunk)
                         yield chunk
                     break
-                except httpx.TransportError as exc:
+                except wire.TransportError as exc:
                     resp.close()
                     wait = s.options.retry.delay(attempt) if retryable_transport_error(exc) else None
                     if wait is None:
@@ -380,9 +379,9 @@ class RegistryClient:
             return "mounted"
         if resp.status_code != 202 or "location" not in resp.headers:
             raise s.fail(resp, what=what, repository=repo.name, reference=digest)
-        location = str(httpx.URL(s.base()).join(resp.headers["location"]))
+        location = str(wire.URL(s.base()).join(resp.headers["location"]))
         if not chunked:
-            url = httpx.URL(location).copy_merge_params({"digest": digest})
+            url = wire.URL(location).with_params({"digest": digest})
             resp = self._upload_step(s, "PUT", str(url), scopes, what, content=_body(source, progress),
                                      headers={"Content-Type": "application/octet-stream",
                                               "Content-Length": str(size)})
@@ -402,11 +401,11 @@ class RegistryClient:
                         "Content-Range": f"{offset}-{offset + len(chunk) - 1}"})
                     if resp.status_code != 202 or "location" not in resp.headers:
                         raise s.fail(resp, what=what, repository=repo.name, reference=digest)
-                    location = str(httpx.URL(s.base()).join(resp.headers["location"]))
+                    location = str(wire.URL(s.base()).join(resp.headers["location"]))
                     offset += len(chunk)
                     if progress is not None:
                         progress(offset)
-            url = httpx.URL(location).copy_merge_params({"digest": digest})
+            url = wire.URL(location).with_params({"digest": digest})
             resp = self._upload_step(s, "PUT", str(url), scopes, what, content=b"",
                                      headers={"Content-Length": "0"})
         if resp.status_code not in (201, 204):
@@ -414,14 +413,14 @@ class RegistryClient:
         return self._uploaded(s, resp, digest)
 
     @staticmethod
-    def _uploaded(s: Session, resp: httpx.Response, digest: str) -> str:
+    def _uploaded(s: Session, resp: wire.Response, digest: str) -> str:
         answered = resp.headers.get("docker-content-digest")
         if answered and answered != digest:
             raise DigestMismatchError(f"{s.domain}: stored the blob as {answered}, not {digest}")
         return "uploaded"
 
     def _upload_step(self, s: Session, method: str, url: str, scopes: list[str], what: str, *,
-                     content: Body, headers: dict[str, str], params: dict[str, str] | None = None) -> httpx.Response:
+                     content: Body, headers: dict[str, str], params: dict[str, str] | None = None) -> wire.Response:
         """One request of an upload; failures that may pass raise _Retry (the caller starts over)."""
         try:
             resp = s.request(method, url, scopes=scopes, what=what, headers=headers, params=params,
@@ -436,7 +435,7 @@ class RegistryClient:
 
 
 class _Retry(Exception):
-    def __init__(self, error: RegistryError, response: httpx.Response | None) -> None:
+    def __init__(self, error: RegistryError, response: wire.Response | None) -> None:
         super().__init__(error.message)
         self.error = error
         self.response = response
@@ -446,7 +445,7 @@ class _Fallback(Exception):
     """The registry refused a monolithic upload: do it in chunks."""
 
 
-def _digest_problem(resp: httpx.Response) -> bool:
+def _digest_problem(resp: wire.Response) -> bool:
     from layerbuild.registry.failures import registry_codes
 
     return any(code in ("DIGEST_INVALID", "SIZE_INVALID", "BLOB_UPLOAD_UNKNOWN") for code, _ in registry_codes(resp))
@@ -479,7 +478,7 @@ def _opened(source: BlobSource) -> Iterator[BinaryIO]:
             yield reader
 
 
-def _read_limited(resp: httpx.Response, limit: int, what: str, *, host: str) -> bytes:
+def _read_limited(resp: wire.Response, limit: int, what: str, *, host: str) -> bytes:
     parts: list[bytes] = []
     total = 0
     try:
@@ -488,7 +487,7 @@ def _read_limited(resp: httpx.Response, limit: int, what: str, *, host: str) -> 
             if total > limit:
                 raise RegistryError(f"{host}: {what} is larger than {limit >> 20} MiB", hint="refused, as containerd does")
             parts.append(chunk)
-    except httpx.TransportError as exc:
+    except wire.TransportError as exc:
         raise transport_error(exc, host=host, what=what) from None
     return b"".join(parts)
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import ssl
 
-import httpx
-
 from layerbuild.errors import RegistryAuthError, RegistryError
+from layerbuild.registry import wire
 
 _MAX_DETAIL = 300
 
 
-def registry_codes(response: httpx.Response) -> list[tuple[str, str]]:
+def registry_codes(response: wire.Response) -> list[tuple[str, str]]:
     """The `(code, message)` pairs of a distribution error body (`{"errors": [{"code", "message"}]}`)."""
     try:
         body = json.loads(response.content[:65536] or b"{}")
@@ -26,12 +25,12 @@ def registry_codes(response: httpx.Response) -> list[tuple[str, str]]:
     return pairs
 
 
-def response_error(response: httpx.Response, *, host: str, what: str, repository: str | None = None,
+def response_error(response: wire.Response, *, host: str, what: str, repository: str | None = None,
                    reference: str | None = None) -> RegistryError:
     """The error for a failed `response` to `what` (e.g. `GET manifest`); reads the body if unread."""
     try:
         response.read()
-    except httpx.HTTPError:
+    except wire.HTTPError:
         pass
     codes = registry_codes(response)
     code = codes[0][0] if codes else ""
@@ -88,10 +87,10 @@ def transport_error(exc: Exception, *, host: str, what: str) -> RegistryError:
                 hint=f"put the client pair as /etc/docker/certs.d/{host}/client.cert and client.key (or in "
                      f"/etc/containers/certs.d/{host}/)")
         cause = cause.__cause__ or cause.__context__
-    if isinstance(exc, httpx.ConnectTimeout):
+    if isinstance(exc, wire.ConnectTimeout):
         return RegistryError(f"cannot connect to {host}: timed out ({what})",
                              hint="check the name, the port and the network")
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, wire.ConnectError):
         if "refused" in text.lower():
             return RegistryError(f"cannot connect to {host}: connection refused ({what})",
                                  hint=f"is a registry listening on {host}? check the host and port")
@@ -99,7 +98,7 @@ def transport_error(exc: Exception, *, host: str, what: str) -> RegistryError:
             return RegistryError(f"cannot connect to {host}: unknown host ({what})", hint="check the registry's name")
         return RegistryError(f"cannot connect to {host}: {text[:_MAX_DETAIL]} ({what})",
                              hint="check the name, the port and the network")
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, wire.TimeoutException):
         return RegistryError(f"{host}: timed out ({what})", hint="the registry is slow or unreachable; try again",
                              transient=True)
     return RegistryError(f"{host}: connection lost ({what}): {text[:_MAX_DETAIL] or type(exc).__name__}",

@@ -10,18 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import httpx
-
 from layerbuild import __version__
 from layerbuild.errors import RegistryError
 from layerbuild.reference import api_host
+from layerbuild.registry import wire
 from layerbuild.registry.auth import Challenge, TokenCache, basic_header, fetch_token, parse_challenges
 from layerbuild.registry.credentials import Credentials
 from layerbuild.registry.failures import response_error, transport_error
 from layerbuild.registry.transport import (
     RETRY_STATUSES,
     RetryPolicy,
-    http_transport,
     is_loopback,
     named_insecure,
     retryable_transport_error,
@@ -57,7 +55,7 @@ class Session:
     """Everything about one registry `domain` (as names spell it; `docker.io` for Docker Hub).
 
     Thread-safe: the ping, the credentials lookup and token fetches happen under the session's lock;
-    httpx's connection pool is shared by all threads. Created and closed by `RegistryClient`.
+    the connection pools are shared by all threads. Created and closed by `RegistryClient`.
     """
 
     def __init__(self, domain: str, options: Options, clients: OriginClients) -> None:
@@ -167,10 +165,10 @@ class Session:
 
     def fetch_token(self, challenge: Challenge, scopes: list[str], creds: Credentials | None) -> tuple[str, float]:
         realm = challenge.params.get("realm", "")
-        url = httpx.URL(realm) if realm else None
+        url = wire.URL(realm) if realm else None
         if url is None or url.scheme not in ("https", "http"):
             raise RegistryError(f"{self.host}: its token realm {realm!r} is not an http(s) URL")
-        realm_host = url.netloc.decode()
+        realm_host = url.netloc
         if url.scheme == "http" and not (self.plain_http_allowed or is_loopback(realm_host)):
             raise RegistryError(f"{self.host}: its token realm {realm} is plain HTTP; credentials are not sent there",
                                 hint=f"name the registry insecure (LAYERBUILD_INSECURE_REGISTRIES={self.host}) "
@@ -180,14 +178,14 @@ class Session:
         while True:
             try:
                 return fetch_token(client, challenge, scopes, creds, host=self.domain, oauth=self.options.oauth)
-            except httpx.TransportError as exc:
+            except wire.TransportError as exc:
                 wait = self.options.retry.delay(attempt) if retryable_transport_error(exc) else None
                 if wait is None:
                     raise transport_error(exc, host=realm_host, what="token") from None
                 self.options.sleep(wait)
                 attempt += 1
 
-    def reauthenticate(self, scopes: list[str], response: httpx.Response) -> list[str]:
+    def reauthenticate(self, scopes: list[str], response: wire.Response) -> list[str]:
         """After a 401: drop the token for `scopes`, take the registry's new challenge, and return the
         scopes to ask for next (with the one the challenge names, when it names another, as docker does)."""
         self.tokens.drop(scopes)
@@ -201,13 +199,13 @@ class Session:
 
     # --- the request loop ------------------------------------------------------------------------
 
-    def _send_retrying(self, send: Callable[[], httpx.Response], *, what: str) -> httpx.Response:
+    def _send_retrying(self, send: Callable[[], wire.Response], *, what: str) -> wire.Response:
         """`send()` retried on lost connections and 408/429/5xx (after a Retry-After wait, if given)."""
         attempt = 0
         while True:
             try:
                 resp = send()
-            except httpx.TransportError as exc:
+            except wire.TransportError as exc:
                 wait = self.options.retry.delay(attempt) if retryable_transport_error(exc) else None
                 if wait is None:
                     raise transport_error(exc, host=self.host, what=what) from None
@@ -224,7 +222,7 @@ class Session:
     def request(self, method: str, path_or_url: str, *, scopes: list[str], what: str,
                 headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
                 content: Body = None, stream: bool = False, retry: bool = True,
-                follow: bool = True) -> httpx.Response:
+                follow: bool = True) -> wire.Response:
         """One registry request with auth, retries and redirects; the response is the caller's to close.
 
         Error statuses are returned, not raised (callers know which ones they expect); a registry that
@@ -239,7 +237,7 @@ class Session:
             try:
                 resp = self._send_once(method, url, scopes=scopes, headers=headers, params=params,
                                        content=content, stream=stream, follow=follow)
-            except httpx.TransportError as exc:
+            except wire.TransportError as exc:
                 wait = self.options.retry.delay(attempt) if retry and retryable_transport_error(exc) else None
                 if wait is None:
                     raise transport_error(exc, host=self.host, what=what) from None
@@ -261,30 +259,28 @@ class Session:
             return resp
 
     def _send_once(self, method: str, url: str, *, scopes: list[str], headers: dict[str, str] | None,
-                   params: dict[str, str] | None, content: Body, stream: bool, follow: bool) -> httpx.Response:
-        origin = httpx.URL(self.base())
+                   params: dict[str, str] | None, content: Body, stream: bool, follow: bool) -> wire.Response:
+        origin = wire.URL(self.base()).origin
         auth = self.authorization(scopes)
+        target = wire.URL(url)
         for _ in range(_MAX_REDIRECTS + 1):
-            target = httpx.URL(url)
-            same = (target.scheme, target.host, target.port) == (origin.scheme, origin.host, origin.port)
             hdrs = {"User-Agent": USER_AGENT, **(headers or {})}
-            if auth is not None and same:
+            if auth is not None and target.origin == origin:
                 hdrs["Authorization"] = auth
             body = content() if callable(content) else content
-            req = self.clients.get(url).build_request(method, url, headers=hdrs, params=params, content=body)
-            resp = self.clients.get(url).send(req, stream=True)
+            resp = self.clients.get(target).request(method, target, headers=hdrs, params=params, content=body)
             if not (follow and resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers):
                 if not stream:
                     resp.read()
                 return resp
             resp.close()
-            url = str(target.join(resp.headers["location"]))
+            target = target.with_params(params or {}).join(resp.headers["location"])
             params = None
             if resp.status_code == 303:
                 method, content = "GET", None
         raise RegistryError(f"{self.host}: too many redirects ({_MAX_REDIRECTS})")
 
-    def fail(self, resp: httpx.Response, *, what: str, repository: str | None = None,
+    def fail(self, resp: wire.Response, *, what: str, repository: str | None = None,
              reference: str | None = None) -> RegistryError:
         return response_error(resp, host=self.domain, what=what, repository=repository, reference=reference)
 
@@ -299,27 +295,24 @@ def _pick(challenges: list[Challenge]) -> Challenge | None:
 
 
 class OriginClients:
-    """One httpx client per origin (scheme, host, port), each with that host's TLS settings; thread-safe."""
+    """One HTTP client per origin (scheme, host, port), each with that host's TLS settings; thread-safe."""
 
     def __init__(self, options: Options) -> None:
         self.options = options
-        self._clients: dict[tuple[str, str], httpx.Client] = {}
+        self._clients: dict[tuple[str, str], wire.Client] = {}
         self._lock = threading.Lock()
 
-    def get(self, url: str) -> httpx.Client:
-        u = httpx.URL(url)
-        netloc = u.netloc.decode()
-        key = (u.scheme, netloc)
+    def get(self, url: str | wire.URL) -> wire.Client:
+        u = url if isinstance(url, wire.URL) else wire.URL(url)
+        key = (u.scheme, u.netloc)
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                verify = not named_insecure(netloc, self.options.insecure)
-                # Plain HTTP needs no TLS context (httpx would build a verifying one, for nothing).
-                ctx = tls_context(netloc, verify=verify, dirs=self.options.certs_dirs) if u.scheme == "https" else False
-                client = httpx.Client(verify=ctx, transport=http_transport(ctx),
-                                      timeout=httpx.Timeout(self.options.timeout, connect=self.options.connect_timeout),
-                                      follow_redirects=False, trust_env=True,  # HTTP(S)_PROXY, NO_PROXY
-                                      headers={"User-Agent": USER_AGENT})
+                verify = not named_insecure(u.netloc, self.options.insecure)
+                # Plain HTTP needs no TLS context (building a verifying one takes a tenth of a second).
+                ctx = tls_context(u.netloc, verify=verify, dirs=self.options.certs_dirs) if u.scheme == "https" else None
+                client = wire.Client(ctx, timeout=self.options.timeout, connect_timeout=self.options.connect_timeout,
+                                     headers={"User-Agent": USER_AGENT})
                 self._clients[key] = client
             return client
 
@@ -328,4 +321,3 @@ class OriginClients:
             for client in self._clients.values():
                 client.close()
             self._clients.clear()
-

@@ -13,9 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from layerbuild.errors import RegistryError
+from layerbuild.registry import wire
 
 CERTS_DIRS_ENV = "LAYERBUILD_CERTS_DIRS"  # colon-separated; replaces the two directories below
 DEFAULT_CERTS_DIRS = ("/etc/docker/certs.d", "/etc/containers/certs.d")
@@ -101,7 +100,7 @@ class RetryPolicy:
     cap: float = 8.0
     max_retry_after: float = 60.0
 
-    def delay(self, attempt: int, response: httpx.Response | None = None) -> float | None:
+    def delay(self, attempt: int, response: wire.Response | None = None) -> float | None:
         """Seconds to wait before try `attempt + 1` (0-based `attempt` just failed), or None: give up."""
         if attempt + 1 >= self.attempts:
             return None
@@ -111,7 +110,7 @@ class RetryPolicy:
         return wait * (0.5 + random.random() / 2)
 
 
-def retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: wire.Response) -> float | None:
     """The wait a `Retry-After` header asks for (seconds or an HTTP date), if any."""
     value = response.headers.get("retry-after")
     if not value:
@@ -126,18 +125,11 @@ def retry_after(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def retryable_transport_error(exc: httpx.TransportError) -> bool:
+def retryable_transport_error(exc: wire.TransportError) -> bool:
     """A connection that dropped or stalled may work on a new try; a refused one, a bad name or TLS won't."""
     from layerbuild.registry.failures import client_certificate_refused
 
-    if isinstance(exc, httpx.ConnectError) or client_certificate_refused(exc):
+    if isinstance(exc, wire.ConnectError) or client_certificate_refused(exc):
         return False
-    return isinstance(exc, httpx.NetworkError | httpx.TimeoutException | httpx.RemoteProtocolError)
+    return isinstance(exc, wire.NetworkError | wire.TimeoutException | wire.RemoteProtocolError)
 
-
-def http_transport(verify: ssl.SSLContext | bool) -> httpx.BaseTransport:
-    """The transport of direct connections to a registry: `wire.WireTransport` (HTTP/1.1 on the standard
-    library's http.client; httpx still mounts its own for proxies from the environment)."""
-    from layerbuild.registry.wire import WireTransport
-
-    return WireTransport(verify if isinstance(verify, ssl.SSLContext) else None)

@@ -4,13 +4,14 @@ words errors are put in (statuses and bodies built here; the real answers are in
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from layerbuild.errors import RegistryAuthError, RegistryError
+from layerbuild.registry import wire
 from layerbuild.registry.auth import TokenCache, parse_challenges
 from layerbuild.registry.failures import response_error
 from layerbuild.registry.transport import RetryPolicy, is_loopback, retry_after, tls_context
@@ -53,12 +54,12 @@ def test_retry_waits() -> None:
     waits = [policy.delay(i) for i in range(4)]
     assert waits[3] is None
     assert 0.5 <= waits[0] <= 1.0 and 1.0 <= waits[1] <= 2.0 and 1.5 <= waits[2] <= 3.0  # type: ignore[operator]
-    busy = httpx.Response(503, headers={"Retry-After": "7"})
+    busy = wire.Response(503, headers={"Retry-After": "7"})
     assert policy.delay(0, busy) == 7.0
-    assert policy.delay(0, httpx.Response(429, headers={"Retry-After": "3600"})) is None  # too long to wait
+    assert policy.delay(0, wire.Response(429, headers={"Retry-After": "3600"})) is None  # too long to wait
     date = email.utils.formatdate(time.time() + 5, usegmt=True)
-    assert 3.0 <= retry_after(httpx.Response(503, headers={"Retry-After": date})) <= 5.0  # type: ignore[operator]
-    assert retry_after(httpx.Response(503, headers={"Retry-After": "soon"})) is None
+    assert 3.0 <= retry_after(wire.Response(503, headers={"Retry-After": date})) <= 5.0  # type: ignore[operator]
+    assert retry_after(wire.Response(503, headers={"Retry-After": "soon"})) is None
 
 
 @pytest.mark.parametrize(("host", "loopback"), [
@@ -86,9 +87,9 @@ def test_certs_d(tmp_path: Path) -> None:
         tls_context("reg.example:5000", dirs=[tmp_path / "certs.d"])
 
 
-def _answer(status: int, code: str | None = None) -> httpx.Response:
+def _answer(status: int, code: str | None = None) -> wire.Response:
     body = {"errors": [{"code": code, "message": "said by the registry", "detail": {}}]} if code else {}
-    return httpx.Response(status, json=body)
+    return wire.Response(status, content=json.dumps(body).encode())
 
 
 @pytest.mark.parametrize(("status", "code", "cls", "words", "hint"), [
