@@ -231,6 +231,11 @@ class Index:
         with self.db.write() as conn:
             return conn.execute("DELETE FROM cache WHERE key = ?", (key,)).rowcount > 0
 
+    def has_cache(self) -> bool:
+        """Whether the store holds any cache record at all (a fresh store, as a CI runner's, has none)."""
+        with self.db.read() as conn:
+            return conn.execute("SELECT 1 FROM cache LIMIT 1").fetchone() is not None
+
     def list_cache(self) -> tuple[CacheRecord, ...]:
         with self.db.read() as conn:
             rows = conn.execute(f"SELECT {_CACHE_COLS} FROM cache ORDER BY last_used, key").fetchall()

@@ -297,6 +297,9 @@ class Build:
         if ensure is not None:
             services.pending_layer = cache.pending  # type: ignore[attr-defined]
             services.ensure_layers = ensure
+        warm = getattr(cache, "warm", None)
+        if warm is not None and previous is None and not self.store.index.has_cache():
+            warm()  # a fresh store (an ephemeral runner's): every step will be asked for in the sources
         try:
             if agents is not None:
                 agents.start()

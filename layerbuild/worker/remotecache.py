@@ -3,7 +3,9 @@
 
 A step is looked up in the store first; only when the store has no record is any `--cache-from`
 source asked, in the order given (the branch's cache, then main's), and its records are fetched
-then, once. A record found there is taken at once, but its layer is downloaded only when a later
+then, once. A store that holds no cache record at all (an ephemeral runner's) will miss on every
+step: there the first source's records are fetched from the build's start (`warm`), while the
+context is read and hashed, instead of at the first miss. A record found there is taken at once, but its layer is downloaded only when a later
 step needs the files (a RUN on top, a COPY --from, a COPY that looks at the directories) or the
 image is written: a build stage whose result the final image only copies from, cached as a whole,
 is never downloaded. A layer is checked at the store's door (digest, diff_id, archive rules) and a
@@ -108,9 +110,19 @@ class LayeredCache(StoreCache):
         self._refused: set[tuple[int, str]] = set()  # (source, key) whose layer failed its check
         self._failed: dict[str, str] = {}  # diff_id → why its download was refused, until ensure says so
         self._executor: Any = None
+        self._read_lock = threading.Lock()  # one read of each source's records, waited for by the rest
+        self._warming: threading.Thread | None = None
+
+    def warm(self) -> None:
+        """Start reading the first source's records in the background (for a store that can answer no
+        step itself); `get` waits for them when it comes to its first lookup."""
+        if self._sources and self._warming is None:
+            first = self._sources[0]
+            self._warming = threading.Thread(target=self._records, args=(first,), name="cache-records", daemon=True)
+            self._warming.start()
 
     def _records(self, source: _Source) -> CacheRecords:
-        with self._lock:
+        with self._read_lock:
             if source.records is None and source.error is None:
                 self.asked = True
                 try:
@@ -240,6 +252,8 @@ class LayeredCache(StoreCache):
         return entries, layers
 
     def close(self) -> None:
+        if self._warming is not None:
+            self._warming.join()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None

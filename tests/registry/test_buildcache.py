@@ -568,3 +568,34 @@ def test_a_cache_registry_that_never_answers_is_given_up_on(base: str, tmp_path:
     assert any(not s["cached"] for s in got["steps"])
     assert "could not be read" in got["stderr"] and "building without it" in got["stderr"], got["stderr"]
     assert took < 30, took
+
+
+def test_a_fresh_store_reads_the_cache_from_the_start(base: str, tmp_path: Path, cli_env: None,
+                                                      capfd: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ephemeral runner's store (no cache record at all) will miss every step: the first
+    `--cache-from` source's records are read from the build's start, on their own thread, while the
+    context is read. A store with records reads them at its first miss, from the solve, as before;
+    and one that misses nothing does not read them at all (test_no_local_miss_reads_no_cache)."""
+    import threading
+
+    from layerbuild.registry.buildcache import LocalCache
+
+    readers: list[str] = []
+    read = LocalCache.read
+
+    def recorded(self: LocalCache) -> object:
+        readers.append(threading.current_thread().name)
+        return read(self)
+
+    monkeypatch.setattr(LocalCache, "read", recorded)
+    ctx = app(tmp_path, "ctx", base, "warm\n")
+    cache = tmp_path / "cache-dir"
+    report(tmp_path / "exporter", capfd, ctx, "--cache-to", f"type=local,dest={cache}")
+    readers.clear()  # (the export read what was there, to merge)
+    runner = tmp_path / "runner"
+    first = report(runner, capfd, ctx, "--cache-from", f"type=local,src={cache}")
+    assert all(s["cached"] for s in first["steps"][1:]) and readers == ["cache-records"]
+    (ctx / "app.txt").write_text("edited\n")
+    report(runner, capfd, ctx, "--cache-from", f"type=local,src={cache}")
+    assert len(readers) == 2 and readers[1] != "cache-records"

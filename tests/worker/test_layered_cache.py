@@ -81,3 +81,42 @@ def test_without_a_prefetch_ensure_downloads_and_refuses(store: Store) -> None:
         assert source.fetches == 1
     finally:
         cache.close()
+
+
+class CountingSource(FailingSource):
+    """A source whose records are read once, slowly, on whatever thread asks first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.readers: list[str] = []
+        self.release = threading.Event()
+
+    def read(self) -> tuple[CacheRecords, str | None]:
+        self.readers.append(threading.current_thread().name)
+        assert self.release.wait(10)
+        return super().read()
+
+
+def test_warm_reads_the_first_sources_records_in_the_background_once(store: Store) -> None:
+    first, second = CountingSource(), CountingSource()
+    cache = LayeredCache(store, store.lease(), [first, second], lambda _: None)
+    try:
+        cache.warm()
+        cache.warm()  # a second call starts nothing more
+        threading.Timer(0.2, first.release.set).start()
+        taken = cache.get("k1")  # waits for the read under way, does not start another
+        assert taken is not None and taken.diff_id == DIFF
+        assert first.readers == ["cache-records"]
+        assert second.readers == []  # the fallback is asked only when the first lacks a step
+        assert cache.asked
+    finally:
+        first.release.set()
+        cache.close()
+
+
+def test_has_cache(store: Store) -> None:
+    assert not store.index.has_cache()
+    from layerbuild.solve.cache import NO_RESULT
+
+    store.index.put_cache("k0", "env", NO_RESULT, {"size": None, "created": 0.0, "extra": {}})
+    assert store.index.has_cache()
