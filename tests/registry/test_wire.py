@@ -125,6 +125,18 @@ def test_chunked_bodies_both_ways(server: tuple[str, type[_Handler]]) -> None:
     assert len(set(handler.peers)) == 1
 
 
+def _read_head(conn: socket.socket) -> bytes:
+    """What a peer sent up to the end of its request's head (and whatever came with it), or less if it
+    closed first."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        got = conn.recv(65536)
+        if not got:
+            break
+        buf += got
+    return buf
+
+
 def _raw_server(answer: Callable[[socket.socket], None]) -> Iterator[str]:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -138,12 +150,7 @@ def _raw_server(answer: Callable[[socket.socket], None]) -> Iterator[str]:
             except OSError:
                 return
             with conn:
-                buf = b""
-                while b"\r\n\r\n" not in buf:
-                    got = conn.recv(65536)
-                    if not got:
-                        break
-                    buf += got
+                _read_head(conn)
                 answer(conn)
 
     threading.Thread(target=serve, daemon=True).start()
@@ -275,12 +282,9 @@ class _Proxy:
         import urllib.parse
 
         with conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                got = conn.recv(65536)
-                if not got:
-                    return
-                head += got
+            head = _read_head(conn)
+            if b"\r\n\r\n" not in head:
+                return
             head, _, rest = head.partition(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
             method, target, _ = lines[0].split(" ")
@@ -301,18 +305,7 @@ class _Proxy:
 
     @staticmethod
     def _pipe(a: socket.socket, b: socket.socket) -> None:
-        def one_way(src: socket.socket, dst: socket.socket) -> None:
-            try:
-                while data := src.recv(65536):
-                    dst.sendall(data)
-            except OSError:
-                pass
-            finally:
-                for s in (src, dst):
-                    try:
-                        s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+        from layerbuild.runtime.forward import _pipe as one_way  # a port forward's copy, half-closing
 
         t = threading.Thread(target=one_way, args=(b, a), daemon=True)
         t.start()
