@@ -98,6 +98,9 @@ def transport_error(exc: Exception, *, host: str, what: str) -> RegistryError:
             return RegistryError(f"cannot connect to {host}: unknown host ({what})", hint="check the registry's name")
         return RegistryError(f"cannot connect to {host}: {text[:_MAX_DETAIL]} ({what})",
                              hint="check the name, the port and the network")
+    if isinstance(exc, wire.UnsupportedProtocol):
+        return RegistryError(f"{host}: {text[:_MAX_DETAIL]} ({what})",
+                             hint="the registry (or its token service) named a URL or value HTTP cannot carry")
     if isinstance(exc, wire.TimeoutException):
         return RegistryError(f"{host}: timed out ({what})", hint="the registry is slow or unreachable; try again",
                              transient=True)

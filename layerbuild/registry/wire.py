@@ -540,6 +540,8 @@ class Client:
             return conn.getresponse()  # (to a HEAD, http.client expects no body, whatever the length says)
         except TimeoutError as exc:
             raise ReadTimeout(str(exc) or "timed out") from exc
+        except (http.client.InvalidURL, ValueError) as exc:  # a target or header value HTTP cannot carry
+            raise UnsupportedProtocol(f"the request to {target} cannot be sent: {exc}") from exc
         except http.client.RemoteDisconnected as exc:
             raise RemoteProtocolError("server disconnected without sending a response") from exc
         except http.client.HTTPException as exc:

@@ -112,3 +112,18 @@ def test_registry_errors_in_plain_words(status: int, code: str | None, cls: type
     assert (hint is None and err.hint is None) or (hint is not None and hint in (err.hint or ""))
     assert err.status == status
 
+
+
+@pytest.mark.parametrize(("exc", "words", "transient"), [
+    (wire.ConnectError("[Errno 111] Connection refused"), "connection refused", False),
+    (wire.ConnectError("[Errno -2] Name or service not known"), "unknown host", False),
+    (wire.ConnectTimeout("timed out"), "cannot connect to reg.example: timed out", False),
+    (wire.ReadTimeout("timed out"), "timed out (GET blob)", True),
+    (wire.RemoteProtocolError("peer closed connection"), "connection lost (GET blob)", True),
+    (wire.UnsupportedProtocol("the request to x cannot be sent: bad header"), "cannot be sent", False),
+])
+def test_transport_errors_in_plain_words(exc: Exception, words: str, transient: bool) -> None:
+    from layerbuild.registry.failures import transport_error
+
+    err = transport_error(exc, host="reg.example", what="GET blob")
+    assert words in err.message and err.hint and err.transient is transient

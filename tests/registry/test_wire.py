@@ -431,3 +431,9 @@ def test_a_gzip_coded_answer_is_inflated_unless_read_raw() -> None:
     assert wire.Response(200, {}, coded).read() == coded
     with pytest.raises(wire.RemoteProtocolError, match="damaged"):
         wire.Response(200, {"Content-Encoding": "gzip"}, b"not gzip").read()
+
+
+def test_a_header_http_cannot_carry_is_an_error_not_a_crash(server: tuple[str, type[_Handler]]) -> None:
+    url, _ = server
+    with client() as c, pytest.raises(wire.UnsupportedProtocol, match="cannot be sent"):
+        c.get(f"{url}/3", headers={"Authorization": "Bearer a\r\nX-Injected: 1"})
