@@ -87,6 +87,16 @@ def fsck_problems(root: Path) -> list[str]:
     return [f"{root}: {p.kind}: {p.subject}: {p.detail}" for p in report.problems]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started in the background by a non-interactive shell (`scripts/test &`) inherits SIGINT
+    ignored, and so would every layerbuild it starts: the tests that press Ctrl-C on a build would
+    see it ignored, as it should be there. They get the ordinary disposition back."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report = yield
