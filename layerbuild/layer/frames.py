@@ -31,6 +31,12 @@ import zstandard
 from layerbuild.errors import LayerbuildError
 from layerbuild.layer import sha256state
 
+# The store's zstd level. Level 1, not zstd's default 3: on the bigcopy scenario (100 MB of sources and
+# data) it made a cold build's COPY step 0.40 s instead of 0.75 s and the whole build 0.73 of the time,
+# for a blob 10 % larger (61.8 MB against 55.9 MB). BuildKit keeps its layers uncompressed. A layer's
+# frames are reused only by a writer at the same level (see `worker.ops`), so a blob never mixes levels
+# and the same inputs give the same bytes in every store.
+ZSTD_LEVEL = 1
 MIN_GROUP = 256 << 10  # below this a group never ends at a chosen path
 PICK_MASK = 31  # about one entry in 32 may end a group
 MAX_GROUP = 4 << 20  # at an entry boundary past this, a group always ends

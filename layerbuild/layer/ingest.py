@@ -17,6 +17,7 @@ import zstandard
 
 from layerbuild.errors import DigestMismatchError, UnsafeArchiveError
 from layerbuild.layer.admit import check_stream
+from layerbuild.layer.frames import ZSTD_LEVEL
 from layerbuild.layer.reader import ChunkStream
 from layerbuild.store import MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_LAYER_ZSTD, LayerRecord, Store
 
@@ -95,7 +96,7 @@ def free_bytes(store: Store) -> int:
 _KEPT_TYPES = {"gzip": MEDIA_LAYER_GZIP, "zstd": MEDIA_LAYER_ZSTD, "tar": MEDIA_LAYER_TAR}
 
 
-def ingest_layer(store: Store, src: BinaryIO, *, level: int = 3, what: str = "the layer",
+def ingest_layer(store: Store, src: BinaryIO, *, level: int = ZSTD_LEVEL, what: str = "the layer",
                  expected_digest: str | None = None, expected_size: int | None = None,
                  expected_diff_id: str | None = None, max_bytes: int | None = None,
                  source_checks_digest: bool = False, keep: bool = False) -> LayerRecord:

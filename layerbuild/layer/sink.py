@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Protocol
 import zstandard
 
 from layerbuild.errors import LayerbuildError
-from layerbuild.layer.frames import Frame, FramedZstd, Out, Reuse, StateHash
+from layerbuild.layer.frames import ZSTD_LEVEL, Frame, FramedZstd, Out, Reuse, StateHash
 
 MEDIA_TYPE_TAR = "application/vnd.oci.image.layer.v1.tar"
 MEDIA_TYPE_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -76,7 +76,7 @@ class _Identity:
 def _compressor(compression: Compression, level: int | None, threads: int) -> _Compressor:
     if compression is Compression.ZSTD:
         cctx = zstandard.ZstdCompressor(
-            level=3 if level is None else level, threads=threads, write_checksum=True
+            level=ZSTD_LEVEL if level is None else level, threads=threads, write_checksum=True
         )
         obj: Any = cctx.compressobj()
         return obj  # type: ignore[no-any-return]
@@ -99,7 +99,7 @@ class LayerSink:
         self._out = out
         self._compression = compression
         # zstd is written as independent frames (see frames.py); gzip and plain tar as one stream.
-        self._framed = FramedZstd(3 if level is None else level, threads, reuse, pack_only=pack_only) \
+        self._framed = FramedZstd(ZSTD_LEVEL if level is None else level, threads, reuse, pack_only=pack_only) \
             if compression is Compression.ZSTD else None
         self._frame_hash = StateHash()  # the framed blob's digest (resumed from a saved state after a prefix)
         self._frames: list[Frame] = []

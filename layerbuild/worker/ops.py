@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from layerbuild.errors import BuildError, StoreError
 from layerbuild.layer import ChangeSet, LayerInfo, write_changes
-from layerbuild.layer.frames import Frame, Reuse
+from layerbuild.layer.frames import ZSTD_LEVEL, Frame, Reuse
 from layerbuild.plan import MakeDir
 from layerbuild.solve import Content, Inputs, Output, State
 from layerbuild.store import MEDIA_LAYER_ZSTD, Lease, Store
@@ -65,6 +65,8 @@ class BuildServices:
         the layer's recipe (with the digests' saved states), else from the record (older stores)."""
         if output is None or not output.extra.get("blob"):
             return None
+        if output.extra.get("zstd_level", 3) != ZSTD_LEVEL:  # (3: the level of layers made before it was kept)
+            return None  # frames of another level: the new blob would differ from one made afresh
         blob = str(output.extra["blob"])
         try:
             recipe = self.store.blobs.recipe(blob)
@@ -117,7 +119,7 @@ class BuildServices:
                 break
         extra: dict[str, object] = {}
         if info.frames and frames:  # the frames themselves are in the layer's recipe
-            extra = {"blob": info.digest, "reused": info.reused}
+            extra = {"blob": info.digest, "reused": info.reused, "zstd_level": ZSTD_LEVEL}
         return Output(diff_id=info.diff_id, size=info.size, created=self.now(), extra=extra)
 
     def _put_recipe(self, info: LayerInfo, written: str) -> None:

@@ -396,6 +396,7 @@ def export_mounts(store: Store, lease: Lease, ids: Sequence[str], mount_dir: Cal
     import zstandard
 
     from layerbuild.image.manifest import Descriptor
+    from layerbuild.layer.frames import ZSTD_LEVEL
     from layerbuild.store import MEDIA_LAYER_ZSTD
 
     out: list[MountEntry] = []
@@ -404,7 +405,7 @@ def export_mounts(store: Store, lease: Lease, ids: Sequence[str], mount_dir: Cal
         if not root.is_dir():
             continue
         with store.blobs.writer() as w:
-            sink = _TarSink(w, zstandard.ZstdCompressor(level=3).compressobj())
+            sink = _TarSink(w, zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj())
             with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
                 for path in sorted(_walk(root)):
                     tar.add(path, arcname=os.path.relpath(path, root), recursive=False)

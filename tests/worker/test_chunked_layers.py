@@ -403,3 +403,29 @@ def test_a_layer_no_step_builds_on_gets_no_recipe(tmp_path: Path) -> None:
     assert list(chunks.recipe_digests(store.layout)) == []
     fresh, data = whole(root)
     assert read_blob(store, fresh.digest) == data
+
+
+def test_frames_of_another_zstd_level_are_not_reused(tmp_path: Path) -> None:
+    """A layer made at another zstd level (3, before the store's level was 1, recorded without a
+    level) offers no frames to the step's next build: its blob is then written afresh, byte for byte
+    the blob of the same tree written in one piece, and the build after that reuses again."""
+    import dataclasses
+
+    from layerbuild.layer.frames import ZSTD_LEVEL
+
+    root = tmp_path / "tree"
+    make_tree(root)
+    with Store(tmp_path / "store") as store:
+        svc = services(store)
+        first, _ = build(svc, root)
+        assert first.extra["zstd_level"] == ZSTD_LEVEL and svc.reuse_from(first) is not None
+        older = dataclasses.replace(first, extra={k: v for k, v in first.extra.items() if k != "zstd_level"})
+        assert svc.reuse_from(older) is None
+        assert svc.reuse_from(dataclasses.replace(first, extra={**first.extra, "zstd_level": 3})) is None
+        edit(root)
+        second, got = build(svc, root, older)
+        assert got["info"].reused == 0
+        reference, blob = whole(root)
+        assert second.diff_id == reference.diff_id and read_blob(store, got["info"].digest) == blob
+        _, got = build(svc, root, second)
+        assert got["info"].reused > 0
