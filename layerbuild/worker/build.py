@@ -298,7 +298,8 @@ class Build:
             services.pending_layer = cache.pending  # type: ignore[attr-defined]
             services.ensure_layers = ensure
         warm = getattr(cache, "warm", None)
-        if warm is not None and previous is None and not self.store.index.has_cache():
+        if (warm is not None and previous is None and not self.store.index.has_cache()
+                and any(step.kind != "base" for stage in plan.stages for step in stage.steps)):
             warm()  # a fresh store (an ephemeral runner's): every step will be asked for in the sources
         try:
             if agents is not None:

@@ -599,3 +599,9 @@ def test_a_fresh_store_reads_the_cache_from_the_start(base: str, tmp_path: Path,
     (ctx / "app.txt").write_text("edited\n")
     report(runner, capfd, ctx, "--cache-from", f"type=local,src={cache}")
     assert len(readers) == 2 and readers[1] != "cache-records"
+    # A build with no step to look up (FROM alone) on a fresh store asks for nothing.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "Dockerfile").write_text(f"FROM {base}\n")
+    alone = report(tmp_path / "runner-bare", capfd, bare, "--cache-from", f"type=local,src={cache}")
+    assert len(readers) == 2 and "imported caches: not read" in alone["stderr"]
