@@ -4,7 +4,7 @@ the references measured in the same run: the same build with no cache at all (wh
 shared cache does) and, when a docker engine answers (`docker version`), BuildKit with its inline cache
 (`docker build --cache-from REF` of an image built with BUILDKIT_INLINE_CACHE=1 and pushed to the same
 registry, after `docker builder prune -af`). Also: bytes downloaded by the runner and uploaded by an
-export, and an export that brings nothing new.
+export (the first, and one that brings nothing new), and the time of an export that brings nothing new.
 
 Run: .venv/bin/python -m pytest benchmarks/bench_registry_cache.py -s   (LB_BENCH_BIG_MB, default 500)
 """
@@ -77,16 +77,26 @@ def _timed_download(argv: list[str]) -> tuple[float, float]:
     return took, mb
 
 
+def _sent(stderr: str, ref: str) -> int:
+    """The bytes an export says it sent (`cache REF: written (N records, B bytes sent)`)."""
+    line = next(x for x in stderr.splitlines() if x.startswith(f"cache {ref}: "))
+    return int(line.rsplit("(", 1)[1].split(", ")[1].split()[0])
+
+
 def _case(name: str, ctx: Path, registry: Registry, work: Path, benchmark: Any) -> None:
     ref = f"{registry.host}/bench/{name}:cache"
     exporter = work / f"{name}-exporter"
-    subprocess.run([*LB, "--root", str(exporter), "build", "-q", "--cache-to", ref, str(ctx)], check=True,
-                   capture_output=True, cwd=REPO)
+    first = subprocess.run([*LB, "--root", str(exporter), "build", "--progress", "plain", "--cache-to", ref,
+                            str(ctx)], check=True, capture_output=True, cwd=REPO, text=True)
+    uploaded = _sent(first.stderr, ref)
     # An export with nothing new, against the same no-op build without it.
     noop_export = [_timed([*LB, "--root", str(exporter), "build", "-q", "--cache-to", ref, str(ctx)])
                    for _ in range(5)]
     noop_plain = [_timed([*LB, "--root", str(exporter), "build", "-q", "--no-cache-filter", "none", str(ctx)])
                   for _ in range(5)]
+    again = subprocess.run([*LB, "--root", str(exporter), "build", "--progress", "plain", "--cache-to", ref,
+                            str(ctx)], check=True, capture_output=True, cwd=REPO, text=True)
+    uploaded_again = _sent(again.stderr, ref)
     docker = _docker_answers()
     image = f"{registry.host}/bench/{name}-bk:inline"
     if docker:
@@ -127,9 +137,11 @@ def _case(name: str, ctx: Path, registry: Registry, work: Path, benchmark: Any) 
     ne, npl = statistics.median(noop_export), statistics.median(noop_plain)
     lines.append(f"  no-op build with an export that brings nothing new {ne:.3f} s, without --cache-to "
                  f"{npl:.3f} s (the export's cost {ne - npl:+.3f} s)")
+    lines.append(f"  uploaded by the first export {uploaded / 1e6:.1f} MB, by one with nothing new {uploaded_again} bytes")
     print("\n".join(lines))
     benchmark.extra_info.update(json.loads(json.dumps({"results": results, "downloaded": downloaded,
-                                                       "noop_export_s": ne, "noop_s": npl})))
+                                                       "noop_export_s": ne, "noop_s": npl,
+                                                       "uploaded": uploaded, "uploaded_nothing_new": uploaded_again})))
     benchmark.pedantic(lambda: None, rounds=1)
 
 

@@ -235,6 +235,7 @@ class RegistryCache:
 
     def __init__(self, client: RegistryClient, ref: str, *, platform: str = "linux/amd64") -> None:
         self.client = client
+        self.sent = 0  # bytes the last write sent: layer blobs uploaded (not mounted), records, manifest
         self.platform = platform  # whose image an index's inline cache is read from
         self.ref: Reference = parse_reference(ref)
         if self.ref.digest is None and not self.ref.tag:
@@ -312,6 +313,7 @@ class RegistryCache:
         there when it is a repository of the same registry, else streamed from it."""
         known: set[str] = set()
         outcome = "unchanged"
+        self.sent = 0
         for attempt in range(attempts):
             if attempt:  # another writer landed in between: back off, with jitter, then merge again
                 time.sleep(random.random() * min(1.0, settle * 2 ** attempt))
@@ -324,17 +326,19 @@ class RegistryCache:
                 if desc.digest in known:
                     continue  # named by the records just read: the registry has it, no need to ask
                 if desc.digest not in current.blobs():
-                    self._upload_layer(store, desc, (borrowed or {}).get(desc.digest))
+                    self._count(self._upload_layer(store, desc, (borrowed or {}).get(desc.digest)), desc.size)
                 known.add(desc.digest)
             records = merged.to_json()
             config = Descriptor(RECORDS_TYPE, "sha256:" + _sha256(records), len(records))
-            self.client.upload_blob(self.ref, config.digest, config.size, _bytes_source(records), single_post=True)
+            self._count(self.client.upload_blob(self.ref, config.digest, config.size, _bytes_source(records),
+                                                single_post=True), config.size)
             manifest = _manifest(config, list(merged.blobs().values()))
             # The tag moved since it was read (another runner exported): merge again before writing.
             now = self.client.head_manifest(self.ref)
             if (now.digest if now is not None else None) != digest:
                 continue
             self.client.put_manifest(self.ref, manifest, OCI_MANIFEST)
+            self.sent += len(manifest)
             outcome = "written"
             time.sleep(settle + random.random() * settle)  # let a writer that raced us land, then check
             after, _ = self.read(to_write=True)
@@ -345,7 +349,12 @@ class RegistryCache:
         raise RegistryError(f"{self.name}: the cache kept moving while it was being written",
                             hint="other builds export to the same reference; try again")
 
-    def _upload_layer(self, store: Store, desc: Descriptor, elsewhere: Any = None) -> None:
+    def _count(self, how: str, size: int) -> None:
+        if how == "uploaded":
+            self.sent += size
+
+    def _upload_layer(self, store: Store, desc: Descriptor, elsewhere: Any = None) -> str:
+        """Make the layer blob `desc` exist behind the reference; how (see `RegistryClient.upload_blob`)."""
         from layerbuild.image.storeimage import StoreLayer
         from layerbuild.registry.images import RegistryLayer
 
@@ -356,19 +365,19 @@ class RegistryCache:
             # Taken from another cache and never downloaded: mounted from it, or streamed through.
             source = elsewhere.repo if isinstance(elsewhere, RegistryLayer) else None
             mount = source if source is not None and source.domain == self.ref.domain else None
-            self.client.upload_blob(self.ref, desc.digest, desc.size, elsewhere.compressed, mount_from=mount)
-            return
+            return self.client.upload_blob(self.ref, desc.digest, desc.size, elsewhere.compressed, mount_from=mount)
         layer = StoreLayer(store, record)
         prefix = self.ref.domain + "/"
         for repo in store.index.blob_repos(desc.digest):  # pushed or pulled there: mounted, not sent again
             if repo.startswith(prefix) and repo != self.ref.name:
                 # Mounted, or (a registry that will not mount) uploaded in the same call.
-                self.client.upload_blob(self.ref, desc.digest, desc.size, layer.compressed,  # type: ignore[arg-type]
-                                        mount_from=Reference(self.ref.domain, repo[len(prefix):]))
+                how = self.client.upload_blob(self.ref, desc.digest, desc.size, layer.compressed,  # type: ignore[arg-type]
+                                              mount_from=Reference(self.ref.domain, repo[len(prefix):]))
                 store.index.note_blob_repos(self.ref.name, [desc.digest])
-                return
-        self.client.upload_blob(self.ref, desc.digest, desc.size, layer.compressed)  # type: ignore[arg-type]
+                return how
+        how = self.client.upload_blob(self.ref, desc.digest, desc.size, layer.compressed)  # type: ignore[arg-type]
         store.index.note_blob_repos(self.ref.name, [desc.digest])
+        return how
 
 
 def _manifest(config: Descriptor, layers: list[Descriptor]) -> bytes:
@@ -444,6 +453,7 @@ class LocalCache:
 
         self.root = Path(path)
         self.name = str(self.root)
+        self.sent = 0  # bytes the last write wrote: new blobs, records, manifest
 
     def _blob(self, digest: str) -> Any:
         if not _DIGEST_RE.match(digest):
@@ -505,6 +515,7 @@ class LocalCache:
         import os
         import shutil
 
+        self.sent = 0
         current, digest = self.read()
         merged = current.merged(entries, max_size=max_size, mounts=mounts)
         if digest is not None and merged == current:
@@ -536,6 +547,7 @@ class LocalCache:
                 with store.reading_blob(desc.digest) as src, open(tmp, "wb") as out:
                     shutil.copyfileobj(src, out, 1 << 20)
             os.replace(tmp, dest)
+            self.sent += desc.size
         records = merged.to_json()
         config = Descriptor(RECORDS_TYPE, "sha256:" + _sha256(records), len(records))
         manifest = _manifest(config, list(merged.blobs().values()))
@@ -546,6 +558,7 @@ class LocalCache:
                 tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
                 tmp.write_bytes(data)
                 os.replace(tmp, path)
+                self.sent += len(data)
         (self.root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
         from layerbuild.image.ocilayout import layout_index_json
 

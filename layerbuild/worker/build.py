@@ -439,7 +439,8 @@ class Build:
                 mounts = export_mounts(self.store, self.lease, plan_cache_mounts(plan),
                                        lambda mount_id: cache_mount_path(self.store.root, mount_id))
             try:
-                outcome = open_backend(spec, self._registry, platform=platform).write(
+                backend = open_backend(spec, self._registry, platform=platform)
+                outcome = backend.write(
                     self.store, entries, compression=spec.compression, max_size=spec.max_size,
                     mounts=mounts if spec.cache_mounts and mounts else (), borrowed=taken_layers)
             except LayerbuildError as exc:
@@ -450,7 +451,8 @@ class Build:
                 continue
             if self.on_event is not None:
                 self.on_event(BuildEvent("build.cache",
-                                         message=f"cache {spec.describe()}: {outcome} ({len(entries)} records)"))
+                                         message=f"cache {spec.describe()}: {outcome} ({len(entries)} records, "
+                                                 f"{getattr(backend, 'sent', 0)} bytes sent)"))
 
     def _dry_result(self, plan: BuildPlan, reports: Sequence[StepReport], started: float) -> BuildResult:
         steps = tuple(reports)

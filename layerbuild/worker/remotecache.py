@@ -43,6 +43,7 @@ from layerbuild.worker.cachespec import CacheSpec
 
 class CacheBackend(Protocol):
     name: str
+    sent: int  # bytes its last write sent (uploaded, or written to the directory)
 
     def read(self) -> tuple[CacheRecords, str | None]: ...
 

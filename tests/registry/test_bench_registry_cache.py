@@ -28,3 +28,4 @@ def test_the_ephemeral_runner_benchmark_runs(tmp_path: Path) -> None:
     assert done.stdout.count("unchanged: --cache-from") == 2 and done.stdout.count("edited: --cache-from") == 2
     assert "downloaded 0.0 MB; no cache" in done.stdout  # an edited bigcopy builds its one COPY
     assert "an export that brings nothing new" in done.stdout
+    assert done.stdout.count("by one with nothing new 0 bytes") == 2  # uploaded nothing

@@ -91,6 +91,10 @@ def test_a_second_runner_hits_every_step(plain_registry: Registry, base: str, tm
         fetched = client.get_manifest(parse_reference(ref))
     validate(fetched.data, fetched.media_type)  # the OCI image-spec schema
     assert json.loads(fetched.data)["artifactType"] == ARTIFACT_TYPE
+    # What the export sent, said in its line: every layer blob, the records and the manifest.
+    doc = json.loads(fetched.data)
+    sent = sum(d["size"] for d in doc["layers"]) + doc["config"]["size"] + len(fetched.data)
+    assert f"cache {ref}: written (3 records, {sent} bytes sent)" in first["stderr"], first["stderr"]
     got = records(plain_registry, ref)
     assert len(got.entries) == 3  # RUN, COPY, RUN (ENV edits the config: no record)
     assert all(len(k) == 64 for k in got.entries)  # sha256 keys
@@ -101,7 +105,7 @@ def test_a_second_runner_hits_every_step(plain_registry: Registry, base: str, tm
     assert all(s["cached"] for s in second["steps"]), second["steps"]
     assert "imported caches: 3 step(s) taken, 3 layer(s) downloaded" in second["stderr"]
     assert second["image"]["id"] == first["image"]["id"]
-    assert f"cache {ref}: unchanged" in second["stderr"]  # nothing new: the ref was not rewritten
+    assert f"cache {ref}: unchanged (3 records, 0 bytes sent)" in second["stderr"]  # nothing new: not rewritten
     code, out, err = lb(tmp_path / "runner2", capfd, "run", "--rm", "app:1", "cat", "/out.txt")
     assert (code, out) == (0, "deps\nhello\n"), err
     # Its push to the same registry mounts the layers the cache brought instead of uploading them.
@@ -205,7 +209,9 @@ def test_a_local_cache_directory(base: str, tmp_path: Path, cli_env: None, capfd
     """type=local: an OCI layout directory that a CI cache action saves and restores."""
     ctx = app(tmp_path, "ctx", base, "local\n")
     cache = tmp_path / "cache-dir"
-    report(tmp_path / "runner1", capfd, ctx, "--cache-to", f"type=local,dest={cache},compression=zstd")
+    wrote = report(tmp_path / "runner1", capfd, ctx, "--cache-to", f"type=local,dest={cache},compression=zstd")
+    written = sum(p.stat().st_size for p in (cache / "blobs" / "sha256").iterdir())
+    assert f"cache {cache}: written (3 records, {written} bytes sent)" in wrote["stderr"], wrote["stderr"]
     index = json.loads((cache / "index.json").read_text())
     manifest = json.loads((cache / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_text())
     assert manifest["artifactType"] == ARTIFACT_TYPE
