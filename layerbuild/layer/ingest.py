@@ -120,7 +120,8 @@ def ingest_layer(store: Store, src: BinaryIO, *, level: int = ZSTD_LEVEL, what: 
     with store.blobs.writer() as w:
         counted = _Counted(src, expected_size, what, hashing=own_hash, sink=w.write if keep else None)
         if keep:
-            stream = ChunkStream(counted, max_bytes=budget)  # type: ignore[arg-type]
+            # Read ahead: the blob's own hash and write happen on the way, on the read-ahead's thread.
+            stream = ChunkStream(counted, max_bytes=budget, read_ahead=True)  # type: ignore[arg-type]
         else:
             compressor = zstandard.ZstdCompressor(level=level, write_checksum=True).compressobj()
             stream = _Tee(counted, max_bytes=budget,  # type: ignore[arg-type]

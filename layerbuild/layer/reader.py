@@ -72,6 +72,70 @@ class _Prefixed(io.RawIOBase):
         return n
 
 
+class _ReadAhead(io.RawIOBase):
+    """`fileobj` read on a thread of its own, up to `_QUEUE_CHUNKS` chunks ahead of its reader: the
+    source's own work on the way (a socket's receive, a blob writer's hash and write) overlaps the
+    decompression instead of coming between its reads. `close()` stops the thread; what it read and
+    nobody took is dropped (a counting source has counted it), and `fileobj` may be read on from there."""
+
+    def __init__(self, fileobj: BinaryIO) -> None:
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(_QUEUE_CHUNKS)
+        self._stop = threading.Event()
+        self._left = memoryview(b"")
+        self._ended = False
+        self._thread = threading.Thread(target=self._fetch, args=(fileobj,), name="layer-fetch", daemon=True)
+        self._thread.start()
+
+    def _fetch(self, fileobj: BinaryIO) -> None:
+        try:
+            while not self._stop.is_set():
+                data = fileobj.read(_CHUNK)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the reader, which raises it where it reads
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        while not self._left:
+            if self._ended:
+                return 0
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._ended = True
+                raise item
+            if not item:
+                self._ended = True
+                return 0
+            self._left = memoryview(item)
+        n = min(len(view), len(self._left))
+        view[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.1)  # unblock a put on a full queue
+            except queue.Empty:
+                pass
+        self._thread.join()
+        super().close()
+
+
 def _head(blob: BinaryIO, n: int) -> bytes:
     """The first `n` bytes of `blob` (fewer only at its end), whatever its reads return."""
     parts: list[bytes] = []
@@ -110,8 +174,11 @@ class ChunkStream:
     `close()`, to be called in all cases, stops the threads.
     """
 
-    def __init__(self, blob: BinaryIO, *, max_bytes: int) -> None:
-        self._reader, self.format, self._walker = _decompressed(blob)
+    def __init__(self, blob: BinaryIO, *, max_bytes: int, read_ahead: bool = False) -> None:
+        # `read_ahead`: `blob` is read on a thread of its own (see _ReadAhead), for a source that does
+        # work of its own as it is read (a download hashed and written to the store on the way).
+        self._ahead = _ReadAhead(blob) if read_ahead else None
+        self._reader, self.format, self._walker = _decompressed(self._ahead or blob)  # type: ignore[arg-type]
         self._max_bytes = max_bytes
         self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(_QUEUE_CHUNKS)
         self._to_hash: queue.Queue[bytes] = queue.Queue(_QUEUE_CHUNKS)
@@ -235,6 +302,8 @@ class ChunkStream:
         self._producer.join()
         self._to_hash.put(_EOF)
         self._hasher.join()
+        if self._ahead is not None:
+            self._ahead.close()
 
 
 def _apply_pax(h: Header, records: dict[bytes, bytes]) -> Header:
