@@ -611,3 +611,35 @@ def test_a_fresh_store_reads_the_cache_from_the_start(base: str, tmp_path: Path,
     (bare / "Dockerfile").write_text(f"FROM {base}\n")
     alone = report(tmp_path / "runner-bare", capfd, bare, "--cache-from", f"type=local,src={cache}")
     assert len(readers) == 2 and "imported caches: not read" in alone["stderr"]
+
+
+def test_cache_from_is_an_ordered_fallback(base: str, tmp_path: Path, cli_env: None,
+                                           capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--cache-from BRANCH --cache-from MAIN`: a step the branch's cache lacks is taken from main's; a
+    cache later in the list is not read while an earlier one has every step."""
+    from layerbuild.registry.buildcache import LocalCache
+
+    read: list[str] = []
+    original = LocalCache.read
+
+    def recorded(self: LocalCache) -> object:
+        read.append(self.root.name)
+        return original(self)
+
+    ctx = app(tmp_path, "ctx", base, "main\n")
+    main_cache, branch_cache = tmp_path / "main", tmp_path / "branch"
+    report(tmp_path / "main-runner", capfd, ctx, "--cache-to", f"type=local,dest={main_cache}")
+    other = app(tmp_path, "other", base, "x\n", dockerfile=f"FROM {base}\nRUN echo other > /other\n")
+    report(tmp_path / "branch-runner", capfd, other, "--cache-to", f"type=local,dest={branch_cache}")
+    monkeypatch.setattr(LocalCache, "read", recorded)
+
+    got = report(tmp_path / "runner1", capfd, ctx, "--cache-from", f"type=local,src={branch_cache}",
+                 "--cache-from", f"type=local,src={main_cache}")
+    assert all(s["cached"] for s in got["steps"]), got["steps"]
+    assert "imported caches: 3 step(s) taken" in got["stderr"]
+    assert read == ["branch", "main"]  # the branch first (warmed: a fresh store), then main for what it lacks
+
+    read.clear()
+    again = report(tmp_path / "runner2", capfd, ctx, "--cache-from", f"type=local,src={main_cache}",
+                   "--cache-from", f"type=local,src={branch_cache}")
+    assert all(s["cached"] for s in again["steps"]) and read == ["main"]  # main had every step
