@@ -470,7 +470,9 @@ class Client:
         scheme, host, port = target.origin
         if not host:
             raise UnsupportedProtocol(f"the URL {target} names no host")
-        fields = {**self._headers, **(headers or {})}
+        # identity unless the caller asks otherwise: what a digest covers is the bytes as stored, and a
+        # server that is told nothing may pick a coding (brotli, zstd) this client does not undo.
+        fields = {"Accept-Encoding": "identity", **self._headers, **(headers or {})}
         if data is not None:
             content = urllib.parse.urlencode(dict(data)).encode()
             fields.setdefault("Content-Type", "application/x-www-form-urlencoded")

@@ -264,6 +264,7 @@ class _Proxy:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str | None]] = []
+        self.encodings: list[str] = []  # each request's Accept-Encoding
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(16)
@@ -290,6 +291,7 @@ class _Proxy:
             method, target, _ = lines[0].split(" ")
             fields = dict(line.split(": ", 1) for line in lines[1:])
             self.seen.append((lines[0], fields.get("Proxy-Authorization")))
+            self.encodings.append(fields.get("Accept-Encoding", ""))
             if method == "CONNECT":
                 host, port = target.rsplit(":", 1)
                 upstream = socket.create_connection((host, int(port)))
@@ -431,6 +433,16 @@ def test_a_gzip_coded_answer_is_inflated_unless_read_raw() -> None:
     assert wire.Response(200, {}, coded).read() == coded
     with pytest.raises(wire.RemoteProtocolError, match="damaged"):
         wire.Response(200, {"Content-Encoding": "gzip"}, b"not gzip").read()
+
+
+def test_requests_ask_for_no_content_coding_unless_told(server: tuple[str, type[_Handler]], proxy: _Proxy) -> None:
+    """Seen by the recording proxy: `Accept-Encoding: identity` by default (what a digest covers is
+    the bytes as stored), the caller's own value when it gives one."""
+    url, _ = server
+    for headers in ({}, {"Accept-Encoding": "gzip"}):  # (a client each: this proxy serves one request a connection)
+        with wire.Client(None, timeout=5, env={"http_proxy": proxy.url}) as c:
+            assert c.get(f"{url}/4", headers=headers).content == bytes(range(4))
+    assert proxy.encodings == ["identity", "gzip"]
 
 
 def test_a_header_http_cannot_carry_is_an_error_not_a_crash(server: tuple[str, type[_Handler]]) -> None:
