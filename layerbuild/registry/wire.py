@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import json
 import os
 import select
 import socket
@@ -170,9 +169,6 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and any(k.lower() == name.lower() for k, _ in self._items)
 
-    def items(self) -> list[tuple[str, str]]:
-        return list(self._items)
-
 
 # --- responses ------------------------------------------------------------------------------------
 
@@ -227,9 +223,6 @@ class Response:
     @property
     def content(self) -> bytes:
         return self.read()
-
-    def json(self) -> Any:
-        return json.loads(self.read())
 
     @property
     def links(self) -> dict[str, dict[str, str]]:
@@ -470,13 +463,16 @@ class Client:
         scheme, host, port = target.origin
         if not host:
             raise UnsupportedProtocol(f"the URL {target} names no host")
-        # identity unless the caller asks otherwise: what a digest covers is the bytes as stored, and a
-        # server that is told nothing may pick a coding (brotli, zstd) this client does not undo.
-        fields = {"Accept-Encoding": "identity", **self._headers, **(headers or {})}
+        fields = {**self._headers, **(headers or {})}
+        named = {k.lower() for k in fields}
+        if "accept-encoding" not in named:
+            # What a digest covers is the bytes as stored, and a server that is told nothing may pick
+            # a coding (brotli, zstd) this client does not undo.
+            fields["Accept-Encoding"] = "identity"
         if data is not None:
             content = urllib.parse.urlencode(dict(data)).encode()
-            fields.setdefault("Content-Type", "application/x-www-form-urlencoded")
-        named = {k.lower() for k in fields}
+            if "content-type" not in named:
+                fields["Content-Type"] = "application/x-www-form-urlencoded"
         if isinstance(content, bytes | bytearray | memoryview):
             if "content-length" not in named:
                 fields["Content-Length"] = str(len(content))
@@ -489,6 +485,7 @@ class Client:
             if "content-length" not in named and "transfer-encoding" not in named:
                 fields["Transfer-Encoding"] = "chunked"
             body = content
+        chunked = any(k.lower() == "transfer-encoding" and v.lower() == "chunked" for k, v in fields.items())
         proxy = proxy_for(scheme, host, port, self._env) or ""
         key = (scheme, host, port, proxy)
         absolute = bool(proxy) and scheme == "http"
@@ -496,7 +493,7 @@ class Client:
             fields["Proxy-Authorization"] = auth
         holder = self._take(key) or self._connect(key)
         try:
-            resp = self._exchange(holder.conn, method, target, fields, body, absolute)
+            resp = self._exchange(holder.conn, method, target, fields, body, absolute, chunked)
         except BaseException:
             holder.conn.close()
             raise
@@ -518,10 +515,9 @@ class Client:
         return resp
 
     def _exchange(self, conn: http.client.HTTPConnection, method: str, target: URL, fields: dict[str, str],
-                  body: Iterable[bytes], absolute: bool) -> http.client.HTTPResponse:
+                  body: Iterable[bytes], absolute: bool, chunked: bool) -> http.client.HTTPResponse:
         sock = conn.sock
         assert sock is not None
-        chunked = any(k.lower() == "transfer-encoding" and v.lower() == "chunked" for k, v in fields.items())
         # A request through a proxy in absolute form has its userinfo cut: it is not the proxy's.
         path = f"{target.scheme}://{target.netloc}{target.target}" if absolute else target.target
         try:

@@ -452,7 +452,7 @@ class Build:
             if self.on_event is not None:
                 self.on_event(BuildEvent("build.cache",
                                          message=f"cache {spec.describe()}: {outcome} ({len(entries)} records, "
-                                                 f"{getattr(backend, 'sent', 0)} bytes sent)"))
+                                                 f"{backend.sent} bytes sent)"))
 
     def _dry_result(self, plan: BuildPlan, reports: Sequence[StepReport], started: float) -> BuildResult:
         steps = tuple(reports)
