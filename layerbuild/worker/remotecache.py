@@ -5,10 +5,10 @@ A step is looked up in the store first; only when the store has no record is any
 source asked, in the order given (the branch's cache, then main's), and its records are fetched
 then, once. A store that holds no cache record at all (an ephemeral runner's) will miss on every
 step: there the first source's records are fetched from the build's start (`warm`), while the
-context is read and hashed, instead of at the first miss. A record found there is taken at once, but its layer is downloaded only when a later
-step needs the files (a RUN on top, a COPY --from, a COPY that looks at the directories) or the
-image is written: a build stage whose result the final image only copies from, cached as a whole,
-is never downloaded. A layer is checked at the store's door (digest, diff_id, archive rules) and a
+context is read and hashed, instead of at the first miss. A record found there is taken at once,
+but its layer is downloaded only when a later step needs the files (a RUN on top, a COPY --from,
+a COPY that looks at the directories) or the image is written: a build stage whose result the
+final image only copies from, cached as a whole, is never downloaded. A layer is checked at the store's door (digest, diff_id, archive rules) and a
 local record written, so the next build hits locally without asking; a layer that fails is refused,
 said so, and the build solves again, building that step.
 """
