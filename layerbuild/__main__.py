@@ -1,5 +1,5 @@
 """`python -m layerbuild` runs the command line."""
 
-from layerbuild.cli.main import entry
+from layerbuild.cli.launch import entry
 
 entry()

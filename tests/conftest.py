@@ -21,6 +21,9 @@ from tests.registry.fixtures import (  # noqa: F401
 )
 
 REPO = Path(__file__).resolve().parent.parent
+# Every command the tests run starts its own process: a daemon the developer left running
+# (`layerbuild daemon start`) must not answer them. tests/cli/test_daemon.py starts its own.
+os.environ["LAYERBUILD_DAEMON"] = "0"
 
 
 def conformance_root() -> Path | None:

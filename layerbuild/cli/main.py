@@ -20,7 +20,7 @@ class _Parser(argparse.ArgumentParser):
 # One module per verb, `layerbuild.cli.<verb>_cmd`, in the order `--help` lists them.
 VERBS = ("build", "parse", "import", "df", "prune", "fsck", "images", "inspect", "history", "tag", "rmi", "run",
          "ps", "logs", "stop", "rm", "bundle", "save", "load", "push", "pull", "login", "logout", "network", "exec",
-         "compose", "bench", "machine", "serve")
+         "compose", "bench", "machine", "serve", "daemon")
 
 
 def _named_verb(argv: Sequence[str]) -> str | None:

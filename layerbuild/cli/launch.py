@@ -1,0 +1,269 @@
+"""The `layerbuild` command's first steps: hand the command to this user's resident process when one
+runs (`layerbuild daemon start`), else run it here.
+
+The resident process (`cli.daemon`) has the whole of layerbuild imported already and forks a child
+per command, so a command that goes to it skips the interpreter's start-up work of loading layerbuild
+(most of a no-op build's time). Only what cannot tell the difference goes there; everything else
+runs in this process as it always did:
+
+- the verb must be one that needs no controlling terminal and asks nothing interactively (not
+  `login`, `exec`, `compose`, `machine`, `bench`, `serve` or `daemon`; no `run -i`/`-t`), and no
+  remote host may be named (`-H`, `--machine`, `LAYERBUILD_HOST`, `LAYERBUILD_MACHINE`);
+- `LAYERBUILD_DAEMON=0` turns it off for a command;
+- the child takes this process's arguments, environment, working directory, umask, resource
+  limits and standard input/output/error (the descriptors themselves); it refuses (and the command
+  runs here) when this process has other namespaces, cgroups, groups or capabilities than the
+  daemon, or when layerbuild's files changed since the daemon started.
+
+This module imports only what the hand-over needs: it runs before anything else of layerbuild.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Verbs a child of the daemon runs exactly as this process would (see the module docstring).
+FORWARDED = frozenset(("build", "parse", "import", "df", "prune", "fsck", "images", "inspect", "history", "tag",
+                       "rmi", "run", "ps", "logs", "stop", "rm", "bundle", "save", "load", "push", "pull",
+                       "logout", "network"))
+# Signals this process passes on to the child running its command.
+_PASSED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCONT")
+NAMESPACES = ("mnt", "net", "pid", "ipc", "uts", "user", "cgroup")
+
+
+def forwardable(argv: list[str]) -> bool:
+    """Whether the command `argv` may run in a child of the daemon (see the module docstring)."""
+    if os.environ.get("LAYERBUILD_DAEMON") == "0" or os.environ.get("LAYERBUILD_HOST") \
+            or os.environ.get("LAYERBUILD_MACHINE"):
+        return False
+    args = iter(argv)
+    verb = None
+    for arg in args:
+        if arg == "--root":
+            next(args, None)
+        elif not arg.startswith("--root="):
+            verb = arg
+            break
+    if verb not in FORWARDED:
+        return False
+    rest = list(args)
+    if any(a in ("-H", "--host", "--machine") or a.startswith(("--host=", "--machine=")) for a in rest):
+        return False
+    if verb == "run":
+        # Conservative: any word that could ask for a terminal or stdin keeps the command here
+        # (a container command's own `ls -lt` too, which only costs the start-up).
+        for a in rest:
+            if a.startswith(("--interactive", "--tty")) or (a.startswith("-") and not a.startswith("--")
+                                                             and ("i" in a or "t" in a)):
+                return False
+    return True
+
+
+def identity() -> str:
+    """What names a daemon: this interpreter and this copy of layerbuild (two installs never share one)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return f"{sys.executable}\0{sys.prefix}\0{package}"
+
+
+def socket_dir(create: bool = False) -> str | None:
+    """This user's directory for daemon sockets: `$XDG_RUNTIME_DIR/layerbuild`, else
+    `/tmp/layerbuild-UID`; None when it is missing (and not `create`d) or is not this user's own
+    (owned by another, reachable by others, or a symlink): nothing is trusted there then."""
+    import stat
+
+    uid = os.getuid()
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime):
+        path = os.path.join(runtime, "layerbuild")
+    else:
+        path = f"/tmp/layerbuild-{uid}"
+    if create:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            return None
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
+        return None
+    return path
+
+
+def socket_path(create: bool = False) -> str | None:
+    """The socket of the daemon for this interpreter and copy of layerbuild, in `socket_dir`."""
+    import zlib
+
+    folder = socket_dir(create)
+    if folder is None:
+        return None
+    key = zlib.crc32(identity().encode("utf-8", "surrogateescape"))
+    return os.path.join(folder, f"daemon-{key:08x}.sock")
+
+
+def connect_to(sock: object, path: str, *, bind: bool = False) -> None:
+    """`sock.connect(path)` (or `bind`), for a path longer than a unix socket's address can hold too:
+    then through the directory's /proc/self/fd entry, which the kernel resolves."""
+    if len(os.fsencode(path)) < 100:
+        (sock.bind if bind else sock.connect)(path)  # type: ignore[attr-defined]
+        return
+    folder = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        short = f"/proc/self/fd/{folder}/{os.path.basename(path)}"
+        (sock.bind if bind else sock.connect)(short)  # type: ignore[attr-defined]
+    finally:
+        os.close(folder)
+
+
+def namespaces(pid: str = "self") -> dict[str, int]:
+    """The inode of each namespace of process `pid` (those /proc shows)."""
+    out = {}
+    for name in NAMESPACES:
+        try:
+            out[name] = os.stat(f"/proc/{pid}/ns/{name}").st_ino
+        except OSError:
+            pass
+    return out
+
+
+def _limits() -> dict[str, list[int]]:
+    import resource
+
+    out = {}
+    for name in dir(resource):
+        if name.startswith("RLIMIT_"):
+            try:
+                out[name] = list(resource.getrlimit(getattr(resource, name)))
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def _request(argv: list[str]) -> bytes:
+    import json
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return json.dumps({
+        "identity": identity(), "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask,
+        "namespaces": namespaces(), "groups": sorted(os.getgroups()), "gid": os.getgid(), "limits": _limits(),
+    }).encode("utf-8", "surrogateescape")
+
+
+def forward(argv: list[str]) -> int | None:
+    """Run `argv` in a child of the daemon and return its exit code; None when it is not for the
+    daemon (see the module docstring), when none runs, or when its child refused it."""
+    if not forwardable(argv):
+        return None
+    path = socket_path()
+    if path is None or not os.path.exists(path):
+        return None
+    import socket
+
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        connect_to(conn, path)
+        fds = []
+        for fd in (0, 1, 2):
+            try:
+                os.fstat(fd)
+            except OSError:
+                fd = os.open(os.devnull, os.O_RDWR)  # a closed descriptor reads as /dev/null there
+            fds.append(fd)
+        body = _request(argv)
+        import array
+        import struct
+
+        conn.sendmsg([struct.pack("!I", len(body)), body],
+                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())])
+    except OSError:
+        conn.close()
+        return None  # no daemon (a socket left behind by one that died), or it went away: run here
+    return _wait(conn)
+
+
+def _wait(conn: object) -> int | None:
+    """Pass signals on to the child until the daemon says how it ended."""
+    import json
+    import signal
+
+    sock = conn  # a socket.socket
+    child = [0]
+    pending: list[int] = []
+
+    def pass_on(signum: int, _frame: object) -> None:
+        if child[0]:
+            try:
+                os.kill(child[0], signum)
+            except ProcessLookupError:
+                pass
+        else:
+            pending.append(signum)
+
+    previous = {}
+    for name in _PASSED:
+        sig = getattr(signal, name)
+        previous[sig] = signal.signal(sig, pass_on)
+    buffer = b""
+    try:
+        while True:
+            try:
+                data = sock.recv(65536)  # type: ignore[attr-defined]
+            except InterruptedError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                if not child[0]:
+                    return None  # the daemon closed before the command started: run it here
+                print("error: the layerbuild daemon went away while it ran the command; "
+                      "`layerbuild daemon status` says whether it runs", file=sys.stderr)
+                return 1
+            buffer += data
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                message = json.loads(line)
+                if "refused" in message:
+                    if os.environ.get("LAYERBUILD_DEBUG"):
+                        print(f"layerbuild daemon: {message['refused']}; running here", file=sys.stderr)
+                    return None
+                if "pid" in message:
+                    child[0] = int(message["pid"])
+                    for signum in pending:
+                        pass_on(signum, None)
+                    pending.clear()
+                if "exit" in message:
+                    return int(message["exit"])
+                if "signal" in message:
+                    signum = int(message["signal"])
+                    for sig, handler in previous.items():
+                        signal.signal(sig, handler)
+                    try:
+                        signal.signal(signum, signal.SIG_DFL)
+                        sys.stdout.flush()
+                        os.kill(os.getpid(), signum)
+                    except (OSError, ValueError):
+                        pass
+                    return 128 + signum
+    finally:
+        sock.close()  # type: ignore[attr-defined]
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def entry() -> None:
+    """Console-script entry point: the daemon's child runs the command when it can, else this process."""
+    code = forward(sys.argv[1:])
+    if code is not None:
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        os._exit(code)
+    from layerbuild.cli.main import entry as run_here
+
+    run_here()

@@ -1,0 +1,258 @@
+"""`layerbuild daemon`: commands run by a forked child of a resident process behave as if run here.
+
+Real processes throughout: the daemon is started with `layerbuild daemon start` in a private
+XDG_RUNTIME_DIR, and commands are real `python -m layerbuild` processes whose requests it serves
+(its status counts them) or refuses (they then run in their own process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from layerbuild.cli import launch
+from tests.build.kit import make_base
+from tests.build.test_interrupt import _sleepers
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def _lb(env: dict[str, str], *argv: str, cwd: Path = REPO, input: str | None = None,
+        python: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*(python or [sys.executable, "-m", "layerbuild"]), *argv], cwd=cwd, env=env,
+                          input=input, capture_output=True, text=True, timeout=120)
+
+
+def _status(env: dict[str, str], python: list[str] | None = None, cwd: Path = REPO) -> dict[str, int]:
+    got = _lb(env, "daemon", "status", "--format", "json", python=python, cwd=cwd)
+    return json.loads(got.stdout)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment of a user whose daemon runs (a private XDG_RUNTIME_DIR); stopped afterwards."""
+    runtime = tmp_path / "xdg"
+    runtime.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if k != "LAYERBUILD_DAEMON"}
+    env["XDG_RUNTIME_DIR"] = str(runtime)
+    env["PYTHONPATH"] = str(REPO)
+    started = _lb(env, "daemon", "start", "--idle-timeout", "600")
+    assert started.returncode == 0 and "daemon started" in started.stdout, started.stderr
+    pid = _status(env)["pid"]
+    try:
+        yield env
+    finally:
+        stopped = _lb(env, "daemon", "stop")
+        assert stopped.returncode == 0, stopped.stderr
+        deadline = time.monotonic() + 20
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{pid}").exists(), "the daemon outlived `daemon stop`"
+        assert not any(runtime.glob("layerbuild/*.sock")), "the socket stayed behind"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    root = tmp_path / "store"
+    make_base(tmp_path / "base", root)
+    return root
+
+
+def test_a_build_through_the_daemon_is_the_build_run_here(daemon: dict[str, str], store: Path,
+                                                          tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "hello.txt").write_text("hello\n")
+    (ctx / "Dockerfile").write_text("FROM base:1\nCOPY hello.txt /hello.txt\nRUN echo ran > /ran\n")
+    before = _status(daemon)["served"]
+    built = _lb(daemon, "--root", str(store), "build", "-q", "-t", "app:1", str(ctx))
+    assert built.returncode == 0, built.stderr
+    assert _status(daemon)["served"] == before + 1
+    # The same build in its own process finds every step cached and names the same image.
+    here = _lb({**daemon, "LAYERBUILD_DAEMON": "0"}, "--root", str(store), "build", "-q", "-t", "app:1", str(ctx))
+    assert here.returncode == 0 and here.stdout == built.stdout and built.stdout.startswith("sha256:")
+    assert _status(daemon)["served"] == before + 1
+    shown = _lb(daemon, "--root", str(store), "images")
+    assert shown.stdout == _lb({**daemon, "LAYERBUILD_DAEMON": "0"}, "--root", str(store), "images").stdout
+    assert "app" in shown.stdout
+
+
+def test_the_command_gets_the_callers_environment_directory_stdin_and_exit_code(
+        daemon: dict[str, str], store: Path, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "note.txt").write_text("from the context\n")
+    dockerfile = "FROM base:1\nARG GREETING\nCOPY note.txt /note.txt\nRUN echo \"$GREETING\" > /greeting\n"
+    env = {**daemon, "GREETING": "hi from the caller's environment"}
+    before = _status(daemon)["served"]
+    # `.` is the caller's working directory, `-f -` its standard input, `--build-arg NAME` its environment.
+    built = _lb(env, "--root", str(store), "build", "-q", "-t", "greet:1", "--build-arg", "GREETING",
+                "-f", "-", ".", cwd=ctx, input=dockerfile)
+    assert built.returncode == 0, built.stderr
+    ran = _lb(env, "--root", str(store), "run", "--rm", "greet:1", "cat", "/greeting", "/note.txt")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "hi from the caller's environment\nfrom the context\n"
+    failed = _lb(env, "--root", str(store), "run", "--rm", "greet:1", "sh", "-c", "echo oops >&2; exit 3")
+    assert failed.returncode == 3 and failed.stderr == "oops\n"
+    missing = _lb(env, "--root", str(store), "build", str(tmp_path / "nowhere"))
+    assert missing.returncode != 0 and "is not a directory" in missing.stderr and "Traceback" not in missing.stderr
+    assert _status(daemon)["served"] == before + 4
+
+
+def test_ctrl_c_at_the_caller_interrupts_the_build(daemon: dict[str, str], store: Path, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    marker = "302.5"
+    (ctx / "Dockerfile").write_text(f"FROM base:1\nRUN sleep {marker}\n")
+    before = _status(daemon)["served"]
+    proc = subprocess.Popen([sys.executable, "-m", "layerbuild", "--root", str(store), "build", "--progress",
+                             "plain", str(ctx)], cwd=REPO, env=daemon, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _sleepers(marker):
+            assert proc.poll() is None and time.monotonic() < deadline, "the RUN step never started"
+            time.sleep(0.05)
+        assert _status(daemon)["running"] == 1
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "interrupted" in err, err
+    assert "Traceback" not in err
+    assert _status(daemon)["served"] == before + 1
+    end = time.monotonic() + 10
+    while _sleepers(marker) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not _sleepers(marker), "the step's process outlived the build"
+
+
+def test_a_caller_that_dies_has_its_command_interrupted(daemon: dict[str, str], store: Path,
+                                                         tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    marker = "303.5"
+    (ctx / "Dockerfile").write_text(f"FROM base:1\nRUN sleep {marker}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "layerbuild", "--root", str(store), "build", "-q", str(ctx)],
+                            cwd=REPO, env=daemon, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not _sleepers(marker):
+        assert proc.poll() is None and time.monotonic() < deadline, "the RUN step never started"
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: the caller cannot pass anything on
+    proc.wait()
+    end = time.monotonic() + 20
+    while (_sleepers(marker) or _status(daemon)["running"]) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not _sleepers(marker) and _status(daemon)["running"] == 0
+
+
+def test_a_caller_in_other_namespaces_runs_the_command_itself(daemon: dict[str, str], store: Path) -> None:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) for a new network namespace")
+    before = _status(daemon)
+    got = subprocess.run(["unshare", "--net", sys.executable, "-m", "layerbuild", "--root", str(store), "images"],
+                         cwd=REPO, env=daemon, capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0 and "base" in got.stdout, got.stderr
+    after = _status(daemon)
+    assert (after["served"], after["refused"]) == (before["served"], before["refused"] + 1)
+
+
+def test_a_caller_in_another_cgroup_runs_the_command_itself(daemon: dict[str, str], store: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a cgroup")
+    with open("/proc/self/cgroup", encoding="utf-8") as f:
+        lines = [x.split(":", 2) for x in f.read().splitlines()]
+    pids = [(Path("/sys/fs/cgroup/pids"), p) for _, c, p in lines if "pids" in c.split(",")]
+    unified = [(Path("/sys/fs/cgroup"), p) for _, c, p in lines if c == "" and len(lines) == 1]
+    if not (pids or unified):
+        pytest.skip("no pids or unified cgroup hierarchy to make a cgroup in")
+    base, path = (pids or unified)[0]
+    group = base / path.lstrip("/") / f"lb-daemon-test-{os.getpid()}"
+    try:
+        group.mkdir()
+    except OSError as exc:
+        pytest.skip(f"cannot make a cgroup here: {exc}")
+    before = _status(daemon)
+    try:
+        got = subprocess.run(["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh", sys.executable,
+                              "-m", "layerbuild", "--root", str(store), "images"],
+                             cwd=REPO, env=daemon, capture_output=True, text=True, timeout=60)
+    finally:
+        for _ in range(100):
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.05)
+    assert got.returncode == 0 and "base" in got.stdout, got.stderr
+    after = _status(daemon)
+    assert (after["served"], after["refused"]) == (before["served"], before["refused"] + 1)
+
+
+def test_a_changed_layerbuild_is_not_answered_by_the_old_daemon(tmp_path: Path) -> None:
+    copy = tmp_path / "src"
+    shutil.copytree(REPO / "layerbuild", copy / "layerbuild", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "grammar", copy / "grammar")
+    runtime = tmp_path / "xdg"
+    runtime.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if k != "LAYERBUILD_DAEMON"}
+    env.update(XDG_RUNTIME_DIR=str(runtime), PYTHONPATH=str(copy))
+    python = [sys.executable, "-c", "import sys; sys.argv[0] = 'layerbuild'; "
+              "from layerbuild.cli.launch import entry; entry()"]
+    assert _lb(env, "daemon", "start", python=python, cwd=tmp_path).returncode == 0
+    pid = _status(env, python, tmp_path)["pid"]
+    try:
+        root = tmp_path / "store"
+        first = _lb(env, "--root", str(root), "images", python=python, cwd=tmp_path)
+        assert first.returncode == 0 and _status(env, python, tmp_path)["served"] == 1
+        with open(copy / "layerbuild" / "cli" / "images_cmd.py", "a", encoding="utf-8") as f:
+            f.write("\n# a newer copy\n")
+        second = _lb(env, "--root", str(root), "images", python=python, cwd=tmp_path)
+        assert second.returncode == 0 and second.stdout == first.stdout
+        deadline = time.monotonic() + 20
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{pid}").exists(), "the daemon of the older copy went on"
+        assert _lb(env, "daemon", "status", python=python, cwd=tmp_path).returncode == 1
+    finally:
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_socket_directory_others_can_reach_is_not_used(tmp_path: Path) -> None:
+    runtime = tmp_path / "xdg"
+    (runtime / "layerbuild").mkdir(parents=True)
+    os.chmod(runtime / "layerbuild", 0o755)
+    env = {k: v for k, v in os.environ.items() if k != "LAYERBUILD_DAEMON"}
+    env.update(XDG_RUNTIME_DIR=str(runtime), PYTHONPATH=str(REPO))
+    got = _lb(env, "daemon", "start")
+    assert got.returncode != 0 and "0700" in got.stderr and "Traceback" not in got.stderr
+    assert not list((runtime / "layerbuild").iterdir())
+
+
+def test_only_commands_that_cannot_tell_go_to_the_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("LAYERBUILD_DAEMON", "LAYERBUILD_HOST", "LAYERBUILD_MACHINE"):
+        monkeypatch.delenv(name, raising=False)
+    yes = [["build", "."], ["--root", "/r", "build", "-q", "."], ["--root=/r", "images"], ["run", "--rm", "img", "true"],
+           ["run", "-d", "--name", "x", "img"], ["pull", "busybox"]]
+    no = [["run", "-it", "img", "sh"], ["run", "-i", "img"], ["run", "--tty", "img"], ["run", "-dit", "img"],
+          ["run", "--interactive=true", "img"], ["login", "reg"], ["exec", "c", "sh"], ["compose", "up"],
+          ["daemon", "status"], ["--host", "ssh://h", "build", "."], ["build", "-H", "ssh://h", "."],
+          ["--version"], [], ["machine", "ls"], ["serve", "--stdio"]]
+    assert [launch.forwardable(a) for a in yes] == [True] * len(yes)
+    assert [launch.forwardable(a) for a in no] == [False] * len(no)
+    monkeypatch.setenv("LAYERBUILD_DAEMON", "0")
+    assert not launch.forwardable(["build", "."])
+    monkeypatch.delenv("LAYERBUILD_DAEMON")
+    monkeypatch.setenv("LAYERBUILD_HOST", "ssh://h")
+    assert not launch.forwardable(["build", "."])
