@@ -71,7 +71,10 @@ _LAUNCH = (
     "src = sys.argv.pop(1)\n"
     "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in type(f).__module__.lower()]\n"
     "sys.path.insert(0, src)\n"
-    "from layerbuild.cli.main import entry\n"
+    "try:\n"
+    "    from layerbuild.cli.launch import entry\n"
+    "except ImportError:  # a tree from before the daemon\n"
+    "    from layerbuild.cli.main import entry\n"
     "sys.argv[0] = 'layerbuild'\n"
     "entry()\n"
 )
@@ -111,7 +114,19 @@ class Layerbuild:
     work: Path
     base_tar: Path
     label: str
+    daemon: bool = False  # commands go to a daemon of this tree (`layerbuild daemon start`)
     roots: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "LAYERBUILD_DAEMON"}
+        if not self.daemon:
+            env["LAYERBUILD_DAEMON"] = "0"  # its own process, whatever daemon runs
+        else:
+            runtime = self.work / f"xdg-{self.label}"
+            runtime.mkdir(mode=0o700, exist_ok=True)
+            env["XDG_RUNTIME_DIR"] = str(runtime)
+        return env
 
     def argv(self, root: Path, *args: str) -> list[str]:
         return [installed_python(self.work), "-c", _LAUNCH, str(self.src), "--root", str(root), *args]
@@ -124,24 +139,34 @@ class Layerbuild:
     def fresh(self, key: str) -> Path:
         root = self.work / f"{self.label}-{key}"
         shutil.rmtree(root, ignore_errors=True)
-        subprocess.run(self.argv(root, "import", str(self.base_tar), "bb"), check=True, capture_output=True)
+        subprocess.run(self.argv(root, "import", str(self.base_tar), "bb"), check=True, capture_output=True,
+                       env=self.env)
         self.roots[key] = root
         return root
 
     def build(self, ctx: Path, key: str) -> float:
-        return timed(self.argv(self.root(key), "build", "-q", *NETWORK, "-t", f"bench-{key}", str(ctx)))
+        return timed(self.argv(self.root(key), "build", "-q", *NETWORK, "-t", f"bench-{key}", str(ctx)), env=self.env)
 
     def cold(self, key: str) -> None:
         self.fresh(key)
 
     def run_true(self) -> float:
-        return timed(self.argv(self.root("run"), "run", "--rm", *NETWORK, "bb", "true"))
+        return timed(self.argv(self.root("run"), "run", "--rm", *NETWORK, "bb", "true"), env=self.env)
+
+    def stop(self) -> None:
+        if self.daemon:
+            subprocess.run(self.argv(self.work / "unused", "daemon", "stop"), capture_output=True, env=self.env)
 
     def tool(self) -> Tool:
         # Byte-compiled first, as an installed package is: an environment with PYTHONDONTWRITEBYTECODE
         # would otherwise compile every module of a fresh tree in every process.
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(self.src / "layerbuild")], check=True,
                        capture_output=True)
+        if self.daemon:
+            started = subprocess.run(self.argv(self.work / "unused", "daemon", "start", "--idle-timeout", "0"),
+                                     capture_output=True, text=True, env=self.env)
+            if started.returncode != 0:
+                raise SystemExit(f"the daemon did not start: {started.stderr}")
         return Tool(self.label, self.build, self.cold, self.run_true)
 
 
@@ -185,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-mb", type=int, default=500, help="bigcopy's size (0: leave bigcopy out)")
     parser.add_argument("--app-files", type=int, default=5000)
     parser.add_argument("--baseline-src", metavar="DIR", help="another source tree's layerbuild as a reference")
+    parser.add_argument("--daemon", action="store_true",
+                        help="also time this tree with `layerbuild daemon` running (the column `daemon`)")
     parser.add_argument("--cases", default="", help="comma-separated case prefixes to run (default: all)")
     parser.add_argument("--json", metavar="FILE", help="write every sample there")
     parser.add_argument("--work", metavar="DIR", help="scratch directory (default: a new temp dir)")
@@ -192,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="lb-vs-bk-"))
     work.mkdir(parents=True, exist_ok=True)
     base_tar = base_rootfs(work / "busybox.tar")
-    tools = [Layerbuild(REPO, work, base_tar, "layerbuild").tool()]
+    ours = [Layerbuild(REPO, work, base_tar, "layerbuild")]
+    if args.daemon:
+        ours.append(Layerbuild(REPO, work, base_tar, "daemon", daemon=True))
+    tools = [lb.tool() for lb in ours]
     if args.baseline_src:
         tools.append(Layerbuild(Path(args.baseline_src).resolve(), work, base_tar, "baseline").tool())
     engine = docker_answers()
@@ -249,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
                 if tool.run_true is not None:
                     got[tool.name].append(tool.run_true())
         samples["run --rm IMAGE true"] = got
+    for lb in ours:
+        lb.stop()
     after = machine()
     print(render(samples, [t.name for t in tools], before, after, args.rounds))
     if args.json:
@@ -260,16 +292,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(samples: dict[str, dict[str, list[float]]], names: list[str], before: str, after: str,
            rounds: int) -> str:
-    refs = [n for n in names if n != "layerbuild"]
-    head = ["case", "layerbuild", *refs, *(f"ratio to {r}" for r in refs), "target"]
+    """The table: each tool's median, then each layerbuild's ratio to BuildKit (to `baseline` when
+    no BuildKit ran), and the target."""
+    ref = "BuildKit" if "BuildKit" in names else "baseline" if "baseline" in names else None
+    ratioed = [n for n in names if ref is not None and n not in (ref, "BuildKit", "baseline")]
+    if ref == "BuildKit" and "baseline" in names:
+        ratioed.append("baseline")
+    head = ["case", *names, *(f"{n} / {ref}" for n in ratioed), "target"]
     lines = [f"Machine: {before} before, {after} after; medians of {rounds} alternating rounds "
              "(run: at least 5).", "",
              "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for case, got in samples.items():
-        ours = statistics.median(got["layerbuild"])
-        cells = [case, f"{ours:.3f} s"]
-        cells += [f"{statistics.median(got[r]):.3f} s" for r in refs]
-        cells += [f"{ours / statistics.median(got[r]):.2f}" for r in refs]
+        cells = [case, *(f"{statistics.median(got[n]):.3f} s" for n in names)]
+        cells += [f"{statistics.median(got[n]) / statistics.median(got[ref]):.2f}" for n in ratioed if ref]
         target = TARGETS.get(case)
         cells.append(f"≤ {target}" if target is not None else "≤ 0.10 s")
         lines.append("| " + " | ".join(cells) + " |")

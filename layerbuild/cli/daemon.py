@@ -47,9 +47,11 @@ def _preload() -> None:
         if not info.name.endswith("__main__"):
             importlib.import_module(info.name)
     from layerbuild.runtime import seccomp
+    from layerbuild.runtime.spec import DEFAULT_CAPABILITIES
 
-    try:
-        seccomp._lib()  # loading libseccomp (a pure function of the installed library)
+    try:  # the default program of RUN steps and containers: a pure function of the profile,
+        # libseccomp and the kernel, kept in memory (the first RUN of a new store compiled it)
+        seccomp.compile_profile(None, DEFAULT_CAPABILITIES)
     except Exception:  # no libseccomp: the child reports it as it would
         pass
 

@@ -479,23 +479,33 @@ def run_step(
     rootfs: RootfsMode | None = None,
     limits: cgroups.Limits | None = None,
     seccomp_cache: Path | None = None,
+    release: bool = True,
 ) -> StepResult:
     """Run a RUN step to completion. stdout and stderr are merged, copied to `stdout` as they come and
     their last bytes returned. Afterwards `upper` holds exactly the process's changes in overlay form
     (nothing the sandbox mounted), ready for `layer.write_overlay_upper`. The step runs in a cgroup
-    with `limits` (default: the default pids limit); an OOM kill makes it 137, "killed: out of memory"."""
+    with `limits` (default: the default pids limit); an OOM kill makes it 137, "killed: out of memory".
+    `release=False` leaves the scratch dirs it made in `work` for the caller to remove (with `work`,
+    off the step's critical path)."""
     upper.mkdir(parents=True, exist_ok=True)
     out_r, out_w = os.pipe()
     in_r = None
     if stdin is not None:
         in_r, in_w = os.pipe()
     cgroup = None
+    helper = None
+    step_in: Stdio = in_r if in_r is not None else subprocess.DEVNULL
     try:
+        # The helper's interpreter starts now, while the cgroup, the mounts and the seccomp program
+        # are made: it waits for its spec, which `launch` sends.
+        helper = prestart(stdin=step_in, stdout=out_w, stderr=out_w)
         cgroup = cgroups.create(limits or cgroups.Limits(), label=cgroups.STEP_LABEL + os.urandom(6).hex())
-        started = launch(lower, upper, work, spec, stdin=in_r if in_r is not None else subprocess.DEVNULL,
-                         stdout=out_w, stderr=out_w, rootfs=rootfs, cgroup=cgroup, seccomp_cache=seccomp_cache)
+        started = launch(lower, upper, work, spec, stdin=step_in, stdout=out_w, stderr=out_w, rootfs=rootfs,
+                         cgroup=cgroup, seccomp_cache=seccomp_cache, helper=helper)
     except BaseException:
         os.close(out_r)
+        if helper is not None:
+            helper.discard()
         if cgroup is not None:
             cgroup.remove()
         raise
@@ -520,7 +530,8 @@ def run_step(
         with _running_lock:
             _running.discard(started.helper)
         os.close(out_r)
-        started.release()
+        if release:
+            started.release()
         if cgroup is not None:
             cgroup.remove()
     if started.error and started.error_stage != "exec":

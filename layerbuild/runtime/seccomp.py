@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import os
+import stat
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -274,18 +275,46 @@ def _cached(text: str, caps: frozenset[int], cache_dir: Path | None) -> bytes:
         return _compile(text, caps)
     uname = os.uname()
     key = hashlib.sha256(f"{text}\0{sorted(caps)}\0{_lib_version()}\0{uname.release}\0{uname.machine}".encode())
-    path = cache_dir / f"{key.hexdigest()[:32]}.bpf"
-    with contextlib.suppress(OSError):
-        data = path.read_bytes()
-        if data and len(data) % 8 == 0:
-            return data
+    name = f"{key.hexdigest()[:32]}.bpf"
+    # The store's cache, then the user's own (a new store, as every CI job has, finds it there).
+    user = _user_cache_dir()
+    folders = [cache_dir, *([user] if user is not None else [])]
+    for i, folder in enumerate(folders):
+        with contextlib.suppress(OSError):
+            data = (folder / name).read_bytes()
+            if data and len(data) % 8 == 0:
+                if i:  # the store keeps it too: its next build knows it has one
+                    _keep(cache_dir, name, data)
+                return data
     program = _compile(text, caps)
-    with contextlib.suppress(OSError):  # a cache that cannot be written only costs the next compile
-        cache_dir.mkdir(mode=0o700, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(program)
-        os.replace(tmp, path)
+    for folder in folders:
+        _keep(folder, name, program)
     return program
+
+
+def _keep(folder: Path, name: str, program: bytes) -> None:
+    with contextlib.suppress(OSError):  # a cache that cannot be written only costs the next compile
+        folder.mkdir(mode=0o700, exist_ok=True)
+        tmp = folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_bytes(program)
+        os.replace(tmp, folder / name)
+
+
+def _user_cache_dir() -> Path | None:
+    """The user's own directory for compiled programs (`$XDG_CACHE_HOME/layerbuild/seccomp`, else
+    `~/.cache/…`); None when it is not theirs alone (another owner, or others may write there)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if not os.path.isabs(base):
+        return None
+    folder = Path(base) / "layerbuild" / "seccomp"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = folder.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        return None
+    return folder
 
 
 def _lib_version() -> str:

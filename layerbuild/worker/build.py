@@ -351,6 +351,7 @@ class Build:
             close = getattr(cache, "close", None)
             if close is not None:
                 close()
+            services.settle()  # the steps' scratch dirs, removed while later steps ran
             self.rootfs.close()
             for client in (self._client, self._cache_client):
                 if client is not None:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -54,6 +55,39 @@ class BuildServices:
         # bringing them in before their files are looked at (see worker.remotecache).
         self.pending_layer: Callable[[str], bool] | None = None
         self.ensure_layers: Callable[[tuple[str, ...]], None] | None = None
+        self._janitor: threading.Thread | None = None
+        self._litter: list[Path] = []
+        self._litter_lock = threading.Lock()
+
+    def discard_later(self, path: Path) -> None:
+        """Remove the scratch dir `path` off the step's critical path (a thread of its own); `settle`
+        waits for every such removal, before the build ends."""
+        with self._litter_lock:
+            self._litter.append(path)
+            if self._janitor is None or not self._janitor.is_alive():
+                self._janitor = threading.Thread(target=self._sweep, name="scratch-janitor")
+                self._janitor.start()
+
+    def _sweep(self) -> None:
+        from layerbuild.store.snapshots import remove_tree
+
+        while True:
+            with self._litter_lock:
+                if not self._litter:
+                    self._janitor = None
+                    return
+                path = self._litter.pop()
+            with contextlib.suppress(StoreError, OSError):  # best effort; the next command cleans tmp
+                remove_tree(path)
+
+    def settle(self) -> None:
+        """Wait for the scratch dirs given to `discard_later` to be removed."""
+        while True:
+            with self._litter_lock:
+                janitor = self._janitor
+            if janitor is None:
+                return
+            janitor.join()
 
     def need_layers(self, diff_ids: tuple[str, ...]) -> None:
         """Before the files of `diff_ids` are read: those still at an imported cache brought in."""

@@ -217,7 +217,7 @@ class RunTask:
         tmp_root.mkdir(parents=True, exist_ok=True)
         with ExitStack() as stack:
             tmp = make_scratch(tmp_root, "run-")
-            stack.callback(_discard, tmp)
+            stack.callback(services.discard_later, tmp)  # removed while the build goes on
             upper, work = tmp / "upper", tmp / "work"
             upper.mkdir()
             work.mkdir()
@@ -227,7 +227,7 @@ class RunTask:
                                extra_hosts=op.extra_hosts)
             lines = _LineWriter(self.inputs.log) if self.inputs.log is not None else None
             result = rt.run_step(lower, upper, work, spec, stdout=lines, limits=services.limits,  # type: ignore[arg-type]
-                              seccomp_cache=services.store.layout.seccomp)
+                              seccomp_cache=services.store.layout.seccomp, release=False)
             if lines is not None:
                 lines.close()
             if result.exit_code != 0:
