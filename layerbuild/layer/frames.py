@@ -42,6 +42,7 @@ PICK_MASK = 31  # about one entry in 32 may end a group
 MAX_GROUP = 4 << 20  # at an entry boundary past this, a group always ends
 HARD_GROUP = 4 << 20  # inside one big file, cut here anyway, exactly (memory bound)
 _IN_FLIGHT = 2
+_INLINE_GROUP = 64 << 10  # a group this small is compressed where it is cut, not by a worker
 
 
 
@@ -141,8 +142,8 @@ class FramedZstd:
 
     def __init__(self, level: int, threads: int, reuse: Reuse | None, *, pack_only: bool = False) -> None:
         self._level = level
-        workers = (os.cpu_count() or 1) if threads <= 0 else threads
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zstd")
+        self._workers = (os.cpu_count() or 1) if threads <= 0 else threads
+        self._pool: ThreadPoolExecutor | None = None  # made for the first group worth a thread
         self._local = threading.local()
         # (frame, its bytes or their compression or None, write, hash, blob state to resume from)
         self._pending: deque[tuple[Frame, Future[bytes] | bytes | None, bool, bool, bytes | None]] = deque()
@@ -231,7 +232,11 @@ class FramedZstd:
                 self._pending.append((frame, blob, False, True, resume))
             else:
                 self._pending.append((Frame(key, raw, 0, len(blob), None, tar_state), blob, True, True, resume))
+        elif raw <= _INLINE_GROUP:  # compressed faster than handed to a worker and back
+            self._pending.append((Frame(key, raw, 0, 0, None, tar_state), self._compress(data), True, True, resume))
         else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="zstd")
             future = self._pool.submit(self._compress, data)
             self._pending.append((Frame(key, raw, 0, 0, None, tar_state), future, True, True, resume))
         self._drain(emit, _IN_FLIGHT)
@@ -302,7 +307,8 @@ class FramedZstd:
         return "sha256:" + self._tar.hexdigest(), self._tar.state(), None
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         for fd in self._fds.values():
             if fd >= 0:
                 os.close(fd)

@@ -27,6 +27,7 @@ MEDIA_TYPE_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 
 _QUEUE_CHUNKS = 8  # with ~1 MiB chunks: at most ~8 MiB of tar in flight
 _QUEUE_FRAMES = 2  # compressed frames (up to HARD_GROUP each) waiting for the blob writer
+_INLINE_BYTES = 1 << 20  # a layer's first bytes go through in the caller's thread (see LayerSink)
 _STOP = object()
 
 
@@ -113,20 +114,35 @@ class LayerSink:
         self._blob_size = 0
         self._queue: queue.Queue[object] = queue.Queue(_QUEUE_CHUNKS)
         # The blob is hashed and written on a thread of its own, so that hashing the tar, hashing
-        # the blob and compressing (all GIL-free) overlap instead of taking turns.
+        # the blob and compressing (all GIL-free) overlap instead of taking turns. A small layer
+        # never needs them: its first _INLINE_BYTES are taken in the caller's thread, and the
+        # threads start only when a layer grows past that (a hand-over costs more than the work).
         self._blobs: queue.Queue[object] = queue.Queue(_QUEUE_FRAMES)
         self._error: BaseException | None = None
+        self._inline = True
+        self._inline_left = _INLINE_BYTES
+        self._thread: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
+
+    def _start_threads(self) -> None:
+        self._inline = False
         self._thread = threading.Thread(target=self._run, name="layer-sink", daemon=True)
         self._writer = threading.Thread(target=self._write_blob, name="layer-blob", daemon=True)
         self._thread.start()
         self._writer.start()
 
+    def _put_blob(self, item: object) -> None:
+        if self._inline:
+            self._write_one(item)
+        else:
+            self._blobs.put(item)
+
     def _emit(self, data: bytes) -> None:
         if data:
-            self._blobs.put(data)
+            self._put_blob(data)
 
     def _emit_frame(self, out: Out) -> None:
-        self._blobs.put(out)
+        self._put_blob(out)
 
     def _take_frame(self, out: Out) -> None:
         if out.resume is not None:
@@ -142,51 +158,60 @@ class LayerSink:
         self._frames.append(frame)
         self._blob_size += frame.size
 
+    def _write_one(self, data: object) -> None:
+        if isinstance(data, Out):
+            self._take_frame(data)
+            return
+        if isinstance(data, tuple):  # the whole layer was the old one's: its end state
+            self._frame_hash = StateHash(data[1])
+            return
+        assert isinstance(data, bytes)
+        self._blob_hash.update(data)
+        self._blob_size += len(data)
+        self._out.write(data)
+
     def _write_blob(self) -> None:
         try:
             while True:
                 data = self._blobs.get()
                 if data is _STOP:
                     return
-                if isinstance(data, Out):
-                    self._take_frame(data)
-                    continue
-                if isinstance(data, tuple):  # the whole layer was the old one's: its end state
-                    self._frame_hash = StateHash(data[1])
-                    continue
-                assert isinstance(data, bytes)
-                self._blob_hash.update(data)
-                self._blob_size += len(data)
-                self._out.write(data)
+                self._write_one(data)
         except BaseException as exc:
             self._error = self._error or exc
             while self._blobs.get() is not _STOP:
                 pass
+
+    def _finish_stream(self) -> None:
+        if self._framed is not None:
+            self._diff_id, self._end_tar_state, end = self._framed.finish(self._emit_frame)
+            self._tar_size = self._framed.tar_size
+            if end is not None:
+                self._put_blob(("end", end))
+        self._emit(self._compressor.flush())
+
+    def _process(self, item: object) -> None:
+        if isinstance(item, Frame):
+            assert self._framed is not None
+            self._framed.skip(item, self._emit_frame)
+            return
+        assert isinstance(item, tuple)
+        chunk, marks = item
+        if self._framed is not None:  # the framer hashes the tar, skipping what it can
+            self._framed.feed(chunk, marks, self._emit_frame)
+        else:
+            self._tar_hash.update(chunk)
+            self._tar_size += len(chunk)
+            self._emit(self._compressor.compress(chunk))
 
     def _run(self) -> None:
         try:
             while True:
                 item = self._queue.get()
                 if item is _STOP:
-                    if self._framed is not None:
-                        self._diff_id, self._end_tar_state, end = self._framed.finish(self._emit_frame)
-                        self._tar_size = self._framed.tar_size
-                        if end is not None:
-                            self._blobs.put(("end", end))
-                    self._emit(self._compressor.flush())
+                    self._finish_stream()
                     return
-                if isinstance(item, Frame):
-                    assert self._framed is not None
-                    self._framed.skip(item, self._emit_frame)
-                    continue
-                assert isinstance(item, tuple)
-                chunk, marks = item
-                if self._framed is not None:  # the framer hashes the tar, skipping what it can
-                    self._framed.feed(chunk, marks, self._emit_frame)
-                else:
-                    self._tar_hash.update(chunk)
-                    self._tar_size += len(chunk)
-                    self._emit(self._compressor.compress(chunk))
+                self._process(item)
         except BaseException as exc:
             self._error = self._error or exc
             if self._framed is not None:
@@ -195,17 +220,29 @@ class LayerSink:
             while self._queue.get() is not _STOP:
                 pass
 
-    def write(self, chunk: bytes, marks: Sequence[tuple[int, bytes]] = ()) -> None:
-        """Add `chunk` of the tar; `marks` are (offset in chunk, path) of entries starting in it."""
+    def _give(self, item: object, size: int) -> None:
+        """Hand `item` (a chunk and its marks, or a skipped frame) to the pipeline."""
         if self._error is not None:
             raise self._error
-        self._queue.put((chunk, tuple(marks)))
+        if self._inline:
+            self._inline_left -= size
+            if self._inline_left >= 0:
+                try:
+                    self._process(item)
+                except BaseException as exc:
+                    self._error = exc
+                    raise
+                return
+            self._start_threads()
+        self._queue.put(item)
+
+    def write(self, chunk: bytes, marks: Sequence[tuple[int, bytes]] = ()) -> None:
+        """Add `chunk` of the tar; `marks` are (offset in chunk, path) of entries starting in it."""
+        self._give((chunk, tuple(marks)), len(chunk))
 
     def skip(self, frame: Frame) -> None:
         """Take `frame` of the reused layer unread, as the layer's next group (see FramedZstd.skip)."""
-        if self._error is not None:
-            raise self._error
-        self._queue.put(frame)
+        self._give(frame, 0)
 
     @property
     def can_skip(self) -> bool:
@@ -216,7 +253,17 @@ class LayerSink:
         is exactly one of them gets its meta key (a frame cut elsewhere gets none: never skipped)."""
         self._groups = {(start, end): mkey for start, end, mkey in groups}
 
-    def _join(self) -> None:
+    def _join(self, finish: bool = True) -> None:
+        if self._inline:
+            if finish and self._error is None:
+                try:
+                    self._finish_stream()
+                except BaseException as exc:
+                    self._error = exc
+            if self._framed is not None and (not finish or self._error is not None):
+                self._framed.close()
+            return
+        assert self._thread is not None and self._writer is not None
         self._queue.put(_STOP)
         self._thread.join()
         self._blobs.put(_STOP)
@@ -242,7 +289,7 @@ class LayerSink:
 
     def abort(self) -> None:
         """Stop the workers after a producer-side failure; what was written to `out` is garbage."""
-        self._join()
+        self._join(finish=False)
 
 
 def drive(sink: LayerSink, produce: Callable[[LayerSink], None]) -> LayerInfo:

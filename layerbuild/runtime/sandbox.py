@@ -488,17 +488,24 @@ def run_step(
     `release=False` leaves the scratch dirs it made in `work` for the caller to remove (with `work`,
     off the step's critical path)."""
     upper.mkdir(parents=True, exist_ok=True)
-    out_r, out_w = os.pipe()
     in_r = None
+    helper = None
     if stdin is not None:
         in_r, in_w = os.pipe()
+    else:
+        with _warm_lock:
+            if _warm:
+                helper, out_r, out_w = _warm.pop()
+    if helper is None:
+        out_r, out_w = os.pipe()
     cgroup = None
-    helper = None
     step_in: Stdio = in_r if in_r is not None else subprocess.DEVNULL
     try:
-        # The helper's interpreter starts now, while the cgroup, the mounts and the seccomp program
-        # are made: it waits for its spec, which `launch` sends.
-        helper = prestart(stdin=step_in, stdout=out_w, stderr=out_w)
+        # The helper's interpreter starts now (if `warm_step_helpers` did not start it already),
+        # while the cgroup, the mounts and the seccomp program are made: it waits for its spec,
+        # which `launch` sends.
+        if helper is None:
+            helper = prestart(stdin=step_in, stdout=out_w, stderr=out_w)
         cgroup = cgroups.create(limits or cgroups.Limits(), label=cgroups.STEP_LABEL + os.urandom(6).hex())
         started = launch(lower, upper, work, spec, stdin=step_in, stdout=out_w, stderr=out_w, rootfs=rootfs,
                          cgroup=cgroup, seccomp_cache=seccomp_cache, helper=helper)
@@ -547,6 +554,36 @@ def run_step(
 
 _running: set[subprocess.Popen[bytes]] = set()  # the helpers of the RUN steps under way
 _running_lock = threading.Lock()
+# Helpers started ahead for RUN steps without stdin, each with its output pipe (read end, write end).
+_warm: list[tuple[Helper, int, int]] = []
+_warm_lock = threading.Lock()
+
+
+def warm_step_helpers(count: int) -> None:
+    """Start `count` helpers for RUN steps to come (without stdin), so that their interpreters start
+    while the build plans and reads its context; `run_step` takes one when it starts a step.
+    `drop_step_helpers` ends those left over. A helper that cannot be started is left to `run_step`."""
+    for _ in range(count):
+        out_r, out_w = os.pipe()
+        try:
+            helper = prestart(stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w)
+        except OSError:
+            os.close(out_r)
+            os.close(out_w)
+            return
+        with _warm_lock:
+            _warm.append((helper, out_r, out_w))
+
+
+def drop_step_helpers() -> None:
+    """End the helpers `warm_step_helpers` started that no step took (each sees EOF and exits)."""
+    with _warm_lock:
+        left = list(_warm)
+        _warm.clear()
+    for helper, out_r, out_w in left:
+        os.close(out_w)
+        helper.discard()
+        os.close(out_r)
 
 
 def cancel_running() -> None:

@@ -110,6 +110,7 @@ class Build:
         self.store = store
         self.wrap_executor = wrap_executor
         self.warnings: list[str] = []  # what the exports left out, for the report
+        self.warmed = 0  # sandbox helpers started ahead for RUN steps (_run)
         # Events come from every stage's thread (steps, RUN output): one lock serialises them.
         self.on_event = _serialised(on_event) if on_event is not None else None
         self.images: dict[str, StoredImage] = {}
@@ -223,6 +224,10 @@ class Build:
                              hint="free space on that filesystem; `layerbuild prune` frees what the store "
                                   "no longer needs") from exc
         finally:
+            if self.warmed:  # sandbox helpers started for RUN steps that did not come (see _run)
+                from layerbuild.runtime.sandbox import drop_step_helpers
+
+                drop_step_helpers()
             with contextlib.suppress(StoreError):  # on a full disk, an expired lease does no harm
                 self.lease.release()
 
@@ -250,6 +255,15 @@ class Build:
         self.rootfs = RootfsCache(self.store)
         if not self.request.dry_run and any(isinstance(s.base, BaseImage) for s in plan.stages):
             self.rootfs.prestart()  # a stage on an image will look at its filesystem
+        if previous is None and not self.request.dry_run:
+            # No earlier build of this context: its RUN steps are likely to run, a stage's first
+            # ones at once; their sandbox helpers start now, while the build reads its context.
+            runs = sum(1 for stage in plan.stages if any(isinstance(step.op, Exec) for step in stage.steps))
+            self.warmed = min(runs, os.cpu_count() or 1, 4)
+            if self.warmed:
+                from layerbuild.runtime.sandbox import warm_step_helpers
+
+                warm_step_helpers(self.warmed)
         if (not self.request.dry_run and not _compiled_any(self.store.layout.seccomp)
                 and any(isinstance(step.op, Exec) and step.op.security != "insecure"
                         for stage in plan.stages for step in stage.steps)):
