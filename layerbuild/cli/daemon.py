@@ -42,8 +42,7 @@ def _preload() -> None:
     import importlib
     import pkgutil
 
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for info in pkgutil.walk_packages([package], "layerbuild."):
+    for info in pkgutil.walk_packages([launch.PACKAGE], "layerbuild."):
         if not info.name.endswith("__main__"):
             importlib.import_module(info.name)
     from layerbuild.runtime import seccomp
@@ -122,7 +121,7 @@ class Daemon:
 
     path: str
     idle_timeout: float = IDLE_TIMEOUT
-    package: str = field(default_factory=lambda: os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    package: str = launch.PACKAGE
     children: dict[int, _Child] = field(default_factory=dict)
     served: int = 0
     refused: int = 0
@@ -252,7 +251,7 @@ class Daemon:
         if pid == 0:  # the child: never returns into this loop
             code = 70
             try:
-                code = self._child(conn, peer_pid, request, fds)
+                code = self._child(conn, request, fds)
             finally:
                 os._exit(code)
         self.served += 1
@@ -263,7 +262,7 @@ class Daemon:
         self.selector.register(pidfd, selectors.EVENT_READ, ("exit", pid))
         self.selector.register(conn, selectors.EVENT_READ, ("conn", pid))
 
-    def _child(self, conn: socket.socket, peer_pid: int, request: dict[str, Any], fds: list[int]) -> int:
+    def _child(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> int:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -76,7 +76,7 @@ def _start(daemon: Any, idle: float) -> int:
     if status is not None:
         print(f"a layerbuild daemon already runs (pid {status['pid']}, socket {status['socket']})")
         return 0
-    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(daemon.__file__))))
+    package_parent = os.path.dirname(daemon.launch.PACKAGE)
     read, write = os.pipe()
     code = (f"import sys; sys.path.insert(0, {package_parent!r}); "
             "from layerbuild.cli.daemon import main; main()")

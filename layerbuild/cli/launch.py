@@ -30,6 +30,8 @@ FORWARDED = frozenset(("build", "parse", "import", "df", "prune", "fsck", "image
 # Signals this process passes on to the child running its command.
 _PASSED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCONT")
 NAMESPACES = ("mnt", "net", "pid", "ipc", "uts", "user", "cgroup")
+# This copy of layerbuild: the package directory (what a daemon imports and watches).
+PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def forwardable(argv: list[str]) -> bool:
@@ -62,8 +64,7 @@ def forwardable(argv: list[str]) -> bool:
 
 def identity() -> str:
     """What names a daemon: this interpreter and this copy of layerbuild (two installs never share one)."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return f"{sys.executable}\0{sys.prefix}\0{package}"
+    return f"{sys.executable}\0{sys.prefix}\0{PACKAGE}"
 
 
 def socket_dir(create: bool = False) -> str | None:
@@ -149,8 +150,9 @@ def _request(argv: list[str]) -> bytes:
     umask = os.umask(0o022)
     os.umask(umask)
     return json.dumps({
+        # (namespaces, credentials and cgroup the daemon reads from /proc/PID itself, not from here)
         "identity": identity(), "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask,
-        "namespaces": namespaces(), "groups": sorted(os.getgroups()), "gid": os.getgid(), "limits": _limits(),
+        "limits": _limits(),
     }).encode("utf-8", "surrogateescape")
 
 

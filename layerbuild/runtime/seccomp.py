@@ -277,19 +277,25 @@ def _cached(text: str, caps: frozenset[int], cache_dir: Path | None) -> bytes:
     key = hashlib.sha256(f"{text}\0{sorted(caps)}\0{_lib_version()}\0{uname.release}\0{uname.machine}".encode())
     name = f"{key.hexdigest()[:32]}.bpf"
     # The store's cache, then the user's own (a new store, as every CI job has, finds it there).
-    user = _user_cache_dir()
-    folders = [cache_dir, *([user] if user is not None else [])]
-    for i, folder in enumerate(folders):
-        with contextlib.suppress(OSError):
-            data = (folder / name).read_bytes()
-            if data and len(data) % 8 == 0:
-                if i:  # the store keeps it too: its next build knows it has one
-                    _keep(cache_dir, name, data)
-                return data
+    stored = _read_program(cache_dir / name)
+    if stored is not None:
+        return stored
+    user = _user_cache_dir()  # looked up only when the store has none: not on every RUN step
+    if user is not None and (kept := _read_program(user / name)) is not None:
+        _keep(cache_dir, name, kept)  # the store keeps it too: its next build knows it has one
+        return kept
     program = _compile(text, caps)
-    for folder in folders:
+    for folder in (cache_dir, *([user] if user is not None else [])):
         _keep(folder, name, program)
     return program
+
+
+def _read_program(path: Path) -> bytes | None:
+    with contextlib.suppress(OSError):
+        data = path.read_bytes()
+        if data and len(data) % 8 == 0:
+            return data
+    return None
 
 
 def _keep(folder: Path, name: str, program: bytes) -> None:
