@@ -6,11 +6,9 @@ build does not pay for SQLite, zstd, Lark or the build machinery it does not tou
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Mapping
-
 TYPE_CHECKING = False  # typing's, without importing typing: the no-op build's start-up path
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
     from typing import Any
 
 
@@ -21,6 +19,8 @@ def lazy_getattr(package: str, exports: Mapping[str, str], namespace: dict[str, 
         module = exports.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        import importlib
+
         value = getattr(importlib.import_module(module), name)
         namespace[name] = value  # cached: later lookups are ordinary attribute reads
         return value

@@ -34,7 +34,6 @@ from layerbuild.cli import launch
 IDLE_TIMEOUT = 3 * 3600.0  # seconds without a command before the daemon ends (0: never)
 # /proc/PID/status fields that must be the same for the caller and the daemon.
 _SAME_STATUS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
-_MAX_REQUEST = 16 << 20
 
 
 def _preload() -> None:
@@ -45,8 +44,11 @@ def _preload() -> None:
     for info in pkgutil.walk_packages([launch.PACKAGE], "layerbuild."):
         if not info.name.endswith("__main__"):
             importlib.import_module(info.name)
+    from layerbuild.cli import main
     from layerbuild.runtime import seccomp
     from layerbuild.runtime.spec import DEFAULT_CAPABILITIES
+
+    main.prebuild(sorted(launch.FORWARDED))  # each child parses its command with a parser made here
 
     try:  # the default program of RUN steps and containers: a pure function of the profile,
         # libseccomp and the kernel, kept in memory (the first RUN of a new store compiled it)
@@ -321,7 +323,7 @@ class Daemon:
 
 
 def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
-    """The request and the descriptors that came with it."""
+    """The request (see `launch`) and the descriptors that came with it."""
     fds: list[int] = []
     head, ancdata, _flags, _addr = conn.recvmsg(4, socket.CMSG_SPACE(3 * 4))
     for level, kind, data in ancdata:
@@ -331,11 +333,9 @@ def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
         if len(head) < 4:
             head += _exactly(conn, 4 - len(head))
         (size,) = struct.unpack("!I", head)
-        if size > _MAX_REQUEST:
+        if size > launch.MAX_MESSAGE:
             raise ValueError(f"{size} bytes")
-        request = json.loads(_exactly(conn, size).decode("utf-8", "surrogateescape"))
-        if not isinstance(request, dict):
-            raise ValueError("not an object")
+        request = launch.unpack(_exactly(conn, size))
     except BaseException:
         for fd in fds:
             os.close(fd)
@@ -356,7 +356,7 @@ def _exactly(conn: socket.socket, n: int) -> bytes:
 
 def _send(conn: socket.socket, message: dict[str, Any]) -> None:
     try:
-        conn.sendall(json.dumps(message).encode() + b"\n")
+        conn.sendall(launch.pack(message))
     except OSError:
         pass  # the caller has gone: nobody to tell
 
@@ -497,23 +497,12 @@ def control(what: str) -> dict[str, Any] | None:
     conn.settimeout(10.0)
     try:
         launch.connect_to(conn, path)
-        body = json.dumps({"control": what}).encode()
-        conn.sendall(struct.pack("!I", len(body)) + body)
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        conn.sendall(launch.pack({"control": what}))
+        return launch.receive(conn)
     except OSError:
         return None
     finally:
         conn.close()
-    try:
-        answer = json.loads(data)
-    except ValueError:
-        return None
-    return answer if isinstance(answer, dict) else None
 
 
 def main() -> None:

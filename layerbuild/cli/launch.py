@@ -15,13 +15,22 @@ runs in this process as it always did:
   runs here) when this process has other namespaces, cgroups, groups or capabilities than the
   daemon, or when layerbuild's files changed since the daemon started.
 
-This module imports only what the hand-over needs: it runs before anything else of layerbuild.
+This module imports only what the hand-over needs, and of those only modules built into the
+interpreter or its C extensions (`_socket`, `_signal`, `marshal`: not `socket`, `signal` or `json`,
+whose enum tables and parsers cost a client more than the rest of its start-up): it runs before
+anything else of layerbuild. Both ways, a message is four bytes of length (big-endian) and a
+`marshal`ed dict: the two ends are the same interpreter (its path is part of the socket's name and
+of the request), and only this user's processes reach the socket.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 # Verbs a child of the daemon runs exactly as this process would (see the module docstring).
 FORWARDED = frozenset(("build", "parse", "import", "df", "prune", "fsck", "images", "inspect", "history", "tag",
@@ -144,16 +153,38 @@ def _limits() -> dict[str, list[int]]:
     return out
 
 
-def _request(argv: list[str]) -> bytes:
-    import json
+MAX_MESSAGE = 16 << 20  # bytes: a request carries the environment, an answer a few fields
 
+
+def pack(message: dict[str, Any]) -> bytes:
+    """A message as it goes over the socket: its length (four bytes, big-endian), then its marshal form."""
+    import marshal
+
+    body = marshal.dumps(message)
+    return len(body).to_bytes(4, "big") + body
+
+
+def unpack(body: bytes) -> dict[str, Any]:
+    """The message in `body` (what followed its length); ValueError when it is not one."""
+    import marshal
+
+    try:
+        message = marshal.loads(body)
+    except (EOFError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a message: {exc}") from None
+    if not isinstance(message, dict):
+        raise ValueError("not a message: not a dict")
+    return message
+
+
+def _request(argv: list[str]) -> bytes:
     umask = os.umask(0o022)
     os.umask(umask)
-    return json.dumps({
+    return pack({
         # (namespaces, credentials and cgroup the daemon reads from /proc/PID itself, not from here)
         "identity": identity(), "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask,
         "limits": _limits(),
-    }).encode("utf-8", "surrogateescape")
+    })
 
 
 def forward(argv: list[str]) -> int | None:
@@ -164,9 +195,9 @@ def forward(argv: list[str]) -> int | None:
     path = socket_path()
     if path is None or not os.path.exists(path):
         return None
-    import socket
+    import _socket
 
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         connect_to(conn, path)
         fds = []
@@ -176,24 +207,51 @@ def forward(argv: list[str]) -> int | None:
             except OSError:
                 fd = os.open(os.devnull, os.O_RDWR)  # a closed descriptor reads as /dev/null there
             fds.append(fd)
-        body = _request(argv)
-        import array
-        import struct
-
-        conn.sendmsg([struct.pack("!I", len(body)), body],
-                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())])
+        rights = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)  # an array of C ints
+        conn.sendmsg([_request(argv)], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
     except OSError:
         conn.close()
         return None  # no daemon (a socket left behind by one that died), or it went away: run here
     return _wait(conn)
 
 
+def receive(conn: object) -> dict[str, Any] | None:
+    """The next message on `conn` (a socket); None when it closed (or broke) before one whole came."""
+    head = _exactly(conn, 4)
+    if head is None:
+        return None
+    size = int.from_bytes(head, "big")
+    if size > MAX_MESSAGE:
+        return None
+    body = _exactly(conn, size)
+    if body is None:
+        return None
+    try:
+        return unpack(body)
+    except ValueError:
+        return None
+
+
+def _exactly(conn: object, n: int) -> bytes | None:
+    parts = []
+    while n:
+        try:
+            chunk = conn.recv(min(n, 1 << 20))  # type: ignore[attr-defined]
+        except InterruptedError:
+            continue
+        except OSError:
+            return None
+        if not chunk:
+            return None
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
 def _wait(conn: object) -> int | None:
     """Pass signals on to the child until the daemon says how it ended."""
-    import json
-    import signal
+    import _signal  # type: ignore[import-not-found]  # signal's C part: no enum tables to build
 
-    sock = conn  # a socket.socket
     child = [0]
     pending: list[int] = []
 
@@ -208,53 +266,43 @@ def _wait(conn: object) -> int | None:
 
     previous = {}
     for name in _PASSED:
-        sig = getattr(signal, name)
-        previous[sig] = signal.signal(sig, pass_on)
-    buffer = b""
+        sig = getattr(_signal, name)
+        previous[sig] = _signal.signal(sig, pass_on)
     try:
         while True:
-            try:
-                data = sock.recv(65536)  # type: ignore[attr-defined]
-            except InterruptedError:
-                continue
-            except OSError:
-                data = b""
-            if not data:
+            message = receive(conn)
+            if message is None:
                 if not child[0]:
                     return None  # the daemon closed before the command started: run it here
                 print("error: the layerbuild daemon went away while it ran the command; "
                       "`layerbuild daemon status` says whether it runs", file=sys.stderr)
                 return 1
-            buffer += data
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                message = json.loads(line)
-                if "refused" in message:
-                    if os.environ.get("LAYERBUILD_DEBUG"):
-                        print(f"layerbuild daemon: {message['refused']}; running here", file=sys.stderr)
-                    return None
-                if "pid" in message:
-                    child[0] = int(message["pid"])
-                    for signum in pending:
-                        pass_on(signum, None)
-                    pending.clear()
-                if "exit" in message:
-                    return int(message["exit"])
-                if "signal" in message:
-                    signum = int(message["signal"])
-                    for sig, handler in previous.items():
-                        signal.signal(sig, handler)
-                    try:
-                        signal.signal(signum, signal.SIG_DFL)
-                        sys.stdout.flush()
-                        os.kill(os.getpid(), signum)
-                    except (OSError, ValueError):
-                        pass
-                    return 128 + signum
+            if "refused" in message:
+                if os.environ.get("LAYERBUILD_DEBUG"):
+                    print(f"layerbuild daemon: {message['refused']}; running here", file=sys.stderr)
+                return None
+            if "pid" in message:
+                child[0] = int(message["pid"])
+                for signum in pending:
+                    pass_on(signum, None)
+                pending.clear()
+            if "exit" in message:
+                return int(message["exit"])
+            if "signal" in message:
+                signum = int(message["signal"])
+                for sig, handler in previous.items():
+                    _signal.signal(sig, handler)
+                try:
+                    _signal.signal(signum, _signal.SIG_DFL)
+                    sys.stdout.flush()
+                    os.kill(os.getpid(), signum)
+                except (OSError, ValueError):
+                    pass
+                return 128 + signum
     finally:
-        sock.close()  # type: ignore[attr-defined]
+        conn.close()  # type: ignore[attr-defined]
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            _signal.signal(sig, handler)
 
 
 def entry() -> None:

@@ -34,12 +34,26 @@ def _named_verb(argv: Sequence[str]) -> str | None:
     return None
 
 
+# Parsers made ahead by `prebuild`, by the verb they were made for.
+_PREBUILT: dict[str, tuple[argparse.ArgumentParser, dict[str, Verb]]] = {}
+
+
+def prebuild(verbs: Sequence[str]) -> None:
+    """Make the parser of each of `verbs` now, for `build_parser` to hand out: what the daemon does
+    before it forks, so its children do not build one each (a parser depends on nothing of the
+    caller: no environment, terminal or directory is read while it is made)."""
+    for verb in verbs:
+        _PREBUILT[verb] = build_parser([verb])
+
+
 def build_parser(argv: Sequence[str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, Verb]]:
     """The parser and each verb's function; given the `argv` to parse, only the verb it names (building
     all the sub-parsers is most of the CLI's start-up, which a no-op build is mostly made of)."""
     import importlib
 
     verb = _named_verb(argv) if argv is not None else None
+    if verb is not None and verb in _PREBUILT:
+        return _PREBUILT.pop(verb)  # used once: a second command in this process gets a fresh one
     parser = _Parser(prog="layerbuild", description="Build container images with layered caching.")
     parser.add_argument("--root", metavar="DIR", help="store root (default: $LAYERBUILD_ROOT, "
                         "else $XDG_DATA_HOME/layerbuild)")
