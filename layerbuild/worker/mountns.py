@@ -17,12 +17,12 @@ from __future__ import annotations
 import ctypes
 import os
 import select
-import signal
 import sys
 
 CLONE_NEWNS = 0x00020000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG = 1
+SIGKILL = 9  # (not `signal`: its enum tables were a quarter of this helper's start-up)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -36,7 +36,7 @@ def _check(result: int, what: str) -> None:
 def setup(parent: int, pdeathsig: bool) -> None:
     if pdeathsig:
         # Only asked for when the parent's main thread started us: the signal follows the thread.
-        _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl")
+        _check(_libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "prctl")
     if os.getppid() != parent:  # the parent died before we could notice
         sys.exit(0)
     _check(_libc.unshare(CLONE_NEWNS), "unshare")
