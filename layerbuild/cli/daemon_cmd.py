@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from layerbuild.errors import UsageError
+from layerbuild.store.layout import proc_start_time
 
 
 def register(sub: Any) -> tuple[str, Any]:
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         daemon.control("stop")
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and _alive(int(status["pid"])):
+        while time.monotonic() < deadline and proc_start_time(int(status["pid"])) is not None:
             time.sleep(0.02)
         print(f"layerbuild daemon stopped (pid {status['pid']})")
         return 0
@@ -52,21 +53,6 @@ def run(args: argparse.Namespace) -> int:
           f"  commands run: {status['served']}, running now: {status['running']}, "
           f"run here instead: {status['refused']}")
     return 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie is gone for our purposes
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _start(daemon: Any, idle: float) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from layerbuild.runtime.limits import ALLOWED_DEVICES, Limits, needed, parse_limits, v1_files, v2_files
 from layerbuild.runtime.spec import SandboxError
+from layerbuild.store.layout import proc_start_time
 
 __all__ = ["OOM_MESSAGE", "Cgroup", "Hierarchy", "Limits", "create", "parse_limits", "remove_leftovers"]
 
@@ -356,7 +357,7 @@ def remove_leftovers(hierarchy: Hierarchy | None = None) -> int:
             continue
         for entry in entries:
             owner = entry.name[len(PREFIX):].partition("-")[0]
-            if owner.isdigit() and not _alive(int(owner)):
+            if owner.isdigit() and proc_start_time(int(owner)) is None:  # gone (a zombie too)
                 found.setdefault(entry.name, {})[ctrl] = Path(entry.path)
     removed = 0
     for name, dirs in found.items():
@@ -367,12 +368,3 @@ def remove_leftovers(hierarchy: Hierarchy | None = None) -> int:
             removed += 1
     return removed
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -281,6 +281,29 @@ def test_a_dead_process_leftover_cgroups_are_removed_by_the_next(tmp_path: Path)
     assert not any(d.exists() for d in cg.dirs.values())
 
 
+@pytest.mark.integration
+@needs_cgroups
+def test_a_cgroup_whose_creator_is_a_zombie_is_a_leftover() -> None:
+    """A creator that has exited but is not reaped yet (its parent has not waited) runs no more:
+    its cgroups are leftovers, as a vanished creator's are."""
+    code = ("import os, sys; from layerbuild.runtime import cgroups; cg = cgroups.create(cgroups.Limits(pids=5));"
+            "print(cg.procs_files()[0], flush=True); sys.stdout.close(); os._exit(0)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert proc.stdout is not None
+        left = Path(proc.stdout.read().strip()).parent
+        deadline = time.monotonic() + 30
+        while proc_start_time(proc.pid) is not None:  # until it is a zombie: exited, not waited for
+            assert time.monotonic() < deadline, "the creator did not exit"
+            time.sleep(0.01)
+        assert Path(f"/proc/{proc.pid}").exists()  # still there, as a zombie
+        assert left.is_dir()
+        assert cgroups.remove_leftovers() >= 1
+        assert not left.exists()
+    finally:
+        proc.wait()
+
+
 LEFT_BEHIND = """
 import json, os, subprocess, sys
 from layerbuild.runtime import cgroups
