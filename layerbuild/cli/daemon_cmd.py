@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 from layerbuild.errors import UsageError
-from layerbuild.store.layout import proc_start_time
 
 
 def register(sub: Any) -> tuple[str, Any]:
@@ -36,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
             print("no layerbuild daemon runs")
             return 0
         daemon.control("stop")
+        from layerbuild.store.layout import proc_start_time
+
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and proc_start_time(int(status["pid"])) is not None:
             time.sleep(0.02)

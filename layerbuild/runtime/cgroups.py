@@ -21,7 +21,6 @@ from pathlib import Path
 
 from layerbuild.runtime.limits import ALLOWED_DEVICES, Limits, needed, parse_limits, v1_files, v2_files
 from layerbuild.runtime.spec import SandboxError
-from layerbuild.store.layout import proc_start_time
 
 __all__ = ["OOM_MESSAGE", "Cgroup", "Hierarchy", "Limits", "create", "parse_limits", "remove_leftovers"]
 
@@ -347,6 +346,8 @@ def remove_leftovers(hierarchy: Hierarchy | None = None) -> int:
     """Remove the cgroups that processes now gone left behind; the number removed. A RUN step's
     (label `step…`) is killed first: the build that wanted its result is dead. Any other (a detached
     container's, whose creator exits at once) is removed only once empty. A live creator's are kept."""
+    from layerbuild.store.layout import proc_start_time
+
     hierarchy = hierarchy or Hierarchy.detect()
     parents = {*hierarchy.parents.items(), *([("", hierarchy.mount)] if hierarchy.mount else [])}
     found: dict[str, dict[str, Path]] = {}
