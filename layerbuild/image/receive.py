@@ -14,7 +14,6 @@ from typing import BinaryIO
 from layerbuild.errors import LayerbuildError
 from layerbuild.image.manifest import DOCKER_CONFIG, Descriptor
 from layerbuild.image.protocol import check_bytes
-from layerbuild.layer.ingest import ingest_layer
 from layerbuild.store import MEDIA_CONFIG, LayerRecord, Store
 
 # Layers we can read: OCI's and Docker's tar, tar+gzip and tar+zstd.
@@ -39,5 +38,7 @@ def receive_layer(store: Store, src: BinaryIO, desc: Descriptor, diff_id: str) -
     if desc.media_type not in LAYER_TYPES:
         raise LayerbuildError(f"layer {desc.digest} has media type {desc.media_type!r}, which layerbuild cannot "
                               "load", hint=f"layers must be one of {', '.join(LAYER_TYPES)}")
+    from layerbuild.layer.ingest import ingest_layer  # (the write side only: not on push's path)
+
     return ingest_layer(store, src, what=f"layer {desc.digest}", expected_digest=desc.digest,
                         expected_size=desc.size, expected_diff_id=diff_id)

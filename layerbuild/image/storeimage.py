@@ -21,7 +21,6 @@ from layerbuild.image.manifest import Descriptor, Manifest
 from layerbuild.image.protocol import Image, Layer, check_bytes, decompressed, sha256
 from layerbuild.image.receive import CONFIG_TYPES, LAYER_TYPES
 from layerbuild.image.store_io import StoredImage, read_blob, resolve_image, write_image
-from layerbuild.layer.ingest import ingest_layer
 from layerbuild.store import MEDIA_LAYER_GZIP, LayerRecord, Store
 from layerbuild.store.blobs import corrupt_blob, read_to_end
 
@@ -177,6 +176,8 @@ def ingest_checked(store: Store, layer: Layer, *, what: str) -> LayerRecord:
     if layer.media_type not in LAYER_TYPES:
         raise LayerbuildError(f"{what} has media type {layer.media_type!r}, which layerbuild cannot load")
     with layer.compressed(verify=False) as src:
+        from layerbuild.layer.ingest import ingest_layer  # (the write side only: not on push's path)
+
         return ingest_layer(store, src, what=what, expected_size=layer.size,
                             expected_digest=None if layer.digest == layer.diff_id else layer.digest,
                             expected_diff_id=layer.diff_id, keep=True)
@@ -257,6 +258,8 @@ class StoreSink:
         return present[0] if present else None
 
     def _receive(self, layer: Layer, diff_id: str, stop: threading.Event) -> LayerRecord:
+        from layerbuild.layer.ingest import ingest_layer  # (the write side only: not on push's path)
+
         what = getattr(layer, "what", None) or f"layer {layer.digest}"
         if layer.media_type not in LAYER_TYPES:
             raise LayerbuildError(f"{what} has media type {layer.media_type!r}, which layerbuild cannot "
