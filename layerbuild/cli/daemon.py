@@ -344,14 +344,10 @@ def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
 
 
 def _exactly(conn: socket.socket, n: int) -> bytes:
-    parts = []
-    while n:
-        chunk = conn.recv(min(n, 1 << 20))
-        if not chunk:
-            raise ValueError("the request ended early")
-        parts.append(chunk)
-        n -= len(chunk)
-    return b"".join(parts)
+    data = launch.read_exactly(conn, n)
+    if len(data) < n:
+        raise ValueError("the request ended early")
+    return data
 
 
 def _send(conn: socket.socket, message: dict[str, Any]) -> None:

@@ -217,14 +217,15 @@ def forward(argv: list[str]) -> int | None:
 
 def receive(conn: object) -> dict[str, Any] | None:
     """The next message on `conn` (a socket); None when it closed (or broke) before one whole came."""
-    head = _exactly(conn, 4)
-    if head is None:
+    try:
+        head = read_exactly(conn, 4)
+        size = int.from_bytes(head, "big")
+        if len(head) < 4 or size > MAX_MESSAGE:
+            return None
+        body = read_exactly(conn, size)
+    except OSError:
         return None
-    size = int.from_bytes(head, "big")
-    if size > MAX_MESSAGE:
-        return None
-    body = _exactly(conn, size)
-    if body is None:
+    if len(body) < size:
         return None
     try:
         return unpack(body)
@@ -232,17 +233,16 @@ def receive(conn: object) -> dict[str, Any] | None:
         return None
 
 
-def _exactly(conn: object, n: int) -> bytes | None:
+def read_exactly(conn: object, n: int) -> bytes:
+    """`n` bytes from `conn` (a socket), fewer only when it closes first; OSError as its recv raises it."""
     parts = []
     while n:
         try:
             chunk = conn.recv(min(n, 1 << 20))  # type: ignore[attr-defined]
         except InterruptedError:
             continue
-        except OSError:
-            return None
         if not chunk:
-            return None
+            break
         parts.append(chunk)
         n -= len(chunk)
     return b"".join(parts)

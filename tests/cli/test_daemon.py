@@ -129,6 +129,30 @@ def test_parsing_in_the_daemon_is_parsing_here(daemon: dict[str, str], store: Pa
     assert _status(daemon)["served"] == before + 6
 
 
+def test_a_bad_request_is_refused_in_words_and_the_daemon_goes_on(daemon: dict[str, str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A truncated message, an oversized length and bytes that are no message each get a refusal
+    that says why; the daemon then answers as before."""
+    import socket
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", daemon["XDG_RUNTIME_DIR"])
+    path = launch.socket_path()
+    assert path is not None
+    got = []
+    for payload in (b"\x00\x00\x00\x10abc", b"\x7f\xff\xff\xffxx", b"\x00\x00\x00\x03abc"):
+        conn = socket.socket(socket.AF_UNIX)
+        conn.settimeout(30)
+        launch.connect_to(conn, path)
+        conn.sendall(payload)
+        conn.shutdown(socket.SHUT_WR)
+        got.append(launch.receive(conn))
+        conn.close()
+    assert got == [{"refused": "a bad request: the request ended early"},
+                   {"refused": "a bad request: 2147483647 bytes"},
+                   {"refused": "a bad request: not a message: marshal data too short"}]
+    assert _status(daemon)["served"] == 0
+
+
 def test_ctrl_c_at_the_caller_interrupts_the_build(daemon: dict[str, str], store: Path, tmp_path: Path) -> None:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
