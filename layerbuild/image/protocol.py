@@ -30,11 +30,10 @@ import contextlib
 import gzip
 import hashlib
 import io
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol, runtime_checkable
-
-import zstandard
 
 from layerbuild.errors import DigestMismatchError, LayerbuildError
 from layerbuild.image.config import ImageConfig
@@ -199,6 +198,12 @@ class VerifyingReader(io.RawIOBase):
         return n
 
 
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What reading a layer's bytes may raise: a zstd error only once zstandard is in use."""
+    zstd = sys.modules.get("zstandard")
+    return (OSError, ValueError, EOFError, zstd.ZstdError) if zstd else (OSError, ValueError, EOFError)
+
+
 def drain(reader: BinaryIO) -> None:
     """Read what is left, so that a verifying reader reaches its end and checks what it read."""
     while reader.read(_CHUNK):
@@ -215,7 +220,7 @@ def verified(raw: BinaryIO, digest: str, size: int | None, what: str) -> Iterato
     except DigestMismatchError:
         raise
     except Exception:
-        with contextlib.suppress(OSError, ValueError, EOFError, zstandard.ZstdError):
+        with contextlib.suppress(*_read_errors()):
             drain(reader)  # raises DigestMismatchError when the bytes were bad
         raise
     drain(reader)
@@ -228,6 +233,8 @@ def decompressed(blob: BinaryIO) -> BinaryIO:
     fmt = sniff_compression(head)
     if fmt == "zstd":
         # closefd=False: the blob stays open to be read to its end, where its digest is checked.
+        import zstandard  # only for zstd layers: its import (and platform's) costs every command
+
         return zstandard.ZstdDecompressor().stream_reader(
             blob, read_across_frames=True, closefd=False)
     if fmt == "gzip":
@@ -288,7 +295,7 @@ def uncompressed_of(blob: contextlib.AbstractContextManager[BinaryIO], diff_id: 
         except DigestMismatchError:
             raise
         except Exception:
-            with contextlib.suppress(OSError, ValueError, EOFError, zstandard.ZstdError):
+            with contextlib.suppress(*_read_errors()):
                 drain(tar)
             raise
         drain(tar)

@@ -11,7 +11,6 @@ import hashlib
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -328,6 +327,8 @@ class StoreSink:
                 for i in todo:
                     records[i] = receive(i)
             else:
+                from concurrent.futures import ThreadPoolExecutor  # (its logging import: only when used)
+
                 with ThreadPoolExecutor(max_workers=min(self.jobs, len(todo)), thread_name_prefix="layer") as pool:
                     futures = {i: pool.submit(receive, i) for i in todo}
                 errors: list[BaseException] = []

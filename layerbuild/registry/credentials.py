@@ -8,15 +8,15 @@ import binascii
 import contextlib
 import json
 import os
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from layerbuild.errors import RegistryError, UsageError
 from layerbuild.reference import DOCKER_HUB, DOCKER_HUB_CONFIG_KEY, registry_host
+
+if TYPE_CHECKING:
+    import subprocess
 
 # docker-credential-helpers' answer when it has nothing for a server (its exit status is 1 then).
 _NOT_FOUND = "credentials not found in native keychain"
@@ -147,6 +147,8 @@ class DockerConfig:
         return found
 
     def _write(self, data: dict[str, Any]) -> None:
+        import tempfile  # login/logout only: a pull or push reads
+
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(prefix=".config.json.", dir=self.path.parent)
         try:
@@ -197,6 +199,9 @@ def _decode_entry(path: Path, key: str, entry: dict[str, Any]) -> Credentials | 
 
 
 def _run_helper(name: str, action: str, stdin: str) -> subprocess.CompletedProcess[str]:
+    import shutil
+    import subprocess  # a helper is run only where one is configured: not on every registry command
+
     program = f"docker-credential-{name}"
     path = shutil.which(program)
     if path is None:

@@ -11,9 +11,9 @@ collector expects). The manifest is rewritten only when its media types must cha
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import cast
 
@@ -116,18 +116,10 @@ class RegistrySink:
             unique.setdefault(layer.digest, layer)
         for layer in unique.values():
             self.on_event(BlobEvent(layer.digest, layer.size, "waiting", diff_id=layer.diff_id))
-        with ThreadPoolExecutor(max_workers=min(self.jobs, len(unique) + 1)) as pool:
-            # The config goes beside the layers: the registry links nothing until the manifest.
-            futures = [pool.submit(self._push_layer, layer) for layer in unique.values()]
-            futures.append(pool.submit(self._push_config, config_desc, config_bytes))
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in pending:
-                future.cancel()
-            for future in done:
-                future.result()  # the first failure, as it was raised
-            for future in pending:
-                if not future.cancelled():
-                    future.result()
+        # The config goes beside the layers: the registry links nothing until the manifest.
+        tasks = [functools.partial(self._push_layer, layer) for layer in unique.values()]
+        tasks.append(functools.partial(self._push_config, config_desc, config_bytes))
+        run_all(tasks, self.jobs)
         names = [self.repo.with_tag(t) for t in tags] or [self.repo.with_digest(_digest(manifest_bytes))]
         digest = ""
         for ref in names:
@@ -171,6 +163,41 @@ class RegistrySink:
         with self._lock:
             self.results[digest] = shown
         self.on_event(BlobEvent(digest, size, shown, layer=layer, diff_id=diff_id, sent=size, source=source))
+
+
+def run_all(tasks: Sequence[Callable[[], object]], jobs: int) -> None:
+    """Run `tasks` on up to `jobs` threads (this one among them), in order of start. Once one has
+    failed no other starts; those running are waited for, and the first failure is raised.
+
+    (What `ThreadPoolExecutor` + `wait(FIRST_EXCEPTION)` did here, without concurrent.futures,
+    whose import of logging and traceback was a tenth of a push whose blobs all exist.)"""
+    pending = iter(tasks)
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        while True:
+            with lock:
+                task = None if failures else next(pending, None)
+            if task is None:
+                return
+            try:
+                task()
+            except BaseException as exc:  # noqa: BLE001 - raised again by the caller's thread
+                with lock:
+                    failures.append(exc)
+                return
+
+    helpers = [threading.Thread(target=work, name=f"push-{i}") for i in range(min(jobs, len(tasks)) - 1)]
+    for thread in helpers:
+        thread.start()
+    try:
+        work()
+    finally:
+        for thread in helpers:
+            thread.join()
+    if failures:
+        raise failures[0]
 
 
 def _opener(layer: Layer) -> BlobSource:

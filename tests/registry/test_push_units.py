@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import random
+import threading
+import time
 
 import pytest
 
@@ -14,7 +16,7 @@ from layerbuild.cli.transfers import JsonTransfer, PlainTransfer, TtyTransfer
 from layerbuild.errors import UsageError
 from layerbuild.image.manifest import Manifest
 from layerbuild.registry.push import PushEvent, check_options
-from layerbuild.registry.sink import convert_manifest
+from layerbuild.registry.sink import convert_manifest, run_all
 from tests.image.kit import random_image
 from tests.image.schemas import validate
 
@@ -47,6 +49,49 @@ def test_zstd_layers_have_no_docker_form() -> None:
     assert "--format oci" in (caught.value.hint or "")
     data, media_type = convert_manifest(image, "oci")
     validate(data, media_type)
+
+
+def test_blob_uploads_run_side_by_side_up_to_the_job_limit() -> None:
+    lock = threading.Lock()
+    running, most, done = 0, 0, []
+
+    def task(i: int) -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.02)
+        with lock:
+            running -= 1
+            done.append(i)
+
+    run_all([lambda i=i: task(i) for i in range(7)], 3)
+    assert sorted(done) == list(range(7)) and most == 3
+    done.clear()
+    run_all([lambda i=i: task(i) for i in range(4)], 1)
+    assert done == [0, 1, 2, 3]  # one job: in order, on the caller's thread
+
+
+def test_after_a_failed_upload_no_other_starts_and_the_first_failure_is_raised() -> None:
+    started: list[object] = []
+    second_started = threading.Event()
+
+    def fail() -> None:
+        second_started.wait(5)
+        started.append(0)
+        raise ValueError("upload 0 failed")
+
+    def slow() -> None:
+        started.append(1)
+        second_started.set()
+        time.sleep(0.1)  # still running when the first fails
+        started.append("1 ended")
+
+    tasks = [fail, slow, *(lambda i=i: started.append(i) for i in range(2, 9))]
+    with pytest.raises(ValueError, match="upload 0 failed"):
+        run_all(tasks, 2)
+    # the running one was waited for; none queued behind the failure started
+    assert started == [1, 0, "1 ended"]
 
 
 def test_options() -> None:
