@@ -183,7 +183,7 @@ def run_all(tasks: Sequence[Callable[[], object]], jobs: int) -> None:
                 return
             try:
                 task()
-            except BaseException as exc:  # noqa: BLE001 - raised again by the caller's thread
+            except BaseException as exc:  # raised again by the caller's thread
                 with lock:
                     failures.append(exc)
                 return
