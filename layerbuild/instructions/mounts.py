@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import difflib
 import posixpath
 import re
 from collections.abc import Callable
@@ -124,6 +123,8 @@ def parse_mount(spec: str, expand: Expander | None = None) -> Mount:
                 opts["required"] = "true"
                 continue
         if key not in _KEYS:
+            import difflib  # only for a hint: not on every parse's path
+
             close = difflib.get_close_matches(key, _KEYS, n=1)
             raise MountError(
                 f"unexpected key '{key}' in '{item}'",
@@ -159,6 +160,8 @@ def _canonical(key: str) -> str:
 def _build(spec: str, opts: dict[str, str], *, strict: bool) -> Mount:
     kind = opts.pop("type", "bind").lower()
     if kind not in MOUNT_TYPES:
+        import difflib  # only for a hint: not on every parse's path
+
         close = difflib.get_close_matches(kind, MOUNT_TYPES, n=1)
         raise MountError(
             f"unsupported mount type {kind!r}",

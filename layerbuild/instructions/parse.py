@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Mapping
 
@@ -76,6 +75,8 @@ class _Parser:
     def command(self, node: Instruction) -> c.Command:
         handler = _HANDLERS.get(node.cmd)
         if handler is None:
+            import difflib  # only for a hint: not on every parse's path
+
             close = difflib.get_close_matches(node.cmd.upper(), KEYWORDS, n=1, cutoff=0.5)
             hint = f"did you mean {close[0]}?" if close else "instructions: " + ", ".join(KEYWORDS)
             raise self.error(node, f"unknown instruction: {node.keyword or node.cmd.upper()}", hint=hint)

@@ -5,7 +5,6 @@ Pure: the only outside knowledge, what a base image is, comes through the `resol
 
 from __future__ import annotations
 
-import difflib
 import functools
 import posixpath
 import re
@@ -152,6 +151,8 @@ def _target_index(stages: tuple[c.Stage, ...], target: str | None) -> int:
     names = _stage_lookup(stages)
     if target.lower() in names:
         return names[target.lower()]
+    import difflib  # only for a hint: not on every parse's path
+
     close = difflib.get_close_matches(target.lower(), list(names), n=1)
     known = ", ".join(names) or "none (name stages with FROM ... AS <name>)"
     raise UsageError(
@@ -281,6 +282,8 @@ def plan_build(
             except LayerbuildError as exc:
                 if node is None:
                     raise
+                import difflib  # only for a hint: not on every parse's path
+
                 close = difflib.get_close_matches(ref.lower(), list(names), n=1)
                 hint = f"did you mean the stage {close[0]!r}?" if close else exc.hint
                 raise DockerfileError(

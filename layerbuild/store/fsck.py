@@ -14,8 +14,8 @@ from layerbuild.errors import StoreError
 from layerbuild.store import caches, chunks
 from layerbuild.store.db import LOW_SPACE, free_space
 from layerbuild.store.layout import flocked, fsync_dir
-from layerbuild.store.maintenance import clean_temp
 from layerbuild.store.records import NO_RESULT
+from layerbuild.store.scratch import clean_temp
 
 if TYPE_CHECKING:
     import sqlite3

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +14,12 @@ from layerbuild.store.chunks import packs_in_use, recipe_packs
 from layerbuild.store.db import LOW_SPACE, free_space, no_space_error
 from layerbuild.store.graph import Graph, Plan, plan_eviction
 from layerbuild.store.layout import (
-    SCRATCH_PREFIXES,
-    SYSTEM_SCRATCH_PREFIXES,
     flocked,
     fsync_dir,
     keep_reserve,
     release_reserve,
-    scratch_owner_dead,
-    try_remove_orphan,
 )
+from layerbuild.store.scratch import clean_temp
 from layerbuild.store.snapshots import remove_tree
 
 if TYPE_CHECKING:
@@ -92,75 +87,6 @@ def default_grace() -> float:
         if grace >= 0:
             return grace
     return DEFAULT_GRACE_S
-
-
-def clean_temp(store: Store) -> list[Path]:
-    """Remove temp files and trees of writers that died (their locks are free); live ones stay."""
-    removed: list[Path] = []
-    try:
-        entries = list(os.scandir(store.layout.tmp))
-    except FileNotFoundError:
-        entries = []
-    for entry in entries:
-        if entry.name.startswith("blob-") and try_remove_orphan(Path(entry.path)):
-            removed.append(Path(entry.path))
-    removed.extend(store.snapshots.clean_orphans())
-    removed.extend(clean_scratch(store.layout.tmp))
-    removed.extend(clean_system_scratch())
-    return removed
-
-
-def clean_system_scratch() -> list[Path]:
-    """Remove what builds that died left in the system's temp dir (downloads, unpacked archives);
-    directories of other users, which we may not remove, are left alone."""
-    import tempfile
-
-    return clean_scratch(Path(tempfile.gettempdir()), SYSTEM_SCRATCH_PREFIXES)
-
-
-def clean_scratch(tmp: Path, prefixes: tuple[str, ...] = SCRATCH_PREFIXES) -> list[Path]:
-    """Remove the scratch directories (RUN upper dirs, filesystem views, ...) of processes that died.
-
-    A directory with something still mounted below it (an older version mounted views in the
-    host's namespace) is unmounted first as root, and left alone if that fails: deleting through
-    a mount would delete what it shows."""
-    removed: list[Path] = []
-    try:
-        entries = [e for e in os.scandir(tmp)
-                   if scratch_owner_dead(e.name, prefixes) and e.is_dir(follow_symlinks=False)]
-    except FileNotFoundError:
-        return removed
-    for entry in entries:
-        path = Path(entry.path)
-        if _unmount_below(path):
-            try:
-                remove_tree(path)
-            except StoreError:
-                continue
-            removed.append(path)
-    return removed
-
-
-def _mounts_below(path: Path) -> list[str]:
-    prefix = str(path) + "/"
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            points = [line.split()[4] for line in f]
-    except OSError:
-        return []
-    # mountinfo escapes space, tab, newline and backslash as octal
-    decoded = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), p) for p in points]
-    return [p for p in decoded if p.startswith(prefix) or p == str(path)]
-
-
-def _unmount_below(path: Path) -> bool:
-    """True once nothing is mounted at or below `path`."""
-    points = _mounts_below(path)
-    if points and os.geteuid() == 0:
-        for point in sorted(points, key=len, reverse=True):
-            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-        points = _mounts_below(path)
-    return not points
 
 
 def _blob_stats(store: Store) -> dict[str, tuple[int, float]]:

@@ -40,7 +40,7 @@ from layerbuild.solve.cache import StoreCache
 from layerbuild.solve.explain import StepRecord, history_from_json
 from layerbuild.store import Store
 from layerbuild.store.layout import Layout
-from layerbuild.store.maintenance import clean_temp
+from layerbuild.store.scratch import clean_temp
 from layerbuild.worker import fastpath
 from layerbuild.worker.executor import WorkerExecutor
 from layerbuild.worker.meta import ConfigBuilder, created_by, empty_config

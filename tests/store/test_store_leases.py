@@ -60,7 +60,7 @@ print(make_scratch(Path(sys.argv[1]), "run-"))
 
 def test_scratch_of_a_dead_owner_goes_and_a_live_or_unknown_owners_stays(tmp_path: Path) -> None:
     from layerbuild.store.layout import make_scratch
-    from layerbuild.store.maintenance import clean_scratch
+    from layerbuild.store.scratch import clean_scratch
 
     tmp = tmp_path / "tmp"
     mine = make_scratch(tmp, "rootfs-")

@@ -13,7 +13,7 @@ import pytest
 
 from layerbuild.store import Store
 from layerbuild.store.layout import system_scratch
-from layerbuild.store.maintenance import clean_temp
+from layerbuild.store.scratch import clean_temp
 from tests.conftest import REPO
 
 MAKE = "from layerbuild.store.layout import system_scratch; p = system_scratch({prefix!r}); " \
