@@ -99,18 +99,23 @@ def test_pull_against_skopeo(pushed: tuple[Registry, str, int, Path], benchmark:
     podman = shutil.which("podman")
     for i in range(ROUNDS):  # alternating, each from nothing: a fresh store, a fresh layout directory
         store, layout = base / f"store-{i}", base / f"oci-{i}"
-        ours.append(_timed([*layerbuild, "--root", str(store), "pull", "-q", name]))
-        theirs.append(_timed(["skopeo", "copy", "--src-tls-verify=false", f"docker://{name}", f"oci:{layout}:1"]))
+        proot = base / f"podman-{i}"
+        podman_argv = [podman, "--root", str(proot / "root"), "--runroot", str(proot / "run"),
+                       "--storage-driver", "overlay"] if podman is not None else []
+        runs = [(ours, [*layerbuild, "--root", str(store), "pull", "-q", name]),
+                (theirs, ["skopeo", "copy", "--src-tls-verify=false", f"docker://{name}", f"oci:{layout}:1"])]
+        if podman_argv:
+            runs.append((podmans, [*podman_argv, "pull", "-q", "--tls-verify=false", name]))
+        for samples, argv in runs if i % 2 == 0 else runs[::-1]:
+            os.sync()  # what the one before wrote (or removed) is on disk: no one pays another's writeback
+            samples.append(_timed(argv))
         shutil.rmtree(layout)
-        if podman is not None:
-            proot = base / f"podman-{i}"
-            podmans.append(_timed([podman, "--root", str(proot / "root"), "--runroot", str(proot / "run"),
-                                   "--storage-driver", "overlay", "pull", "-q", "--tls-verify=false", name]))
-            subprocess.run([podman, "--root", str(proot / "root"), "--runroot", str(proot / "run"),
-                            "--storage-driver", "overlay", "system", "reset", "-f"], capture_output=True)
+        if podman_argv:
+            subprocess.run([*podman_argv, "system", "reset", "-f"], capture_output=True)
             shutil.rmtree(proot, ignore_errors=True)
         if i < ROUNDS - 1:
             shutil.rmtree(store)
+    os.sync()
     noop = [_timed([*layerbuild, "--root", str(base / f"store-{ROUNDS - 1}"), "pull", "-q", name]) for _ in range(9)]
     a, b, n = statistics.median(ours), statistics.median(theirs), statistics.median(noop)
     mb = moved / 1e6
