@@ -254,7 +254,8 @@ def test_cli_start_up_imports_stay_light() -> None:
 
 def test_a_build_loads_only_the_machinery_its_steps_use(tmp_path: Path) -> None:
     """A build of COPY steps into the store does not load the sandbox (only RUN steps use it), the
-    archive writers (only --output uses them) or the ssh agent relay (only --ssh uses it)."""
+    archive writers (only --output uses them), the ssh agent relay (only --ssh uses it), the store's
+    pruning (only `prune` and `df`) or difflib (only a did-you-mean hint)."""
     import subprocess
     import sys
 
@@ -264,7 +265,8 @@ def test_a_build_loads_only_the_machinery_its_steps_use(tmp_path: Path) -> None:
     code = ("import sys; from layerbuild.cli.main import main; "
             f"assert main(['--root', {str(tmp_path / 'store')!r}, 'build', '-q', {str(tmp_path / 'ctx')!r}]) == 0; "
             "heavy = [m for m in ('layerbuild.runtime.sandbox', 'layerbuild.runtime.spec', 'layerbuild.image.archive', "
-            "'layerbuild.image.ocilayout', 'layerbuild.image.dockerarchive', 'layerbuild.worker.sshagent', 'socket') "
+            "'layerbuild.image.ocilayout', 'layerbuild.image.dockerarchive', 'layerbuild.worker.sshagent', 'socket', "
+            "'layerbuild.store.maintenance', 'difflib') "
             "if m in sys.modules]; print(','.join(heavy), file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stderr.strip() == "", f"loaded by a COPY-only build: {done.stderr}"

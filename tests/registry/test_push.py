@@ -134,6 +134,25 @@ def test_a_push_of_what_exists_sends_no_blob(plain_registry: Registry, tmp_path:
     print(f"push with every blob present: {took:.3f}s (in-process)")
 
 
+def test_a_push_in_its_own_process_loads_only_what_a_push_uses(plain_registry: Registry, tmp_path: Path,
+                                                               capfd: pytest.CaptureFixture[str]) -> None:
+    """No thread pool of concurrent.futures (nor the logging it imports), no zstd codec, no
+    subprocess (credential helpers), no pruning: a push whose blobs exist is its imports, mostly."""
+    import sys
+
+    name = f"{plain_registry.host}/push/lean:1"
+    root = build_image(tmp_path, name)
+    assert lb(capfd, "--root", str(root), "push", name)[0] == 0  # sends the blobs (and makes their gzip form)
+    code = (f"import sys; from layerbuild.cli.main import main; "
+            f"assert main(['--root', {str(root)!r}, 'push', '-q', {name!r}]) == 0; "
+            "heavy = [m for m in ('concurrent.futures', 'logging', 'zstandard', 'subprocess', "
+            "'layerbuild.store.maintenance', 'layerbuild.layer.ingest') if m in sys.modules]; "
+            "print(','.join(heavy), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.strip() == "", f"loaded by a push whose blobs exist: {done.stderr}"
+    assert remote(plain_registry, name)[0]["layers"]
+
+
 def test_a_blob_seen_in_another_repository_is_mounted(plain_registry: Registry, tmp_path: Path,
                                                        capfd: pytest.CaptureFixture[str]) -> None:
     proxy = FaultProxy(plain_registry)
