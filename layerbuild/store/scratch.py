@@ -88,9 +88,9 @@ def _unmount_below(path: Path) -> bool:
     """True once nothing is mounted at or below `path`."""
     points = _mounts_below(path)
     if points and os.geteuid() == 0:
-        for point in sorted(points, key=len, reverse=True):
-            import subprocess  # (root, and only where a dead build left a mount)
+        import subprocess  # (root, and only where a dead build left a mount)
 
+        for point in sorted(points, key=len, reverse=True):
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
         points = _mounts_below(path)
     return not points
