@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,6 +115,35 @@ _CALL_FAILED = pytest.StashKey[bool]()
 # every registry but a loopback one is reached through a proxy on a loopback port where nothing
 # listens (the connection is refused at once: nothing leaves the machine, not even a DNS query).
 _NOWHERE = "http://127.0.0.1:9"
+
+
+def layerbuild_daemons() -> set[int]:
+    """The pids of every layerbuild daemon on the machine (any user, any copy of layerbuild)."""
+    out = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    if b"from layerbuild.cli.daemon import main" in f.read():
+                        out.add(int(name))
+            except OSError:
+                pass
+    return out
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_daemon_outlives_the_tests() -> Iterator[None]:
+    """A command that finds no daemon starts one (`cli.launch`): every test that lets it (by leaving
+    LAYERBUILD_DAEMON out of a command's environment) must stop what it started."""
+    before = layerbuild_daemons()
+    yield
+    left = layerbuild_daemons() - before
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not left, f"layerbuild daemons started by the tests outlived them (pids {sorted(left)}; killed)"
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -31,7 +31,7 @@ from typing import Any
 
 from layerbuild.cli import launch
 
-IDLE_TIMEOUT = 3 * 3600.0  # seconds without a command before the daemon ends (0: never)
+IDLE_TIMEOUT = launch.IDLE_TIMEOUT  # seconds without a command before the daemon ends (0: never)
 # /proc/PID/status fields that must be the same for the caller and the daemon.
 _SAME_STATUS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
 
@@ -232,13 +232,13 @@ class Daemon:
                 self._stop()
             conn.close()
             return
-        why = None
+        why, ending = None, False
         if request.get("identity") != launch.identity():
             why = "the caller is another installation of layerbuild"
         elif len(fds) != 3:
             why = "the caller's standard descriptors did not come"
         elif _files(self.package) != self.files:
-            why = "layerbuild's files changed since the daemon started"
+            why, ending = "layerbuild's files changed since the daemon started", True
             self._stop()
         elif self.stopping:
             why = "the daemon is stopping"
@@ -246,7 +246,7 @@ class Daemon:
             why = caller_differs(peer_pid)
         if why is not None:
             self.refused += 1
-            _send(conn, {"refused": why})
+            _send(conn, {"refused": why, "ending": True} if ending else {"refused": why})
             conn.close()
             return
         pid = os.fork()
@@ -505,6 +505,7 @@ def main() -> None:
     """`python -m layerbuild.cli.daemon [IDLE_TIMEOUT [READY_FD]]`: what `layerbuild daemon start` runs."""
     idle = float(sys.argv[1]) if len(sys.argv) > 1 else IDLE_TIMEOUT
     ready = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    os.chdir("/")  # no caller's directory kept busy (each child enters its caller's)
     try:
         code = start(idle, ready=ready)
     except Exception as exc:

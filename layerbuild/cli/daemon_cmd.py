@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from typing import Any
 
@@ -63,17 +62,14 @@ def _start(daemon: Any, idle: float) -> int:
     if status is not None:
         print(f"a layerbuild daemon already runs (pid {status['pid']}, socket {status['socket']})")
         return 0
-    package_parent = os.path.dirname(daemon.launch.PACKAGE)
     read, write = os.pipe()
-    code = (f"import sys; sys.path.insert(0, {package_parent!r}); "
-            "from layerbuild.cli.daemon import main; main()")
     log = daemon.launch.socket_path(create=True)
     if log is None:
         raise UsageError("the layerbuild daemon has no private directory for its socket",
                          hint="it must be the user's own with mode 0700: $XDG_RUNTIME_DIR/layerbuild or "
                               f"/tmp/layerbuild-{os.getuid()}")
     with open(os.devnull, "r+b") as null, open(log[: -len(".sock")] + ".log", "ab") as err:
-        proc = subprocess.Popen([sys.executable, "-c", code, str(idle), str(write)], stdin=null, stdout=null,
+        proc = subprocess.Popen([*daemon.launch.daemon_argv(), str(idle), str(write)], stdin=null, stdout=null,
                                 stderr=err, pass_fds=(write,), start_new_session=True, close_fds=True)
     os.close(write)
     with os.fdopen(read, "rb") as f:

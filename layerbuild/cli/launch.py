@@ -1,5 +1,5 @@
 """The `layerbuild` command's first steps: hand the command to this user's resident process when one
-runs (`layerbuild daemon start`), else run it here.
+runs, else run it here, and then start that process for the commands that follow.
 
 The resident process (`cli.daemon`) has the whole of layerbuild imported already and forks a child
 per command, so a command that goes to it skips the interpreter's start-up work of loading layerbuild
@@ -9,11 +9,17 @@ runs in this process as it always did:
 - the verb must be one that needs no controlling terminal and asks nothing interactively (not
   `login`, `exec`, `compose`, `machine`, `bench`, `serve` or `daemon`; no `run -i`/`-t`), and no
   remote host may be named (`-H`, `--machine`, `LAYERBUILD_HOST`, `LAYERBUILD_MACHINE`);
-- `LAYERBUILD_DAEMON=0` turns it off for a command;
+- `LAYERBUILD_DAEMON=0` turns it off for a command (it neither goes to a daemon nor starts one);
 - the child takes this process's arguments, environment, working directory, umask, resource
   limits and standard input/output/error (the descriptors themselves); it refuses (and the command
   runs here) when this process has other namespaces, cgroups, groups or capabilities than the
   daemon, or when layerbuild's files changed since the daemon started.
+
+A command that could have gone to a daemon but found none (or found one ending because layerbuild
+changed) starts one once it has run, as Gradle and Bazel start their servers: a detached process
+(its own session, working directory `/`, standard descriptors on /dev/null and its log, none of the
+caller's other descriptors) that ends after three idle hours. `layerbuild daemon start` does the
+same in the foreground of the command; `layerbuild daemon stop` ends it.
 
 This module imports only what the hand-over needs, and of those only modules built into the
 interpreter or its C extensions (`_socket`, `_signal`, `marshal`: not `socket`, `signal` or `json`,
@@ -41,6 +47,10 @@ _PASSED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGW
 NAMESPACES = ("mnt", "net", "pid", "ipc", "uts", "user", "cgroup")
 # This copy of layerbuild: the package directory (what a daemon imports and watches).
 PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IDLE_TIMEOUT = 3 * 3600.0  # seconds without a command before a daemon ends (0: never)
+# Set by `forward`: the command was for a daemon, but none answered it (none runs, or the one that
+# ran is ending), so one is started once the command has run here.
+_START_AFTER = [False]
 
 
 def forwardable(argv: list[str]) -> bool:
@@ -190,10 +200,12 @@ def _request(argv: list[str]) -> bytes:
 def forward(argv: list[str]) -> int | None:
     """Run `argv` in a child of the daemon and return its exit code; None when it is not for the
     daemon (see the module docstring), when none runs, or when its child refused it."""
+    _START_AFTER[0] = False
     if not forwardable(argv):
         return None
     path = socket_path()
     if path is None or not os.path.exists(path):
+        _START_AFTER[0] = True
         return None
     import _socket
 
@@ -211,6 +223,7 @@ def forward(argv: list[str]) -> int | None:
         conn.sendmsg([_request(argv)], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
     except OSError:
         conn.close()
+        _START_AFTER[0] = True
         return None  # no daemon (a socket left behind by one that died), or it went away: run here
     return _wait(conn)
 
@@ -280,6 +293,7 @@ def _wait(conn: object) -> int | None:
             if "refused" in message:
                 if os.environ.get("LAYERBUILD_DEBUG"):
                     print(f"layerbuild daemon: {message['refused']}; running here", file=sys.stderr)
+                _START_AFTER[0] = bool(message.get("ending"))  # a newer layerbuild: a new daemon for it
                 return None
             if "pid" in message:
                 child[0] = int(message["pid"])
@@ -305,8 +319,62 @@ def _wait(conn: object) -> int | None:
             _signal.signal(sig, handler)
 
 
+def daemon_argv() -> list[str]:
+    """The command that runs a daemon of this copy of layerbuild with this interpreter (then its idle
+    timeout and, optionally, the descriptor that hears when it is ready). `-P`: no working directory
+    on its module path, so no file where a command runs can stand in for a module it imports later."""
+    code = (f"import sys; sys.path.insert(0, {os.path.dirname(PACKAGE)!r}); "
+            "from layerbuild.cli.daemon import main; main()")
+    return [sys.executable, "-P", "-c", code]
+
+
+def start_detached() -> int | None:
+    """Start a daemon in the background without waiting for it; its pid, or None when none was
+    started: no private socket directory, or one runs or is starting (it holds the lock)."""
+    import fcntl
+
+    path = socket_path(create=True)
+    if path is None:
+        return None
+    try:
+        lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return None  # a daemon holds it: it runs, or it is loading layerbuild
+    finally:
+        os.close(lock)  # (the daemon takes the lock itself; two that race settle it there)
+    actions: list[tuple[Any, ...]] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 2, path[: -len(".sock")] + ".log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
+    ]
+    for name in os.listdir("/proc/self/fd"):  # none of the caller's pipes: whoever waits on them ends
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                actions.append((os.POSIX_SPAWN_CLOSE, fd))
+        except OSError:
+            pass  # the listing's own descriptor, closed by now
+    argv = [*daemon_argv(), repr(IDLE_TIMEOUT)]
+    try:
+        return os.posix_spawn(sys.executable, argv, dict(os.environ), file_actions=actions, setsid=True)
+    except OSError:
+        return None
+
+
+def _started_after() -> None:
+    """Start a daemon for the commands that follow this one (see the module docstring)."""
+    if start_detached() is not None and os.isatty(2):
+        print("layerbuild: started a daemon, so later commands start faster (`layerbuild daemon stop` "
+              "ends it; LAYERBUILD_DAEMON=0 runs without one)", file=sys.stderr)
+
+
 def entry() -> None:
-    """Console-script entry point: the daemon's child runs the command when it can, else this process."""
+    """Console-script entry point: the daemon's child runs the command when it can, else this process
+    (which then starts a daemon when none answered)."""
     code = forward(sys.argv[1:])
     if code is not None:
         try:
@@ -316,4 +384,4 @@ def entry() -> None:
         os._exit(code)
     from layerbuild.cli.main import entry as run_here
 
-    run_here()
+    run_here(then=_started_after if _START_AFTER[0] else None)

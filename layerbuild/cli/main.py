@@ -136,9 +136,11 @@ def _os_error(exc: OSError) -> str:
     return f"{text}: {' -> '.join(repr(n) for n in names)}" if names else text
 
 
-def entry() -> None:
-    """Console-script entry point."""
+def entry(then: Callable[[], None] | None = None) -> None:
+    """Console-script entry point; `then` runs after the command (before the exit), whatever its code."""
     code = main()
+    if then is not None:
+        then()
     _exit(code)
 
 

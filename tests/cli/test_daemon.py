@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -268,10 +269,159 @@ def test_a_changed_layerbuild_is_not_answered_by_the_old_daemon(tmp_path: Path) 
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not Path(f"/proc/{pid}").exists(), "the daemon of the older copy went on"
-        assert _lb(env, "daemon", "status", python=python, cwd=tmp_path).returncode == 1
+        # The command the old daemon sent back started a daemon of the newer copy, which answers now.
+        newer = _wait_for_daemon(env, python, tmp_path)
+        assert newer["pid"] != pid
+        third = _lb(env, "--root", str(root), "images", python=python, cwd=tmp_path)
+        assert third.returncode == 0 and third.stdout == first.stdout
+        assert _status(env, python, tmp_path)["served"] == 1
     finally:
+        _stop_all(env, python, tmp_path, runtime)
         if Path(f"/proc/{pid}").exists():
             os.kill(pid, signal.SIGKILL)
+
+
+def _wait_for_daemon(env: dict[str, str], python: list[str] | None = None, cwd: Path = REPO,
+                     seconds: float = 60) -> dict[str, int]:
+    """The status of the daemon once one answers (a started one loads layerbuild first)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        got = _lb(env, "daemon", "status", "--format", "json", python=python, cwd=cwd)
+        if got.returncode == 0:
+            return json.loads(got.stdout)
+        assert time.monotonic() < deadline, f"no daemon answered: {got.stdout} {got.stderr}"
+        time.sleep(0.1)
+
+
+def _daemons_of(runtime: Path) -> list[int]:
+    """The daemons whose socket directory is under `runtime` (read from their environment)."""
+    from tests.conftest import layerbuild_daemons
+
+    out = []
+    for pid in layerbuild_daemons():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"XDG_RUNTIME_DIR={runtime}".encode() in environ:
+            out.append(pid)
+    return sorted(out)
+
+
+def _stop_all(env: dict[str, str], python: list[str] | None, cwd: Path, runtime: Path) -> None:
+    _lb(env, "daemon", "stop", python=python, cwd=cwd)
+    deadline = time.monotonic() + 20
+    while _daemons_of(runtime) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in _daemons_of(runtime):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def fresh_user(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
+    """The environment of a user with no daemon yet (a private XDG_RUNTIME_DIR, LAYERBUILD_DAEMON
+    unset) and that directory; every daemon started in it is stopped afterwards."""
+    runtime = tmp_path / "xdg"
+    runtime.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if k != "LAYERBUILD_DAEMON"}
+    env.update(XDG_RUNTIME_DIR=str(runtime), PYTHONPATH=str(REPO))
+    try:
+        yield env, runtime
+    finally:
+        _stop_all(env, None, REPO, runtime)
+
+
+def test_a_command_that_finds_no_daemon_starts_one_for_the_next(fresh_user: tuple[dict[str, str], Path],
+                                                                 store: Path, tmp_path: Path) -> None:
+    env, runtime = fresh_user
+    # The first command runs in its own process and returns at once: subprocess.run waits for the
+    # end of its output pipes, and for a pipe the command inherits as descriptor 5, so a daemon
+    # that kept any of them would hold this up until its timeout.
+    read, write = os.pipe()
+    os.set_inheritable(write, True)
+    pipe_name = f"pipe:[{os.fstat(read).st_ino}]"
+    started = time.monotonic()
+    first = subprocess.run([sys.executable, "-m", "layerbuild", "--root", str(store), "images"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=60, pass_fds=(write,))
+    os.close(write)
+    assert first.returncode == 0, first.stderr
+    assert "base" in first.stdout and "daemon" not in first.stderr  # (no terminal: not a word said)
+    with os.fdopen(read, "rb") as pipe:
+        ready, _, _ = select.select([pipe], [], [], 30)
+        assert ready and pipe.read() == b"", "someone still holds the pipe's other end"  # else: EOF
+    assert time.monotonic() - started < 30
+    status = _wait_for_daemon(env)
+    assert status["served"] == 0 and _daemons_of(runtime) == [status["pid"]]
+    pid = status["pid"]
+    # Detached: its own session, the working directory /, no descriptor of the caller's.
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    assert int(stat[3]) == pid  # (fields after the name: state, ppid, pgrp, session)
+    assert os.readlink(f"/proc/{pid}/cwd") == "/"
+    targets = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    assert os.readlink(f"/proc/{pid}/fd/0") == os.readlink(f"/proc/{pid}/fd/1") == os.devnull
+    assert os.readlink(f"/proc/{pid}/fd/2").endswith(".log")
+    assert pipe_name not in targets
+    assert [t for t in targets if t.startswith(str(tmp_path)) and not t.startswith(str(runtime))] == []
+    # The next command is run by it, with the same result.
+    second = _lb(env, "--root", str(store), "images", cwd=tmp_path)
+    assert second.returncode == 0 and _without_age(second.stdout) == _without_age(first.stdout)
+    assert _status(env)["served"] == 1
+    # A command while it runs starts no other.
+    assert _lb(env, "--root", str(store), "df", cwd=tmp_path).returncode == 0
+    time.sleep(1)
+    assert _daemons_of(runtime) == [pid]
+
+
+def test_on_a_terminal_the_command_that_starts_a_daemon_says_so(fresh_user: tuple[dict[str, str], Path],
+                                                                 store: Path, tmp_path: Path) -> None:
+    env, _runtime = fresh_user
+    master, slave = os.openpty()
+    try:
+        got = subprocess.run([sys.executable, "-m", "layerbuild", "--root", str(store), "images"], cwd=tmp_path,
+                             env=env, stdout=subprocess.PIPE, stderr=slave, timeout=60)
+        os.close(slave)
+        said = b""
+        while select.select([master], [], [], 1)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            said += chunk
+    finally:
+        os.close(master)
+    assert got.returncode == 0 and b"base" in got.stdout
+    assert b"started a daemon" in said and b"layerbuild daemon stop" in said and b"LAYERBUILD_DAEMON=0" in said
+    _wait_for_daemon(env)
+    again = subprocess.run([sys.executable, "-m", "layerbuild", "--root", str(store), "images"], cwd=tmp_path,
+                           env=env, capture_output=True, timeout=60)
+    assert again.returncode == 0 and b"daemon" not in again.stderr
+
+
+def test_no_daemon_is_started_when_turned_off_or_for_a_command_that_stays_here(
+        fresh_user: tuple[dict[str, str], Path], store: Path, tmp_path: Path) -> None:
+    env, runtime = fresh_user
+    off = _lb({**env, "LAYERBUILD_DAEMON": "0"}, "--root", str(store), "images", cwd=tmp_path)
+    assert off.returncode == 0
+    for argv in (["--version"], ["daemon", "status"], ["machine", "ls"], ["--root", str(store), "bogus-verb"]):
+        _lb(env, *argv, cwd=tmp_path)
+    time.sleep(2)  # a started daemon would be loading layerbuild by now
+    assert _daemons_of(runtime) == []
+    assert _lb(env, "daemon", "status").returncode == 1
+
+
+def test_commands_that_start_at_once_leave_one_daemon(fresh_user: tuple[dict[str, str], Path], store: Path,
+                                                      tmp_path: Path) -> None:
+    env, runtime = fresh_user
+    procs = [subprocess.Popen([sys.executable, "-m", "layerbuild", "--root", str(store), "images"], cwd=tmp_path,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(4)]
+    for proc in procs:
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    status = _wait_for_daemon(env)
+    time.sleep(2)  # any second one has had the time to find the lock taken and end
+    assert _daemons_of(runtime) == [status["pid"]]
 
 
 def test_a_socket_directory_others_can_reach_is_not_used(tmp_path: Path) -> None:

@@ -47,7 +47,8 @@ def as_user(argv: list[str], env: dict[str, str], user: str = USER, **kw: object
 def python_for_user(home: Path, user: str = USER) -> tuple[str, dict[str, str]]:
     """An interpreter the user may execute, and an environment in which it imports this checkout."""
     paths = [str(REPO), *site.getsitepackages()]
-    env = {"PYTHONPATH": ":".join(paths), "HOME": str(home), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    env = {"PYTHONPATH": ":".join(paths), "HOME": str(home), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+           "LAYERBUILD_DAEMON": "0"}  # (the environment is reset: the suite's own setting does not reach it)
     same = f"python{sys.version_info.major}.{sys.version_info.minor}"  # the venv's compiled extensions
     for candidate in (sys.executable, os.path.realpath(sys.executable), f"/usr/bin/{same}", f"/usr/local/bin/{same}"):
         if candidate and as_user([candidate, "-c", "import layerbuild.runtime, zstandard"], env, user).returncode == 0:
