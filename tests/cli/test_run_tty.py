@@ -45,7 +45,7 @@ class Pane:
             pytest.fail("tmux is not installed (scripts/setup --test installs it)")
         self.server = f"lb-tty-{uuid.uuid4().hex[:12]}"
         self.session = "t"
-        env = "env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin TERM=xterm HOME=/ 'PS1=host$ ' sh"
+        env = "env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin TERM=xterm HOME=/ LAYERBUILD_DAEMON=0 'PS1=host$ ' sh"
         self.tmux("new-session", "-d", "-s", self.session, "-x", str(width), "-y", str(height), "-c", str(REPO), env)
         self.socket = Path(self.tmux("display-message", "-p", "#{socket_path}").strip())
         self.wait_for(r"host\$ $")
