@@ -434,7 +434,7 @@ def start(idle_timeout: float = IDLE_TIMEOUT, *, ready: int | None = None) -> in
     if path is None:
         _tell(ready, {"error": "no private directory for the daemon's socket (it must be the user's own, mode 0700)"})
         return 1
-    lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock_fd = launch.open_lock(path)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:

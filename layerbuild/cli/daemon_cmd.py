@@ -63,12 +63,12 @@ def _start(daemon: Any, idle: float) -> int:
         print(f"a layerbuild daemon already runs (pid {status['pid']}, socket {status['socket']})")
         return 0
     read, write = os.pipe()
-    log = daemon.launch.socket_path(create=True)
-    if log is None:
+    sock = daemon.launch.socket_path(create=True)
+    if sock is None:
         raise UsageError("the layerbuild daemon has no private directory for its socket",
                          hint="it must be the user's own with mode 0700: $XDG_RUNTIME_DIR/layerbuild or "
                               f"/tmp/layerbuild-{os.getuid()}")
-    with open(os.devnull, "r+b") as null, open(log[: -len(".sock")] + ".log", "ab") as err:
+    with open(os.devnull, "r+b") as null, open(daemon.launch.log_path(sock), "ab") as err:
         proc = subprocess.Popen([*daemon.launch.daemon_argv(), str(idle), str(write)], stdin=null, stdout=null,
                                 stderr=err, pass_fds=(write,), start_new_session=True, close_fds=True)
     os.close(write)

@@ -125,6 +125,16 @@ def socket_path(create: bool = False) -> str | None:
     return os.path.join(folder, f"daemon-{key:08x}.sock")
 
 
+def open_lock(socket: str) -> int:
+    """The descriptor of the lock file beside the daemon's `socket` (held by the daemon that runs there)."""
+    return os.open(socket + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def log_path(socket: str) -> str:
+    """The daemon's log (its standard error) beside its `socket`."""
+    return socket[: -len(".sock")] + ".log"
+
+
 def connect_to(sock: object, path: str, *, bind: bool = False) -> None:
     """`sock.connect(path)` (or `bind`), for a path longer than a unix socket's address can hold too:
     then through the directory's /proc/self/fd entry, which the kernel resolves."""
@@ -337,7 +347,7 @@ def start_detached() -> int | None:
     if path is None:
         return None
     try:
-        lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        lock = open_lock(path)
     except OSError:
         return None
     try:
@@ -349,7 +359,7 @@ def start_detached() -> int | None:
     actions: list[tuple[Any, ...]] = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 2, path[: -len(".sock")] + ".log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
+        (os.POSIX_SPAWN_OPEN, 2, log_path(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
     ]
     for name in os.listdir("/proc/self/fd"):  # none of the caller's pipes: whoever waits on them ends
         fd = int(name)
