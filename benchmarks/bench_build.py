@@ -19,6 +19,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from scenarios import edit_one, make_app, make_bigcopy, touch_one
 
+# Each command its own process, as these figures always were, and no daemon left behind (set
+# LAYERBUILD_DAEMON otherwise to time through your daemon; bench_vs_buildkit times both).
+os.environ.setdefault("LAYERBUILD_DAEMON", "0")
 EXE = str(Path(sys.executable).with_name("layerbuild"))
 BIG_MB = int(os.environ.get("LAYERBUILD_BENCH_BIG_MB", "500"))
 

@@ -27,6 +27,9 @@ from layerbuild.runtime import lower_dirs_for
 from layerbuild.store import Store
 from tests.runtime.conftest import busybox_tar
 
+# Each command its own process, as these figures always were, and no daemon left behind (set
+# LAYERBUILD_DAEMON otherwise to time through your daemon; bench_vs_buildkit times both).
+os.environ.setdefault("LAYERBUILD_DAEMON", "0")
 COMPOSE = """\
 name: benchup
 services:

@@ -6,6 +6,7 @@ Each benchmark stores `instructions_per_s` in its extra_info.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -16,6 +17,10 @@ import pytest
 from layerbuild.parser import parse
 from layerbuild.parser.core import line_grammar
 from tests.conftest import REPO, conformance_root
+
+# Each command its own process, as these figures always were, and no daemon left behind (set
+# LAYERBUILD_DAEMON otherwise to time through your daemon; bench_vs_buildkit times both).
+os.environ.setdefault("LAYERBUILD_DAEMON", "0")
 
 
 def big_dockerfile(n: int = 300) -> str:

@@ -35,7 +35,7 @@ from tests.image.kit import MemoryImage, MemoryLayer
 from tests.registry.kit import Registry, start_registry
 
 sys.path.insert(0, str(Path(__file__).parent))
-from installed import installed_python
+from installed import daemon_of_its_own, installed_python
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = 5
@@ -95,22 +95,8 @@ def test_pull_against_skopeo(pushed: tuple[Registry, str, int, Path], benchmark:
     layerbuild = [installed_python(), "-m", "layerbuild"]
     # As a user runs it: the first command starts the daemon (in a runtime directory of this
     # benchmark's own, stopped at the end), which runs the rest; `own` keeps each in its own process.
-    runtime = base / "xdg"
-    runtime.mkdir(mode=0o700, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k != "LAYERBUILD_DAEMON"}
-    env["XDG_RUNTIME_DIR"] = str(runtime)
-    own = {**env, "LAYERBUILD_DAEMON": "0"}
-    # The first (untimed) command starts it; the timing starts once it answers, so no tool's run
-    # shares the machine with its loading.
-    subprocess.run([*layerbuild, "--root", str(base / "unused"), "images"], check=True, capture_output=True, env=env)
-    deadline = time.monotonic() + 60
-    while subprocess.run([*layerbuild, "daemon", "status"], capture_output=True, env=env).returncode != 0:
-        assert time.monotonic() < deadline, "no daemon answered after the first command"
-        time.sleep(0.1)
-    try:
-        _pull_rounds(layerbuild, env, own, name, moved, base, benchmark)
-    finally:
-        subprocess.run([*layerbuild, "daemon", "stop"], capture_output=True, env=env)
+    with daemon_of_its_own(layerbuild[0], base) as env:
+        _pull_rounds(layerbuild, env, {**env, "LAYERBUILD_DAEMON": "0"}, name, moved, base, benchmark)
 
 
 def _pull_rounds(layerbuild: list[str], env: dict[str, str], own: dict[str, str], name: str, moved: int,

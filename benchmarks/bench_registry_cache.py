@@ -31,6 +31,9 @@ from scenarios import edit_one, make_app, make_bigcopy
 
 from tests.registry.kit import Registry, start_registry
 
+# Each command its own process, as these figures always were, and no daemon left behind (set
+# LAYERBUILD_DAEMON otherwise to time through your daemon; bench_vs_buildkit times both).
+os.environ.setdefault("LAYERBUILD_DAEMON", "0")
 REPO = Path(__file__).resolve().parents[1]
 LB = [installed_python(), "-m", "layerbuild"]
 BIG_MB = int(os.environ.get("LB_BENCH_BIG_MB", "500"))

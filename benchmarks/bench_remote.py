@@ -25,6 +25,9 @@ from scenarios import edit_one, make_app
 
 from tests.remote.sshd import SshHost, start_sshd, stop_sshd
 
+# Each command its own process, as these figures always were, and no daemon left behind (set
+# LAYERBUILD_DAEMON otherwise to time through your daemon; bench_vs_buildkit times both).
+os.environ.setdefault("LAYERBUILD_DAEMON", "0")
 LB = [sys.executable, "-m", "layerbuild"]
 ROUNDS = int(os.environ.get("LB_BENCH_ROUNDS", "10"))
 FILES = int(os.environ.get("LB_BENCH_FILES", "5000"))

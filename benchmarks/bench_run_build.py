@@ -8,6 +8,7 @@ The base image is a busybox rootfs imported once per run (`layerbuild import`).
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,9 @@ from tests.runtime.conftest import busybox_tar
 sys.path.insert(0, str(Path(__file__).parent))
 from scenarios import MULTISTAGE_DOCKERFILE
 
+# Each command its own process, as these figures always were, and no daemon left behind (set
+# LAYERBUILD_DAEMON otherwise to time through your daemon; bench_vs_buildkit times both).
+os.environ.setdefault("LAYERBUILD_DAEMON", "0")
 EXE = str(Path(sys.executable).with_name("layerbuild"))
 
 APP = """\

@@ -6,15 +6,22 @@ code of layerbuild runs, about 20 ms of a process that a no-op build or `run --r
 wheel install has no such hook. So the benchmarks run layerbuild under a bare venv of this one whose
 single .pth names this source tree and this environment's site-packages (layerbuild's dependencies)
 as plain path entries: their .pth files, the editable hook among them, are not run.
+
+`daemon_of_its_own` runs layerbuild as a user does, through the daemon its first command starts, in
+a runtime directory of the benchmark's own (never the caller's daemon), stopped at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import site
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,3 +40,32 @@ def installed_python(work: Path | None = None) -> str:
         paths = [str(REPO), *site.getsitepackages()]
         (purelib / "layerbuild-bench.pth").write_text("".join(f"{p}\n" for p in paths))
     return str(python)
+
+
+@contextlib.contextmanager
+def daemon_of_its_own(python: str, base: Path, env: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """The environment (the caller's, with `env`) of a user whose first command started a daemon (in
+    `base`/xdg, made here), for `python -m layerbuild`; the daemon answers before this yields (so no timing shares the
+    machine with its loading) and is stopped afterwards. Its log is `daemon_log(env)`."""
+    runtime = base / "xdg"
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    env = {**{k: v for k, v in os.environ.items() if k != "LAYERBUILD_DAEMON"}, **(env or {})}
+    env["XDG_RUNTIME_DIR"] = str(runtime)
+    layerbuild = [python, "-m", "layerbuild"]
+    subprocess.run([*layerbuild, "--root", str(base / "unused"), "images"], check=True, capture_output=True,
+                   env=env)
+    deadline = time.monotonic() + 60
+    while subprocess.run([*layerbuild, "daemon", "status"], capture_output=True, env=env).returncode != 0:
+        if time.monotonic() > deadline:
+            raise SystemExit("no daemon answered after the first command")
+        time.sleep(0.1)
+    try:
+        yield env
+    finally:
+        subprocess.run([*layerbuild, "daemon", "stop"], capture_output=True, env=env)
+
+
+def daemon_log(env: dict[str, str]) -> Path:
+    """The log of the daemon `daemon_of_its_own` started for `env`."""
+    (log,) = Path(env["XDG_RUNTIME_DIR"], "layerbuild").glob("*.log")
+    return log

@@ -118,17 +118,20 @@ _NOWHERE = "http://127.0.0.1:9"
 
 
 def layerbuild_daemons() -> set[int]:
-    """The pids of every layerbuild daemon on the machine (any user, any copy of layerbuild)."""
-    out = set()
+    """The pids of every layerbuild daemon on the machine (any user, any copy of layerbuild), not
+    the children a daemon forks for its commands, which have its command line too."""
+    found: dict[int, int] = {}  # pid: parent's pid
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
                 with open(f"/proc/{name}/cmdline", "rb") as f:
-                    if b"from layerbuild.cli.daemon import main" in f.read():
-                        out.add(int(name))
-            except OSError:
+                    if b"from layerbuild.cli.daemon import main" not in f.read():
+                        continue
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    found[int(name)] = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
                 pass
-    return out
+    return {pid for pid, parent in found.items() if parent not in found}
 
 
 @pytest.fixture(autouse=True, scope="session")

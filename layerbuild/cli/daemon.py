@@ -114,6 +114,8 @@ class _Child:
     pid: int
     conn: socket.socket
     pidfd: int
+    verb: str
+    started: float = field(default_factory=time.monotonic)
     hung_up: bool = False
 
 
@@ -258,7 +260,7 @@ class Daemon:
                 os._exit(code)
         self.served += 1
         pidfd = os.pidfd_open(pid)
-        child = _Child(pid, conn, pidfd)
+        child = _Child(pid, conn, pidfd, str(launch.verb_of(request.get("argv") or [])[0]))
         self.children[pid] = child
         conn.setblocking(False)
         self.selector.register(pidfd, selectors.EVENT_READ, ("exit", pid))
@@ -295,8 +297,9 @@ class Daemon:
         if not child.hung_up:
             self.selector.unregister(child.conn)
         os.close(child.pidfd)
-        _, status = os.waitpid(pid, 0)
+        _, status, usage = os.wait4(pid, 0)
         code = os.waitstatus_to_exitcode(status)
+        _log_command(child, code, usage)
         conn = child.conn
         conn.setblocking(True)
         conn.settimeout(5.0)
@@ -320,6 +323,21 @@ class Daemon:
                 os.kill(pid, signal.SIGINT)
             except ProcessLookupError:
                 pass
+
+
+def _log_command(child: _Child, code: int, usage: Any) -> None:
+    """One line on the daemon's standard error (its log) per command it ran: the verb only (never its
+    arguments, which may hold secrets), how it ended, its wall and CPU time, and the peak resident
+    memory of its process (or of the largest it waited for: a RUN step's, a helper's), which counts
+    the daemon's pages it inherited, as a command's own process counts the modules it imports."""
+    ended = f"exit {code}" if code >= 0 else f"signal {-code}"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    try:
+        print(f"{stamp} pid {child.pid} {child.verb}: {ended}, {time.monotonic() - child.started:.3f} s, "
+              f"CPU {usage.ru_utime + usage.ru_stime:.3f} s, peak RSS {usage.ru_maxrss / 1024:.1f} MiB",
+              file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass  # a log that cannot be written costs the line, never the answer
 
 
 def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
@@ -449,7 +467,7 @@ def start(idle_timeout: float = IDLE_TIMEOUT, *, ready: int | None = None) -> in
     gc.collect()
     gc.freeze()  # what is loaded now is never garbage: no child's collection walks (and copies) it
     if _threads() > 1:
-        _tell(ready, {"error": "loading layerbuild started a thread: the daemon cannot fork safely"})
+        _failed(path, ready, "loading layerbuild started a thread: the daemon cannot fork safely")
         return 1
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     temp = f"{path}.{os.getpid()}.new"
@@ -461,11 +479,26 @@ def start(idle_timeout: float = IDLE_TIMEOUT, *, ready: int | None = None) -> in
     os.chmod(temp, 0o600)
     listener.listen(128)
     os.replace(temp, path)
+    try:
+        os.unlink(launch.failed_path(path))
+    except FileNotFoundError:
+        pass
     daemon = Daemon(path, idle_timeout)
     _tell(ready, {"pid": os.getpid(), "socket": path})
     daemon.serve(listener, lock_fd)
     os.close(lock_fd)
     return 0
+
+
+def _failed(path: str, ready: int | None, why: str) -> None:
+    """A start that failed: `why` goes to whoever waits on `ready`, and beside the socket, so the
+    commands that follow do not each try again (see `launch.start_detached`)."""
+    _tell(ready, {"error": why})
+    try:
+        with open(launch.failed_path(path), "w", encoding="utf-8") as f:
+            f.write(why + "\n")
+    except OSError:
+        pass
 
 
 def _threads() -> int:
@@ -484,9 +517,10 @@ def _tell(fd: int | None, message: dict[str, Any]) -> None:
         pass
 
 
-def control(what: str) -> dict[str, Any] | None:
-    """Ask the running daemon (`status`, `stop`); None when none answers."""
-    path = launch.socket_path()
+def control(what: str, path: str | None = None) -> dict[str, Any] | None:
+    """Ask the running daemon (`status`, `stop`): this installation's, or the one at the socket
+    `path`; None when none answers."""
+    path = path or launch.socket_path()
     if path is None:
         return None
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -501,6 +535,23 @@ def control(what: str) -> dict[str, Any] | None:
         conn.close()
 
 
+def others() -> list[dict[str, Any]]:
+    """The status of every other daemon of this user that answers in the socket directory: those of
+    other installations (another interpreter or copy of layerbuild), which this one's commands never
+    go to."""
+    folder, own = launch.socket_dir(), launch.socket_path()
+    if folder is None:
+        return []
+    found = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name.startswith("daemon-") and name.endswith(".sock") and path != own:
+            status = control("status", path)
+            if status is not None:
+                found.append(status)
+    return found
+
+
 def main() -> None:
     """`python -m layerbuild.cli.daemon [IDLE_TIMEOUT [READY_FD]]`: what `layerbuild daemon start` runs."""
     idle = float(sys.argv[1]) if len(sys.argv) > 1 else IDLE_TIMEOUT
@@ -509,7 +560,11 @@ def main() -> None:
     try:
         code = start(idle, ready=ready)
     except Exception as exc:
-        _tell(ready, {"error": f"{type(exc).__name__}: {exc}"})
+        why, path = f"{type(exc).__name__}: {exc}", launch.socket_path()
+        if path is None:
+            _tell(ready, {"error": why})
+        else:
+            _failed(path, ready, why)
         raise
     os._exit(code)
 

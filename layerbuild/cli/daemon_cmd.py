@@ -18,6 +18,8 @@ def register(sub: Any) -> tuple[str, Any]:
     p.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
                    help="with start: end after this long without a command (default 10800; 0: never)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="with status: how to print it")
+    p.add_argument("--all", action="store_true",
+                   help="with stop: also this user's daemons of other installations (interpreters or copies)")
     return "daemon", run
 
 
@@ -28,31 +30,68 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--idle-timeout goes with `daemon start`")
     if args.action == "start":
         return _start(daemon, daemon.IDLE_TIMEOUT if args.idle_timeout is None else args.idle_timeout)
+    if args.all and args.action != "stop":
+        raise UsageError("--all goes with `daemon stop`")
     if args.action == "stop":
         status = daemon.control("status")
-        if status is None:
-            print("no layerbuild daemon runs")
+        others = daemon.others()
+        if status is None and not (args.all and others):
+            print("no layerbuild daemon runs" + _elsewhere(others, "stop --all"))
             return 0
-        daemon.control("stop")
-        from layerbuild.store.layout import proc_start_time
-
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc_start_time(int(status["pid"])) is not None:
-            time.sleep(0.02)
-        print(f"layerbuild daemon stopped (pid {status['pid']})")
+        for each in ([status] if status else []) + (others if args.all else []):
+            _stop(daemon, each)
         return 0
     status = daemon.control("status")
     if args.format == "json":
         print(json.dumps(status or {"running": False}))
         return 0 if status else 1
     if status is None:
-        print("no layerbuild daemon runs")
+        print("no layerbuild daemon runs" + _elsewhere(daemon.others(), "stop --all") + _failed_start(daemon))
         return 1
     up = time.time() - float(status["started"])
     print(f"layerbuild daemon: pid {status['pid']}, up {up:.0f}s, socket {status['socket']}\n"
           f"  commands run: {status['served']}, running now: {status['running']}, "
           f"run here instead: {status['refused']}")
     return 0
+
+
+def _stop(daemon: Any, status: dict[str, Any]) -> None:
+    """Ask the daemon that gave `status` to stop, and wait (up to 30 s) until its process is gone."""
+    from layerbuild.store.layout import proc_start_time
+
+    daemon.control("stop", status["socket"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc_start_time(int(status["pid"])) is not None:
+        time.sleep(0.02)
+    print(f"layerbuild daemon stopped (pid {status['pid']})")
+
+
+def _failed_start(daemon: Any) -> str:
+    """What to add when the last start failed recently (no command starts one again for a while)."""
+    path = daemon.launch.socket_path()
+    try:
+        with open(daemon.launch.failed_path(path), encoding="utf-8") as f:
+            why, when = f.read().strip(), os.fstat(f.fileno()).st_mtime
+    except (OSError, TypeError):
+        return ""
+    left = daemon.launch.RETRY_FAILED_START - (time.time() - when)
+    if left <= 0:
+        return ""
+    return (f"\nits last start failed {time.time() - when:.0f}s ago: {why}\n"
+            f"  commands run in their own processes and start none for {left / 60:.0f} more minutes; "
+            "`layerbuild daemon start` tries now")
+
+
+def _elsewhere(others: list[dict[str, Any]], verb: str) -> str:
+    """What to add to "no layerbuild daemon runs" when daemons of other installations do."""
+    if not others:
+        return ""
+    lines = [f" for this installation; {len(others)} of another one "
+             f"{'runs' if len(others) == 1 else 'run'} (`layerbuild daemon {verb}` stops them too):"]
+    for status in others:
+        python, _prefix, package = (str(status.get("identity", "")).split("\0") + ["?", "?", "?"])[:3]
+        lines.append(f"  pid {status['pid']}: {python}, layerbuild in {package}")
+    return "\n".join(lines)
 
 
 def _start(daemon: Any, idle: float) -> int:

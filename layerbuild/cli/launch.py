@@ -48,6 +48,7 @@ NAMESPACES = ("mnt", "net", "pid", "ipc", "uts", "user", "cgroup")
 # This copy of layerbuild: the package directory (what a daemon imports and watches).
 PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IDLE_TIMEOUT = 3 * 3600.0  # seconds without a command before a daemon ends (0: never)
+RETRY_FAILED_START = 3600.0  # seconds after a failed start before a command starts a daemon again
 # Set by `forward`: the command was for a daemon, but none answered it (none runs, or the one that
 # ran is ending), so one is started once the command has run here.
 _START_AFTER = [False]
@@ -58,17 +59,9 @@ def forwardable(argv: list[str]) -> bool:
     if os.environ.get("LAYERBUILD_DAEMON") == "0" or os.environ.get("LAYERBUILD_HOST") \
             or os.environ.get("LAYERBUILD_MACHINE"):
         return False
-    args = iter(argv)
-    verb = None
-    for arg in args:
-        if arg == "--root":
-            next(args, None)
-        elif not arg.startswith("--root="):
-            verb = arg
-            break
+    verb, rest = verb_of(argv)
     if verb not in FORWARDED:
         return False
-    rest = list(args)
     if any(a in ("-H", "--host", "--machine") or a.startswith(("--host=", "--machine=")) for a in rest):
         return False
     if verb == "run":
@@ -79,6 +72,17 @@ def forwardable(argv: list[str]) -> bool:
                                                              and ("i" in a or "t" in a)):
                 return False
     return True
+
+
+def verb_of(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The verb of the command `argv` (after the global `--root DIR`) and the words after it."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--root":
+            next(args, None)
+        elif not arg.startswith("--root="):
+            return arg, list(args)
+    return None, []
 
 
 def identity() -> str:
@@ -128,6 +132,12 @@ def socket_path(create: bool = False) -> str | None:
 def open_lock(socket: str) -> int:
     """The descriptor of the lock file beside the daemon's `socket` (held by the daemon that runs there)."""
     return os.open(socket + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def failed_path(socket: str) -> str:
+    """Beside the daemon's `socket`: the reason its last start failed, while that holds (see
+    `start_detached`)."""
+    return socket[: -len(".sock")] + ".failed"
 
 
 def log_path(socket: str) -> str:
@@ -340,12 +350,19 @@ def daemon_argv() -> list[str]:
 
 def start_detached() -> int | None:
     """Start a daemon in the background without waiting for it; its pid, or None when none was
-    started: no private socket directory, or one runs or is starting (it holds the lock)."""
+    started: no private socket directory, one runs or is starting (it holds the lock), or the last
+    start failed less than RETRY_FAILED_START ago."""
     import fcntl
+    import time
 
     path = socket_path(create=True)
     if path is None:
         return None
+    try:  # a start that failed is not tried again by every command (`daemon start` still tries)
+        if time.time() - os.stat(failed_path(path)).st_mtime < RETRY_FAILED_START:
+            return None
+    except OSError:
+        pass
     try:
         lock = open_lock(path)
     except OSError:

@@ -52,3 +52,21 @@ def test_the_benchmarks_python_starts_as_a_wheel_install_does(tmp_path: Path) ->
     done = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path)
     where, hooks = done.stdout.splitlines()
     assert Path(where) == REPO / "layerbuild" / "__init__.py" and hooks == "[]"
+
+
+def test_the_bigcopy_memory_benchmark_reads_the_daemons_child(tmp_path: Path) -> None:
+    """benchmarks/bench_bigcopy.py at a tiny size: through the daemon of its own (its peak and CPU
+    from the daemon's log line for each build) and in its own process, a table of both; the daemon
+    is stopped at the end (the session's guard would fail the run otherwise)."""
+    done = subprocess.run([sys.executable, "benchmarks/bench_bigcopy.py", "--mb", "3", "--rounds", "1"],
+                          cwd=REPO, env={**os.environ, "TMPDIR": str(tmp_path)}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()[1:]}
+    assert rows["case"] == ["case", "daemon", "this", "daemon/this"], done.stdout
+    for case in ("cold", "cold_rss", "edit", "edit_rss", "client_rss"):
+        assert case in rows, done.stdout
+    daemon_rss, own_rss, client_rss = float(rows["cold_rss"][1]), float(rows["cold_rss"][3]), \
+        float(rows["client_rss"][1])
+    # The daemon's child holds all of layerbuild, the client only what hands a command over.
+    assert daemon_rss > 2 * client_rss and own_rss > 2 * client_rss, done.stdout

@@ -118,6 +118,35 @@ def test_the_command_gets_the_callers_environment_directory_stdin_and_exit_code(
     assert _status(daemon)["served"] == before + 4
 
 
+def test_the_daemons_log_has_a_line_per_command_with_its_time_and_memory(
+        daemon: dict[str, str], store: Path, tmp_path: Path) -> None:
+    """Each command the daemon runs adds one line to its log: the verb (never the arguments), how
+    it ended, and the peak memory of its process tree, a RUN step's included."""
+    (log,) = Path(daemon["XDG_RUNTIME_DIR"], "layerbuild").glob("*.log")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    # dd's 200 MiB buffer lives in the RUN step's process, a descendant of the command's.
+    (ctx / "Dockerfile").write_text("FROM base:1\nARG TOKEN\n"
+                                    "RUN dd if=/dev/zero of=/dev/null bs=200M count=1 2>/dev/null\n")
+    before = log.read_text().splitlines()
+    built = _lb(daemon, "--root", str(store), "build", "-q", "--build-arg", "TOKEN=s3cret-word", str(ctx))
+    assert built.returncode == 0, built.stderr
+    missing = _lb(daemon, "--root", str(store), "inspect", "no-such-image")
+    assert missing.returncode == 2 and "no such image" in missing.stderr
+    listed = _lb(daemon, "--root", str(store), "images")
+    assert listed.returncode == 0
+    lines = log.read_text().splitlines()[len(before):]
+    line = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ pid (\d+) (\w+): (exit \d+), ([\d.]+) s, "
+                      r"CPU ([\d.]+) s, peak RSS ([\d.]+) MiB$")
+    parsed = [line.match(text) for text in lines]
+    assert all(parsed) and [(m[2], m[3]) for m in parsed] == [  # type: ignore[index]
+        ("build", "exit 0"), ("inspect", "exit 2"), ("images", "exit 0")], lines
+    assert "s3cret-word" not in log.read_text()
+    build_rss, images_rss = float(parsed[0][6]), float(parsed[2][6])  # type: ignore[index]
+    assert build_rss >= 200 > images_rss, lines
+    assert len({m[1] for m in parsed}) == 3  # type: ignore[index]  (a child of its own for each)
+
+
 def test_parsing_in_the_daemon_is_parsing_here(daemon: dict[str, str], store: Path) -> None:
     """The daemon's children parse with parsers it made before they were forked: the same help, the
     same usage errors and exit codes as a command run here, for every command (each child has its copy)."""
@@ -279,6 +308,94 @@ def test_a_changed_layerbuild_is_not_answered_by_the_old_daemon(tmp_path: Path) 
         _stop_all(env, python, tmp_path, runtime)
         if Path(f"/proc/{pid}").exists():
             os.kill(pid, signal.SIGKILL)
+
+
+def test_another_installations_daemon_is_named_and_stopped_with_all(fresh_user: tuple[dict[str, str], Path],
+                                                                     tmp_path: Path) -> None:
+    """A copy of layerbuild elsewhere has a daemon of its own, which this one's commands never use:
+    `daemon status` and `stop` say it runs (its pid, interpreter and copy), and `stop --all` ends it."""
+    env, runtime = fresh_user
+    copy = tmp_path / "src"
+    shutil.copytree(REPO / "layerbuild", copy / "layerbuild", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "grammar", copy / "grammar")
+    other = {**env, "PYTHONPATH": str(copy)}
+    python = [sys.executable, "-c", "import sys; sys.argv[0] = 'layerbuild'; "
+              "from layerbuild.cli.launch import entry; entry()"]
+    assert _lb(other, "daemon", "start", python=python, cwd=tmp_path).returncode == 0
+    theirs = _status(other, python, tmp_path)["pid"]
+    try:
+        status = _lb(env, "daemon", "status", cwd=tmp_path)
+        assert status.returncode == 1
+        assert status.stdout.startswith("no layerbuild daemon runs for this installation; 1 of another one runs")
+        assert f"pid {theirs}: {sys.executable}, layerbuild in {copy / 'layerbuild'}" in status.stdout
+        stop = _lb(env, "daemon", "stop", cwd=tmp_path)
+        assert stop.returncode == 0 and f"pid {theirs}:" in stop.stdout and Path(f"/proc/{theirs}").exists()
+        assert _lb(env, "daemon", "start", cwd=tmp_path).returncode == 0
+        ours = _status(env, cwd=tmp_path)["pid"]
+        stop_all = _lb(env, "daemon", "stop", "--all", cwd=tmp_path)
+        assert stop_all.returncode == 0, stop_all.stderr
+        assert stop_all.stdout.splitlines() == [f"layerbuild daemon stopped (pid {ours})",
+                                                f"layerbuild daemon stopped (pid {theirs})"]
+        assert _daemons_of(runtime) == []
+        assert _lb(env, "daemon", "stop", cwd=tmp_path).stdout == "no layerbuild daemon runs\n"
+        usage = _lb(env, "daemon", "status", "--all", cwd=tmp_path)
+        assert usage.returncode == 2 and "--all goes with `daemon stop`" in usage.stderr
+    finally:
+        _stop_all(other, python, tmp_path, runtime)
+
+
+def test_a_daemon_that_failed_to_start_is_not_tried_by_every_command(fresh_user: tuple[dict[str, str], Path],
+                                                                      store: Path, tmp_path: Path) -> None:
+    """A site hook that starts a thread in every interpreter makes the daemon refuse to run (it could
+    not fork safely). The command that tried runs on; the next ones run in their own processes
+    without starting another for an hour; `daemon status` says why; `daemon start` tries at once."""
+    env, runtime = fresh_user
+    site = tmp_path / "site"
+    site.mkdir()
+    starts = tmp_path / "daemon-starts"
+    (site / "sitecustomize.py").write_text(
+        "import os, sys, threading, time\n"
+        "if sys.flags.safe_path and os.environ.get('TEST_THREAD'):  # (the daemon runs as python -P)\n"
+        f"    open({str(starts)!r}, 'a').write('started\\n')\n"
+        "    threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n")
+    env = {**env, "PYTHONPATH": f"{site}:{REPO}", "TEST_THREAD": "1"}
+
+    def images() -> None:
+        got = _lb(env, "--root", str(store), "images", cwd=tmp_path)
+        assert got.returncode == 0 and "base" in got.stdout, got.stderr
+
+    images()
+    deadline = time.monotonic() + 60
+    while not list(runtime.glob("layerbuild/*.failed")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (failed,) = runtime.glob("layerbuild/*.failed")
+    assert "started a thread" in failed.read_text() and starts.read_text() == "started\n"
+    for _ in range(3):
+        images()
+    time.sleep(1)
+    assert starts.read_text() == "started\n" and _daemons_of(runtime) == []
+    status = _lb(env, "daemon", "status", cwd=tmp_path)
+    assert status.returncode == 1 and "its last start failed" in status.stdout
+    assert "started a thread" in status.stdout and "`layerbuild daemon start` tries now" in status.stdout
+    tried = _lb(env, "daemon", "start", cwd=tmp_path)
+    assert tried.returncode != 0 and "started a thread" in tried.stderr and "Traceback" not in tried.stderr
+    assert starts.read_text() == "started\n" * 2
+    # An hour on, a command tries again.
+    hours_ago = time.time() - 2 * 3600
+    os.utime(failed, (hours_ago, hours_ago))
+    images()
+    deadline = time.monotonic() + 60
+    while starts.read_text() != "started\n" * 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert starts.read_text() == "started\n" * 3
+    # Once the cause is gone, a start succeeds and the failure is forgotten.
+    del env["TEST_THREAD"]
+    while failed.stat().st_mtime < hours_ago + 3600 and time.monotonic() < deadline:
+        time.sleep(0.05)  # (the third start's failure written)
+    assert _lb(env, "daemon", "start", cwd=tmp_path).returncode == 0
+    assert not failed.exists()
+    status = _lb(env, "daemon", "status", cwd=tmp_path)
+    assert status.returncode == 0 and "last start failed" not in status.stdout
 
 
 def _wait_for_daemon(env: dict[str, str], python: list[str] | None = None, cwd: Path = REPO,
