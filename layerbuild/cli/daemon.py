@@ -74,6 +74,70 @@ def _files(package: str) -> dict[str, tuple[int, int, int]]:
     return out
 
 
+# Filesystems whose every change reaches inotify: on a network filesystem a change made by another
+# host sends no event, so there `_Watch` is not used and every command walks the files.
+_LOCAL_FILESYSTEMS = frozenset(("ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs"))
+_IN_EVENTS = (0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800)
+# (modify, attrib, close_write, moved_from, moved_to, create, delete, delete_self, move_self)
+
+
+def _fstype(path: str) -> str | None:
+    """The type of the filesystem `path` is on (the longest mount point above it in mountinfo)."""
+    real, best, kind = os.path.realpath(path), "", None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if "-" not in fields:
+                    continue
+                point = fields[4].replace("\\040", " ")
+                inside = real == point or real.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, kind = point, fields[fields.index("-") + 1]
+    except OSError:
+        return None
+    return kind
+
+
+class _Watch:
+    """inotify on every directory of the package, the interpreter and its directory: a command
+    finds out in a read that returns nothing that none of them changed, instead of a walk of them
+    all (224 files: 3.7 ms). Any event only means "walk and compare" (`Daemon._changed`): the walk
+    stays what decides."""
+
+    def __init__(self, package: str) -> None:
+        import ctypes
+
+        paths = [sys.executable, os.path.dirname(sys.executable)]
+        for top, dirs, _names in os.walk(package):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            paths.append(top)
+        if any(_fstype(p) not in _LOCAL_FILESYSTEMS for p in (package, sys.executable)):
+            raise OSError("not on a local filesystem")
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        for path in paths:
+            if libc.inotify_add_watch(self.fd, os.fsencode(path), _IN_EVENTS) < 0:
+                os.close(self.fd)
+                raise OSError(ctypes.get_errno(), f"inotify_add_watch {path}")
+
+    def quiet(self) -> bool:
+        """True when nothing happened since the last call (what happened is read and dropped)."""
+        seen = False
+        while True:
+            try:
+                if not os.read(self.fd, 65536):
+                    return not seen
+            except BlockingIOError:
+                return not seen
+            seen = True
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 def _status(pid: int | str) -> dict[str, str]:
     out = {}
     with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as f:
@@ -135,6 +199,10 @@ class Daemon:
     def serve(self, listener: socket.socket, lock_fd: int) -> None:
         self.listener, self.lock_fd = listener, lock_fd
         self.inode = os.stat(self.path).st_ino
+        try:  # before the files are read: a change after this is an event
+            self.watch: _Watch | None = _Watch(self.package)
+        except OSError:
+            self.watch = None
         self.files = _files(self.package)
         self.selector = selectors.DefaultSelector()
         self.selector.register(listener, selectors.EVENT_READ, "accept")
@@ -162,6 +230,8 @@ class Daemon:
 
                     traceback.print_exc()
         self.selector.close()
+        if self.watch is not None:
+            self.watch.close()
         signal.set_wakeup_fd(-1)
         os.close(self.wake_r)
         os.close(self.wake_w)
@@ -186,6 +256,12 @@ class Daemon:
         else:
             self._hung_up(what[1])
         return last
+
+    def _changed(self) -> bool:
+        """Whether a file of layerbuild or the interpreter changed since the daemon started."""
+        if self.watch is not None and self.watch.quiet():
+            return False
+        return _files(self.package) != self.files
 
     def _stop(self) -> None:
         """Take no more commands; the running ones finish and are answered."""
@@ -239,7 +315,7 @@ class Daemon:
             why = "the caller is another installation of layerbuild"
         elif len(fds) != 3:
             why = "the caller's standard descriptors did not come"
-        elif _files(self.package) != self.files:
+        elif self._changed():
             why, ending = "layerbuild's files changed since the daemon started", True
             self._stop()
         elif self.stopping:
@@ -279,6 +355,8 @@ class Daemon:
         os.close(self.wake_r)
         os.close(self.wake_w)
         os.close(self.lock_fd)
+        if self.watch is not None:
+            self.watch.close()
         os.setsid()
         why = _become(request, fds)
         if why is not None:

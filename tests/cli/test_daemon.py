@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from layerbuild.cli import daemon as daemon_module
 from layerbuild.cli import launch
 from tests.build.kit import make_base
 from tests.build.test_interrupt import _sleepers
@@ -396,6 +397,50 @@ def test_a_daemon_that_failed_to_start_is_not_tried_by_every_command(fresh_user:
     assert not failed.exists()
     status = _lb(env, "daemon", "status", cwd=tmp_path)
     assert status.returncode == 0 and "last start failed" not in status.stdout
+
+
+def test_the_daemons_watch_sees_every_change_the_walk_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_Watch` (inotify) stands in for the walk of layerbuild's files only while nothing happens:
+    an edit in place, a new module in a subpackage, a file replaced by a rename, a removal and a
+    `chmod` each break its quiet, and the walk then decides; bytecode written to __pycache__ does not."""
+    package = tmp_path / "pkg"
+    (package / "sub" / "__pycache__").mkdir(parents=True)
+    (package / "a.py").write_text("a = 1\n")
+    (package / "sub" / "b.py").write_text("b = 1\n")
+    watch = daemon_module._Watch(str(package))
+    try:
+        assert watch.quiet() and watch.quiet()
+        (package / "sub" / "__pycache__" / "b.cpython-311.pyc").write_bytes(b"bytecode")
+        assert watch.quiet()
+        changes = [
+            lambda: (package / "a.py").open("a").write("# edited\n"),
+            lambda: (package / "sub" / "c.py").write_text("c = 1\n"),
+            lambda: ((package / "b.new").write_text("b = 2\n"), os.replace(package / "b.new", package / "sub" / "b.py")),
+            lambda: (package / "sub" / "c.py").unlink(),
+            lambda: os.chmod(package / "a.py", 0o600),
+        ]
+        for change in changes:
+            change()
+            assert not watch.quiet()
+            assert watch.quiet()  # (what happened was read)
+    finally:
+        watch.close()
+    # The filesystem is the one of the longest mount point above the path; on a network one (whose
+    # changes from another host send no event) there is no watch, and every command walks.
+    assert daemon_module._fstype("/proc/self/status") == "proc"
+    assert daemon_module._fstype("/sys/kernel") == "sysfs"
+    monkeypatch.setattr(daemon_module, "_fstype", lambda path: "nfs4")
+    with pytest.raises(OSError, match="not on a local filesystem"):
+        daemon_module._Watch(str(package))
+
+
+def test_a_daemon_watches_its_files_with_inotify(daemon: dict[str, str]) -> None:
+    pid = _status(daemon)["pid"]
+    kinds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    if daemon_module._fstype(str(REPO / "layerbuild")) in daemon_module._LOCAL_FILESYSTEMS:
+        assert "anon_inode:inotify" in kinds
+    else:
+        assert "anon_inode:inotify" not in kinds  # a network filesystem: every command walks them
 
 
 def _wait_for_daemon(env: dict[str, str], python: list[str] | None = None, cwd: Path = REPO,
