@@ -26,6 +26,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,11 +58,18 @@ def _preload() -> None:
         pass
 
 
+def _package_walk(package: str) -> Iterator[tuple[str, list[str]]]:
+    """Each directory of the package, bytecode caches aside, with its files' names: what `_files`
+    compares and `_Watch` watches (the two must cover the same directories)."""
+    for top, dirs, names in os.walk(package):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        yield top, names
+
+
 def _files(package: str) -> dict[str, tuple[int, int, int]]:
     """Every file of the package (bytecode caches aside) and the interpreter, by (mtime, size, inode)."""
     out = {}
-    for top, dirs, names in os.walk(package):
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
+    for top, names in _package_walk(package):
         for name in names:
             path = os.path.join(top, name)
             try:
@@ -108,10 +116,7 @@ class _Watch:
     def __init__(self, package: str) -> None:
         import ctypes
 
-        paths = [sys.executable, os.path.dirname(sys.executable)]
-        for top, dirs, _names in os.walk(package):
-            dirs[:] = [d for d in dirs if d != "__pycache__"]
-            paths.append(top)
+        paths = [sys.executable, os.path.dirname(sys.executable), *(top for top, _ in _package_walk(package))]
         if any(_fstype(p) not in _LOCAL_FILESYSTEMS for p in (package, sys.executable)):
             raise OSError("not on a local filesystem")
         libc = ctypes.CDLL(None, use_errno=True)
