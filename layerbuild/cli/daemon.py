@@ -117,7 +117,7 @@ class _Watch:
         import ctypes
 
         paths = [sys.executable, os.path.dirname(sys.executable), *(top for top, _ in _package_walk(package))]
-        if any(_fstype(p) not in _LOCAL_FILESYSTEMS for p in (package, sys.executable)):
+        if any(_fstype(p) not in _LOCAL_FILESYSTEMS for p in (package, *paths[:2])):
             raise OSError("not on a local filesystem")
         libc = ctypes.CDLL(None, use_errno=True)
         self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)

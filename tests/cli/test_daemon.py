@@ -432,6 +432,11 @@ def test_the_daemons_watch_sees_every_change_the_walk_would(tmp_path: Path, monk
     monkeypatch.setattr(daemon_module, "_fstype", lambda path: "nfs4")
     with pytest.raises(OSError, match="not on a local filesystem"):
         daemon_module._Watch(str(package))
+    # The interpreter's directory too (a venv's `python` link replaced there is a change).
+    bin_dir = os.path.dirname(sys.executable)
+    monkeypatch.setattr(daemon_module, "_fstype", lambda path: "nfs4" if path == bin_dir else "ext4")
+    with pytest.raises(OSError, match="not on a local filesystem"):
+        daemon_module._Watch(str(package))
 
 
 def test_a_daemon_watches_its_files_with_inotify(daemon: dict[str, str]) -> None:
