@@ -34,11 +34,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--all goes with `daemon stop`")
     if args.action == "stop":
         status = daemon.control("status")
-        others = daemon.others()
+        others = daemon.others() if status is None or args.all else []  # (asked only when of use)
         if status is None and not (args.all and others):
-            print("no layerbuild daemon runs" + _elsewhere(others, "stop --all"))
+            print("no layerbuild daemon runs" + _elsewhere(others))
             return 0
-        for each in ([status] if status else []) + (others if args.all else []):
+        for each in ([status] if status else []) + others:
             _stop(daemon, each)
         return 0
     status = daemon.control("status")
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(status or {"running": False}))
         return 0 if status else 1
     if status is None:
-        print("no layerbuild daemon runs" + _elsewhere(daemon.others(), "stop --all") + _failed_start(daemon))
+        print("no layerbuild daemon runs" + _elsewhere(daemon.others()) + _failed_start(daemon))
         return 1
     up = time.time() - float(status["started"])
     print(f"layerbuild daemon: pid {status['pid']}, up {up:.0f}s, socket {status['socket']}\n"
@@ -69,25 +69,27 @@ def _stop(daemon: Any, status: dict[str, Any]) -> None:
 def _failed_start(daemon: Any) -> str:
     """What to add when the last start failed recently (no command starts one again for a while)."""
     path = daemon.launch.socket_path()
+    if path is None:
+        return ""
     try:
         with open(daemon.launch.failed_path(path), encoding="utf-8") as f:
-            why, when = f.read().strip(), os.fstat(f.fileno()).st_mtime
-    except (OSError, TypeError):
+            why, ago = f.read().strip(), time.time() - os.fstat(f.fileno()).st_mtime
+    except OSError:
         return ""
-    left = daemon.launch.RETRY_FAILED_START - (time.time() - when)
+    left = daemon.launch.RETRY_FAILED_START - ago
     if left <= 0:
         return ""
-    return (f"\nits last start failed {time.time() - when:.0f}s ago: {why}\n"
+    return (f"\nits last start failed {ago:.0f}s ago: {why}\n"
             f"  commands run in their own processes and start none for {left / 60:.0f} more minutes; "
             "`layerbuild daemon start` tries now")
 
 
-def _elsewhere(others: list[dict[str, Any]], verb: str) -> str:
+def _elsewhere(others: list[dict[str, Any]]) -> str:
     """What to add to "no layerbuild daemon runs" when daemons of other installations do."""
     if not others:
         return ""
     lines = [f" for this installation; {len(others)} of another one "
-             f"{'runs' if len(others) == 1 else 'run'} (`layerbuild daemon {verb}` stops them too):"]
+             f"{'runs' if len(others) == 1 else 'run'} (`layerbuild daemon stop --all` stops them too):"]
     for status in others:
         python, _prefix, package = (str(status.get("identity", "")).split("\0") + ["?", "?", "?"])[:3]
         lines.append(f"  pid {status['pid']}: {python}, layerbuild in {package}")
