@@ -44,7 +44,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).parent))
-from installed import installed_python  # noqa: E402
+from installed import installed_python, start_daemon  # noqa: E402
 from scenarios import MULTISTAGE_DOCKERFILE, edit_one, make_app, make_bigcopy, touch_one  # noqa: E402
 
 DOCKER = os.environ.get("DOCKER", "docker")
@@ -169,13 +169,7 @@ class Layerbuild:
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(self.src / "layerbuild")], check=True,
                        capture_output=True)
         if self.daemon:  # a first command (untimed) starts it; the timing starts once it answers
-            subprocess.run(self.argv(self.work / "unused", "images"), check=True, capture_output=True, env=self.env)
-            deadline = time.monotonic() + 60
-            while subprocess.run(self.argv(self.work / "unused", "daemon", "status"), capture_output=True,
-                                 env=self.env).returncode != 0:
-                if time.monotonic() > deadline:
-                    raise SystemExit("no daemon answered after the first command")
-                time.sleep(0.1)
+            start_daemon([installed_python(self.work), "-c", _LAUNCH, str(self.src)], self.env, self.work / "unused")
         return Tool(self.label, self.build, self.cold, self.run_true)
 
 

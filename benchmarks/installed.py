@@ -45,24 +45,30 @@ def installed_python(work: Path | None = None) -> str:
 @contextlib.contextmanager
 def daemon_of_its_own(python: str, base: Path, env: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
     """The environment (the caller's, with `env`) of a user whose first command started a daemon (in
-    `base`/xdg, made here), for `python -m layerbuild`; the daemon answers before this yields (so no timing shares the
-    machine with its loading) and is stopped afterwards. Its log is `daemon_log(env)`."""
+    `base`/xdg, made here), for `python -m layerbuild`; the daemon answers before this yields
+    (`start_daemon`) and is stopped afterwards. Its log is `daemon_log(env)`."""
     runtime = base / "xdg"
     runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = {**{k: v for k, v in os.environ.items() if k != "LAYERBUILD_DAEMON"}, **(env or {})}
     env["XDG_RUNTIME_DIR"] = str(runtime)
     layerbuild = [python, "-m", "layerbuild"]
-    subprocess.run([*layerbuild, "--root", str(base / "unused"), "images"], check=True, capture_output=True,
-                   env=env)
+    start_daemon(layerbuild, env, base / "unused")
+    try:
+        yield env
+    finally:
+        subprocess.run([*layerbuild, "daemon", "stop"], capture_output=True, env=env)
+
+
+def start_daemon(layerbuild: list[str], env: dict[str, str], unused_root: Path) -> None:
+    """Start the daemon as a user's first command does (`layerbuild` is the command, `env` names
+    its runtime directory) and return once it answers, so no timing shares the machine with its
+    loading."""
+    subprocess.run([*layerbuild, "--root", str(unused_root), "images"], check=True, capture_output=True, env=env)
     deadline = time.monotonic() + 60
     while subprocess.run([*layerbuild, "daemon", "status"], capture_output=True, env=env).returncode != 0:
         if time.monotonic() > deadline:
             raise SystemExit("no daemon answered after the first command")
         time.sleep(0.1)
-    try:
-        yield env
-    finally:
-        subprocess.run([*layerbuild, "daemon", "stop"], capture_output=True, env=env)
 
 
 def daemon_log(env: dict[str, str]) -> Path:
